@@ -1,0 +1,269 @@
+//! takt's shared vocabulary: the statuses, ids and events that every other crate speaks.
+//!
+//! This crate does no I/O. It is the only crate every other takt crate may depend on.
+//! Everything that happens in takt becomes an [`Event`]; runs, jobs and metrics are views
+//! derived from the event log.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+pub use time::OffsetDateTime;
+
+pub mod timefmt;
+
+/// The outcome of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Success,
+    Failed,
+    Cancelled,
+    /// The process that drove the run died before it finished.
+    Interrupted,
+}
+
+/// The outcome of one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Success,
+    Failed,
+    /// Not run: stopped by the line, its rules, or a need that did not run.
+    Skipped,
+    /// `when: manual`: waits for a person; a local run does not start it.
+    Manual,
+    Cancelled,
+}
+
+/// Why a job failed, in GitLab's words where GitLab has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    ScriptFailure,
+    JobExecutionTimeout,
+    /// takt could not prepare or start the job (workspace, checkout, spawn).
+    RunnerSystemFailure,
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        })
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobStatus::Success => "success",
+            JobStatus::Failed => "failed",
+            JobStatus::Skipped => "skipped",
+            JobStatus::Manual => "manual",
+            JobStatus::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `takt run` on a developer's machine.
+    Local,
+}
+
+/// One test case from a JUnit report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCase {
+    pub suite: String,
+    pub name: String,
+    pub outcome: TestOutcome,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestOutcome {
+    Passed,
+    Failed,
+    Error,
+    Skipped,
+}
+
+/// Counts of a JUnit report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCounts {
+    pub tests: u64,
+    pub failures: u64,
+    pub errors: u64,
+    pub skipped: u64,
+}
+
+/// One fact in the append-only event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log; `None` until the store assigns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub project: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened. The `kind` tag is the event's stable name in the log and the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    CommitSeen {
+        commit: String,
+        #[serde(default)]
+        branch: Option<String>,
+        #[serde(default)]
+        tag: Option<String>,
+    },
+    RunQueued {
+        commit: String,
+        #[serde(default)]
+        branch: Option<String>,
+        #[serde(default)]
+        tag: Option<String>,
+        trigger: Trigger,
+        /// The working tree's uncommitted changes were included (`takt run --dirty`).
+        #[serde(default)]
+        dirty: bool,
+    },
+    RunStarted,
+    RunFinished {
+        status: RunStatus,
+        duration_ms: u64,
+    },
+    JobQueued {
+        job: String,
+        stage: String,
+    },
+    JobStarted {
+        job: String,
+        attempt: u32,
+        /// Time between the job becoming ready (all its needs done) and its start.
+        wait_ms: u64,
+    },
+    JobFinished {
+        job: String,
+        attempt: u32,
+        status: JobStatus,
+        #[serde(default)]
+        exit_code: Option<i32>,
+        #[serde(default)]
+        failure_reason: Option<FailureReason>,
+        #[serde(default)]
+        allow_failure: bool,
+        duration_ms: u64,
+        wait_ms: u64,
+        /// Failed at least once and then passed on retry.
+        #[serde(default)]
+        flaky: bool,
+    },
+    JobSkipped {
+        job: String,
+        status: JobStatus,
+        reason: String,
+    },
+    LogStored {
+        job: String,
+        attempt: u32,
+        /// Path relative to the data directory.
+        location: String,
+        bytes: u64,
+        truncated: bool,
+    },
+    ArtifactStored {
+        job: String,
+        name: String,
+        version: String,
+        digest: String,
+        size: u64,
+    },
+    TestReport {
+        job: String,
+        counts: TestCounts,
+        cases: Vec<TestCase>,
+    },
+    CacheUsed {
+        job: String,
+        key: String,
+        hit: bool,
+        #[serde(default)]
+        saved: bool,
+    },
+}
+
+impl EventKind {
+    /// The stable name of this kind of event (the `kind` field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::CommitSeen { .. } => "commit_seen",
+            EventKind::RunQueued { .. } => "run_queued",
+            EventKind::RunStarted => "run_started",
+            EventKind::RunFinished { .. } => "run_finished",
+            EventKind::JobQueued { .. } => "job_queued",
+            EventKind::JobStarted { .. } => "job_started",
+            EventKind::JobFinished { .. } => "job_finished",
+            EventKind::JobSkipped { .. } => "job_skipped",
+            EventKind::LogStored { .. } => "log_stored",
+            EventKind::ArtifactStored { .. } => "artifact_stored",
+            EventKind::TestReport { .. } => "test_report",
+            EventKind::CacheUsed { .. } => "cache_used",
+        }
+    }
+}
+
+impl Event {
+    /// A new event stamped with the current UTC time.
+    pub fn now(project: &str, run: Option<u64>, kind: EventKind) -> Event {
+        Event {
+            seq: None,
+            at: OffsetDateTime::now_utc(),
+            project: project.to_string(),
+            run,
+            kind,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_json_with_a_stable_kind_tag() {
+        let e = Event::now(
+            "demo",
+            Some(3),
+            EventKind::JobFinished {
+                job: "test [A=1]".into(),
+                attempt: 2,
+                status: JobStatus::Success,
+                exit_code: Some(0),
+                failure_reason: None,
+                allow_failure: false,
+                duration_ms: 12,
+                wait_ms: 1,
+                flaky: true,
+            },
+        );
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains("\"kind\":\"job_finished\""), "{json}");
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.kind, e.kind);
+        assert_eq!(back.kind.name(), "job_finished");
+    }
+}

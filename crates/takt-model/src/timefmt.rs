@@ -1,0 +1,50 @@
+//! Time and duration formatting shared by every output: UTC, RFC 3339, human durations.
+
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// RFC 3339 in UTC, e.g. `2026-11-23T19:40:01.123Z` (millisecond precision).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// A duration for people: `850ms`, `4.2s`, `3m 05s`, `2h 01m`.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if ms < 3_600_000 {
+        format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h {:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_read_naturally() {
+        assert_eq!(human(Duration::from_millis(850)), "850ms");
+        assert_eq!(human(Duration::from_millis(4200)), "4.2s");
+        assert_eq!(human(Duration::from_secs(185)), "3m 05s");
+        assert_eq!(human(Duration::from_secs(7260)), "2h 01m");
+    }
+
+    #[test]
+    fn rfc3339_is_utc_with_millis() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_795_000_000_123_456_789).unwrap();
+        let s = rfc3339(t);
+        assert!(s.ends_with('Z'), "{s}");
+        assert!(s.contains(".123"), "{s}");
+    }
+}

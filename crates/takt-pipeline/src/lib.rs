@@ -1,0 +1,18 @@
+//! `takt.yml` → validated [`Pipeline`] (every error with file:line:column) → [`Plan`] for one
+//! commit → [`Schedule`], the stop-the-line scheduler.
+//!
+//! Pure: no I/O, no clock, no tokio. The engine feeds it facts and acts on its decisions.
+
+pub mod diag;
+pub mod duration;
+pub mod expr;
+pub mod glob;
+pub mod model;
+pub mod parse;
+pub mod plan;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Diagnostics, Pos};
+pub use model::*;
+pub use parse::{check_artifact_name, parse};
+pub use plan::{Plan, PlanContext, PlanError, PlannedJob, Schedule, Skip, critical_path, plan};

@@ -1,0 +1,146 @@
+//! The validated pipeline: what `takt.yml` means once every key has been checked.
+
+use crate::diag::Pos;
+use crate::expr::Expr;
+use std::time::Duration;
+
+/// The default stages, in order (`.pre` and `.post` are always added around them, as in GitLab).
+pub const DEFAULT_STAGES: [&str; 5] = ["build", "test", "package", "release", "deploy"];
+/// The default build-time budget: the coffee test.
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub stages: Vec<String>,
+    pub variables: Vec<(String, String)>,
+    pub budget: Duration,
+    /// Runnable jobs (templates starting with `.` removed, `extends` resolved, matrices expanded),
+    /// in file order.
+    pub jobs: Vec<Job>,
+    /// Sections the file declares that takt reserves but does not act on yet.
+    pub reserved: Vec<(String, Pos)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    OnSuccess,
+    OnFailure,
+    Always,
+    Manual,
+    Never,
+}
+
+impl When {
+    pub fn parse(s: &str) -> Option<When> {
+        Some(match s {
+            "on_success" => When::OnSuccess,
+            "on_failure" => When::OnFailure,
+            "always" => When::Always,
+            "manual" => When::Manual,
+            "never" => When::Never,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Need {
+    pub job: String,
+    pub artifacts: bool,
+    pub optional: bool,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub pos: Pos,
+    pub condition: Option<Expr>,
+    pub changes: Option<Vec<String>>,
+    pub exists: Option<Vec<String>>,
+    pub when: Option<When>,
+    pub allow_failure: Option<bool>,
+    pub variables: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryWhen {
+    Always,
+    ScriptFailure,
+    JobExecutionTimeout,
+    RunnerSystemFailure,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Retry {
+    pub max: u32,
+    /// Empty means `always`.
+    pub when: Vec<RetryWhen>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactWhen {
+    OnSuccess,
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    pub name: Option<String>,
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub when: ArtifactWhen,
+    pub expire_in: Option<Duration>,
+    pub junit: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheKey {
+    Literal(String),
+    Files {
+        files: Vec<String>,
+        prefix: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    PullPush,
+    Pull,
+    Push,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub key: CacheKey,
+    pub paths: Vec<String>,
+    pub policy: CachePolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The full name (matrix jobs: `test [OS=linux, ARCH=amd64]`).
+    pub name: String,
+    /// The name in the file, before matrix expansion.
+    pub base: String,
+    pub pos: Pos,
+    pub stage: String,
+    pub before_script: Vec<String>,
+    pub script: Vec<String>,
+    pub after_script: Vec<String>,
+    /// Job variables, matrix variables last (they win).
+    pub variables: Vec<(String, String)>,
+    /// `None`: ordered by stage. `Some`: a DAG edge list (possibly empty: start at once).
+    pub needs: Option<Vec<Need>>,
+    /// GitLab's `dependencies`: whose artifacts to fetch (`None`: all available).
+    pub dependencies: Option<Vec<String>>,
+    pub rules: Vec<Rule>,
+    pub when: When,
+    pub allow_failure: bool,
+    pub allow_exit_codes: Vec<i32>,
+    pub timeout: Option<Duration>,
+    pub retry: Retry,
+    pub artifacts: Option<Artifacts>,
+    pub cache: Option<Cache>,
+    pub secrets: Vec<String>,
+}

@@ -1,0 +1,1302 @@
+//! `takt.yml` text → [`Pipeline`], collecting every problem with its position.
+
+use crate::diag::{Diagnostic, Diagnostics, Pos, did_you_mean};
+use crate::duration;
+use crate::expr::Expr;
+use crate::model::*;
+use crate::yaml::{self, Node, NodeKind};
+use globset::Glob;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+/// The largest pipeline file accepted.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// The longest job timeout accepted.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The most jobs one matrix or `parallel: N` may create.
+pub const MAX_PARALLEL: usize = 200;
+
+const TOP_KEYS: &[&str] = &[
+    "version",
+    "stages",
+    "variables",
+    "default",
+    "budget",
+    "jobs",
+];
+const RESERVED: &[&str] = &[
+    "environments",
+    "checks",
+    "flags",
+    "schedules",
+    "notify",
+    "retention",
+];
+const JOB_KEYS: &[&str] = &[
+    "stage",
+    "script",
+    "before_script",
+    "after_script",
+    "variables",
+    "needs",
+    "dependencies",
+    "rules",
+    "when",
+    "allow_failure",
+    "timeout",
+    "retry",
+    "artifacts",
+    "cache",
+    "parallel",
+    "extends",
+    "secrets",
+    "image",
+    "services",
+];
+const DEFAULT_KEYS: &[&str] = &[
+    "before_script",
+    "after_script",
+    "artifacts",
+    "cache",
+    "retry",
+    "timeout",
+    "image",
+    "services",
+];
+/// GitLab keys a pasted job may carry that takt knows but does not implement.
+const GITLAB_UNSUPPORTED: &[&str] = &[
+    "tags",
+    "only",
+    "except",
+    "environment",
+    "coverage",
+    "interruptible",
+    "resource_group",
+    "trigger",
+    "release",
+    "pages",
+    "id_tokens",
+    "inherit",
+    "hooks",
+    "include",
+    "workflow",
+    "identity",
+    "inputs",
+    "manual_confirmation",
+    "dast_configuration",
+    "start_in",
+];
+
+/// Parses and validates a pipeline file. `file` is the name used in messages.
+pub fn parse(file: &str, bytes: &[u8]) -> Result<Pipeline, Diagnostics> {
+    let fail = |items: Vec<Diagnostic>| Diagnostics {
+        file: file.to_string(),
+        items,
+    };
+    let start = Pos { line: 1, col: 1 };
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(fail(vec![Diagnostic::new(
+            start,
+            format!("the file is {} bytes; the limit is {} bytes (1 MiB)", bytes.len(), MAX_FILE_BYTES),
+        )
+        .help("a pipeline file this large is almost certainly not hand-written; generate less, or split templates")]));
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            let col =
+                valid.len() - valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+            return Err(fail(vec![
+                Diagnostic::new(
+                    Pos { line, col },
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                )
+                .help("save the file as UTF-8"),
+            ]));
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let root = match yaml::load(text) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            return Err(fail(vec![Diagnostic::new(start, "the file is empty").help(
+                "a pipeline needs at least `jobs:` with one job, e.g.\njobs:\n  build:\n    script: [make]",
+            )]));
+        }
+        Err(d) => return Err(fail(d)),
+    };
+    let mut cx = Cx { errors: Vec::new() };
+    let pipeline = cx.pipeline(&root);
+    match pipeline {
+        Some(p) if cx.errors.is_empty() => Ok(p),
+        _ => {
+            let mut items = cx.errors;
+            items.sort_by_key(|d| d.pos);
+            items.dedup();
+            Err(fail(items))
+        }
+    }
+}
+
+struct Cx {
+    errors: Vec<Diagnostic>,
+}
+
+fn entries(n: &Node) -> &[(Node, Node)] {
+    match &n.kind {
+        NodeKind::Map(e) => e,
+        _ => &[],
+    }
+}
+
+fn key(k: &Node) -> &str {
+    k.as_str().unwrap_or("")
+}
+
+fn valid_var_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+}
+
+/// Deep-merges `over` onto `base` (mappings merge, everything else is replaced), as `extends` does.
+fn deep_merge(base: &Node, over: &Node) -> Node {
+    match (&base.kind, &over.kind) {
+        (NodeKind::Map(b), NodeKind::Map(o)) => {
+            let mut out: Vec<(Node, Node)> = b.clone();
+            for (k, v) in o {
+                if let Some(slot) = out.iter_mut().find(|(bk, _)| bk.as_str() == k.as_str()) {
+                    slot.1 = deep_merge(&slot.1, v);
+                } else {
+                    out.push((k.clone(), v.clone()));
+                }
+            }
+            Node {
+                pos: over.pos,
+                kind: NodeKind::Map(out),
+            }
+        }
+        _ => over.clone(),
+    }
+}
+
+impl Cx {
+    fn err(&mut self, pos: Pos, msg: impl Into<String>) {
+        self.errors.push(Diagnostic::new(pos, msg));
+    }
+
+    fn err_help(&mut self, pos: Pos, msg: impl Into<String>, help: impl Into<String>) {
+        self.errors.push(Diagnostic::new(pos, msg).help(help));
+    }
+
+    fn map<'a>(&mut self, n: &'a Node, what: &str) -> Option<&'a [(Node, Node)]> {
+        match &n.kind {
+            NodeKind::Map(e) => Some(e),
+            _ => {
+                self.err(
+                    n.pos,
+                    format!("{what} must be a mapping, found {}", n.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn unknown_key(&mut self, k: &Node, allowed: &[&str], context: &str) {
+        let name = key(k);
+        if GITLAB_UNSUPPORTED.contains(&name) {
+            self.err_help(
+                k.pos,
+                format!("`{name}` is not supported by takt yet ({context})"),
+                "remove it; docs/pipeline.md lists what takt supports",
+            );
+            return;
+        }
+        let mut d = Diagnostic::new(k.pos, format!("unknown key `{name}` in {context}"));
+        if let Some(s) = did_you_mean(name, allowed) {
+            d = d.help(format!("did you mean `{s}`?"));
+        } else {
+            d = d.help(format!("allowed keys: {}", allowed.join(", ")));
+        }
+        self.errors.push(d);
+    }
+
+    fn string(&mut self, n: &Node, what: &str) -> Option<String> {
+        match &n.kind {
+            NodeKind::Scalar { value, .. } if !n.is_null() => Some(value.clone()),
+            _ => {
+                self.err(
+                    n.pos,
+                    format!("{what} must be a string, found {}", n.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, n: &Node, what: &str) -> Option<bool> {
+        match &n.kind {
+            NodeKind::Scalar { value, plain: true } => match value.as_str() {
+                "true" | "True" | "TRUE" => Some(true),
+                "false" | "False" | "FALSE" => Some(false),
+                _ => {
+                    self.err(
+                        n.pos,
+                        format!("{what} must be true or false, found `{value}`"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.err(
+                    n.pos,
+                    format!("{what} must be true or false, found {}", n.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A string or a list of strings.
+    fn strings(&mut self, n: &Node, what: &str) -> Option<Vec<String>> {
+        match &n.kind {
+            NodeKind::Scalar { .. } if !n.is_null() => self.string(n, what).map(|s| vec![s]),
+            NodeKind::Seq(items) => {
+                let mut out = Vec::new();
+                for i in items {
+                    match &i.kind {
+                        // Nested lists appear when anchors are spliced into scripts; flatten one level.
+                        NodeKind::Seq(inner) => {
+                            for j in inner {
+                                out.push(self.string(j, what)?);
+                            }
+                        }
+                        _ => out.push(self.string(i, what)?),
+                    }
+                }
+                Some(out)
+            }
+            _ => {
+                self.err(
+                    n.pos,
+                    format!(
+                        "{what} must be a string or a list of strings, found {}",
+                        n.type_name()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn globs(&mut self, n: &Node, what: &str) -> Option<Vec<String>> {
+        let list = self.strings(n, what)?;
+        for g in &list {
+            if g.trim().is_empty() {
+                self.err(n.pos, format!("{what} has an empty path"));
+            } else if let Err(e) = Glob::new(g) {
+                self.err_help(
+                    n.pos,
+                    format!("{what}: bad glob `{g}`: {}", e.kind()),
+                    "check brackets and braces",
+                );
+            } else if g.split('/').any(|c| c == "..") || g.starts_with('/') {
+                self.err_help(
+                    n.pos,
+                    format!("{what}: `{g}` leaves the project directory"),
+                    "paths are relative to the project directory and may not contain `..` or start with `/`",
+                );
+            }
+        }
+        Some(list)
+    }
+
+    fn duration(&mut self, n: &Node, what: &str) -> Option<Duration> {
+        let s = self.string(n, what)?;
+        match duration::parse(&s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err_help(
+                    n.pos,
+                    format!("{what}: {e}"),
+                    "write e.g. `90s`, `10m` or `1h 30m`",
+                );
+                None
+            }
+        }
+    }
+
+    fn variables(&mut self, n: &Node, what: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if n.is_null() {
+            return out;
+        }
+        let Some(es) = self.map(n, what) else {
+            return out;
+        };
+        for (k, v) in es {
+            let name = key(k);
+            if !valid_var_name(name) {
+                self.err_help(
+                    k.pos,
+                    format!("`{name}` is not a valid variable name"),
+                    "use letters, digits and `_`, not starting with a digit",
+                );
+                continue;
+            }
+            let value = match &v.kind {
+                NodeKind::Map(_) => {
+                    for (vk, _) in entries(v) {
+                        if !["value", "description", "expand", "options"].contains(&key(vk)) {
+                            self.unknown_key(
+                                vk,
+                                &["value", "description", "expand", "options"],
+                                "a variable",
+                            );
+                        }
+                    }
+                    v.get("value")
+                        .and_then(|x| self.string(x, &format!("variable `{name}`")))
+                }
+                _ if v.is_null() => Some(String::new()),
+                NodeKind::Scalar { value, .. } => Some(value.clone()),
+                _ => {
+                    self.err(
+                        v.pos,
+                        format!(
+                            "variable `{name}` must be a string, found {}",
+                            v.type_name()
+                        ),
+                    );
+                    None
+                }
+            };
+            if let Some(value) = value {
+                out.push((name.to_string(), value));
+            }
+        }
+        out
+    }
+
+    fn pipeline(&mut self, root: &Node) -> Option<Pipeline> {
+        let top = self.map(root, "the top level of takt.yml")?;
+        let mut stages: Vec<String> = DEFAULT_STAGES.iter().map(|s| s.to_string()).collect();
+        let mut variables = Vec::new();
+        let mut budget = DEFAULT_BUDGET;
+        let mut default: Option<&Node> = None;
+        let mut jobs_node: Option<&Node> = None;
+        let mut reserved = Vec::new();
+        for (k, v) in top {
+            match key(k) {
+                "version" => {
+                    if v.as_str() != Some("1") {
+                        self.err_help(v.pos, "unsupported `version`", "the only version is `1`");
+                    }
+                }
+                "stages" => {
+                    if let Some(list) = self.strings(v, "`stages`") {
+                        let mut seen = HashSet::new();
+                        for s in &list {
+                            if !seen.insert(s.clone()) {
+                                self.err(v.pos, format!("stage `{s}` is listed twice"));
+                            }
+                        }
+                        if list.is_empty() {
+                            self.err(v.pos, "`stages` is empty");
+                        }
+                        stages = list;
+                    }
+                }
+                "variables" => variables = self.variables(v, "`variables`"),
+                "budget" => {
+                    if let Some(d) = self.duration(v, "`budget`") {
+                        if d.is_zero() {
+                            self.err(v.pos, "`budget` must be more than zero");
+                        }
+                        budget = d;
+                    }
+                }
+                "default" => default = Some(v),
+                "jobs" => jobs_node = Some(v),
+                name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
+                name => {
+                    if root.get("jobs").is_none()
+                        && matches!(v.kind, NodeKind::Map(_))
+                        && v.get("script").is_some()
+                    {
+                        self.err_help(
+                            k.pos,
+                            format!("`{name}` looks like a job, but jobs belong under `jobs:`"),
+                            "move it under a top-level `jobs:` mapping (takt keeps jobs apart from settings)",
+                        );
+                    } else {
+                        let all: Vec<&str> =
+                            TOP_KEYS.iter().chain(RESERVED.iter()).copied().collect();
+                        self.unknown_key(k, &all, "the top level");
+                    }
+                }
+            }
+        }
+        if !stages.iter().any(|s| s == ".pre") {
+            stages.insert(0, ".pre".into());
+        }
+        if !stages.iter().any(|s| s == ".post") {
+            stages.push(".post".into());
+        }
+        let defaults = default.map(|d| self.defaults(d)).unwrap_or_default();
+        let Some(jobs_node) = jobs_node else {
+            self.err_help(
+                Pos { line: 1, col: 1 },
+                "no `jobs:` section",
+                "add `jobs:` with at least one job",
+            );
+            return None;
+        };
+        let jobs = self.jobs(jobs_node, &defaults, &stages);
+        Some(Pipeline {
+            stages,
+            variables,
+            budget,
+            jobs,
+            reserved,
+        })
+    }
+
+    fn defaults(&mut self, n: &Node) -> Vec<(Node, Node)> {
+        let Some(es) = self.map(n, "`default`") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (k, v) in es {
+            if DEFAULT_KEYS.contains(&key(k)) {
+                out.push((k.clone(), v.clone()));
+            } else {
+                self.unknown_key(k, DEFAULT_KEYS, "`default`");
+            }
+        }
+        out
+    }
+
+    fn resolve_extends(
+        &mut self,
+        name: &str,
+        raw: &BTreeMap<String, &Node>,
+        stack: &mut Vec<String>,
+    ) -> Option<Node> {
+        let node = *raw.get(name)?;
+        if stack.iter().any(|s| s == name) {
+            stack.push(name.to_string());
+            self.err_help(
+                node.pos,
+                format!("`extends` forms a cycle: {}", stack.join(" → ")),
+                "remove one of the `extends`",
+            );
+            return None;
+        }
+        if stack.len() > 10 {
+            self.err(node.pos, "`extends` is nested more than 10 levels deep");
+            return None;
+        }
+        let Some(ext) = node.get("extends") else {
+            return Some(node.clone());
+        };
+        let parents = self.strings(ext, "`extends`")?;
+        stack.push(name.to_string());
+        let mut merged: Option<Node> = None;
+        for p in &parents {
+            if !raw.contains_key(p.as_str()) {
+                let names: Vec<&str> = raw.keys().map(String::as_str).collect();
+                let mut d = Diagnostic::new(
+                    ext.pos,
+                    format!("`extends` names `{p}`, which is not defined"),
+                );
+                if let Some(s) = did_you_mean(p, &names) {
+                    d = d.help(format!("did you mean `{s}`?"));
+                }
+                self.errors.push(d);
+                continue;
+            }
+            let resolved = self.resolve_extends(p, raw, stack)?;
+            merged = Some(match merged {
+                None => resolved,
+                Some(m) => deep_merge(&m, &resolved),
+            });
+        }
+        stack.pop();
+        let mine = Node {
+            pos: node.pos,
+            kind: NodeKind::Map(
+                entries(node)
+                    .iter()
+                    .filter(|(k, _)| key(k) != "extends")
+                    .cloned()
+                    .collect(),
+            ),
+        };
+        Some(match merged {
+            None => mine,
+            Some(m) => {
+                let mut out = deep_merge(&m, &mine);
+                out.pos = node.pos;
+                if let NodeKind::Map(es) = &mut out.kind {
+                    es.retain(|(k, _)| key(k) != "extends");
+                }
+                out
+            }
+        })
+    }
+
+    fn jobs(&mut self, n: &Node, defaults: &[(Node, Node)], stages: &[String]) -> Vec<Job> {
+        let Some(es) = self.map(n, "`jobs`") else {
+            return Vec::new();
+        };
+        let mut raw: BTreeMap<String, &Node> = BTreeMap::new();
+        for (k, v) in es {
+            if key(k).trim().is_empty() {
+                self.err(k.pos, "a job name may not be empty");
+                continue;
+            }
+            if !matches!(v.kind, NodeKind::Map(_)) {
+                self.err_help(
+                    v.pos,
+                    format!(
+                        "job `{}` must be a mapping, found {}",
+                        key(k),
+                        v.type_name()
+                    ),
+                    "a job needs at least `script:`",
+                );
+                continue;
+            }
+            raw.insert(key(k).to_string(), v);
+        }
+        let mut jobs = Vec::new();
+        for (k, _) in es {
+            let name = key(k);
+            if name.starts_with('.') || !raw.contains_key(name) {
+                continue;
+            }
+            let Some(node) = self.resolve_extends(name, &raw, &mut Vec::new()) else {
+                continue;
+            };
+            // `default` fills keys the job does not set.
+            let mut es: Vec<(Node, Node)> = entries(&node).to_vec();
+            for (dk, dv) in defaults {
+                if !es.iter().any(|(k, _)| key(k) == key(dk)) {
+                    es.push((dk.clone(), dv.clone()));
+                }
+            }
+            let node = Node {
+                pos: k.pos,
+                kind: NodeKind::Map(es),
+            };
+            jobs.extend(self.job(name, &node, stages));
+        }
+        if jobs.is_empty() && self.errors.is_empty() {
+            self.err_help(
+                n.pos,
+                "the pipeline has no runnable job",
+                "add a job whose name does not start with `.`",
+            );
+        }
+        self.check_graph(&jobs, stages);
+        jobs
+    }
+
+    fn job(&mut self, name: &str, n: &Node, stages: &[String]) -> Vec<Job> {
+        let ctx = format!("job `{name}`");
+        let mut job = Job {
+            name: name.to_string(),
+            base: name.to_string(),
+            pos: n.pos,
+            stage: "test".into(),
+            before_script: Vec::new(),
+            script: Vec::new(),
+            after_script: Vec::new(),
+            variables: Vec::new(),
+            needs: None,
+            dependencies: None,
+            rules: Vec::new(),
+            when: When::OnSuccess,
+            allow_failure: false,
+            allow_exit_codes: Vec::new(),
+            timeout: None,
+            retry: Retry::default(),
+            artifacts: None,
+            cache: None,
+            secrets: Vec::new(),
+        };
+        let mut matrix: Vec<Vec<(String, String)>> = Vec::new();
+        let mut has_script = false;
+        for (k, v) in entries(n) {
+            let what = format!("`{}` of {ctx}", key(k));
+            match key(k) {
+                "stage" => {
+                    if let Some(s) = self.string(v, &what) {
+                        if !stages.contains(&s) {
+                            let names: Vec<&str> = stages.iter().map(String::as_str).collect();
+                            let mut d = Diagnostic::new(v.pos, format!("{ctx} uses stage `{s}`, which is not in `stages`"));
+                            d = match did_you_mean(&s, &names) {
+                                Some(m) => d.help(format!("did you mean `{m}`?")),
+                                None => d.help(format!("the stages are: {}", names.join(", "))),
+                            };
+                            self.errors.push(d);
+                        }
+                        job.stage = s;
+                    }
+                }
+                "script" => {
+                    has_script = true;
+                    if let Some(s) = self.strings(v, &what) {
+                        if s.iter().all(|l| l.trim().is_empty()) {
+                            self.err_help(v.pos, format!("{ctx} has an empty `script`"), "give it at least one command");
+                        }
+                        job.script = s;
+                    }
+                }
+                "before_script" => job.before_script = self.strings(v, &what).unwrap_or_default(),
+                "after_script" => job.after_script = self.strings(v, &what).unwrap_or_default(),
+                "variables" => job.variables = self.variables(v, &what),
+                "needs" => job.needs = self.needs(v, &ctx),
+                "dependencies" => job.dependencies = self.strings(v, &what),
+                "rules" => job.rules = self.rules(v, &ctx),
+                "when" => {
+                    if let Some(s) = self.string(v, &what) {
+                        match When::parse(&s) {
+                            Some(When::Never) | None => self.err_help(
+                                v.pos,
+                                format!("{what}: `{s}` is not a job `when`"),
+                                "use on_success, on_failure, always or manual (`never` belongs in `rules`)",
+                            ),
+                            Some(w) => job.when = w,
+                        }
+                    }
+                }
+                "allow_failure" => match &v.kind {
+                    NodeKind::Map(es) => {
+                        for (ak, av) in es {
+                            if key(ak) == "exit_codes" {
+                                for c in self.strings(av, "`allow_failure.exit_codes`").unwrap_or_default() {
+                                    match c.parse::<i32>() {
+                                        Ok(c) => job.allow_exit_codes.push(c),
+                                        Err(_) => self.err(av.pos, format!("exit code `{c}` is not a number")),
+                                    }
+                                }
+                            } else {
+                                self.unknown_key(ak, &["exit_codes"], "`allow_failure`");
+                            }
+                        }
+                    }
+                    _ => job.allow_failure = self.bool(v, &what).unwrap_or(false),
+                },
+                "timeout" => {
+                    if let Some(d) = self.duration(v, &what) {
+                        if d.is_zero() {
+                            self.err(v.pos, format!("{what} must be more than zero"));
+                        } else if d > MAX_TIMEOUT {
+                            self.err_help(v.pos, format!("{what} is longer than 7 days"), "a CI job should not run for a week; use a shorter timeout");
+                        } else {
+                            job.timeout = Some(d);
+                        }
+                    }
+                }
+                "retry" => job.retry = self.retry(v, &what),
+                "artifacts" => job.artifacts = self.artifacts(v, &ctx),
+                "cache" => job.cache = self.cache(v, &ctx),
+                "parallel" => matrix = self.parallel(v, &ctx),
+                "secrets" => {
+                    for s in self.strings(v, &what).unwrap_or_default() {
+                        if !valid_var_name(&s) {
+                            self.err(v.pos, format!("secret name `{s}` is not a valid variable name"));
+                        } else {
+                            job.secrets.push(s);
+                        }
+                    }
+                }
+                "image" | "services" => self.err_help(
+                    k.pos,
+                    format!("`{}` in {ctx} is not supported by the process executor yet", key(k)),
+                    "remove it: takt runs jobs as local processes; install what the job needs on the machine",
+                ),
+                "extends" => {}
+                _ => self.unknown_key(k, JOB_KEYS, &ctx),
+            }
+        }
+        if !has_script {
+            self.err_help(
+                n.pos,
+                format!("{ctx} has no `script`"),
+                "add `script:` with the commands to run",
+            );
+        }
+        if matrix.is_empty() {
+            return vec![job];
+        }
+        let mut out = Vec::new();
+        for combo in matrix {
+            let mut j = job.clone();
+            let label: Vec<String> = combo.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            j.name = if combo.len() == 1 && combo[0].0 == "CI_NODE_INDEX" {
+                format!("{name} {}", combo[0].1)
+            } else {
+                format!("{name} [{}]", label.join(", "))
+            };
+            j.variables.extend(combo);
+            out.push(j);
+        }
+        out
+    }
+
+    fn needs(&mut self, v: &Node, ctx: &str) -> Option<Vec<Need>> {
+        let NodeKind::Seq(items) = &v.kind else {
+            self.err_help(
+                v.pos,
+                format!("`needs` of {ctx} must be a list"),
+                "e.g. `needs: [build]`, or `needs: []` to start at once",
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for i in items {
+            match &i.kind {
+                NodeKind::Map(es) => {
+                    let mut need = Need {
+                        job: String::new(),
+                        artifacts: true,
+                        optional: false,
+                        pos: i.pos,
+                    };
+                    for (k, val) in es {
+                        match key(k) {
+                            "job" => {
+                                need.job = self.string(val, "`needs: job`").unwrap_or_default()
+                            }
+                            "artifacts" => {
+                                need.artifacts =
+                                    self.bool(val, "`needs: artifacts`").unwrap_or(true)
+                            }
+                            "optional" => {
+                                need.optional = self.bool(val, "`needs: optional`").unwrap_or(false)
+                            }
+                            _ => self.unknown_key(
+                                k,
+                                &["job", "artifacts", "optional"],
+                                "a `needs` entry",
+                            ),
+                        }
+                    }
+                    if need.job.is_empty() {
+                        self.err(i.pos, format!("a `needs` entry of {ctx} has no `job`"));
+                    } else {
+                        out.push(need);
+                    }
+                }
+                _ => {
+                    if let Some(s) = self.string(i, &format!("`needs` of {ctx}")) {
+                        out.push(Need {
+                            job: s,
+                            artifacts: true,
+                            optional: false,
+                            pos: i.pos,
+                        });
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn rules(&mut self, v: &Node, ctx: &str) -> Vec<Rule> {
+        let NodeKind::Seq(items) = &v.kind else {
+            self.err(v.pos, format!("`rules` of {ctx} must be a list"));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for i in items {
+            let Some(es) = self.map(i, &format!("a rule of {ctx}")) else {
+                continue;
+            };
+            let mut rule = Rule {
+                pos: i.pos,
+                condition: None,
+                changes: None,
+                exists: None,
+                when: None,
+                allow_failure: None,
+                variables: Vec::new(),
+            };
+            for (k, val) in es {
+                match key(k) {
+                    "if" => {
+                        if let Some(s) = self.string(val, "`if`") {
+                            match Expr::parse(&s) {
+                                Ok(e) => rule.condition = Some(e),
+                                Err(e) => self.err_help(
+                                    val.pos,
+                                    format!("bad `if` expression in {ctx}: {e}"),
+                                    "write e.g. `$CI_COMMIT_BRANCH == \"main\"` or `$CI_COMMIT_TAG =~ /^v/`",
+                                ),
+                            }
+                        }
+                    }
+                    "changes" => {
+                        let list = match &val.kind {
+                            NodeKind::Map(_) => match val.get("paths") {
+                                Some(p) => p,
+                                None => {
+                                    self.err(val.pos, "`changes` as a mapping needs `paths`");
+                                    continue;
+                                }
+                            },
+                            _ => val,
+                        };
+                        rule.changes = self.globs(list, "`changes`");
+                    }
+                    "exists" => rule.exists = self.globs(val, "`exists`"),
+                    "when" => {
+                        if let Some(s) = self.string(val, "`when`") {
+                            match When::parse(&s) {
+                                Some(w) => rule.when = Some(w),
+                                None => self.err_help(
+                                    val.pos,
+                                    format!("`{s}` is not a `when`"),
+                                    "use on_success, on_failure, always, manual or never",
+                                ),
+                            }
+                        }
+                    }
+                    "allow_failure" => rule.allow_failure = self.bool(val, "`allow_failure`"),
+                    "variables" => rule.variables = self.variables(val, "rule `variables`"),
+                    _ => self.unknown_key(
+                        k,
+                        &[
+                            "if",
+                            "changes",
+                            "exists",
+                            "when",
+                            "allow_failure",
+                            "variables",
+                        ],
+                        "a rule",
+                    ),
+                }
+            }
+            out.push(rule);
+        }
+        out
+    }
+
+    fn retry(&mut self, v: &Node, what: &str) -> Retry {
+        let max_of = |cx: &mut Cx, n: &Node| -> u32 {
+            match n.as_str().and_then(|s| s.parse::<u32>().ok()) {
+                Some(m) if m <= 10 => m,
+                _ => {
+                    cx.err_help(
+                        n.pos,
+                        format!("{what}: expected a number from 0 to 10"),
+                        "e.g. `retry: 2`",
+                    );
+                    0
+                }
+            }
+        };
+        match &v.kind {
+            NodeKind::Map(es) => {
+                let mut r = Retry::default();
+                for (k, val) in es {
+                    match key(k) {
+                        "max" => r.max = max_of(self, val),
+                        "when" => {
+                            for w in self.strings(val, "`retry: when`").unwrap_or_default() {
+                                match w.as_str() {
+                                    "always" => r.when.push(RetryWhen::Always),
+                                    "script_failure" => r.when.push(RetryWhen::ScriptFailure),
+                                    "job_execution_timeout" => r.when.push(RetryWhen::JobExecutionTimeout),
+                                    "runner_system_failure" | "unknown_failure" | "stuck_or_timeout_failure" => {
+                                        r.when.push(RetryWhen::RunnerSystemFailure)
+                                    }
+                                    other => self.err_help(
+                                        val.pos,
+                                        format!("`{other}` is not a retry reason takt knows"),
+                                        "use always, script_failure, job_execution_timeout or runner_system_failure",
+                                    ),
+                                }
+                            }
+                        }
+                        "exit_codes" => {}
+                        _ => self.unknown_key(k, &["max", "when", "exit_codes"], "`retry`"),
+                    }
+                }
+                r
+            }
+            _ => Retry {
+                max: max_of(self, v),
+                when: Vec::new(),
+            },
+        }
+    }
+
+    fn artifacts(&mut self, v: &Node, ctx: &str) -> Option<Artifacts> {
+        let es = self.map(v, &format!("`artifacts` of {ctx}"))?;
+        let mut a = Artifacts {
+            name: None,
+            paths: Vec::new(),
+            exclude: Vec::new(),
+            when: ArtifactWhen::OnSuccess,
+            expire_in: None,
+            junit: Vec::new(),
+        };
+        const KEYS: &[&str] = &[
+            "paths",
+            "name",
+            "when",
+            "expire_in",
+            "reports",
+            "exclude",
+            "untracked",
+            "expose_as",
+            "public",
+            "access",
+        ];
+        for (k, val) in es {
+            match key(k) {
+                "paths" => a.paths = self.globs(val, "`artifacts: paths`").unwrap_or_default(),
+                "exclude" => {
+                    a.exclude = self.globs(val, "`artifacts: exclude`").unwrap_or_default()
+                }
+                "name" => {
+                    if let Some(n) = self.string(val, "`artifacts: name`") {
+                        if let Err(e) = check_artifact_name(&n) {
+                            self.err(val.pos, format!("`artifacts: name` {e}"));
+                        }
+                        a.name = Some(n);
+                    }
+                }
+                "when" => match self.string(val, "`artifacts: when`").as_deref() {
+                    Some("on_success") => a.when = ArtifactWhen::OnSuccess,
+                    Some("on_failure") => a.when = ArtifactWhen::OnFailure,
+                    Some("always") => a.when = ArtifactWhen::Always,
+                    Some(o) => self.err_help(
+                        val.pos,
+                        format!("`{o}` is not an `artifacts: when`"),
+                        "use on_success, on_failure or always",
+                    ),
+                    None => {}
+                },
+                "expire_in" => {
+                    if val.as_str() != Some("never") {
+                        a.expire_in = self.duration(val, "`artifacts: expire_in`");
+                    }
+                }
+                "reports" => {
+                    let Some(rs) = self.map(val, "`artifacts: reports`") else {
+                        continue;
+                    };
+                    for (rk, rv) in rs {
+                        if key(rk) == "junit" {
+                            a.junit = self.globs(rv, "`reports: junit`").unwrap_or_default();
+                        } else {
+                            self.err_help(
+                                rk.pos,
+                                format!("report type `{}` is not supported", key(rk)),
+                                "takt reads `junit` reports",
+                            );
+                        }
+                    }
+                }
+                "untracked" | "expose_as" | "public" | "access" => self.err(
+                    k.pos,
+                    format!("`artifacts: {}` is not supported by takt yet", key(k)),
+                ),
+                _ => self.unknown_key(k, KEYS, "`artifacts`"),
+            }
+        }
+        if a.paths.is_empty() && a.junit.is_empty() {
+            self.err_help(
+                v.pos,
+                format!("`artifacts` of {ctx} has no `paths` and no `reports`"),
+                "add `paths: [...]`",
+            );
+        }
+        Some(a)
+    }
+
+    fn cache(&mut self, v: &Node, ctx: &str) -> Option<Cache> {
+        if matches!(v.kind, NodeKind::Seq(_)) {
+            self.err_help(
+                v.pos,
+                format!("{ctx} lists several caches; takt supports one cache per job"),
+                "merge them into one `cache:`",
+            );
+            return None;
+        }
+        let es = self.map(v, &format!("`cache` of {ctx}"))?;
+        let mut c = Cache {
+            key: CacheKey::Literal("default".into()),
+            paths: Vec::new(),
+            policy: CachePolicy::PullPush,
+        };
+        for (k, val) in es {
+            match key(k) {
+                "key" => match &val.kind {
+                    NodeKind::Map(ks) => {
+                        let mut files = Vec::new();
+                        let mut prefix = None;
+                        for (kk, kv) in ks {
+                            match key(kk) {
+                                "files" => {
+                                    files =
+                                        self.globs(kv, "`cache: key: files`").unwrap_or_default()
+                                }
+                                "prefix" => prefix = self.string(kv, "`cache: key: prefix`"),
+                                _ => self.unknown_key(kk, &["files", "prefix"], "`cache: key`"),
+                            }
+                        }
+                        if files.is_empty() || files.len() > 2 {
+                            self.err(val.pos, "`cache: key: files` lists one or two files");
+                        }
+                        c.key = CacheKey::Files { files, prefix };
+                    }
+                    _ => {
+                        if let Some(s) = self.string(val, "`cache: key`") {
+                            if s.contains('/') || s.contains("..") || s.is_empty() {
+                                self.err(
+                                    val.pos,
+                                    "`cache: key` may not be empty or contain `/` or `..`",
+                                );
+                            }
+                            c.key = CacheKey::Literal(s);
+                        }
+                    }
+                },
+                "paths" => c.paths = self.globs(val, "`cache: paths`").unwrap_or_default(),
+                "policy" => match self.string(val, "`cache: policy`").as_deref() {
+                    Some("pull-push") => c.policy = CachePolicy::PullPush,
+                    Some("pull") => c.policy = CachePolicy::Pull,
+                    Some("push") => c.policy = CachePolicy::Push,
+                    Some(o) => self.err_help(
+                        val.pos,
+                        format!("`{o}` is not a cache policy"),
+                        "use pull-push, pull or push",
+                    ),
+                    None => {}
+                },
+                "when" | "untracked" | "unprotect" | "fallback_keys" => self.err(
+                    k.pos,
+                    format!("`cache: {}` is not supported by takt yet", key(k)),
+                ),
+                _ => self.unknown_key(k, &["key", "paths", "policy"], "`cache`"),
+            }
+        }
+        if c.paths.is_empty() {
+            self.err(v.pos, format!("`cache` of {ctx} has no `paths`"));
+        }
+        Some(c)
+    }
+
+    fn parallel(&mut self, v: &Node, ctx: &str) -> Vec<Vec<(String, String)>> {
+        if let Some(s) = v.as_str() {
+            return match s.parse::<usize>() {
+                Ok(n) if (1..=MAX_PARALLEL).contains(&n) => (1..=n)
+                    .map(|i| vec![("CI_NODE_INDEX".to_string(), format!("{i}/{n}"))])
+                    .collect(),
+                _ => {
+                    self.err(v.pos, format!("`parallel` of {ctx} must be a number from 1 to {MAX_PARALLEL} or a `matrix`"));
+                    Vec::new()
+                }
+            };
+        }
+        let Some(es) = self.map(v, &format!("`parallel` of {ctx}")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Vec<(String, String)>> = Vec::new();
+        for (k, val) in es {
+            if key(k) != "matrix" {
+                self.unknown_key(k, &["matrix"], "`parallel`");
+                continue;
+            }
+            let NodeKind::Seq(rows) = &val.kind else {
+                self.err(val.pos, "`parallel: matrix` must be a list of mappings");
+                continue;
+            };
+            for row in rows {
+                let Some(vars) = self.map(row, "a `matrix` entry") else {
+                    continue;
+                };
+                let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+                for (vk, vv) in vars {
+                    let name = key(vk).to_string();
+                    if !valid_var_name(&name) {
+                        self.err(vk.pos, format!("`{name}` is not a valid variable name"));
+                        continue;
+                    }
+                    let values = self
+                        .strings(vv, &format!("matrix variable `{name}`"))
+                        .unwrap_or_default();
+                    let mut next = Vec::new();
+                    for c in &combos {
+                        for value in &values {
+                            let mut c2 = c.clone();
+                            c2.push((name.clone(), value.clone()));
+                            next.push(c2);
+                        }
+                    }
+                    combos = next;
+                    if combos.len() > MAX_PARALLEL {
+                        break;
+                    }
+                }
+                out.extend(combos);
+                if out.len() > MAX_PARALLEL {
+                    self.err(
+                        val.pos,
+                        format!("`parallel: matrix` of {ctx} makes more than {MAX_PARALLEL} jobs"),
+                    );
+                    return Vec::new();
+                }
+            }
+        }
+        out
+    }
+
+    /// Needs that name no job, and cycles over needs plus stage order.
+    fn check_graph(&mut self, jobs: &[Job], stages: &[String]) {
+        let mut names: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut seen_full: HashMap<&str, Pos> = HashMap::new();
+        for (i, j) in jobs.iter().enumerate() {
+            if let Some(p) = seen_full.insert(&j.name, j.pos) {
+                self.err(
+                    j.pos,
+                    format!(
+                        "two jobs are named `{}` (the other at line {})",
+                        j.name, p.line
+                    ),
+                );
+            }
+            names.entry(&j.base).or_default().push(i);
+            if j.base != j.name {
+                names.entry(&j.name).or_default().push(i);
+            }
+        }
+        let all: Vec<&str> = names.keys().copied().collect();
+        let stage_idx = |s: &str| stages.iter().position(|x| x == s).unwrap_or(0);
+        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
+        for (i, j) in jobs.iter().enumerate() {
+            match &j.needs {
+                Some(needs) => {
+                    for n in needs {
+                        match names.get(n.job.as_str()) {
+                            Some(ids) => edges[i]
+                                .extend(ids.iter().copied().filter(|x| *x != i || j.base != n.job)),
+                            None => {
+                                let mut d = Diagnostic::new(
+                                    n.pos,
+                                    format!(
+                                        "job `{}` needs `{}`, which is not defined",
+                                        j.name, n.job
+                                    ),
+                                );
+                                if let Some(s) = did_you_mean(&n.job, &all) {
+                                    d = d.help(format!("did you mean `{s}`?"));
+                                }
+                                self.errors.push(d);
+                            }
+                        }
+                        if n.job == j.base || n.job == j.name {
+                            self.err(n.pos, format!("job `{}` needs itself", j.name));
+                        }
+                    }
+                }
+                None => {
+                    let si = stage_idx(&j.stage);
+                    for (k, other) in jobs.iter().enumerate() {
+                        if stage_idx(&other.stage) < si {
+                            edges[i].push(k);
+                        }
+                    }
+                }
+            }
+            if let Some(deps) = &j.dependencies {
+                for d in deps {
+                    if !names.contains_key(d.as_str()) {
+                        self.err(
+                            j.pos,
+                            format!(
+                                "`dependencies` of job `{}` names `{d}`, which is not defined",
+                                j.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(cycle) = find_cycle(&edges) {
+            let path: Vec<&str> = cycle.iter().map(|i| jobs[*i].name.as_str()).collect();
+            self.err_help(
+                jobs[cycle[0]].pos,
+                format!(
+                    "the jobs wait for each other in a cycle: {}",
+                    path.join(" → ")
+                ),
+                "remove one of these `needs` (jobs without `needs` wait for every earlier stage)",
+            );
+        }
+    }
+}
+
+/// A cycle in a dependency graph, as a path that returns to its start.
+pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
+    // 0 = unvisited, 1 = on stack, 2 = done. Iterative DFS: deep graphs must not overflow.
+    let mut state = vec![0u8; edges.len()];
+    for start in 0..edges.len() {
+        if state[start] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some((node, next)) = stack.last().copied() {
+            if next < edges[node].len() {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                let to = edges[node][next];
+                match state[to] {
+                    0 => {
+                        state[to] = 1;
+                        stack.push((to, 0));
+                    }
+                    1 => {
+                        let from = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
+                        let mut cycle: Vec<usize> = stack[from..].iter().map(|(n, _)| *n).collect();
+                        cycle.push(to);
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                state[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+/// Checks an artifact name: no `/`, `..`, control characters, at most 200 bytes.
+pub fn check_artifact_name(n: &str) -> Result<(), String> {
+    if n.is_empty() {
+        Err("may not be empty".into())
+    } else if n.len() > 200 {
+        Err(format!("is {} bytes long; the limit is 200", n.len()))
+    } else if n.contains('/') || n.contains('\\') || n.contains("..") || n.starts_with('.') {
+        Err(format!(
+            "`{n}` may not contain `/`, `\\` or `..`, nor start with `.`"
+        ))
+    } else if n.chars().any(char::is_control) {
+        Err("may not contain control characters".into())
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,344 @@
+//! A small, position-keeping YAML tree built from `saphyr-parser` events.
+//!
+//! Why not deserialize straight into structs: takt reports *every* problem of a file at once,
+//! each with its line and column, and refuses what serde-based loaders accept silently
+//! (duplicate keys) or expand without bound (alias bombs). Scalars keep their text and whether
+//! they were quoted; the typed layer (`parse.rs`) decides what each scalar means.
+
+use crate::diag::{Diagnostic, Pos};
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use std::collections::HashMap;
+
+/// The most nodes a file may expand to through aliases (a guard against alias bombs).
+pub const MAX_NODES: usize = 100_000;
+/// The deepest nesting accepted.
+pub const MAX_DEPTH: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub pos: Pos,
+    pub kind: NodeKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    /// A scalar; `plain` is false when it was quoted or a block scalar.
+    Scalar {
+        value: String,
+        plain: bool,
+    },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    pub fn is_null(&self) -> bool {
+        matches!(&self.kind, NodeKind::Scalar { value, plain: true } if value.is_empty() || value == "~" || value == "null" || value == "Null" || value == "NULL")
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Name of the node's type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            _ if self.is_null() => "null",
+            NodeKind::Scalar { .. } => "a scalar",
+            NodeKind::Seq(_) => "a list",
+            NodeKind::Map(_) => "a mapping",
+        }
+    }
+
+    /// The value of `key` in a mapping.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.kind {
+            NodeKind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match &self.kind {
+            NodeKind::Scalar { .. } => 1,
+            NodeKind::Seq(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
+            NodeKind::Map(e) => 1 + e.iter().map(|(k, v)| k.size() + v.size()).sum::<usize>(),
+        }
+    }
+}
+
+fn pos_of(span: &Span) -> Pos {
+    Pos {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+    }
+}
+
+enum Frame {
+    Seq(Pos, usize, Vec<Node>),
+    Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
+}
+
+/// Parses one YAML document into a [`Node`] tree. An empty document gives `Ok(None)`.
+/// On a syntax error the first error is returned (YAML cannot be resynchronised reliably).
+pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut root: Option<Node> = None;
+    let mut documents = 0usize;
+    let mut total = 0usize;
+    let mut errors: Vec<Diagnostic> = Vec::new();
+
+    while let Some(item) = parser.next_event() {
+        let (event, span) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                let m = e.marker();
+                let pos = Pos {
+                    line: m.line(),
+                    col: m.col() + 1,
+                };
+                let info = e.info().to_string();
+                let mut d = Diagnostic::new(pos, format!("YAML syntax error: {info}"));
+                if info.contains("tab")
+                    || text
+                        .lines()
+                        .nth(m.line().saturating_sub(1))
+                        .is_some_and(|l| l.starts_with('\t'))
+                {
+                    d = d.help("YAML indentation must use spaces, not tabs");
+                }
+                return Err(vec![d]);
+            }
+        };
+        let pos = pos_of(&span);
+        let node = match event {
+            Event::DocumentStart(_) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err(vec![
+                        Diagnostic::new(pos, "more than one YAML document in the file")
+                            .help("takt.yml holds exactly one document: remove the extra `---`"),
+                    ]);
+                }
+                continue;
+            }
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => continue,
+            Event::SequenceStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(vec![Diagnostic::new(
+                        pos,
+                        format!("nesting deeper than {MAX_DEPTH} levels"),
+                    )]);
+                }
+                stack.push(Frame::Seq(pos, anchor, Vec::new()));
+                continue;
+            }
+            Event::MappingStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(vec![Diagnostic::new(
+                        pos,
+                        format!("nesting deeper than {MAX_DEPTH} levels"),
+                    )]);
+                }
+                stack.push(Frame::Map(pos, anchor, Vec::new(), None));
+                continue;
+            }
+            Event::SequenceEnd => match stack.pop() {
+                Some(Frame::Seq(p, anchor, items)) => {
+                    let n = Node {
+                        pos: p,
+                        kind: NodeKind::Seq(items),
+                    };
+                    if anchor > 0 {
+                        anchors.insert(anchor, n.clone());
+                    }
+                    n
+                }
+                _ => return Err(vec![Diagnostic::new(pos, "unbalanced sequence")]),
+            },
+            Event::MappingEnd => match stack.pop() {
+                Some(Frame::Map(p, anchor, entries, _)) => {
+                    let n = Node {
+                        pos: p,
+                        kind: NodeKind::Map(finish_map(entries, &mut errors)),
+                    };
+                    if anchor > 0 {
+                        anchors.insert(anchor, n.clone());
+                    }
+                    n
+                }
+                _ => return Err(vec![Diagnostic::new(pos, "unbalanced mapping")]),
+            },
+            Event::Scalar(value, style, anchor, _) => {
+                total += 1;
+                let n = Node {
+                    pos,
+                    kind: NodeKind::Scalar {
+                        value: value.into_owned(),
+                        plain: style == ScalarStyle::Plain,
+                    },
+                };
+                if anchor > 0 {
+                    anchors.insert(anchor, n.clone());
+                }
+                n
+            }
+            Event::Alias(id) => {
+                let Some(target) = anchors.get(&id) else {
+                    return Err(vec![Diagnostic::new(pos, "alias to an unknown anchor")]);
+                };
+                total += target.size();
+                if total > MAX_NODES {
+                    return Err(vec![
+                        Diagnostic::new(
+                            pos,
+                            format!("aliases expand this file beyond {MAX_NODES} nodes"),
+                        )
+                        .help("this looks like an alias bomb; use fewer nested aliases"),
+                    ]);
+                }
+                let mut n = target.clone();
+                n.pos = pos;
+                n
+            }
+        };
+        total += 1;
+        if total > MAX_NODES {
+            return Err(vec![Diagnostic::new(
+                pos,
+                format!("the file has more than {MAX_NODES} nodes"),
+            )]);
+        }
+        // Attach the finished node to its parent.
+        match stack.last_mut() {
+            None => root = Some(node),
+            Some(Frame::Seq(_, _, items)) => items.push(node),
+            Some(Frame::Map(_, _, entries, pending)) => match pending.take() {
+                None => *pending = Some(node),
+                Some(key) => entries.push((key, node)),
+            },
+        }
+    }
+    if errors.is_empty() {
+        Ok(root)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks keys (scalars only, no duplicates) and applies YAML merge keys (`<<: *anchor`):
+/// explicit keys win over merged ones, earlier merged mappings over later ones.
+fn finish_map(entries: Vec<(Node, Node)>, errors: &mut Vec<Diagnostic>) -> Vec<(Node, Node)> {
+    let mut out: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
+    let mut merged: Vec<(Node, Node)> = Vec::new();
+    for (k, v) in entries {
+        let Some(key) = k.as_str() else {
+            errors.push(Diagnostic::new(
+                k.pos,
+                format!(
+                    "a mapping key must be a plain string, not {}",
+                    k.type_name()
+                ),
+            ));
+            continue;
+        };
+        if key == "<<" && matches!(&k.kind, NodeKind::Scalar { plain: true, .. }) {
+            let sources: Vec<Node> = match v.kind {
+                NodeKind::Map(_) => vec![v],
+                NodeKind::Seq(items) => items,
+                _ => {
+                    errors.push(Diagnostic::new(
+                        v.pos,
+                        "`<<` merges a mapping or a list of mappings",
+                    ));
+                    continue;
+                }
+            };
+            for s in sources {
+                match s.kind {
+                    NodeKind::Map(e) => {
+                        for (mk, mv) in e {
+                            if !merged.iter().any(|(x, _)| x.as_str() == mk.as_str()) {
+                                merged.push((mk, mv));
+                            }
+                        }
+                    }
+                    _ => errors.push(Diagnostic::new(
+                        s.pos,
+                        "`<<` merges a mapping or a list of mappings",
+                    )),
+                }
+            }
+            continue;
+        }
+        if let Some((first, _)) = out.iter().find(|(x, _)| x.as_str() == Some(key)) {
+            errors.push(
+                Diagnostic::new(
+                    k.pos,
+                    format!(
+                        "duplicate key `{key}` (first defined at line {})",
+                        first.pos.line
+                    ),
+                )
+                .help("remove one of them; YAML keeps only one and takt will not guess which"),
+            );
+            continue;
+        }
+        out.push((k, v));
+    }
+    for (mk, mv) in merged {
+        if !out.iter().any(|(x, _)| x.as_str() == mk.as_str()) {
+            out.push((mk, mv));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_positions_and_merges() {
+        let n = load("base: &b\n  a: 1\n  b: 2\njob:\n  <<: *b\n  b: 3\n")
+            .unwrap()
+            .unwrap();
+        let job = n.get("job").unwrap();
+        assert_eq!(job.get("a").unwrap().as_str(), Some("1"));
+        assert_eq!(job.get("b").unwrap().as_str(), Some("3"));
+        assert_eq!(n.get("job").unwrap().pos.line, 5);
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let e = load("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert!(e[0].message.contains("duplicate key `a`"), "{:?}", e);
+        assert_eq!(e[0].pos.line, 3);
+    }
+
+    #[test]
+    fn alias_bombs_stop_early() {
+        let mut s = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        let mut prev = 'a';
+        for c in 'b'..='k' {
+            s.push_str(&format!("{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+            prev = c;
+        }
+        let e = load(&s).unwrap_err();
+        assert!(e[0].message.contains("alias"), "{:?}", e);
+    }
+
+    #[test]
+    fn empty_document_is_none() {
+        assert_eq!(load("").unwrap(), None);
+        assert_eq!(load("# only a comment\n").unwrap(), None);
+    }
+}
