@@ -15,7 +15,7 @@ mod manifest;
 mod pack;
 
 pub use manifest::{Keyring, Manifest, ManifestStore, Provenance, PutOutcome, SignedManifest};
-pub use pack::pack_paths;
+pub use pack::{matching_files, pack_paths};
 
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File};

@@ -40,18 +40,20 @@ pub fn matching_files(base: &Path, patterns: &[String], exclude: &[String]) -> V
 }
 
 /// Stores the files matching `patterns` under `base`: one file as it is, several as a
-/// reproducible tar. Returns the blob, whether it is a tar, and the single file's path.
+/// reproducible tar (always a tar with `force_tar`). Returns the blob, whether it is a tar, and the single file's path.
 pub fn pack_paths(
     blobs: &LocalBlobs,
     base: &Path,
     patterns: &[String],
     exclude: &[String],
+    force_tar: bool,
 ) -> Result<(BlobRef, bool, Option<String>), BlobError> {
     let files = matching_files(base, patterns, exclude);
     if files.is_empty() {
         return Err(BlobError::NothingToPack(patterns.to_vec()));
     }
-    let single_pattern_is_that_file = files.len() == 1
+    let single_pattern_is_that_file = !force_tar
+        && files.len() == 1
         && patterns.len() == 1
         && patterns[0].trim_start_matches("./") == files[0].to_string_lossy();
     if single_pattern_is_that_file {
@@ -108,22 +110,34 @@ mod tests {
             fs::write(root.join("out/skip.log"), "x").unwrap();
         };
         mk(d1.path());
-        let (a, tarred, _) =
-            pack_paths(&blobs, d1.path(), &["out".into()], &["**/*.log".into()]).unwrap();
+        let (a, tarred, _) = pack_paths(
+            &blobs,
+            d1.path(),
+            &["out".into()],
+            &["**/*.log".into()],
+            false,
+        )
+        .unwrap();
         assert!(tarred);
         std::thread::sleep(std::time::Duration::from_millis(20));
         let d2 = tempfile::tempdir().unwrap();
         mk(d2.path());
-        let (b, _, _) =
-            pack_paths(&blobs, d2.path(), &["out/".into()], &["**/*.log".into()]).unwrap();
+        let (b, _, _) = pack_paths(
+            &blobs,
+            d2.path(),
+            &["out/".into()],
+            &["**/*.log".into()],
+            false,
+        )
+        .unwrap();
         assert_eq!(a.digest, b.digest);
         let (single, tarred, path) =
-            pack_paths(&blobs, d1.path(), &["out/a.txt".into()], &[]).unwrap();
+            pack_paths(&blobs, d1.path(), &["out/a.txt".into()], &[], false).unwrap();
         assert!(!tarred);
         assert_eq!(single.size, 1);
         assert_eq!(path.as_deref(), Some("out/a.txt"));
         assert!(matches!(
-            pack_paths(&blobs, d1.path(), &["nope/*".into()], &[]),
+            pack_paths(&blobs, d1.path(), &["nope/*".into()], &[], false),
             Err(BlobError::NothingToPack(_))
         ));
     }

@@ -1,1 +1,168 @@
-//! takt-exec
+//! How a job's commands run. [`Executor`] is the port; [`LocalExecutor`] runs steps as local
+//! processes under a per-step [`shim`] that makes sure no process outlives its step.
+//!
+//! A container or Kubernetes executor implements the same trait later: it gets a
+//! [`StepSpec`] (program, environment, working directory, timeout), streams output into a
+//! [`LogSink`], and reports how the step ended. It never writes logs to local paths itself.
+
+pub mod shim;
+
+use std::future::Future;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Where a step's output goes: stdout and stderr interleaved in arrival order.
+pub trait LogSink: Send {
+    /// Bytes as they arrived from the step's processes.
+    fn output(&mut self, bytes: &[u8]);
+    /// A line from takt itself (starts, ends, kills), kept apart from the job's output.
+    fn note(&mut self, text: &str);
+}
+
+pub type SharedLog = Arc<Mutex<dyn LogSink>>;
+
+/// One step to run: a program with a complete environment (nothing is inherited).
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    pub program: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub timeout: Duration,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepEnd {
+    /// Exit code (128 + N when killed by signal N).
+    Exited(i32),
+    TimedOut,
+    Cancelled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("lost track of the step's process: {0}")]
+    Wait(std::io::Error),
+}
+
+/// Runs steps. Implementations must kill everything a step started when it ends, times out or
+/// is cancelled (`cancel` becomes `true`).
+pub trait Executor: Send + Sync {
+    fn run_step(
+        &self,
+        spec: StepSpec,
+        log: SharedLog,
+        cancel: watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<StepEnd, ExecError>> + Send;
+}
+
+/// Runs steps as local processes, each under a shim: `<shim> <shim_args...> -- <program...>`.
+#[derive(Debug, Clone)]
+pub struct LocalExecutor {
+    pub shim: PathBuf,
+    pub shim_args: Vec<String>,
+}
+
+impl Executor for LocalExecutor {
+    async fn run_step(
+        &self,
+        spec: StepSpec,
+        log: SharedLog,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<StepEnd, ExecError> {
+        let (reader, writer) = std::io::pipe().map_err(|e| ExecError::Spawn {
+            program: "a pipe".into(),
+            source: e,
+        })?;
+        let writer2 = writer.try_clone().map_err(|e| ExecError::Spawn {
+            program: "a pipe".into(),
+            source: e,
+        })?;
+        let mut cmd = tokio::process::Command::new(&self.shim);
+        cmd.args(&self.shim_args)
+            .arg("--")
+            .args(&spec.program)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.cwd)
+            // The shim watches its stdin: when takt closes it (or dies), the step is ended.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::from(writer2))
+            .kill_on_drop(false);
+        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+            program: self.shim.display().to_string(),
+            source,
+        })?;
+        drop(cmd); // close our copies of the pipe's write end
+        let stdin = child.stdin.take();
+
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let log2 = log.clone();
+        std::thread::Builder::new()
+            .name("takt-log".into())
+            .spawn(move || {
+                pump(reader, &log2);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| ExecError::Spawn {
+                program: "a log thread".into(),
+                source: e,
+            })?;
+
+        let mut end: Option<StepEnd> = None;
+        let status = tokio::select! {
+            s = child.wait() => s,
+            _ = tokio::time::sleep(spec.timeout) => { end = Some(StepEnd::TimedOut); drop(stdin); child.wait().await }
+            _ = wait_cancel(&mut cancel) => { end = Some(StepEnd::Cancelled); drop(stdin); child.wait().await }
+        }
+        .map_err(ExecError::Wait)?;
+        // The pipe closes once every process of the step is gone; the shim guarantees that.
+        let _ = done_rx.await;
+        Ok(end.unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            StepEnd::Exited(
+                status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            )
+        }))
+    }
+}
+
+async fn wait_cancel(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            // Sender gone: nobody can cancel any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn pump(mut reader: std::io::PipeReader, log: &SharedLog) {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Ok(mut l) = log.lock() {
+                    l.output(&buf[..n]);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+}

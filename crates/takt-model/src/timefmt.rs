@@ -46,5 +46,8 @@ mod tests {
         let s = rfc3339(t);
         assert!(s.ends_with('Z'), "{s}");
         assert!(s.contains(".123"), "{s}");
+        let round = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
+        assert!(rfc3339(round).ends_with(":40.000Z"), "{}", rfc3339(round));
+        assert_eq!(parse_rfc3339(&rfc3339(round)), Some(round));
     }
 }

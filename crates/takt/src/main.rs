@@ -1,1 +1,304 @@
-fn main() {}
+//! `takt`: the binary. Command-line parsing, wiring, output — nothing else.
+
+mod output;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use takt_engine::git::Repo;
+use takt_engine::{DataDir, Engine, EngineError, Live, Prepared, RunRequest};
+use takt_exec::LocalExecutor;
+use takt_model::RunStatus;
+use takt_store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "takt",
+    version,
+    about = "Continuous delivery in one binary: build > test > package > release > deploy > monitor",
+    long_about = "takt takes every commit through build > test > package > release > deploy > monitor, \
+keeps one immutable checksummed artifact per change, and measures the flow.\n\n\
+Exit codes: 0 success, 1 pipeline failed, 2 bad input or usage, 130 interrupted."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a repository's pipeline once, locally, with no server.
+    ///
+    /// Reads takt.yml at the root of the git repository as of the commit (default HEAD) and runs
+    /// every job in a fresh checkout of that commit, with an environment built from nothing.
+    /// Logs, artifacts and events go to the data directory (<git dir>/takt by default).
+    Run(RunArgs),
+    /// Validate takt.yml without running anything; every problem is reported at once.
+    Lint(LintArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A directory inside the git repository.
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// The commit to run: a commit id, branch or tag.
+    #[arg(long, default_value = "HEAD")]
+    rev: String,
+    /// Run only this job and the jobs it needs (repeatable).
+    #[arg(long = "job", value_name = "NAME")]
+    jobs_only: Vec<String>,
+    /// How many jobs may run at once [default: number of cores].
+    #[arg(long = "jobs", short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    parallel: Option<u16>,
+    /// Where logs, artifacts and the event log go [default: <git common dir>/takt].
+    #[arg(long, value_name = "DIR", env = "TAKT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Include uncommitted changes (tracked and untracked files) in the checkout.
+    #[arg(long)]
+    dirty: bool,
+    /// Cap on each job's log, e.g. 64MiB, 1GiB, 500k.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    log_limit: u64,
+    /// Project name in the event log [default: the repository's directory name].
+    #[arg(long)]
+    project: Option<String>,
+    /// Print the summary as one JSON document on stdout (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct LintArgs {
+    /// A takt.yml file, or a directory containing one.
+    #[arg(default_value = ".")]
+    path: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..split]
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; write e.g. 64MiB"))?;
+    let mult: u64 = match t[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}`; use k, MiB or GiB")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v >= 1024)
+        .ok_or_else(|| format!("`{s}` is out of range (at least 1k)"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // The per-step shim is this same binary; keep its start-up minimal (no clap, no runtime).
+    if args.get(1).is_some_and(|a| a == "__shim") {
+        let rest = match args.get(2) {
+            Some(a) if a == "--" => &args[3..],
+            _ => &args[2..],
+        };
+        return ExitCode::from(takt_exec::shim::main(rest).clamp(0, 255) as u8);
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Lint(a) => lint(a),
+        Command::Run(a) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(run(a))
+        }
+    }
+}
+
+fn lint(a: LintArgs) -> ExitCode {
+    let file = if a.path.is_dir() {
+        a.path.join("takt.yml")
+    } else {
+        a.path.clone()
+    };
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let name = file.display().to_string();
+    match takt_pipeline::parse(&name, &bytes) {
+        Ok(p) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "file": name, "jobs": p.jobs.iter().map(|j| &j.name).collect::<Vec<_>>(), "not_supported_yet": p.reserved.iter().map(|r| &r.0).collect::<Vec<_>>()})
+                );
+            } else {
+                for (section, pos) in &p.reserved {
+                    eprintln!(
+                        "{name}:{}:{}: note: `{section}` is accepted but not supported yet; it has no effect",
+                        pos.line, pos.col
+                    );
+                }
+                println!(
+                    "{name}: ok ({} jobs in {} stages)",
+                    p.jobs.len(),
+                    p.stages.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(d) => {
+            if a.json {
+                let errors: Vec<_> = d.items.iter().map(|i| serde_json::json!({"line": i.pos.line, "column": i.pos.col, "message": i.message, "help": i.help})).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "file": name, "errors": errors})
+                );
+            } else {
+                eprintln!("{d}");
+                eprintln!(
+                    "{} error{} in {name}",
+                    d.items.len(),
+                    if d.items.len() == 1 { "" } else { "s" }
+                );
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(a: RunArgs) -> ExitCode {
+    match run_inner(a).await {
+        Ok(code) => code,
+        Err(e) => {
+            let bad_input = e
+                .downcast_ref::<EngineError>()
+                .is_some_and(EngineError::is_bad_input);
+            match e.downcast_ref::<EngineError>() {
+                Some(EngineError::InvalidPipeline(d)) => {
+                    eprintln!("{d}");
+                    eprintln!("takt.yml is invalid: nothing was run");
+                }
+                _ => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(if bad_input { 2 } else { 1 })
+        }
+    }
+}
+
+async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let repo = Repo::open(&a.path).await?;
+    let data_root = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| repo.common_dir.join("takt"));
+    let data = DataDir::open(&data_root)?;
+    let req = RunRequest {
+        path: a.path.clone(),
+        rev: a.rev.clone(),
+        dirty: a.dirty,
+        only_jobs: a.jobs_only.clone(),
+        parallel: a
+            .parallel
+            .map(usize::from)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        log_limit: a.log_limit,
+        project: a.project.clone(),
+    };
+    let prep = Prepared::new(&req, repo, &data.root.join("tmp")).await?;
+    for (section, pos) in &prep.pipeline.reserved {
+        eprintln!(
+            "takt.yml:{}:{}: note: `{section}` is accepted but not supported yet; it has no effect",
+            pos.line, pos.col
+        );
+    }
+    if a.dirty {
+        eprintln!(
+            "WARNING: --dirty: this run includes UNCOMMITTED changes; its artifacts are marked dirty and do not match any commit"
+        );
+    }
+    let store = Store::open_sqlite(&data.db_path())
+        .await
+        .context("opening the event log")?;
+    let shim = std::env::current_exe().context("finding takt's own executable for the job shim")?;
+    let executor = LocalExecutor {
+        shim,
+        shim_args: vec!["__shim".into()],
+    };
+    let engine = Engine::new(executor, store.clone(), &data)?;
+
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!("\ninterrupted: stopping every job…");
+            let _ = cancel_tx.send(true);
+        });
+    }
+    let live = Arc::new(Live::default());
+    let (ptx, prx) = tokio::sync::mpsc::channel(256);
+    let ui = output::Ui::start(a.json, live.clone(), prx);
+    let report = engine.run(prep, &req, live, ptx, cancel_rx).await;
+    ui.stop().await;
+    store.close().await;
+    let report = report?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("encoding the report")?
+        );
+    } else {
+        output::summary(&report);
+    }
+    Ok(match report.status {
+        RunStatus::Success => ExitCode::SUCCESS,
+        RunStatus::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => {
+            ExitCode::from(130)
+        }
+        _ => ExitCode::from(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("1").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

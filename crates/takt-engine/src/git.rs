@@ -1,0 +1,241 @@
+//! The git adapter: the `git` CLI, as CI runners use it (credentials, LFS, hooks just work).
+
+use crate::EngineError;
+use std::path::{Path, PathBuf};
+use tokio::process::Command;
+
+#[derive(Debug, Clone)]
+pub struct Repo {
+    /// The working tree's top directory.
+    pub root: PathBuf,
+    /// The common git directory (shared by worktrees): `takt run` keeps its data under it.
+    pub common_dir: PathBuf,
+}
+
+async fn git(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<Vec<u8>, EngineError> {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.map_err(|e| EngineError::Git {
+        command: format!("git {}", args.join(" ")),
+        message: format!("cannot run git: {e} (is git installed?)"),
+    })?;
+    if !out.status.success() {
+        return Err(EngineError::Git {
+            command: format!("git {}", args.join(" ")),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8_lossy(&b).trim().to_string()
+}
+
+fn lines(b: Vec<u8>) -> Vec<String> {
+    String::from_utf8_lossy(&b)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl Repo {
+    /// Opens the git repository containing `path`.
+    pub async fn open(path: &Path) -> Result<Repo, EngineError> {
+        if !path.exists() {
+            return Err(EngineError::NotARepo {
+                path: path.to_path_buf(),
+                reason: "no such directory".into(),
+            });
+        }
+        let out = git(
+            path,
+            &[
+                "rev-parse",
+                "--path-format=absolute",
+                "--show-toplevel",
+                "--git-common-dir",
+            ],
+            &[],
+        )
+        .await
+        .map_err(|e| EngineError::NotARepo {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let l = lines(out);
+        match l.as_slice() {
+            [root, common] => Ok(Repo {
+                root: PathBuf::from(root),
+                common_dir: PathBuf::from(common),
+            }),
+            _ => Err(EngineError::NotARepo {
+                path: path.to_path_buf(),
+                reason: "not a working tree (a bare repository?)".into(),
+            }),
+        }
+    }
+
+    /// The full commit id `rev` names.
+    pub async fn resolve(&self, rev: &str) -> Result<String, EngineError> {
+        if rev.starts_with('-') || rev.is_empty() {
+            return Err(EngineError::UnknownRevision {
+                rev: rev.into(),
+                reason: "not a revision".into(),
+            });
+        }
+        git(
+            &self.root,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &format!("{rev}^{{commit}}"),
+            ],
+            &[],
+        )
+        .await
+        .map(text)
+        .map_err(|_| EngineError::UnknownRevision {
+            rev: rev.into(),
+            reason: "no commit has that name".into(),
+        })
+    }
+
+    /// The branch or tag a revision stands for (GitLab: a branch pipeline or a tag pipeline).
+    pub async fn ref_of(&self, rev: &str) -> (Option<String>, Option<String>) {
+        if rev == "HEAD" {
+            let b = git(&self.root, &["symbolic-ref", "--short", "-q", "HEAD"], &[])
+                .await
+                .ok()
+                .map(text);
+            return (b.filter(|s| !s.is_empty()), None);
+        }
+        if git(
+            &self.root,
+            &[
+                "show-ref",
+                "--verify",
+                "--quiet",
+                &format!("refs/tags/{rev}"),
+            ],
+            &[],
+        )
+        .await
+        .is_ok()
+        {
+            return (None, Some(rev.to_string()));
+        }
+        if git(
+            &self.root,
+            &[
+                "show-ref",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{rev}"),
+            ],
+            &[],
+        )
+        .await
+        .is_ok()
+        {
+            return (Some(rev.to_string()), None);
+        }
+        (None, None)
+    }
+
+    /// A file's bytes at a commit, or `None` if the commit has no such file.
+    pub async fn file_at(&self, commit: &str, path: &str) -> Option<Vec<u8>> {
+        git(
+            &self.root,
+            &["cat-file", "blob", &format!("{commit}:{path}")],
+            &[],
+        )
+        .await
+        .ok()
+    }
+
+    /// Writes `git archive` of a tree-ish to `dst` (a tar).
+    pub async fn archive(&self, treeish: &str, dst: &Path) -> Result<(), EngineError> {
+        let dst_s = dst.to_string_lossy().into_owned();
+        git(
+            &self.root,
+            &["archive", "--format=tar", "-o", &dst_s, treeish],
+            &[],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Files the commit changed against its first parent (all files for a root commit).
+    pub async fn changed_files(&self, commit: &str) -> Result<Vec<String>, EngineError> {
+        git(
+            &self.root,
+            &[
+                "diff-tree",
+                "-r",
+                "--name-only",
+                "--no-commit-id",
+                "--root",
+                "-m",
+                "--first-parent",
+                commit,
+            ],
+            &[],
+        )
+        .await
+        .map(lines)
+    }
+
+    /// Every file in a tree-ish.
+    pub async fn files(&self, treeish: &str) -> Result<Vec<String>, EngineError> {
+        git(&self.root, &["ls-tree", "-r", "--name-only", treeish], &[])
+            .await
+            .map(lines)
+    }
+
+    /// A tree of the working directory as it is now (tracked changes and untracked, not ignored
+    /// files), written through a temporary index so the user's index is untouched. Returns the
+    /// tree id and the files that differ from HEAD.
+    pub async fn dirty_tree(&self, scratch: &Path) -> Result<(String, Vec<String>), EngineError> {
+        let index = scratch.join(format!("index-{}", std::process::id()));
+        let env = [("GIT_INDEX_FILE", index.as_path())];
+        let r = async {
+            git(&self.root, &["read-tree", "HEAD"], &env).await?;
+            git(&self.root, &["add", "-A"], &env).await?;
+            let tree = text(git(&self.root, &["write-tree"], &env).await?);
+            let changed = lines(
+                git(
+                    &self.root,
+                    &["diff-index", "--cached", "--name-only", "HEAD"],
+                    &env,
+                )
+                .await?,
+            );
+            Ok((tree, changed))
+        }
+        .await;
+        let _ = std::fs::remove_file(&index);
+        r
+    }
+
+    /// Where the repository comes from, for provenance: `remote.origin.url` or its path.
+    pub async fn origin(&self) -> String {
+        match git(&self.root, &["config", "--get", "remote.origin.url"], &[])
+            .await
+            .map(text)
+        {
+            Ok(u) if !u.is_empty() => u,
+            _ => self.root.display().to_string(),
+        }
+    }
+}

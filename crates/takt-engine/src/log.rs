@@ -1,0 +1,159 @@
+//! A job's log on disk: output interleaved in arrival order, every line stamped with its UTC
+//! arrival time, capped at a size limit with a clear note when cut.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use takt_exec::LogSink;
+use takt_model::{OffsetDateTime, timefmt};
+
+/// The default cap on one job's log.
+pub const DEFAULT_LIMIT: u64 = 64 * 1024 * 1024;
+
+pub struct FileLog {
+    out: BufWriter<File>,
+    limit: u64,
+    written: u64,
+    dropped: u64,
+    cut: bool,
+    at_line_start: bool,
+    error: bool,
+    /// The last line seen, for live displays.
+    pub last_line: Arc<Mutex<String>>,
+}
+
+fn stamp() -> String {
+    let mut s = timefmt::rfc3339(OffsetDateTime::now_utc());
+    s.push(' ');
+    s
+}
+
+impl FileLog {
+    pub fn create(
+        path: &Path,
+        limit: u64,
+        last_line: Arc<Mutex<String>>,
+    ) -> std::io::Result<FileLog> {
+        Ok(FileLog {
+            out: BufWriter::with_capacity(256 * 1024, File::create(path)?),
+            limit,
+            written: 0,
+            dropped: 0,
+            cut: false,
+            at_line_start: true,
+            error: false,
+            last_line,
+        })
+    }
+
+    fn put(&mut self, b: &[u8]) {
+        if !self.error && self.out.write_all(b).is_err() {
+            self.error = true;
+        }
+        self.written += b.len() as u64;
+    }
+
+    /// Flushes; returns (bytes written, whether output was cut).
+    pub fn finish(&mut self) -> (u64, bool) {
+        if self.cut {
+            let n = self.dropped;
+            self.note(&format!(
+                "{n} more bytes of output were dropped: raise the limit with --log-limit"
+            ));
+        }
+        let _ = self.out.flush();
+        (self.written, self.cut)
+    }
+
+    fn remember_last_line(&mut self, bytes: &[u8]) {
+        let Some(line) = bytes
+            .split(|b| *b == b'\n')
+            .rev()
+            .find(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+        else {
+            return;
+        };
+        let line = &line[..line.len().min(200)];
+        let s: String = String::from_utf8_lossy(line)
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        if let Ok(mut l) = self.last_line.lock() {
+            *l = s;
+        }
+    }
+}
+
+impl LogSink for FileLog {
+    fn output(&mut self, bytes: &[u8]) {
+        self.remember_last_line(bytes);
+        if self.cut {
+            self.dropped += bytes.len() as u64;
+            return;
+        }
+        let ts = stamp();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let end = rest
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(rest.len(), |p| p + 1);
+            let piece = &rest[..end];
+            let need = piece.len() as u64
+                + if self.at_line_start {
+                    ts.len() as u64
+                } else {
+                    0
+                };
+            if self.written + need > self.limit {
+                self.cut = true;
+                self.dropped += rest.len() as u64;
+                let limit = self.limit;
+                self.note(&format!("log cut at {} bytes (the limit); the job keeps running, its further output is dropped", limit));
+                return;
+            }
+            if self.at_line_start {
+                self.put(ts.as_bytes());
+            }
+            self.put(piece);
+            self.at_line_start = piece.ends_with(b"\n");
+            rest = &rest[end..];
+        }
+    }
+
+    fn note(&mut self, text: &str) {
+        if !self.at_line_start {
+            self.put(b"\n");
+        }
+        let line = format!("{}[takt] {text}\n", stamp());
+        self.put(line.as_bytes());
+        self.at_line_start = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_lines_across_chunks_and_cuts_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let mut log = FileLog::create(&p, 200, Arc::default()).unwrap();
+        log.output(b"hello ");
+        log.output(b"world\nsecond\n");
+        log.output(&[0xff, 0x00, b'\n']);
+        log.output(&[b'x'; 500]);
+        let (_, cut) = log.finish();
+        assert!(cut);
+        let text = std::fs::read(&p).unwrap();
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("Z hello world"), "{text}");
+        assert!(lines[1].ends_with("Z second"));
+        assert!(lines[3].contains("[takt] log cut at 200 bytes"), "{text}");
+        assert!(lines[4].contains("500 more bytes"), "{text}");
+        assert_eq!(*log.last_line.lock().unwrap(), "x".repeat(200));
+    }
+}

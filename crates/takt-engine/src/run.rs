@@ -1,0 +1,1161 @@
+//! One run of a pipeline for one commit: prepare (git facts, parse, plan), then drive the
+//! stop-the-line [`Schedule`] with up to N jobs at once, recording everything as events.
+
+use crate::git::Repo;
+use crate::log::FileLog;
+use crate::report::*;
+use crate::workspace::{self, Stored};
+use crate::{DataDir, EngineError, junit};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use takt_blob::{Keyring, LocalBlobs, Manifest, ManifestStore, Provenance, matching_files};
+use takt_exec::{Executor, SharedLog, StepEnd, StepSpec};
+use takt_model::{
+    Event, EventKind, FailureReason, JobStatus, OffsetDateTime, RunStatus, Trigger, timefmt,
+};
+use takt_pipeline::{
+    ArtifactWhen, CachePolicy, Pipeline, Plan, PlanContext, PlannedJob, RetryWhen, Schedule,
+};
+use takt_store::Store;
+use tokio::sync::{mpsc, watch};
+
+/// Default job timeout, as in GitLab.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Timeout of `after_script`, as in GitLab.
+pub const AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub path: PathBuf,
+    pub rev: String,
+    pub dirty: bool,
+    pub only_jobs: Vec<String>,
+    pub parallel: usize,
+    pub log_limit: u64,
+    pub project: Option<String>,
+}
+
+/// Everything known before the first job starts. Building it validates the pipeline.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub repo: Repo,
+    pub project: String,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    /// The tree to check out when `--dirty` (the working directory as it is).
+    pub dirty_tree: Option<String>,
+    pub pipeline: Pipeline,
+    pub plan: Plan,
+}
+
+impl Prepared {
+    pub async fn new(
+        req: &RunRequest,
+        repo: Repo,
+        scratch: &Path,
+    ) -> Result<Prepared, EngineError> {
+        let commit = repo.resolve(&req.rev).await?;
+        let (branch, tag) = repo.ref_of(&req.rev).await;
+        let mut changed = repo.changed_files(&commit).await?;
+        let (bytes, dirty_tree) = if req.dirty {
+            let (tree, dirty_changes) = repo.dirty_tree(scratch).await?;
+            changed.extend(dirty_changes);
+            let p = repo.root.join("takt.yml");
+            let bytes = std::fs::read(&p).map_err(|_| EngineError::NoPipelineFile {
+                root: repo.root.clone(),
+                commit: "working tree".into(),
+            })?;
+            (bytes, Some(tree))
+        } else {
+            let bytes = repo.file_at(&commit, "takt.yml").await.ok_or_else(|| {
+                EngineError::NoPipelineFile {
+                    root: repo.root.clone(),
+                    commit: commit.clone(),
+                }
+            })?;
+            (bytes, None)
+        };
+        let pipeline =
+            takt_pipeline::parse("takt.yml", &bytes).map_err(EngineError::InvalidPipeline)?;
+        let files = repo.files(dirty_tree.as_deref().unwrap_or(&commit)).await?;
+        let project = req.project.clone().unwrap_or_else(|| {
+            repo.root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "project".into())
+        });
+        let mut variables: HashMap<String, String> = facts(&project, 0, &commit, &branch, &tag)
+            .into_iter()
+            .collect();
+        for (k, v) in &pipeline.variables {
+            variables.insert(k.clone(), v.clone());
+        }
+        let cx = PlanContext {
+            variables,
+            changed_files: Some(changed),
+            files,
+            only_jobs: req.only_jobs.clone(),
+        };
+        let plan = takt_pipeline::plan(&pipeline, &cx)?;
+        Ok(Prepared {
+            repo,
+            project,
+            commit,
+            branch,
+            tag,
+            dirty_tree,
+            pipeline,
+            plan,
+        })
+    }
+}
+
+/// The predefined variables of a run, GitLab-compatible (`CI_*`) and takt's own (`TAKT_*`).
+fn facts(
+    project: &str,
+    run: u64,
+    commit: &str,
+    branch: &Option<String>,
+    tag: &Option<String>,
+) -> Vec<(String, String)> {
+    let short = &commit[..commit.len().min(8)];
+    let mut v = vec![
+        ("CI".to_string(), "true".to_string()),
+        ("CI_COMMIT_SHA".into(), commit.into()),
+        ("CI_COMMIT_SHORT_SHA".into(), short.into()),
+        ("CI_PIPELINE_ID".into(), run.to_string()),
+        ("CI_PIPELINE_IID".into(), run.to_string()),
+        ("CI_PROJECT_NAME".into(), project.into()),
+        ("TAKT".into(), "true".into()),
+        ("TAKT_COMMIT_SHA".into(), commit.into()),
+        ("TAKT_COMMIT_SHORT_SHA".into(), short.into()),
+        ("TAKT_RUN_NUMBER".into(), run.to_string()),
+        ("TAKT_PROJECT".into(), project.into()),
+    ];
+    if let Some(b) = branch {
+        v.push(("CI_COMMIT_BRANCH".into(), b.clone()));
+        v.push(("CI_COMMIT_REF_NAME".into(), b.clone()));
+        v.push(("TAKT_BRANCH".into(), b.clone()));
+    }
+    if let Some(t) = tag {
+        v.push(("CI_COMMIT_TAG".into(), t.clone()));
+        v.push(("CI_COMMIT_REF_NAME".into(), t.clone()));
+        v.push(("TAKT_TAG".into(), t.clone()));
+    }
+    v
+}
+
+/// What a live display shows: the jobs running now.
+#[derive(Default)]
+pub struct Live {
+    pub jobs: Mutex<Vec<LiveJob>>,
+}
+
+pub struct LiveJob {
+    pub name: String,
+    pub started: Instant,
+    pub last_line: Arc<Mutex<String>>,
+}
+
+/// Progress reported while a run goes on (for line-oriented output).
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Started {
+        job: String,
+        attempt: u32,
+    },
+    Retrying {
+        job: String,
+        attempt: u32,
+        reason: String,
+    },
+    Finished(Box<JobReport>),
+}
+
+pub struct Engine<E> {
+    pub executor: Arc<E>,
+    pub store: Store,
+    pub blobs: LocalBlobs,
+    pub manifests: ManifestStore,
+    pub keys: Arc<Keyring>,
+    pub data: PathBuf,
+    /// Where job workspaces are created.
+    pub work: PathBuf,
+    /// Program and arguments that start a step's shell script.
+    pub shell: Vec<String>,
+}
+
+impl<E: Executor + 'static> Engine<E> {
+    pub fn new(executor: E, store: Store, data: &DataDir) -> Result<Engine<E>, EngineError> {
+        let blobs = LocalBlobs::open(&data.root)?;
+        let keys = Keyring::load_or_create(&data.root)?;
+        Ok(Engine {
+            executor: Arc::new(executor),
+            store,
+            manifests: ManifestStore::new(&data.root),
+            blobs,
+            keys: Arc::new(keys),
+            data: data.root.clone(),
+            work: data.work_dir(),
+            shell: vec!["sh".into(), "-e".into()],
+        })
+    }
+
+    async fn emit(&self, project: &str, run: u64, kind: EventKind) -> Result<(), EngineError> {
+        self.store
+            .append(&Event::now(project, Some(run), kind))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a prepared pipeline to its end (or until `cancel` becomes true).
+    pub async fn run(
+        &self,
+        prep: Prepared,
+        req: &RunRequest,
+        live: Arc<Live>,
+        progress: mpsc::Sender<Progress>,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<RunReport, EngineError> {
+        let started = Instant::now();
+        let started_at = OffsetDateTime::now_utc();
+        let project = prep.project.clone();
+        let run = self.store.next_run_number(&project).await?;
+        let (commit, branch, tag) = (prep.commit.clone(), prep.branch.clone(), prep.tag.clone());
+        self.emit(
+            &project,
+            run,
+            EventKind::CommitSeen {
+                commit: commit.clone(),
+                branch: branch.clone(),
+                tag: tag.clone(),
+            },
+        )
+        .await?;
+        self.emit(
+            &project,
+            run,
+            EventKind::RunQueued {
+                commit: commit.clone(),
+                branch: branch.clone(),
+                tag: tag.clone(),
+                trigger: Trigger::Local,
+                dirty: req.dirty,
+            },
+        )
+        .await?;
+        self.emit(&project, run, EventKind::RunStarted).await?;
+        for j in &prep.plan.jobs {
+            self.emit(
+                &project,
+                run,
+                EventKind::JobQueued {
+                    job: j.job.name.clone(),
+                    stage: j.job.stage.clone(),
+                },
+            )
+            .await?;
+        }
+
+        // One source archive per run; every job unpacks its own fresh copy.
+        let src_tar = self
+            .data
+            .join("tmp")
+            .join(format!("source-{}-{run}.tar", sanitize(&project)));
+        prep.repo
+            .archive(prep.dirty_tree.as_deref().unwrap_or(&commit), &src_tar)
+            .await?;
+        let short = commit[..commit.len().min(8)].to_string();
+        let version = match &tag {
+            Some(t) => t.clone(),
+            None if req.dirty => format!("{run}-{short}-dirty"),
+            None => format!("{run}-{short}"),
+        };
+        let ctx = Arc::new(RunCtx {
+            project: project.clone(),
+            run,
+            commit: commit.clone(),
+            branch: branch.clone(),
+            tag: tag.clone(),
+            dirty: req.dirty,
+            version,
+            origin: prep.repo.origin().await,
+            src_tar: src_tar.clone(),
+            log_limit: req.log_limit,
+            variables: prep.pipeline.variables.clone(),
+        });
+        let plan = Arc::new(prep.plan.clone());
+        let n = plan.jobs.len();
+        let mut schedule = Schedule::new(&plan);
+        let mut reports: Vec<Option<JobReport>> = vec![None; n];
+        let mut produced: Vec<Option<Stored>> = vec![None; n];
+        let mut ready_since: Vec<Option<Instant>> = vec![None; n];
+        let mut running = tokio::task::JoinSet::new();
+        let mut cancelled = *cancel.borrow();
+        let parallel = req.parallel.max(1);
+
+        loop {
+            if cancelled {
+                for i in schedule.cancel_waiting() {
+                    let r = not_run(&plan.jobs[i], JobStatus::Cancelled, "the run was cancelled");
+                    self.emit(
+                        &project,
+                        run,
+                        EventKind::JobSkipped {
+                            job: r.name.clone(),
+                            status: JobStatus::Cancelled,
+                            reason: "the run was cancelled".into(),
+                        },
+                    )
+                    .await?;
+                    reports[i] = Some(r);
+                }
+            }
+            let (skips, ready) = schedule.poll();
+            for s in skips {
+                let r = not_run(&plan.jobs[s.job], s.status, &s.reason);
+                self.emit(
+                    &project,
+                    run,
+                    EventKind::JobSkipped {
+                        job: r.name.clone(),
+                        status: s.status,
+                        reason: s.reason.clone(),
+                    },
+                )
+                .await?;
+                let _ = progress.send(Progress::Finished(Box::new(r.clone()))).await;
+                reports[s.job] = Some(r);
+            }
+            let now = Instant::now();
+            for &i in &ready {
+                ready_since[i].get_or_insert(now);
+            }
+            for i in ready {
+                if cancelled || running.len() >= parallel {
+                    break;
+                }
+                schedule.start(i);
+                let inputs: Vec<Stored> = plan.jobs[i]
+                    .artifacts_from
+                    .iter()
+                    .filter_map(|d| produced[*d].clone())
+                    .collect();
+                let wait = ready_since[i].map_or(Duration::ZERO, |t| t.elapsed());
+                let job = JobRun {
+                    engine: self.handle(),
+                    ctx: ctx.clone(),
+                    plan: plan.clone(),
+                    index: i,
+                    inputs,
+                    wait,
+                    live: live.clone(),
+                    progress: progress.clone(),
+                    cancel: cancel.clone(),
+                };
+                running.spawn(async move { (i, job.run().await) });
+            }
+            if running.is_empty() {
+                if schedule.all_done() {
+                    break;
+                }
+                // Nothing runs and nothing can start: only possible when cancelled.
+                cancelled = true;
+                continue;
+            }
+            tokio::select! {
+                joined = running.join_next() => {
+                    let Some(joined) = joined else { continue };
+                    let (i, outcome) = match joined {
+                        Ok(x) => x,
+                        Err(e) => return Err(EngineError::Io { doing: "running a job task for", path: self.data.clone(), source: std::io::Error::other(e.to_string()) }),
+                    };
+                    let outcome = outcome?;
+                    schedule.finish(i, outcome.report.status, outcome.report.allow_failure);
+                    produced[i] = outcome.artifact;
+                    let _ = progress.send(Progress::Finished(Box::new(outcome.report.clone()))).await;
+                    reports[i] = Some(outcome.report);
+                }
+                _ = cancel.changed(), if !cancelled => {
+                    cancelled = *cancel.borrow();
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&src_tar);
+
+        let jobs: Vec<JobReport> = reports
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.unwrap_or_else(|| not_run(&plan.jobs[i], JobStatus::Cancelled, "never started"))
+            })
+            .collect();
+        let status = if cancelled {
+            RunStatus::Cancelled
+        } else if jobs
+            .iter()
+            .any(|j| j.status == JobStatus::Failed && !j.allow_failure)
+        {
+            RunStatus::Failed
+        } else {
+            RunStatus::Success
+        };
+        let wall = started.elapsed();
+        let budget = prep.pipeline.budget;
+        let over_budget = (wall > budget).then(|| {
+            let durs: Vec<Duration> = jobs
+                .iter()
+                .map(|j| Duration::from_millis(j.duration_ms))
+                .collect();
+            let path = takt_pipeline::critical_path(&plan, &durs);
+            let slowest = path.iter().copied().max_by_key(|i| durs[*i]).unwrap_or(0);
+            BudgetWarning {
+                budget_ms: budget.as_millis() as u64,
+                wall_ms: wall.as_millis() as u64,
+                critical_path: path.iter().map(|i| jobs[*i].name.clone()).collect(),
+                slowest_job: jobs
+                    .get(slowest)
+                    .map(|j| j.name.clone())
+                    .unwrap_or_default(),
+                slowest_ms: durs.get(slowest).map_or(0, |d| d.as_millis() as u64),
+            }
+        });
+        self.emit(
+            &project,
+            run,
+            EventKind::RunFinished {
+                status,
+                duration_ms: wall.as_millis() as u64,
+            },
+        )
+        .await?;
+        Ok(RunReport {
+            project,
+            run,
+            status,
+            commit,
+            branch,
+            tag,
+            dirty: req.dirty,
+            started_at: timefmt::rfc3339(started_at),
+            finished_at: timefmt::rfc3339(OffsetDateTime::now_utc()),
+            duration_ms: wall.as_millis() as u64,
+            budget_ms: budget.as_millis() as u64,
+            over_budget,
+            data_dir: self.data.display().to_string(),
+            jobs,
+            excluded: prep.plan.excluded.clone(),
+            not_supported_yet: prep
+                .pipeline
+                .reserved
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect(),
+        })
+    }
+
+    fn handle(&self) -> Arc<EngineHandle<E>> {
+        Arc::new(EngineHandle {
+            executor: self.executor.clone(),
+            store: self.store.clone(),
+            blobs: self.blobs.clone(),
+            manifests: self.manifests.clone(),
+            keys: self.keys.clone(),
+            data: self.data.clone(),
+            work: self.work.clone(),
+            shell: self.shell.clone(),
+        })
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn not_run(j: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
+    JobReport {
+        name: j.job.name.clone(),
+        stage: j.job.stage.clone(),
+        status,
+        exit_code: None,
+        failure_reason: None,
+        allow_failure: true,
+        attempts: 0,
+        flaky: false,
+        started_at: None,
+        finished_at: None,
+        duration_ms: 0,
+        wait_ms: 0,
+        log: None,
+        log_truncated: false,
+        artifact: None,
+        tests: None,
+        cache: None,
+        reason: Some(reason.to_string()),
+    }
+}
+
+struct EngineHandle<E> {
+    executor: Arc<E>,
+    store: Store,
+    blobs: LocalBlobs,
+    manifests: ManifestStore,
+    keys: Arc<Keyring>,
+    data: PathBuf,
+    work: PathBuf,
+    shell: Vec<String>,
+}
+
+struct RunCtx {
+    project: String,
+    run: u64,
+    commit: String,
+    branch: Option<String>,
+    tag: Option<String>,
+    dirty: bool,
+    version: String,
+    origin: String,
+    src_tar: PathBuf,
+    log_limit: u64,
+    variables: Vec<(String, String)>,
+}
+
+struct JobRun<E> {
+    engine: Arc<EngineHandle<E>>,
+    ctx: Arc<RunCtx>,
+    plan: Arc<Plan>,
+    index: usize,
+    inputs: Vec<Stored>,
+    wait: Duration,
+    live: Arc<Live>,
+    progress: mpsc::Sender<Progress>,
+    cancel: watch::Receiver<bool>,
+}
+
+struct JobOutcome {
+    report: JobReport,
+    artifact: Option<Stored>,
+}
+
+struct Attempt {
+    status: JobStatus,
+    exit_code: Option<i32>,
+    reason: Option<FailureReason>,
+    allowed: bool,
+    log: String,
+    log_bytes: u64,
+    truncated: bool,
+    artifact: Option<(ArtifactReport, Stored)>,
+    tests: Option<takt_model::TestCounts>,
+    cache: Option<CacheReport>,
+    started_at: OffsetDateTime,
+    duration: Duration,
+    note: Option<String>,
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> EngineError {
+    EngineError::Io {
+        doing: "running blocking work for",
+        path: PathBuf::from("a job"),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+impl<E: Executor + 'static> JobRun<E> {
+    fn pj(&self) -> &PlannedJob {
+        &self.plan.jobs[self.index]
+    }
+
+    async fn emit(&self, kind: EventKind) -> Result<(), EngineError> {
+        self.engine
+            .store
+            .append(&Event::now(&self.ctx.project, Some(self.ctx.run), kind))
+            .await?;
+        Ok(())
+    }
+
+    async fn run(self) -> Result<JobOutcome, EngineError> {
+        let name = self.pj().job.name.clone();
+        let retry = self.pj().job.retry.clone();
+        let mut failed_before = false;
+        let mut attempt = 0u32;
+        let wait_ms = self.wait.as_millis() as u64;
+        loop {
+            attempt += 1;
+            self.emit(EventKind::JobStarted {
+                job: name.clone(),
+                attempt,
+                wait_ms,
+            })
+            .await?;
+            let _ = self
+                .progress
+                .send(Progress::Started {
+                    job: name.clone(),
+                    attempt,
+                })
+                .await;
+            let a = self.attempt(attempt).await?;
+            self.emit(EventKind::LogStored {
+                job: name.clone(),
+                attempt,
+                location: a.log.clone(),
+                bytes: a.log_bytes,
+                truncated: a.truncated,
+            })
+            .await?;
+            let retryable = a.status == JobStatus::Failed
+                && attempt <= retry.max
+                && a.reason.is_some_and(|r| {
+                    retry.when.is_empty()
+                        || retry.when.iter().any(|w| {
+                            matches!(
+                                (w, r),
+                                (RetryWhen::Always, _)
+                                    | (RetryWhen::ScriptFailure, FailureReason::ScriptFailure)
+                                    | (
+                                        RetryWhen::JobExecutionTimeout,
+                                        FailureReason::JobExecutionTimeout
+                                    )
+                                    | (
+                                        RetryWhen::RunnerSystemFailure,
+                                        FailureReason::RunnerSystemFailure
+                                    )
+                            )
+                        })
+                });
+            let flaky = a.status == JobStatus::Success && failed_before;
+            self.emit(EventKind::JobFinished {
+                job: name.clone(),
+                attempt,
+                status: a.status,
+                exit_code: a.exit_code,
+                failure_reason: a.reason,
+                allow_failure: a.allowed,
+                duration_ms: a.duration.as_millis() as u64,
+                wait_ms,
+                flaky,
+            })
+            .await?;
+            if retryable && !*self.cancel.borrow() {
+                failed_before = true;
+                let why = a.note.clone().unwrap_or_else(|| "it failed".into());
+                let _ = self
+                    .progress
+                    .send(Progress::Retrying {
+                        job: name.clone(),
+                        attempt: attempt + 1,
+                        reason: why,
+                    })
+                    .await;
+                continue;
+            }
+            let pj = self.pj();
+            let report = JobReport {
+                name: name.clone(),
+                stage: pj.job.stage.clone(),
+                status: a.status,
+                exit_code: a.exit_code,
+                failure_reason: a.reason,
+                allow_failure: a.allowed,
+                attempts: attempt,
+                flaky,
+                started_at: Some(timefmt::rfc3339(a.started_at)),
+                finished_at: Some(timefmt::rfc3339(a.started_at + a.duration)),
+                duration_ms: a.duration.as_millis() as u64,
+                wait_ms,
+                log: Some(a.log),
+                log_truncated: a.truncated,
+                artifact: a.artifact.as_ref().map(|(r, _)| r.clone()),
+                tests: a.tests,
+                cache: a.cache,
+                reason: a.note,
+            };
+            return Ok(JobOutcome {
+                report,
+                artifact: a.artifact.map(|(_, s)| s),
+            });
+        }
+    }
+
+    fn env(&self, project_dir: &Path) -> Vec<(String, String)> {
+        let pj = self.pj();
+        let c = &self.ctx;
+        let host =
+            |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_string());
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), host("PATH", "/usr/local/bin:/usr/bin:/bin")),
+            ("HOME".into(), host("HOME", "/")),
+            ("LANG".into(), host("LANG", "C.UTF-8")),
+        ];
+        env.extend(facts(&c.project, c.run, &c.commit, &c.branch, &c.tag));
+        let dir = project_dir.display().to_string();
+        env.extend([
+            ("CI_JOB_NAME".into(), pj.job.name.clone()),
+            ("CI_JOB_STAGE".into(), pj.job.stage.clone()),
+            ("CI_PROJECT_DIR".into(), dir.clone()),
+            ("CI_BUILDS_DIR".into(), dir.clone()),
+            ("TAKT_JOB_NAME".into(), pj.job.name.clone()),
+            ("TAKT_PROJECT_DIR".into(), dir),
+        ]);
+        for (k, v) in c
+            .variables
+            .iter()
+            .chain(pj.job.variables.iter())
+            .chain(pj.rule_variables.iter())
+        {
+            let value = workspace::expand(v, &env);
+            env.push((k.clone(), value));
+        }
+        // Last one wins, like a shell: keep only the final value of each name.
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<(String, String)> = env
+            .into_iter()
+            .rev()
+            .filter(|(k, _)| seen.insert(k.clone()))
+            .collect();
+        out.reverse();
+        out
+    }
+
+    async fn attempt(&self, attempt: u32) -> Result<Attempt, EngineError> {
+        let pj = self.pj().clone();
+        let started_at = OffsetDateTime::now_utc();
+        let t0 = Instant::now();
+        let slug = format!("{}-{}", self.index, sanitize(&pj.job.name));
+        let log_dir = self.engine.data.join("logs").join(self.ctx.run.to_string());
+        tokio::fs::create_dir_all(&log_dir)
+            .await
+            .map_err(|source| EngineError::Io {
+                doing: "creating",
+                path: log_dir.clone(),
+                source,
+            })?;
+        let log_rel = format!("logs/{}/{slug}.{attempt}.log", self.ctx.run);
+        let log_path = self.engine.data.join(&log_rel);
+        let last_line = Arc::new(Mutex::new(String::new()));
+        let file_log = FileLog::create(&log_path, self.ctx.log_limit, last_line.clone()).map_err(
+            |source| EngineError::Io {
+                doing: "creating",
+                path: log_path.clone(),
+                source,
+            },
+        )?;
+        let log_arc: Arc<Mutex<FileLog>> = Arc::new(Mutex::new(file_log));
+        let log: SharedLog = log_arc.clone();
+        let note = |text: String| {
+            if let Ok(mut l) = log_arc.lock() {
+                takt_exec::LogSink::note(&mut *l, &text);
+            }
+        };
+        note(format!(
+            "job `{}` attempt {attempt} of run #{} at {} ({})",
+            pj.job.name,
+            self.ctx.run,
+            &self.ctx.commit[..self.ctx.commit.len().min(8)],
+            self.ctx.project
+        ));
+
+        let ws = self
+            .engine
+            .work
+            .join(format!("r{}-{slug}-a{attempt}", self.ctx.run));
+        let src = ws.join("src");
+        if let Ok(mut l) = self.live.jobs.lock() {
+            l.push(LiveJob {
+                name: pj.job.name.clone(),
+                started: Instant::now(),
+                last_line: last_line.clone(),
+            });
+        }
+
+        // Prepare the workspace off the runtime: checkout, inputs, cache.
+        let prep = {
+            let (ws, src, tar, blobs, inputs) = (
+                ws.clone(),
+                src.clone(),
+                self.ctx.src_tar.clone(),
+                self.engine.blobs.clone(),
+                self.inputs.clone(),
+            );
+            let cache = pj.job.cache.clone();
+            let cache_dir = self.engine.data.join("cache");
+            tokio::task::spawn_blocking(move || -> Result<Option<(String, bool)>, String> {
+                std::fs::create_dir_all(&src)
+                    .map_err(|e| format!("cannot create the workspace {}: {e}", src.display()))?;
+                workspace::extract_tar(&tar, &src).map_err(|e| {
+                    format!("cannot check out the commit into {}: {e}", src.display())
+                })?;
+                for i in &inputs {
+                    workspace::place(&blobs, i, &src)
+                        .map_err(|e| format!("cannot place artifact {}: {e}", i.digest))?;
+                }
+                let _ = &ws;
+                match cache {
+                    Some(c) if c.policy != CachePolicy::Push => {
+                        let key = workspace::cache_key(&c, &src);
+                        let hit = workspace::restore_cache(&blobs, &cache_dir, &key, &src)
+                            .map_err(|e| format!("cannot restore cache {key}: {e}"))?;
+                        Ok(Some((key, hit)))
+                    }
+                    Some(c) => Ok(Some((workspace::cache_key(&c, &src), false))),
+                    None => Ok(None),
+                }
+            })
+            .await
+            .map_err(blocking_err)?
+        };
+        let mut result = Attempt {
+            status: JobStatus::Failed,
+            exit_code: None,
+            reason: None,
+            allowed: pj.allow_failure,
+            log: log_rel.clone(),
+            log_bytes: 0,
+            truncated: false,
+            artifact: None,
+            tests: None,
+            cache: None,
+            started_at,
+            duration: Duration::ZERO,
+            note: None,
+        };
+        let cache_key = match prep {
+            Err(msg) => {
+                note(msg.clone());
+                result.reason = Some(FailureReason::RunnerSystemFailure);
+                result.note = Some(msg);
+                None
+            }
+            Ok(c) => {
+                if let Some((k, hit)) = &c {
+                    note(format!(
+                        "cache `{k}`: {}",
+                        if *hit { "restored" } else { "miss" }
+                    ));
+                    result.cache = Some(CacheReport {
+                        key: k.clone(),
+                        hit: *hit,
+                        saved: false,
+                    });
+                }
+                Some(c)
+            }
+        };
+
+        if let Some(cache_key) = cache_key {
+            let env = self.env(&src);
+            let timeout = pj.job.timeout.unwrap_or(DEFAULT_TIMEOUT);
+            let main: Vec<String> = pj
+                .job
+                .before_script
+                .iter()
+                .chain(pj.job.script.iter())
+                .cloned()
+                .collect();
+            let end = self
+                .step(&ws, "script.sh", &main, &env, &src, timeout, log.clone())
+                .await?;
+            match end {
+                StepEnd::Exited(0) => result.status = JobStatus::Success,
+                StepEnd::Exited(code) => {
+                    result.exit_code = Some(code);
+                    result.reason = Some(FailureReason::ScriptFailure);
+                    result.allowed = pj.allow_failure || pj.job.allow_exit_codes.contains(&code);
+                    result.note = Some(format!("exit code {code}"));
+                    note(format!("the script failed with exit code {code}"));
+                }
+                StepEnd::TimedOut => {
+                    result.reason = Some(FailureReason::JobExecutionTimeout);
+                    let msg = format!(
+                        "timed out after {}; every process of the job was killed",
+                        timefmt::human(timeout)
+                    );
+                    note(msg.clone());
+                    result.note = Some(msg);
+                }
+                StepEnd::Cancelled => {
+                    result.status = JobStatus::Cancelled;
+                    note("cancelled; every process of the job was killed".into());
+                    result.note = Some("cancelled".into());
+                }
+            }
+            if result.status == JobStatus::Success {
+                result.exit_code = Some(0);
+            }
+            if !pj.job.after_script.is_empty() && result.status != JobStatus::Cancelled {
+                note("running after_script".into());
+                let end = self
+                    .step(
+                        &ws,
+                        "after_script.sh",
+                        &pj.job.after_script,
+                        &env,
+                        &src,
+                        AFTER_SCRIPT_TIMEOUT,
+                        log.clone(),
+                    )
+                    .await?;
+                if end != StepEnd::Exited(0) {
+                    note(format!(
+                        "after_script ended with {end:?}; this does not change the job's status"
+                    ));
+                }
+            }
+            self.collect(&pj, &src, cache_key, &mut result, &note, started_at)
+                .await?;
+        }
+
+        let (bytes, truncated) = log_arc.lock().map(|mut l| l.finish()).unwrap_or((0, false));
+        result.log_bytes = bytes;
+        result.truncated = truncated;
+        result.duration = t0.elapsed();
+        if let Ok(mut l) = self.live.jobs.lock() {
+            l.retain(|j| !Arc::ptr_eq(&j.last_line, &last_line));
+        }
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&ws)).await;
+        Ok(result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        ws: &Path,
+        file: &str,
+        lines: &[String],
+        env: &[(String, String)],
+        cwd: &Path,
+        timeout: Duration,
+        log: SharedLog,
+    ) -> Result<StepEnd, EngineError> {
+        let path = ws.join(file);
+        tokio::fs::write(&path, workspace::script(lines))
+            .await
+            .map_err(|source| EngineError::Io {
+                doing: "writing",
+                path: path.clone(),
+                source,
+            })?;
+        let mut program = self.engine.shell.clone();
+        program.push(path.display().to_string());
+        let spec = StepSpec {
+            program,
+            env: env.to_vec(),
+            cwd: cwd.to_path_buf(),
+            timeout,
+        };
+        self.engine
+            .executor
+            .run_step(spec, log, self.cancel.clone())
+            .await
+            .map_err(|e| EngineError::Io {
+                doing: "starting a job step in",
+                path: cwd.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })
+    }
+
+    /// Artifacts, test reports and cache after the script.
+    async fn collect(
+        &self,
+        pj: &PlannedJob,
+        src: &Path,
+        cache_key: Option<(String, bool)>,
+        result: &mut Attempt,
+        note: &(dyn Fn(String) + Sync),
+        started_at: OffsetDateTime,
+    ) -> Result<(), EngineError> {
+        let ok = result.status == JobStatus::Success;
+        if let Some(a) = &pj.job.artifacts {
+            let wanted = match a.when {
+                ArtifactWhen::Always => true,
+                ArtifactWhen::OnSuccess => ok,
+                ArtifactWhen::OnFailure => result.status == JobStatus::Failed,
+            };
+            if !a.junit.is_empty() {
+                let (src2, globs) = (src.to_path_buf(), a.junit.clone());
+                let parsed = tokio::task::spawn_blocking(move || {
+                    let mut cases = Vec::new();
+                    let mut errors = Vec::new();
+                    for f in matching_files(&src2, &globs, &[]) {
+                        match std::fs::read(src2.join(&f))
+                            .map_err(|e| e.to_string())
+                            .and_then(|b| junit::parse(&b))
+                        {
+                            Ok(c) => cases.extend(c),
+                            Err(e) => errors.push(format!("{}: {e}", f.display())),
+                        }
+                    }
+                    (cases, errors)
+                })
+                .await
+                .map_err(blocking_err)?;
+                for e in &parsed.1 {
+                    note(format!("JUnit report ignored: {e}"));
+                }
+                if parsed.0.is_empty() && parsed.1.is_empty() {
+                    note(format!("no JUnit report matched {:?}", a.junit));
+                } else {
+                    let counts = junit::counts(&parsed.0);
+                    note(format!(
+                        "tests: {} run, {} failed, {} errors, {} skipped",
+                        counts.tests, counts.failures, counts.errors, counts.skipped
+                    ));
+                    self.emit(EventKind::TestReport {
+                        job: pj.job.name.clone(),
+                        counts: counts.clone(),
+                        cases: parsed.0,
+                    })
+                    .await?;
+                    result.tests = Some(counts);
+                }
+            }
+            if wanted && !a.paths.is_empty() {
+                let env = self.env(src);
+                let name = workspace::expand(a.name.as_deref().unwrap_or(&pj.job.name), &env);
+                match self.store_artifact(pj, src, &name, a, started_at).await {
+                    Ok(Some(x)) => {
+                        note(format!(
+                            "artifact {}@{} stored: {} ({} bytes)",
+                            x.0.name, x.0.version, x.0.digest, x.0.size
+                        ));
+                        self.emit(EventKind::ArtifactStored {
+                            job: pj.job.name.clone(),
+                            name: x.0.name.clone(),
+                            version: x.0.version.clone(),
+                            digest: x.0.digest.clone(),
+                            size: x.0.size,
+                        })
+                        .await?;
+                        result.artifact = Some(x);
+                    }
+                    Ok(None) => note(format!(
+                        "WARNING: no file matches the artifact paths {:?}",
+                        a.paths
+                    )),
+                    Err(msg) => {
+                        note(msg.clone());
+                        result.status = JobStatus::Failed;
+                        result.reason = Some(FailureReason::RunnerSystemFailure);
+                        result.note = Some(msg);
+                    }
+                }
+            }
+        }
+        if let (Some(c), Some((key, hit))) = (&pj.job.cache, cache_key) {
+            let mut saved = false;
+            if result.status == JobStatus::Success && c.policy != CachePolicy::Pull {
+                let (blobs, dir, src2, paths, k) = (
+                    self.engine.blobs.clone(),
+                    self.engine.data.join("cache"),
+                    src.to_path_buf(),
+                    c.paths.clone(),
+                    key.clone(),
+                );
+                saved = tokio::task::spawn_blocking(move || {
+                    workspace::save_cache(&blobs, &dir, &k, &src2, &paths)
+                })
+                .await
+                .map_err(blocking_err)?
+                .unwrap_or(false);
+                if saved {
+                    note(format!("cache `{key}` saved"));
+                }
+            }
+            self.emit(EventKind::CacheUsed {
+                job: pj.job.name.clone(),
+                key: key.clone(),
+                hit,
+                saved,
+            })
+            .await?;
+            result.cache = Some(CacheReport { key, hit, saved });
+        }
+        Ok(())
+    }
+
+    async fn store_artifact(
+        &self,
+        pj: &PlannedJob,
+        src: &Path,
+        name: &str,
+        a: &takt_pipeline::Artifacts,
+        started_at: OffsetDateTime,
+    ) -> Result<Option<(ArtifactReport, Stored)>, String> {
+        takt_pipeline::check_artifact_name(name).map_err(|e| format!("artifact name {e}"))?;
+        let (blobs, src2, paths, exclude) = (
+            self.engine.blobs.clone(),
+            src.to_path_buf(),
+            a.paths.clone(),
+            a.exclude.clone(),
+        );
+        let packed = tokio::task::spawn_blocking(move || {
+            takt_blob::pack_paths(&blobs, &src2, &paths, &exclude, false)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let (blob, tar, path) = match packed {
+            Ok(x) => x,
+            Err(takt_blob::BlobError::NothingToPack(_)) => return Ok(None),
+            Err(e) => return Err(format!("cannot store the artifact: {e}")),
+        };
+        let now = OffsetDateTime::now_utc();
+        let manifest = Manifest {
+            name: name.to_string(),
+            version: self.ctx.version.clone(),
+            digest: blob.digest.clone(),
+            size: blob.size,
+            media_type: if tar {
+                "application/x-tar".into()
+            } else {
+                "application/octet-stream".into()
+            },
+            path: path.clone(),
+            expires_at: a.expire_in.map(|d| timefmt::rfc3339(now + d)),
+            provenance: Provenance {
+                build_type: "https://takt.dev/provenance/run/v1".into(),
+                builder: format!("takt {}", env!("CARGO_PKG_VERSION")),
+                project: self.ctx.project.clone(),
+                repository: self.ctx.origin.clone(),
+                commit: self.ctx.commit.clone(),
+                branch: self.ctx.branch.clone(),
+                tag: self.ctx.tag.clone(),
+                run: self.ctx.run,
+                job: pj.job.name.clone(),
+                started_at: timefmt::rfc3339(started_at),
+                finished_at: timefmt::rfc3339(now),
+                inputs: self.inputs.iter().map(|i| i.digest.clone()).collect(),
+                dirty: self.ctx.dirty,
+            },
+        };
+        let signed = self.engine.keys.sign(manifest).map_err(|e| e.to_string())?;
+        self.engine
+            .manifests
+            .put(&signed)
+            .map_err(|e| e.to_string())?;
+        Ok(Some((
+            ArtifactReport {
+                name: name.to_string(),
+                version: self.ctx.version.clone(),
+                digest: blob.digest.clone(),
+                size: blob.size,
+            },
+            Stored {
+                digest: blob.digest,
+                tar,
+                path,
+            },
+        )))
+    }
+}

@@ -1,0 +1,212 @@
+//! What people see: a live display on a terminal, plain lines otherwise, and the summary.
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+use takt_engine::{Live, Progress, RunReport};
+use takt_model::{JobStatus, RunStatus, timefmt};
+use tokio::sync::mpsc;
+
+pub struct Ui {
+    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn line_for(p: &Progress) -> String {
+    match p {
+        Progress::Started { job, attempt: 1 } => format!("▶ {job} started"),
+        Progress::Started { job, attempt } => format!("▶ {job} started (attempt {attempt})"),
+        Progress::Retrying {
+            job,
+            attempt,
+            reason,
+        } => format!("↻ {job} failed ({reason}); retrying, attempt {attempt}"),
+        Progress::Finished(r) => {
+            let d = timefmt::human(Duration::from_millis(r.duration_ms));
+            match r.status {
+                JobStatus::Success if r.flaky => {
+                    format!("✓ {} passed on retry in {d} (flaky)", r.name)
+                }
+                JobStatus::Success => format!("✓ {} passed in {d}", r.name),
+                JobStatus::Failed if r.allow_failure => {
+                    format!("! {} failed in {d} (allowed to fail)", r.name)
+                }
+                JobStatus::Failed => format!(
+                    "✗ {} failed in {d}: {}",
+                    r.name,
+                    r.reason.clone().unwrap_or_default()
+                ),
+                s => format!("- {} {s}: {}", r.name, r.reason.clone().unwrap_or_default()),
+            }
+        }
+    }
+}
+
+impl Ui {
+    pub fn start(json: bool, live: Arc<Live>, mut rx: mpsc::Receiver<Progress>) -> Ui {
+        let tty = std::io::stdout().is_terminal() && !json;
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mp = MultiProgress::new();
+            let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+            let style = ProgressStyle::with_template(
+                "{spinner} {prefix:.bold} {elapsed:>4} {wide_msg:.dim}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let mut tick = tokio::time::interval(Duration::from_millis(120));
+            loop {
+                tokio::select! {
+                    p = rx.recv() => {
+                        let Some(p) = p else { break };
+                        let line = line_for(&p);
+                        if tty {
+                            if let Progress::Finished(r) = &p && let Some(b) = bars.remove(&r.name) {
+                                b.finish_and_clear();
+                                mp.remove(&b);
+                            }
+                            let _ = mp.println(line);
+                        } else if json {
+                            eprintln!("{line}");
+                        } else {
+                            println!("{line}");
+                        }
+                    }
+                    _ = tick.tick(), if tty => {
+                        if let Ok(jobs) = live.jobs.lock() {
+                            for j in jobs.iter() {
+                                let bar = bars.entry(j.name.clone()).or_insert_with(|| {
+                                    let b = mp.add(ProgressBar::new_spinner());
+                                    b.set_style(style.clone());
+                                    b.set_prefix(j.name.clone());
+                                    b
+                                });
+                                if let Ok(l) = j.last_line.lock() {
+                                    bar.set_message(l.clone());
+                                }
+                                bar.tick();
+                            }
+                        }
+                    }
+                    _ = &mut stop_rx => break,
+                }
+            }
+            while let Ok(p) = rx.try_recv() {
+                if json {
+                    eprintln!("{}", line_for(&p))
+                } else {
+                    println!("{}", line_for(&p))
+                }
+            }
+            for (_, b) in bars {
+                b.finish_and_clear();
+            }
+        });
+        Ui { task, stop }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+pub fn summary(r: &RunReport) {
+    let mut t = Table::new();
+    t.load_style(UTF8_BORDERS_ONLY);
+    t.set_header(vec![
+        "job", "stage", "status", "exit", "duration", "wait", "tests", "cache", "artifact",
+    ]);
+    for j in &r.jobs {
+        let status = match (j.status, j.allow_failure, j.flaky) {
+            (JobStatus::Failed, true, _) => "failed (allowed)".to_string(),
+            (JobStatus::Success, _, true) => format!("success (flaky, {} attempts)", j.attempts),
+            (s, _, _) => s.to_string(),
+        };
+        t.add_row(vec![
+            j.name.clone(),
+            j.stage.clone(),
+            status,
+            j.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            if j.attempts > 0 {
+                timefmt::human(Duration::from_millis(j.duration_ms))
+            } else {
+                String::new()
+            },
+            if j.attempts > 0 {
+                timefmt::human(Duration::from_millis(j.wait_ms))
+            } else {
+                String::new()
+            },
+            j.tests
+                .as_ref()
+                .map(|c| {
+                    format!(
+                        "{}/{} passed",
+                        c.tests - c.failures - c.errors - c.skipped,
+                        c.tests
+                    )
+                })
+                .unwrap_or_default(),
+            j.cache
+                .as_ref()
+                .map(|c| {
+                    if c.hit {
+                        "hit".to_string()
+                    } else {
+                        "miss".to_string()
+                    }
+                })
+                .unwrap_or_default(),
+            j.artifact
+                .as_ref()
+                .map(|a| {
+                    format!(
+                        "{}@{} {}",
+                        a.name,
+                        a.version,
+                        &a.digest[..a.digest.len().min(19)]
+                    )
+                })
+                .unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    for j in r.jobs.iter().filter(|j| j.status == JobStatus::Failed) {
+        if let Some(l) = &j.log {
+            println!("log of `{}`: {}/{l}", j.name, r.data_dir);
+        }
+    }
+    if let Some(w) = &r.over_budget {
+        println!(
+            "WARNING: coffee test failed: the run took {} against a budget of {}. Critical path: {}. Bottleneck: `{}` ({}).",
+            timefmt::human(Duration::from_millis(w.wall_ms)),
+            timefmt::human(Duration::from_millis(w.budget_ms)),
+            w.critical_path.join(" → "),
+            w.slowest_job,
+            timefmt::human(Duration::from_millis(w.slowest_ms)),
+        );
+    }
+    let word = match r.status {
+        RunStatus::Success => "succeeded",
+        RunStatus::Failed => "FAILED",
+        RunStatus::Cancelled => "was cancelled",
+        _ => "ended",
+    };
+    let short = &r.commit[..r.commit.len().min(8)];
+    let on = r
+        .branch
+        .as_deref()
+        .or(r.tag.as_deref())
+        .map(|b| format!(" on {b}"))
+        .unwrap_or_default();
+    println!(
+        "run #{} of {} at {short}{on}{} {word} in {}",
+        r.run,
+        r.project,
+        if r.dirty { " (DIRTY)" } else { "" },
+        timefmt::human(Duration::from_millis(r.duration_ms))
+    );
+}
