@@ -53,16 +53,9 @@ pub enum BlobError {
     NothingToPack(Vec<String>),
 }
 
-pub(crate) fn io_err(
-    doing: &'static str,
-    path: &Path,
-) -> impl FnOnce(io::Error) -> BlobError + use<> {
+pub(crate) fn io_err(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BlobError + use<> {
     let path = path.to_path_buf();
-    move |source| BlobError::Io {
-        doing,
-        path,
-        source,
-    }
+    move |source| BlobError::Io { doing, path, source }
 }
 
 /// A stored blob: its digest (`sha256:<hex>`) and size.
@@ -114,11 +107,7 @@ fn hex_of(h: Sha256) -> String {
 /// Checks a digest string and returns its hex part.
 pub fn digest_hex(digest: &str) -> Result<&str, BlobError> {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    if hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         Ok(hex)
     } else {
         Err(BlobError::BadDigest(digest.to_string()))
@@ -153,10 +142,7 @@ impl LocalBlobs {
             path: self.root.join("tmp"),
             source: io::Error::other(e.to_string()),
         })?;
-        let path = self
-            .root
-            .join("tmp")
-            .join(format!("blob-{}", hex::encode(rnd)));
+        let path = self.root.join("tmp").join(format!("blob-{}", hex::encode(rnd)));
         let file = File::create(&path).map_err(io_err("creating", &path))?;
         Ok(HashingFile {
             file: io::BufWriter::with_capacity(BUF, file),
@@ -169,10 +155,7 @@ impl LocalBlobs {
     /// Makes a written file a blob: fsync, then rename to its digest (a no-op if already stored).
     pub fn commit(&self, mut w: HashingFile) -> Result<BlobRef, BlobError> {
         w.file.flush().map_err(io_err("writing", &w.path))?;
-        w.file
-            .get_ref()
-            .sync_all()
-            .map_err(io_err("syncing", &w.path))?;
+        w.file.get_ref().sync_all().map_err(io_err("syncing", &w.path))?;
         let hasher = std::mem::take(&mut w.hasher);
         let digest = format!("sha256:{}", hex_of(hasher));
         let dst = self.path_of(&digest)?;
@@ -187,10 +170,7 @@ impl LocalBlobs {
                     .map_err(io_err("syncing", parent))?;
             }
         }
-        Ok(BlobRef {
-            digest,
-            size: w.size,
-        })
+        Ok(BlobRef { digest, size: w.size })
     }
 
     /// Stores the bytes of a reader (one pass: hashed while copied).
@@ -228,9 +208,7 @@ impl LocalBlobs {
         let mut f = match File::open(&src) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BlobError::Missing {
-                    digest: digest.into(),
-                });
+                return Err(BlobError::Missing { digest: digest.into() });
             }
             Err(e) => {
                 return Err(BlobError::Io {
@@ -242,10 +220,7 @@ impl LocalBlobs {
         };
         let tmp = dst.with_extension("takt-partial");
         let result = (|| {
-            let mut out = io::BufWriter::with_capacity(
-                BUF,
-                File::create(&tmp).map_err(io_err("creating", &tmp))?,
-            );
+            let mut out = io::BufWriter::with_capacity(BUF, File::create(&tmp).map_err(io_err("creating", &tmp))?);
             let mut h = Sha256::new();
             let mut buf = vec![0u8; BUF];
             let mut size = 0u64;
@@ -281,9 +256,7 @@ impl LocalBlobs {
     /// Re-hashes a stored blob; a mismatch quarantines it.
     pub fn verify(&self, digest: &str) -> Result<(), BlobError> {
         let src = self.path_of(digest)?;
-        let f = File::open(&src).map_err(|_| BlobError::Missing {
-            digest: digest.into(),
-        })?;
+        let f = File::open(&src).map_err(|_| BlobError::Missing { digest: digest.into() })?;
         let actual = hash_reader(f).map_err(io_err("reading", &src))?;
         if actual != digest {
             self.quarantine(digest);
@@ -348,10 +321,7 @@ mod tests {
         assert!(matches!(e, BlobError::Corrupt { .. }), "{e}");
         assert!(!out2.exists());
         assert!(!blobs.path_of(&a.digest).unwrap().exists());
-        assert!(matches!(
-            blobs.verify(&a.digest),
-            Err(BlobError::Missing { .. })
-        ));
+        assert!(matches!(blobs.verify(&a.digest), Err(BlobError::Missing { .. })));
         assert!(digest_hex("sha256:../../etc/passwd").is_err());
     }
 }

@@ -138,8 +138,7 @@ impl Keyring {
                 }
                 let _ = fs::remove_file(&tmp);
                 let pubp = dir.join("signing.pub");
-                fs::write(&pubp, hex::encode(key.verifying_key().to_bytes()))
-                    .map_err(io_err("writing", &pubp))?;
+                fs::write(&pubp, hex::encode(key.verifying_key().to_bytes())).map_err(io_err("writing", &pubp))?;
                 Ok(Keyring { key })
             }
             Err(e) => Err(BlobError::Io {
@@ -195,12 +194,7 @@ impl ManifestStore {
     pub fn put(&self, m: &SignedManifest) -> Result<PutOutcome, BlobError> {
         let (name, version) = (&m.manifest.name, &m.manifest.version);
         for (what, v) in [("name", name), ("version", version)] {
-            if v.is_empty()
-                || v.len() > 200
-                || v.contains('/')
-                || v.contains("..")
-                || v.chars().any(char::is_control)
-            {
+            if v.is_empty() || v.len() > 200 || v.contains('/') || v.contains("..") || v.chars().any(char::is_control) {
                 return Err(BlobError::BadManifest {
                     path: self.root.clone(),
                     reason: format!("artifact {what} `{v}` is not allowed"),
@@ -294,20 +288,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = Keyring::load_or_create(dir.path()).unwrap();
         let again = Keyring::load_or_create(dir.path()).unwrap();
-        assert_eq!(
-            keys.public_key_hex(),
-            again.public_key_hex(),
-            "the key is created once"
-        );
+        assert_eq!(keys.public_key_hex(), again.public_key_hex(), "the key is created once");
         let store = ManifestStore::new(dir.path());
         let d1 = format!("sha256:{}", "a".repeat(64));
         let s = keys.sign(manifest(&d1)).unwrap();
         s.verify(Some(&keys.public_key_hex())).unwrap();
         assert_eq!(store.put(&s).unwrap(), PutOutcome::Stored);
         assert_eq!(store.put(&s).unwrap(), PutOutcome::Unchanged);
-        let other = keys
-            .sign(manifest(&format!("sha256:{}", "b".repeat(64))))
-            .unwrap();
+        let other = keys.sign(manifest(&format!("sha256:{}", "b".repeat(64)))).unwrap();
         assert!(matches!(store.put(&other), Err(BlobError::Conflict { .. })));
         let mut tampered = s.clone();
         tampered.manifest.provenance.commit = "evil".into();

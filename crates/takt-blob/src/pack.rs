@@ -86,8 +86,7 @@ pub fn pack_paths(
                 0o644
             });
             let f = fs::File::open(&full).map_err(io_err("opening", &full))?;
-            tar.append_data(&mut h, rel, f)
-                .map_err(io_err("archiving", &full))?;
+            tar.append_data(&mut h, rel, f).map_err(io_err("archiving", &full))?;
         }
     }
     let w = tar.into_inner().map_err(io_err("archiving", &tmp))?;
@@ -110,29 +109,14 @@ mod tests {
             fs::write(root.join("out/skip.log"), "x").unwrap();
         };
         mk(d1.path());
-        let (a, tarred, _) = pack_paths(
-            &blobs,
-            d1.path(),
-            &["out".into()],
-            &["**/*.log".into()],
-            false,
-        )
-        .unwrap();
+        let (a, tarred, _) = pack_paths(&blobs, d1.path(), &["out".into()], &["**/*.log".into()], false).unwrap();
         assert!(tarred);
         std::thread::sleep(std::time::Duration::from_millis(20));
         let d2 = tempfile::tempdir().unwrap();
         mk(d2.path());
-        let (b, _, _) = pack_paths(
-            &blobs,
-            d2.path(),
-            &["out/".into()],
-            &["**/*.log".into()],
-            false,
-        )
-        .unwrap();
+        let (b, _, _) = pack_paths(&blobs, d2.path(), &["out/".into()], &["**/*.log".into()], false).unwrap();
         assert_eq!(a.digest, b.digest);
-        let (single, tarred, path) =
-            pack_paths(&blobs, d1.path(), &["out/a.txt".into()], &[], false).unwrap();
+        let (single, tarred, path) = pack_paths(&blobs, d1.path(), &["out/a.txt".into()], &[], false).unwrap();
         assert!(!tarred);
         assert_eq!(single.size, 1);
         assert_eq!(path.as_deref(), Some("out/a.txt"));

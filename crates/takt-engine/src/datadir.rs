@@ -16,11 +16,7 @@ impl DataDir {
     pub fn open(root: &Path) -> Result<DataDir, EngineError> {
         let io = |doing: &'static str, p: &Path| {
             let p = p.to_path_buf();
-            move |source| EngineError::Io {
-                doing,
-                path: p,
-                source,
-            }
+            move |source| EngineError::Io { doing, path: p, source }
         };
         fs::create_dir_all(root).map_err(io("creating", root))?;
         let lock_path = root.join("takt.lock");

@@ -122,12 +122,7 @@ impl Repo {
         }
         if git(
             &self.root,
-            &[
-                "show-ref",
-                "--verify",
-                "--quiet",
-                &format!("refs/tags/{rev}"),
-            ],
+            &["show-ref", "--verify", "--quiet", &format!("refs/tags/{rev}")],
             &[],
         )
         .await
@@ -137,12 +132,7 @@ impl Repo {
         }
         if git(
             &self.root,
-            &[
-                "show-ref",
-                "--verify",
-                "--quiet",
-                &format!("refs/heads/{rev}"),
-            ],
+            &["show-ref", "--verify", "--quiet", &format!("refs/heads/{rev}")],
             &[],
         )
         .await
@@ -155,25 +145,17 @@ impl Repo {
 
     /// A file's bytes at a commit, or `None` if the commit has no such file.
     pub async fn file_at(&self, commit: &str, path: &str) -> Option<Vec<u8>> {
-        git(
-            &self.root,
-            &["cat-file", "blob", &format!("{commit}:{path}")],
-            &[],
-        )
-        .await
-        .ok()
+        git(&self.root, &["cat-file", "blob", &format!("{commit}:{path}")], &[])
+            .await
+            .ok()
     }
 
     /// Writes `git archive` of a tree-ish to `dst` (a tar).
     pub async fn archive(&self, treeish: &str, dst: &Path) -> Result<(), EngineError> {
         let dst_s = dst.to_string_lossy().into_owned();
-        git(
-            &self.root,
-            &["archive", "--format=tar", "-o", &dst_s, treeish],
-            &[],
-        )
-        .await
-        .map(|_| ())
+        git(&self.root, &["archive", "--format=tar", "-o", &dst_s, treeish], &[])
+            .await
+            .map(|_| ())
     }
 
     /// Files the commit changed against its first parent (all files for a root commit).
@@ -213,14 +195,7 @@ impl Repo {
             git(&self.root, &["read-tree", "HEAD"], &env).await?;
             git(&self.root, &["add", "-A"], &env).await?;
             let tree = text(git(&self.root, &["write-tree"], &env).await?);
-            let changed = lines(
-                git(
-                    &self.root,
-                    &["diff-index", "--cached", "--name-only", "HEAD"],
-                    &env,
-                )
-                .await?,
-            );
+            let changed = lines(git(&self.root, &["diff-index", "--cached", "--name-only", "HEAD"], &env).await?);
             Ok((tree, changed))
         }
         .await;

@@ -22,17 +22,17 @@ pub enum EngineError {
     NotARepo { path: PathBuf, reason: String },
     #[error("unknown revision `{rev}`: {reason}")]
     UnknownRevision { rev: String, reason: String },
-    #[error(
-        "no takt.yml at the root of {root} (commit {commit}); create one — see docs/pipeline.md"
-    )]
-    NoPipelineFile { root: PathBuf, commit: String },
+    #[error("no {file} in {root} (commit {commit}); create one — see docs/pipeline.md")]
+    NoPipelineFile {
+        root: PathBuf,
+        file: String,
+        commit: String,
+    },
     #[error("{0}")]
     InvalidPipeline(takt_pipeline::Diagnostics),
     #[error("{0}")]
     Plan(#[from] takt_pipeline::PlanError),
-    #[error(
-        "the data directory {path} is in use by another takt process (pid {pid}); wait for it or pass --data-dir"
-    )]
+    #[error("the data directory {path} is in use by another takt process (pid {pid}); wait for it or pass --data-dir")]
     Locked { path: PathBuf, pid: String },
     #[error("`{command}` failed: {message}")]
     Git { command: String, message: String },

@@ -30,11 +30,7 @@ fn stamp() -> String {
 }
 
 impl FileLog {
-    pub fn create(
-        path: &Path,
-        limit: u64,
-        last_line: Arc<Mutex<String>>,
-    ) -> std::io::Result<FileLog> {
+    pub fn create(path: &Path, limit: u64, last_line: Arc<Mutex<String>>) -> std::io::Result<FileLog> {
         Ok(FileLog {
             out: BufWriter::with_capacity(256 * 1024, File::create(path)?),
             limit,
@@ -95,22 +91,17 @@ impl LogSink for FileLog {
         let ts = stamp();
         let mut rest = bytes;
         while !rest.is_empty() {
-            let end = rest
-                .iter()
-                .position(|b| *b == b'\n')
-                .map_or(rest.len(), |p| p + 1);
+            let end = rest.iter().position(|b| *b == b'\n').map_or(rest.len(), |p| p + 1);
             let piece = &rest[..end];
-            let need = piece.len() as u64
-                + if self.at_line_start {
-                    ts.len() as u64
-                } else {
-                    0
-                };
+            let need = piece.len() as u64 + if self.at_line_start { ts.len() as u64 } else { 0 };
             if self.written + need > self.limit {
                 self.cut = true;
                 self.dropped += rest.len() as u64;
                 let limit = self.limit;
-                self.note(&format!("log cut at {} bytes (the limit); the job keeps running, its further output is dropped", limit));
+                self.note(&format!(
+                    "log cut at {} bytes (the limit); the job keeps running, its further output is dropped",
+                    limit
+                ));
                 return;
             }
             if self.at_line_start {

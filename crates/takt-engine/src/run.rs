@@ -12,12 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use takt_blob::{Keyring, LocalBlobs, Manifest, ManifestStore, Provenance, matching_files};
 use takt_exec::{Executor, SharedLog, StepEnd, StepSpec};
-use takt_model::{
-    Event, EventKind, FailureReason, JobStatus, OffsetDateTime, RunStatus, Trigger, timefmt,
-};
-use takt_pipeline::{
-    ArtifactWhen, CachePolicy, Pipeline, Plan, PlanContext, PlannedJob, RetryWhen, Schedule,
-};
+use takt_model::{Event, EventKind, FailureReason, JobStatus, OffsetDateTime, RunStatus, Trigger, timefmt};
+use takt_pipeline::{ArtifactWhen, CachePolicy, Pipeline, Plan, PlanContext, PlannedJob, RetryWhen, Schedule};
 use takt_store::Store;
 use tokio::sync::{mpsc, watch};
 
@@ -42,6 +38,9 @@ pub struct RunRequest {
 pub struct Prepared {
     pub repo: Repo,
     pub project: String,
+    /// The project directory inside the repository (`""`: the root), where takt.yml is and where
+    /// jobs run. Lets one repository hold several projects, like takt's own `examples/`.
+    pub subdir: String,
     pub commit: String,
     pub branch: Option<String>,
     pub tag: Option<String>,
@@ -52,44 +51,61 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub async fn new(
-        req: &RunRequest,
-        repo: Repo,
-        scratch: &Path,
-    ) -> Result<Prepared, EngineError> {
+    pub async fn new(req: &RunRequest, repo: Repo, scratch: &Path) -> Result<Prepared, EngineError> {
         let commit = repo.resolve(&req.rev).await?;
         let (branch, tag) = repo.ref_of(&req.rev).await;
+        let subdir = project_subdir(&repo, &req.path, &commit, req.dirty).await;
+        let file = if subdir.is_empty() {
+            "takt.yml".to_string()
+        } else {
+            format!("{subdir}/takt.yml")
+        };
         let mut changed = repo.changed_files(&commit).await?;
         let (bytes, dirty_tree) = if req.dirty {
             let (tree, dirty_changes) = repo.dirty_tree(scratch).await?;
             changed.extend(dirty_changes);
-            let p = repo.root.join("takt.yml");
+            let p = repo.root.join(&file);
             let bytes = std::fs::read(&p).map_err(|_| EngineError::NoPipelineFile {
                 root: repo.root.clone(),
+                file: file.clone(),
                 commit: "working tree".into(),
             })?;
             (bytes, Some(tree))
         } else {
-            let bytes = repo.file_at(&commit, "takt.yml").await.ok_or_else(|| {
-                EngineError::NoPipelineFile {
+            let bytes = repo
+                .file_at(&commit, &file)
+                .await
+                .ok_or_else(|| EngineError::NoPipelineFile {
                     root: repo.root.clone(),
+                    file: file.clone(),
                     commit: commit.clone(),
-                }
-            })?;
+                })?;
             (bytes, None)
         };
-        let pipeline =
-            takt_pipeline::parse("takt.yml", &bytes).map_err(EngineError::InvalidPipeline)?;
-        let files = repo.files(dirty_tree.as_deref().unwrap_or(&commit)).await?;
+        let pipeline = takt_pipeline::parse(&file, &bytes).map_err(EngineError::InvalidPipeline)?;
+        let mut files = repo.files(dirty_tree.as_deref().unwrap_or(&commit)).await?;
+        if !subdir.is_empty() {
+            // Rules see paths relative to the project directory.
+            let prefix = format!("{subdir}/");
+            let strip = |v: Vec<String>| {
+                v.into_iter()
+                    .filter_map(|f| f.strip_prefix(&prefix).map(str::to_string))
+                    .collect()
+            };
+            files = strip(files);
+            changed = strip(changed);
+        }
         let project = req.project.clone().unwrap_or_else(|| {
-            repo.root
-                .file_name()
+            let dir = if subdir.is_empty() {
+                repo.root.clone()
+            } else {
+                repo.root.join(&subdir)
+            };
+            dir.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "project".into())
         });
-        let mut variables: HashMap<String, String> = facts(&project, 0, &commit, &branch, &tag)
-            .into_iter()
-            .collect();
+        let mut variables: HashMap<String, String> = facts(&project, 0, &commit, &branch, &tag).into_iter().collect();
         for (k, v) in &pipeline.variables {
             variables.insert(k.clone(), v.clone());
         }
@@ -103,6 +119,7 @@ impl Prepared {
         Ok(Prepared {
             repo,
             project,
+            subdir,
             commit,
             branch,
             tag,
@@ -111,6 +128,28 @@ impl Prepared {
             plan,
         })
     }
+}
+
+/// The directory of `path` relative to the repository root if it holds its own takt.yml in
+/// the commit (or the working tree, with `--dirty`); otherwise the root (`""`).
+async fn project_subdir(repo: &Repo, path: &Path, commit: &str, dirty: bool) -> String {
+    let Ok(abs) = std::fs::canonicalize(path) else {
+        return String::new();
+    };
+    let root = std::fs::canonicalize(&repo.root).unwrap_or_else(|_| repo.root.clone());
+    let Ok(rel) = abs.strip_prefix(&root) else {
+        return String::new();
+    };
+    let rel = rel.to_string_lossy().into_owned();
+    if rel.is_empty() {
+        return rel;
+    }
+    let found = if dirty {
+        abs.join("takt.yml").is_file()
+    } else {
+        repo.file_at(commit, &format!("{rel}/takt.yml")).await.is_some()
+    };
+    if found { rel } else { String::new() }
 }
 
 /// The predefined variables of a run, GitLab-compatible (`CI_*`) and takt's own (`TAKT_*`).
@@ -163,15 +202,8 @@ pub struct LiveJob {
 /// Progress reported while a run goes on (for line-oriented output).
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Started {
-        job: String,
-        attempt: u32,
-    },
-    Retrying {
-        job: String,
-        attempt: u32,
-        reason: String,
-    },
+    Started { job: String, attempt: u32 },
+    Retrying { job: String, attempt: u32, reason: String },
     Finished(Box<JobReport>),
 }
 
@@ -205,9 +237,7 @@ impl<E: Executor + 'static> Engine<E> {
     }
 
     async fn emit(&self, project: &str, run: u64, kind: EventKind) -> Result<(), EngineError> {
-        self.store
-            .append(&Event::now(project, Some(run), kind))
-            .await?;
+        self.store.append(&Event::now(project, Some(run), kind)).await?;
         Ok(())
     }
 
@@ -286,6 +316,7 @@ impl<E: Executor + 'static> Engine<E> {
             src_tar: src_tar.clone(),
             log_limit: req.log_limit,
             variables: prep.pipeline.variables.clone(),
+            subdir: prep.subdir.clone(),
         });
         let plan = Arc::new(prep.plan.clone());
         let n = plan.jobs.len();
@@ -389,16 +420,11 @@ impl<E: Executor + 'static> Engine<E> {
         let jobs: Vec<JobReport> = reports
             .into_iter()
             .enumerate()
-            .map(|(i, r)| {
-                r.unwrap_or_else(|| not_run(&plan.jobs[i], JobStatus::Cancelled, "never started"))
-            })
+            .map(|(i, r)| r.unwrap_or_else(|| not_run(&plan.jobs[i], JobStatus::Cancelled, "never started")))
             .collect();
         let status = if cancelled {
             RunStatus::Cancelled
-        } else if jobs
-            .iter()
-            .any(|j| j.status == JobStatus::Failed && !j.allow_failure)
-        {
+        } else if jobs.iter().any(|j| j.status == JobStatus::Failed && !j.allow_failure) {
             RunStatus::Failed
         } else {
             RunStatus::Success
@@ -406,20 +432,14 @@ impl<E: Executor + 'static> Engine<E> {
         let wall = started.elapsed();
         let budget = prep.pipeline.budget;
         let over_budget = (wall > budget).then(|| {
-            let durs: Vec<Duration> = jobs
-                .iter()
-                .map(|j| Duration::from_millis(j.duration_ms))
-                .collect();
+            let durs: Vec<Duration> = jobs.iter().map(|j| Duration::from_millis(j.duration_ms)).collect();
             let path = takt_pipeline::critical_path(&plan, &durs);
             let slowest = path.iter().copied().max_by_key(|i| durs[*i]).unwrap_or(0);
             BudgetWarning {
                 budget_ms: budget.as_millis() as u64,
                 wall_ms: wall.as_millis() as u64,
                 critical_path: path.iter().map(|i| jobs[*i].name.clone()).collect(),
-                slowest_job: jobs
-                    .get(slowest)
-                    .map(|j| j.name.clone())
-                    .unwrap_or_default(),
+                slowest_job: jobs.get(slowest).map(|j| j.name.clone()).unwrap_or_default(),
                 slowest_ms: durs.get(slowest).map_or(0, |d| d.as_millis() as u64),
             }
         });
@@ -448,12 +468,7 @@ impl<E: Executor + 'static> Engine<E> {
             data_dir: self.data.display().to_string(),
             jobs,
             excluded: prep.plan.excluded.clone(),
-            not_supported_yet: prep
-                .pipeline
-                .reserved
-                .iter()
-                .map(|(k, _)| k.clone())
-                .collect(),
+            not_supported_yet: prep.pipeline.reserved.iter().map(|(k, _)| k.clone()).collect(),
         })
     }
 
@@ -529,6 +544,7 @@ struct RunCtx {
     src_tar: PathBuf,
     log_limit: u64,
     variables: Vec<(String, String)>,
+    subdir: String,
 }
 
 struct JobRun<E> {
@@ -624,14 +640,8 @@ impl<E: Executor + 'static> JobRun<E> {
                                 (w, r),
                                 (RetryWhen::Always, _)
                                     | (RetryWhen::ScriptFailure, FailureReason::ScriptFailure)
-                                    | (
-                                        RetryWhen::JobExecutionTimeout,
-                                        FailureReason::JobExecutionTimeout
-                                    )
-                                    | (
-                                        RetryWhen::RunnerSystemFailure,
-                                        FailureReason::RunnerSystemFailure
-                                    )
+                                    | (RetryWhen::JobExecutionTimeout, FailureReason::JobExecutionTimeout)
+                                    | (RetryWhen::RunnerSystemFailure, FailureReason::RunnerSystemFailure)
                             )
                         })
                 });
@@ -692,8 +702,7 @@ impl<E: Executor + 'static> JobRun<E> {
     fn env(&self, project_dir: &Path) -> Vec<(String, String)> {
         let pj = self.pj();
         let c = &self.ctx;
-        let host =
-            |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_string());
+        let host = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.to_string());
         let mut env: Vec<(String, String)> = vec![
             ("PATH".into(), host("PATH", "/usr/local/bin:/usr/bin:/bin")),
             ("HOME".into(), host("HOME", "/")),
@@ -720,11 +729,7 @@ impl<E: Executor + 'static> JobRun<E> {
         }
         // Last one wins, like a shell: keep only the final value of each name.
         let mut seen = std::collections::HashSet::new();
-        let mut out: Vec<(String, String)> = env
-            .into_iter()
-            .rev()
-            .filter(|(k, _)| seen.insert(k.clone()))
-            .collect();
+        let mut out: Vec<(String, String)> = env.into_iter().rev().filter(|(k, _)| seen.insert(k.clone())).collect();
         out.reverse();
         out
     }
@@ -745,13 +750,12 @@ impl<E: Executor + 'static> JobRun<E> {
         let log_rel = format!("logs/{}/{slug}.{attempt}.log", self.ctx.run);
         let log_path = self.engine.data.join(&log_rel);
         let last_line = Arc::new(Mutex::new(String::new()));
-        let file_log = FileLog::create(&log_path, self.ctx.log_limit, last_line.clone()).map_err(
-            |source| EngineError::Io {
+        let file_log =
+            FileLog::create(&log_path, self.ctx.log_limit, last_line.clone()).map_err(|source| EngineError::Io {
                 doing: "creating",
                 path: log_path.clone(),
                 source,
-            },
-        )?;
+            })?;
         let log_arc: Arc<Mutex<FileLog>> = Arc::new(Mutex::new(file_log));
         let log: SharedLog = log_arc.clone();
         let note = |text: String| {
@@ -767,11 +771,13 @@ impl<E: Executor + 'static> JobRun<E> {
             self.ctx.project
         ));
 
-        let ws = self
-            .engine
-            .work
-            .join(format!("r{}-{slug}-a{attempt}", self.ctx.run));
-        let src = ws.join("src");
+        let ws = self.engine.work.join(format!("r{}-{slug}-a{attempt}", self.ctx.run));
+        let checkout = ws.join("src");
+        let src = if self.ctx.subdir.is_empty() {
+            checkout.clone()
+        } else {
+            checkout.join(&self.ctx.subdir)
+        };
         if let Ok(mut l) = self.live.jobs.lock() {
             l.push(LiveJob {
                 name: pj.job.name.clone(),
@@ -782,8 +788,8 @@ impl<E: Executor + 'static> JobRun<E> {
 
         // Prepare the workspace off the runtime: checkout, inputs, cache.
         let prep = {
-            let (ws, src, tar, blobs, inputs) = (
-                ws.clone(),
+            let (checkout, src, tar, blobs, inputs) = (
+                checkout.clone(),
                 src.clone(),
                 self.ctx.src_tar.clone(),
                 self.engine.blobs.clone(),
@@ -792,16 +798,16 @@ impl<E: Executor + 'static> JobRun<E> {
             let cache = pj.job.cache.clone();
             let cache_dir = self.engine.data.join("cache");
             tokio::task::spawn_blocking(move || -> Result<Option<(String, bool)>, String> {
+                std::fs::create_dir_all(&checkout)
+                    .map_err(|e| format!("cannot create the workspace {}: {e}", checkout.display()))?;
+                workspace::extract_tar(&tar, &checkout)
+                    .map_err(|e| format!("cannot check out the commit into {}: {e}", checkout.display()))?;
                 std::fs::create_dir_all(&src)
-                    .map_err(|e| format!("cannot create the workspace {}: {e}", src.display()))?;
-                workspace::extract_tar(&tar, &src).map_err(|e| {
-                    format!("cannot check out the commit into {}: {e}", src.display())
-                })?;
+                    .map_err(|e| format!("cannot create the project directory {}: {e}", src.display()))?;
                 for i in &inputs {
                     workspace::place(&blobs, i, &src)
                         .map_err(|e| format!("cannot place artifact {}: {e}", i.digest))?;
                 }
-                let _ = &ws;
                 match cache {
                     Some(c) if c.policy != CachePolicy::Push => {
                         let key = workspace::cache_key(&c, &src);
@@ -840,10 +846,7 @@ impl<E: Executor + 'static> JobRun<E> {
             }
             Ok(c) => {
                 if let Some((k, hit)) = &c {
-                    note(format!(
-                        "cache `{k}`: {}",
-                        if *hit { "restored" } else { "miss" }
-                    ));
+                    note(format!("cache `{k}`: {}", if *hit { "restored" } else { "miss" }));
                     result.cache = Some(CacheReport {
                         key: k.clone(),
                         hit: *hit,
@@ -1040,10 +1043,7 @@ impl<E: Executor + 'static> JobRun<E> {
                         .await?;
                         result.artifact = Some(x);
                     }
-                    Ok(None) => note(format!(
-                        "WARNING: no file matches the artifact paths {:?}",
-                        a.paths
-                    )),
+                    Ok(None) => note(format!("WARNING: no file matches the artifact paths {:?}", a.paths)),
                     Err(msg) => {
                         note(msg.clone());
                         result.status = JobStatus::Failed;
@@ -1063,12 +1063,10 @@ impl<E: Executor + 'static> JobRun<E> {
                     c.paths.clone(),
                     key.clone(),
                 );
-                saved = tokio::task::spawn_blocking(move || {
-                    workspace::save_cache(&blobs, &dir, &k, &src2, &paths)
-                })
-                .await
-                .map_err(blocking_err)?
-                .unwrap_or(false);
+                saved = tokio::task::spawn_blocking(move || workspace::save_cache(&blobs, &dir, &k, &src2, &paths))
+                    .await
+                    .map_err(blocking_err)?
+                    .unwrap_or(false);
                 if saved {
                     note(format!("cache `{key}` saved"));
                 }
@@ -1100,11 +1098,9 @@ impl<E: Executor + 'static> JobRun<E> {
             a.paths.clone(),
             a.exclude.clone(),
         );
-        let packed = tokio::task::spawn_blocking(move || {
-            takt_blob::pack_paths(&blobs, &src2, &paths, &exclude, false)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let packed = tokio::task::spawn_blocking(move || takt_blob::pack_paths(&blobs, &src2, &paths, &exclude, false))
+            .await
+            .map_err(|e| e.to_string())?;
         let (blob, tar, path) = match packed {
             Ok(x) => x,
             Err(takt_blob::BlobError::NothingToPack(_)) => return Ok(None),
@@ -1140,10 +1136,7 @@ impl<E: Executor + 'static> JobRun<E> {
             },
         };
         let signed = self.engine.keys.sign(manifest).map_err(|e| e.to_string())?;
-        self.engine
-            .manifests
-            .put(&signed)
-            .map_err(|e| e.to_string())?;
+        self.engine.manifests.put(&signed).map_err(|e| e.to_string())?;
         Ok(Some((
             ArtifactReport {
                 name: name.to_string(),

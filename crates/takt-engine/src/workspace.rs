@@ -47,10 +47,7 @@ pub fn place(blobs: &LocalBlobs, art: &Stored, project_dir: &Path) -> Result<(),
         let mode = fs::metadata(&src)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
             .unwrap_or(0o644);
-        let _ = fs::set_permissions(
-            &dst,
-            std::os::unix::fs::PermissionsExt::from_mode(mode | 0o644),
-        );
+        let _ = fs::set_permissions(&dst, std::os::unix::fs::PermissionsExt::from_mode(mode | 0o644));
     }
     Ok(())
 }
@@ -101,12 +98,7 @@ fn index_path(cache_dir: &Path, key: &str) -> PathBuf {
 }
 
 /// Restores a cache into the project directory; `Ok(true)` on a hit.
-pub fn restore_cache(
-    blobs: &LocalBlobs,
-    cache_dir: &Path,
-    key: &str,
-    project_dir: &Path,
-) -> Result<bool, BlobError> {
+pub fn restore_cache(blobs: &LocalBlobs, cache_dir: &Path, key: &str, project_dir: &Path) -> Result<bool, BlobError> {
     let Ok(digest) = fs::read_to_string(index_path(cache_dir, key)) else {
         return Ok(false);
     };
@@ -171,12 +163,7 @@ pub fn script(lines: &[String]) -> String {
 
 /// Expands `$VAR` and `${VAR}` from `vars` (unknown variables stay as written, like GitLab).
 pub fn expand(value: &str, vars: &[(String, String)]) -> String {
-    let lookup = |name: &str| {
-        vars.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let lookup = |name: &str| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let chars: Vec<char> = value.chars().collect();
     let mut out = String::new();
     let mut i = 0;
@@ -194,11 +181,7 @@ pub fn expand(value: &str, vars: &[(String, String)]) -> String {
                 j += 1;
             }
             let name: String = chars[start..j].iter().collect();
-            let end = if braced && chars.get(j) == Some(&'}') {
-                j + 1
-            } else {
-                j
-            };
+            let end = if braced && chars.get(j) == Some(&'}') { j + 1 } else { j };
             if !name.is_empty()
                 && (!braced || end == j + 1)
                 && let Some(v) = lookup(&name)
@@ -220,10 +203,7 @@ mod tests {
 
     #[test]
     fn expands_like_gitlab() {
-        let v = vec![
-            ("A".to_string(), "x".to_string()),
-            ("B".to_string(), "y".to_string()),
-        ];
+        let v = vec![("A".to_string(), "x".to_string()), ("B".to_string(), "y".to_string())];
         assert_eq!(expand("$A-${B}-$C-$$A", &v), "x-y-$C-$A");
     }
 
@@ -231,9 +211,6 @@ mod tests {
     fn quotes_for_sh() {
         assert_eq!(sh_quote("it's"), "'it'\\''s'");
         let s = script(&["echo 'hi'".into()]);
-        assert!(
-            s.contains("printf '%s\\n' '$ echo '\\''hi'\\'''\necho 'hi'\n"),
-            "{s}"
-        );
+        assert!(s.contains("printf '%s\\n' '$ echo '\\''hi'\\'''\necho 'hi'\n"), "{s}");
     }
 }

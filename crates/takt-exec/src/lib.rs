@@ -46,10 +46,7 @@ pub enum StepEnd {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("cannot start {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { program: String, source: std::io::Error },
     #[error("lost track of the step's process: {0}")]
     Wait(std::io::Error),
 }
@@ -130,11 +127,7 @@ impl Executor for LocalExecutor {
         let _ = done_rx.await;
         Ok(end.unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
-            StepEnd::Exited(
-                status
-                    .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-            )
+            StepEnd::Exited(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         }))
     }
 }

@@ -6,6 +6,7 @@
 //! 1. the program exits: leftover descendants are killed, then the shim exits with its code;
 //! 2. its own stdin reaches EOF — takt closed it (timeout, cancel) or takt died, even by
 //!    `kill -9`: everything is sent SIGTERM, then after a grace period SIGKILL.
+//!
 //! The shim exits only when it has no descendant left, so the log pipe closes exactly then.
 
 use nix::errno::Errno;
@@ -37,12 +38,7 @@ pub fn main(args: &[OsString]) -> i32 {
         return 125;
     }
     let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ] {
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         signals.add(s);
     }
     if let Err(e) = signals.thread_block() {
@@ -65,18 +61,16 @@ pub fn main(args: &[OsString]) -> i32 {
     let child_pid = Pid::from_raw(child.id() as i32);
     // Watch stdin: EOF means "stop now" (takt closed it, or takt is gone).
     let me = nix::unistd::getpid();
-    let _ = std::thread::Builder::new()
-        .name("stdin-watch".into())
-        .spawn(move || {
-            let mut buf = [0u8; 64];
-            let mut stdin = std::io::stdin();
-            while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
+    let _ = std::thread::Builder::new().name("stdin-watch".into()).spawn(move || {
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                break;
             }
-            let _ = kill(me, Signal::SIGTERM);
-        });
+        }
+        let _ = kill(me, Signal::SIGTERM);
+    });
 
     let mut code: Option<i32> = None;
     let mut stopped = false;
@@ -150,12 +144,7 @@ fn kill_all(me: Pid, child: Pid, code: &mut Option<i32>) -> usize {
         if let Some(c) = reap(child) {
             code.get_or_insert(c);
         }
-        if left.is_empty()
-            && matches!(
-                waitpid(None, Some(WaitPidFlag::WNOHANG)),
-                Err(Errno::ECHILD)
-            )
-        {
+        if left.is_empty() && matches!(waitpid(None, Some(WaitPidFlag::WNOHANG)), Err(Errno::ECHILD)) {
             break;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -168,11 +157,7 @@ pub fn descendants(root: Pid) -> Vec<Pid> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -217,10 +202,7 @@ mod tests {
 
     #[test]
     fn finds_own_descendants() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
         let me = nix::unistd::getpid();
         let d = descendants(me);
         assert!(d.contains(&Pid::from_raw(child.id() as i32)));

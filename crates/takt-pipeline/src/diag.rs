@@ -46,11 +46,7 @@ impl fmt::Display for Diagnostics {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}:{}: error: {}",
-                self.file, d.pos.line, d.pos.col, d.message
-            )?;
+            write!(f, "{}:{}:{}: error: {}", self.file, d.pos.line, d.pos.col, d.message)?;
             if let Some(h) = &d.help {
                 write!(f, "\n  help: {h}")?;
             }

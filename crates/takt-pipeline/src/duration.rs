@@ -20,17 +20,13 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if num_end == 0 {
-            return Err(format!(
-                "`{s}` is not a duration; write e.g. `90s`, `10m` or `1h 30m`"
-            ));
+            return Err(format!("`{s}` is not a duration; write e.g. `90s`, `10m` or `1h 30m`"));
         }
         let n: f64 = rest[..num_end]
             .parse()
             .map_err(|_| format!("`{}` in `{s}` is not a number", &rest[..num_end]))?;
         rest = rest[num_end..].trim_start();
-        let unit_end = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         let factor = match unit {
             "" | "s" | "sec" | "secs" | "second" | "seconds" => 1.0,

@@ -174,8 +174,7 @@ impl P {
         if let Some(Tok::Op(op)) = self.peek().cloned() {
             self.i += 1;
             let r = self.atom()?;
-            if matches!(op, Op::Match | Op::NoMatch) && !matches!(r, Expr::Regex(_) | Expr::Var(_))
-            {
+            if matches!(op, Op::Match | Op::NoMatch) && !matches!(r, Expr::Regex(_) | Expr::Var(_)) {
                 return Err("`=~` and `!~` need a /regex/ on their right".into());
             }
             return Ok(Expr::Cmp(Box::new(l), op, Box::new(r)));
@@ -223,10 +222,7 @@ impl Expr {
         let mut p = P { toks, i: 0 };
         let e = p.or()?;
         if p.i < p.toks.len() {
-            return Err(format!(
-                "unexpected {:?} after a complete expression",
-                p.toks[p.i]
-            ));
+            return Err(format!("unexpected {:?} after a complete expression", p.toks[p.i]));
         }
         Ok(e)
     }
@@ -275,49 +271,30 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
     fn evaluates_gitlab_style_conditions() {
         let v = vars(&[("CI_COMMIT_BRANCH", "main"), ("DEPLOY", "yes")]);
-        assert!(
-            Expr::parse("$CI_COMMIT_BRANCH == \"main\"")
-                .unwrap()
-                .eval(&v)
-        );
+        assert!(Expr::parse("$CI_COMMIT_BRANCH == \"main\"").unwrap().eval(&v));
         assert!(!Expr::parse("$CI_COMMIT_BRANCH != 'main'").unwrap().eval(&v));
         assert!(Expr::parse("$CI_COMMIT_TAG == null").unwrap().eval(&v));
-        assert!(
-            Expr::parse("$CI_COMMIT_BRANCH =~ /^ma/ && $DEPLOY")
-                .unwrap()
-                .eval(&v)
-        );
+        assert!(Expr::parse("$CI_COMMIT_BRANCH =~ /^ma/ && $DEPLOY").unwrap().eval(&v));
         assert!(
             Expr::parse("$CI_COMMIT_TAG || ($DEPLOY && $CI_COMMIT_BRANCH !~ /^feat/i)")
                 .unwrap()
                 .eval(&v)
         );
         assert!(!Expr::parse("$MISSING").unwrap().eval(&v));
-        assert!(
-            Expr::parse("${CI_COMMIT_BRANCH} =~ /MAIN/i")
-                .unwrap()
-                .eval(&v)
-        );
+        assert!(Expr::parse("${CI_COMMIT_BRANCH} =~ /MAIN/i").unwrap().eval(&v));
     }
 
     #[test]
     fn reports_bad_syntax() {
         assert!(Expr::parse("$A == ").is_err());
         assert!(Expr::parse("($A").is_err());
-        assert!(
-            Expr::parse("$A =~ /[/")
-                .unwrap_err()
-                .contains("regular expression")
-        );
+        assert!(Expr::parse("$A =~ /[/").unwrap_err().contains("regular expression"));
         assert!(Expr::parse("$A = 'x'").is_err());
         assert!(Expr::parse("").is_err());
     }

@@ -97,10 +97,7 @@ pub struct Artifacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheKey {
     Literal(String),
-    Files {
-        files: Vec<String>,
-        prefix: Option<String>,
-    },
+    Files { files: Vec<String>, prefix: Option<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,22 +16,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The most jobs one matrix or `parallel: N` may create.
 pub const MAX_PARALLEL: usize = 200;
 
-const TOP_KEYS: &[&str] = &[
-    "version",
-    "stages",
-    "variables",
-    "default",
-    "budget",
-    "jobs",
-];
-const RESERVED: &[&str] = &[
-    "environments",
-    "checks",
-    "flags",
-    "schedules",
-    "notify",
-    "retention",
-];
+const TOP_KEYS: &[&str] = &["version", "stages", "variables", "default", "budget", "jobs"];
+const RESERVED: &[&str] = &["environments", "checks", "flags", "schedules", "notify", "retention"];
 const JOB_KEYS: &[&str] = &[
     "stage",
     "script",
@@ -95,25 +81,27 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Pipeline, Diagnostics> {
     };
     let start = Pos { line: 1, col: 1 };
     if bytes.len() > MAX_FILE_BYTES {
-        return Err(fail(vec![Diagnostic::new(
-            start,
-            format!("the file is {} bytes; the limit is {} bytes (1 MiB)", bytes.len(), MAX_FILE_BYTES),
-        )
-        .help("a pipeline file this large is almost certainly not hand-written; generate less, or split templates")]));
+        return Err(fail(vec![
+            Diagnostic::new(
+                start,
+                format!(
+                    "the file is {} bytes; the limit is {} bytes (1 MiB)",
+                    bytes.len(),
+                    MAX_FILE_BYTES
+                ),
+            )
+            .help("a pipeline file this large is almost certainly not hand-written; generate less, or split templates"),
+        ]));
     }
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
             let valid = &bytes[..e.valid_up_to()];
             let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
-            let col =
-                valid.len() - valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+            let col = valid.len() - valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
             return Err(fail(vec![
-                Diagnostic::new(
-                    Pos { line, col },
-                    format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-                )
-                .help("save the file as UTF-8"),
+                Diagnostic::new(Pos { line, col }, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+                    .help("save the file as UTF-8"),
             ]));
         }
     };
@@ -195,10 +183,7 @@ impl Cx {
         match &n.kind {
             NodeKind::Map(e) => Some(e),
             _ => {
-                self.err(
-                    n.pos,
-                    format!("{what} must be a mapping, found {}", n.type_name()),
-                );
+                self.err(n.pos, format!("{what} must be a mapping, found {}", n.type_name()));
                 None
             }
         }
@@ -227,10 +212,7 @@ impl Cx {
         match &n.kind {
             NodeKind::Scalar { value, .. } if !n.is_null() => Some(value.clone()),
             _ => {
-                self.err(
-                    n.pos,
-                    format!("{what} must be a string, found {}", n.type_name()),
-                );
+                self.err(n.pos, format!("{what} must be a string, found {}", n.type_name()));
                 None
             }
         }
@@ -242,18 +224,12 @@ impl Cx {
                 "true" | "True" | "TRUE" => Some(true),
                 "false" | "False" | "FALSE" => Some(false),
                 _ => {
-                    self.err(
-                        n.pos,
-                        format!("{what} must be true or false, found `{value}`"),
-                    );
+                    self.err(n.pos, format!("{what} must be true or false, found `{value}`"));
                     None
                 }
             },
             _ => {
-                self.err(
-                    n.pos,
-                    format!("{what} must be true or false, found {}", n.type_name()),
-                );
+                self.err(n.pos, format!("{what} must be true or false, found {}", n.type_name()));
                 None
             }
         }
@@ -281,10 +257,7 @@ impl Cx {
             _ => {
                 self.err(
                     n.pos,
-                    format!(
-                        "{what} must be a string or a list of strings, found {}",
-                        n.type_name()
-                    ),
+                    format!("{what} must be a string or a list of strings, found {}", n.type_name()),
                 );
                 None
             }
@@ -318,11 +291,7 @@ impl Cx {
         match duration::parse(&s) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.err_help(
-                    n.pos,
-                    format!("{what}: {e}"),
-                    "write e.g. `90s`, `10m` or `1h 30m`",
-                );
+                self.err_help(n.pos, format!("{what}: {e}"), "write e.g. `90s`, `10m` or `1h 30m`");
                 None
             }
         }
@@ -350,11 +319,7 @@ impl Cx {
                 NodeKind::Map(_) => {
                     for (vk, _) in entries(v) {
                         if !["value", "description", "expand", "options"].contains(&key(vk)) {
-                            self.unknown_key(
-                                vk,
-                                &["value", "description", "expand", "options"],
-                                "a variable",
-                            );
+                            self.unknown_key(vk, &["value", "description", "expand", "options"], "a variable");
                         }
                     }
                     v.get("value")
@@ -365,10 +330,7 @@ impl Cx {
                 _ => {
                     self.err(
                         v.pos,
-                        format!(
-                            "variable `{name}` must be a string, found {}",
-                            v.type_name()
-                        ),
+                        format!("variable `{name}` must be a string, found {}", v.type_name()),
                     );
                     None
                 }
@@ -422,18 +384,14 @@ impl Cx {
                 "jobs" => jobs_node = Some(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
-                    if root.get("jobs").is_none()
-                        && matches!(v.kind, NodeKind::Map(_))
-                        && v.get("script").is_some()
-                    {
+                    if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {
                         self.err_help(
                             k.pos,
                             format!("`{name}` looks like a job, but jobs belong under `jobs:`"),
                             "move it under a top-level `jobs:` mapping (takt keeps jobs apart from settings)",
                         );
                     } else {
-                        let all: Vec<&str> =
-                            TOP_KEYS.iter().chain(RESERVED.iter()).copied().collect();
+                        let all: Vec<&str> = TOP_KEYS.iter().chain(RESERVED.iter()).copied().collect();
                         self.unknown_key(k, &all, "the top level");
                     }
                 }
@@ -479,12 +437,7 @@ impl Cx {
         out
     }
 
-    fn resolve_extends(
-        &mut self,
-        name: &str,
-        raw: &BTreeMap<String, &Node>,
-        stack: &mut Vec<String>,
-    ) -> Option<Node> {
+    fn resolve_extends(&mut self, name: &str, raw: &BTreeMap<String, &Node>, stack: &mut Vec<String>) -> Option<Node> {
         let node = *raw.get(name)?;
         if stack.iter().any(|s| s == name) {
             stack.push(name.to_string());
@@ -508,10 +461,7 @@ impl Cx {
         for p in &parents {
             if !raw.contains_key(p.as_str()) {
                 let names: Vec<&str> = raw.keys().map(String::as_str).collect();
-                let mut d = Diagnostic::new(
-                    ext.pos,
-                    format!("`extends` names `{p}`, which is not defined"),
-                );
+                let mut d = Diagnostic::new(ext.pos, format!("`extends` names `{p}`, which is not defined"));
                 if let Some(s) = did_you_mean(p, &names) {
                     d = d.help(format!("did you mean `{s}`?"));
                 }
@@ -561,11 +511,7 @@ impl Cx {
             if !matches!(v.kind, NodeKind::Map(_)) {
                 self.err_help(
                     v.pos,
-                    format!(
-                        "job `{}` must be a mapping, found {}",
-                        key(k),
-                        v.type_name()
-                    ),
+                    format!("job `{}` must be a mapping, found {}", key(k), v.type_name()),
                     "a job needs at least `script:`",
                 );
                 continue;
@@ -637,7 +583,8 @@ impl Cx {
                     if let Some(s) = self.string(v, &what) {
                         if !stages.contains(&s) {
                             let names: Vec<&str> = stages.iter().map(String::as_str).collect();
-                            let mut d = Diagnostic::new(v.pos, format!("{ctx} uses stage `{s}`, which is not in `stages`"));
+                            let mut d =
+                                Diagnostic::new(v.pos, format!("{ctx} uses stage `{s}`, which is not in `stages`"));
                             d = match did_you_mean(&s, &names) {
                                 Some(m) => d.help(format!("did you mean `{m}`?")),
                                 None => d.help(format!("the stages are: {}", names.join(", "))),
@@ -651,7 +598,11 @@ impl Cx {
                     has_script = true;
                     if let Some(s) = self.strings(v, &what) {
                         if s.iter().all(|l| l.trim().is_empty()) {
-                            self.err_help(v.pos, format!("{ctx} has an empty `script`"), "give it at least one command");
+                            self.err_help(
+                                v.pos,
+                                format!("{ctx} has an empty `script`"),
+                                "give it at least one command",
+                            );
                         }
                         job.script = s;
                     }
@@ -696,7 +647,11 @@ impl Cx {
                         if d.is_zero() {
                             self.err(v.pos, format!("{what} must be more than zero"));
                         } else if d > MAX_TIMEOUT {
-                            self.err_help(v.pos, format!("{what} is longer than 7 days"), "a CI job should not run for a week; use a shorter timeout");
+                            self.err_help(
+                                v.pos,
+                                format!("{what} is longer than 7 days"),
+                                "a CI job should not run for a week; use a shorter timeout",
+                            );
                         } else {
                             job.timeout = Some(d);
                         }
@@ -770,21 +725,10 @@ impl Cx {
                     };
                     for (k, val) in es {
                         match key(k) {
-                            "job" => {
-                                need.job = self.string(val, "`needs: job`").unwrap_or_default()
-                            }
-                            "artifacts" => {
-                                need.artifacts =
-                                    self.bool(val, "`needs: artifacts`").unwrap_or(true)
-                            }
-                            "optional" => {
-                                need.optional = self.bool(val, "`needs: optional`").unwrap_or(false)
-                            }
-                            _ => self.unknown_key(
-                                k,
-                                &["job", "artifacts", "optional"],
-                                "a `needs` entry",
-                            ),
+                            "job" => need.job = self.string(val, "`needs: job`").unwrap_or_default(),
+                            "artifacts" => need.artifacts = self.bool(val, "`needs: artifacts`").unwrap_or(true),
+                            "optional" => need.optional = self.bool(val, "`needs: optional`").unwrap_or(false),
+                            _ => self.unknown_key(k, &["job", "artifacts", "optional"], "a `needs` entry"),
                         }
                     }
                     if need.job.is_empty() {
@@ -871,14 +815,7 @@ impl Cx {
                     "variables" => rule.variables = self.variables(val, "rule `variables`"),
                     _ => self.unknown_key(
                         k,
-                        &[
-                            "if",
-                            "changes",
-                            "exists",
-                            "when",
-                            "allow_failure",
-                            "variables",
-                        ],
+                        &["if", "changes", "exists", "when", "allow_failure", "variables"],
                         "a rule",
                     ),
                 }
@@ -963,9 +900,7 @@ impl Cx {
         for (k, val) in es {
             match key(k) {
                 "paths" => a.paths = self.globs(val, "`artifacts: paths`").unwrap_or_default(),
-                "exclude" => {
-                    a.exclude = self.globs(val, "`artifacts: exclude`").unwrap_or_default()
-                }
+                "exclude" => a.exclude = self.globs(val, "`artifacts: exclude`").unwrap_or_default(),
                 "name" => {
                     if let Some(n) = self.string(val, "`artifacts: name`") {
                         if let Err(e) = check_artifact_name(&n) {
@@ -1006,10 +941,9 @@ impl Cx {
                         }
                     }
                 }
-                "untracked" | "expose_as" | "public" | "access" => self.err(
-                    k.pos,
-                    format!("`artifacts: {}` is not supported by takt yet", key(k)),
-                ),
+                "untracked" | "expose_as" | "public" | "access" => {
+                    self.err(k.pos, format!("`artifacts: {}` is not supported by takt yet", key(k)))
+                }
                 _ => self.unknown_key(k, KEYS, "`artifacts`"),
             }
         }
@@ -1046,10 +980,7 @@ impl Cx {
                         let mut prefix = None;
                         for (kk, kv) in ks {
                             match key(kk) {
-                                "files" => {
-                                    files =
-                                        self.globs(kv, "`cache: key: files`").unwrap_or_default()
-                                }
+                                "files" => files = self.globs(kv, "`cache: key: files`").unwrap_or_default(),
                                 "prefix" => prefix = self.string(kv, "`cache: key: prefix`"),
                                 _ => self.unknown_key(kk, &["files", "prefix"], "`cache: key`"),
                             }
@@ -1062,10 +993,7 @@ impl Cx {
                     _ => {
                         if let Some(s) = self.string(val, "`cache: key`") {
                             if s.contains('/') || s.contains("..") || s.is_empty() {
-                                self.err(
-                                    val.pos,
-                                    "`cache: key` may not be empty or contain `/` or `..`",
-                                );
+                                self.err(val.pos, "`cache: key` may not be empty or contain `/` or `..`");
                             }
                             c.key = CacheKey::Literal(s);
                         }
@@ -1083,10 +1011,9 @@ impl Cx {
                     ),
                     None => {}
                 },
-                "when" | "untracked" | "unprotect" | "fallback_keys" => self.err(
-                    k.pos,
-                    format!("`cache: {}` is not supported by takt yet", key(k)),
-                ),
+                "when" | "untracked" | "unprotect" | "fallback_keys" => {
+                    self.err(k.pos, format!("`cache: {}` is not supported by takt yet", key(k)))
+                }
                 _ => self.unknown_key(k, &["key", "paths", "policy"], "`cache`"),
             }
         }
@@ -1103,7 +1030,10 @@ impl Cx {
                     .map(|i| vec![("CI_NODE_INDEX".to_string(), format!("{i}/{n}"))])
                     .collect(),
                 _ => {
-                    self.err(v.pos, format!("`parallel` of {ctx} must be a number from 1 to {MAX_PARALLEL} or a `matrix`"));
+                    self.err(
+                        v.pos,
+                        format!("`parallel` of {ctx} must be a number from 1 to {MAX_PARALLEL} or a `matrix`"),
+                    );
                     Vec::new()
                 }
             };
@@ -1169,10 +1099,7 @@ impl Cx {
             if let Some(p) = seen_full.insert(&j.name, j.pos) {
                 self.err(
                     j.pos,
-                    format!(
-                        "two jobs are named `{}` (the other at line {})",
-                        j.name, p.line
-                    ),
+                    format!("two jobs are named `{}` (the other at line {})", j.name, p.line),
                 );
             }
             names.entry(&j.base).or_default().push(i);
@@ -1188,15 +1115,11 @@ impl Cx {
                 Some(needs) => {
                     for n in needs {
                         match names.get(n.job.as_str()) {
-                            Some(ids) => edges[i]
-                                .extend(ids.iter().copied().filter(|x| *x != i || j.base != n.job)),
+                            Some(ids) => edges[i].extend(ids.iter().copied().filter(|x| *x != i || j.base != n.job)),
                             None => {
                                 let mut d = Diagnostic::new(
                                     n.pos,
-                                    format!(
-                                        "job `{}` needs `{}`, which is not defined",
-                                        j.name, n.job
-                                    ),
+                                    format!("job `{}` needs `{}`, which is not defined", j.name, n.job),
                                 );
                                 if let Some(s) = did_you_mean(&n.job, &all) {
                                     d = d.help(format!("did you mean `{s}`?"));
@@ -1223,10 +1146,7 @@ impl Cx {
                     if !names.contains_key(d.as_str()) {
                         self.err(
                             j.pos,
-                            format!(
-                                "`dependencies` of job `{}` names `{d}`, which is not defined",
-                                j.name
-                            ),
+                            format!("`dependencies` of job `{}` names `{d}`, which is not defined", j.name),
                         );
                     }
                 }
@@ -1236,10 +1156,7 @@ impl Cx {
             let path: Vec<&str> = cycle.iter().map(|i| jobs[*i].name.as_str()).collect();
             self.err_help(
                 jobs[cycle[0]].pos,
-                format!(
-                    "the jobs wait for each other in a cycle: {}",
-                    path.join(" → ")
-                ),
+                format!("the jobs wait for each other in a cycle: {}", path.join(" → ")),
                 "remove one of these `needs` (jobs without `needs` wait for every earlier stage)",
             );
         }
@@ -1291,9 +1208,7 @@ pub fn check_artifact_name(n: &str) -> Result<(), String> {
     } else if n.len() > 200 {
         Err(format!("is {} bytes long; the limit is 200", n.len()))
     } else if n.contains('/') || n.contains('\\') || n.contains("..") || n.starts_with('.') {
-        Err(format!(
-            "`{n}` may not contain `/`, `\\` or `..`, nor start with `.`"
-        ))
+        Err(format!("`{n}` may not contain `/`, `\\` or `..`, nor start with `.`"))
     } else if n.chars().any(char::is_control) {
         Err("may not contain control characters".into())
     } else {

@@ -135,10 +135,7 @@ pub fn plan(p: &Pipeline, cx: &PlanContext) -> Result<Plan, PlanError> {
                 let mut deps = Vec::new();
                 let mut arts = Vec::new();
                 for n in needs {
-                    let ids: Vec<usize> = by_name(&n.job, &included)
-                        .into_iter()
-                        .filter(|x| *x != i)
-                        .collect();
+                    let ids: Vec<usize> = by_name(&n.job, &included).into_iter().filter(|x| *x != i).collect();
                     if ids.is_empty() {
                         if n.optional {
                             continue;
@@ -233,11 +230,7 @@ fn restrict(jobs: Vec<PlannedJob>, only: &[String]) -> Result<Vec<PlannedJob>, P
     }
     for j in &mut out {
         j.deps = j.deps.iter().filter_map(|d| map.get(d).copied()).collect();
-        j.artifacts_from = j
-            .artifacts_from
-            .iter()
-            .filter_map(|d| map.get(d).copied())
-            .collect();
+        j.artifacts_from = j.artifacts_from.iter().filter_map(|d| map.get(d).copied()).collect();
     }
     Ok(out)
 }
@@ -316,11 +309,7 @@ impl Schedule {
                 }
                 if let Decision::Skip(status, reason) = self.decide(i) {
                     self.state[i] = State::Done(status, true);
-                    skips.push(Skip {
-                        job: i,
-                        status,
-                        reason,
-                    });
+                    skips.push(Skip { job: i, status, reason });
                     changed = true;
                 }
             }
@@ -329,28 +318,20 @@ impl Schedule {
             }
         }
         let ready = (0..self.state.len())
-            .filter(|i| {
-                self.state[*i] == State::Waiting
-                    && self.deps_done(*i)
-                    && self.decide(*i) == Decision::Start
-            })
+            .filter(|i| self.state[*i] == State::Waiting && self.deps_done(*i) && self.decide(*i) == Decision::Start)
             .collect();
         (skips, ready)
     }
 
     fn deps_done(&self, i: usize) -> bool {
-        self.deps[i]
-            .iter()
-            .all(|d| matches!(self.state[*d], State::Done(..)))
+        self.deps[i].iter().all(|d| matches!(self.state[*d], State::Done(..)))
     }
 
     /// What to do with a waiting job whose dependencies are all done.
     fn decide(&self, i: usize) -> Decision {
         let stopped = self.stopped_by.map(|s| self.names[s].clone());
         match self.when[i] {
-            When::Manual => {
-                Decision::Skip(JobStatus::Manual, "manual job: start it by hand".into())
-            }
+            When::Manual => Decision::Skip(JobStatus::Manual, "manual job: start it by hand".into()),
             When::Always => Decision::Start,
             // As in GitLab: runs when a job it waits for (by stage or `needs`, transitively)
             // failed. Deterministic: only finished ancestors count, never a concurrent job.
@@ -366,18 +347,12 @@ impl Schedule {
             }
             When::OnSuccess | When::Never => {
                 if let Some(s) = stopped {
-                    return Decision::Skip(
-                        JobStatus::Skipped,
-                        format!("the line stopped: `{s}` failed"),
-                    );
+                    return Decision::Skip(JobStatus::Skipped, format!("the line stopped: `{s}` failed"));
                 }
                 if self.by_needs[i] {
                     for d in &self.deps[i] {
                         if let State::Done(st, _) = self.state[*d]
-                            && matches!(
-                                st,
-                                JobStatus::Skipped | JobStatus::Manual | JobStatus::Cancelled
-                            )
+                            && matches!(st, JobStatus::Skipped | JobStatus::Manual | JobStatus::Cancelled)
                         {
                             return Decision::Skip(
                                 JobStatus::Skipped,

@@ -56,10 +56,7 @@ impl Node {
     /// The value of `key` in a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.kind {
-            NodeKind::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| k.as_str() == Some(key))
-                .map(|(_, v)| v),
+            NodeKind::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -198,11 +195,8 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
                 total += target.size();
                 if total > MAX_NODES {
                     return Err(vec![
-                        Diagnostic::new(
-                            pos,
-                            format!("aliases expand this file beyond {MAX_NODES} nodes"),
-                        )
-                        .help("this looks like an alias bomb; use fewer nested aliases"),
+                        Diagnostic::new(pos, format!("aliases expand this file beyond {MAX_NODES} nodes"))
+                            .help("this looks like an alias bomb; use fewer nested aliases"),
                     ]);
                 }
                 let mut n = target.clone();
@@ -227,11 +221,7 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
             },
         }
     }
-    if errors.is_empty() {
-        Ok(root)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(root) } else { Err(errors) }
 }
 
 /// Checks keys (scalars only, no duplicates) and applies YAML merge keys (`<<: *anchor`):
@@ -243,10 +233,7 @@ fn finish_map(entries: Vec<(Node, Node)>, errors: &mut Vec<Diagnostic>) -> Vec<(
         let Some(key) = k.as_str() else {
             errors.push(Diagnostic::new(
                 k.pos,
-                format!(
-                    "a mapping key must be a plain string, not {}",
-                    k.type_name()
-                ),
+                format!("a mapping key must be a plain string, not {}", k.type_name()),
             ));
             continue;
         };
@@ -255,10 +242,7 @@ fn finish_map(entries: Vec<(Node, Node)>, errors: &mut Vec<Diagnostic>) -> Vec<(
                 NodeKind::Map(_) => vec![v],
                 NodeKind::Seq(items) => items,
                 _ => {
-                    errors.push(Diagnostic::new(
-                        v.pos,
-                        "`<<` merges a mapping or a list of mappings",
-                    ));
+                    errors.push(Diagnostic::new(v.pos, "`<<` merges a mapping or a list of mappings"));
                     continue;
                 }
             };
@@ -271,10 +255,7 @@ fn finish_map(entries: Vec<(Node, Node)>, errors: &mut Vec<Diagnostic>) -> Vec<(
                             }
                         }
                     }
-                    _ => errors.push(Diagnostic::new(
-                        s.pos,
-                        "`<<` merges a mapping or a list of mappings",
-                    )),
+                    _ => errors.push(Diagnostic::new(s.pos, "`<<` merges a mapping or a list of mappings")),
                 }
             }
             continue;
@@ -283,10 +264,7 @@ fn finish_map(entries: Vec<(Node, Node)>, errors: &mut Vec<Diagnostic>) -> Vec<(
             errors.push(
                 Diagnostic::new(
                     k.pos,
-                    format!(
-                        "duplicate key `{key}` (first defined at line {})",
-                        first.pos.line
-                    ),
+                    format!("duplicate key `{key}` (first defined at line {})", first.pos.line),
                 )
                 .help("remove one of them; YAML keeps only one and takt will not guess which"),
             );
@@ -329,7 +307,9 @@ mod tests {
         let mut s = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         let mut prev = 'a';
         for c in 'b'..='k' {
-            s.push_str(&format!("{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+            s.push_str(&format!(
+                "{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+            ));
             prev = c;
         }
         let e = load(&s).unwrap_err();

@@ -1,6 +1,8 @@
 //! Property tests: the parser never panics, whatever it is fed, and always answers with either
 //! a pipeline or positioned diagnostics.
 
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
 use proptest::prelude::*;
 
 fn check(bytes: &[u8]) {

@@ -1,5 +1,7 @@
 //! The plan and the stop-the-line scheduler, driven with real pipeline files.
 
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
 use std::collections::HashMap;
 use takt_model::JobStatus;
 use takt_pipeline::{PlanContext, Schedule, parse, plan};
@@ -30,10 +32,7 @@ fn stage_order_then_stop_the_line() {
     assert!(skips.is_empty());
     assert_eq!(names(&p, &ready), ["compile"]);
     s.start(ready[0]);
-    assert!(
-        s.poll().1.is_empty(),
-        "nothing else may start while build runs"
-    );
+    assert!(s.poll().1.is_empty(), "nothing else may start while build runs");
     s.finish(ready[0], JobStatus::Success, false);
     let (_, ready) = s.poll();
     assert_eq!(names(&p, &ready), ["unit", "lint"]);
@@ -82,11 +81,7 @@ fn on_failure_is_skipped_when_nothing_failed_and_allow_failure_does_not_stop_the
             let failed = p.jobs[i].job.name == "lint";
             s.finish(
                 i,
-                if failed {
-                    JobStatus::Failed
-                } else {
-                    JobStatus::Success
-                },
+                if failed { JobStatus::Failed } else { JobStatus::Success },
                 p.jobs[i].allow_failure,
             );
             order.push(format!(
@@ -164,15 +159,11 @@ jobs:
     };
     let pl = plan(&p, &cx).unwrap();
     assert_eq!(
-        pl.jobs
-            .iter()
-            .map(|j| j.job.name.as_str())
-            .collect::<Vec<_>>(),
+        pl.jobs.iter().map(|j| j.job.name.as_str()).collect::<Vec<_>>(),
         ["always"]
     );
     cx.changed_files = Some(vec!["docs/guide/x.md".into()]);
-    cx.variables
-        .insert("CI_COMMIT_BRANCH".into(), "main".into());
+    cx.variables.insert("CI_COMMIT_BRANCH".into(), "main".into());
     let pl = plan(&p, &cx).unwrap();
     assert_eq!(pl.jobs.len(), 3);
     cx.variables.remove("CI_COMMIT_BRANCH");
@@ -210,12 +201,7 @@ jobs:
         ]
     );
     assert_eq!(p.jobs[5].deps, [0, 1, 2, 3, 4]);
-    assert!(
-        p.jobs[0]
-            .job
-            .variables
-            .contains(&("OS".into(), "linux".into()))
-    );
+    assert!(p.jobs[0].job.variables.contains(&("OS".into(), "linux".into())));
 }
 
 #[test]
@@ -232,10 +218,7 @@ jobs:
     };
     let p = plan(&pipeline(y), &cx).unwrap();
     assert_eq!(
-        p.jobs
-            .iter()
-            .map(|j| j.job.name.as_str())
-            .collect::<Vec<_>>(),
+        p.jobs.iter().map(|j| j.job.name.as_str()).collect::<Vec<_>>(),
         ["a", "b"]
     );
     assert_eq!(p.jobs[1].deps, [0]);
@@ -280,10 +263,7 @@ jobs:
     assert_eq!(j.timeout, Some(std::time::Duration::from_secs(600)));
     assert_eq!(
         j.variables,
-        [
-            ("A".to_string(), "1".to_string()),
-            ("B".to_string(), "3".to_string())
-        ]
+        [("A".to_string(), "1".to_string()), ("B".to_string(), "3".to_string())]
     );
 }
 
@@ -297,11 +277,7 @@ jobs:
   d: {stage: test, script: [x], needs: [b]}
 ";
     let p = plan(&pipeline(y), &PlanContext::default()).unwrap();
-    let secs = |s: &[u64]| {
-        s.iter()
-            .map(|x| std::time::Duration::from_secs(*x))
-            .collect::<Vec<_>>()
-    };
+    let secs = |s: &[u64]| s.iter().map(|x| std::time::Duration::from_secs(*x)).collect::<Vec<_>>();
     let path = takt_pipeline::critical_path(&p, &secs(&[5, 1, 1, 9]));
     assert_eq!(names(&p, &path), ["b", "d"]);
 }

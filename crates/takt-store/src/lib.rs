@@ -16,10 +16,7 @@ pub enum StoreError {
     #[error("cannot open the database {url}: {source}")]
     Open { url: String, source: sqlx::Error },
     #[error("database error while {doing}: {source}")]
-    Query {
-        doing: &'static str,
-        source: sqlx::Error,
-    },
+    Query { doing: &'static str, source: sqlx::Error },
     #[error("event #{seq} in the log is unreadable: {source}")]
     Corrupt { seq: i64, source: serde_json::Error },
     #[error("cannot encode an event: {0}")]
@@ -91,15 +88,9 @@ impl Store {
             // One writer keeps SQLite simple and fast; WAL lets readers in other processes read.
             opts = opts.max_connections(1).after_connect(|conn, _| {
                 Box::pin(async move {
-                    sqlx::query("PRAGMA journal_mode=WAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA synchronous=NORMAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA busy_timeout=10000")
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
                     Ok(())
                 })
             });
@@ -126,17 +117,17 @@ impl Store {
     /// Appends one event; returns its position in the log.
     pub async fn append(&self, event: &Event) -> Result<i64, StoreError> {
         let body = serde_json::to_string(event).map_err(StoreError::Encode)?;
-        let row = sqlx::query("INSERT INTO events (at, project, run, kind, body) VALUES ($1, $2, $3, $4, $5) RETURNING seq")
-            .bind(timefmt::rfc3339(event.at))
-            .bind(event.project.clone())
-            .bind(event.run.map(|r| r as i64))
-            .bind(event.kind.name())
-            .bind(body)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(q("appending an event"))?;
-        row.try_get::<i64, _>(0)
-            .map_err(q("reading an event's position"))
+        let row =
+            sqlx::query("INSERT INTO events (at, project, run, kind, body) VALUES ($1, $2, $3, $4, $5) RETURNING seq")
+                .bind(timefmt::rfc3339(event.at))
+                .bind(event.project.clone())
+                .bind(event.run.map(|r| r as i64))
+                .bind(event.kind.name())
+                .bind(body)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("appending an event"))?;
+        row.try_get::<i64, _>(0).map_err(q("reading an event's position"))
     }
 
     /// Reads events in log order.
@@ -170,16 +161,12 @@ impl Store {
         if let Some(k) = &f.kind {
             query = query.bind(k.clone());
         }
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("reading events"))?;
+        let rows = query.fetch_all(&self.pool).await.map_err(q("reading events"))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.try_get(0).map_err(q("reading events"))?;
             let body: String = row.try_get(1).map_err(q("reading events"))?;
-            let mut e: Event = serde_json::from_str(&body)
-                .map_err(|source| StoreError::Corrupt { seq, source })?;
+            let mut e: Event = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { seq, source })?;
             e.seq = Some(seq);
             out.push(e);
         }

@@ -113,10 +113,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Lint(a) => lint(a),
         Command::Run(a) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
@@ -156,21 +153,14 @@ fn lint(a: LintArgs) -> ExitCode {
                         pos.line, pos.col
                     );
                 }
-                println!(
-                    "{name}: ok ({} jobs in {} stages)",
-                    p.jobs.len(),
-                    p.stages.len()
-                );
+                println!("{name}: ok ({} jobs in {} stages)", p.jobs.len(), p.stages.len());
             }
             ExitCode::SUCCESS
         }
         Err(d) => {
             if a.json {
                 let errors: Vec<_> = d.items.iter().map(|i| serde_json::json!({"line": i.pos.line, "column": i.pos.col, "message": i.message, "help": i.help})).collect();
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "file": name, "errors": errors})
-                );
+                println!("{}", serde_json::json!({"ok": false, "file": name, "errors": errors}));
             } else {
                 eprintln!("{d}");
                 eprintln!(
@@ -188,9 +178,7 @@ async fn run(a: RunArgs) -> ExitCode {
     match run_inner(a).await {
         Ok(code) => code,
         Err(e) => {
-            let bad_input = e
-                .downcast_ref::<EngineError>()
-                .is_some_and(EngineError::is_bad_input);
+            let bad_input = e.downcast_ref::<EngineError>().is_some_and(EngineError::is_bad_input);
             match e.downcast_ref::<EngineError>() {
                 Some(EngineError::InvalidPipeline(d)) => {
                     eprintln!("{d}");
@@ -205,10 +193,7 @@ async fn run(a: RunArgs) -> ExitCode {
 
 async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
     let repo = Repo::open(&a.path).await?;
-    let data_root = a
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| repo.common_dir.join("takt"));
+    let data_root = a.data_dir.clone().unwrap_or_else(|| repo.common_dir.join("takt"));
     let data = DataDir::open(&data_root)?;
     let req = RunRequest {
         path: a.path.clone(),
@@ -249,8 +234,7 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
     {
         let interrupted = interrupted.clone();
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -277,9 +261,7 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(match report.status {
         RunStatus::Success => ExitCode::SUCCESS,
-        RunStatus::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => {
-            ExitCode::from(130)
-        }
+        RunStatus::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => ExitCode::from(130),
         _ => ExitCode::from(1),
     })
 }

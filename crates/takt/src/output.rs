@@ -19,11 +19,9 @@ fn line_for(p: &Progress) -> String {
     match p {
         Progress::Started { job, attempt: 1 } => format!("▶ {job} started"),
         Progress::Started { job, attempt } => format!("▶ {job} started (attempt {attempt})"),
-        Progress::Retrying {
-            job,
-            attempt,
-            reason,
-        } => format!("↻ {job} failed ({reason}); retrying, attempt {attempt}"),
+        Progress::Retrying { job, attempt, reason } => {
+            format!("↻ {job} failed ({reason}); retrying, attempt {attempt}")
+        }
         Progress::Finished(r) => {
             let d = timefmt::human(Duration::from_millis(r.duration_ms));
             match r.status {
@@ -34,11 +32,7 @@ fn line_for(p: &Progress) -> String {
                 JobStatus::Failed if r.allow_failure => {
                     format!("! {} failed in {d} (allowed to fail)", r.name)
                 }
-                JobStatus::Failed => format!(
-                    "✗ {} failed in {d}: {}",
-                    r.name,
-                    r.reason.clone().unwrap_or_default()
-                ),
+                JobStatus::Failed => format!("✗ {} failed in {d}: {}", r.name, r.reason.clone().unwrap_or_default()),
                 s => format!("- {} {s}: {}", r.name, r.reason.clone().unwrap_or_default()),
             }
         }
@@ -52,10 +46,8 @@ impl Ui {
         let task = tokio::spawn(async move {
             let mp = MultiProgress::new();
             let mut bars: HashMap<String, ProgressBar> = HashMap::new();
-            let style = ProgressStyle::with_template(
-                "{spinner} {prefix:.bold} {elapsed:>4} {wide_msg:.dim}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {elapsed:>4} {wide_msg:.dim}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
             let mut tick = tokio::time::interval(Duration::from_millis(120));
             loop {
                 tokio::select! {
@@ -142,34 +134,15 @@ pub fn summary(r: &RunReport) {
             },
             j.tests
                 .as_ref()
-                .map(|c| {
-                    format!(
-                        "{}/{} passed",
-                        c.tests - c.failures - c.errors - c.skipped,
-                        c.tests
-                    )
-                })
+                .map(|c| format!("{}/{} passed", c.tests - c.failures - c.errors - c.skipped, c.tests))
                 .unwrap_or_default(),
             j.cache
                 .as_ref()
-                .map(|c| {
-                    if c.hit {
-                        "hit".to_string()
-                    } else {
-                        "miss".to_string()
-                    }
-                })
+                .map(|c| if c.hit { "hit".to_string() } else { "miss".to_string() })
                 .unwrap_or_default(),
             j.artifact
                 .as_ref()
-                .map(|a| {
-                    format!(
-                        "{}@{} {}",
-                        a.name,
-                        a.version,
-                        &a.digest[..a.digest.len().min(19)]
-                    )
-                })
+                .map(|a| format!("{}@{} {}", a.name, a.version, &a.digest[..a.digest.len().min(19)]))
                 .unwrap_or_default(),
         ]);
     }

@@ -1,6 +1,8 @@
 //! A corpus of broken pipeline files: each gets its own clear message with file:line:column,
 //! exit code 2, and never a panic.
 
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
 mod common;
 use common::*;
 use std::path::Path;
@@ -16,10 +18,7 @@ const CORPUS: &[(&str, &str)] = &[
     ("08-unknown-job-key", "did you mean `script`?"),
     ("09-no-script", "has no `script`"),
     ("10-empty-script", "has an empty `script`"),
-    (
-        "11-script-wrong-type",
-        "must be a string or a list of strings",
-    ),
+    ("11-script-wrong-type", "must be a string or a list of strings"),
     ("12-unknown-stage", "did you mean `build`?"),
     ("13-needs-missing", "needs `bulid`, which is not defined"),
     ("14-needs-cycle", "cycle"),
@@ -47,14 +46,8 @@ const CORPUS: &[(&str, &str)] = &[
     ("36-version", "unsupported `version`"),
     ("37-no-jobs", "no `jobs:` section"),
     ("38-bad-budget", "`soon` is not a duration"),
-    (
-        "39-stages-wrong-type",
-        "must be a string or a list of strings",
-    ),
-    (
-        "40-gitlab-only-except",
-        "`only` is not supported by takt yet",
-    ),
+    ("39-stages-wrong-type", "must be a string or a list of strings"),
+    ("40-gitlab-only-except", "`only` is not supported by takt yet"),
     ("41-artifact-name-slash", "may not contain `/`"),
     ("42-job-not-a-mapping", "must be a mapping"),
     ("43-needs-not-list", "must be a list"),
@@ -86,19 +79,12 @@ fn has_position(stderr: &str, file: &str) -> bool {
 fn every_broken_file_gets_its_own_message() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let on_disk = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(
-        on_disk,
-        CORPUS.len(),
-        "every corpus file has an expectation"
-    );
+    assert_eq!(on_disk, CORPUS.len(), "every corpus file has an expectation");
     for (name, expect) in CORPUS {
         let path = dir.join(format!("{name}.yml"));
         let (code, err) = lint(&path);
         assert_eq!(code, Some(2), "{name}: {err}");
-        assert!(
-            err.contains(expect),
-            "{name}: expected `{expect}` in:\n{err}"
-        );
+        assert!(err.contains(expect), "{name}: expected `{expect}` in:\n{err}");
         assert!(
             has_position(&err, &path.display().to_string()),
             "{name}: no file:line:col in:\n{err}"
@@ -112,20 +98,14 @@ fn all_errors_are_reported_at_once_with_exact_positions() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/45-three-errors.yml");
     let (_, err) = lint(&path);
     let p = path.display().to_string();
-    assert!(
-        err.contains(&format!("{p}:2:7: error: unknown key `scirpt`")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{p}:2:7: error: unknown key `scirpt`")), "{err}");
     assert!(
         err.contains(&format!(
             "{p}:3:29: error: `timeout` of job `b`: `never` is not a duration"
         )),
         "{err}"
     );
-    assert!(
-        err.contains(&format!("{p}:4:28: error: job `c` needs `zz`")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{p}:4:28: error: job `c` needs `zz`")), "{err}");
     assert!(
         err.contains(&format!("{p}:2:3: error: job `a` has no `script`")),
         "{err}"
@@ -164,11 +144,7 @@ fn huge_and_non_utf8_files_are_refused() {
 fn a_good_file_lints_clean_and_notes_reserved_sections() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("takt.yml");
-    std::fs::write(
-        &f,
-        "environments:\n  staging: {}\njobs:\n  a: {script: [x]}\n",
-    )
-    .unwrap();
+    std::fs::write(&f, "environments:\n  staging: {}\njobs:\n  a: {script: [x]}\n").unwrap();
     let out = takt().arg("lint").arg(&f).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(

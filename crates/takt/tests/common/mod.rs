@@ -1,5 +1,6 @@
 //! Helpers for tests that drive the real `takt` binary on real git repositories.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
