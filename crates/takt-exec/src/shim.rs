@@ -152,16 +152,57 @@ fn kill_all(me: Pid, child: Pid, code: &mut Option<i32>) -> usize {
     killed.len()
 }
 
-/// Every live descendant of `root`, from /proc.
+/// Every live descendant of `root`. Walks `/proc/PID/task/TID/children` (cheap: only our own
+/// tree); falls back to scanning all of /proc where the kernel lacks that file.
 pub fn descendants(root: Pid) -> Vec<Pid> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.as_raw()];
+    while let Some(p) = todo.pop() {
+        let Some(kids) = children_of(p) else {
+            return descendants_by_scan(root);
+        };
+        for k in kids {
+            out.push(Pid::from_raw(k));
+            todo.push(k);
+        }
+        if out.len() > 100_000 {
+            break;
+        }
+    }
+    out
+}
+
+/// Direct children of `pid` (of all its threads); `None` if the kernel cannot tell this way.
+fn children_of(pid: i32) -> Option<Vec<i32>> {
+    let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(t) => t,
+        // The process is gone: no children to report.
+        Err(_) => return Some(Vec::new()),
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        match std::fs::read_to_string(t.path().join("children")) {
+            Ok(s) => out.extend(s.split_whitespace().filter_map(|x| x.parse::<i32>().ok())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && t.path().exists() => return None,
+            Err(_) => {}
+        }
+    }
+    Some(out)
+}
+
+fn descendants_by_scan(root: Pid) -> Vec<Pid> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    let mut buf = [0u8; 1024];
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                && let Some((ppid, state)) = parse_stat(&stat)
+            let Ok(mut f) = std::fs::File::open(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Ok(n) = f.read(&mut buf) else { continue };
+            if let Some((ppid, state)) = parse_stat(&String::from_utf8_lossy(&buf[..n]))
                 && state != 'Z'
             {
                 children.entry(ppid).or_default().push(pid);
@@ -202,10 +243,20 @@ mod tests {
 
     #[test]
     fn finds_own_descendants() {
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sleep 5 & wait")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
         let me = nix::unistd::getpid();
         let d = descendants(me);
+        let by_scan = descendants_by_scan(me);
         assert!(d.contains(&Pid::from_raw(child.id() as i32)));
+        assert!(d.len() >= 2, "the grandchild too: {d:?}");
+        for p in &d {
+            assert!(by_scan.contains(p), "{d:?} vs {by_scan:?}");
+        }
         child.kill().unwrap();
         child.wait().unwrap();
     }
