@@ -37,7 +37,7 @@ fn main() {
     );
     let mut base = Vec::new();
     let mut ours = Vec::new();
-    for round in 0..3 {
+    for round in 0..5 {
         sh("sync");
         let _ = std::fs::remove_file(&dst);
         base.push(sh(&baseline_cmd));

@@ -154,10 +154,16 @@ impl LocalBlobs {
 
     /// Makes a written file a blob: fsync, then rename to its digest (a no-op if already stored).
     pub fn commit(&self, mut w: HashingFile) -> Result<BlobRef, BlobError> {
+        let hasher = std::mem::take(&mut w.hasher);
+        let hex = hex_of(hasher);
+        let size = w.size;
+        self.commit_as(w, &hex, size)
+    }
+
+    fn commit_as(&self, mut w: HashingFile, hex: &str, size: u64) -> Result<BlobRef, BlobError> {
         w.file.flush().map_err(io_err("writing", &w.path))?;
         w.file.get_ref().sync_all().map_err(io_err("syncing", &w.path))?;
-        let hasher = std::mem::take(&mut w.hasher);
-        let digest = format!("sha256:{}", hex_of(hasher));
+        let digest = format!("sha256:{hex}");
         let dst = self.path_of(&digest)?;
         if !dst.exists() {
             if let Some(parent) = dst.parent() {
@@ -170,30 +176,67 @@ impl LocalBlobs {
                     .map_err(io_err("syncing", parent))?;
             }
         }
-        Ok(BlobRef { digest, size: w.size })
+        Ok(BlobRef { digest, size })
     }
 
-    /// Stores the bytes of a reader (one pass: hashed while copied).
+    /// Stores the bytes of a reader in one pass: each chunk is written by this thread while a
+    /// helper thread hashes it (SHA-256 and the disk work overlap).
     pub fn ingest(&self, mut r: impl Read) -> Result<BlobRef, BlobError> {
         let mut w = self.writer()?;
-        let mut buf = vec![0u8; BUF];
-        loop {
-            let n = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(BlobError::Io {
-                        doing: "reading input for",
-                        path: w.path.clone(),
-                        source: e,
-                    });
-                }
-            };
-            let p = w.path.clone();
-            w.write_all(&buf[..n]).map_err(io_err("writing", &p))?;
+        let path = w.path.clone();
+        // A fixed pool of buffers circulates: reader/writer → hasher → back.
+        const POOL: usize = 4;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(POOL);
+        let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(POOL);
+        for _ in 0..POOL {
+            let _ = back_tx.send(vec![0u8; BUF]);
         }
-        self.commit(w)
+        let (hex, size) = std::thread::scope(|s| -> Result<(String, u64), BlobError> {
+            let hasher = s.spawn(move || {
+                let mut h = Sha256::new();
+                for chunk in rx {
+                    h.update(&chunk[..]);
+                    let _ = back_tx.send(chunk);
+                }
+                hex_of(h)
+            });
+            let mut size = 0u64;
+            let result = (|| {
+                loop {
+                    let Ok(mut buf) = back_rx.recv() else {
+                        return Err(BlobError::Io {
+                            doing: "hashing",
+                            path: path.clone(),
+                            source: io::Error::other("the hashing thread stopped"),
+                        });
+                    };
+                    buf.resize(BUF, 0);
+                    let n = read_full(&mut r, &mut buf).map_err(io_err("reading input for", &path))?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    buf.truncate(n);
+                    w.file.write_all(&buf).map_err(io_err("writing", &path))?;
+                    size += n as u64;
+                    if tx.send(buf).is_err() {
+                        return Err(BlobError::Io {
+                            doing: "hashing",
+                            path: path.clone(),
+                            source: io::Error::other("the hashing thread stopped"),
+                        });
+                    }
+                }
+            })();
+            drop(tx);
+            let hex = hasher.join().map_err(|_| BlobError::Io {
+                doing: "hashing",
+                path: path.clone(),
+                source: io::Error::other("the hashing thread panicked"),
+            })?;
+            result.map(|()| (hex, size))
+        })?;
+        w.size = size;
+        self.commit_as(w, &hex, size)
     }
 
     pub fn ingest_file(&self, path: &Path) -> Result<BlobRef, BlobError> {
@@ -273,6 +316,20 @@ impl LocalBlobs {
             let _ = fs::rename(&src, self.root.join("quarantine").join(hex));
         }
     }
+}
+
+/// Reads until `buf` is full or the input ends; returns how many bytes were read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// `sha256:<hex>` of everything a reader yields.
