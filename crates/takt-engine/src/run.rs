@@ -4,7 +4,7 @@
 use crate::git::Repo;
 use crate::log::FileLog;
 use crate::report::*;
-use crate::workspace::{self, Stored};
+use crate::workspace::{self, Stored, sanitize};
 use crate::{DataDir, EngineError, junit};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -484,18 +484,6 @@ impl<E: Executor + 'static> Engine<E> {
             shell: self.shell.clone(),
         })
     }
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn not_run(j: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {

@@ -81,7 +81,8 @@ pub fn cache_key(cache: &Cache, project_dir: &Path) -> String {
     }
 }
 
-fn sanitize(s: &str) -> String {
+/// A name safe as one path component: ASCII letters, digits, `-`, `_`, `.`; anything else `_`.
+pub(crate) fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {

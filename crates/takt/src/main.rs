@@ -214,6 +214,13 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
             pos.line, pos.col
         );
     }
+    for j in prep.plan.jobs.iter().filter(|j| !j.job.secrets.is_empty()) {
+        eprintln!(
+            "note: job `{}` declares secrets ({}); `takt run` gives none: secrets come from `takt serve`",
+            j.job.name,
+            j.job.secrets.join(", ")
+        );
+    }
     if a.dirty {
         eprintln!(
             "WARNING: --dirty: this run includes UNCOMMITTED changes; its artifacts are marked dirty and do not match any commit"

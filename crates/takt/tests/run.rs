@@ -562,3 +562,29 @@ fn one_process_owns_a_data_directory() {
     first.kill().unwrap();
     first.wait().unwrap();
 }
+
+#[test]
+fn a_terminal_gets_a_live_view_of_running_jobs() {
+    // `script` gives takt a real pseudo-terminal.
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        panic!("this test needs `script` (util-linux)");
+    }
+    let repo = Repo::new(&[(
+        "takt.yml",
+        "jobs:\n  busy: {script: ['echo live-marker-line; sleep 1.5']}\n",
+    )]);
+    let cmd = format!("{} run {}", env!("CARGO_BIN_EXE_takt"), repo.path().display());
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let screen = String::from_utf8_lossy(&out.stdout);
+    // A spinner line shows the job (bold) and its last log line while it runs.
+    assert!(screen.contains("\u{1b}[1mbusy\u{1b}[0m"), "{screen:?}");
+    assert!(
+        screen.contains("\u{1b}[2mlive-marker-line "),
+        "the last log line is shown: {screen:?}"
+    );
+    assert!(screen.contains("busy passed in"), "{screen:?}");
+}
