@@ -95,6 +95,8 @@ impl Executor for LocalExecutor {
             .stdin(Stdio::piped())
             .stdout(Stdio::from(writer))
             .stderr(Stdio::from(writer2))
+            // Its own process group: a terminal's Ctrl-C reaches takt, which decides.
+            .process_group(0)
             .kill_on_drop(false);
         let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
             program: self.shim.display().to_string(),
@@ -125,6 +127,9 @@ impl Executor for LocalExecutor {
         .map_err(ExecError::Wait)?;
         // The pipe closes once every process of the step is gone; the shim guarantees that.
         let _ = done_rx.await;
+        if end.is_none() && *cancel.borrow() {
+            end = Some(StepEnd::Cancelled);
+        }
         Ok(end.unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
             StepEnd::Exited(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))

@@ -323,10 +323,14 @@ fn ctrl_c_cancels_the_run_with_exit_130() {
         p = pids.path().display()
     );
     let repo = Repo::new(&[("takt.yml", &y)]);
+    // takt leads its own process group, as a shell's foreground job does; Ctrl-C on a terminal
+    // signals that whole group.
+    use std::os::unix::process::CommandExt;
     let child = takt()
         .arg("run")
         .arg(repo.path())
         .arg("--json")
+        .process_group(0)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -334,11 +338,8 @@ fn ctrl_c_cancels_the_run_with_exit_130() {
     eventually("the job to start", Duration::from_secs(20), || {
         read_pids(pids.path()).len() == 1
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
