@@ -97,6 +97,22 @@ impl Store {
         } else {
             opts = opts.max_connections(8);
         }
+        // One direct connection first: a wrong URL or a refused connection fails at once,
+        // instead of the pool retrying until its acquire timeout.
+        {
+            use sqlx::Connection;
+            let first = tokio::time::timeout(Duration::from_secs(15), sqlx::AnyConnection::connect(url))
+                .await
+                .map_err(|_| StoreError::Open {
+                    url: redact(url),
+                    source: sqlx::Error::PoolTimedOut,
+                })?
+                .map_err(|source| StoreError::Open {
+                    url: redact(url),
+                    source,
+                })?;
+            let _ = first.close().await;
+        }
         let pool = opts.connect(url).await.map_err(|source| StoreError::Open {
             url: redact(url),
             source,

@@ -1,0 +1,269 @@
+//! The store suite, run the same on SQLite and on a real PostgreSQL server that the test
+//! starts itself (Debian's `postgresql` package: `.ci/run` installs it).
+
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use takt_model::{Event, EventKind, JobStatus, RunStatus};
+use takt_store::{Backend, EventFilter, Store};
+
+/// A throwaway PostgreSQL server on 127.0.0.1; stopped on drop, even when a test panics.
+struct Postgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| {
+                d.flatten()
+                    .map(|e| e.path().join("bin"))
+                    .filter(|b| b.join("initdb").exists())
+                    .max()
+            })
+            .expect("PostgreSQL is not installed: `apt-get install -y postgresql` (see .ci/run)");
+        let dir = tempfile::tempdir().unwrap();
+        // initdb refuses to run as root: run the server as the `postgres` user then.
+        let as_postgres = nix::unistd::geteuid().is_root();
+        if as_postgres {
+            let uid = nix::unistd::User::from_name("postgres")
+                .unwrap()
+                .expect("a `postgres` user")
+                .uid;
+            nix::unistd::chown(dir.path(), Some(uid), None).unwrap();
+        }
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pg = Postgres {
+            bin,
+            dir,
+            port,
+            as_postgres,
+        };
+        let data = pg.dir.path().join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        let opts = format!(
+            "-k {} -c listen_addresses=127.0.0.1 -p {} -c fsync=off",
+            pg.dir.path().display(),
+            port
+        );
+        let log = pg.dir.path().join("log");
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-o",
+                &opts,
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        pg
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let prog = self.bin.join(tool);
+        let out = if self.as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&prog)
+                .args(args)
+                .current_dir(self.dir.path())
+                .output()
+        } else {
+            Command::new(&prog).args(args).current_dir(self.dir.path()).output()
+        }
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let d: &Path = &data;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.run("pg_ctl", &["-D", &d.to_string_lossy(), "-m", "immediate", "-w", "stop"])
+        }));
+    }
+}
+
+fn finished(job: &str, status: JobStatus) -> EventKind {
+    EventKind::JobFinished {
+        job: job.into(),
+        attempt: 1,
+        status,
+        exit_code: Some(0),
+        failure_reason: None,
+        allow_failure: false,
+        duration_ms: 3,
+        wait_ms: 1,
+        flaky: false,
+    }
+}
+
+/// What every backend must do.
+async fn suite(url: &str, project: &str) {
+    let store = Store::connect(url).await.unwrap();
+    assert_eq!(store.next_run_number(project).await.unwrap(), 1);
+    let first = store
+        .append(&Event::now(project, Some(1), EventKind::RunStarted))
+        .await
+        .unwrap();
+    store
+        .append(&Event::now(
+            project,
+            Some(1),
+            finished("build [OS=linux]", JobStatus::Success),
+        ))
+        .await
+        .unwrap();
+    store
+        .append(&Event::now(
+            project,
+            Some(1),
+            EventKind::RunFinished {
+                status: RunStatus::Success,
+                duration_ms: 9,
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.next_run_number(project).await.unwrap(), 2);
+
+    // Concurrent writers: nothing lost, positions unique and increasing.
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        let s = store.clone();
+        let p = project.to_string();
+        tasks.push(tokio::spawn(async move {
+            s.append(&Event::now(&p, Some(2 + i % 4), EventKind::RunStarted))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 40);
+
+    let all = store
+        .events(&EventFilter {
+            project: Some(project.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 43);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "log order");
+    assert_eq!(all[0].seq, Some(first));
+    assert!(matches!(&all[1].kind, EventKind::JobFinished { job, .. } if job == "build [OS=linux]"));
+    let run1 = store
+        .events(&EventFilter {
+            project: Some(project.into()),
+            run: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(run1.len(), 3);
+    let kinds = store
+        .events(&EventFilter {
+            project: Some(project.into()),
+            kind: Some("run_finished".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kinds.len(), 1);
+    let page = store
+        .events(&EventFilter {
+            project: Some(project.into()),
+            after: Some(first),
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 2);
+    assert!(page[0].seq > Some(first));
+    assert_eq!(store.next_run_number(project).await.unwrap(), 6);
+    assert_eq!(store.next_run_number("another").await.unwrap(), 1);
+    store.close().await;
+
+    // Reconnecting finds everything again (the schema is created only once).
+    let again = Store::connect(url).await.unwrap();
+    assert_eq!(
+        again
+            .events(&EventFilter {
+                project: Some(project.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        43
+    );
+    again.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_store_suite_passes_on_sqlite_and_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("takt.db").display());
+    suite(&sqlite, "p").await;
+    assert_eq!(Store::connect(&sqlite).await.unwrap().backend(), Backend::Sqlite);
+
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    suite(&pg.url(), "p").await;
+    assert_eq!(Store::connect(&pg.url()).await.unwrap().backend(), Backend::Postgres);
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_database_url_is_a_clear_error() {
+    let e = Store::connect("postgres://u:secret@127.0.0.1:1/nope")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot open the database postgres://u:***@127.0.0.1:1/nope"),
+        "{e}"
+    );
+    assert!(!e.contains("secret"));
+}
