@@ -184,7 +184,25 @@ fn facts(
         v.push(("CI_COMMIT_REF_NAME".into(), t.clone()));
         v.push(("TAKT_TAG".into(), t.clone()));
     }
+    if let Some(r) = tag.as_ref().or(branch.as_ref()) {
+        v.push(("CI_COMMIT_REF_SLUG".into(), ref_slug(r)));
+    }
     v
+}
+
+/// GitLab's `CI_COMMIT_REF_SLUG`: lowercased, every run of other characters than `a-z0-9`
+/// replaced by `-`, at most 63 bytes, no `-` at either end.
+pub fn ref_slug(r: &str) -> String {
+    let mut out = String::new();
+    for c in r.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out: String = out.chars().take(63).collect();
+    out.trim_matches('-').to_string()
 }
 
 /// What a live display shows: the jobs running now.
@@ -785,6 +803,7 @@ impl<E: Executor + 'static> JobRun<E> {
             );
             let cache = pj.job.cache.clone();
             let cache_dir = self.engine.data.join("cache");
+            let env = self.env(&src);
             tokio::task::spawn_blocking(move || -> Result<Option<(String, bool)>, String> {
                 std::fs::create_dir_all(&checkout)
                     .map_err(|e| format!("cannot create the workspace {}: {e}", checkout.display()))?;
@@ -798,12 +817,12 @@ impl<E: Executor + 'static> JobRun<E> {
                 }
                 match cache {
                     Some(c) if c.policy != CachePolicy::Push => {
-                        let key = workspace::cache_key(&c, &src);
+                        let key = workspace::cache_key(&c, &src, &env);
                         let hit = workspace::restore_cache(&blobs, &cache_dir, &key, &src)
                             .map_err(|e| format!("cannot restore cache {key}: {e}"))?;
                         Ok(Some((key, hit)))
                     }
-                    Some(c) => Ok(Some((workspace::cache_key(&c, &src), false))),
+                    Some(c) => Ok(Some((workspace::cache_key(&c, &src, &env), false))),
                     None => Ok(None),
                 }
             })
@@ -1014,7 +1033,16 @@ impl<E: Executor + 'static> JobRun<E> {
             }
             if wanted && !a.paths.is_empty() {
                 let env = self.env(src);
-                let name = workspace::expand(a.name.as_deref().unwrap_or(&pj.job.name), &env);
+                let name = match &a.name {
+                    Some(n) => workspace::expand(n, &env),
+                    // A job name like `test/unit` makes the artifact `test-unit`.
+                    None => pj
+                        .job
+                        .name
+                        .replace(['/', '\\'], "-")
+                        .trim_start_matches('.')
+                        .to_string(),
+                };
                 match self.store_artifact(pj, src, &name, a, started_at).await {
                     Ok(Some(x)) => {
                         note(format!(
@@ -1138,5 +1166,17 @@ impl<E: Executor + 'static> JobRun<E> {
                 path,
             },
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_slugs_like_gitlab() {
+        assert_eq!(ref_slug("Feature/ABC_1"), "feature-abc-1");
+        assert_eq!(ref_slug("--main--"), "main");
+        assert_eq!(ref_slug(&"x".repeat(80)).len(), 63);
     }
 }

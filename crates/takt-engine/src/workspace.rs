@@ -52,10 +52,11 @@ pub fn place(blobs: &LocalBlobs, art: &Stored, project_dir: &Path) -> Result<(),
     Ok(())
 }
 
-/// The cache key as stored: literal keys as written, `files:` keys from the files' contents.
-pub fn cache_key(cache: &Cache, project_dir: &Path) -> String {
+/// The cache key as stored: literal keys with `$VAR`s expanded (e.g. `$CI_COMMIT_REF_SLUG`),
+/// `files:` keys from the files' contents.
+pub fn cache_key(cache: &Cache, project_dir: &Path, env: &[(String, String)]) -> String {
     match &cache.key {
-        CacheKey::Literal(k) => sanitize(k),
+        CacheKey::Literal(k) => sanitize(&expand(k, env)),
         CacheKey::Files { files, prefix } => {
             let mut h = Sha256::new();
             let mut any = false;
@@ -74,7 +75,7 @@ pub fn cache_key(cache: &Cache, project_dir: &Path) -> String {
                 "default".into()
             };
             match prefix {
-                Some(p) => sanitize(&format!("{p}-{k}")),
+                Some(p) => sanitize(&format!("{}-{k}", expand(p, env))),
                 None => k,
             }
         }
@@ -201,6 +202,17 @@ pub fn expand(value: &str, vars: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literal_cache_keys_expand_variables() {
+        let c = Cache {
+            key: CacheKey::Literal("deps-$CI_COMMIT_REF_SLUG".into()),
+            paths: vec!["x".into()],
+            policy: takt_pipeline::CachePolicy::PullPush,
+        };
+        let env = vec![("CI_COMMIT_REF_SLUG".to_string(), "feature-x".to_string())];
+        assert_eq!(cache_key(&c, Path::new("/nonexistent"), &env), "deps-feature-x");
+    }
 
     #[test]
     fn expands_like_gitlab() {

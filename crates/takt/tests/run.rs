@@ -589,3 +589,23 @@ fn a_terminal_gets_a_live_view_of_running_jobs() {
     );
     assert!(screen.contains("busy passed in"), "{screen:?}");
 }
+
+#[test]
+fn gitlab_style_job_names_and_cache_keys_work() {
+    let y = r#"
+jobs:
+  test/unit:
+    script: [mkdir -p out, echo ok > out/r.txt, 'test "$CI_COMMIT_REF_SLUG" = feature-x-1']
+    artifacts: {paths: [out/]}
+    cache:
+      key: deps-$CI_COMMIT_REF_SLUG
+      paths: [out/]
+"#;
+    let repo = Repo::new(&[("takt.yml", y)]);
+    repo.git(&["checkout", "-qb", "Feature/X_1"]);
+    let (out, r) = repo.run(&[]);
+    assert!(out.status.success(), "{}\n{r:#}", stderr(&out));
+    let j = job(&r, "test/unit");
+    assert_eq!(j["artifact"]["name"], "test-unit");
+    assert_eq!(j["cache"]["key"], "deps-feature-x-1");
+}
