@@ -19,6 +19,8 @@ pub struct FileLog {
     cut: bool,
     at_line_start: bool,
     error: bool,
+    /// Reused buffer for assembling stamped output.
+    scratch: Vec<u8>,
     /// The last line seen, for live displays.
     pub last_line: Arc<Mutex<String>>,
 }
@@ -39,6 +41,7 @@ impl FileLog {
             cut: false,
             at_line_start: true,
             error: false,
+            scratch: Vec::new(),
             last_line,
         })
     }
@@ -63,7 +66,9 @@ impl FileLog {
     }
 
     fn remember_last_line(&mut self, bytes: &[u8]) {
-        let Some(line) = bytes
+        // Only the chunk's tail is looked at: a chunk of blank lines costs nothing.
+        let tail = &bytes[bytes.len().saturating_sub(4096)..];
+        let Some(line) = tail
             .split(|b| *b == b'\n')
             .rev()
             .find(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
@@ -88,29 +93,42 @@ impl LogSink for FileLog {
             self.dropped += bytes.len() as u64;
             return;
         }
+        // Every line that starts in this chunk arrived now: one stamp for the chunk, and the
+        // stamped lines assembled in one buffer, written with one call.
         let ts = stamp();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let end = rest.iter().position(|b| *b == b'\n').map_or(rest.len(), |p| p + 1);
-            let piece = &rest[..end];
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let mut start = 0;
+        let mut lines = memchr::memchr_iter(b'\n', bytes)
+            .map(|p| p + 1)
+            .chain(std::iter::once(bytes.len()));
+        while start < bytes.len() {
+            let end = lines.next().unwrap_or(bytes.len());
+            if end <= start {
+                continue;
+            }
+            let piece = &bytes[start..end];
             let need = piece.len() as u64 + if self.at_line_start { ts.len() as u64 } else { 0 };
-            if self.written + need > self.limit {
+            if self.written + buf.len() as u64 + need > self.limit {
+                self.put(&buf);
                 self.cut = true;
-                self.dropped += rest.len() as u64;
+                self.dropped += (bytes.len() - start) as u64;
                 let limit = self.limit;
                 self.note(&format!(
-                    "log cut at {} bytes (the limit); the job keeps running, its further output is dropped",
-                    limit
+                    "log cut at {limit} bytes (the limit); the job keeps running, its further output is dropped"
                 ));
+                self.scratch = buf;
                 return;
             }
             if self.at_line_start {
-                self.put(ts.as_bytes());
+                buf.extend_from_slice(ts.as_bytes());
             }
-            self.put(piece);
+            buf.extend_from_slice(piece);
             self.at_line_start = piece.ends_with(b"\n");
-            rest = &rest[end..];
+            start = end;
         }
+        self.put(&buf);
+        self.scratch = buf;
     }
 
     fn note(&mut self, text: &str) {
