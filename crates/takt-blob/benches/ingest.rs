@@ -61,6 +61,14 @@ fn main() {
         "(sha256 alone over the cached file: {:.0} MiB/s)",
         mib as f64 / hash_only
     );
+    println!(
+        "rounds (takt / baseline, s): {}",
+        ours.iter()
+            .zip(&base)
+            .map(|(o, b)| format!("{o:.2}/{b:.2}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    );
     let (b, o) = (med(&mut base), med(&mut ours));
     println!(
         "artifact ingest of {mib} MiB: takt {o:.3}s ({:.0} MiB/s), baseline openssl+cp+sync {b:.3}s, ratio {:.2}x (target <= 1.20x)",
