@@ -204,6 +204,16 @@ pub enum EventKind {
         #[serde(default)]
         saved: bool,
     },
+    /// An API token was created; only the SHA-256 of its secret is kept.
+    TokenCreated {
+        id: String,
+        name: String,
+        scope: String,
+        hash: String,
+    },
+    TokenRevoked {
+        id: String,
+    },
 }
 
 impl EventKind {
@@ -222,6 +232,8 @@ impl EventKind {
             EventKind::ArtifactStored { .. } => "artifact_stored",
             EventKind::TestReport { .. } => "test_report",
             EventKind::CacheUsed { .. } => "cache_used",
+            EventKind::TokenCreated { .. } => "token_created",
+            EventKind::TokenRevoked { .. } => "token_revoked",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `takt`: the binary. Command-line parsing, wiring, output — nothing else.
 
 mod output;
+mod serve;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -38,6 +39,12 @@ enum Command {
     Run(RunArgs),
     /// Validate takt.yml without running anything; every problem is reported at once.
     Lint(LintArgs),
+    /// Run the takt server: HTTP JSON API over the event log, with scoped tokens.
+    ///
+    /// Settings come from flags, then TAKT_* environment variables, then the TOML config file.
+    /// On an empty data directory the first admin token is created, printed once and written
+    /// to <data-dir>/admin-token (mode 0600); TAKT_ADMIN_TOKEN sets it instead.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -112,6 +119,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Lint(a) => lint(a),
+        Command::Serve(a) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(serve::serve(a)),
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

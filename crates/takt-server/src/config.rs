@@ -1,0 +1,184 @@
+//! Server settings: defaults, then the TOML config file, then `TAKT_*` environment variables,
+//! then command-line flags (12-factor: everything can come from the environment).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The settings `takt serve` runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `None`: SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// `human` or `json`.
+    pub log_format: String,
+    /// Use this as the admin token instead of generating one (`TAKT_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
+}
+
+/// The config file (TOML). Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{what} `{value}` is not valid: {reason}")]
+    Invalid {
+        what: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Flags given on the command line (they win over everything).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// `$XDG_DATA_HOME/takt`, or `~/.local/share/takt`.
+pub fn default_data_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    match env("XDG_DATA_HOME").filter(|s| !s.is_empty()) {
+        Some(x) => PathBuf::from(x).join("takt"),
+        None => PathBuf::from(env("HOME").unwrap_or_else(|| "/".into())).join(".local/share/takt"),
+    }
+}
+
+impl ServerConfig {
+    /// Resolves the settings. `env` reads an environment variable (injectable for tests).
+    pub fn resolve(
+        file: Option<&Path>,
+        flags: Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ServerConfig, ConfigError> {
+        let f = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<ConfigFile>(&text).map_err(|e| ConfigError::Parse {
+                    path: p.to_path_buf(),
+                    message: e.to_string(),
+                })?
+            }
+            None => ConfigFile::default(),
+        };
+        let pick = |flag: Option<String>, var: &str, file: Option<String>| flag.or_else(|| env(var)).or(file);
+        let listen_s = pick(flags.listen, "TAKT_LISTEN", f.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_s
+            .parse()
+            .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                what: "listen address".into(),
+                value: listen_s.clone(),
+                reason: format!("{e}; write e.g. 127.0.0.1:8080"),
+            })?;
+        let data_dir = flags
+            .data_dir
+            .or_else(|| env("TAKT_DATA_DIR").map(PathBuf::from))
+            .or(f.data_dir)
+            .unwrap_or_else(|| default_data_dir(env));
+        let max_body_bytes = match env("TAKT_MAX_BODY_BYTES") {
+            Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+                what: "TAKT_MAX_BODY_BYTES".into(),
+                value: v,
+                reason: "not a number of bytes".into(),
+            })?,
+            None => f.max_body_bytes.unwrap_or(1024 * 1024),
+        };
+        let log_format = pick(flags.log_format, "TAKT_LOG_FORMAT", f.log_format).unwrap_or_else(|| "human".into());
+        if log_format != "human" && log_format != "json" {
+            return Err(ConfigError::Invalid {
+                what: "log format".into(),
+                value: log_format,
+                reason: "use `human` or `json`".into(),
+            });
+        }
+        Ok(ServerConfig {
+            data_dir,
+            listen,
+            database_url: pick(flags.database_url, "TAKT_DATABASE_URL", f.database_url),
+            max_body_bytes,
+            log_format,
+            admin_token: env("TAKT_ADMIN_TOKEN").filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_environment_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("takt.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/takt\"\nmax_body_bytes = 10\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "TAKT_LISTEN" => Some("127.0.0.1:9100".to_string()),
+            "HOME" => Some("/home/u".to_string()),
+            _ => None,
+        };
+        let c = ServerConfig::resolve(Some(&file), Overrides::default(), &env).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/takt"));
+        assert_eq!(c.max_body_bytes, 10);
+        let c = ServerConfig::resolve(
+            Some(&file),
+            Overrides {
+                listen: Some("127.0.0.1:1".into()),
+                ..Default::default()
+            },
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 1);
+        let c = ServerConfig::resolve(None, Overrides::default(), &env).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/home/u/.local/share/takt"));
+        assert_eq!(c.listen.port(), 9100);
+    }
+
+    #[test]
+    fn bad_settings_say_what_and_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("takt.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let e = ServerConfig::resolve(Some(&file), Overrides::default(), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("takt.toml") && e.contains("lisen"), "{e}");
+        let e = ServerConfig::resolve(
+            None,
+            Overrides {
+                listen: Some("nope".into()),
+                ..Default::default()
+            },
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("listen address `nope`"), "{e}");
+    }
+}

@@ -1,0 +1,116 @@
+//! `takt serve`: settings, logging, the data directory, the listener. The API itself is
+//! `takt-server`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use takt_server::{AppState, Overrides, ServerConfig};
+use takt_store::Store;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Where the server keeps its state [default: $XDG_DATA_HOME/takt or ~/.local/share/takt].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080; env TAKT_LISTEN]. Port 0 picks a free one.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// A TOML config file (keys: data_dir, listen, database_url, max_body_bytes, log_format).
+    #[arg(long, value_name = "FILE", env = "TAKT_CONFIG")]
+    config: Option<PathBuf>,
+    /// postgres://… to keep the event log in PostgreSQL [default: SQLite in the data directory;
+    /// env TAKT_DATABASE_URL].
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// `human` or `json` [env TAKT_LOG_FORMAT].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TAKT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    let _ = if format == "json" {
+        b.json().try_init()
+    } else {
+        b.with_ansi(false).try_init()
+    };
+}
+
+pub async fn serve(a: ServeArgs) -> ExitCode {
+    let flags = Overrides {
+        data_dir: a.data_dir,
+        listen: a.listen,
+        database_url: a.database,
+        log_format: a.log_format,
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let config = match ServerConfig::resolve(a.config.as_deref(), flags, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log_format);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
+    let started = std::time::Instant::now();
+    let data =
+        takt_engine::DataDir::open(&config.data_dir).map_err(|e| (if e.is_bad_input() { 2 } else { 1 }, e.into()))?;
+    let store = match &config.database_url {
+        Some(url) => Store::connect(url).await,
+        None => Store::open_sqlite(&data.db_path()).await,
+    }
+    .map_err(|e| (1, e.into()))?;
+    let (tokens, new_admin) = takt_server::load_tokens(&store, &config)
+        .await
+        .map_err(|e| (1, e.into()))?;
+    if let Some(secret) = new_admin {
+        println!(
+            "admin token (shown once; also in {}): {secret}",
+            config.data_dir.join("admin-token").display()
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| (2, anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(|e| (1, e.into()))?;
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        tokens: RwLock::new(tokens),
+    });
+    let app = takt_server::router(state, config.max_body_bytes);
+    println!(
+        "takt serve: listening on http://{addr} (data in {}, ready in {:.1} ms)",
+        data.root.display(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    tracing::info!(%addr, "listening");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down");
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| (1, e.into()))?;
+    store.close().await;
+    drop(data);
+    Ok(())
+}

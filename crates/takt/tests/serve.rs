@@ -1,0 +1,403 @@
+//! `takt serve` for real: the binary on 127.0.0.1, a real HTTP client, the real event log.
+
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
+mod common;
+use common::*;
+use reqwest::StatusCode;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use takt_server::auth::Scope;
+
+struct Server {
+    child: Child,
+    base: String,
+    printed_token: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let mut cmd = takt();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env_remove("TAKT_ADMIN_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut printed_token = None;
+    let mut base = None;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(t) = line.split(": ").nth(1).filter(|_| line.starts_with("admin token")) {
+            printed_token = Some(t.trim().to_string());
+        }
+        if let Some(i) = line.find("listening on http://") {
+            base = Some(
+                line[i + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+            break;
+        }
+    }
+    // Keep draining stdout so logging never blocks the server.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Server {
+        child,
+        base: base.expect("the server said where it listens"),
+        printed_token,
+        _dir: None,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn new_token(s: &Server, admin: &str, scope: Scope) -> String {
+    let r = client()
+        .post(format!("{}/api/v1/tokens", s.base))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"name": format!("{scope}-bot"), "scope": scope.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn url(s: &Server, path: &str) -> String {
+    format!("{}{}", s.base, path.replace("{id}", "00000000"))
+}
+
+#[tokio::test]
+async fn every_route_refuses_missing_wrong_and_insufficient_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let admin = s.printed_token.clone().expect("the first admin token is printed");
+    let mut by_scope = Vec::new();
+    for scope in Scope::ALL {
+        by_scope.push((scope, new_token(&s, &admin, scope).await));
+    }
+    let c = client();
+    for (method, path, perm) in takt_server::ROUTES {
+        let req = |token: Option<&str>| {
+            let mut r = c.request(method.parse().unwrap(), url(&s, path));
+            if *method == "POST" {
+                r = r.json(&serde_json::json!({"name": "x", "scope": "read"}));
+            }
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send()
+        };
+        let Some(perm) = perm else {
+            assert_eq!(
+                req(None).await.unwrap().status(),
+                StatusCode::OK,
+                "{method} {path} is public"
+            );
+            continue;
+        };
+        assert_eq!(
+            req(None).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token"
+        );
+        assert_eq!(
+            req(Some("takt_0000")).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with a wrong token"
+        );
+        for (scope, token) in &by_scope {
+            let status = req(Some(token)).await.unwrap().status();
+            if scope.allows(*perm) {
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{method} {path} as {scope}: {status}"
+                );
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} as {scope}");
+            }
+        }
+    }
+    // The OpenAPI document lists every route.
+    let doc: serde_json::Value = c
+        .get(url(&s, "/api/v1/openapi.json"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (method, path, _) in takt_server::ROUTES {
+        assert!(
+            doc["paths"][path][method.to_lowercase()].is_object(),
+            "{method} {path} missing from OpenAPI"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_first_admin_token_is_created_once_and_kept_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let token = s.printed_token.clone().unwrap();
+    let file = dir.path().join("admin-token");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // One process owns the data directory.
+    let out = takt()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("in use by another takt process"),
+        "{}",
+        stderr(&out)
+    );
+    drop(s);
+    // A restart keeps the token and prints none.
+    let s = start(dir.path(), &[]);
+    assert!(s.printed_token.is_none());
+    let r = client()
+        .get(url(&s, "/api/v1/tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tokens"].as_array().unwrap().len(), 1);
+    assert!(!body.to_string().contains("hash"));
+
+    // TAKT_ADMIN_TOKEN sets the admin token instead.
+    let dir2 = tempfile::tempdir().unwrap();
+    let s2 = start(dir2.path(), &[("TAKT_ADMIN_TOKEN", "takt_from_the_environment")]);
+    assert!(s2.printed_token.is_none());
+    assert!(!dir2.path().join("admin-token").exists());
+    let r = client()
+        .get(url(&s2, "/api/v1/tokens"))
+        .bearer_auth("takt_from_the_environment")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_requests_get_4xx_with_the_reason_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[("TAKT_MAX_BODY_BYTES", "1000")]);
+    let admin = s.printed_token.clone().unwrap();
+    let c = client();
+    let post = |body: String| {
+        c.post(url(&s, "/api/v1/tokens"))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = post("{\"name\": ".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("EOF while parsing"));
+    let r = post(format!("{{\"name\": \"{}\", \"scope\": \"read\"}}", "x".repeat(2000)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = post("{\"name\": \"a\", \"scope\": \"root\"}".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("unknown scope `root`"));
+    let r = post("{\"name\": \"a\", \"scope\": \"read\", \"extra\": 1}".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c
+        .get(url(&s, "/api/v1/events?limit=abc"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c
+        .get(url(&s, "/api/v1/events?limit=0"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c.get(url(&s, "/api/v1/nope")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let list: serde_json::Value = c
+        .get(url(&s, "/api/v1/tokens"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["tokens"].as_array().unwrap().len(),
+        1,
+        "nothing was stored by the bad requests"
+    );
+}
+
+#[tokio::test]
+async fn events_page_and_filter_and_revoked_tokens_stop_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let c = client();
+    let mut ci = String::new();
+    for _ in 0..4 {
+        ci = new_token(&s, &admin, Scope::Ci).await;
+    }
+    // 5 token_created events, read two at a time.
+    let mut seen = Vec::new();
+    let mut after: Option<i64> = None;
+    for _ in 0..10 {
+        let mut u = url(&s, "/api/v1/events?kind=token_created&limit=2");
+        if let Some(a) = after {
+            u.push_str(&format!("&after={a}"));
+        }
+        let page: serde_json::Value = c.get(u).bearer_auth(&ci).send().await.unwrap().json().await.unwrap();
+        for e in page["events"].as_array().unwrap() {
+            assert!(e.get("hash").is_none(), "hashes stay inside: {e}");
+            seen.push(e["seq"].as_i64().unwrap());
+        }
+        match page["next_after"].as_i64() {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+
+    let list: serde_json::Value = c
+        .get(url(&s, "/api/v1/tokens"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<String> = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    let admin_id = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["scope"] == "admin")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = c
+        .delete(url(&s, &format!("/api/v1/tokens/{admin_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT, "the last admin token stays");
+    for id in ids.iter().filter(|i| **i != admin_id) {
+        let r = c
+            .delete(url(&s, &format!("/api/v1/tokens/{id}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    let r = c.get(url(&s, "/api/v1/events")).bearer_auth(&ci).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a revoked token is refused at once"
+    );
+    let revoked: serde_json::Value = c
+        .get(url(&s, "/api/v1/events?kind=token_revoked"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["events"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn structured_logs_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = takt()
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut json_line = None;
+    for _ in 0..10 {
+        let Some(Ok(l)) = lines.next() else { break };
+        if l.starts_with('{') {
+            json_line = Some(l);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&json_line.expect("a JSON log line")).unwrap();
+    assert_eq!(v["level"], "INFO");
+    assert!(v["fields"]["message"].is_string(), "{v}");
+}
+
+#[test]
+fn bad_settings_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = takt()
+        .args(["serve", "--listen", "not-an-address", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("listen address `not-an-address`"),
+        "{}",
+        stderr(&out)
+    );
+    let cfg = dir.path().join("takt.toml");
+    std::fs::write(&cfg, "listne = \"127.0.0.1:1\"\n").unwrap();
+    let out = takt().args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("listne"), "{}", stderr(&out));
+}
