@@ -1,5 +1,6 @@
 //! `takt`: the binary. Command-line parsing, wiring, output — nothing else.
 
+mod client;
 mod output;
 mod serve;
 
@@ -45,6 +46,11 @@ enum Command {
     /// On an empty data directory the first admin token is created, printed once and written
     /// to <data-dir>/admin-token (mode 0600); TAKT_ADMIN_TOKEN sets it instead.
     Serve(serve::ServeArgs),
+    /// Check a token against a server and remember both in ~/.config/takt/credentials (0600).
+    Login(client::LoginArgs),
+    /// Create, list and revoke API tokens (admin scope).
+    #[command(subcommand)]
+    Token(client::TokenCommand),
 }
 
 #[derive(clap::Args)]
@@ -126,6 +132,8 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Login(a) => client::block_on(client::login(a)),
+        Command::Token(c) => client::block_on(client::token(c)),
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

@@ -401,3 +401,59 @@ fn bad_settings_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("listne"), "{}", stderr(&out));
 }
+
+#[test]
+fn login_and_token_commands_talk_to_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let cli = |args: &[&str]| {
+        takt()
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("TAKT_SERVER")
+            .env_remove("TAKT_TOKEN")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["token", "ls", "--server", &s.base]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("401") && stderr(&out).contains("takt login"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = cli(&["login", "--server", &s.base, "--token", &admin]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let creds = home.path().join(".config/takt/credentials");
+    assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&creds).unwrap().contains(&s.base));
+
+    // From now on the credentials file supplies server and token.
+    let out = cli(&["token", "create", "--scope", "ci", "--name", "pipeline", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(created["token"].as_str().unwrap().starts_with("takt_"));
+    let out = cli(&["token", "ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let out = cli(&["token", "revoke", created["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(&["token", "ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let out = cli(&["token", "create", "--scope", "root", "--name", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown scope `root`"), "{}", stderr(&out));
+    let out = cli(&["login", "--server", &s.base, "--token", "takt_wrong"]);
+    assert_eq!(out.status.code(), Some(2), "a wrong token is not saved");
+    let out = cli(&["token", "ls", "--server", "http://127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot reach the server"), "{}", stderr(&out));
+}

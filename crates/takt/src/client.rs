@@ -1,0 +1,275 @@
+//! The CLI as an API client: `takt login`, `takt token …`. It finds the server by `--server` /
+//! `TAKT_SERVER` / the credentials file (default http://127.0.0.1:8080) and the token by
+//! `--token` / `TAKT_TOKEN` / the credentials file that `takt login` writes.
+
+use anyhow::{Context, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+#[derive(clap::Args, Clone)]
+pub struct Remote {
+    /// The server's URL [default: the credentials file's, or http://127.0.0.1:8080].
+    #[arg(long, env = "TAKT_SERVER", global = true)]
+    server: Option<String>,
+    /// An API token [default: the credentials file's].
+    #[arg(long, env = "TAKT_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once.
+    Create {
+        /// read, ci, deploy, flags or admin.
+        #[arg(long)]
+        scope: String,
+        /// What the token is for.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List live tokens (never their secrets).
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Credentials {
+    server: Option<String>,
+    token: Option<String>,
+}
+
+fn credentials_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config"));
+    base.join("takt/credentials")
+}
+
+fn read_credentials() -> Credentials {
+    std::fs::read_to_string(credentials_path())
+        .ok()
+        .and_then(|s| toml::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+/// An error the user can fix (exit code 2) rather than a failure (1).
+#[derive(Debug)]
+struct BadInput(String);
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadInput {}
+
+pub fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(if e.downcast_ref::<BadInput>().is_some() { 2 } else { 1 })
+        }
+    }
+}
+
+struct Api {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(r: &Remote) -> anyhow::Result<Api> {
+        let creds = read_credentials();
+        let base = r
+            .server
+            .clone()
+            .or(creds.server)
+            .unwrap_or_else(|| DEFAULT_SERVER.into())
+            .trim_end_matches('/')
+            .to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(BadInput(format!("server URL `{base}` must start with http:// or https://")).into());
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        Ok(Api {
+            base,
+            token: r.token.clone().or(creds.token),
+            http,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the server at {} (is `takt serve` running?): {e}",
+                self.base
+            )
+        })?;
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        if status >= 400 {
+            let msg = json["error"].as_str().map(str::to_string).unwrap_or(text);
+            let hint = match status {
+                401 => " (log in with `takt login --token …`, or set TAKT_TOKEN)",
+                403 => " (this token's scope does not allow it)",
+                _ => "",
+            };
+            let e = anyhow!("server answered {status}: {msg}{hint}");
+            return Err(if status < 500 {
+                BadInput(format!("{e}")).into()
+            } else {
+                e
+            });
+        }
+        Ok((status, json))
+    }
+}
+
+pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
+    let mut remote = a.remote.clone();
+    if remote.token.is_none() {
+        eprintln!("paste the token, then Enter:");
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the token from stdin")?;
+        remote.token = Some(s.trim().to_string()).filter(|t| !t.is_empty());
+    }
+    let Some(token) = remote.token.clone() else {
+        bail!(BadInput("no token given".into()))
+    };
+    let api = Api::new(&remote)?;
+    // 403 still proves the token is known; 401 does not.
+    match api.call(reqwest::Method::GET, "/api/v1/openapi.json", None).await {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("answered 403") => {}
+        Err(e) => return Err(e),
+    }
+    let path = credentials_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let body = toml::to_string(&Credentials {
+        server: Some(api.base.clone()),
+        token: Some(token),
+    })?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(body.as_bytes())?;
+    }
+    println!("logged in to {}; credentials in {}", api.base, path.display());
+    Ok(())
+}
+
+pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
+    match c {
+        TokenCommand::Create {
+            scope,
+            name,
+            json,
+            remote,
+        } => {
+            let api = Api::new(&remote)?;
+            let (_, v) = api
+                .call(
+                    reqwest::Method::POST,
+                    "/api/v1/tokens",
+                    Some(serde_json::json!({"name": name, "scope": scope})),
+                )
+                .await?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "token {} ({} scope) created; its secret is shown only now:",
+                    v["id"].as_str().unwrap_or(""),
+                    v["scope"].as_str().unwrap_or("")
+                );
+                println!("{}", v["token"].as_str().unwrap_or(""));
+            }
+        }
+        TokenCommand::Ls { json, remote } => {
+            let api = Api::new(&remote)?;
+            let (_, v) = api.call(reqwest::Method::GET, "/api/v1/tokens", None).await?;
+            if json {
+                println!("{}", v["tokens"]);
+            } else {
+                let mut t = comfy_table::Table::new();
+                t.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
+                t.set_header(vec!["id", "name", "scope", "created (UTC)"]);
+                for x in v["tokens"].as_array().into_iter().flatten() {
+                    t.add_row(vec![
+                        x["id"].as_str().unwrap_or(""),
+                        x["name"].as_str().unwrap_or(""),
+                        x["scope"].as_str().unwrap_or(""),
+                        x["created_at"].as_str().unwrap_or(""),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+        TokenCommand::Revoke { id, remote } => {
+            let api = Api::new(&remote)?;
+            api.call(reqwest::Method::DELETE, &format!("/api/v1/tokens/{id}"), None)
+                .await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
