@@ -89,6 +89,13 @@ fn url(s: &Server, path: &str) -> String {
     format!("{}{}", s.base, path.replace("{id}", "00000000"))
 }
 
+/// GET a path with a token; the JSON body.
+async fn get_json(s: &Server, path: &str, token: &str) -> serde_json::Value {
+    let r = client().get(url(s, path)).bearer_auth(token).send().await.unwrap();
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn every_route_refuses_missing_wrong_and_insufficient_tokens() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,15 +148,7 @@ async fn every_route_refuses_missing_wrong_and_insufficient_tokens() {
         }
     }
     // The OpenAPI document lists every route.
-    let doc: serde_json::Value = c
-        .get(url(&s, "/api/v1/openapi.json"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(&s, "/api/v1/openapi.json", &admin).await;
     for (method, path, _) in takt_server::ROUTES {
         assert!(
             doc["paths"][path][method.to_lowercase()].is_object(),
@@ -251,15 +250,7 @@ async fn bad_requests_get_4xx_with_the_reason_and_store_nothing() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = c.get(url(&s, "/api/v1/nope")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let list: serde_json::Value = c
-        .get(url(&s, "/api/v1/tokens"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&s, "/api/v1/tokens", &admin).await;
     assert_eq!(
         list["tokens"].as_array().unwrap().len(),
         1,
@@ -281,11 +272,11 @@ async fn events_page_and_filter_and_revoked_tokens_stop_working() {
     let mut seen = Vec::new();
     let mut after: Option<i64> = None;
     for _ in 0..10 {
-        let mut u = url(&s, "/api/v1/events?kind=token_created&limit=2");
+        let mut u = String::from("/api/v1/events?kind=token_created&limit=2");
         if let Some(a) = after {
             u.push_str(&format!("&after={a}"));
         }
-        let page: serde_json::Value = c.get(u).bearer_auth(&ci).send().await.unwrap().json().await.unwrap();
+        let page = get_json(&s, &u, &ci).await;
         for e in page["events"].as_array().unwrap() {
             assert!(e.get("hash").is_none(), "hashes stay inside: {e}");
             seen.push(e["seq"].as_i64().unwrap());
@@ -298,15 +289,7 @@ async fn events_page_and_filter_and_revoked_tokens_stop_working() {
     assert_eq!(seen.len(), 5);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
 
-    let list: serde_json::Value = c
-        .get(url(&s, "/api/v1/tokens"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&s, "/api/v1/tokens", &admin).await;
     let ids: Vec<String> = list["tokens"]
         .as_array()
         .unwrap()
@@ -344,15 +327,7 @@ async fn events_page_and_filter_and_revoked_tokens_stop_working() {
         StatusCode::UNAUTHORIZED,
         "a revoked token is refused at once"
     );
-    let revoked: serde_json::Value = c
-        .get(url(&s, "/api/v1/events?kind=token_revoked"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let revoked = get_json(&s, "/api/v1/events?kind=token_revoked", &admin).await;
     assert_eq!(revoked["events"].as_array().unwrap().len(), 4);
 }
 
