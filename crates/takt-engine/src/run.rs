@@ -31,6 +31,10 @@ pub struct RunRequest {
     pub parallel: usize,
     pub log_limit: u64,
     pub project: Option<String>,
+    pub trigger: Trigger,
+    /// The branch the run is for, when `rev` is a commit id that the caller resolved from a
+    /// branch (the server does: the branch may move on while the run waits in the queue).
+    pub branch: Option<String>,
 }
 
 /// Everything known before the first job starts. Building it validates the pipeline.
@@ -53,7 +57,10 @@ pub struct Prepared {
 impl Prepared {
     pub async fn new(req: &RunRequest, repo: Repo, scratch: &Path) -> Result<Prepared, EngineError> {
         let commit = repo.resolve(&req.rev).await?;
-        let (branch, tag) = repo.ref_of(&req.rev).await;
+        let (branch, tag) = match &req.branch {
+            Some(b) => (Some(b.clone()), None),
+            None => repo.ref_of(&req.rev).await,
+        };
         let subdir = project_subdir(&repo, &req.path, &commit, req.dirty).await;
         let file = if subdir.is_empty() {
             "takt.yml".to_string()
@@ -290,7 +297,7 @@ impl<E: Executor + 'static> Engine<E> {
                 commit: commit.clone(),
                 branch: branch.clone(),
                 tag: tag.clone(),
-                trigger: Trigger::Local,
+                trigger: req.trigger.clone(),
                 dirty: req.dirty,
             },
         )
@@ -745,7 +752,12 @@ impl<E: Executor + 'static> JobRun<E> {
         let started_at = OffsetDateTime::now_utc();
         let t0 = Instant::now();
         let slug = format!("{}-{}", self.index, sanitize(&pj.job.name));
-        let log_dir = self.engine.data.join("logs").join(self.ctx.run.to_string());
+        let log_dir = self
+            .engine
+            .data
+            .join("logs")
+            .join(sanitize(&self.ctx.project))
+            .join(self.ctx.run.to_string());
         tokio::fs::create_dir_all(&log_dir)
             .await
             .map_err(|source| EngineError::Io {
@@ -753,7 +765,11 @@ impl<E: Executor + 'static> JobRun<E> {
                 path: log_dir.clone(),
                 source,
             })?;
-        let log_rel = format!("logs/{}/{slug}.{attempt}.log", self.ctx.run);
+        let log_rel = format!(
+            "logs/{}/{}/{slug}.{attempt}.log",
+            sanitize(&self.ctx.project),
+            self.ctx.run
+        );
         let log_path = self.engine.data.join(&log_rel);
         let last_line = Arc::new(Mutex::new(String::new()));
         let file_log =
@@ -777,7 +793,11 @@ impl<E: Executor + 'static> JobRun<E> {
             self.ctx.project
         ));
 
-        let ws = self.engine.work.join(format!("r{}-{slug}-a{attempt}", self.ctx.run));
+        let ws = self.engine.work.join(format!(
+            "{}-r{}-{slug}-a{attempt}",
+            sanitize(&self.ctx.project),
+            self.ctx.run
+        ));
         let checkout = ws.join("src");
         let src = if self.ctx.subdir.is_empty() {
             checkout.clone()

@@ -75,6 +75,8 @@ impl fmt::Display for JobStatus {
 pub enum Trigger {
     /// `takt run` on a developer's machine.
     Local,
+    /// `takt trigger` / `POST /api/v1/projects/{name}/trigger`, by the named token.
+    Api { token: String },
 }
 
 /// One test case from a JUnit report.
@@ -214,6 +216,12 @@ pub enum EventKind {
     TokenRevoked {
         id: String,
     },
+    /// A project the server builds: a repository (URL or path) and its default branch.
+    ProjectAdded {
+        name: String,
+        repo: String,
+        branch: String,
+    },
 }
 
 impl EventKind {
@@ -234,6 +242,7 @@ impl EventKind {
             EventKind::CacheUsed { .. } => "cache_used",
             EventKind::TokenCreated { .. } => "token_created",
             EventKind::TokenRevoked { .. } => "token_revoked",
+            EventKind::ProjectAdded { .. } => "project_added",
         }
     }
 }

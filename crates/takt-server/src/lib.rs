@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod projects;
 
 use auth::{Permission, Scope, TokenInfo, Tokens};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -14,11 +15,12 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 pub use config::{Overrides, ServerConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -34,11 +36,21 @@ pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
     ("GET", "/api/v1/tokens", Some(Permission::Admin)),
     ("POST", "/api/v1/tokens", Some(Permission::Admin)),
     ("DELETE", "/api/v1/tokens/{id}", Some(Permission::Admin)),
+    ("GET", "/api/v1/projects", Some(Permission::Read)),
+    ("POST", "/api/v1/projects", Some(Permission::Admin)),
+    ("GET", "/api/v1/projects/{name}", Some(Permission::Read)),
+    ("POST", "/api/v1/projects/{name}/trigger", Some(Permission::Ci)),
+    ("GET", "/api/v1/runs", Some(Permission::Read)),
+    ("GET", "/api/v1/runs/{project}/{run}", Some(Permission::Read)),
 ];
 
 pub struct AppState {
     pub store: Store,
     pub tokens: RwLock<Tokens>,
+    pub projects: RwLock<projects::Projects>,
+    /// Executes triggered runs; `None` serves the API only.
+    pub runner: Option<projects::Runner>,
+    pub data_dir: std::path::PathBuf,
 }
 
 #[derive(Debug)]
@@ -113,6 +125,11 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/projects", get(list_projects).post(add_project))
+        .route("/api/v1/projects/{name}", get(show_project))
+        .route("/api/v1/projects/{name}/trigger", post(trigger))
+        .route("/api/v1/runs", get(list_runs))
+        .route("/api/v1/runs/{project}/{run}", get(show_run))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(log_request))
@@ -160,8 +177,13 @@ pub fn openapi_document() -> Value {
         if perm.is_some() {
             op["security"] = json!([{"bearer": []}]);
         }
-        if path.contains("{id}") {
-            op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+        let params: Vec<Value> = ["id", "name", "project", "run"]
+            .iter()
+            .filter(|p| path.contains(&format!("{{{p}}}")))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": if *p == "run" {"integer"} else {"string"}}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = json!(params);
         }
         if *path == "/api/v1/events" {
             op["parameters"] = json!(["kind", "project", "run", "after", "limit"].iter().map(|n| json!({"name": n, "in": "query", "required": false, "schema": {"type": if ["run", "after", "limit"].contains(n) {"integer"} else {"string"}}})).collect::<Vec<_>>());
@@ -408,4 +430,298 @@ fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
         .open(path)?;
     writeln!(f, "{secret}")?;
     f.sync_all()
+}
+
+fn body_error(e: JsonRejection) -> ApiError {
+    let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        e.status()
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    ApiError::new(status, format!("bad request body: {}", e.body_text()))
+}
+
+async fn list_projects(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Permission::Read)?;
+    let list = state.projects.read().map(|p| p.list()).unwrap_or_default();
+    Ok(Json(json!({"projects": list})))
+}
+
+async fn show_project(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Permission::Read)?;
+    let p = state.projects.read().ok().and_then(|p| p.get(&name).cloned());
+    p.map(|p| Json(json!(p)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no project named `{name}`")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProject {
+    name: String,
+    repo: String,
+    #[serde(default)]
+    branch: Option<String>,
+}
+
+async fn add_project(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<NewProject>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers, Permission::Admin)?;
+    let Json(req) = body.map_err(body_error)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    projects::check_name(&req.name).map_err(bad)?;
+    let branch = req.branch.unwrap_or_else(|| "main".into());
+    projects::check_branch(&branch).map_err(bad)?;
+    if req.repo.trim().is_empty() || req.repo.len() > 2000 || req.repo.chars().any(char::is_control) {
+        return Err(bad("`repo` must be a repository URL or path".into()));
+    }
+    if state
+        .projects
+        .read()
+        .map(|p| p.get(&req.name).is_some())
+        .unwrap_or(false)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("project `{}` already exists", req.name),
+        ));
+    }
+    let mirror = projects::mirror_path(&state.data_dir, &req.name);
+    if mirror.exists() {
+        let _ = std::fs::remove_dir_all(&mirror); // left by a failed add
+    }
+    projects::create_mirror(&req.repo, &mirror).await.map_err(bad)?;
+    let e = Event::now(
+        &req.name,
+        None,
+        EventKind::ProjectAdded {
+            name: req.name.clone(),
+            repo: req.repo.clone(),
+            branch: branch.clone(),
+        },
+    );
+    state.store.append(&e).await?;
+    if let Ok(mut p) = state.projects.write() {
+        p.apply(&e);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": req.name, "repo": req.repo, "branch": branch})),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(default)]
+    rev: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn trigger(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<TriggerBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = authorize(&state, &headers, Permission::Ci)?;
+    let req = match body {
+        Ok(Json(b)) => b,
+        Err(JsonRejection::MissingJsonContentType(_)) => TriggerBody::default(),
+        Err(e) => return Err(body_error(e)),
+    };
+    let project = state
+        .projects
+        .read()
+        .ok()
+        .and_then(|p| p.get(&name).cloned())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no project named `{name}`")))?;
+    let Some(runner) = &state.runner else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this server does not run pipelines",
+        ));
+    };
+    let rev = req.rev.clone().unwrap_or_else(|| project.branch.clone());
+    let mirror = projects::mirror_path(&state.data_dir, &project.name);
+    let commit = projects::fetch_and_resolve(&mirror, &rev)
+        .await
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    // The branch the run is for: the one named, or the default one when no rev was given.
+    let branch = match &req.rev {
+        None => Some(project.branch.clone()),
+        Some(r)
+            if projects::fetch_and_resolve(&mirror, &format!("refs/heads/{r}"))
+                .await
+                .is_ok() =>
+        {
+            Some(r.clone())
+        }
+        Some(_) => None,
+    };
+    if !req.force {
+        let seen = state
+            .store
+            .events(&EventFilter {
+                project: Some(project.name.clone()),
+                kind: Some("run_queued".into()),
+                ..Default::default()
+            })
+            .await?;
+        let earlier = seen.iter().find(
+            |e| matches!(&e.kind, EventKind::RunQueued { commit: c, branch: b, .. } if *c == commit && *b == branch),
+        );
+        if let Some(e) = earlier {
+            return Ok((
+                StatusCode::OK,
+                Json(json!({"queued": false, "duplicate": true, "run": e.run, "commit": commit})),
+            ));
+        }
+    }
+    let q = projects::QueuedRun {
+        project,
+        commit: commit.clone(),
+        branch,
+        token: who.name.clone(),
+    };
+    match runner.enqueue(q, req.force) {
+        Ok(true) => Ok((StatusCode::ACCEPTED, Json(json!({"queued": true, "commit": commit})))),
+        Ok(false) => Ok((
+            StatusCode::OK,
+            Json(json!({"queued": false, "duplicate": true, "commit": commit})),
+        )),
+        Err(m) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)),
+    }
+}
+
+/// One run, folded from its events.
+fn fold_runs(events: &[Event]) -> Vec<Value> {
+    let mut runs: BTreeMap<(String, u64), Value> = BTreeMap::new();
+    for e in events {
+        let Some(n) = e.run else { continue };
+        let key = (e.project.clone(), n);
+        let at = takt_model::timefmt::rfc3339(e.at);
+        match &e.kind {
+            EventKind::RunQueued {
+                commit,
+                branch,
+                tag,
+                trigger,
+                ..
+            } => {
+                runs.insert(key, json!({"project": e.project, "run": n, "commit": commit, "branch": branch, "tag": tag, "trigger": trigger, "status": "running", "queued_at": at, "jobs": []}));
+            }
+            EventKind::RunFinished { status, duration_ms } => {
+                if let Some(r) = runs.get_mut(&key) {
+                    r["status"] = json!(status);
+                    r["finished_at"] = json!(at);
+                    r["duration_ms"] = json!(duration_ms);
+                }
+            }
+            EventKind::JobFinished {
+                job,
+                status,
+                exit_code,
+                duration_ms,
+                attempt,
+                flaky,
+                ..
+            } => {
+                if let Some(r) = runs.get_mut(&key).and_then(|r| r["jobs"].as_array_mut()) {
+                    r.retain(|j| j["name"] != json!(job));
+                    r.push(json!({"name": job, "status": status, "exit_code": exit_code, "duration_ms": duration_ms, "attempt": attempt, "flaky": flaky}));
+                }
+            }
+            EventKind::JobSkipped { job, status, reason } => {
+                if let Some(r) = runs.get_mut(&key).and_then(|r| r["jobs"].as_array_mut()) {
+                    r.push(json!({"name": job, "status": status, "reason": reason}));
+                }
+            }
+            _ => {}
+        }
+    }
+    runs.into_values().collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    project: Option<String>,
+}
+
+async fn list_runs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<RunsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Permission::Read)?;
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
+    let mut events = Vec::new();
+    for kind in ["run_queued", "run_finished"] {
+        events.extend(
+            state
+                .store
+                .events(&EventFilter {
+                    project: q.project.clone(),
+                    kind: Some(kind.into()),
+                    ..Default::default()
+                })
+                .await?,
+        );
+    }
+    events.sort_by_key(|e| e.seq);
+    let mut runs = fold_runs(&events);
+    for r in &mut runs {
+        if let Some(o) = r.as_object_mut() {
+            o.remove("jobs");
+        }
+    }
+    Ok(Json(json!({"runs": runs})))
+}
+
+async fn show_run(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, run)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    // Authorization first: a typed path parameter would answer 400 before it.
+    authorize(&state, &headers, Permission::Read)?;
+    let run: u64 = run
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("run `{run}` is not a run number")))?;
+    let events = state
+        .store
+        .events(&EventFilter {
+            project: Some(project.clone()),
+            run: Some(run),
+            ..Default::default()
+        })
+        .await?;
+    fold_runs(&events)
+        .into_iter()
+        .next()
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run #{run} of project `{project}`")))
+}
+
+/// Loads the projects from the event log.
+pub async fn load_projects(store: &Store) -> Result<projects::Projects, ServerError> {
+    let mut p = projects::Projects::default();
+    for e in store
+        .events(&EventFilter {
+            kind: Some("project_added".into()),
+            ..Default::default()
+        })
+        .await?
+    {
+        p.apply(&e);
+    }
+    Ok(p)
 }

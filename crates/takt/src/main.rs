@@ -228,6 +228,8 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         log_limit: a.log_limit,
         project: a.project.clone(),
+        trigger: takt_model::Trigger::Local,
+        branch: None,
     };
     let prep = Prepared::new(&req, repo, &data.root.join("tmp")).await?;
     for (section, pos) in &prep.pipeline.reserved {

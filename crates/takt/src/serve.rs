@@ -87,9 +87,20 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         .await
         .map_err(|e| (2, anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(|e| (1, e.into()))?;
+    let projects = takt_server::load_projects(&store).await.map_err(|e| (1, e.into()))?;
+    let shim = std::env::current_exe().map_err(|e| (1, e.into()))?;
+    let executor = takt_exec::LocalExecutor {
+        shim,
+        shim_args: vec!["__shim".into()],
+    };
+    let engine = takt_engine::Engine::new(executor, store.clone(), &data).map_err(|e| (1, e.into()))?;
+    let runner = takt_server::projects::Runner::start(engine, data.root.clone());
     let state = Arc::new(AppState {
         store: store.clone(),
         tokens: RwLock::new(tokens),
+        projects: RwLock::new(projects),
+        runner: Some(runner),
+        data_dir: data.root.clone(),
     });
     let app = takt_server::router(state, config.max_body_bytes);
     println!(

@@ -86,7 +86,12 @@ async fn new_token(s: &Server, admin: &str, scope: Scope) -> String {
 }
 
 fn url(s: &Server, path: &str) -> String {
-    format!("{}{}", s.base, path.replace("{id}", "00000000"))
+    let path = path
+        .replace("{id}", "00000000")
+        .replace("{name}", "demo")
+        .replace("{project}", "demo")
+        .replace("{run}", "1");
+    format!("{}{path}", s.base)
 }
 
 /// GET a path with a token; the JSON body.
@@ -431,4 +436,171 @@ fn login_and_token_commands_talk_to_the_server() {
     let out = cli(&["token", "ls", "--server", "http://127.0.0.1:9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot reach the server"), "{}", stderr(&out));
+}
+
+async fn post_json(s: &Server, path: &str, token: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    let r = client()
+        .post(url(s, path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Waits (bounded) until the project has `n` finished runs; returns the runs.
+async fn finished_runs(s: &Server, token: &str, project: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = get_json(s, &format!("/api/v1/runs?project={project}"), token).await;
+        let list = runs["runs"].as_array().unwrap().clone();
+        if list.iter().filter(|r| r["status"] != "running").count() >= n {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "runs did not finish: {list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn projects_are_mirrored_and_each_commit_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let ci = new_token(&s, &admin, Scope::Ci).await;
+    let repo = Repo::new(&[(
+        "takt.yml",
+        "jobs:\n  build: {script: ['echo built $CI_COMMIT_SHORT_SHA']}\n  test: {stage: test, script: [true]}\n",
+    )]);
+    let repo_path = repo.path().display().to_string();
+
+    let (st, _) = post_json(
+        &s,
+        "/api/v1/projects",
+        &admin,
+        serde_json::json!({"name": "demo", "repo": repo_path}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert!(dir.path().join("mirrors/demo.git/HEAD").exists(), "a bare mirror");
+    let (st, _) = post_json(
+        &s,
+        "/api/v1/projects",
+        &admin,
+        serde_json::json!({"name": "demo", "repo": repo_path}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (st, body) = post_json(
+        &s,
+        "/api/v1/projects",
+        &admin,
+        serde_json::json!({"name": "../x", "repo": repo_path}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    let (st, body) = post_json(
+        &s,
+        "/api/v1/projects",
+        &admin,
+        serde_json::json!({"name": "ghost", "repo": "/no/such/repo"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("cannot mirror"), "{body}");
+    assert!(!dir.path().join("mirrors/ghost.git").exists(), "nothing left behind");
+    assert_eq!(
+        get_json(&s, "/api/v1/projects", &ci).await["projects"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Trigger: queued, runs, finishes.
+    let (st, body) = post_json(&s, "/api/v1/projects/demo/trigger", &ci, serde_json::json!({})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{body}");
+    let runs = finished_runs(&s, &ci, "demo", 1).await;
+    assert_eq!(runs[0]["status"], "success", "{runs:?}");
+    assert_eq!(runs[0]["branch"], "main");
+    assert_eq!(runs[0]["trigger"]["api"]["token"], "ci-bot");
+    let run = get_json(&s, "/api/v1/runs/demo/1", &ci).await;
+    assert_eq!(run["jobs"].as_array().unwrap().len(), 2, "{run}");
+
+    // The same commit again is a duplicate; `force` makes another run.
+    let (st, body) = post_json(&s, "/api/v1/projects/demo/trigger", &ci, serde_json::json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(body["duplicate"], true);
+    assert_eq!(body["run"], 1);
+    let (st, _) = post_json(
+        &s,
+        "/api/v1/projects/demo/trigger",
+        &ci,
+        serde_json::json!({"force": true}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    finished_runs(&s, &ci, "demo", 2).await;
+
+    // A new commit is fetched into the mirror and gets its own run; a broken one fails.
+    repo.commit(&[("takt.yml", "jobs:\n  build: {script: [exit 4]}\n")], "break it");
+    let (st, body) = post_json(
+        &s,
+        "/api/v1/projects/demo/trigger",
+        &ci,
+        serde_json::json!({"rev": "main"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{body}");
+    let runs = finished_runs(&s, &ci, "demo", 3).await;
+    assert_eq!(runs[2]["status"], "failed");
+    assert_ne!(runs[2]["commit"], runs[0]["commit"]);
+
+    // Bad input.
+    let (st, _) = post_json(&s, "/api/v1/projects/nope/trigger", &ci, serde_json::json!({})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, body) = post_json(
+        &s,
+        "/api/v1/projects/demo/trigger",
+        &ci,
+        serde_json::json!({"rev": "no-such-branch"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("unknown revision"), "{body}");
+    let (st, _) = post_json(
+        &s,
+        "/api/v1/projects/demo/trigger",
+        &ci,
+        serde_json::json!({"rev": "--upload-pack=x"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let r = client()
+        .get(url(&s, "/api/v1/runs/demo/notanumber"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "authorization comes before parsing"
+    );
+    let r = client()
+        .get(url(&s, "/api/v1/runs/demo/notanumber"))
+        .bearer_auth(&ci)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (st, _) = post_json(
+        &s,
+        "/api/v1/projects/demo/trigger",
+        &new_token(&s, &admin, Scope::Read).await,
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
 }

@@ -1,0 +1,234 @@
+//! Projects (a repository and its default branch), their bare mirrors, and the run queue that
+//! executes triggered runs through the same engine `takt run` uses.
+//!
+//! One commit gets one run per project and branch however often it is triggered, unless the
+//! trigger says `force`. Runs wait in a bounded queue and execute one at a time (the global
+//! concurrency limit is 1 in this first version).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use takt_engine::git::Repo;
+use takt_engine::{Engine, Live, Prepared, RunRequest};
+use takt_exec::LocalExecutor;
+use takt_model::{Event, EventKind, Trigger};
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Project {
+    pub name: String,
+    pub repo: String,
+    pub branch: String,
+    pub added_at: String,
+}
+
+/// The projects, projected from `project_added` events.
+#[derive(Debug, Default)]
+pub struct Projects {
+    by_name: BTreeMap<String, Project>,
+}
+
+impl Projects {
+    pub fn apply(&mut self, e: &Event) {
+        if let EventKind::ProjectAdded { name, repo, branch } = &e.kind {
+            let p = Project {
+                name: name.clone(),
+                repo: repo.clone(),
+                branch: branch.clone(),
+                added_at: takt_model::timefmt::rfc3339(e.at),
+            };
+            self.by_name.insert(name.clone(), p);
+        }
+    }
+    pub fn get(&self, name: &str) -> Option<&Project> {
+        self.by_name.get(name)
+    }
+    pub fn list(&self) -> Vec<Project> {
+        self.by_name.values().cloned().collect()
+    }
+}
+
+/// Project names: 1–100 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
+pub fn check_name(n: &str) -> Result<(), String> {
+    let ok = !n.is_empty()
+        && n.len() <= 100
+        && !n.starts_with(['.', '-'])
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "project name `{n}` is not allowed: use 1 to 100 of A-Z a-z 0-9 . _ - (not first . or -)"
+        ))
+    }
+}
+
+/// Branch names as git allows them, conservatively.
+pub fn check_branch(b: &str) -> Result<(), String> {
+    let ok = !b.is_empty()
+        && b.len() <= 200
+        && !b.starts_with('-')
+        && !b.contains("..")
+        && !b.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{b}` is not a valid branch name"))
+    }
+}
+
+pub fn mirror_path(data: &Path, name: &str) -> PathBuf {
+    data.join("mirrors").join(format!("{name}.git"))
+}
+
+async fn git(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("git")
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Makes the bare mirror of a new project.
+pub async fn create_mirror(repo: &str, dir: &Path) -> Result<(), String> {
+    if repo.starts_with('-') {
+        return Err(format!("`{repo}` is not a repository URL or path"));
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let d = dir.to_string_lossy().into_owned();
+    git(&["clone", "--mirror", "--quiet", "--", repo, &d])
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            let _ = std::fs::remove_dir_all(dir);
+            format!("cannot mirror `{repo}`: {e}")
+        })
+}
+
+/// Fetches new commits into a mirror and resolves `rev` there.
+pub async fn fetch_and_resolve(dir: &Path, rev: &str) -> Result<String, String> {
+    let d = dir.to_string_lossy().into_owned();
+    git(&["-C", &d, "remote", "update", "--prune"])
+        .await
+        .map_err(|e| format!("cannot fetch: {e}"))?;
+    if rev.starts_with('-') {
+        return Err(format!("`{rev}` is not a revision"));
+    }
+    git(&[
+        "-C",
+        &d,
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        "--end-of-options",
+        &format!("{rev}^{{commit}}"),
+    ])
+    .await
+    .map_err(|_| format!("unknown revision `{rev}`"))
+}
+
+/// A run waiting in the queue.
+#[derive(Debug, Clone)]
+pub struct QueuedRun {
+    pub project: Project,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub token: String,
+}
+
+/// (project, commit, branch) of the runs queued or running.
+type Pending = Arc<Mutex<HashSet<(String, String, Option<String>)>>>;
+
+/// The run queue and its single worker.
+pub struct Runner {
+    tx: mpsc::Sender<QueuedRun>,
+    /// (project, commit, branch) queued or running: a second trigger is a duplicate.
+    pending: Pending,
+}
+
+/// How many runs may wait.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+impl Runner {
+    pub fn start(engine: Engine<LocalExecutor>, data: PathBuf) -> Runner {
+        let (tx, mut rx) = mpsc::channel::<QueuedRun>(QUEUE_CAPACITY);
+        let pending: Pending = Arc::default();
+        let pending2 = pending.clone();
+        tokio::spawn(async move {
+            while let Some(q) = rx.recv().await {
+                let key = (q.project.name.clone(), q.commit.clone(), q.branch.clone());
+                if let Err(e) = run_one(&engine, &data, &q).await {
+                    tracing::error!(project = %q.project.name, commit = %q.commit, error = %e, "run could not be executed");
+                }
+                if let Ok(mut p) = pending2.lock() {
+                    p.remove(&key);
+                }
+            }
+        });
+        Runner { tx, pending }
+    }
+
+    /// Queues a run unless the same commit is already queued or running (then `Ok(false)`).
+    pub fn enqueue(&self, q: QueuedRun, force: bool) -> Result<bool, String> {
+        let key = (q.project.name.clone(), q.commit.clone(), q.branch.clone());
+        {
+            let mut p = self.pending.lock().map_err(|_| "queue state poisoned".to_string())?;
+            if !force && p.contains(&key) {
+                return Ok(false);
+            }
+            p.insert(key.clone());
+        }
+        match self.tx.try_send(q) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                if let Ok(mut p) = self.pending.lock() {
+                    p.remove(&key);
+                }
+                Err(format!(
+                    "the run queue is full ({QUEUE_CAPACITY} runs); try again later: {e}"
+                ))
+            }
+        }
+    }
+}
+
+async fn run_one(engine: &Engine<LocalExecutor>, data: &Path, q: &QueuedRun) -> Result<(), String> {
+    let mirror = mirror_path(data, &q.project.name);
+    let repo = Repo {
+        root: mirror.clone(),
+        common_dir: mirror.clone(),
+    };
+    let req = RunRequest {
+        path: mirror.clone(),
+        rev: q.commit.clone(),
+        dirty: false,
+        only_jobs: Vec::new(),
+        parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        log_limit: takt_engine::log::DEFAULT_LIMIT,
+        project: Some(q.project.name.clone()),
+        trigger: Trigger::Api { token: q.token.clone() },
+        branch: q.branch.clone(),
+    };
+    let prep = Prepared::new(&req, repo, &data.join("tmp"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (ptx, prx) = mpsc::channel(16);
+    drop(prx); // nobody watches progress here; the events say everything
+    let (_cancel_tx, cancel_rx) = watch::channel(false);
+    let report = engine
+        .run(prep, &req, Arc::new(Live::default()), ptx, cancel_rx)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(project = %report.project, run = report.run, status = %report.status, "run finished");
+    Ok(())
+}
