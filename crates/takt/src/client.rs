@@ -273,3 +273,216 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Subcommand)]
+pub enum ProjectCommand {
+    /// Add a project: the server keeps a bare mirror of the repository (admin scope).
+    Add {
+        name: String,
+        /// A repository URL or a path on the server's machine.
+        #[arg(long)]
+        repo: String,
+        /// The default branch.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List projects.
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one project.
+    Show {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct TriggerArgs {
+    project: String,
+    /// A branch, tag or commit [default: the project's branch].
+    #[arg(long)]
+    rev: Option<String>,
+    /// Run even if this commit already has a run.
+    #[arg(long)]
+    force: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(clap::Subcommand)]
+pub enum RunsCommand {
+    /// List runs (of one project with --project).
+    Ls {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one run and its jobs.
+    Show {
+        project: String,
+        run: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
+    t.set_header(header.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    t
+}
+
+fn s(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(x) => x.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
+    match c {
+        ProjectCommand::Add {
+            name,
+            repo,
+            branch,
+            remote,
+        } => {
+            let api = Api::new(&remote)?;
+            api.call(
+                reqwest::Method::POST,
+                "/api/v1/projects",
+                Some(serde_json::json!({"name": name, "repo": repo, "branch": branch})),
+            )
+            .await?;
+            println!("project {name} added (branch {branch})");
+        }
+        ProjectCommand::Ls { json, remote } => {
+            let (_, v) = Api::new(&remote)?
+                .call(reqwest::Method::GET, "/api/v1/projects", None)
+                .await?;
+            if json {
+                println!("{}", v["projects"]);
+            } else {
+                let rows = v["projects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| vec![s(&p["name"]), s(&p["branch"]), s(&p["repo"])])
+                    .collect();
+                println!("{}", table(&["name", "branch", "repository"], rows));
+            }
+        }
+        ProjectCommand::Show { name, remote } => {
+            let (_, v) = Api::new(&remote)?
+                .call(reqwest::Method::GET, &format!("/api/v1/projects/{name}"), None)
+                .await?;
+            println!("{v:#}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn trigger(a: TriggerArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.remote)?;
+    let body = serde_json::json!({"rev": a.rev, "force": a.force});
+    let (_, v) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/projects/{}/trigger", a.project),
+            Some(body),
+        )
+        .await?;
+    if a.json {
+        println!("{v}");
+    } else if v["duplicate"] == true {
+        let run = if v["run"].is_null() {
+            "queued".to_string()
+        } else {
+            format!("#{}", v["run"])
+        };
+        println!(
+            "commit {} already has a run ({run}); use --force for another",
+            s(&v["commit"])
+        );
+    } else {
+        println!("queued a run of {} at {}", a.project, s(&v["commit"]));
+    }
+    Ok(())
+}
+
+pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
+    match c {
+        RunsCommand::Ls { project, json, remote } => {
+            let path = match &project {
+                Some(p) => format!("/api/v1/runs?project={p}"),
+                None => "/api/v1/runs".into(),
+            };
+            let (_, v) = Api::new(&remote)?.call(reqwest::Method::GET, &path, None).await?;
+            if json {
+                println!("{}", v["runs"]);
+            } else {
+                let rows = v["runs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        vec![
+                            s(&r["project"]),
+                            s(&r["run"]),
+                            s(&r["status"]),
+                            s(&r["branch"]),
+                            s(&r["commit"]).chars().take(8).collect(),
+                            s(&r["queued_at"]),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(&["project", "run", "status", "branch", "commit", "queued (UTC)"], rows)
+                );
+            }
+        }
+        RunsCommand::Show {
+            project,
+            run,
+            json,
+            remote,
+        } => {
+            let (_, v) = Api::new(&remote)?
+                .call(reqwest::Method::GET, &format!("/api/v1/runs/{project}/{run}"), None)
+                .await?;
+            if json {
+                println!("{v}");
+            } else {
+                println!("run #{run} of {project}: {} at {}", s(&v["status"]), s(&v["commit"]));
+                let rows = v["jobs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|j| vec![s(&j["name"]), s(&j["status"]), s(&j["exit_code"]), s(&j["reason"])])
+                    .collect();
+                println!("{}", table(&["job", "status", "exit", "reason"], rows));
+            }
+        }
+    }
+    Ok(())
+}

@@ -51,6 +51,14 @@ enum Command {
     /// Create, list and revoke API tokens (admin scope).
     #[command(subcommand)]
     Token(client::TokenCommand),
+    /// Add, list and show the projects a server builds.
+    #[command(subcommand)]
+    Project(client::ProjectCommand),
+    /// Ask the server to run a project's pipeline (once per commit unless --force).
+    Trigger(client::TriggerArgs),
+    /// List and show runs on the server.
+    #[command(subcommand)]
+    Runs(client::RunsCommand),
 }
 
 #[derive(clap::Args)]
@@ -134,6 +142,9 @@ fn main() -> ExitCode {
         },
         Command::Login(a) => client::block_on(client::login(a)),
         Command::Token(c) => client::block_on(client::token(c)),
+        Command::Project(c) => client::block_on(client::project(c)),
+        Command::Trigger(a) => client::block_on(client::trigger(a)),
+        Command::Runs(c) => client::block_on(client::runs(c)),
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

@@ -604,3 +604,53 @@ async fn projects_are_mirrored_and_each_commit_runs_once() {
     .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
 }
+
+#[test]
+fn project_trigger_and_runs_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let repo = Repo::new(&[("takt.yml", "jobs:\n  only: {script: [true]}\n")]);
+    let cli = |args: &[&str]| {
+        takt()
+            .env("TAKT_SERVER", &s.base)
+            .env("TAKT_TOKEN", &admin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["project", "add", "svc", "--repo", &repo.path().display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(&["project", "ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], "svc");
+    let out = cli(&["trigger", "svc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queued a run of svc"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cli(&["runs", "ls", "--project", "svc", "--json"]);
+        let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if runs[0]["status"] == "success" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{runs}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = cli(&["trigger", "svc"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already has a run (#1)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = cli(&["runs", "show", "svc", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("run #1 of svc: success") && text.contains("only"),
+        "{text}"
+    );
+    let out = cli(&["runs", "show", "svc", "9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no run #9"), "{}", stderr(&out));
+}
