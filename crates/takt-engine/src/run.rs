@@ -474,6 +474,7 @@ impl<E: Executor + 'static> Engine<E> {
             EventKind::RunFinished {
                 status,
                 duration_ms: wall.as_millis() as u64,
+                reason: None,
             },
         )
         .await?;

@@ -147,6 +147,9 @@ pub enum EventKind {
     RunFinished {
         status: RunStatus,
         duration_ms: u64,
+        /// Why a run failed before any job could start (e.g. an invalid takt.yml).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     JobQueued {
         job: String,

@@ -618,8 +618,15 @@ fn fold_runs(events: &[Event]) -> Vec<Value> {
             } => {
                 runs.insert(key, json!({"project": e.project, "run": n, "commit": commit, "branch": branch, "tag": tag, "trigger": trigger, "status": "running", "queued_at": at, "jobs": []}));
             }
-            EventKind::RunFinished { status, duration_ms } => {
+            EventKind::RunFinished {
+                status,
+                duration_ms,
+                reason,
+            } => {
                 if let Some(r) = runs.get_mut(&key) {
+                    if reason.is_some() {
+                        r["reason"] = json!(reason);
+                    }
                     r["status"] = json!(status);
                     r["finished_at"] = json!(at);
                     r["duration_ms"] = json!(duration_ms);

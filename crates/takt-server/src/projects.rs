@@ -219,9 +219,10 @@ async fn run_one(engine: &Engine<LocalExecutor>, data: &Path, q: &QueuedRun) -> 
         trigger: Trigger::Api { token: q.token.clone() },
         branch: q.branch.clone(),
     };
-    let prep = Prepared::new(&req, repo, &data.join("tmp"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let prep = match Prepared::new(&req, repo, &data.join("tmp")).await {
+        Ok(p) => p,
+        Err(e) => return record_failed_start(engine, q, &e.to_string()).await,
+    };
     let (ptx, prx) = mpsc::channel(16);
     drop(prx); // nobody watches progress here; the events say everything
     let (_cancel_tx, cancel_rx) = watch::channel(false);
@@ -230,5 +231,40 @@ async fn run_one(engine: &Engine<LocalExecutor>, data: &Path, q: &QueuedRun) -> 
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(project = %report.project, run = report.run, status = %report.status, "run finished");
+    Ok(())
+}
+
+/// A run that could not start (invalid takt.yml, a plan that cannot run, a git failure) is still
+/// a run of that commit: recorded as failed, with the reason, so people see why.
+async fn record_failed_start(engine: &Engine<LocalExecutor>, q: &QueuedRun, reason: &str) -> Result<(), String> {
+    let store = &engine.store;
+    let project = &q.project.name;
+    let run = store.next_run_number(project).await.map_err(|e| e.to_string())?;
+    let kinds = [
+        EventKind::CommitSeen {
+            commit: q.commit.clone(),
+            branch: q.branch.clone(),
+            tag: None,
+        },
+        EventKind::RunQueued {
+            commit: q.commit.clone(),
+            branch: q.branch.clone(),
+            tag: None,
+            trigger: Trigger::Api { token: q.token.clone() },
+            dirty: false,
+        },
+        EventKind::RunFinished {
+            status: takt_model::RunStatus::Failed,
+            duration_ms: 0,
+            reason: Some(reason.to_string()),
+        },
+    ];
+    for k in kinds {
+        store
+            .append(&Event::now(project, Some(run), k))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    tracing::warn!(%project, run, %reason, "run could not start");
     Ok(())
 }

@@ -157,6 +157,7 @@ async fn suite(url: &str, project: &str) {
             EventKind::RunFinished {
                 status: RunStatus::Success,
                 duration_ms: 9,
+                reason: None,
             },
         ))
         .await

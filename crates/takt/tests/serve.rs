@@ -558,6 +558,18 @@ async fn projects_are_mirrored_and_each_commit_runs_once() {
     assert_eq!(runs[2]["status"], "failed");
     assert_ne!(runs[2]["commit"], runs[0]["commit"]);
 
+    // A commit whose takt.yml is invalid is still a run: failed, with the reason.
+    repo.commit(&[("takt.yml", "jobs:\n  build: {scirpt: [x]}\n")], "typo");
+    let (st, _) = post_json(&s, "/api/v1/projects/demo/trigger", &ci, serde_json::json!({})).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let runs = finished_runs(&s, &ci, "demo", 4).await;
+    assert_eq!(runs[3]["status"], "failed");
+    assert!(
+        runs[3]["reason"].as_str().unwrap().contains("unknown key `scirpt`"),
+        "{:?}",
+        runs[3]
+    );
+
     // Bad input.
     let (st, _) = post_json(&s, "/api/v1/projects/nope/trigger", &ci, serde_json::json!({})).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
