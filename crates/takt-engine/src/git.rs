@@ -84,6 +84,47 @@ impl Repo {
         }
     }
 
+    /// A bare repository (a server's mirror): it is its own git directory.
+    pub fn bare(dir: &Path) -> Repo {
+        Repo {
+            root: dir.to_path_buf(),
+            common_dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Makes a bare mirror of `url` at `dir` (`git clone --mirror`); nothing is left behind
+    /// when it fails. A relative path is taken from the current directory.
+    pub async fn mirror(url: &str, dir: &Path) -> Result<Repo, EngineError> {
+        let fail = |message: String| EngineError::Git {
+            command: format!("git clone --mirror {url}"),
+            message,
+        };
+        if url.starts_with('-') {
+            return Err(fail("not a repository URL or path".into()));
+        }
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
+                doing: "creating",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let d = dir.to_string_lossy().into_owned();
+        match git(&here, &["clone", "--mirror", "--quiet", "--", url, &d], &[]).await {
+            Ok(_) => Ok(Repo::bare(dir)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Fetches new commits and refs into a bare mirror.
+    pub async fn fetch(&self) -> Result<(), EngineError> {
+        git(&self.root, &["remote", "update", "--prune"], &[]).await.map(|_| ())
+    }
+
     /// The full commit id `rev` names.
     pub async fn resolve(&self, rev: &str) -> Result<String, EngineError> {
         if rev.starts_with('-') || rev.is_empty() {

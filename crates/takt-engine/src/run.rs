@@ -813,6 +813,8 @@ impl<E: Executor + 'static> JobRun<E> {
             });
         }
 
+        // The job's environment, built once: cache key, scripts and artifact name all use it.
+        let env = self.env(&src);
         // Prepare the workspace off the runtime: checkout, inputs, cache.
         let prep = {
             let (checkout, src, tar, blobs, inputs) = (
@@ -824,7 +826,7 @@ impl<E: Executor + 'static> JobRun<E> {
             );
             let cache = pj.job.cache.clone();
             let cache_dir = self.engine.data.join("cache");
-            let env = self.env(&src);
+            let env = env.clone();
             tokio::task::spawn_blocking(move || -> Result<Option<(String, bool)>, String> {
                 std::fs::create_dir_all(&checkout)
                     .map_err(|e| format!("cannot create the workspace {}: {e}", checkout.display()))?;
@@ -886,7 +888,6 @@ impl<E: Executor + 'static> JobRun<E> {
         };
 
         if let Some(cache_key) = cache_key {
-            let env = self.env(&src);
             let timeout = pj.job.timeout.unwrap_or(DEFAULT_TIMEOUT);
             let main: Vec<String> = pj
                 .job
@@ -944,7 +945,7 @@ impl<E: Executor + 'static> JobRun<E> {
                     ));
                 }
             }
-            self.collect(&pj, &src, cache_key, &mut result, &note, started_at)
+            self.collect(&pj, &src, &env, cache_key, &mut result, &note, started_at)
                 .await?;
         }
 
@@ -998,10 +999,12 @@ impl<E: Executor + 'static> JobRun<E> {
     }
 
     /// Artifacts, test reports and cache after the script.
+    #[allow(clippy::too_many_arguments)]
     async fn collect(
         &self,
         pj: &PlannedJob,
         src: &Path,
+        env: &[(String, String)],
         cache_key: Option<(String, bool)>,
         result: &mut Attempt,
         note: &(dyn Fn(String) + Sync),
@@ -1053,9 +1056,8 @@ impl<E: Executor + 'static> JobRun<E> {
                 }
             }
             if wanted && !a.paths.is_empty() {
-                let env = self.env(src);
                 let name = match &a.name {
-                    Some(n) => workspace::expand(n, &env),
+                    Some(n) => workspace::expand(n, env),
                     // A job name like `test/unit` makes the artifact `test-unit`.
                     None => pj
                         .job

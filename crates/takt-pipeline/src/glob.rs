@@ -1,7 +1,7 @@
 //! Path globs as GitLab CI reads them: `*` stays within a directory, `**` crosses directories,
 //! and a pattern naming a directory matches everything under it.
 
-use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 #[derive(Debug, Clone)]
 pub struct GlobList {
@@ -28,11 +28,6 @@ impl GlobList {
     pub fn is_match(&self, path: &str) -> bool {
         self.set.is_match(path)
     }
-}
-
-/// Whether a single pattern compiles.
-pub fn valid(p: &str) -> bool {
-    Glob::new(p).is_ok()
 }
 
 #[cfg(test)]

@@ -397,10 +397,6 @@ impl Schedule {
     pub fn all_done(&self) -> bool {
         self.state.iter().all(|s| matches!(s, State::Done(..)))
     }
-
-    pub fn any_running(&self) -> bool {
-        self.state.contains(&State::Running)
-    }
 }
 
 /// The longest chain of dependent jobs by duration: the run's critical path, first job first.

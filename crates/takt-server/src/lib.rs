@@ -496,7 +496,9 @@ async fn add_project(
     if mirror.exists() {
         let _ = std::fs::remove_dir_all(&mirror); // left by a failed add
     }
-    projects::create_mirror(&req.repo, &mirror).await.map_err(bad)?;
+    takt_engine::git::Repo::mirror(&req.repo, &mirror)
+        .await
+        .map_err(|e| bad(format!("cannot mirror `{}`: {e}", req.repo)))?;
     let e = Event::now(
         &req.name,
         None,
@@ -550,21 +552,17 @@ async fn trigger(
         ));
     };
     let rev = req.rev.clone().unwrap_or_else(|| project.branch.clone());
-    let mirror = projects::mirror_path(&state.data_dir, &project.name);
-    let commit = projects::fetch_and_resolve(&mirror, &rev)
+    let mirror = takt_engine::git::Repo::bare(&projects::mirror_path(&state.data_dir, &project.name));
+    let bad = |e: takt_engine::EngineError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string());
+    mirror
+        .fetch()
         .await
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot fetch: {e}")))?;
+    let commit = mirror.resolve(&rev).await.map_err(bad)?;
     // The branch the run is for: the one named, or the default one when no rev was given.
     let branch = match &req.rev {
         None => Some(project.branch.clone()),
-        Some(r)
-            if projects::fetch_and_resolve(&mirror, &format!("refs/heads/{r}"))
-                .await
-                .is_ok() =>
-        {
-            Some(r.clone())
-        }
-        Some(_) => None,
+        Some(r) => mirror.ref_of(r).await.0,
     };
     if !req.force {
         let seen = state

@@ -12,7 +12,6 @@ use takt_engine::git::Repo;
 use takt_engine::{Engine, Live, Prepared, RunRequest};
 use takt_exec::LocalExecutor;
 use takt_model::{Event, EventKind, Trigger};
-use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -80,61 +79,6 @@ pub fn check_branch(b: &str) -> Result<(), String> {
 
 pub fn mirror_path(data: &Path, name: &str) -> PathBuf {
     data.join("mirrors").join(format!("{name}.git"))
-}
-
-async fn git(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("git")
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C")
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-/// Makes the bare mirror of a new project.
-pub async fn create_mirror(repo: &str, dir: &Path) -> Result<(), String> {
-    if repo.starts_with('-') {
-        return Err(format!("`{repo}` is not a repository URL or path"));
-    }
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    }
-    let d = dir.to_string_lossy().into_owned();
-    git(&["clone", "--mirror", "--quiet", "--", repo, &d])
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            let _ = std::fs::remove_dir_all(dir);
-            format!("cannot mirror `{repo}`: {e}")
-        })
-}
-
-/// Fetches new commits into a mirror and resolves `rev` there.
-pub async fn fetch_and_resolve(dir: &Path, rev: &str) -> Result<String, String> {
-    let d = dir.to_string_lossy().into_owned();
-    git(&["-C", &d, "remote", "update", "--prune"])
-        .await
-        .map_err(|e| format!("cannot fetch: {e}"))?;
-    if rev.starts_with('-') {
-        return Err(format!("`{rev}` is not a revision"));
-    }
-    git(&[
-        "-C",
-        &d,
-        "rev-parse",
-        "--verify",
-        "--quiet",
-        "--end-of-options",
-        &format!("{rev}^{{commit}}"),
-    ])
-    .await
-    .map_err(|_| format!("unknown revision `{rev}`"))
 }
 
 /// A run waiting in the queue.
