@@ -122,7 +122,29 @@ impl Repo {
 
     /// Fetches new commits and refs into a bare mirror.
     pub async fn fetch(&self) -> Result<(), EngineError> {
-        git(&self.root, &["remote", "update", "--prune"], &[]).await.map(|_| ())
+        git(&self.root, &["fetch", "--prune", "--quiet", "origin"], &[])
+            .await
+            .map(|_| ())
+    }
+
+    /// Branches and tags with the object each names: (`refs/heads/x` or `refs/tags/y`, id).
+    pub async fn refs(&self) -> Result<Vec<(String, String)>, EngineError> {
+        let out = git(
+            &self.root,
+            &[
+                "for-each-ref",
+                "--format=%(refname) %(objectname)",
+                "refs/heads",
+                "refs/tags",
+            ],
+            &[],
+        )
+        .await?;
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(r, id)| (r.to_string(), id.to_string()))
+            .collect())
     }
 
     /// The full commit id `rev` names.

@@ -12,7 +12,7 @@ mod workspace;
 
 pub use datadir::DataDir;
 pub use report::{ArtifactReport, BudgetWarning, CacheReport, JobReport, RunReport};
-pub use run::{Engine, Live, LiveJob, Prepared, Progress, RunRequest};
+pub use run::{Carry, Engine, Live, LiveJob, Prepared, Progress, RunRequest};
 
 use std::path::PathBuf;
 

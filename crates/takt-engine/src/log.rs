@@ -23,6 +23,68 @@ pub struct FileLog {
     scratch: Vec<u8>,
     /// The last line seen, for live displays.
     pub last_line: Arc<Mutex<String>>,
+    /// Replaces secret values with `***` before anything is written.
+    mask: Option<Masker>,
+}
+
+/// Replaces every occurrence of a secret value with `***` in a stream of chunks, also when a
+/// value arrives split across two chunks: a chunk's tail that could be the start of a secret
+/// is held back until the next chunk (or the end) decides.
+pub struct Masker {
+    finder: aho_corasick::AhoCorasick,
+    secrets: Vec<Vec<u8>>,
+    held: Vec<u8>,
+}
+
+impl Masker {
+    /// `None` when there is nothing to mask. Empty values are ignored.
+    pub fn new(secrets: &[Vec<u8>]) -> Option<Masker> {
+        let secrets: Vec<Vec<u8>> = secrets.iter().filter(|s| !s.is_empty()).cloned().collect();
+        if secrets.is_empty() {
+            return None;
+        }
+        let finder = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&secrets)
+            .ok()?;
+        Some(Masker {
+            finder,
+            secrets,
+            held: Vec::new(),
+        })
+    }
+
+    /// The masked bytes that are safe to write now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.held);
+        buf.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(buf.len());
+        let mut last = 0;
+        for m in self.finder.find_iter(&buf) {
+            out.extend_from_slice(&buf[last..m.start()]);
+            out.extend_from_slice(b"***");
+            last = m.end();
+        }
+        let rest = &buf[last..];
+        let hold = self
+            .secrets
+            .iter()
+            .flat_map(|s| {
+                (1..s.len().min(rest.len() + 1))
+                    .rev()
+                    .find(|k| rest.ends_with(&s[..*k]))
+            })
+            .max()
+            .unwrap_or(0);
+        out.extend_from_slice(&rest[..rest.len() - hold]);
+        self.held = rest[rest.len() - hold..].to_vec();
+        out
+    }
+
+    /// Whatever was held back: at the end of the stream it cannot become a secret any more.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
 }
 
 fn stamp() -> String {
@@ -43,7 +105,13 @@ impl FileLog {
             error: false,
             scratch: Vec::new(),
             last_line,
+            mask: None,
         })
+    }
+
+    /// Masks these values (a job's secrets) in everything written from now on.
+    pub fn mask(&mut self, secrets: &[Vec<u8>]) {
+        self.mask = Masker::new(secrets);
     }
 
     fn put(&mut self, b: &[u8]) {
@@ -55,6 +123,9 @@ impl FileLog {
 
     /// Flushes; returns (bytes written, whether output was cut).
     pub fn finish(&mut self) -> (u64, bool) {
+        if let Some(rest) = self.mask.as_mut().map(Masker::finish) {
+            self.write_output(&rest);
+        }
         if self.cut {
             let n = self.dropped;
             self.note(&format!(
@@ -88,6 +159,35 @@ impl FileLog {
 
 impl LogSink for FileLog {
     fn output(&mut self, bytes: &[u8]) {
+        match self.mask.as_mut() {
+            Some(m) => {
+                let masked = m.push(bytes);
+                self.write_output(&masked);
+            }
+            None => self.write_output(bytes),
+        }
+        // Followers (`takt logs -f`, SSE) read the file: what arrived is visible at once.
+        if !self.error && self.out.flush().is_err() {
+            self.error = true;
+        }
+    }
+
+    fn note(&mut self, text: &str) {
+        if !self.at_line_start {
+            self.put(b"\n");
+        }
+        let line = format!("{}[takt] {text}\n", stamp());
+        self.put(line.as_bytes());
+        self.at_line_start = true;
+        let _ = self.out.flush();
+    }
+}
+
+impl FileLog {
+    fn write_output(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
         self.remember_last_line(bytes);
         if self.cut {
             self.dropped += bytes.len() as u64;
@@ -130,20 +230,39 @@ impl LogSink for FileLog {
         self.put(&buf);
         self.scratch = buf;
     }
-
-    fn note(&mut self, text: &str) {
-        if !self.at_line_start {
-            self.put(b"\n");
-        }
-        let line = format!("{}[takt] {text}\n", stamp());
-        self.put(line.as_bytes());
-        self.at_line_start = true;
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_secrets_also_when_split_across_chunks() {
+        let mut m = Masker::new(&[b"hunter22".to_vec(), b"s3cr3t-token".to_vec()]).unwrap();
+        let mut out = Vec::new();
+        for chunk in [
+            &b"pass=hun"[..],
+            b"ter22 and s3",
+            b"cr3t-",
+            b"token!\nhunter2 is not it\nend s3c",
+        ] {
+            out.extend(m.push(chunk));
+        }
+        out.extend(m.finish());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "pass=*** and ***!\nhunter2 is not it\nend s3c"
+        );
+        // Every split point of a value in a stream.
+        let text = b"a hunter22 b";
+        for cut in 0..text.len() {
+            let mut m = Masker::new(&[b"hunter22".to_vec()]).unwrap();
+            let mut out = m.push(&text[..cut]);
+            out.extend(m.push(&text[cut..]));
+            out.extend(m.finish());
+            assert_eq!(out, b"a *** b", "split at {cut}");
+        }
+    }
 
     #[test]
     fn stamps_lines_across_chunks_and_cuts_at_the_limit() {

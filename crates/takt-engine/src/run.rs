@@ -35,6 +35,23 @@ pub struct RunRequest {
     /// The branch the run is for, when `rev` is a commit id that the caller resolved from a
     /// branch (the server does: the branch may move on while the run waits in the queue).
     pub branch: Option<String>,
+    /// The tag the run is for, when `rev` is a commit id resolved from a tag.
+    pub tag: Option<String>,
+    /// The run's number when it was already queued (the server records `run_queued` when a
+    /// trigger arrives); `None` numbers it now and records it as queued.
+    pub queued: Option<u64>,
+    /// A retry of only the failed jobs of run `from`: these jobs passed there and are not run
+    /// again; their artifacts are reused.
+    pub carry: Option<Carry>,
+    /// Secret values this run may give to jobs that declare them (`secrets: [NAME]`).
+    pub secrets: Vec<(String, String)>,
+}
+
+/// Jobs of an earlier run of the same commit that passed and are taken over, not re-run.
+#[derive(Debug, Clone)]
+pub struct Carry {
+    pub from: u64,
+    pub jobs: Vec<String>,
 }
 
 /// Everything known before the first job starts. Building it validates the pipeline.
@@ -57,9 +74,9 @@ pub struct Prepared {
 impl Prepared {
     pub async fn new(req: &RunRequest, repo: Repo, scratch: &Path) -> Result<Prepared, EngineError> {
         let commit = repo.resolve(&req.rev).await?;
-        let (branch, tag) = match &req.branch {
-            Some(b) => (Some(b.clone()), None),
-            None => repo.ref_of(&req.rev).await,
+        let (branch, tag) = match (&req.branch, &req.tag) {
+            (None, None) => repo.ref_of(&req.rev).await,
+            (b, t) => (b.clone(), t.clone()),
         };
         let subdir = project_subdir(&repo, &req.path, &commit, req.dirty).await;
         let file = if subdir.is_empty() {
@@ -266,6 +283,72 @@ impl<E: Executor + 'static> Engine<E> {
         Ok(())
     }
 
+    /// Records that a commit was seen and its run `run` queued.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_queued(
+        &self,
+        project: &str,
+        run: u64,
+        commit: &str,
+        branch: &Option<String>,
+        tag: &Option<String>,
+        trigger: &Trigger,
+        dirty: bool,
+    ) -> Result<(), EngineError> {
+        self.emit(
+            project,
+            run,
+            EventKind::CommitSeen {
+                commit: commit.to_string(),
+                branch: branch.clone(),
+                tag: tag.clone(),
+            },
+        )
+        .await?;
+        self.emit(
+            project,
+            run,
+            EventKind::RunQueued {
+                commit: commit.to_string(),
+                branch: branch.clone(),
+                tag: tag.clone(),
+                trigger: trigger.clone(),
+                dirty,
+            },
+        )
+        .await
+    }
+
+    /// The artifacts that the carried-over jobs of an earlier run produced.
+    async fn carried_artifacts(&self, project: &str, carry: &Carry) -> Result<HashMap<String, Stored>, EngineError> {
+        let events = self
+            .store
+            .events(&takt_store::EventFilter {
+                project: Some(project.to_string()),
+                run: Some(carry.from),
+                kind: Some("artifact_stored".into()),
+                ..Default::default()
+            })
+            .await?;
+        let mut out = HashMap::new();
+        for e in events {
+            if let EventKind::ArtifactStored { job, name, version, .. } = e.kind
+                && let Ok(Some(m)) = self.manifests.get(&name, &version)
+            {
+                let m = m.manifest;
+                out.insert(
+                    job,
+                    Stored {
+                        digest: m.digest,
+                        tar: m.media_type == "application/x-tar",
+                        path: m.path,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs a prepared pipeline to its end (or until `cancel` becomes true).
     pub async fn run(
         &self,
@@ -278,30 +361,16 @@ impl<E: Executor + 'static> Engine<E> {
         let started = Instant::now();
         let started_at = OffsetDateTime::now_utc();
         let project = prep.project.clone();
-        let run = self.store.next_run_number(&project).await?;
         let (commit, branch, tag) = (prep.commit.clone(), prep.branch.clone(), prep.tag.clone());
-        self.emit(
-            &project,
-            run,
-            EventKind::CommitSeen {
-                commit: commit.clone(),
-                branch: branch.clone(),
-                tag: tag.clone(),
-            },
-        )
-        .await?;
-        self.emit(
-            &project,
-            run,
-            EventKind::RunQueued {
-                commit: commit.clone(),
-                branch: branch.clone(),
-                tag: tag.clone(),
-                trigger: req.trigger.clone(),
-                dirty: req.dirty,
-            },
-        )
-        .await?;
+        let run = match req.queued {
+            Some(n) => n,
+            None => {
+                let run = self.store.next_run_number(&project).await?;
+                self.record_queued(&project, run, &commit, &branch, &tag, &req.trigger, req.dirty)
+                    .await?;
+                run
+            }
+        };
         self.emit(&project, run, EventKind::RunStarted).await?;
         for j in &prep.plan.jobs {
             self.emit(
@@ -340,6 +409,7 @@ impl<E: Executor + 'static> Engine<E> {
             origin: prep.repo.origin().await,
             src_tar: src_tar.clone(),
             log_limit: req.log_limit,
+            secrets: req.secrets.clone(),
             variables: prep.pipeline.variables.clone(),
             subdir: prep.subdir.clone(),
         });
@@ -352,6 +422,31 @@ impl<E: Executor + 'static> Engine<E> {
         let mut running = tokio::task::JoinSet::new();
         let mut cancelled = *cancel.borrow();
         let parallel = req.parallel.max(1);
+        if let Some(carry) = &req.carry {
+            let arts = self.carried_artifacts(&project, carry).await?;
+            for (i, pj) in plan.jobs.iter().enumerate() {
+                if !carry.jobs.contains(&pj.job.name) {
+                    continue;
+                }
+                schedule.start(i);
+                schedule.finish(i, JobStatus::Success, false);
+                produced[i] = arts.get(&pj.job.name).cloned();
+                let reason = format!("passed in run #{}; taken over, not run again", carry.from);
+                self.emit(
+                    &project,
+                    run,
+                    EventKind::JobSkipped {
+                        job: pj.job.name.clone(),
+                        status: JobStatus::Success,
+                        reason: reason.clone(),
+                    },
+                )
+                .await?;
+                let mut r = not_run(pj, JobStatus::Success, &reason);
+                r.allow_failure = false;
+                reports[i] = Some(r);
+            }
+        }
 
         loop {
             if cancelled {
@@ -557,6 +652,7 @@ struct RunCtx {
     origin: String,
     src_tar: PathBuf,
     log_limit: u64,
+    secrets: Vec<(String, String)>,
     variables: Vec<(String, String)>,
     subdir: String,
 }
@@ -627,6 +723,7 @@ impl<E: Executor + 'static> JobRun<E> {
                 job: name.clone(),
                 attempt,
                 wait_ms,
+                log: Some(self.log_rel(attempt)),
             })
             .await?;
             let _ = self
@@ -713,6 +810,30 @@ impl<E: Executor + 'static> JobRun<E> {
         }
     }
 
+    /// Where an attempt's log goes, relative to the data directory.
+    fn log_rel(&self, attempt: u32) -> String {
+        format!(
+            "logs/{}/{}/{}-{}.{attempt}.log",
+            sanitize(&self.ctx.project),
+            self.ctx.run,
+            self.index,
+            sanitize(&self.pj().job.name)
+        )
+    }
+
+    /// The declared secrets this run may have: (name, value); names it may not have are noted.
+    fn secrets(&self) -> (Vec<(String, String)>, Vec<String>) {
+        let mut given = Vec::new();
+        let mut missing = Vec::new();
+        for name in &self.pj().job.secrets {
+            match self.ctx.secrets.iter().find(|(n, _)| n == name) {
+                Some(kv) => given.push(kv.clone()),
+                None => missing.push(name.clone()),
+            }
+        }
+        (given, missing)
+    }
+
     fn env(&self, project_dir: &Path) -> Vec<(String, String)> {
         let pj = self.pj();
         let c = &self.ctx;
@@ -741,6 +862,7 @@ impl<E: Executor + 'static> JobRun<E> {
             let value = workspace::expand(v, &env);
             env.push((k.clone(), value));
         }
+        env.extend(self.secrets().0);
         // Last one wins, like a shell: keep only the final value of each name.
         let mut seen = std::collections::HashSet::new();
         let mut out: Vec<(String, String)> = env.into_iter().rev().filter(|(k, _)| seen.insert(k.clone())).collect();
@@ -766,11 +888,7 @@ impl<E: Executor + 'static> JobRun<E> {
                 path: log_dir.clone(),
                 source,
             })?;
-        let log_rel = format!(
-            "logs/{}/{}/{slug}.{attempt}.log",
-            sanitize(&self.ctx.project),
-            self.ctx.run
-        );
+        let log_rel = self.log_rel(attempt);
         let log_path = self.engine.data.join(&log_rel);
         let last_line = Arc::new(Mutex::new(String::new()));
         let file_log =
@@ -779,6 +897,9 @@ impl<E: Executor + 'static> JobRun<E> {
                 path: log_path.clone(),
                 source,
             })?;
+        let (secrets, missing) = self.secrets();
+        let mut file_log = file_log;
+        file_log.mask(&secrets.iter().map(|(_, v)| v.as_bytes().to_vec()).collect::<Vec<_>>());
         let log_arc: Arc<Mutex<FileLog>> = Arc::new(Mutex::new(file_log));
         let log: SharedLog = log_arc.clone();
         let note = |text: String| {
@@ -793,6 +914,12 @@ impl<E: Executor + 'static> JobRun<E> {
             &self.ctx.commit[..self.ctx.commit.len().min(8)],
             self.ctx.project
         ));
+        if !missing.is_empty() {
+            note(format!(
+                "secrets {} are not given to this run: not set for the project, or the branch is neither the default branch nor protected",
+                missing.join(", ")
+            ));
+        }
 
         let ws = self.engine.work.join(format!(
             "{}-r{}-{slug}-a{attempt}",
@@ -897,7 +1024,7 @@ impl<E: Executor + 'static> JobRun<E> {
                 .cloned()
                 .collect();
             let end = self
-                .step(&ws, "script.sh", &main, &env, &src, timeout, log.clone())
+                .step(&ws, attempt, "script.sh", &main, &env, &src, timeout, log.clone())
                 .await?;
             match end {
                 StepEnd::Exited(0) => result.status = JobStatus::Success,
@@ -931,6 +1058,7 @@ impl<E: Executor + 'static> JobRun<E> {
                 let end = self
                     .step(
                         &ws,
+                        attempt,
                         "after_script.sh",
                         &pj.job.after_script,
                         &env,
@@ -964,6 +1092,7 @@ impl<E: Executor + 'static> JobRun<E> {
     async fn step(
         &self,
         ws: &Path,
+        attempt: u32,
         file: &str,
         lines: &[String],
         env: &[(String, String)],
@@ -981,17 +1110,32 @@ impl<E: Executor + 'static> JobRun<E> {
             })?;
         let mut program = self.engine.shell.clone();
         program.push(path.display().to_string());
+        // The step's pid is recorded (before the step can end) so that a restarted server can
+        // find and stop what a crash left behind.
+        let (pid_tx, pid_rx) = tokio::sync::oneshot::channel::<u32>();
+        let pid_tx = Mutex::new(Some(pid_tx));
+        let on_start = takt_exec::OnStart(Arc::new(move |pid| {
+            if let Some(tx) = pid_tx.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(pid);
+            }
+        }));
+        let record = async {
+            if let Ok(pid) = pid_rx.await {
+                let job = self.pj().job.name.clone();
+                if let Err(e) = self.emit(EventKind::JobProcess { job, attempt, pid }).await {
+                    tracing::warn!(error = %e, "cannot record a job's process");
+                }
+            }
+        };
         let spec = StepSpec {
             program,
             env: env.to_vec(),
             cwd: cwd.to_path_buf(),
             timeout,
+            on_start: Some(on_start),
         };
-        self.engine
-            .executor
-            .run_step(spec, log, self.cancel.clone())
-            .await
-            .map_err(|e| EngineError::Io {
+        let (end, ()) = tokio::join!(self.engine.executor.run_step(spec, log, self.cancel.clone()), record);
+        end.map_err(|e| EngineError::Io {
                 doing: "starting a job step in",
                 path: cwd.to_path_buf(),
                 source: std::io::Error::other(e.to_string()),

@@ -32,6 +32,19 @@ pub struct StepSpec {
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub timeout: Duration,
+    /// Called with the pid of the step's top process (for the local executor: the shim, which
+    /// leads the step's process group) as soon as it runs, so it can be recorded.
+    pub on_start: Option<OnStart>,
+}
+
+/// A callback given the pid of a started step.
+#[derive(Clone)]
+pub struct OnStart(pub Arc<dyn Fn(u32) + Send + Sync>);
+
+impl std::fmt::Debug for OnStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnStart(..)")
+    }
 }
 
 /// How a step ended.
@@ -106,6 +119,9 @@ impl Executor for LocalExecutor {
             source,
         })?;
         drop(cmd); // close our copies of the pipe's write end
+        if let (Some(f), Some(pid)) = (&spec.on_start, child.id()) {
+            (f.0)(pid);
+        }
         let stdin = child.stdin.take();
 
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();

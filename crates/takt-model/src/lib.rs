@@ -33,6 +33,8 @@ pub enum JobStatus {
     /// `when: manual`: waits for a person; a local run does not start it.
     Manual,
     Cancelled,
+    /// The server that ran it died (or was killed) before the job finished.
+    Interrupted,
 }
 
 /// Why a job failed, in GitLab's words where GitLab has one.
@@ -65,6 +67,7 @@ impl fmt::Display for JobStatus {
             JobStatus::Skipped => "skipped",
             JobStatus::Manual => "manual",
             JobStatus::Cancelled => "cancelled",
+            JobStatus::Interrupted => "interrupted",
         })
     }
 }
@@ -77,6 +80,46 @@ pub enum Trigger {
     Local,
     /// `takt trigger` / `POST /api/v1/projects/{name}/trigger`, by the named token.
     Api { token: String },
+    /// A signed push webhook from `github`, `gitea` or `gitlab`, with its delivery id.
+    Webhook { provider: String, delivery: String },
+    /// The server's periodic fetch of the project's repository found the commit.
+    Poll,
+    /// A post-receive hook (`takt hook install`) reported the push.
+    Hook { token: String },
+    /// A cron schedule from the default branch's takt.yml.
+    Schedule { name: String, cron: String },
+    /// `takt runs retry`: a new run of the same commit.
+    Retry { of: u64, token: String, failed_only: bool },
+    /// The server restarted while the run `of` was going on and queued it again.
+    Restart { of: u64 },
+}
+
+/// How a project's queue treats commits that arrive while earlier ones wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueMode {
+    /// Every reported commit gets its run (GitLab's default).
+    #[default]
+    Every,
+    /// A newer commit of the same branch supersedes runs still waiting for it.
+    Newest,
+}
+
+/// Project settings that `takt project set` changes; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueMode>,
+    /// At most this many runs of the project at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Branches (besides the default one) whose runs get secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<Vec<String>>,
+    /// Seconds between polls of the repository; 0 turns polling off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_seconds: Option<u64>,
 }
 
 /// One test case from a JUnit report.
@@ -160,6 +203,15 @@ pub enum EventKind {
         attempt: u32,
         /// Time between the job becoming ready (all its needs done) and its start.
         wait_ms: u64,
+        /// Where its log is being written (relative to the data directory).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<String>,
+    },
+    /// A step's process was started: its shim's pid, also its process group.
+    JobProcess {
+        job: String,
+        attempt: u32,
+        pid: u32,
     },
     JobFinished {
         job: String,
@@ -225,6 +277,41 @@ pub enum EventKind {
         repo: String,
         branch: String,
     },
+    ProjectUpdated {
+        name: String,
+        options: ProjectOptions,
+    },
+    /// A project secret, encrypted (XChaCha20-Poly1305); the value never appears in clear.
+    SecretSet {
+        name: String,
+        nonce: String,
+        ciphertext: String,
+    },
+    SecretRemoved {
+        name: String,
+    },
+    /// A webhook or hook reached the server (`outcome`: queued, duplicate, ignored, ...).
+    WebhookReceived {
+        provider: String,
+        delivery: String,
+        event: String,
+        #[serde(default)]
+        git_ref: Option<String>,
+        #[serde(default)]
+        commit: Option<String>,
+        outcome: String,
+    },
+    /// One notification delivered (or given up on) to a subscriber.
+    NotificationSent {
+        target: String,
+        event_seq: i64,
+        attempts: u32,
+        #[serde(default)]
+        status: Option<u16>,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 impl EventKind {
@@ -246,6 +333,12 @@ impl EventKind {
             EventKind::TokenCreated { .. } => "token_created",
             EventKind::TokenRevoked { .. } => "token_revoked",
             EventKind::ProjectAdded { .. } => "project_added",
+            EventKind::ProjectUpdated { .. } => "project_updated",
+            EventKind::JobProcess { .. } => "job_process",
+            EventKind::SecretSet { .. } => "secret_set",
+            EventKind::SecretRemoved { .. } => "secret_removed",
+            EventKind::WebhookReceived { .. } => "webhook_received",
+            EventKind::NotificationSent { .. } => "notification_sent",
         }
     }
 }

@@ -18,6 +18,19 @@ pub struct ServerConfig {
     pub log_format: String,
     /// Use this as the admin token instead of generating one (`TAKT_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
+    /// The key that encrypts secrets (`TAKT_SECRET_KEY`, 64 hex digits); default: the data
+    /// directory's `secret.key`.
+    pub secret_key: Option<String>,
+    /// Runs at once over all projects (a project's own `concurrency` may lower it).
+    pub concurrency: usize,
+    /// Jobs at once within one run.
+    pub jobs_per_run: usize,
+    /// Runs that may wait before triggers are refused with 503.
+    pub max_waiting: usize,
+    /// What happens to runs interrupted by a server stop: `requeue` or `fail`.
+    pub on_restart: crate::queue::OnRestart,
+    /// Seconds between polls of each project's repository (0: no polling).
+    pub poll_seconds: u64,
 }
 
 /// The config file (TOML). Every key is optional; unknown keys are errors.
@@ -29,6 +42,28 @@ pub struct ConfigFile {
     pub database_url: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub log_format: Option<String>,
+    pub concurrency: Option<usize>,
+    pub jobs_per_run: Option<usize>,
+    pub max_waiting: Option<usize>,
+    pub on_restart: Option<crate::queue::OnRestart>,
+    pub poll_seconds: Option<u64>,
+}
+
+/// A number from the environment variable `var`, else the file's, else `default`.
+fn number<T: std::str::FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+    file: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match env(var) {
+        Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+            what: var.into(),
+            value: v,
+            reason: "not a number".into(),
+        }),
+        None => Ok(file.unwrap_or(default)),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,13 +131,36 @@ impl ServerConfig {
             .or_else(|| env("TAKT_DATA_DIR").map(PathBuf::from))
             .or(f.data_dir)
             .unwrap_or_else(|| default_data_dir(env));
-        let max_body_bytes = match env("TAKT_MAX_BODY_BYTES") {
-            Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
-                what: "TAKT_MAX_BODY_BYTES".into(),
-                value: v,
-                reason: "not a number of bytes".into(),
-            })?,
-            None => f.max_body_bytes.unwrap_or(1024 * 1024),
+        let max_body_bytes = number(env, "TAKT_MAX_BODY_BYTES", f.max_body_bytes, 1024 * 1024)?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let concurrency = number(env, "TAKT_CONCURRENCY", f.concurrency, cores)?;
+        let jobs_per_run = number(env, "TAKT_JOBS_PER_RUN", f.jobs_per_run, cores)?;
+        let max_waiting = number(env, "TAKT_MAX_WAITING", f.max_waiting, 100_000)?;
+        let poll_seconds = number(env, "TAKT_POLL_SECONDS", f.poll_seconds, 30)?;
+        for (what, v) in [
+            ("concurrency", concurrency),
+            ("jobs_per_run", jobs_per_run),
+            ("max_waiting", max_waiting),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    what: what.into(),
+                    value: "0".into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        let on_restart = match env("TAKT_ON_RESTART") {
+            Some(v) if v == "requeue" => crate::queue::OnRestart::Requeue,
+            Some(v) if v == "fail" => crate::queue::OnRestart::Fail,
+            Some(v) => {
+                return Err(ConfigError::Invalid {
+                    what: "TAKT_ON_RESTART".into(),
+                    value: v,
+                    reason: "use `requeue` or `fail`".into(),
+                });
+            }
+            None => f.on_restart.unwrap_or_default(),
         };
         let log_format = pick(flags.log_format, "TAKT_LOG_FORMAT", f.log_format).unwrap_or_else(|| "human".into());
         if log_format != "human" && log_format != "json" {
@@ -119,6 +177,12 @@ impl ServerConfig {
             max_body_bytes,
             log_format,
             admin_token: env("TAKT_ADMIN_TOKEN").filter(|s| !s.is_empty()),
+            secret_key: env("TAKT_SECRET_KEY").filter(|s| !s.is_empty()),
+            concurrency,
+            jobs_per_run,
+            max_waiting,
+            on_restart,
+            poll_seconds,
         })
     }
 }

@@ -7,7 +7,12 @@
 
 pub mod auth;
 pub mod config;
+pub mod hooks;
+pub mod metrics;
 pub mod projects;
+pub mod queue;
+pub mod runs;
+pub mod secrets;
 
 use auth::{Permission, Scope, TokenInfo, Tokens};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -15,12 +20,11 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 pub use config::{Overrides, ServerConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -31,6 +35,7 @@ use takt_store::{EventFilter, Store};
 pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
+    ("GET", "/metrics", Some(Permission::Read)),
     ("GET", "/api/v1/openapi.json", Some(Permission::Read)),
     ("GET", "/api/v1/events", Some(Permission::Read)),
     ("GET", "/api/v1/tokens", Some(Permission::Admin)),
@@ -39,18 +44,61 @@ pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
     ("GET", "/api/v1/projects", Some(Permission::Read)),
     ("POST", "/api/v1/projects", Some(Permission::Admin)),
     ("GET", "/api/v1/projects/{name}", Some(Permission::Read)),
+    ("POST", "/api/v1/projects/{name}/settings", Some(Permission::Admin)),
     ("POST", "/api/v1/projects/{name}/trigger", Some(Permission::Ci)),
+    ("GET", "/api/v1/projects/{name}/secrets", Some(Permission::Admin)),
+    (
+        "PUT",
+        "/api/v1/projects/{name}/secrets/{secret}",
+        Some(Permission::Admin),
+    ),
+    (
+        "DELETE",
+        "/api/v1/projects/{name}/secrets/{secret}",
+        Some(Permission::Admin),
+    ),
     ("GET", "/api/v1/runs", Some(Permission::Read)),
     ("GET", "/api/v1/runs/{project}/{run}", Some(Permission::Read)),
+    ("POST", "/api/v1/runs/{project}/{run}/cancel", Some(Permission::Ci)),
+    ("POST", "/api/v1/runs/{project}/{run}/retry", Some(Permission::Ci)),
+    ("GET", "/api/v1/runs/{project}/{run}/logs/{job}", Some(Permission::Read)),
+    ("POST", "/api/v1/hooks/{provider}/{name}", None),
 ];
 
 pub struct AppState {
     pub store: Store,
     pub tokens: RwLock<Tokens>,
-    pub projects: RwLock<projects::Projects>,
-    /// Executes triggered runs; `None` serves the API only.
-    pub runner: Option<projects::Runner>,
+    pub projects: Arc<RwLock<projects::Projects>>,
+    /// Queues and executes runs; `None` serves the API only.
+    pub queue: Option<Arc<queue::Queue>>,
+    pub key: Arc<secrets::SecretKey>,
+    pub metrics: Arc<metrics::Metrics>,
     pub data_dir: std::path::PathBuf,
+}
+
+impl AppState {
+    pub(crate) fn project(&self, name: &str) -> Result<projects::Project, ApiError> {
+        self.projects
+            .read()
+            .ok()
+            .and_then(|p| p.get(name).cloned())
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no project named `{name}`")))
+    }
+
+    pub(crate) fn queue(&self) -> Result<&Arc<queue::Queue>, ApiError> {
+        self.queue
+            .as_ref()
+            .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "this server does not run pipelines"))
+    }
+
+    /// Appends an event and applies it to the projections it changes.
+    pub(crate) async fn record(&self, e: Event) -> Result<(), ApiError> {
+        self.store.append(&e).await?;
+        if let Ok(mut p) = self.projects.write() {
+            p.apply(&e);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -60,7 +108,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -85,8 +133,12 @@ impl From<takt_store::StoreError> for ApiError {
 }
 
 /// Checks the bearer token against the permission a route needs.
-fn authorize(state: &AppState, headers: &HeaderMap, need: Permission) -> Result<TokenInfo, ApiError> {
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, need: Permission) -> Result<TokenInfo, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let unauthorized = |m: &str| {
+        state.metrics.failed_auth("token");
+        unauthorized(m)
+    };
     let Some(value) = headers.get("authorization") else {
         return Err(unauthorized(
             "a token is required: send `Authorization: Bearer <token>`",
@@ -121,22 +173,48 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/events", get(events))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/projects", get(list_projects).post(add_project))
         .route("/api/v1/projects/{name}", get(show_project))
-        .route("/api/v1/projects/{name}/trigger", post(trigger))
-        .route("/api/v1/runs", get(list_runs))
-        .route("/api/v1/runs/{project}/{run}", get(show_run))
+        .route("/api/v1/projects/{name}/settings", post(project_settings))
+        .route("/api/v1/projects/{name}/trigger", post(runs::trigger))
+        .route("/api/v1/projects/{name}/secrets", get(list_secrets))
+        .route(
+            "/api/v1/projects/{name}/secrets/{secret}",
+            put(set_secret).delete(remove_secret),
+        )
+        .route("/api/v1/runs", get(runs::list_runs))
+        .route("/api/v1/runs/{project}/{run}", get(runs::show_run))
+        .route("/api/v1/runs/{project}/{run}/cancel", post(runs::cancel))
+        .route("/api/v1/runs/{project}/{run}/retry", post(runs::retry))
+        .route("/api/v1/runs/{project}/{run}/logs/{job}", get(runs::logs))
+        .route("/api/v1/hooks/{provider}/{name}", post(hooks::webhook))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
-async fn log_request(req: Request, next: Next) -> Response {
+async fn metrics_text(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Permission::Read)?;
+    if let Some(q) = &state.queue {
+        let (waiting, running) = q.snapshot();
+        state.metrics.waiting.set(waiting as i64);
+        state.metrics.running.set(running as i64);
+    }
+    let mut resp = state.metrics.render().into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+async fn log_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req
         .extensions()
@@ -145,6 +223,7 @@ async fn log_request(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| req.uri().path().to_string());
     let start = Instant::now();
     let res = next.run(req).await;
+    state.metrics.http(method.as_str(), &path, res.status().as_u16());
     tracing::info!(%method, route = %path, status = res.status().as_u16(), ms = start.elapsed().as_secs_f64() * 1000.0, "request");
     res
 }
@@ -177,7 +256,7 @@ pub fn openapi_document() -> Value {
         if perm.is_some() {
             op["security"] = json!([{"bearer": []}]);
         }
-        let params: Vec<Value> = ["id", "name", "project", "run"]
+        let params: Vec<Value> = ["id", "name", "project", "run", "job", "secret", "provider"]
             .iter()
             .filter(|p| path.contains(&format!("{{{p}}}")))
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": if *p == "run" {"integer"} else {"string"}}}))
@@ -186,7 +265,7 @@ pub fn openapi_document() -> Value {
             op["parameters"] = json!(params);
         }
         if *path == "/api/v1/events" {
-            op["parameters"] = json!(["kind", "project", "run", "after", "limit"].iter().map(|n| json!({"name": n, "in": "query", "required": false, "schema": {"type": if ["run", "after", "limit"].contains(n) {"integer"} else {"string"}}})).collect::<Vec<_>>());
+            op["parameters"] = json!(["kind", "project", "run", "after", "limit", "since", "until"].iter().map(|n| json!({"name": n, "in": "query", "required": false, "schema": {"type": if ["run", "after", "limit"].contains(n) {"integer"} else {"string"}}})).collect::<Vec<_>>());
         }
         entry[method.to_lowercase()] = op;
     }
@@ -206,6 +285,9 @@ struct EventsQuery {
     run: Option<u64>,
     after: Option<i64>,
     limit: Option<u32>,
+    /// RFC 3339 times: events at or after `since`, before `until`.
+    since: Option<String>,
+    until: Option<String>,
 }
 
 async fn events(
@@ -219,12 +301,27 @@ async fn events(
     if limit == 0 || limit > 1000 {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "`limit` must be from 1 to 1000"));
     }
+    let time = |name: &str, v: &Option<String>| -> Result<Option<takt_model::OffsetDateTime>, ApiError> {
+        v.as_deref()
+            .map(|t| {
+                takt_model::timefmt::parse_rfc3339(t).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("`{name}` must be an RFC 3339 time such as 2026-11-23T10:00:00Z, not `{t}`"),
+                    )
+                })
+            })
+            .transpose()
+    };
     let filter = EventFilter {
         project: q.project,
         run: q.run,
         kind: q.kind,
         after: q.after,
         limit: Some(limit),
+        since: time("since", &q.since)?,
+        until: time("until", &q.until)?,
+        ..Default::default()
     };
     let list = state.store.events(&filter).await?;
     let next = if list.len() == limit as usize {
@@ -239,6 +336,8 @@ async fn events(
             let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
             if let Some(o) = v.as_object_mut() {
                 o.remove("hash");
+                o.remove("ciphertext");
+                o.remove("nonce");
             }
             v
         })
@@ -419,7 +518,7 @@ pub async fn load_tokens(store: &Store, config: &ServerConfig) -> Result<(Tokens
     Ok((tokens, printed))
 }
 
-fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -432,7 +531,7 @@ fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn body_error(e: JsonRejection) -> ApiError {
+pub(crate) fn body_error(e: JsonRejection) -> ApiError {
     let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         e.status()
     } else {
@@ -508,212 +607,11 @@ async fn add_project(
             branch: branch.clone(),
         },
     );
-    state.store.append(&e).await?;
-    if let Ok(mut p) = state.projects.write() {
-        p.apply(&e);
-    }
+    state.record(e).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"name": req.name, "repo": req.repo, "branch": branch})),
     ))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TriggerBody {
-    #[serde(default)]
-    rev: Option<String>,
-    #[serde(default)]
-    force: bool,
-}
-
-async fn trigger(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Result<Json<TriggerBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = authorize(&state, &headers, Permission::Ci)?;
-    let req = match body {
-        Ok(Json(b)) => b,
-        Err(JsonRejection::MissingJsonContentType(_)) => TriggerBody::default(),
-        Err(e) => return Err(body_error(e)),
-    };
-    let project = state
-        .projects
-        .read()
-        .ok()
-        .and_then(|p| p.get(&name).cloned())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no project named `{name}`")))?;
-    let Some(runner) = &state.runner else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this server does not run pipelines",
-        ));
-    };
-    let rev = req.rev.clone().unwrap_or_else(|| project.branch.clone());
-    let mirror = takt_engine::git::Repo::bare(&projects::mirror_path(&state.data_dir, &project.name));
-    let bad = |e: takt_engine::EngineError| ApiError::new(StatusCode::BAD_REQUEST, e.to_string());
-    mirror
-        .fetch()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("cannot fetch: {e}")))?;
-    let commit = mirror.resolve(&rev).await.map_err(bad)?;
-    // The branch the run is for: the one named, or the default one when no rev was given.
-    let branch = match &req.rev {
-        None => Some(project.branch.clone()),
-        Some(r) => mirror.ref_of(r).await.0,
-    };
-    if !req.force {
-        let seen = state
-            .store
-            .events(&EventFilter {
-                project: Some(project.name.clone()),
-                kind: Some("run_queued".into()),
-                ..Default::default()
-            })
-            .await?;
-        let earlier = seen.iter().find(
-            |e| matches!(&e.kind, EventKind::RunQueued { commit: c, branch: b, .. } if *c == commit && *b == branch),
-        );
-        if let Some(e) = earlier {
-            return Ok((
-                StatusCode::OK,
-                Json(json!({"queued": false, "duplicate": true, "run": e.run, "commit": commit})),
-            ));
-        }
-    }
-    let q = projects::QueuedRun {
-        project,
-        commit: commit.clone(),
-        branch,
-        token: who.name.clone(),
-    };
-    match runner.enqueue(q, req.force) {
-        Ok(true) => Ok((StatusCode::ACCEPTED, Json(json!({"queued": true, "commit": commit})))),
-        Ok(false) => Ok((
-            StatusCode::OK,
-            Json(json!({"queued": false, "duplicate": true, "commit": commit})),
-        )),
-        Err(m) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)),
-    }
-}
-
-/// One run, folded from its events.
-fn fold_runs(events: &[Event]) -> Vec<Value> {
-    let mut runs: BTreeMap<(String, u64), Value> = BTreeMap::new();
-    for e in events {
-        let Some(n) = e.run else { continue };
-        let key = (e.project.clone(), n);
-        let at = takt_model::timefmt::rfc3339(e.at);
-        match &e.kind {
-            EventKind::RunQueued {
-                commit,
-                branch,
-                tag,
-                trigger,
-                ..
-            } => {
-                runs.insert(key, json!({"project": e.project, "run": n, "commit": commit, "branch": branch, "tag": tag, "trigger": trigger, "status": "running", "queued_at": at, "jobs": []}));
-            }
-            EventKind::RunFinished {
-                status,
-                duration_ms,
-                reason,
-            } => {
-                if let Some(r) = runs.get_mut(&key) {
-                    if reason.is_some() {
-                        r["reason"] = json!(reason);
-                    }
-                    r["status"] = json!(status);
-                    r["finished_at"] = json!(at);
-                    r["duration_ms"] = json!(duration_ms);
-                }
-            }
-            EventKind::JobFinished {
-                job,
-                status,
-                exit_code,
-                duration_ms,
-                attempt,
-                flaky,
-                ..
-            } => {
-                if let Some(r) = runs.get_mut(&key).and_then(|r| r["jobs"].as_array_mut()) {
-                    r.retain(|j| j["name"] != json!(job));
-                    r.push(json!({"name": job, "status": status, "exit_code": exit_code, "duration_ms": duration_ms, "attempt": attempt, "flaky": flaky}));
-                }
-            }
-            EventKind::JobSkipped { job, status, reason } => {
-                if let Some(r) = runs.get_mut(&key).and_then(|r| r["jobs"].as_array_mut()) {
-                    r.push(json!({"name": job, "status": status, "reason": reason}));
-                }
-            }
-            _ => {}
-        }
-    }
-    runs.into_values().collect()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunsQuery {
-    project: Option<String>,
-}
-
-async fn list_runs(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    q: Result<Query<RunsQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
-    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
-    let mut events = Vec::new();
-    for kind in ["run_queued", "run_finished"] {
-        events.extend(
-            state
-                .store
-                .events(&EventFilter {
-                    project: q.project.clone(),
-                    kind: Some(kind.into()),
-                    ..Default::default()
-                })
-                .await?,
-        );
-    }
-    events.sort_by_key(|e| e.seq);
-    let mut runs = fold_runs(&events);
-    for r in &mut runs {
-        if let Some(o) = r.as_object_mut() {
-            o.remove("jobs");
-        }
-    }
-    Ok(Json(json!({"runs": runs})))
-}
-
-async fn show_run(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((project, run)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    // Authorization first: a typed path parameter would answer 400 before it.
-    authorize(&state, &headers, Permission::Read)?;
-    let run: u64 = run
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("run `{run}` is not a run number")))?;
-    let events = state
-        .store
-        .events(&EventFilter {
-            project: Some(project.clone()),
-            run: Some(run),
-            ..Default::default()
-        })
-        .await?;
-    fold_runs(&events)
-        .into_iter()
-        .next()
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run #{run} of project `{project}`")))
 }
 
 /// Loads the projects from the event log.
@@ -721,7 +619,9 @@ pub async fn load_projects(store: &Store) -> Result<projects::Projects, ServerEr
     let mut p = projects::Projects::default();
     for e in store
         .events(&EventFilter {
-            kind: Some("project_added".into()),
+            kinds: ["project_added", "project_updated", "secret_set", "secret_removed"]
+                .map(String::from)
+                .to_vec(),
             ..Default::default()
         })
         .await?
@@ -729,4 +629,105 @@ pub async fn load_projects(store: &Store) -> Result<projects::Projects, ServerEr
         p.apply(&e);
     }
     Ok(p)
+}
+
+async fn project_settings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<takt_model::ProjectOptions>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Permission::Admin)?;
+    state.project(&name)?;
+    let Json(options) = body.map_err(body_error)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    if options.concurrency == Some(0) {
+        return Err(bad("`concurrency` must be at least 1".into()));
+    }
+    for b in options.protected.iter().flatten() {
+        projects::check_branch(b).map_err(bad)?;
+    }
+    state
+        .record(Event::now(
+            &name,
+            None,
+            EventKind::ProjectUpdated {
+                name: name.clone(),
+                options,
+            },
+        ))
+        .await?;
+    Ok(Json(json!(state.project(&name)?)))
+}
+
+async fn list_secrets(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Permission::Admin)?;
+    let p = state.project(&name)?;
+    let list: Vec<Value> = p
+        .sealed
+        .iter()
+        .map(|(n, s)| json!({"name": n, "set_at": s.set_at}))
+        .collect();
+    Ok(Json(json!({"secrets": list})))
+}
+
+/// `PUT /api/v1/projects/{name}/secrets/{secret}` with the value as the raw body.
+async fn set_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((name, secret)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers, Permission::Admin)?;
+    state.project(&name)?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    secrets::check_name(&secret).map_err(bad)?;
+    // A trailing newline (from `echo value |`) is not part of the value.
+    let value = body.strip_suffix(b"\n").unwrap_or(&body);
+    let value = value.strip_suffix(b"\r").unwrap_or(value);
+    if value.len() < secrets::MIN_SECRET_LEN || value.len() > secrets::MAX_SECRET_LEN {
+        return Err(bad(format!(
+            "a secret value must be {} to {} bytes (shorter values cannot be masked in logs)",
+            secrets::MIN_SECRET_LEN,
+            secrets::MAX_SECRET_LEN
+        )));
+    }
+    let (nonce, ciphertext) = state
+        .key
+        .seal(&name, &secret, value)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    state
+        .record(Event::now(
+            &name,
+            None,
+            EventKind::SecretSet {
+                name: secret,
+                nonce,
+                ciphertext,
+            },
+        ))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((name, secret)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers, Permission::Admin)?;
+    if !state.project(&name)?.sealed.contains_key(&secret) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("project `{name}` has no secret `{secret}`"),
+        ));
+    }
+    state
+        .record(Event::now(&name, None, EventKind::SecretRemoved { name: secret }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -9,7 +9,8 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 use std::path::Path;
 use std::time::Duration;
-use takt_model::{Event, timefmt};
+use takt_model::{Event, OffsetDateTime, timefmt};
+use tokio::sync::broadcast;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,6 +57,12 @@ pub struct EventFilter {
     pub project: Option<String>,
     pub run: Option<u64>,
     pub kind: Option<String>,
+    /// Any of these kinds (in addition to `kind`, when both are given an event must match both).
+    pub kinds: Vec<String>,
+    /// Only events at or after this time (RFC 3339, UTC).
+    pub since: Option<OffsetDateTime>,
+    /// Only events before this time.
+    pub until: Option<OffsetDateTime>,
     /// Only events with `seq` greater than this (for paging and following).
     pub after: Option<i64>,
     pub limit: Option<u32>,
@@ -66,7 +73,13 @@ pub struct EventFilter {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Every appended event, in order, for whoever follows the log live (metrics, notifiers,
+    /// log followers). A follower that falls behind gets `Lagged` and re-reads from the store.
+    appended: broadcast::Sender<Event>,
 }
+
+/// How many appended events a live follower may fall behind before it must re-read the log.
+pub const FOLLOW_CAPACITY: usize = 4096;
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path`.
@@ -123,7 +136,12 @@ impl Store {
                 .await
                 .map_err(q("creating the schema"))?;
         }
-        Ok(Store { pool, backend })
+        let (appended, _) = broadcast::channel(FOLLOW_CAPACITY);
+        Ok(Store {
+            pool,
+            backend,
+            appended,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -143,7 +161,16 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(q("appending an event"))?;
-        row.try_get::<i64, _>(0).map_err(q("reading an event's position"))
+        let seq = row.try_get::<i64, _>(0).map_err(q("reading an event's position"))?;
+        let mut e = event.clone();
+        e.seq = Some(seq);
+        let _ = self.appended.send(e); // nobody following is fine
+        Ok(seq)
+    }
+
+    /// Follows the events appended from now on (through this `Store` and its clones).
+    pub fn follow(&self) -> broadcast::Receiver<Event> {
+        self.appended.subscribe()
     }
 
     /// Reads events in log order.
@@ -163,6 +190,18 @@ impl Store {
         if f.kind.is_some() {
             next("kind", &mut sql);
         }
+        if f.since.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND at >= ${n}"));
+        }
+        if f.until.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND at < ${n}"));
+        }
+        if !f.kinds.is_empty() {
+            let list: Vec<String> = (0..f.kinds.len()).map(|i| format!("${}", n + 1 + i)).collect();
+            sql.push_str(&format!(" AND kind IN ({})", list.join(", ")));
+        }
         sql.push_str(" ORDER BY seq");
         if let Some(l) = f.limit {
             sql.push_str(&format!(" LIMIT {l}"));
@@ -175,6 +214,12 @@ impl Store {
             query = query.bind(r as i64);
         }
         if let Some(k) = &f.kind {
+            query = query.bind(k.clone());
+        }
+        for t in [f.since, f.until].into_iter().flatten() {
+            query = query.bind(timefmt::rfc3339(t));
+        }
+        for k in &f.kinds {
             query = query.bind(k.clone());
         }
         let rows = query.fetch_all(&self.pool).await.map_err(q("reading events"))?;

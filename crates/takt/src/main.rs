@@ -241,6 +241,10 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
         project: a.project.clone(),
         trigger: takt_model::Trigger::Local,
         branch: None,
+        tag: None,
+        queued: None,
+        carry: None,
+        secrets: Vec::new(),
     };
     let prep = Prepared::new(&req, repo, &data.root.join("tmp")).await?;
     for (section, pos) in &prep.pipeline.reserved {

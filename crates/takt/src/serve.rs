@@ -15,7 +15,8 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080; env TAKT_LISTEN]. Port 0 picks a free one.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// A TOML config file (keys: data_dir, listen, database_url, max_body_bytes, log_format).
+    /// A TOML config file (keys: data_dir, listen, database_url, max_body_bytes, log_format,
+    /// concurrency, jobs_per_run, max_waiting, on_restart, poll_seconds; see docs/server.md).
     #[arg(long, value_name = "FILE", env = "TAKT_CONFIG")]
     config: Option<PathBuf>,
     /// postgres://… to keep the event log in PostgreSQL [default: SQLite in the data directory;
@@ -94,14 +95,33 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         shim_args: vec!["__shim".into()],
     };
     let engine = takt_engine::Engine::new(executor, store.clone(), &data).map_err(|e| (1, e.into()))?;
-    let runner = takt_server::projects::Runner::start(engine, data.root.clone());
+    let key =
+        takt_server::secrets::SecretKey::load(&data.root, config.secret_key.as_deref()).map_err(|e| (2, e.into()))?;
+    let key = Arc::new(key);
+    let projects = Arc::new(RwLock::new(projects));
+    let metrics = Arc::new(takt_server::metrics::Metrics::new());
+    takt_server::metrics::start(metrics.clone(), &store);
+    let settings = takt_server::queue::QueueSettings {
+        concurrency: config.concurrency,
+        jobs_per_run: config.jobs_per_run,
+        max_waiting: config.max_waiting,
+        on_restart: config.on_restart,
+    };
+    let queue = takt_server::queue::Queue::start(engine, data.root.clone(), settings, projects.clone(), key.clone())
+        .await
+        .map_err(|e| (1, e.into()))?;
     let state = Arc::new(AppState {
         store: store.clone(),
         tokens: RwLock::new(tokens),
-        projects: RwLock::new(projects),
-        runner: Some(runner),
+        projects,
+        queue: Some(queue),
+        key,
+        metrics,
         data_dir: data.root.clone(),
     });
+    if config.poll_seconds > 0 {
+        takt_server::hooks::start_polling(state.clone(), std::time::Duration::from_secs(config.poll_seconds));
+    }
     let app = takt_server::router(state, config.max_body_bytes);
     println!(
         "takt serve: listening on http://{addr} (data in {}, ready in {:.1} ms)",

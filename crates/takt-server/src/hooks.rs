@@ -1,0 +1,241 @@
+//! Triggers that arrive from outside: signed push webhooks from GitHub, Gitea and GitLab, and
+//! the periodic poll of every project's repository.
+//!
+//! A project's webhook secret is its secret `TAKT_WEBHOOK_SECRET` (`takt secret set PROJECT
+//! TAKT_WEBHOOK_SECRET`); names starting with `TAKT_` never reach jobs.
+//! - GitHub: `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>`, `X-GitHub-Event`,
+//!   `X-GitHub-Delivery`. Gitea: `X-Gitea-Signature: <hex HMAC>`, `X-Gitea-Event`,
+//!   `X-Gitea-Delivery`. GitLab: `X-Gitlab-Token: <secret>`, `X-Gitlab-Event`,
+//!   `X-Gitlab-Event-UUID`.
+//! - Unknown project → 404; missing or wrong signature → 401; ping → 200; a delivery id seen
+//!   before → 200 `duplicate` (and one commit gets one run whatever reports it).
+
+use crate::runs::{report, submitted_response};
+use crate::{ApiError, AppState};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use takt_model::{Event, EventKind, Trigger};
+
+/// The project secret that signs its webhooks.
+pub const WEBHOOK_SECRET: &str = "TAKT_WEBHOOK_SECRET";
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn hmac_ok(secret: &[u8], body: &[u8], hex_sig: &str) -> bool {
+    let Ok(sig) = hex::decode(hex_sig.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// Constant-time equality (GitLab sends the secret itself).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+}
+
+/// The webhook secret of a project, decrypted.
+fn webhook_secret(state: &AppState, project: &crate::projects::Project) -> Option<Vec<u8>> {
+    let s = project.sealed.get(WEBHOOK_SECRET)?;
+    state
+        .key
+        .open(&project.name, WEBHOOK_SECRET, &s.nonce, &s.ciphertext)
+        .ok()
+}
+
+pub async fn webhook(
+    State(state): State<Arc<AppState>>,
+    Path((provider, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let provider = provider.as_str();
+    if !["github", "gitea", "gitlab"].contains(&provider) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown webhook provider `{provider}`; use github, gitea or gitlab"),
+        ));
+    }
+    let project = state.project(&name)?;
+    let unauthorized = |m: String| {
+        state.metrics.failed_auth(&format!("webhook_{provider}"));
+        state.metrics.webhook(provider, "unauthorized");
+        ApiError::new(StatusCode::UNAUTHORIZED, m)
+    };
+    let Some(secret) = webhook_secret(&state, &project) else {
+        return Err(unauthorized(format!(
+            "project `{name}` has no webhook secret: set one with `takt secret set {name} {WEBHOOK_SECRET}`"
+        )));
+    };
+    let signed = match provider {
+        "github" => header(&headers, "x-hub-signature-256")
+            .and_then(|s| s.strip_prefix("sha256="))
+            .map(|s| hmac_ok(&secret, &body, s)),
+        "gitea" => header(&headers, "x-gitea-signature")
+            .or_else(|| header(&headers, "x-hub-signature-256").and_then(|s| s.strip_prefix("sha256=")))
+            .map(|s| hmac_ok(&secret, &body, s)),
+        _ => header(&headers, "x-gitlab-token").map(|t| same_secret(t.as_bytes(), &secret)),
+    };
+    match signed {
+        None => return Err(unauthorized(format!("the {provider} webhook carries no signature"))),
+        Some(false) => {
+            return Err(unauthorized(format!(
+                "the {provider} webhook's signature does not match the project's {WEBHOOK_SECRET}"
+            )));
+        }
+        Some(true) => {}
+    }
+    let event = match provider {
+        "github" => header(&headers, "x-github-event"),
+        "gitea" => header(&headers, "x-gitea-event"),
+        _ => header(&headers, "x-gitlab-event"),
+    }
+    .unwrap_or("")
+    .to_string();
+    let delivery = match provider {
+        "github" => header(&headers, "x-github-delivery"),
+        "gitea" => header(&headers, "x-gitea-delivery"),
+        _ => header(&headers, "x-gitlab-event-uuid").or_else(|| header(&headers, "idempotency-key")),
+    }
+    .map(str::to_string)
+    // Without an id, identical bodies are the same delivery.
+    .unwrap_or_else(|| hex::encode(Sha256::digest(&body)));
+    if delivery.len() > 200 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "delivery id over 200 bytes"));
+    }
+    let queue = state.queue()?;
+    let record = |git_ref: Option<String>, commit: Option<String>, outcome: &str| {
+        state.metrics.webhook(provider, outcome);
+        Event::now(
+            &name,
+            None,
+            EventKind::WebhookReceived {
+                provider: provider.to_string(),
+                delivery: delivery.clone(),
+                event: event.clone(),
+                git_ref,
+                commit,
+                outcome: outcome.to_string(),
+            },
+        )
+    };
+    if event == "ping" {
+        state.record(record(None, None, "ping")).await?;
+        return Ok((StatusCode::OK, Json(json!({"pong": true}))));
+    }
+    let is_push = matches!(event.as_str(), "push" | "Push Hook" | "Tag Push Hook");
+    if !is_push {
+        state.record(record(None, None, "ignored")).await?;
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"ignored": true, "reason": format!("`{event}` events do not start runs")})),
+        ));
+    }
+    if queue.delivery_seen(provider, &delivery) {
+        state.record(record(None, None, "duplicate")).await?;
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"queued": false, "duplicate": true, "delivery": delivery})),
+        ));
+    }
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the push payload is not JSON: {e}")))?;
+    let git_ref = payload["ref"].as_str().map(str::to_string);
+    let after = payload["after"].as_str().map(str::to_string);
+    let (Some(git_ref), Some(after)) = (git_ref, after) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the push payload has no `ref` and `after`",
+        ));
+    };
+    let deleted = payload["deleted"].as_bool() == Some(true) || after.bytes().all(|b| b == b'0');
+    if deleted {
+        queue.remember_delivery(provider, &delivery);
+        state.record(record(Some(git_ref), None, "ignored")).await?;
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"ignored": true, "reason": "a deleted ref has nothing to build"})),
+        ));
+    }
+    let trigger = Trigger::Webhook {
+        provider: provider.to_string(),
+        delivery: delivery.clone(),
+    };
+    let (submitted, commit) = report(&state, &name, Some(&after), Some(&git_ref), trigger, false).await?;
+    queue.remember_delivery(provider, &delivery);
+    let outcome = match submitted {
+        crate::queue::Submitted::Queued(_) => "queued",
+        crate::queue::Submitted::Duplicate(_) => "duplicate",
+    };
+    state
+        .record(record(Some(git_ref), Some(commit.clone()), outcome))
+        .await?;
+    Ok(submitted_response(submitted, &commit))
+}
+
+/// Polls every project's repository: each `interval` (or the project's `poll_seconds`; 0 turns
+/// it off) the mirror is fetched and every branch or tag that moved or appeared is reported.
+pub fn start_polling(state: Arc<AppState>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut last: HashMap<String, (Instant, HashMap<String, String>)> = HashMap::new();
+        let tick = Duration::from_millis(200).min(interval.max(Duration::from_millis(50)));
+        loop {
+            tokio::time::sleep(tick).await;
+            let projects = state.projects.read().map(|p| p.list()).unwrap_or_default();
+            for p in projects {
+                let every = p.options.poll_seconds.map_or(interval, Duration::from_secs);
+                if every.is_zero() {
+                    continue;
+                }
+                let mirror = takt_engine::git::Repo::bare(&crate::projects::mirror_path(&state.data_dir, &p.name));
+                let due = last.get(&p.name).is_none_or(|(t, _)| t.elapsed() >= every);
+                if !due {
+                    continue;
+                }
+                let before = match last.remove(&p.name) {
+                    Some((_, refs)) => refs,
+                    // First look: what the mirror has now is known; news starts after it.
+                    None => mirror.refs().await.unwrap_or_default().into_iter().collect(),
+                };
+                let fetched = match state.queue() {
+                    Ok(q) => q.fetch(&p.name).await,
+                    Err(_) => return,
+                };
+                if let Err(e) = fetched {
+                    tracing::warn!(project = %p.name, error = %e, "poll: cannot fetch");
+                }
+                let now: HashMap<String, String> = mirror.refs().await.unwrap_or_default().into_iter().collect();
+                for (r, id) in &now {
+                    if before.get(r) == Some(id) {
+                        continue;
+                    }
+                    match report(&state, &p.name, Some(id), Some(r), Trigger::Poll, false).await {
+                        Ok((s, commit)) => {
+                            tracing::info!(project = %p.name, git_ref = %r, %commit, ?s, "poll found a new commit")
+                        }
+                        Err(e) => {
+                            tracing::warn!(project = %p.name, git_ref = %r, error = %e.message, "poll: cannot queue")
+                        }
+                    }
+                }
+                last.insert(p.name.clone(), (Instant::now(), now));
+            }
+        }
+    });
+}

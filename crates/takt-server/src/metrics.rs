@@ -1,0 +1,246 @@
+//! `/metrics` in the Prometheus text format. Run and job figures are derived from the event
+//! log as it is appended (one follower task); HTTP, authentication and webhook counters are
+//! counted where they happen.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+use takt_model::{Event, EventKind, OffsetDateTime};
+use takt_store::Store;
+use tokio::sync::broadcast::error::RecvError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    provider: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    via: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<StatusLabel, Counter>,
+    jobs: Family<StatusLabel, Counter>,
+    job_duration: Histogram,
+    job_wait: Histogram,
+    run_wait: Histogram,
+    trigger_latency: Histogram,
+    dispatch: Histogram,
+    webhooks: Family<WebhookLabels, Counter>,
+    http: Family<HttpLabels, Counter>,
+    failed_auth: Family<AuthLabels, Counter>,
+    pub waiting: Gauge,
+    pub running: Gauge,
+    /// (project, run) → when its trigger arrived; (project, run, job, attempt) → job start.
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    triggered: HashMap<(String, u64), Instant>,
+    queued: HashMap<(String, u64), OffsetDateTime>,
+    job_started: HashMap<(String, u64, String, u32), OffsetDateTime>,
+}
+
+fn secs(d: time::Duration) -> f64 {
+    d.as_seconds_f64().max(0.0)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("takt");
+        let fast = || Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let slow = || Histogram::new(exponential_buckets(0.05, 2.0, 18));
+        let m = Metrics {
+            runs: Family::default(),
+            jobs: Family::default(),
+            job_duration: slow(),
+            job_wait: fast(),
+            run_wait: fast(),
+            trigger_latency: fast(),
+            dispatch: fast(),
+            webhooks: Family::default(),
+            http: Family::default(),
+            failed_auth: Family::default(),
+            waiting: Gauge::default(),
+            running: Gauge::default(),
+            pending: Mutex::new(Pending::default()),
+            registry: Registry::default(),
+        };
+        registry.register("runs_finished", "Runs finished, by status", m.runs.clone());
+        registry.register("jobs_finished", "Job attempts finished, by status", m.jobs.clone());
+        registry.register(
+            "job_duration_seconds",
+            "Duration of job attempts",
+            m.job_duration.clone(),
+        );
+        registry.register(
+            "job_queue_wait_seconds",
+            "Time from a job being ready to its start",
+            m.job_wait.clone(),
+        );
+        registry.register(
+            "run_queue_wait_seconds",
+            "Time from a run being queued to its start",
+            m.run_wait.clone(),
+        );
+        registry.register(
+            "trigger_to_first_job_seconds",
+            "Time from a trigger (webhook, poll, hook, API) arriving to the first job process of its run",
+            m.trigger_latency.clone(),
+        );
+        registry.register(
+            "job_dispatch_seconds",
+            "Per-job dispatch overhead: from a job's start to its process running (workspace, checkout, spawn)",
+            m.dispatch.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by provider and outcome",
+            m.webhooks.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status code",
+            m.http.clone(),
+        );
+        registry.register(
+            "failed_authentications",
+            "Requests refused for a missing or wrong token or signature",
+            m.failed_auth.clone(),
+        );
+        registry.register("runs_waiting", "Runs waiting in the queue", m.waiting.clone());
+        registry.register("runs_running", "Runs running now", m.running.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn http(&self, method: &str, route: &str, code: u16) {
+        self.http
+            .get_or_create(&HttpLabels {
+                method: method.into(),
+                route: route.into(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn failed_auth(&self, via: &str) {
+        self.failed_auth.get_or_create(&AuthLabels { via: via.into() }).inc();
+    }
+
+    pub fn webhook(&self, provider: &str, outcome: &str) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                provider: provider.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// A trigger for `run` arrived at `at` (before fetching and queueing).
+    pub fn triggered(&self, project: &str, run: u64, at: Instant) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.triggered.insert((project.to_string(), run), at);
+        }
+    }
+
+    /// Folds one appended event into the figures.
+    pub fn observe(&self, e: &Event) {
+        let Some(run) = e.run else { return };
+        let key = (e.project.clone(), run);
+        let Ok(mut p) = self.pending.lock() else { return };
+        match &e.kind {
+            EventKind::RunQueued { .. } => {
+                p.queued.insert(key, e.at);
+            }
+            EventKind::RunStarted => {
+                if let Some(q) = p.queued.remove(&key) {
+                    self.run_wait.observe(secs(e.at - q));
+                }
+            }
+            EventKind::RunFinished { status, .. } => {
+                self.runs
+                    .get_or_create(&StatusLabel {
+                        status: status.to_string(),
+                    })
+                    .inc();
+                p.queued.remove(&key);
+                p.triggered.remove(&key);
+                p.job_started.retain(|k, _| !(k.0 == key.0 && k.1 == run));
+            }
+            EventKind::JobStarted {
+                job, attempt, wait_ms, ..
+            } => {
+                self.job_wait.observe(*wait_ms as f64 / 1000.0);
+                p.job_started
+                    .insert((e.project.clone(), run, job.clone(), *attempt), e.at);
+            }
+            EventKind::JobProcess { job, attempt, .. } => {
+                if let Some(s) = p.job_started.remove(&(e.project.clone(), run, job.clone(), *attempt)) {
+                    self.dispatch.observe(secs(e.at - s));
+                }
+                if let Some(t) = p.triggered.remove(&key) {
+                    self.trigger_latency.observe(t.elapsed().as_secs_f64());
+                }
+            }
+            EventKind::JobFinished {
+                status, duration_ms, ..
+            } => {
+                self.jobs
+                    .get_or_create(&StatusLabel {
+                        status: status.to_string(),
+                    })
+                    .inc();
+                self.job_duration.observe(*duration_ms as f64 / 1000.0);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Follows the event log into the metrics for as long as the server runs.
+pub fn start(metrics: std::sync::Arc<Metrics>, store: &Store) {
+    let mut rx = store.follow();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => metrics.observe(&e),
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "metrics fell behind the event log"),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,616 @@
+//! The run queue: every trigger (API, webhook, poll, hook, schedule, retry) submits here.
+//!
+//! - One commit gets one run per project, branch and tag however many triggers report it
+//!   (`force` makes another); a run is numbered and recorded `run_queued` when submitted.
+//! - Runs wait in submission order and start when both the global limit and their project's
+//!   limit allow; a project in `newest` mode cancels its waiting runs of a branch when a newer
+//!   commit of that branch arrives.
+//! - `cancel` removes a waiting run or stops a running one; on start after a crash, runs that
+//!   were going on are marked `interrupted` (their orphaned processes killed) and queued again
+//!   or failed, and runs that were waiting wait again.
+
+use crate::projects::{self, Project, Projects};
+use crate::secrets::SecretKey;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use takt_engine::git::Repo;
+use takt_engine::{Carry, Engine, Live, Prepared, RunRequest};
+use takt_exec::LocalExecutor;
+use takt_model::{Event, EventKind, FailureReason, JobStatus, QueueMode, RunStatus, Trigger};
+use takt_store::EventFilter;
+use tokio::sync::{Notify, mpsc, watch};
+
+/// What happens to runs that were going on when the server died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRestart {
+    /// Mark them interrupted and queue a new run of the same commit.
+    #[default]
+    Requeue,
+    /// Mark them interrupted; nothing more.
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Runs at once, over all projects.
+    pub concurrency: usize,
+    /// Jobs at once within one run.
+    pub jobs_per_run: usize,
+    /// Runs that may wait; more are refused (503) so that nothing is silently dropped.
+    pub max_waiting: usize,
+    pub on_restart: OnRestart,
+}
+
+/// A request for a run.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub project: String,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub trigger: Trigger,
+    pub force: bool,
+    pub carry: Option<Carry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    Queued(u64),
+    /// That commit already has this run.
+    Duplicate(u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("{0} runs are waiting already (the limit); try again later")]
+    Full(usize),
+    #[error(transparent)]
+    Engine(#[from] takt_engine::EngineError),
+    #[error(transparent)]
+    Store(#[from] takt_store::StoreError),
+    #[error("run #{1} of `{0}` is not waiting or running")]
+    NotActive(String, u64),
+}
+
+type SeenKey = (String, String, Option<String>, Option<String>);
+
+#[derive(Default)]
+struct Intake {
+    /// (project, commit, branch, tag) → the run that commit got.
+    seen: HashMap<SeenKey, u64>,
+    /// Next run number per project.
+    next: HashMap<String, u64>,
+}
+
+struct Waiting {
+    project: String,
+    run: u64,
+    commit: String,
+    branch: Option<String>,
+    tag: Option<String>,
+    trigger: Trigger,
+    carry: Option<Carry>,
+}
+
+#[derive(Default)]
+struct State {
+    waiting: VecDeque<Waiting>,
+    running: HashMap<(String, u64), watch::Sender<bool>>,
+    per_project: HashMap<String, usize>,
+}
+
+/// Serializes fetches of one mirror; a fetch that started after a request covers it.
+#[derive(Default)]
+struct FetchGate {
+    requested: AtomicU64,
+    done: tokio::sync::Mutex<u64>,
+}
+
+pub struct Queue {
+    pub engine: Arc<Engine<LocalExecutor>>,
+    data: PathBuf,
+    settings: QueueSettings,
+    projects: Arc<RwLock<Projects>>,
+    key: Arc<SecretKey>,
+    intake: tokio::sync::Mutex<Intake>,
+    state: Mutex<State>,
+    wake: Notify,
+    fetches: Mutex<HashMap<String, Arc<FetchGate>>>,
+    /// Webhook deliveries already handled (provider/id).
+    deliveries: Mutex<HashSet<String>>,
+}
+
+impl Queue {
+    /// Builds the queue from the event log, recovers from a crash, and starts dispatching.
+    pub async fn start(
+        engine: Engine<LocalExecutor>,
+        data: PathBuf,
+        settings: QueueSettings,
+        projects: Arc<RwLock<Projects>>,
+        key: Arc<SecretKey>,
+    ) -> Result<Arc<Queue>, QueueError> {
+        let q = Arc::new(Queue {
+            engine: Arc::new(engine),
+            data,
+            settings,
+            projects,
+            key,
+            intake: tokio::sync::Mutex::new(Intake::default()),
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            fetches: Mutex::new(HashMap::new()),
+            deliveries: Mutex::new(HashSet::new()),
+        });
+        q.recover().await?;
+        let q2 = q.clone();
+        tokio::spawn(async move { q2.dispatch().await });
+        Ok(q)
+    }
+
+    async fn recover(&self) -> Result<(), QueueError> {
+        let store = &self.engine.store;
+        let events = store
+            .events(&EventFilter {
+                kinds: [
+                    "run_queued",
+                    "run_started",
+                    "run_finished",
+                    "job_started",
+                    "job_finished",
+                    "job_process",
+                    "webhook_received",
+                ]
+                .map(String::from)
+                .to_vec(),
+                ..Default::default()
+            })
+            .await?;
+        struct Open {
+            w: Waiting,
+            started: bool,
+            /// (job, attempt) → (started at, pid)
+            jobs: HashMap<(String, u32), (takt_model::OffsetDateTime, Option<u32>, u64)>,
+        }
+        let mut open: std::collections::BTreeMap<(String, u64), Open> = Default::default();
+        let mut intake = self.intake.lock().await;
+        for e in &events {
+            if let EventKind::WebhookReceived {
+                provider,
+                delivery,
+                outcome,
+                ..
+            } = &e.kind
+            {
+                if ["queued", "duplicate", "ignored"].contains(&outcome.as_str()) {
+                    self.remember_delivery(provider, delivery);
+                }
+                continue;
+            }
+            let Some(run) = e.run else { continue };
+            let key = (e.project.clone(), run);
+            let next = intake.next.entry(e.project.clone()).or_insert(1);
+            *next = (*next).max(run + 1);
+            match &e.kind {
+                EventKind::RunQueued {
+                    commit,
+                    branch,
+                    tag,
+                    trigger,
+                    dirty: false,
+                } => {
+                    intake
+                        .seen
+                        .insert((e.project.clone(), commit.clone(), branch.clone(), tag.clone()), run);
+                    open.insert(
+                        key,
+                        Open {
+                            w: Waiting {
+                                project: e.project.clone(),
+                                run,
+                                commit: commit.clone(),
+                                branch: branch.clone(),
+                                tag: tag.clone(),
+                                trigger: trigger.clone(),
+                                carry: None,
+                            },
+                            started: false,
+                            jobs: HashMap::new(),
+                        },
+                    );
+                }
+                EventKind::RunStarted => {
+                    if let Some(o) = open.get_mut(&key) {
+                        o.started = true;
+                    }
+                }
+                EventKind::RunFinished { .. } => {
+                    open.remove(&key);
+                }
+                EventKind::JobStarted {
+                    job, attempt, wait_ms, ..
+                } => {
+                    if let Some(o) = open.get_mut(&key) {
+                        o.jobs.insert((job.clone(), *attempt), (e.at, None, *wait_ms));
+                    }
+                }
+                EventKind::JobProcess { job, attempt, pid } => {
+                    if let Some(j) = open
+                        .get_mut(&key)
+                        .and_then(|o| o.jobs.get_mut(&(job.clone(), *attempt)))
+                    {
+                        j.1 = Some(*pid);
+                    }
+                }
+                EventKind::JobFinished { job, attempt, .. } => {
+                    if let Some(o) = open.get_mut(&key) {
+                        o.jobs.remove(&(job.clone(), *attempt));
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(intake);
+        let mut requeue = Vec::new();
+        for ((project, run), o) in open {
+            if !o.started {
+                tracing::info!(%project, run, "run waits again after a restart");
+                if let Ok(mut s) = self.state.lock() {
+                    s.waiting.push_back(o.w);
+                }
+                continue;
+            }
+            for ((job, attempt), (at, pid, wait_ms)) in o.jobs {
+                if let Some(pid) = pid {
+                    kill_orphan(pid);
+                }
+                let ran = (takt_model::OffsetDateTime::now_utc() - at).whole_milliseconds().max(0) as u64;
+                store
+                    .append(&Event::now(
+                        &project,
+                        Some(run),
+                        EventKind::JobFinished {
+                            job,
+                            attempt,
+                            status: JobStatus::Interrupted,
+                            exit_code: None,
+                            failure_reason: Some(FailureReason::RunnerSystemFailure),
+                            allow_failure: false,
+                            duration_ms: ran,
+                            wait_ms,
+                            flaky: false,
+                        },
+                    ))
+                    .await?;
+            }
+            let again = self.settings.on_restart == OnRestart::Requeue;
+            store
+                .append(&Event::now(
+                    &project,
+                    Some(run),
+                    EventKind::RunFinished {
+                        status: RunStatus::Interrupted,
+                        duration_ms: 0,
+                        reason: Some(format!(
+                            "the server stopped while the run was going on; {}",
+                            if again {
+                                "a new run of the commit was queued"
+                            } else {
+                                "not run again (on_restart = fail)"
+                            }
+                        )),
+                    },
+                ))
+                .await?;
+            tracing::warn!(%project, run, "run interrupted by a server stop");
+            if again {
+                requeue.push(Submission {
+                    project: project.clone(),
+                    commit: o.w.commit,
+                    branch: o.w.branch,
+                    tag: o.w.tag,
+                    trigger: Trigger::Restart { of: run },
+                    force: true,
+                    carry: None,
+                });
+            }
+        }
+        for s in requeue {
+            self.submit(s).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a webhook delivery was handled before.
+    pub fn delivery_seen(&self, provider: &str, delivery: &str) -> bool {
+        self.deliveries
+            .lock()
+            .map(|d| d.contains(&format!("{provider}/{delivery}")))
+            .unwrap_or(false)
+    }
+
+    /// Remembers a handled delivery (once it queued its run, or was found to need none).
+    pub fn remember_delivery(&self, provider: &str, delivery: &str) {
+        if let Ok(mut d) = self.deliveries.lock() {
+            d.insert(format!("{provider}/{delivery}"));
+        }
+    }
+
+    /// Fetches a project's mirror; concurrent requests share one fetch.
+    pub async fn fetch(&self, project: &str) -> Result<(), takt_engine::EngineError> {
+        let gate = {
+            let mut f = self.fetches.lock().map_err(|_| poisoned())?;
+            f.entry(project.to_string()).or_default().clone()
+        };
+        let mine = gate.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut done = gate.done.lock().await;
+        if *done >= mine {
+            return Ok(());
+        }
+        let upto = gate.requested.load(Ordering::SeqCst);
+        Repo::bare(&projects::mirror_path(&self.data, project)).fetch().await?;
+        *done = upto;
+        Ok(())
+    }
+
+    /// Queues a run (see the module documentation for duplicates).
+    pub async fn submit(&self, s: Submission) -> Result<Submitted, QueueError> {
+        let key = (s.project.clone(), s.commit.clone(), s.branch.clone(), s.tag.clone());
+        let run = {
+            let mut intake = self.intake.lock().await;
+            if !s.force
+                && let Some(run) = intake.seen.get(&key)
+            {
+                return Ok(Submitted::Duplicate(*run));
+            }
+            let waiting = self.state.lock().map(|st| st.waiting.len()).unwrap_or(0);
+            if waiting >= self.settings.max_waiting {
+                return Err(QueueError::Full(waiting));
+            }
+            let run = match intake.next.get(&s.project) {
+                Some(n) => *n,
+                None => self.engine.store.next_run_number(&s.project).await?,
+            };
+            self.engine
+                .record_queued(&s.project, run, &s.commit, &s.branch, &s.tag, &s.trigger, false)
+                .await?;
+            intake.next.insert(s.project.clone(), run + 1);
+            intake.seen.insert(key, run);
+            run
+        };
+        let newest = self.project(&s.project).map(|p| p.queue_mode()) == Some(QueueMode::Newest);
+        let superseded: Vec<u64> = match self.state.lock() {
+            Ok(mut st) => {
+                let mut gone = Vec::new();
+                if newest && s.carry.is_none() {
+                    st.waiting.retain(|w| {
+                        let old = w.project == s.project && w.branch == s.branch && w.tag.is_none() && s.tag.is_none();
+                        if old {
+                            gone.push(w.run);
+                        }
+                        !old
+                    });
+                }
+                st.waiting.push_back(Waiting {
+                    project: s.project.clone(),
+                    run,
+                    commit: s.commit,
+                    branch: s.branch,
+                    tag: s.tag,
+                    trigger: s.trigger,
+                    carry: s.carry,
+                });
+                gone
+            }
+            Err(_) => Vec::new(),
+        };
+        self.wake.notify_one();
+        for old in superseded {
+            self.finish_unstarted(&s.project, old, format!("superseded by run #{run}, a newer commit"))
+                .await?;
+        }
+        Ok(Submitted::Queued(run))
+    }
+
+    async fn finish_unstarted(&self, project: &str, run: u64, reason: String) -> Result<(), QueueError> {
+        self.engine
+            .store
+            .append(&Event::now(
+                project,
+                Some(run),
+                EventKind::RunFinished {
+                    status: RunStatus::Cancelled,
+                    duration_ms: 0,
+                    reason: Some(reason),
+                },
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Cancels a waiting run (at once) or a running one (its processes are killed).
+    pub async fn cancel(&self, project: &str, run: u64, by: &str) -> Result<&'static str, QueueError> {
+        let found = {
+            let mut st = self
+                .state
+                .lock()
+                .map_err(|_| QueueError::NotActive(project.into(), run))?;
+            if let Some(i) = st.waiting.iter().position(|w| w.project == project && w.run == run) {
+                st.waiting.remove(i);
+                Some(false)
+            } else if let Some(tx) = st.running.get(&(project.to_string(), run)) {
+                let _ = tx.send(true);
+                Some(true)
+            } else {
+                None
+            }
+        };
+        match found {
+            Some(false) => {
+                self.finish_unstarted(project, run, format!("cancelled by {by} before it started"))
+                    .await?;
+                Ok("cancelled")
+            }
+            Some(true) => Ok("cancelling"),
+            None => Err(QueueError::NotActive(project.into(), run)),
+        }
+    }
+
+    /// Runs waiting and running now: (project, run, "waiting"|"running").
+    pub fn snapshot(&self) -> (usize, usize) {
+        self.state
+            .lock()
+            .map(|s| (s.waiting.len(), s.running.len()))
+            .unwrap_or((0, 0))
+    }
+
+    fn project(&self, name: &str) -> Option<Project> {
+        self.projects.read().ok().and_then(|p| p.get(name).cloned())
+    }
+
+    async fn dispatch(self: Arc<Self>) {
+        loop {
+            while let Some((w, cancel)) = self.pick() {
+                let q = self.clone();
+                tokio::spawn(async move {
+                    let (project, run) = (w.project.clone(), w.run);
+                    if let Err(e) = q.execute(w, cancel).await {
+                        tracing::error!(%project, run, error = %e, "run could not be executed");
+                    }
+                    if let Ok(mut st) = q.state.lock() {
+                        st.running.remove(&(project.clone(), run));
+                        if let Some(n) = st.per_project.get_mut(&project) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
+                    q.wake.notify_one();
+                });
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// The first waiting run that the limits let start now.
+    fn pick(&self) -> Option<(Waiting, watch::Receiver<bool>)> {
+        let mut st = self.state.lock().ok()?;
+        if st.running.len() >= self.settings.concurrency {
+            return None;
+        }
+        let projects = self.projects.read().ok()?;
+        let i = st.waiting.iter().position(|w| {
+            let limit = projects
+                .get(&w.project)
+                .and_then(|p| p.options.concurrency)
+                .map_or(self.settings.concurrency, |c| c as usize);
+            st.per_project.get(&w.project).copied().unwrap_or(0) < limit
+        })?;
+        drop(projects);
+        let w = st.waiting.remove(i)?;
+        let (tx, rx) = watch::channel(false);
+        st.running.insert((w.project.clone(), w.run), tx);
+        *st.per_project.entry(w.project.clone()).or_insert(0) += 1;
+        Some((w, rx))
+    }
+
+    /// Secrets a run of `branch` may have: all of the project's, on its default or a protected
+    /// branch; none otherwise. Names starting with `TAKT_` are takt's own and never given.
+    fn secrets_for(&self, p: &Project, branch: Option<&str>) -> Vec<(String, String)> {
+        if !p.is_protected(branch) {
+            return Vec::new();
+        }
+        p.sealed
+            .iter()
+            .filter(|(n, _)| !n.starts_with("TAKT_"))
+            .filter_map(|(n, s)| match self.key.open(&p.name, n, &s.nonce, &s.ciphertext) {
+                Ok(v) => Some((n.clone(), String::from_utf8_lossy(&v).into_owned())),
+                Err(e) => {
+                    tracing::error!(project = %p.name, secret = %n, error = %e, "secret not given");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    async fn execute(&self, w: Waiting, cancel: watch::Receiver<bool>) -> Result<(), QueueError> {
+        let Some(project) = self.project(&w.project) else {
+            return self.fail_start(&w, "the project no longer exists".into()).await;
+        };
+        let mirror = projects::mirror_path(&self.data, &w.project);
+        let repo = Repo::bare(&mirror);
+        let req = RunRequest {
+            path: mirror.clone(),
+            rev: w.commit.clone(),
+            dirty: false,
+            only_jobs: Vec::new(),
+            parallel: self.settings.jobs_per_run,
+            log_limit: takt_engine::log::DEFAULT_LIMIT,
+            project: Some(w.project.clone()),
+            trigger: w.trigger.clone(),
+            branch: w.branch.clone(),
+            tag: w.tag.clone(),
+            queued: Some(w.run),
+            carry: w.carry.clone(),
+            secrets: self.secrets_for(&project, w.branch.as_deref()),
+        };
+        let prep = match Prepared::new(&req, repo, &self.data.join("tmp")).await {
+            Ok(p) => p,
+            Err(e) => return self.fail_start(&w, e.to_string()).await,
+        };
+        let (ptx, prx) = mpsc::channel(16);
+        drop(prx); // nobody watches progress here; the events say everything
+        let report = self
+            .engine
+            .run(prep, &req, Arc::new(Live::default()), ptx, cancel)
+            .await?;
+        tracing::info!(project = %report.project, run = report.run, status = %report.status, "run finished");
+        Ok(())
+    }
+
+    /// A run that cannot start (invalid takt.yml, a plan that cannot run, a git failure) is
+    /// still a run of that commit: recorded as failed, with the reason, so people see why.
+    async fn fail_start(&self, w: &Waiting, reason: String) -> Result<(), QueueError> {
+        tracing::warn!(project = %w.project, run = w.run, %reason, "run could not start");
+        self.engine
+            .store
+            .append(&Event::now(
+                &w.project,
+                Some(w.run),
+                EventKind::RunFinished {
+                    status: RunStatus::Failed,
+                    duration_ms: 0,
+                    reason: Some(reason),
+                },
+            ))
+            .await?;
+        Ok(())
+    }
+}
+
+fn poisoned() -> takt_engine::EngineError {
+    takt_engine::EngineError::Io {
+        doing: "locking",
+        path: PathBuf::from("the fetch table"),
+        source: std::io::Error::other("poisoned"),
+    }
+}
+
+/// Stops what a crashed server left of a job. The shim normally ends the job by itself when
+/// the server dies (its stdin closes); if one is still alive, SIGTERM makes it stop every
+/// process of the job (SIGKILL after a grace period). Only a pid that still is a takt shim
+/// is signalled: a reused pid belongs to someone else.
+fn kill_orphan(pid: u32) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !cmdline.split(|b| *b == 0).any(|a| a == b"__shim") {
+        return;
+    }
+    if nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .is_ok()
+    {
+        tracing::warn!(pid, "killed the processes of a job interrupted by a server stop");
+    }
+}

@@ -1,0 +1,715 @@
+//! Runs over HTTP: trigger, list, show, cancel, retry, and job logs (whole, by byte range, or
+//! followed live as Server-Sent Events).
+
+use crate::auth::Permission;
+use crate::queue::{Submission, Submitted};
+use crate::{ApiError, AppState, authorize, body_error};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use takt_engine::Carry;
+use takt_engine::git::Repo;
+use takt_model::{Event, EventKind, JobStatus, Trigger};
+use takt_store::EventFilter;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// How often a live log follower looks for new output.
+pub const FOLLOW_POLL: Duration = Duration::from_millis(20);
+
+/// Runs folded from their events, in (project, run) order.
+pub fn fold_runs(events: &[Event]) -> Vec<Value> {
+    let mut runs: BTreeMap<(String, u64), Value> = BTreeMap::new();
+    for e in events {
+        let Some(n) = e.run else { continue };
+        let key = (e.project.clone(), n);
+        let at = takt_model::timefmt::rfc3339(e.at);
+        if let EventKind::RunQueued {
+            commit,
+            branch,
+            tag,
+            trigger,
+            ..
+        } = &e.kind
+        {
+            runs.insert(
+                key,
+                json!({"project": e.project, "run": n, "commit": commit, "branch": branch, "tag": tag, "trigger": trigger, "status": "queued", "queued_at": at, "jobs": []}),
+            );
+            continue;
+        }
+        let Some(r) = runs.get_mut(&key) else { continue };
+        let job_mut = |r: &mut Value, job: &str| -> Option<usize> {
+            let jobs = r["jobs"].as_array_mut()?;
+            match jobs.iter().position(|j| j["name"] == json!(job)) {
+                Some(i) => Some(i),
+                None => {
+                    jobs.push(json!({"name": job}));
+                    Some(jobs.len() - 1)
+                }
+            }
+        };
+        match &e.kind {
+            EventKind::RunStarted => {
+                r["status"] = json!("running");
+                r["started_at"] = json!(at);
+            }
+            EventKind::RunFinished {
+                status,
+                duration_ms,
+                reason,
+            } => {
+                if reason.is_some() {
+                    r["reason"] = json!(reason);
+                }
+                r["status"] = json!(status);
+                r["finished_at"] = json!(at);
+                r["duration_ms"] = json!(duration_ms);
+            }
+            EventKind::JobQueued { job, stage } => {
+                if let Some(i) = job_mut(r, job) {
+                    r["jobs"][i]["stage"] = json!(stage);
+                    r["jobs"][i]["status"] = json!("queued");
+                }
+            }
+            EventKind::JobStarted { job, attempt, log, .. } => {
+                if let Some(i) = job_mut(r, job) {
+                    let j = &mut r["jobs"][i];
+                    j["status"] = json!("running");
+                    j["attempt"] = json!(attempt);
+                    j["started_at"] = json!(at);
+                    if log.is_some() {
+                        j["log"] = json!(log);
+                    }
+                }
+            }
+            EventKind::JobFinished {
+                job,
+                status,
+                exit_code,
+                duration_ms,
+                attempt,
+                flaky,
+                ..
+            } => {
+                if let Some(i) = job_mut(r, job) {
+                    let j = &mut r["jobs"][i];
+                    j["status"] = json!(status);
+                    j["exit_code"] = json!(exit_code);
+                    j["duration_ms"] = json!(duration_ms);
+                    j["attempt"] = json!(attempt);
+                    j["flaky"] = json!(flaky);
+                }
+            }
+            EventKind::JobSkipped { job, status, reason } => {
+                if let Some(i) = job_mut(r, job) {
+                    r["jobs"][i]["status"] = json!(status);
+                    r["jobs"][i]["reason"] = json!(reason);
+                }
+            }
+            _ => {}
+        }
+    }
+    runs.into_values().collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    project: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    /// Runs numbered below this (paging backwards, newest first).
+    before: Option<u64>,
+}
+
+pub async fn list_runs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<RunsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Permission::Read)?;
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`limit` must be from 1 to 1000"));
+    }
+    let events = state
+        .store
+        .events(&EventFilter {
+            project: q.project.clone(),
+            kinds: ["run_queued", "run_started", "run_finished"].map(String::from).to_vec(),
+            ..Default::default()
+        })
+        .await?;
+    let mut runs = fold_runs(&events);
+    runs.sort_by(|a, b| b["queued_at"].as_str().cmp(&a["queued_at"].as_str()));
+    let runs: Vec<Value> = runs
+        .into_iter()
+        .filter(|r| q.status.as_ref().is_none_or(|s| r["status"] == json!(s)))
+        .filter(|r| q.before.is_none_or(|b| r["run"].as_u64().is_some_and(|n| n < b)))
+        .take(limit)
+        .map(|mut r| {
+            if let Some(o) = r.as_object_mut() {
+                o.remove("jobs");
+            }
+            r
+        })
+        .collect();
+    Ok(Json(json!({"runs": runs})))
+}
+
+fn parse_run(run: &str) -> Result<u64, ApiError> {
+    run.parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("run `{run}` is not a run number")))
+}
+
+async fn load_run(state: &AppState, project: &str, run: u64) -> Result<(Vec<Event>, Value), ApiError> {
+    let events = state
+        .store
+        .events(&EventFilter {
+            project: Some(project.to_string()),
+            run: Some(run),
+            ..Default::default()
+        })
+        .await?;
+    let folded = fold_runs(&events)
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run #{run} of project `{project}`")))?;
+    Ok((events, folded))
+}
+
+pub async fn show_run(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, run)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    // Authorization first: a typed path parameter would answer 400 before it.
+    authorize(&state, &headers, Permission::Read)?;
+    let run = parse_run(&run)?;
+    Ok(Json(load_run(&state, &project, run).await?.1))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    /// A commit, branch or tag (default: the project's default branch).
+    #[serde(default)]
+    rev: Option<String>,
+    /// The full ref the commit was pushed to (`refs/heads/X`, `refs/tags/T`), as hooks report.
+    #[serde(default, rename = "ref")]
+    git_ref: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Where a reported commit belongs: a branch or a tag.
+pub fn split_ref(r: &str) -> (Option<String>, Option<String>) {
+    if let Some(b) = r.strip_prefix("refs/heads/") {
+        (Some(b.to_string()), None)
+    } else if let Some(t) = r.strip_prefix("refs/tags/") {
+        (None, Some(t.to_string()))
+    } else {
+        (None, None)
+    }
+}
+
+/// Fetches the project's mirror, resolves what was reported, and submits the run.
+pub async fn report(
+    state: &AppState,
+    project: &str,
+    rev: Option<&str>,
+    git_ref: Option<&str>,
+    trigger: Trigger,
+    force: bool,
+) -> Result<(Submitted, String), ApiError> {
+    let arrived = std::time::Instant::now();
+    let p = state.project(project)?;
+    let queue = state.queue()?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    queue
+        .fetch(project)
+        .await
+        .map_err(|e| bad(format!("cannot fetch the repository of `{project}`: {e}")))?;
+    let mirror = Repo::bare(&crate::projects::mirror_path(&state.data_dir, project));
+    let (branch, tag, rev) = match (git_ref, rev) {
+        (Some(r), rev) => {
+            let (b, t) = split_ref(r);
+            if b.is_none() && t.is_none() {
+                return Err(bad(format!("`{r}` is neither refs/heads/… nor refs/tags/…")));
+            }
+            (b, t, rev.unwrap_or(r).to_string())
+        }
+        (None, Some(rev)) => {
+            let (b, t) = mirror.ref_of(rev).await;
+            (b, t, rev.to_string())
+        }
+        (None, None) => (Some(p.branch.clone()), None, p.branch.clone()),
+    };
+    let commit = mirror.resolve(&rev).await.map_err(|e| bad(e.to_string()))?;
+    let submitted = queue
+        .submit(Submission {
+            project: project.to_string(),
+            commit: commit.clone(),
+            branch,
+            tag,
+            trigger,
+            force,
+            carry: None,
+        })
+        .await
+        .map_err(queue_error)?;
+    if let Submitted::Queued(run) = submitted {
+        state.metrics.triggered(project, run, arrived);
+    }
+    Ok((submitted, commit))
+}
+
+pub(crate) fn queue_error(e: crate::queue::QueueError) -> ApiError {
+    use crate::queue::QueueError::*;
+    match e {
+        Full(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        NotActive(..) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        Store(s) => s.into(),
+        Engine(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+pub(crate) fn submitted_response(s: Submitted, commit: &str) -> (StatusCode, Json<Value>) {
+    match s {
+        Submitted::Queued(run) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"queued": true, "run": run, "commit": commit})),
+        ),
+        Submitted::Duplicate(run) => (
+            StatusCode::OK,
+            Json(json!({"queued": false, "duplicate": true, "run": run, "commit": commit})),
+        ),
+    }
+}
+
+pub async fn trigger(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<TriggerBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = authorize(&state, &headers, Permission::Ci)?;
+    let req = match body {
+        Ok(Json(b)) => b,
+        Err(JsonRejection::MissingJsonContentType(_)) => TriggerBody::default(),
+        Err(e) => return Err(body_error(e)),
+    };
+    state.project(&name)?;
+    // A hook token reports pushes; anything else is a person or a script asking.
+    let trigger = if req.git_ref.is_some() {
+        Trigger::Hook {
+            token: who.name.clone(),
+        }
+    } else {
+        Trigger::Api {
+            token: who.name.clone(),
+        }
+    };
+    let (s, commit) = report(
+        &state,
+        &name,
+        req.rev.as_deref(),
+        req.git_ref.as_deref(),
+        trigger,
+        req.force,
+    )
+    .await?;
+    Ok(submitted_response(s, &commit))
+}
+
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, run)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = authorize(&state, &headers, Permission::Ci)?;
+    let run = parse_run(&run)?;
+    load_run(&state, &project, run).await?;
+    let outcome = state
+        .queue()?
+        .cancel(&project, run, &format!("token `{}`", who.name))
+        .await
+        .map_err(queue_error)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"run": run, "status": outcome}))))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    /// Only the jobs that did not pass; the passed ones are taken over with their artifacts.
+    #[serde(default)]
+    failed: bool,
+}
+
+pub async fn retry(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, run)): Path<(String, String)>,
+    body: Result<Json<RetryBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = authorize(&state, &headers, Permission::Ci)?;
+    let run = parse_run(&run)?;
+    let req = match body {
+        Ok(Json(b)) => b,
+        Err(JsonRejection::MissingJsonContentType(_)) => RetryBody::default(),
+        Err(e) => return Err(body_error(e)),
+    };
+    let (_, folded) = load_run(&state, &project, run).await?;
+    let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, m);
+    if folded.get("finished_at").is_none() {
+        return Err(conflict(format!(
+            "run #{run} has not finished; cancel it first or wait"
+        )));
+    }
+    let jobs = folded["jobs"].as_array().cloned().unwrap_or_default();
+    let passed: Vec<String> = jobs
+        .iter()
+        .filter(|j| j["status"] == json!(JobStatus::Success))
+        .filter_map(|j| j["name"].as_str().map(str::to_string))
+        .collect();
+    let carry = if req.failed {
+        if passed.len() == jobs.len() {
+            return Err(conflict(format!(
+                "every job of run #{run} passed; retry the whole run instead"
+            )));
+        }
+        Some(Carry {
+            from: run,
+            jobs: passed,
+        })
+    } else {
+        None
+    };
+    let commit = folded["commit"].as_str().unwrap_or_default().to_string();
+    let s = state
+        .queue()?
+        .submit(Submission {
+            project: project.clone(),
+            commit: commit.clone(),
+            branch: folded["branch"].as_str().map(str::to_string),
+            tag: folded["tag"].as_str().map(str::to_string),
+            trigger: Trigger::Retry {
+                of: run,
+                token: who.name.clone(),
+                failed_only: req.failed,
+            },
+            force: true,
+            carry,
+        })
+        .await
+        .map_err(queue_error)?;
+    Ok(submitted_response(s, &commit))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    attempt: Option<u32>,
+    /// Follow the log live (Server-Sent Events); the same as `Accept: text/event-stream`.
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The log file of a job attempt (latest attempt unless one is named), and whether it is done.
+fn find_log(events: &[Event], job: &str, attempt: Option<u32>) -> Option<(String, u32, bool)> {
+    let mut found: Option<(String, u32, bool)> = None;
+    for e in events {
+        match &e.kind {
+            EventKind::JobStarted {
+                job: j,
+                attempt: a,
+                log: Some(l),
+                ..
+            } if j == job && attempt.is_none_or(|x| x == *a) => found = Some((l.clone(), *a, false)),
+            EventKind::LogStored {
+                job: j,
+                attempt: a,
+                location,
+                ..
+            } if j == job && attempt.is_none_or(|x| x == *a) => found = Some((location.clone(), *a, true)),
+            _ => {}
+        }
+    }
+    found
+}
+
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, run, job)): Path<(String, String, String)>,
+    q: Result<Query<LogQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Permission::Read)?;
+    let run = parse_run(&run)?;
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
+    let (events, _) = load_run(&state, &project, run).await?;
+    let Some((location, attempt, done)) = find_log(&events, &job, q.attempt) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("job `{job}` of run #{run} has no log (yet)"),
+        ));
+    };
+    // The location comes from our own events; refuse anything that would leave the data dir.
+    if location.starts_with('/') || location.split('/').any(|c| c == "..") {
+        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt log location"));
+    }
+    let path = state.data_dir.join(&location);
+    let sse = q.follow
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+    if sse {
+        let from = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        return Ok(follow(state.clone(), project, run, job, attempt, done, path, from).into_response());
+    }
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("log of `{job}` is gone: {e}")))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .len();
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (start, end) = match range {
+        None => (0, size),
+        Some(r) => match parse_range(r, size) {
+            Some(x) => x,
+            None => {
+                let mut resp = ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    format!("range `{r}` is not within the log's {size} bytes"),
+                )
+                .into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return Ok(resp);
+            }
+        },
+    };
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let body = Body::from_stream(futures_util::stream::unfold(
+        (file, end - start),
+        |(mut f, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            let mut buf = vec![0u8; left.min(256 * 1024) as usize];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), (f, left - n as u64)))
+                }
+                Err(e) => Some((Err(e), (f, 0))),
+            }
+        },
+    ));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&(end - start).to_string()) {
+        h.insert(header::CONTENT_LENGTH, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(if done { "complete" } else { "running" }) {
+        h.insert("x-takt-log", v);
+    }
+    if range.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end.saturating_sub(1))) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `bytes=A-B`, `bytes=A-`, `bytes=-N` → [start, end) within `size`.
+pub fn parse_range(r: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = r.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // one range only
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size)
+        }
+        (a, "") => (a.parse().ok()?, size),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.saturating_add(1).min(size)),
+    };
+    (start < end && start < size).then_some((start, end))
+}
+
+/// Follows a log as Server-Sent Events: each event carries the complete lines that arrived
+/// (one `data:` line per log line) and has the byte offset after them as its id, so a client
+/// that reconnects with `Last-Event-ID` continues where it was. An `end` event closes it.
+#[allow(clippy::too_many_arguments)]
+fn follow(
+    state: Arc<AppState>,
+    project: String,
+    run: u64,
+    job: String,
+    attempt: u32,
+    done: bool,
+    path: std::path::PathBuf,
+    from: u64,
+) -> impl IntoResponse {
+    struct F {
+        state: Arc<AppState>,
+        project: String,
+        run: u64,
+        job: String,
+        attempt: u32,
+        done: bool,
+        path: std::path::PathBuf,
+        offset: u64,
+        pending: Vec<u8>,
+        follow: tokio::sync::broadcast::Receiver<Event>,
+        ended: bool,
+        idle: u32,
+    }
+    let follow = state.store.follow();
+    let f = F {
+        state,
+        project,
+        run,
+        job,
+        attempt,
+        done,
+        path,
+        offset: from,
+        pending: Vec::new(),
+        follow,
+        ended: false,
+        idle: 0,
+    };
+    let stream = futures_util::stream::unfold(f, |mut f| async move {
+        if f.ended {
+            return None;
+        }
+        loop {
+            // Read what is new.
+            let mut chunk = Vec::new();
+            if let Ok(mut file) = tokio::fs::File::open(&f.path).await
+                && file.seek(std::io::SeekFrom::Start(f.offset)).await.is_ok()
+            {
+                let _ = (&mut file).take(1 << 20).read_to_end(&mut chunk).await;
+            }
+            f.offset += chunk.len() as u64;
+            f.pending.extend_from_slice(&chunk);
+            let cut = if f.done && chunk.is_empty() {
+                f.pending.len()
+            } else {
+                memchr::memrchr(b'\n', &f.pending).map_or(0, |p| p + 1)
+            };
+            if cut > 0 {
+                let lines: Vec<u8> = f.pending.drain(..cut).collect();
+                let text = String::from_utf8_lossy(&lines);
+                let text = text.strip_suffix('\n').unwrap_or(&text).to_string();
+                let sent = f.offset - f.pending.len() as u64;
+                let ev = SseEvent::default().id(sent.to_string()).data(text);
+                return Some((Ok::<_, std::convert::Infallible>(ev), f));
+            }
+            if f.done && chunk.is_empty() {
+                f.ended = true;
+                let ev = SseEvent::default().event("end").data(format!("{}", f.offset));
+                return Some((Ok(ev), f));
+            }
+            if !f.done {
+                // The store is asked too, now and then: the job may have ended before we
+                // started following the log.
+                let ask = f.idle % 50 == 0;
+                f.idle += 1;
+                f.done = log_finished(&mut f.follow, &f.state, &f.project, f.run, &f.job, f.attempt, ask).await;
+                if f.done {
+                    continue; // read the rest at once
+                }
+            }
+            if chunk.is_empty() {
+                tokio::time::sleep(FOLLOW_POLL).await;
+            }
+        }
+    });
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// Whether the attempt's log is complete: a `log_stored` event for it was appended.
+async fn log_finished(
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    state: &AppState,
+    project: &str,
+    run: u64,
+    job: &str,
+    attempt: u32,
+    ask_store: bool,
+) -> bool {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let matches = |e: &Event| {
+        e.project == project
+            && e.run == Some(run)
+            && matches!(&e.kind, EventKind::LogStored { job: j, attempt: a, .. } if j == job && *a == attempt)
+    };
+    loop {
+        let lagged = match rx.try_recv() {
+            Ok(e) if matches(&e) => return true,
+            Ok(_) => continue,
+            Err(TryRecvError::Empty) => false,
+            Err(TryRecvError::Lagged(_)) => true,
+            Err(TryRecvError::Closed) => return true,
+        };
+        {
+            if lagged || ask_store {
+                // Fell behind the live log: ask the store.
+                let stored = state
+                    .store
+                    .events(&EventFilter {
+                        project: Some(project.to_string()),
+                        run: Some(run),
+                        kind: Some("log_stored".into()),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_or_default();
+                if stored.iter().any(matches) {
+                    return true;
+                }
+            }
+            if !lagged {
+                return false;
+            }
+        }
+    }
+}
