@@ -1136,10 +1136,10 @@ impl<E: Executor + 'static> JobRun<E> {
         };
         let (end, ()) = tokio::join!(self.engine.executor.run_step(spec, log, self.cancel.clone()), record);
         end.map_err(|e| EngineError::Io {
-                doing: "starting a job step in",
-                path: cwd.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            })
+            doing: "starting a job step in",
+            path: cwd.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 
     /// Artifacts, test reports and cache after the script.

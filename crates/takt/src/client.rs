@@ -79,7 +79,7 @@ fn read_credentials() -> Credentials {
 
 /// An error the user can fix (exit code 2) rather than a failure (1).
 #[derive(Debug)]
-struct BadInput(String);
+pub(crate) struct BadInput(pub String);
 impl std::fmt::Display for BadInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -104,14 +104,14 @@ pub fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> Exi
     }
 }
 
-struct Api {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
+pub(crate) struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    pub http: reqwest::Client,
 }
 
 impl Api {
-    fn new(r: &Remote) -> anyhow::Result<Api> {
+    pub(crate) fn new(r: &Remote) -> anyhow::Result<Api> {
         let creds = read_credentials();
         let base = r
             .server
@@ -133,19 +133,34 @@ impl Api {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = self.send(req).await?;
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        Ok((status, json))
+    }
+
+    /// A request with the token, to a path under the server.
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
+        req
+    }
+
+    /// Sends; a 4xx/5xx answer becomes an error with the server's reason.
+    pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let res = req.send().await.map_err(|e| {
             anyhow!(
                 "cannot reach the server at {} (is `takt serve` running?): {e}",
@@ -153,9 +168,9 @@ impl Api {
             )
         })?;
         let status = res.status().as_u16();
-        let text = res.text().await.unwrap_or_default();
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
         if status >= 400 {
+            let text = res.text().await.unwrap_or_default();
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
             let msg = json["error"].as_str().map(str::to_string).unwrap_or(text);
             let hint = match status {
                 401 => " (log in with `takt login --token …`, or set TAKT_TOKEN)",
@@ -169,7 +184,7 @@ impl Api {
                 e
             });
         }
-        Ok((status, json))
+        Ok(res)
     }
 }
 
@@ -301,6 +316,25 @@ pub enum ProjectCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Change a project's settings (admin scope); unnamed settings stay as they are.
+    Set {
+        name: String,
+        /// `every`: every reported commit gets its run; `newest`: a newer commit of a branch
+        /// cancels that branch's runs still waiting.
+        #[arg(long, value_parser = ["every", "newest"])]
+        queue: Option<String>,
+        /// At most this many runs of the project at once.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: Option<u32>,
+        /// A branch whose runs get secrets, like the default branch (repeatable; replaces the list).
+        #[arg(long = "protected", value_name = "BRANCH")]
+        protected: Vec<String>,
+        /// Seconds between polls of the repository (0: off).
+        #[arg(long)]
+        poll_seconds: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(clap::Args)]
@@ -333,6 +367,25 @@ pub enum RunsCommand {
     Show {
         project: String,
         run: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Cancel a waiting or running run; its job processes are killed (ci scope).
+    Cancel {
+        project: String,
+        run: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run a finished run again on the same commit (ci scope).
+    Retry {
+        project: String,
+        run: u64,
+        /// Only the jobs that did not pass; passed ones are taken over with their artifacts.
+        #[arg(long)]
+        failed: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -396,6 +449,41 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
                 .call(reqwest::Method::GET, &format!("/api/v1/projects/{name}"), None)
                 .await?;
             println!("{v:#}");
+        }
+        ProjectCommand::Set {
+            name,
+            queue,
+            concurrency,
+            protected,
+            poll_seconds,
+            remote,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(q) = queue {
+                body.insert("queue".into(), q.into());
+            }
+            if let Some(c) = concurrency {
+                body.insert("concurrency".into(), c.into());
+            }
+            if !protected.is_empty() {
+                body.insert("protected".into(), protected.into());
+            }
+            if let Some(p) = poll_seconds {
+                body.insert("poll_seconds".into(), p.into());
+            }
+            if body.is_empty() {
+                bail!(BadInput(
+                    "nothing to set: give --queue, --concurrency, --protected or --poll-seconds".into()
+                ));
+            }
+            let (_, v) = Api::new(&remote)?
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/projects/{name}/settings"),
+                    Some(body.into()),
+                )
+                .await?;
+            println!("{}", v["options"]);
         }
     }
     Ok(())
@@ -481,6 +569,40 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
                     .map(|j| vec![s(&j["name"]), s(&j["status"]), s(&j["exit_code"]), s(&j["reason"])])
                     .collect();
                 println!("{}", table(&["job", "status", "exit", "reason"], rows));
+            }
+        }
+        RunsCommand::Cancel { project, run, remote } => {
+            let (_, v) = Api::new(&remote)?
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/runs/{project}/{run}/cancel"),
+                    None,
+                )
+                .await?;
+            println!("run #{run} of {project}: {}", s(&v["status"]));
+        }
+        RunsCommand::Retry {
+            project,
+            run,
+            failed,
+            json,
+            remote,
+        } => {
+            let (_, v) = Api::new(&remote)?
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/runs/{project}/{run}/retry"),
+                    Some(serde_json::json!({"failed": failed})),
+                )
+                .await?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "queued run #{} of {project}: {} of run #{run}",
+                    s(&v["run"]),
+                    if failed { "the failed jobs" } else { "every job" }
+                );
             }
         }
     }

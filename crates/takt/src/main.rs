@@ -1,6 +1,7 @@
 //! `takt`: the binary. Command-line parsing, wiring, output — nothing else.
 
 mod client;
+mod ops;
 mod output;
 mod serve;
 
@@ -59,6 +60,14 @@ enum Command {
     /// List and show runs on the server.
     #[command(subcommand)]
     Runs(client::RunsCommand),
+    /// Print a job's log (or every job's), or follow it live with -f.
+    Logs(ops::LogsArgs),
+    /// Project secrets: set (value from stdin), ls (names only), rm.
+    #[command(subcommand)]
+    Secret(ops::SecretCommand),
+    /// Git hooks that report pushes to the server.
+    #[command(subcommand)]
+    Hook(ops::HookCommand),
 }
 
 #[derive(clap::Args)]
@@ -145,6 +154,9 @@ fn main() -> ExitCode {
         Command::Project(c) => client::block_on(client::project(c)),
         Command::Trigger(a) => client::block_on(client::trigger(a)),
         Command::Runs(c) => client::block_on(client::runs(c)),
+        Command::Logs(a) => client::block_on(ops::logs(a)),
+        Command::Secret(c) => client::block_on(ops::secret(c)),
+        Command::Hook(c) => client::block_on(ops::hook(c)),
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

@@ -3,103 +3,13 @@
 #![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
 
 mod common;
+use common::server::*;
 use common::*;
 use reqwest::StatusCode;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use takt_server::auth::Scope;
-
-struct Server {
-    child: Child,
-    base: String,
-    printed_token: Option<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &std::path::Path, env: &[(&str, &str)]) -> Server {
-    let mut cmd = takt();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env_remove("TAKT_ADMIN_TOKEN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut printed_token = None;
-    let mut base = None;
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(t) = line.split(": ").nth(1).filter(|_| line.starts_with("admin token")) {
-            printed_token = Some(t.trim().to_string());
-        }
-        if let Some(i) = line.find("listening on http://") {
-            base = Some(
-                line[i + "listening on ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_string(),
-            );
-            break;
-        }
-    }
-    // Keep draining stdout so logging never blocks the server.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Server {
-        child,
-        base: base.expect("the server said where it listens"),
-        printed_token,
-        _dir: None,
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-async fn new_token(s: &Server, admin: &str, scope: Scope) -> String {
-    let r = client()
-        .post(format!("{}/api/v1/tokens", s.base))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({"name": format!("{scope}-bot"), "scope": scope.to_string()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    r.json::<serde_json::Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn url(s: &Server, path: &str) -> String {
-    let path = path
-        .replace("{id}", "00000000")
-        .replace("{name}", "demo")
-        .replace("{project}", "demo")
-        .replace("{run}", "1");
-    format!("{}{path}", s.base)
-}
-
-/// GET a path with a token; the JSON body.
-async fn get_json(s: &Server, path: &str, token: &str) -> serde_json::Value {
-    let r = client().get(url(s, path)).bearer_auth(token).send().await.unwrap();
-    assert!(r.status().is_success(), "GET {path}: {}", r.status());
-    r.json().await.unwrap()
-}
 
 #[tokio::test]
 async fn every_route_refuses_missing_wrong_and_insufficient_tokens() {
@@ -438,34 +348,6 @@ fn login_and_token_commands_talk_to_the_server() {
     let out = cli(&["token", "ls", "--server", "http://127.0.0.1:9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot reach the server"), "{}", stderr(&out));
-}
-
-async fn post_json(s: &Server, path: &str, token: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
-    let r = client()
-        .post(url(s, path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(serde_json::Value::Null))
-}
-
-/// Waits (bounded) until the project has `n` finished runs; returns the runs.
-async fn finished_runs(s: &Server, token: &str, project: &str, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let runs = get_json(s, &format!("/api/v1/runs?project={project}"), token).await;
-        let list = runs["runs"].as_array().unwrap().clone();
-        if list.iter().filter(|r| r.get("finished_at").is_some()).count() >= n {
-            let mut list = list;
-            list.sort_by_key(|r| r["run"].as_u64());
-            return list;
-        }
-        assert!(Instant::now() < deadline, "runs did not finish: {list:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

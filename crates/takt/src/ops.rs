@@ -1,0 +1,353 @@
+//! More of the CLI as an API client: `takt logs`, `takt secret …`, `takt hook …`.
+
+use crate::client::{Api, BadInput, Remote};
+use anyhow::{Context, bail};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// The run: `PROJECT/NUMBER` (as `takt runs ls` shows).
+    run: String,
+    /// One job's log [default: every job's, in order].
+    job: Option<String>,
+    /// Follow the log live until the job (or, without JOB, the run) ends.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// An earlier attempt of a retried job [default: the latest].
+    #[arg(long)]
+    attempt: Option<u32>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(clap::Subcommand)]
+pub enum SecretCommand {
+    /// Set a project secret; the value is read from stdin (a trailing newline is dropped).
+    /// Jobs get it as an environment variable when they list it in `secrets:` and run on the
+    /// default branch or a protected one. `TAKT_WEBHOOK_SECRET` signs the project's webhooks.
+    Set {
+        project: String,
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a project's secret names (values are never shown).
+    Ls {
+        project: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remove a project secret.
+    Rm {
+        project: String,
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum HookCommand {
+    /// Write a post-receive hook into a repository (bare or not) that tells the server about
+    /// every push. The hook keeps the server URL and the token (use a `ci` token); mode 0700.
+    Install {
+        /// The repository on this machine.
+        repo: PathBuf,
+        /// The takt project that builds it.
+        #[arg(long)]
+        project: String,
+        /// Replace a post-receive hook that takt did not write.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// What the installed hook runs: reads `OLD NEW REF` lines from stdin and reports each
+    /// updated branch or tag. Never fails the push.
+    Notify {
+        project: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn split_run(run: &str) -> anyhow::Result<(String, u64)> {
+    let (p, n) = run
+        .rsplit_once('/')
+        .or_else(|| run.rsplit_once('#'))
+        .ok_or_else(|| BadInput(format!("`{run}` is not PROJECT/NUMBER")))?;
+    let n = n
+        .parse()
+        .map_err(|_| BadInput(format!("`{n}` in `{run}` is not a run number")))?;
+    Ok((p.to_string(), n))
+}
+
+pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.remote)?;
+    let (project, run) = split_run(&a.run)?;
+    let show = format!("/api/v1/runs/{project}/{run}");
+    let jobs_now =
+        |v: &serde_json::Value| -> Vec<serde_json::Value> { v["jobs"].as_array().cloned().unwrap_or_default() };
+    let (_, v) = api.call(reqwest::Method::GET, &show, None).await?;
+    let names: Vec<String> = match &a.job {
+        Some(j) => {
+            if !jobs_now(&v).iter().any(|x| x["name"] == *j) {
+                bail!(BadInput(format!("run #{run} of {project} has no job `{j}`")));
+            }
+            vec![j.clone()]
+        }
+        None => jobs_now(&v)
+            .iter()
+            .filter_map(|j| j["name"].as_str().map(str::to_string))
+            .collect(),
+    };
+    let many = names.len() > 1;
+    let mut out = std::io::stdout().lock();
+    for name in names {
+        let log_path = format!(
+            "/api/v1/runs/{project}/{run}/logs/{}{}",
+            encode(&name),
+            a.attempt.map(|n| format!("?attempt={n}")).unwrap_or_default()
+        );
+        // Wait (when following) until the job has a log, or will never have one.
+        let has_log = loop {
+            let (_, v) = api.call(reqwest::Method::GET, &show, None).await?;
+            let job = jobs_now(&v)
+                .into_iter()
+                .find(|x| x["name"] == *name)
+                .unwrap_or_default();
+            let status = job["status"].as_str().unwrap_or("");
+            if job.get("log").is_some() || job.get("exit_code").is_some() {
+                break true;
+            }
+            let waiting = status == "queued" && v.get("finished_at").is_none();
+            if !a.follow || !waiting {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if !has_log {
+            if a.job.is_some() {
+                bail!(BadInput(format!("job `{name}` of run #{run} has no log")));
+            }
+            continue;
+        }
+        if many {
+            writeln!(out, "── {name} ──")?;
+        }
+        if a.follow {
+            follow(&api, &log_path, &mut out).await?;
+        } else {
+            let res = api.send(api.request(reqwest::Method::GET, &log_path)).await?;
+            let bytes = res.bytes().await.context("reading the log")?;
+            out.write_all(&bytes)?;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Percent-encodes a job name for a URL path segment.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Prints a log as its Server-Sent Events arrive, until the `end` event.
+async fn follow(api: &Api, path: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    // No overall timeout: a live log lasts as long as its job.
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()?;
+    let mut req = http
+        .get(format!("{}{path}", api.base))
+        .header("accept", "text/event-stream");
+    if let Some(t) = &api.token {
+        req = req.bearer_auth(t);
+    }
+    let mut res = api.send(req).await?;
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = res.chunk().await.context("reading the live log")? {
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = find(&buf, b"\n\n") {
+            let event: Vec<u8> = buf.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&event);
+            let mut is_end = false;
+            for line in text.lines() {
+                if line == "event: end" {
+                    is_end = true;
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    if !is_end {
+                        writeln!(out, "{}", d.strip_prefix(' ').unwrap_or(d))?;
+                    }
+                }
+            }
+            out.flush()?;
+            if is_end {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+pub async fn secret(c: SecretCommand) -> anyhow::Result<()> {
+    match c {
+        SecretCommand::Set { project, name, remote } => {
+            let api = Api::new(&remote)?;
+            let mut stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("value of {name} (end with Enter, then Ctrl-D):");
+            }
+            let mut value = Vec::new();
+            stdin.read_to_end(&mut value).context("reading the value from stdin")?;
+            let req = api
+                .request(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/projects/{project}/secrets/{name}"),
+                )
+                .body(value);
+            api.send(req).await?;
+            println!("secret {name} of {project} set");
+        }
+        SecretCommand::Ls { project, json, remote } => {
+            let (_, v) = Api::new(&remote)?
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/projects/{project}/secrets"),
+                    None,
+                )
+                .await?;
+            if json {
+                println!("{}", v["secrets"]);
+            } else {
+                for x in v["secrets"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\tset {}",
+                        x["name"].as_str().unwrap_or(""),
+                        x["set_at"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        SecretCommand::Rm { project, name, remote } => {
+            Api::new(&remote)?
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/projects/{project}/secrets/{name}"),
+                    None,
+                )
+                .await?;
+            println!("secret {name} of {project} removed");
+        }
+    }
+    Ok(())
+}
+
+const HOOK_MARK: &str = "# Installed by `takt hook install`";
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+pub async fn hook(c: HookCommand) -> anyhow::Result<()> {
+    match c {
+        HookCommand::Install {
+            repo,
+            project,
+            force,
+            remote,
+        } => {
+            let api = Api::new(&remote)?;
+            let Some(token) = api.token.clone() else {
+                bail!(BadInput(
+                    "the hook needs a token: give --token (a `ci` token) or log in first".into()
+                ));
+            };
+            let hooks = if repo.join("HEAD").is_file() && repo.join("objects").is_dir() {
+                repo.join("hooks")
+            } else if repo.join(".git").is_dir() {
+                repo.join(".git/hooks")
+            } else {
+                bail!(BadInput(format!("{} is not a git repository", repo.display())));
+            };
+            std::fs::create_dir_all(&hooks).with_context(|| format!("creating {}", hooks.display()))?;
+            let path = hooks.join("post-receive");
+            if let Ok(old) = std::fs::read_to_string(&path)
+                && !old.contains(HOOK_MARK)
+                && !force
+            {
+                bail!(BadInput(format!(
+                    "{} exists and was not written by takt; use --force to replace it",
+                    path.display()
+                )));
+            }
+            let exe = std::env::current_exe().context("finding the takt binary")?;
+            let script = format!(
+                "#!/bin/sh\n{HOOK_MARK}: tells the takt server about every push.\nTAKT_SERVER={} TAKT_TOKEN={} exec {} hook notify {}\n",
+                sh_quote(&api.base),
+                sh_quote(&token),
+                sh_quote(&exe.display().to_string()),
+                sh_quote(&project)
+            );
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o700)
+                    .open(&path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                f.write_all(script.as_bytes())?;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+            println!("installed {} (project {project}, server {})", path.display(), api.base);
+        }
+        HookCommand::Notify { project, remote } => {
+            let api = Api::new(&remote)?;
+            let mut input = String::new();
+            std::io::stdin().read_to_string(&mut input)?;
+            for line in input.lines() {
+                let mut parts = line.split_whitespace();
+                let (Some(_old), Some(new), Some(r)) = (parts.next(), parts.next(), parts.next()) else {
+                    continue;
+                };
+                if new.bytes().all(|b| b == b'0') {
+                    continue; // a deleted ref
+                }
+                let body = serde_json::json!({"rev": new, "ref": r});
+                match api
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("/api/v1/projects/{project}/trigger"),
+                        Some(body),
+                    )
+                    .await
+                {
+                    Ok((_, v)) if v["duplicate"] == true => println!("takt: {r} already has run #{}", v["run"]),
+                    Ok((_, v)) => println!("takt: queued run #{} of {project} for {r}", v["run"]),
+                    // The push has happened; a failed notification must not look like a failed push.
+                    Err(e) => println!("takt: could not notify the server about {r}: {e:#}"),
+                }
+            }
+        }
+    }
+    Ok(())
+}

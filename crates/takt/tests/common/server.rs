@@ -1,0 +1,135 @@
+//! A real `takt serve` on 127.0.0.1 for tests, and small HTTP helpers.
+#![allow(dead_code)]
+
+use super::takt;
+use reqwest::StatusCode;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use takt_server::auth::Scope;
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub printed_token: Option<String>,
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start(data: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let mut cmd = takt();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env_remove("TAKT_ADMIN_TOKEN")
+        // Tests that want polling say so; others must not see runs they did not ask for.
+        .env("TAKT_POLL_SECONDS", "0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut printed_token = None;
+    let mut base = None;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(t) = line.split(": ").nth(1).filter(|_| line.starts_with("admin token")) {
+            printed_token = Some(t.trim().to_string());
+        }
+        if let Some(i) = line.find("listening on http://") {
+            base = Some(
+                line[i + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+            break;
+        }
+    }
+    // Keep draining stdout so logging never blocks the server.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Server {
+        child,
+        base: base.expect("the server said where it listens"),
+        printed_token,
+        _dir: None,
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+pub async fn new_token(s: &Server, admin: &str, scope: Scope) -> String {
+    let r = client()
+        .post(format!("{}/api/v1/tokens", s.base))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"name": format!("{scope}-bot"), "scope": scope.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+pub fn url(s: &Server, path: &str) -> String {
+    let path = path
+        .replace("{id}", "00000000")
+        .replace("{name}", "demo")
+        .replace("{project}", "demo")
+        .replace("{run}", "1");
+    format!("{}{path}", s.base)
+}
+
+/// GET a path with a token; the JSON body.
+pub async fn get_json(s: &Server, path: &str, token: &str) -> serde_json::Value {
+    let r = client().get(url(s, path)).bearer_auth(token).send().await.unwrap();
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+pub async fn post_json(
+    s: &Server,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let r = client()
+        .post(url(s, path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Waits (bounded) until the project has `n` finished runs; returns the runs.
+pub async fn finished_runs(s: &Server, token: &str, project: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = get_json(s, &format!("/api/v1/runs?project={project}"), token).await;
+        let list = runs["runs"].as_array().unwrap().clone();
+        if list.iter().filter(|r| r.get("finished_at").is_some()).count() >= n {
+            let mut list = list;
+            list.sort_by_key(|r| r["run"].as_u64());
+            return list;
+        }
+        assert!(Instant::now() < deadline, "runs did not finish: {list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
