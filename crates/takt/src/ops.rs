@@ -187,10 +187,10 @@ async fn follow(api: &Api, path: &str, out: &mut impl Write) -> anyhow::Result<(
             for line in text.lines() {
                 if line == "event: end" {
                     is_end = true;
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    if !is_end {
-                        writeln!(out, "{}", d.strip_prefix(' ').unwrap_or(d))?;
-                    }
+                } else if let Some(d) = line.strip_prefix("data:")
+                    && !is_end
+                {
+                    writeln!(out, "{}", d.strip_prefix(' ').unwrap_or(d))?;
                 }
             }
             out.flush()?;
