@@ -70,6 +70,17 @@ impl Repo {
         git(self.path(), args);
     }
 
+    /// The full id of a revision.
+    pub fn rev(&self, rev: &str) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.path())
+            .args(["rev-parse", rev])
+            .output()
+            .expect("git runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.path().join(".git/takt")
     }

@@ -133,3 +133,67 @@ pub async fn finished_runs(s: &Server, token: &str, project: &str, n: usize) -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Adds project `name` for `repo` (admin token); panics unless created.
+pub async fn add_project(s: &Server, admin: &str, name: &str, repo: &std::path::Path) {
+    let (st, body) = post_json(
+        s,
+        "/api/v1/projects",
+        admin,
+        serde_json::json!({"name": name, "repo": repo.display().to_string()}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+}
+
+/// PUT a project secret.
+pub async fn put_secret(s: &Server, admin: &str, project: &str, name: &str, value: &str) -> StatusCode {
+    client()
+        .put(format!("{}/api/v1/projects/{project}/secrets/{name}", s.base))
+        .bearer_auth(admin)
+        .body(value.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Waits (bounded) until run `run` of `project` has finished; returns it.
+pub async fn finished_run(s: &Server, token: &str, project: &str, run: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client()
+            .get(format!("{}/api/v1/runs/{project}/{run}", s.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            let v: serde_json::Value = r.json().await.unwrap();
+            if v.get("finished_at").is_some() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "run #{run} did not finish: {v}");
+        } else {
+            assert!(Instant::now() < deadline, "run #{run} never appeared");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until `f` holds.
+pub async fn until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// The job named `name` in a run shown by the API.
+pub fn job_of<'a>(run: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    run["jobs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|x| x["name"] == name))
+        .unwrap_or_else(|| panic!("no job {name} in {run:#}"))
+}
