@@ -19,6 +19,44 @@ pub struct Pipeline {
     pub jobs: Vec<Job>,
     /// Sections the file declares that takt reserves but does not act on yet.
     pub reserved: Vec<(String, Pos)>,
+    /// Cron schedules (read by the server from the default branch only).
+    pub schedules: Vec<CronSchedule>,
+    /// Who hears about events (read by the server from the default branch only).
+    pub notify: Vec<Subscriber>,
+}
+
+/// `schedules.NAME`: run `branch` (default: the project's default branch) at each cron time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronSchedule {
+    pub name: String,
+    pub cron: String,
+    pub branch: Option<String>,
+    /// An IANA time zone name; default UTC.
+    pub timezone: Option<String>,
+}
+
+impl CronSchedule {
+    /// Parses a cron expression: five fields, or six with seconds first.
+    pub fn parse(cron: &str) -> Result<croner::Cron, String> {
+        croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(cron)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn check(cron: &str) -> Result<(), String> {
+        Self::parse(cron).map(|_| ())
+    }
+}
+
+/// A `notify` entry: CloudEvents to a webhook, or Slack messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub slack: bool,
+    pub url: String,
+    /// Event kinds to send (empty: all; Slack: runs, deploys and incidents).
+    pub events: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

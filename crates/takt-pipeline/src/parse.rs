@@ -16,8 +16,17 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The most jobs one matrix or `parallel: N` may create.
 pub const MAX_PARALLEL: usize = 200;
 
-const TOP_KEYS: &[&str] = &["version", "stages", "variables", "default", "budget", "jobs"];
-const RESERVED: &[&str] = &["environments", "checks", "flags", "schedules", "notify", "retention"];
+const TOP_KEYS: &[&str] = &[
+    "version",
+    "stages",
+    "variables",
+    "default",
+    "budget",
+    "jobs",
+    "schedules",
+    "notify",
+];
+const RESERVED: &[&str] = &["environments", "checks", "flags", "retention"];
 const JOB_KEYS: &[&str] = &[
     "stage",
     "script",
@@ -350,6 +359,8 @@ impl Cx {
         let mut default: Option<&Node> = None;
         let mut jobs_node: Option<&Node> = None;
         let mut reserved = Vec::new();
+        let mut schedules = Vec::new();
+        let mut notify = Vec::new();
         for (k, v) in top {
             match key(k) {
                 "version" => {
@@ -382,6 +393,8 @@ impl Cx {
                 }
                 "default" => default = Some(v),
                 "jobs" => jobs_node = Some(v),
+                "schedules" => schedules = self.schedules(v),
+                "notify" => notify = self.notify(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {
@@ -419,7 +432,97 @@ impl Cx {
             budget,
             jobs,
             reserved,
+            schedules,
+            notify,
         })
+    }
+
+    /// `schedules: {NAME: "CRON"}` or `{NAME: {cron, branch, timezone}}`.
+    fn schedules(&mut self, n: &Node) -> Vec<crate::model::CronSchedule> {
+        let mut out = Vec::new();
+        let Some(es) = self.map(n, "`schedules`") else {
+            return out;
+        };
+        for (k, v) in es {
+            let name = key(k).to_string();
+            let (mut cron, mut branch, mut timezone) = (None, None, None);
+            if let NodeKind::Map(fields) = &v.kind {
+                for (fk, fv) in fields {
+                    match key(fk) {
+                        "cron" => cron = self.string(fv, "`cron`").map(|c| (c, fv.pos)),
+                        "branch" => branch = self.string(fv, "`branch`"),
+                        "timezone" => timezone = self.string(fv, "`timezone`"),
+                        _ => self.unknown_key(fk, &["cron", "branch", "timezone"], &format!("schedule `{name}`")),
+                    }
+                }
+            } else {
+                cron = self.string(v, &format!("schedule `{name}`")).map(|c| (c, v.pos));
+            }
+            let Some((cron, pos)) = cron else {
+                self.err_help(
+                    k.pos,
+                    format!("schedule `{name}` has no `cron`"),
+                    "write e.g. `nightly: \"0 3 * * *\"` (minute hour day month weekday, UTC)",
+                );
+                continue;
+            };
+            if let Err(e) = crate::model::CronSchedule::check(&cron) {
+                self.err_help(
+                    pos,
+                    format!("schedule `{name}`: `{cron}` is not a cron expression: {e}"),
+                    "use five fields (minute hour day month weekday), or six with seconds first",
+                );
+                continue;
+            }
+            out.push(crate::model::CronSchedule {
+                name,
+                cron,
+                branch,
+                timezone,
+            });
+        }
+        out
+    }
+
+    /// `notify: [{webhook: URL, events: [kinds]}, {slack: URL}]`.
+    fn notify(&mut self, n: &Node) -> Vec<crate::model::Subscriber> {
+        let mut out = Vec::new();
+        let NodeKind::Seq(items) = &n.kind else {
+            self.err_help(
+                n.pos,
+                "`notify` must be a list",
+                "write e.g. `notify: [{webhook: https://example.com/hook}, {slack: https://hooks.slack.com/...}]`",
+            );
+            return out;
+        };
+        for item in items {
+            let Some(fields) = self.map(item, "a `notify` entry") else {
+                continue;
+            };
+            let (mut target, mut events) = (None, Vec::new());
+            for (fk, fv) in fields {
+                match key(fk) {
+                    k @ ("webhook" | "slack") => {
+                        if target.is_some() {
+                            self.err(fk.pos, "a `notify` entry has one `webhook` or one `slack`");
+                        }
+                        if let Some(url) = self.string(fv, &format!("`{k}`")) {
+                            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                                self.err(fv.pos, format!("`{k}` must be an http:// or https:// URL, not `{url}`"));
+                            }
+                            target = Some((k == "slack", url));
+                        }
+                    }
+                    "events" => events = self.strings(fv, "`events`").unwrap_or_default(),
+                    _ => self.unknown_key(fk, &["webhook", "slack", "events"], "a `notify` entry"),
+                }
+            }
+            match target {
+                Some((slack, url)) => out.push(crate::model::Subscriber { slack, url, events }),
+                None => self.err(item.pos, "a `notify` entry needs `webhook: URL` or `slack: URL`"),
+            }
+        }
+        out
     }
 
     fn defaults(&mut self, n: &Node) -> Vec<(Node, Node)> {

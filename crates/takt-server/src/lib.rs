@@ -9,9 +9,11 @@ pub mod auth;
 pub mod config;
 pub mod hooks;
 pub mod metrics;
+pub mod notify;
 pub mod projects;
 pub mod queue;
 pub mod runs;
+pub mod schedule;
 pub mod secrets;
 
 use auth::{Permission, Scope, TokenInfo, Tokens};
@@ -73,6 +75,8 @@ pub struct AppState {
     pub queue: Option<Arc<queue::Queue>>,
     pub key: Arc<secrets::SecretKey>,
     pub metrics: Arc<metrics::Metrics>,
+    /// What each project's default branch configures (schedules, notify).
+    pub branch_configs: RwLock<std::collections::HashMap<String, schedule::BranchConfig>>,
     pub data_dir: std::path::PathBuf,
 }
 
@@ -608,6 +612,10 @@ async fn add_project(
         },
     );
     state.record(e).await?;
+    // Its schedules and subscribers count from now on, not from the next look.
+    if let Ok(p) = state.project(&req.name) {
+        schedule::refresh(&state, &p).await;
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({"name": req.name, "repo": req.repo, "branch": branch})),

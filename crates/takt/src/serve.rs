@@ -117,8 +117,11 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         queue: Some(queue),
         key,
         metrics,
+        branch_configs: RwLock::default(),
         data_dir: data.root.clone(),
     });
+    takt_server::schedule::start(state.clone());
+    takt_server::notify::start(state.clone());
     if config.poll_seconds > 0 {
         takt_server::hooks::start_polling(state.clone(), std::time::Duration::from_secs(config.poll_seconds));
     }

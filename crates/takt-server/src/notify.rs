@@ -1,0 +1,288 @@
+//! Notifications: every event of a project goes to the webhook subscribers its default
+//! branch's `notify:` names, as a CloudEvents 1.0 JSON document (structured mode) with a
+//! CDEvents type where one fits; Slack subscribers get a message (text and blocks) when a run
+//! finishes. Each subscriber has its own bounded queue and worker: a slow or failing receiver
+//! delays nobody but itself. Deliveries are retried with exponential backoff and each outcome
+//! is recorded as a `notification_sent` event (those are not sent on, nor are token and secret
+//! events).
+
+use crate::AppState;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use takt_model::{Event, EventKind, RunStatus};
+use takt_store::EventFilter;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+/// Attempts per delivery, and the first wait between them (doubling each time).
+pub const ATTEMPTS: u32 = 5;
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Deliveries one subscriber may have waiting; more are dropped (and recorded as dropped).
+pub const QUEUE: usize = 10_000;
+
+/// Kinds never sent: they are about notifying itself, or carry secrets' hashes and ciphertexts.
+fn private(kind: &str) -> bool {
+    matches!(
+        kind,
+        "notification_sent" | "token_created" | "token_revoked" | "secret_set" | "secret_removed"
+    )
+}
+
+/// The CDEvents type for an event kind, or takt's own type where CDEvents has none.
+pub fn event_type(kind: &str) -> String {
+    match kind {
+        "run_queued" => "dev.cdevents.pipelinerun.queued.0.2.0".into(),
+        "run_started" => "dev.cdevents.pipelinerun.started.0.2.0".into(),
+        "run_finished" => "dev.cdevents.pipelinerun.finished.0.2.0".into(),
+        "job_started" => "dev.cdevents.taskrun.started.0.2.0".into(),
+        "job_finished" => "dev.cdevents.taskrun.finished.0.2.0".into(),
+        "artifact_stored" => "dev.cdevents.artifact.published.0.2.0".into(),
+        "commit_seen" => "dev.cdevents.change.merged.0.2.0".into(),
+        other => format!("dev.takt.{other}.v1"),
+    }
+}
+
+/// The CloudEvents document of an event.
+pub fn cloudevent(e: &Event) -> Value {
+    let kind = e.kind.name();
+    let at = takt_model::timefmt::rfc3339(e.at);
+    let id = e.seq.map(|s| s.to_string()).unwrap_or_default();
+    let source = format!("/takt/projects/{}", e.project);
+    let subject = match e.run {
+        Some(r) => format!("{}/{r}", e.project),
+        None => e.project.clone(),
+    };
+    let body = serde_json::to_value(e).unwrap_or(Value::Null);
+    let (subject_type, outcome) = match &e.kind {
+        EventKind::RunFinished { status, .. } => ("pipelineRun", Some(status.to_string())),
+        EventKind::JobFinished { status, .. } => ("taskRun", Some(status.to_string())),
+        EventKind::RunQueued { .. } | EventKind::RunStarted => ("pipelineRun", None),
+        EventKind::JobStarted { .. } => ("taskRun", None),
+        EventKind::ArtifactStored { .. } => ("artifact", None),
+        _ => ("takt", None),
+    };
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": source,
+        "type": event_type(kind),
+        "time": at,
+        "subject": subject,
+        "datacontenttype": "application/json",
+        "data": {
+            "context": {"version": "0.4.1", "id": id, "source": source, "type": event_type(kind), "timestamp": at},
+            "subject": {"id": subject, "source": source, "type": subject_type, "content": {"pipelineName": e.project, "outcome": outcome}},
+            "takt": body,
+        },
+    })
+}
+
+/// The Slack message for an event, if it is one Slack hears about.
+pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Option<Value> {
+    let EventKind::RunFinished {
+        status,
+        duration_ms,
+        reason,
+    } = &e.kind
+    else {
+        return None;
+    };
+    let run = e.run?;
+    let (icon, verb) = match status {
+        RunStatus::Success => (":white_check_mark:", "passed"),
+        RunStatus::Failed => (":x:", "failed"),
+        RunStatus::Cancelled => (":no_entry_sign:", "was cancelled"),
+        RunStatus::Interrupted => (":warning:", "was interrupted"),
+        RunStatus::Running => return None,
+    };
+    let text = format!(
+        "{icon} run #{run} of {} {verb} in {}",
+        e.project,
+        takt_model::timefmt::human(Duration::from_millis(*duration_ms))
+    );
+    let mut context = Vec::new();
+    if let Some((c, b)) = commit {
+        context.push(format!("commit `{}`", &c[..c.len().min(8)]));
+        if let Some(b) = b {
+            context.push(format!("branch `{b}`"));
+        }
+    }
+    if let Some(r) = reason {
+        context.push(r.clone());
+    }
+    let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})];
+    if !context.is_empty() {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context.join(" · ")}]}));
+    }
+    Some(json!({"text": text, "blocks": blocks}))
+}
+
+struct Delivery {
+    seq: i64,
+    project: String,
+    body: Value,
+    cloudevents: bool,
+}
+
+/// Starts the notifier: follows the event log and hands each event to its subscribers' queues.
+pub fn start(state: Arc<AppState>) {
+    let mut rx = state.store.follow();
+    tokio::spawn(async move {
+        let mut workers: HashMap<(bool, String), mpsc::Sender<Delivery>> = HashMap::new();
+        let mut runs: HashMap<(String, u64), (String, Option<String>)> = HashMap::new();
+        let mut last_seq = 0i64;
+        loop {
+            let batch = match rx.recv().await {
+                Ok(e) => vec![e],
+                Err(RecvError::Closed) => return,
+                Err(RecvError::Lagged(_)) => {
+                    // Fell behind: what was missed is in the store.
+                    state
+                        .store
+                        .events(&EventFilter {
+                            after: Some(last_seq),
+                            limit: Some(10_000),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap_or_default()
+                }
+            };
+            for e in batch {
+                let seq = e.seq.unwrap_or(0);
+                if seq <= last_seq {
+                    continue;
+                }
+                last_seq = seq;
+                let kind = e.kind.name();
+                if private(kind) || e.project.is_empty() {
+                    continue;
+                }
+                if let (EventKind::RunQueued { commit, branch, .. }, Some(r)) = (&e.kind, e.run) {
+                    runs.insert((e.project.clone(), r), (commit.clone(), branch.clone()));
+                }
+                let subs = state
+                    .branch_configs
+                    .read()
+                    .ok()
+                    .and_then(|c| c.get(&e.project).map(|x| x.notify.clone()))
+                    .unwrap_or_default();
+                let key = (e.project.clone(), e.run.unwrap_or(0));
+                for sub in subs {
+                    if !sub.events.is_empty() && !sub.events.iter().any(|k| k == kind) {
+                        continue;
+                    }
+                    let body = if sub.slack {
+                        match slack_message(&e, runs.get(&key)) {
+                            Some(m) => m,
+                            None => continue,
+                        }
+                    } else {
+                        cloudevent(&e)
+                    };
+                    let tx = workers
+                        .entry((sub.slack, sub.url.clone()))
+                        .or_insert_with(|| worker(state.clone(), sub.url.clone()));
+                    let d = Delivery {
+                        seq,
+                        project: e.project.clone(),
+                        body,
+                        cloudevents: !sub.slack,
+                    };
+                    if tx.try_send(d).is_err() {
+                        let st = state.clone();
+                        let url = sub.url.clone();
+                        let project = e.project.clone();
+                        tokio::spawn(async move {
+                            record(
+                                &st,
+                                &project,
+                                &url,
+                                seq,
+                                0,
+                                None,
+                                Some(format!("dropped: over {QUEUE} deliveries waiting")),
+                            )
+                            .await;
+                        });
+                    }
+                }
+                if matches!(e.kind, EventKind::RunFinished { .. }) {
+                    runs.remove(&key);
+                }
+            }
+        }
+    });
+}
+
+fn worker(state: Arc<AppState>, url: String) -> mpsc::Sender<Delivery> {
+    let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
+    tokio::spawn(async move {
+        let http = reqwest_client();
+        while let Some(d) = rx.recv().await {
+            let mut wait = FIRST_BACKOFF;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let content_type = if d.cloudevents {
+                    "application/cloudevents+json"
+                } else {
+                    "application/json"
+                };
+                let res = http
+                    .post(&url)
+                    .header("content-type", content_type)
+                    .body(d.body.to_string())
+                    .send()
+                    .await;
+                let (status, error) = match res {
+                    Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+                    Ok(r) => (Some(r.status().as_u16()), Some(format!("answered {}", r.status()))),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                if error.is_none() || attempt >= ATTEMPTS {
+                    record(&state, &d.project, &url, d.seq, attempt, status, error).await;
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+    });
+    tx
+}
+
+fn reqwest_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
+async fn record(
+    state: &AppState,
+    project: &str,
+    url: &str,
+    seq: i64,
+    attempts: u32,
+    status: Option<u16>,
+    error: Option<String>,
+) {
+    let e = Event::now(
+        project,
+        None,
+        EventKind::NotificationSent {
+            target: url.to_string(),
+            event_seq: seq,
+            attempts,
+            status,
+            ok: error.is_none(),
+            error,
+        },
+    );
+    if let Err(err) = state.store.append(&e).await {
+        tracing::warn!(error = %err, "cannot record a notification");
+    }
+}

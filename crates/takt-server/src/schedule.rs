@@ -1,0 +1,134 @@
+//! What a project's default branch configures (`schedules`, `notify`; DECISIONS.md: a branch
+//! cannot redefine them), kept current as the default branch moves, and the cron scheduler
+//! that starts scheduled runs.
+
+use crate::runs::report;
+use crate::{AppState, projects};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use takt_engine::git::Repo;
+use takt_model::Trigger;
+use takt_pipeline::{CronSchedule, Subscriber};
+
+/// The default branch's settings of one project.
+#[derive(Debug, Clone, Default)]
+pub struct BranchConfig {
+    /// The default branch's commit they were read from.
+    pub commit: String,
+    pub schedules: Vec<CronSchedule>,
+    pub notify: Vec<Subscriber>,
+    /// Why the file could not be read, if it could not (the previous settings stay).
+    pub error: Option<String>,
+}
+
+/// How often the default branches are looked at, and schedules evaluated.
+pub const TICK: Duration = Duration::from_millis(500);
+
+/// Re-reads a project's default-branch takt.yml when the branch moved.
+pub async fn refresh(state: &AppState, p: &projects::Project) {
+    let mirror = Repo::bare(&projects::mirror_path(&state.data_dir, &p.name));
+    let Ok(commit) = mirror.resolve(&format!("refs/heads/{}", p.branch)).await else {
+        return;
+    };
+    let known = state
+        .branch_configs
+        .read()
+        .ok()
+        .and_then(|c| c.get(&p.name).map(|x| x.commit.clone()));
+    if known.as_deref() == Some(commit.as_str()) {
+        return;
+    }
+    let mut cfg = state
+        .branch_configs
+        .read()
+        .ok()
+        .and_then(|c| c.get(&p.name).cloned())
+        .unwrap_or_default();
+    cfg.commit = commit.clone();
+    match mirror.file_at(&commit, "takt.yml").await {
+        None => {
+            cfg.error = Some(format!(
+                "no takt.yml on {} at {}",
+                p.branch,
+                &commit[..8.min(commit.len())]
+            ))
+        }
+        Some(bytes) => match takt_pipeline::parse("takt.yml", &bytes) {
+            Ok(pipe) => {
+                cfg.schedules = pipe.schedules;
+                cfg.notify = pipe.notify;
+                cfg.error = None;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::warn!(project = %p.name, error = %msg, "the default branch's takt.yml is invalid; its schedules and notify stay as they were");
+                cfg.error = Some(msg);
+            }
+        },
+    }
+    if let Ok(mut c) = state.branch_configs.write() {
+        c.insert(p.name.clone(), cfg);
+    }
+}
+
+/// The next time a schedule fires after `after` (UTC).
+pub fn next_fire(s: &CronSchedule, after: jiff::Timestamp) -> Option<jiff::Timestamp> {
+    let cron = CronSchedule::parse(&s.cron).ok()?;
+    let tz = match &s.timezone {
+        Some(name) => jiff::tz::TimeZone::get(name).ok()?,
+        None => jiff::tz::TimeZone::UTC,
+    };
+    let zoned = after.to_zoned(tz);
+    cron.find_next_occurrence(&zoned, false).ok().map(|z| z.timestamp())
+}
+
+/// Keeps branch configs current and starts scheduled runs (forced: a schedule runs the branch
+/// head even when that commit already has a run, as GitLab's scheduled pipelines do).
+/// Times missed while the server was down are not made up.
+pub fn start(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut last = jiff::Timestamp::now();
+        let mut warned: HashMap<(String, String), ()> = HashMap::new();
+        loop {
+            tokio::time::sleep(TICK).await;
+            let now = jiff::Timestamp::now();
+            let projects = state.projects.read().map(|p| p.list()).unwrap_or_default();
+            for p in projects {
+                refresh(&state, &p).await;
+                let schedules = state
+                    .branch_configs
+                    .read()
+                    .ok()
+                    .and_then(|c| c.get(&p.name).map(|x| x.schedules.clone()))
+                    .unwrap_or_default();
+                for s in schedules {
+                    let Some(next) = next_fire(&s, last) else {
+                        if warned.insert((p.name.clone(), s.name.clone()), ()).is_none() {
+                            tracing::warn!(project = %p.name, schedule = %s.name, timezone = ?s.timezone, "schedule cannot be evaluated (unknown time zone?)");
+                        }
+                        continue;
+                    };
+                    if next > now {
+                        continue;
+                    }
+                    let branch = s.branch.clone().unwrap_or_else(|| p.branch.clone());
+                    let trigger = Trigger::Schedule {
+                        name: s.name.clone(),
+                        cron: s.cron.clone(),
+                    };
+                    let git_ref = format!("refs/heads/{branch}");
+                    match report(&state, &p.name, None, Some(&git_ref), trigger, true).await {
+                        Ok((sub, commit)) => {
+                            tracing::info!(project = %p.name, schedule = %s.name, %commit, ?sub, "scheduled run")
+                        }
+                        Err(e) => {
+                            tracing::warn!(project = %p.name, schedule = %s.name, error = %e.message, "scheduled run not queued")
+                        }
+                    }
+                }
+            }
+            last = now;
+        }
+    });
+}
