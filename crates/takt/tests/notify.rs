@@ -92,32 +92,33 @@ async fn subscribers_get_cloudevents_with_retries_and_slack_messages_and_slow_on
         }
     })
     .await;
-    let g = got.lock().unwrap();
-    let types: Vec<&str> = g.cloudevents.iter().map(|(_, v)| v["type"].as_str().unwrap()).collect();
-    assert_eq!(
-        types,
-        [
-            "dev.cdevents.pipelinerun.queued.0.2.0",
-            "dev.cdevents.pipelinerun.started.0.2.0",
-            "dev.cdevents.pipelinerun.finished.0.2.0"
-        ]
-    );
-    for (ct, v) in &g.cloudevents {
-        assert_eq!(ct, "application/cloudevents+json");
-        assert_eq!(v["specversion"], "1.0");
-        assert_eq!(v["subject"], "demo/1");
-        assert_eq!(v["source"], "/takt/projects/demo");
-        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    {
+        let g = got.lock().unwrap();
+        let types: Vec<&str> = g.cloudevents.iter().map(|(_, v)| v["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "dev.cdevents.pipelinerun.queued.0.2.0",
+                "dev.cdevents.pipelinerun.started.0.2.0",
+                "dev.cdevents.pipelinerun.finished.0.2.0"
+            ]
+        );
+        for (ct, v) in &g.cloudevents {
+            assert_eq!(ct, "application/cloudevents+json");
+            assert_eq!(v["specversion"], "1.0");
+            assert_eq!(v["subject"], "demo/1");
+            assert_eq!(v["source"], "/takt/projects/demo");
+            assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        }
+        assert_eq!(g.cloudevents[2].1["data"]["subject"]["content"]["outcome"], "success");
+        assert!(g.tries.values().all(|n| *n == 2), "{:?}", g.tries);
+        let slack = &g.slack[0];
+        assert!(
+            slack["text"].as_str().unwrap().contains("run #1 of demo passed"),
+            "{slack}"
+        );
+        assert_eq!(slack["blocks"][0]["type"], "section");
     }
-    assert_eq!(g.cloudevents[2].1["data"]["subject"]["content"]["outcome"], "success");
-    assert!(g.tries.values().all(|n| *n == 2), "{:?}", g.tries);
-    let slack = &g.slack[0];
-    assert!(
-        slack["text"].as_str().unwrap().contains("run #1 of demo passed"),
-        "{slack}"
-    );
-    assert_eq!(slack["blocks"][0]["type"], "section");
-    drop(g);
 
     // Each delivery is recorded, with its attempts.
     until("deliveries recorded", || {
