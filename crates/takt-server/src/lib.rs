@@ -300,11 +300,8 @@ async fn events(
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Permission::Read)?;
-    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`limit` must be from 1 to 1000"));
-    }
+    let q = query(q)?;
+    let limit = page_limit(q.limit)?;
     let time = |name: &str, v: &Option<String>| -> Result<Option<takt_model::OffsetDateTime>, ApiError> {
         v.as_deref()
             .map(|t| {
@@ -533,6 +530,21 @@ pub(crate) fn write_private(path: &std::path::Path, secret: &str) -> std::io::Re
         .open(path)?;
     writeln!(f, "{secret}")?;
     f.sync_all()
+}
+
+/// A query string, or 400 with the parser's reason.
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))
+}
+
+/// A page size: 1 to 1000, default 100.
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`limit` must be from 1 to 1000"));
+    }
+    Ok(limit)
 }
 
 pub(crate) fn body_error(e: JsonRejection) -> ApiError {

@@ -3,7 +3,7 @@
 
 use crate::auth::Permission;
 use crate::queue::{Submission, Submitted};
-use crate::{ApiError, AppState, authorize, body_error};
+use crate::{ApiError, AppState, authorize, body_error, page_limit, query};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -126,7 +126,7 @@ pub fn fold_runs(events: &[Event]) -> Vec<Value> {
 pub struct RunsQuery {
     project: Option<String>,
     status: Option<String>,
-    limit: Option<usize>,
+    limit: Option<u32>,
     /// Runs numbered below this (paging backwards, newest first).
     before: Option<u64>,
 }
@@ -137,11 +137,8 @@ pub async fn list_runs(
     q: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Permission::Read)?;
-    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`limit` must be from 1 to 1000"));
-    }
+    let q = query(q)?;
+    let limit = page_limit(q.limit)? as usize;
     let events = state
         .store
         .events(&EventFilter {
@@ -456,7 +453,7 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Permission::Read)?;
     let run = parse_run(&run)?;
-    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
+    let q = query(q)?;
     let (events, _) = load_run(&state, &project, run).await?;
     let Some((location, attempt, done)) = find_log(&events, &job, q.attempt) else {
         return Err(ApiError::new(
@@ -480,7 +477,22 @@ pub async fn logs(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        return Ok(follow(state.clone(), project, run, job, attempt, done, path, from).into_response());
+        let follow = state.store.follow();
+        return Ok(live(Follow {
+            state: state.clone(),
+            project,
+            run,
+            job,
+            attempt,
+            done,
+            path,
+            offset: from,
+            pending: Vec::new(),
+            follow,
+            ended: false,
+            idle: 0,
+        })
+        .into_response());
     }
     let mut file = tokio::fs::File::open(&path)
         .await
@@ -571,8 +583,7 @@ pub fn parse_range(r: &str, size: u64) -> Option<(u64, u64)> {
 /// Follows a log as Server-Sent Events: each event carries the complete lines that arrived
 /// (one `data:` line per log line) and has the byte offset after them as its id, so a client
 /// that reconnects with `Last-Event-ID` continues where it was. An `end` event closes it.
-#[allow(clippy::too_many_arguments)]
-fn follow(
+struct Follow {
     state: Arc<AppState>,
     project: String,
     run: u64,
@@ -580,37 +591,14 @@ fn follow(
     attempt: u32,
     done: bool,
     path: std::path::PathBuf,
-    from: u64,
-) -> impl IntoResponse {
-    struct F {
-        state: Arc<AppState>,
-        project: String,
-        run: u64,
-        job: String,
-        attempt: u32,
-        done: bool,
-        path: std::path::PathBuf,
-        offset: u64,
-        pending: Vec<u8>,
-        follow: tokio::sync::broadcast::Receiver<Event>,
-        ended: bool,
-        idle: u32,
-    }
-    let follow = state.store.follow();
-    let f = F {
-        state,
-        project,
-        run,
-        job,
-        attempt,
-        done,
-        path,
-        offset: from,
-        pending: Vec::new(),
-        follow,
-        ended: false,
-        idle: 0,
-    };
+    offset: u64,
+    pending: Vec<u8>,
+    follow: tokio::sync::broadcast::Receiver<Event>,
+    ended: bool,
+    idle: u32,
+}
+
+fn live(f: Follow) -> impl IntoResponse {
     let stream = futures_util::stream::unfold(f, |mut f| async move {
         if f.ended {
             return None;

@@ -20,6 +20,17 @@ fn waiting_job(pids: &std::path::Path, flag: &std::path::Path) -> String {
     )
 }
 
+/// Waits (bounded) for the pid that run `run`'s waiting job wrote.
+async fn job_pid(pids: &std::path::Path, run: u64) -> i32 {
+    let f = pids.join(run.to_string());
+    until("the job started", || {
+        let f = f.clone();
+        async move { std::fs::read_to_string(&f).is_ok_and(|t| t.ends_with('\n')) }
+    })
+    .await;
+    std::fs::read_to_string(&f).unwrap().trim().parse().unwrap()
+}
+
 async fn trigger(s: &Server, token: &str, rev: &str) -> serde_json::Value {
     let (st, b) = post_json(s, "/api/v1/projects/demo/trigger", token, json!({"rev": rev})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
@@ -50,13 +61,7 @@ async fn newest_mode_supersedes_waiting_runs_and_cancel_kills_a_running_one() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
     trigger(&s, &ci, "main").await;
-    let pid_file = pids.join("1");
-    until("run 1's job started", || {
-        let p = pid_file.clone();
-        async move { p.exists() }
-    })
-    .await;
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid = job_pid(&pids, 1).await;
     // Two more commits while run 1 runs: with concurrency 1 they wait; the newer supersedes.
     repo.commit(&[("x", "2")], "two");
     assert_eq!(trigger(&s, &ci, "main").await["run"], 2);
@@ -110,15 +115,7 @@ async fn the_global_limit_holds_runs_of_every_project_and_every_mode_runs_each_c
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(std::fs::read_dir(&pids).unwrap().count(), 2, "at most 2 at once");
-    let m = client()
-        .get(format!("{}/metrics", s.base))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&s, "/metrics", &admin).await;
     assert!(
         m.contains("takt_runs_waiting 2") && m.contains("takt_runs_running 2"),
         "{m}"
@@ -164,15 +161,7 @@ async fn retry_of_failed_jobs_takes_passed_jobs_and_their_artifacts_over() {
     assert!(build["reason"].as_str().unwrap().contains("passed in run #1"), "{r2}");
     assert!(build.get("exit_code").is_none(), "build did not run again: {r2}");
     // The test job of run 2 read run 1's artifact.
-    let log = client()
-        .get(format!("{}/api/v1/runs/demo/2/logs/test", s.base))
-        .bearer_auth(&ci)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = get_text(&s, "/api/v1/runs/demo/2/logs/test", &ci).await;
     assert!(log.contains(" built-in-1\n"), "{log}");
     // Nothing failed in run 2: --failed has nothing to do; a whole retry runs everything.
     let (st, b) = post_json(&s, "/api/v1/runs/demo/2/retry", &ci, json!({"failed": true})).await;
@@ -243,15 +232,7 @@ async fn logs_are_served_whole_by_range_and_live_as_server_sent_events() {
     assert_eq!(r["status"], "success");
 
     // Whole, by range, resumed SSE, and errors.
-    let whole = client()
-        .get(format!("{}/api/v1/runs/demo/1/logs/count", s.base))
-        .bearer_auth(&read)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let whole = get_text(&s, "/api/v1/runs/demo/1/logs/count", &read).await;
     assert!(whole.contains(" line 30\n"));
     let res = client()
         .get(format!("{}/api/v1/runs/demo/1/logs/count", s.base))
@@ -393,15 +374,7 @@ async fn secrets_are_encrypted_given_to_declaring_jobs_of_protected_branches_and
     trigger(&s, &ci, "main").await;
     let r = finished_run(&s, &ci, "demo", 1).await;
     assert_eq!(r["status"], "success", "{r}");
-    let log = client()
-        .get(format!("{}/api/v1/runs/demo/1/logs/use", s.base))
-        .bearer_auth(&ci)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = get_text(&s, "/api/v1/runs/demo/1/logs/use", &ci).await;
     assert!(log.contains("token=***\n") && log.contains("*** split\n"), "{log}");
     assert!(!log.contains(value) && !log.contains("alue-42"), "{log}");
 
@@ -411,15 +384,7 @@ async fn secrets_are_encrypted_given_to_declaring_jobs_of_protected_branches_and
     trigger(&s, &ci, "feature").await;
     let r = finished_run(&s, &ci, "demo", 2).await;
     assert_eq!(job_of(&r, "use")["status"], "failed", "{r}");
-    let log = client()
-        .get(format!("{}/api/v1/runs/demo/2/logs/use", s.base))
-        .bearer_auth(&ci)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = get_text(&s, "/api/v1/runs/demo/2/logs/use", &ci).await;
     assert!(log.contains("secrets API_TOKEN are not given to this run"), "{log}");
     let (st, _) = post_json(
         &s,
@@ -434,15 +399,7 @@ async fn secrets_are_encrypted_given_to_declaring_jobs_of_protected_branches_and
     assert_eq!(finished_run(&s, &ci, "demo", 3).await["status"], "success");
 
     // Never in clear: not in the API, not in the database files.
-    let ev = client()
-        .get(format!("{}/api/v1/events?kind=secret_set", s.base))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ev = get_text(&s, "/api/v1/events?kind=secret_set", &admin).await;
     assert!(
         ev.contains("API_TOKEN") && !ev.contains("ciphertext") && !ev.contains(value),
         "{ev}"
@@ -505,13 +462,7 @@ async fn a_server_killed_with_9_leaves_no_job_behind_and_requeues_its_runs() {
     let repo = Repo::new(&[("takt.yml", &yml)]);
     add_project(&s, &admin, "demo", repo.path()).await;
     trigger(&s, &ci, "main").await;
-    let pid_file = pids.join("1");
-    until("the job started", || {
-        let p = pid_file.clone();
-        async move { p.exists() }
-    })
-    .await;
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid = job_pid(&pids, 1).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(s.child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,

@@ -195,15 +195,7 @@ async fn signed_webhooks_start_one_run_per_commit_and_refuse_bad_signatures() {
         outcomes,
         ["ping", "queued", "duplicate", "duplicate", "queued", "queued"]
     );
-    let m = client()
-        .get(format!("{}/metrics", s.base))
-        .bearer_auth(&read)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&s, "/metrics", &read).await;
     for want in [
         r#"takt_webhook_deliveries_total{provider="github",outcome="queued"} 1"#,
         r#"takt_webhook_deliveries_total{provider="github",outcome="unauthorized"} 4"#,

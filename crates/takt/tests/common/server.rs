@@ -197,3 +197,16 @@ pub fn job_of<'a>(run: &'a serde_json::Value, name: &str) -> &'a serde_json::Val
         .and_then(|j| j.iter().find(|x| x["name"] == name))
         .unwrap_or_else(|| panic!("no job {name} in {run:#}"))
 }
+
+/// GET a path with a token; the body as text (any status).
+pub async fn get_text(s: &Server, path: &str, token: &str) -> String {
+    client()
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
