@@ -225,6 +225,38 @@ async fn suite(url: &str, project: &str) {
     assert!(page[0].seq > Some(first));
     assert_eq!(store.next_run_number(project).await.unwrap(), 6);
     assert_eq!(store.next_run_number("another").await.unwrap(), 1);
+    // Several kinds at once, and time windows.
+    let two_kinds = store
+        .events(&EventFilter {
+            project: Some(project.into()),
+            kinds: vec!["run_finished".into(), "job_finished".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(two_kinds.len(), 2);
+    let t = all[1].at;
+    let window = |since, until| EventFilter {
+        project: Some(project.into()),
+        since,
+        until,
+        ..Default::default()
+    };
+    // The log keeps milliseconds: windows compare at that precision.
+    let ms = |at| takt_model::timefmt::rfc3339(at);
+    let from_t = store.events(&window(Some(t), None)).await.unwrap();
+    assert!(!from_t.is_empty() && from_t.iter().all(|e| ms(e.at) >= ms(t)));
+    let before_t = store.events(&window(None, Some(t))).await.unwrap();
+    assert!(before_t.iter().all(|e| ms(e.at) < ms(t)));
+    assert_eq!(from_t.len() + before_t.len(), 43);
+    // Followers see each appended event, with its position.
+    let mut follow = store.follow();
+    let seq = store
+        .append(&Event::now(project, Some(9), EventKind::RunStarted))
+        .await
+        .unwrap();
+    let seen = follow.recv().await.unwrap();
+    assert_eq!((seen.seq, seen.run), (Some(seq), Some(9)));
     store.close().await;
 
     // Reconnecting finds everything again (the schema is created only once).
@@ -238,7 +270,7 @@ async fn suite(url: &str, project: &str) {
             .await
             .unwrap()
             .len(),
-        43
+        44
     );
     again.close().await;
 }
