@@ -215,7 +215,6 @@ def burst(takt, rate=100, seconds=60):
         per_commit[e["commit"]] = per_commit.get(e["commit"], 0) + 1
     lost = [x for x in shas if x not in per_commit]
     dup = [c for c, k in per_commit.items() if k > 1]
-    st, b = s.call("GET", "/api/v1/runs?project=demo&limit=1000&status=success")
     finished = []
     before = None
     while True:
@@ -225,8 +224,9 @@ def burst(takt, rate=100, seconds=60):
             break
         finished += b["runs"]
         before = b["runs"][-1]["run"]
+    numbers = {r["run"] for r in finished}
     bad = [r for r in finished if r["status"] != "success"]
-    ok = not lost and not dup and not bad and len(finished) == n + 0 and codes.get(202, 0) == n
+    ok = not lost and not dup and not bad and len(numbers) == len(finished) == n and codes.get(202, 0) == n
     print(f"   {len(events)} runs for {n} commits: lost {len(lost)}, duplicated {len(dup)}, not successful {len(bad)}; "
           f"all {len(finished)} runs done {drained:.0f} s after the first push {'ok' if ok else 'FAILED'}")
     print(f"   server peak RSS {s.hwm():.1f} MiB")

@@ -148,7 +148,10 @@ pub async fn list_runs(
         })
         .await?;
     let mut runs = fold_runs(&events);
-    runs.sort_by(|a, b| b["queued_at"].as_str().cmp(&a["queued_at"].as_str()));
+    // Newest first; runs of one project are numbered in queue order, so `before` pages cleanly.
+    runs.sort_by(|a, b| {
+        (b["queued_at"].as_str(), b["run"].as_u64()).cmp(&(a["queued_at"].as_str(), a["run"].as_u64()))
+    });
     let runs: Vec<Value> = runs
         .into_iter()
         .filter(|r| q.status.as_ref().is_none_or(|s| r["status"] == json!(s)))

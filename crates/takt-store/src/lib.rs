@@ -5,6 +5,9 @@
 //! placeholders; only the table definitions differ per database ([`Backend::schema`]).
 //! Events are never updated or deleted.
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 use std::path::Path;
