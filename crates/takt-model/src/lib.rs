@@ -271,6 +271,10 @@ pub enum EventKind {
     TokenRevoked {
         id: String,
     },
+    /// A token was used (recorded at most once a minute per token).
+    TokenUsed {
+        id: String,
+    },
     /// A project the server builds: a repository (URL or path) and its default branch.
     ProjectAdded {
         name: String,
@@ -332,6 +336,7 @@ impl EventKind {
             EventKind::CacheUsed { .. } => "cache_used",
             EventKind::TokenCreated { .. } => "token_created",
             EventKind::TokenRevoked { .. } => "token_revoked",
+            EventKind::TokenUsed { .. } => "token_used",
             EventKind::ProjectAdded { .. } => "project_added",
             EventKind::ProjectUpdated { .. } => "project_updated",
             EventKind::JobProcess { .. } => "job_process",

@@ -71,6 +71,8 @@ pub struct TokenInfo {
     pub name: String,
     pub scope: Scope,
     pub created_at: String,
+    /// When it was last used (to the minute), if ever.
+    pub last_used_at: Option<String>,
 }
 
 /// The live tokens, by the hash of their secret.
@@ -110,11 +112,17 @@ impl Tokens {
                             name: name.clone(),
                             scope,
                             created_at,
+                            last_used_at: None,
                         },
                     );
                 }
             }
             EventKind::TokenRevoked { id } => self.by_hash.retain(|_, t| t.id != *id),
+            EventKind::TokenUsed { id } => {
+                if let Some(t) = self.by_hash.values_mut().find(|t| t.id == *id) {
+                    t.last_used_at = Some(takt_model::timefmt::rfc3339(e.at));
+                }
+            }
             _ => {}
         }
     }

@@ -75,6 +75,8 @@ pub struct AppState {
     pub queue: Option<Arc<queue::Queue>>,
     pub key: Arc<secrets::SecretKey>,
     pub metrics: Arc<metrics::Metrics>,
+    /// When each token's use was last recorded.
+    pub token_uses: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// What each project's default branch configures (schedules, notify).
     pub branch_configs: RwLock<std::collections::HashMap<String, schedule::BranchConfig>>,
     pub data_dir: std::path::PathBuf,
@@ -170,7 +172,36 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, need: Permission)
             ),
         ));
     }
-    Ok(info.clone())
+    let info = info.clone();
+    drop(tokens);
+    note_use(state, &info.id);
+    Ok(info)
+}
+
+/// Records that a token was used, at most once a minute per token (off the request's path).
+fn note_use(state: &AppState, id: &str) {
+    let due = state.token_uses.lock().is_ok_and(|mut m| {
+        let now = Instant::now();
+        match m.get(id) {
+            Some(t) if now.duration_since(*t) < std::time::Duration::from_secs(60) => false,
+            _ => {
+                m.insert(id.to_string(), now);
+                true
+            }
+        }
+    });
+    if due {
+        let e = Event::now("", None, EventKind::TokenUsed { id: id.to_string() });
+        if let Ok(mut t) = state.tokens.write() {
+            t.apply(&e);
+        }
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.append(&e).await {
+                tracing::warn!(error = %err, "cannot record a token's use");
+            }
+        });
+    }
 }
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
@@ -469,7 +500,7 @@ pub enum ServerError {
 pub async fn load_tokens(store: &Store, config: &ServerConfig) -> Result<(Tokens, Option<String>), ServerError> {
     let mut tokens = Tokens::default();
     let mut all = Vec::new();
-    for kind in ["token_created", "token_revoked"] {
+    for kind in ["token_created", "token_revoked", "token_used"] {
         all.extend(
             store
                 .events(&EventFilter {

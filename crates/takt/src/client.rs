@@ -267,13 +267,14 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
             } else {
                 let mut t = comfy_table::Table::new();
                 t.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
-                t.set_header(vec!["id", "name", "scope", "created (UTC)"]);
+                t.set_header(vec!["id", "name", "scope", "created (UTC)", "last used (UTC)"]);
                 for x in v["tokens"].as_array().into_iter().flatten() {
                     t.add_row(vec![
                         x["id"].as_str().unwrap_or(""),
                         x["name"].as_str().unwrap_or(""),
                         x["scope"].as_str().unwrap_or(""),
                         x["created_at"].as_str().unwrap_or(""),
+                        x["last_used_at"].as_str().unwrap_or("never"),
                     ]);
                 }
                 println!("{t}");

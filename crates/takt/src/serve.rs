@@ -118,6 +118,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         key,
         metrics,
         branch_configs: RwLock::default(),
+        token_uses: Default::default(),
         data_dir: data.root.clone(),
     });
     takt_server::schedule::start(state.clone());

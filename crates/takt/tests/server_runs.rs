@@ -170,6 +170,18 @@ async fn retry_of_failed_jobs_takes_passed_jobs_and_their_artifacts_over() {
     assert_eq!((st, &b["run"]), (StatusCode::ACCEPTED, &json!(3)), "{b}");
     let r3 = finished_run(&s, &ci, "demo", 3).await;
     assert_eq!(job_of(&r3, "build")["exit_code"], 0, "{r3}");
+    // Token use is an event, and shows in the token list (recorded at most once a minute).
+    let tokens = get_json(&s, "/api/v1/tokens", &admin).await;
+    let bot = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci-bot")
+        .unwrap();
+    assert!(bot["last_used_at"].as_str().unwrap().ends_with('Z'), "{tokens}");
+    let used = get_json(&s, "/api/v1/events?kind=token_used", &admin).await;
+    let ids: Vec<&serde_json::Value> = used["events"].as_array().unwrap().iter().map(|e| &e["id"]).collect();
+    assert_eq!(ids.iter().filter(|i| **i == &bot["id"]).count(), 1, "{used}");
 }
 
 #[tokio::test]
