@@ -41,7 +41,8 @@ enum Command {
     Run(RunArgs),
     /// Validate takt.yml without running anything; every problem is reported at once.
     Lint(LintArgs),
-    /// Run the takt server: HTTP JSON API over the event log, with scoped tokens.
+    /// Run the takt server: triggers (webhooks, polling, hooks, schedules), the run queue, the
+    /// HTTP API with scoped tokens, secrets, metrics and notifications (docs/server.md).
     ///
     /// Settings come from flags, then TAKT_* environment variables, then the TOML config file.
     /// On an empty data directory the first admin token is created, printed once and written
@@ -52,12 +53,12 @@ enum Command {
     /// Create, list and revoke API tokens (admin scope).
     #[command(subcommand)]
     Token(client::TokenCommand),
-    /// Add, list and show the projects a server builds.
+    /// Add, list, show and set (queue mode, concurrency, protected branches) a server's projects.
     #[command(subcommand)]
     Project(client::ProjectCommand),
     /// Ask the server to run a project's pipeline (once per commit unless --force).
     Trigger(client::TriggerArgs),
-    /// List and show runs on the server.
+    /// List, show, cancel and retry runs on the server.
     #[command(subcommand)]
     Runs(client::RunsCommand),
     /// Print a job's log (or every job's), or follow it live with -f.
