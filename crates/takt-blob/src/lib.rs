@@ -339,7 +339,8 @@ impl LocalBlobs {
         Ok(())
     }
 
-    fn quarantine(&self, digest: &str) {
+    /// Moves a corrupt blob aside (`quarantine/`), so that nothing serves it again.
+    pub fn quarantine(&self, digest: &str) {
         if let (Ok(src), Ok(hex)) = (self.path_of(digest), digest_hex(digest)) {
             let _ = fs::rename(&src, self.root.join("quarantine").join(hex));
         }

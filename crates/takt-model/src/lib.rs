@@ -271,6 +271,15 @@ pub enum EventKind {
     TokenRevoked {
         id: String,
     },
+    /// An artifact was downloaded over the API (`range`: the `Range` asked for, if any).
+    ArtifactDownloaded {
+        name: String,
+        version: String,
+        digest: String,
+        token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        range: Option<String>,
+    },
     /// A token was used (recorded at most once a minute per token).
     TokenUsed {
         id: String,
@@ -337,6 +346,7 @@ impl EventKind {
             EventKind::TokenCreated { .. } => "token_created",
             EventKind::TokenRevoked { .. } => "token_revoked",
             EventKind::TokenUsed { .. } => "token_used",
+            EventKind::ArtifactDownloaded { .. } => "artifact_downloaded",
             EventKind::ProjectAdded { .. } => "project_added",
             EventKind::ProjectUpdated { .. } => "project_updated",
             EventKind::JobProcess { .. } => "job_process",

@@ -5,6 +5,7 @@
 //! permission. Every route but `/healthz` and `/readyz` needs a token: none or an unknown one is
 //! 401, a scope without the route's permission is 403.
 
+pub mod artifacts;
 pub mod auth;
 pub mod config;
 pub mod hooks;
@@ -65,6 +66,10 @@ pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
     ("POST", "/api/v1/runs/{project}/{run}/retry", Some(Permission::Ci)),
     ("GET", "/api/v1/runs/{project}/{run}/logs/{job}", Some(Permission::Read)),
     ("POST", "/api/v1/hooks/{provider}/{name}", None),
+    ("GET", "/api/v1/keys", None),
+    ("GET", "/api/v1/artifacts", Some(Permission::Read)),
+    ("GET", "/api/v1/artifacts/{name}/{version}", Some(Permission::Read)),
+    ("GET", "/api/v1/artifacts/{name}/{version}/blob", Some(Permission::Read)),
 ];
 
 pub struct AppState {
@@ -228,6 +233,10 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/runs/{project}/{run}/retry", post(runs::retry))
         .route("/api/v1/runs/{project}/{run}/logs/{job}", get(runs::logs))
         .route("/api/v1/hooks/{provider}/{name}", post(hooks::webhook))
+        .route("/api/v1/keys", get(artifacts::keys))
+        .route("/api/v1/artifacts", get(artifacts::list))
+        .route("/api/v1/artifacts/{name}/{version}", get(artifacts::show))
+        .route("/api/v1/artifacts/{name}/{version}/blob", get(artifacts::download))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), log_request))
@@ -291,7 +300,7 @@ pub fn openapi_document() -> Value {
         if perm.is_some() {
             op["security"] = json!([{"bearer": []}]);
         }
-        let params: Vec<Value> = ["id", "name", "project", "run", "job", "secret", "provider"]
+        let params: Vec<Value> = ["id", "name", "project", "run", "job", "secret", "provider", "version"]
             .iter()
             .filter(|p| path.contains(&format!("{{{p}}}")))
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": if *p == "run" {"integer"} else {"string"}}}))

@@ -282,13 +282,7 @@ async fn logs_are_served_whole_by_range_and_live_as_server_sent_events() {
         !resumed.contains(" line 20") && resumed.contains(" line 21") && resumed.contains("event: end"),
         "{resumed}"
     );
-    let st = client()
-        .get(format!("{}/api/v1/runs/demo/1/logs/nosuch", s.base))
-        .bearer_auth(&read)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let st = get_status(&s, "/api/v1/runs/demo/1/logs/nosuch", &read).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
     // The CLI: whole and followed.
@@ -364,13 +358,7 @@ async fn secrets_are_encrypted_given_to_declaring_jobs_of_protected_branches_and
         StatusCode::NOT_FOUND
     );
     let ci = new_token(&s, &admin, Scope::Ci).await;
-    let st = client()
-        .get(format!("{}/api/v1/projects/demo/secrets", s.base))
-        .bearer_auth(&ci)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let st = get_status(&s, "/api/v1/projects/demo/secrets", &ci).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "secrets are for admins");
     let list = get_json(&s, "/api/v1/projects/demo/secrets", &admin).await;
     let names: Vec<&str> = list["secrets"]

@@ -90,7 +90,8 @@ pub fn url(s: &Server, path: &str) -> String {
         .replace("{id}", "00000000")
         .replace("{name}", "demo")
         .replace("{project}", "demo")
-        .replace("{run}", "1");
+        .replace("{run}", "1")
+        .replace("{version}", "1");
     format!("{}{path}", s.base)
 }
 
@@ -209,4 +210,15 @@ pub async fn get_text(s: &Server, path: &str, token: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// GET a path with a token; the status only.
+pub async fn get_status(s: &Server, path: &str, token: &str) -> StatusCode {
+    client()
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
