@@ -444,8 +444,9 @@ async fn secrets_are_encrypted_given_to_declaring_jobs_of_protected_branches_and
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn a_server_killed_with_9_leaves_no_job_behind_and_requeues_its_runs() {
+/// A server running a job that waits for ever, killed with -9: returns (dir, data dir, ci
+/// token, flag file) once the job's processes are gone. The job passes once `flag` exists.
+async fn killed_mid_run() -> (tempfile::TempDir, std::path::PathBuf, String, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (pids, flag) = (dir.path().join("pids"), dir.path().join("flag"));
     std::fs::create_dir_all(&pids).unwrap();
@@ -453,7 +454,6 @@ async fn a_server_killed_with_9_leaves_no_job_behind_and_requeues_its_runs() {
     let mut s = start(&data, &[]);
     let admin = s.printed_token.clone().unwrap();
     let ci = new_token(&s, &admin, Scope::Ci).await;
-    // The first attempt waits for ever; the re-queued run passes once the flag exists.
     let yml = format!(
         "jobs:\n  long:\n    script:\n      - test -f {flag} && exit 0\n      - echo $$ > {pids}/$CI_PIPELINE_ID\n      - sleep 1000\n",
         flag = flag.display(),
@@ -472,7 +472,14 @@ async fn a_server_killed_with_9_leaves_no_job_behind_and_requeues_its_runs() {
     eventually("the orphaned job process is gone", Duration::from_secs(10), || {
         !alive(pid)
     });
+    drop(s);
+    drop(repo); // the mirror has the commit
+    (dir, data, ci, flag)
+}
 
+#[tokio::test]
+async fn a_server_killed_with_9_leaves_no_job_behind_and_requeues_its_runs() {
+    let (_dir, data, ci, flag) = killed_mid_run().await;
     std::fs::write(&flag, "").unwrap();
     let s2 = start(&data, &[]);
     assert!(s2.printed_token.is_none(), "the admin token was kept");
@@ -490,5 +497,16 @@ async fn a_server_killed_with_9_leaves_no_job_behind_and_requeues_its_runs() {
     assert_eq!(r2["status"], "success", "{r2}");
     assert_eq!(r2["trigger"]["restart"]["of"], 1);
     assert_eq!(r2["commit"], r1["commit"]);
-    drop(s);
+}
+
+#[tokio::test]
+async fn with_on_restart_fail_interrupted_runs_are_not_run_again() {
+    let (_dir, data, ci, _flag) = killed_mid_run().await;
+    let s = start(&data, &[("TAKT_ON_RESTART", "fail")]);
+    let r1 = finished_run(&s, &ci, "demo", 1).await;
+    assert_eq!(r1["status"], "interrupted", "{r1}");
+    assert!(r1["reason"].as_str().unwrap().contains("not run again"), "{r1}");
+    // Recovery is done before the server listens: had it queued a run, it would be listed.
+    let runs = get_json(&s, "/api/v1/runs?project=demo", &ci).await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
 }
