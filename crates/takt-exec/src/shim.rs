@@ -243,21 +243,30 @@ mod tests {
 
     #[test]
     fn finds_own_descendants() {
+        use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg("sleep 5 & wait")
+            .stdout(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(100));
         let me = nix::unistd::getpid();
-        let d = descendants(me);
+        // Bounded wait until sh has started its sleep.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut d = descendants(me);
+        while d.len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            d = descendants(me);
+        }
         let by_scan = descendants_by_scan(me);
         assert!(d.contains(&Pid::from_raw(child.id() as i32)));
         assert!(d.len() >= 2, "the grandchild too: {d:?}");
         for p in &d {
             assert!(by_scan.contains(p), "{d:?} vs {by_scan:?}");
         }
-        child.kill().unwrap();
+        // The whole group, so that the sleep does not outlive the test.
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
         child.wait().unwrap();
     }
 }
