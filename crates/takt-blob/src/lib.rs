@@ -36,6 +36,8 @@ pub enum BlobError {
     Missing { digest: String },
     #[error("blob {expected} is corrupt: its bytes hash to {actual}; it was moved to quarantine")]
     Corrupt { expected: String, actual: String },
+    #[error("the bytes hash to {actual}, not {expected} as the sender said; nothing was stored")]
+    Mismatch { expected: String, actual: String },
     #[error(
         "artifact {name}@{version} already exists with digest {existing}; refusing to replace it with {new} (artifacts are immutable)"
     )]
@@ -181,7 +183,13 @@ impl LocalBlobs {
 
     /// Stores the bytes of a reader in one pass: each chunk is written by this thread while a
     /// helper thread hashes it (SHA-256 and the disk work overlap).
-    pub fn ingest(&self, mut r: impl Read) -> Result<BlobRef, BlobError> {
+    pub fn ingest(&self, r: impl Read) -> Result<BlobRef, BlobError> {
+        self.ingest_expecting(r, None)
+    }
+
+    /// Like [`LocalBlobs::ingest`], but when `expected` is given and the bytes hash to something
+    /// else, nothing is stored and the error names both digests.
+    pub fn ingest_expecting(&self, mut r: impl Read, expected: Option<&str>) -> Result<BlobRef, BlobError> {
         let mut w = self.writer()?;
         let path = w.path.clone();
         // A fixed pool of buffers circulates: reader/writer → hasher → back.
@@ -236,6 +244,14 @@ impl LocalBlobs {
             result.map(|()| (hex, size))
         })?;
         w.size = size;
+        if let Some(want) = expected
+            && want.strip_prefix("sha256:").unwrap_or(want) != hex
+        {
+            return Err(BlobError::Mismatch {
+                expected: want.to_string(),
+                actual: format!("sha256:{hex}"),
+            });
+        }
         self.commit_as(w, &hex, size)
     }
 

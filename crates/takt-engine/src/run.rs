@@ -260,6 +260,9 @@ pub struct Engine<E> {
     pub work: PathBuf,
     /// Program and arguments that start a step's shell script.
     pub shell: Vec<String>,
+    /// Record each step's pid (`job_process`) so that a restarted server can stop what a
+    /// crash left; `takt run` has nobody to recover and skips it.
+    pub record_pids: bool,
 }
 
 impl<E: Executor + 'static> Engine<E> {
@@ -275,6 +278,7 @@ impl<E: Executor + 'static> Engine<E> {
             data: data.root.clone(),
             work: data.work_dir(),
             shell: vec!["sh".into(), "-e".into()],
+            record_pids: false,
         })
     }
 
@@ -603,6 +607,7 @@ impl<E: Executor + 'static> Engine<E> {
             data: self.data.clone(),
             work: self.work.clone(),
             shell: self.shell.clone(),
+            record_pids: self.record_pids,
         })
     }
 }
@@ -639,6 +644,7 @@ struct EngineHandle<E> {
     data: PathBuf,
     work: PathBuf,
     shell: Vec<String>,
+    record_pids: bool,
 }
 
 struct RunCtx {
@@ -1114,11 +1120,13 @@ impl<E: Executor + 'static> JobRun<E> {
         // find and stop what a crash left behind.
         let (pid_tx, pid_rx) = tokio::sync::oneshot::channel::<u32>();
         let pid_tx = Mutex::new(Some(pid_tx));
-        let on_start = takt_exec::OnStart(Arc::new(move |pid| {
-            if let Some(tx) = pid_tx.lock().ok().and_then(|mut t| t.take()) {
-                let _ = tx.send(pid);
-            }
-        }));
+        let on_start = self.engine.record_pids.then(|| {
+            takt_exec::OnStart(Arc::new(move |pid| {
+                if let Some(tx) = pid_tx.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = tx.send(pid);
+                }
+            }))
+        });
         let record = async {
             if let Ok(pid) = pid_rx.await {
                 let job = self.pj().job.name.clone();
@@ -1132,7 +1140,7 @@ impl<E: Executor + 'static> JobRun<E> {
             env: env.to_vec(),
             cwd: cwd.to_path_buf(),
             timeout,
-            on_start: Some(on_start),
+            on_start,
         };
         let (end, ()) = tokio::join!(self.engine.executor.run_step(spec, log, self.cancel.clone()), record);
         end.map_err(|e| EngineError::Io {

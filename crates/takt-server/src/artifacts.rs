@@ -257,3 +257,232 @@ fn verified_stream(
         }
     }))
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushQuery {
+    /// Provenance of a pushed artifact (a pipeline's job says where it comes from).
+    project: Option<String>,
+    commit: Option<String>,
+    branch: Option<String>,
+    run: Option<u64>,
+    job: Option<String>,
+    /// The file name the artifact had, for downloads.
+    file: Option<String>,
+}
+
+/// The digest a client says it sends: `X-Checksum-Sha256: <hex>` (or `sha256:<hex>`), or
+/// `Digest: sha-256=<base64>` (RFC 3230).
+fn claimed_digest(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    if let Some(v) = headers.get("x-checksum-sha256") {
+        let v = v.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        let hex = v.strip_prefix("sha256:").unwrap_or(&v).to_string();
+        takt_blob::digest_hex(&hex).map_err(|_| bad(format!("X-Checksum-Sha256 `{v}` is not a SHA-256 in hex")))?;
+        return Ok(Some(format!("sha256:{hex}")));
+    }
+    if let Some(v) = headers.get("digest") {
+        let v = v.to_str().unwrap_or("");
+        for part in v.split(',') {
+            if let Some((alg, val)) = part.trim().split_once('=')
+                && alg.eq_ignore_ascii_case("sha-256")
+            {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(val.trim())
+                    .map_err(|_| bad(format!("Digest `{v}`: not base64")))?;
+                if bytes.len() != 32 {
+                    return Err(bad(format!("Digest `{v}`: a SHA-256 has 32 bytes")));
+                }
+                return Ok(Some(format!("sha256:{}", hex::encode(bytes))));
+            }
+        }
+        return Err(bad(format!("Digest `{v}` has no sha-256 value")));
+    }
+    Ok(None)
+}
+
+/// Reads the chunks an upload sends, on a blocking thread.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>,
+    cur: axum::body::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(b)) => self.cur = b,
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+/// `PUT /api/v1/artifacts/{name}/{version}`: the body is the artifact, streamed to disk while
+/// it is hashed (never held in memory). Identical bytes again: 200, nothing changes; other
+/// bytes under the same name and version: 409 with both digests. Over the size limit: 413,
+/// before anything is stored; a claimed digest that does not match: 400, nothing stored; a
+/// client that goes away leaves nothing behind.
+pub async fn push(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+    q: Result<Query<PushQuery>, QueryRejection>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = authorize(&state, &headers, Permission::Ci)?;
+    let q = query(q)?;
+    check(&name, &version)?;
+    let engine = state.queue()?.engine.clone();
+    let max = state.max_artifact_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("artifacts may be at most {max} bytes (max_artifact_bytes); nothing was stored"),
+        )
+    };
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|l| l > max) {
+        return Err(too_large());
+    }
+    let expected = claimed_digest(&headers)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let blobs = engine.blobs.clone();
+    let want = expected.clone();
+    let ingest = tokio::task::spawn_blocking(move || {
+        blobs.ingest_expecting(
+            ChannelReader {
+                rx,
+                cur: axum::body::Bytes::new(),
+            },
+            want.as_deref(),
+        )
+    });
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    let mut failure: Option<ApiError> = None;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        match chunk {
+            Ok(b) => {
+                total += b.len() as u64;
+                if total > max {
+                    failure = Some(too_large());
+                    let _ = tx.send(Err(std::io::Error::other("over the size limit"))).await;
+                    break;
+                }
+                if tx.send(Ok(b)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("the upload broke off after {total} bytes: {e}; nothing was stored"),
+                ));
+                let _ = tx.send(Err(std::io::Error::other("the upload broke off"))).await;
+                break;
+            }
+        }
+    }
+    if failure.is_none() && length.is_some_and(|l| l != total) {
+        failure = Some(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the upload ended after {total} of {} bytes; nothing was stored",
+                length.unwrap_or(0)
+            ),
+        ));
+        let _ = tx.send(Err(std::io::Error::other("the upload was truncated"))).await;
+    }
+    drop(tx);
+    let stored = ingest
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let blob = stored.map_err(|e| match e {
+        takt_blob::BlobError::Mismatch { .. } => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    })?;
+    let now = takt_model::OffsetDateTime::now_utc();
+    let at = takt_model::timefmt::rfc3339(now);
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() < 200)
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let project = q.project.clone().unwrap_or_default();
+    let manifest = takt_blob::Manifest {
+        name: name.clone(),
+        version: version.clone(),
+        digest: blob.digest.clone(),
+        size: blob.size,
+        media_type,
+        path: q.file.clone(),
+        expires_at: None,
+        provenance: takt_blob::Provenance {
+            build_type: "https://takt.dev/provenance/push/v1".into(),
+            builder: format!("takt {} (pushed with token `{}`)", env!("CARGO_PKG_VERSION"), who.name),
+            project: project.clone(),
+            repository: String::new(),
+            commit: q.commit.clone().unwrap_or_default(),
+            branch: q.branch.clone(),
+            tag: None,
+            run: q.run.unwrap_or(0),
+            job: q.job.clone().unwrap_or_else(|| "push".into()),
+            started_at: at.clone(),
+            finished_at: at,
+            inputs: Vec::new(),
+            dirty: false,
+        },
+    };
+    let signed = engine
+        .keys
+        .sign(manifest)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match engine.manifests.put(&signed) {
+        Ok(takt_blob::PutOutcome::Unchanged) => Ok((
+            StatusCode::OK,
+            Json(
+                json!({"name": name, "version": version, "digest": blob.digest, "size": blob.size, "unchanged": true}),
+            ),
+        )),
+        Ok(takt_blob::PutOutcome::Stored) => {
+            state
+                .record(Event::now(
+                    &project,
+                    q.run,
+                    EventKind::ArtifactStored {
+                        job: q.job.unwrap_or_else(|| "push".into()),
+                        name: name.clone(),
+                        version: version.clone(),
+                        digest: blob.digest.clone(),
+                        size: blob.size,
+                    },
+                ))
+                .await?;
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({"name": name, "version": version, "digest": blob.digest, "size": blob.size})),
+            ))
+        }
+        Err(takt_blob::BlobError::Conflict { existing, new, .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{name}@{version} already exists with digest {existing}; refusing to replace it with {new} (artifacts are immutable: push a new version)"
+            ),
+        )),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub on_restart: crate::queue::OnRestart,
     /// Seconds between polls of each project's repository (0: no polling).
     pub poll_seconds: u64,
+    /// Largest artifact a push may send (413 above).
+    pub max_artifact_bytes: u64,
 }
 
 /// The config file (TOML). Every key is optional; unknown keys are errors.
@@ -47,6 +49,7 @@ pub struct ConfigFile {
     pub max_waiting: Option<usize>,
     pub on_restart: Option<crate::queue::OnRestart>,
     pub poll_seconds: Option<u64>,
+    pub max_artifact_bytes: Option<u64>,
 }
 
 /// A number from the environment variable `var`, else the file's, else `default`.
@@ -137,6 +140,7 @@ impl ServerConfig {
         let jobs_per_run = number(env, "TAKT_JOBS_PER_RUN", f.jobs_per_run, cores)?;
         let max_waiting = number(env, "TAKT_MAX_WAITING", f.max_waiting, 100_000)?;
         let poll_seconds = number(env, "TAKT_POLL_SECONDS", f.poll_seconds, 30)?;
+        let max_artifact_bytes = number(env, "TAKT_MAX_ARTIFACT_BYTES", f.max_artifact_bytes, 2 << 30)?;
         for (what, v) in [
             ("concurrency", concurrency),
             ("jobs_per_run", jobs_per_run),
@@ -183,6 +187,7 @@ impl ServerConfig {
             max_waiting,
             on_restart,
             poll_seconds,
+            max_artifact_bytes,
         })
     }
 }

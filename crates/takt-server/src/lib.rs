@@ -69,6 +69,7 @@ pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
     ("GET", "/api/v1/keys", None),
     ("GET", "/api/v1/artifacts", Some(Permission::Read)),
     ("GET", "/api/v1/artifacts/{name}/{version}", Some(Permission::Read)),
+    ("PUT", "/api/v1/artifacts/{name}/{version}", Some(Permission::Ci)),
     ("GET", "/api/v1/artifacts/{name}/{version}/blob", Some(Permission::Read)),
 ];
 
@@ -80,6 +81,8 @@ pub struct AppState {
     pub queue: Option<Arc<queue::Queue>>,
     pub key: Arc<secrets::SecretKey>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Largest artifact accepted by a push.
+    pub max_artifact_bytes: u64,
     /// When each token's use was last recorded.
     pub token_uses: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// What each project's default branch configures (schedules, notify).
@@ -235,7 +238,10 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/hooks/{provider}/{name}", post(hooks::webhook))
         .route("/api/v1/keys", get(artifacts::keys))
         .route("/api/v1/artifacts", get(artifacts::list))
-        .route("/api/v1/artifacts/{name}/{version}", get(artifacts::show))
+        .route(
+            "/api/v1/artifacts/{name}/{version}",
+            get(artifacts::show).put(artifacts::push),
+        )
         .route("/api/v1/artifacts/{name}/{version}/blob", get(artifacts::download))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json") })
         .layer(DefaultBodyLimit::max(max_body_bytes))

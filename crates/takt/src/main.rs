@@ -1,5 +1,6 @@
 //! `takt`: the binary. Command-line parsing, wiring, output — nothing else.
 
+mod artifact_cli;
 mod client;
 mod ops;
 mod output;
@@ -69,6 +70,9 @@ enum Command {
     /// Git hooks that report pushes to the server.
     #[command(subcommand)]
     Hook(ops::HookCommand),
+    /// The artifact repository: push, pull (verified), ls, show, verify.
+    #[command(subcommand)]
+    Artifact(artifact_cli::ArtifactCommand),
 }
 
 #[derive(clap::Args)]
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
         Command::Logs(a) => client::block_on(ops::logs(a)),
         Command::Secret(c) => client::block_on(ops::secret(c)),
         Command::Hook(c) => client::block_on(ops::hook(c)),
+        Command::Artifact(c) => client::block_on(artifact_cli::artifact(c)),
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

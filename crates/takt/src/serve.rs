@@ -94,7 +94,8 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         shim,
         shim_args: vec!["__shim".into()],
     };
-    let engine = takt_engine::Engine::new(executor, store.clone(), &data).map_err(|e| (1, e.into()))?;
+    let mut engine = takt_engine::Engine::new(executor, store.clone(), &data).map_err(|e| (1, e.into()))?;
+    engine.record_pids = true;
     let key =
         takt_server::secrets::SecretKey::load(&data.root, config.secret_key.as_deref()).map_err(|e| (2, e.into()))?;
     let key = Arc::new(key);
@@ -118,6 +119,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         key,
         metrics,
         branch_configs: RwLock::default(),
+        max_artifact_bytes: config.max_artifact_bytes,
         token_uses: Default::default(),
         data_dir: data.root.clone(),
     });

@@ -107,3 +107,178 @@ async fn artifacts_are_listed_shown_and_downloaded_verified() {
     let st = client().get(&url).bearer_auth(&read).send().await.unwrap().status();
     assert_eq!(st, StatusCode::GONE);
 }
+
+async fn put(
+    s: &Server,
+    token: &str,
+    path: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, serde_json::Value) {
+    let mut r = client().put(format!("{}{path}", s.base)).bearer_auth(token).body(body);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    let st = r.status();
+    (st, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+fn nothing_in(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map(|d| d.count() == 0).unwrap_or(true)
+}
+
+#[tokio::test]
+async fn pushes_are_immutable_checked_limited_and_leave_nothing_when_they_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start(&data, &[("TAKT_MAX_ARTIFACT_BYTES", "100000")]);
+    let admin = s.printed_token.clone().unwrap();
+    let ci = new_token(&s, &admin, Scope::Ci).await;
+    let read = new_token(&s, &admin, Scope::Read).await;
+    let bytes = b"artifact one\n".repeat(100);
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+
+    // Only ci (and admin) may push.
+    let (st, _) = put(&s, &read, "/api/v1/artifacts/app/1.0", bytes.clone(), &[]).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, b) = put(
+        &s,
+        &ci,
+        "/api/v1/artifacts/app/1.0?project=demo",
+        bytes.clone(),
+        &[("x-checksum-sha256", &digest)],
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    assert_eq!(b["digest"], digest.as_str());
+    // The same bytes again: a no-op. Other bytes: 409 naming both digests.
+    let (st, b) = put(&s, &ci, "/api/v1/artifacts/app/1.0", bytes.clone(), &[]).await;
+    assert_eq!((st, &b["unchanged"]), (StatusCode::OK, &serde_json::json!(true)), "{b}");
+    let (st, b) = put(&s, &ci, "/api/v1/artifacts/app/1.0", b"other".to_vec(), &[]).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    let e = b["error"].as_str().unwrap();
+    assert!(e.contains(&digest) && e.contains("sha256:"), "{e}");
+    // A claimed digest that does not match: 400 and nothing stored (RFC 3230 `Digest` too).
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let (st, b) = put(
+        &s,
+        &ci,
+        "/api/v1/artifacts/app/2.0",
+        bytes.clone(),
+        &[("x-checksum-sha256", &wrong)],
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+    let (st, _) = put(
+        &s,
+        &ci,
+        "/api/v1/artifacts/app/2.0",
+        bytes.clone(),
+        &[("digest", "sha-256=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        get_status(&s, "/api/v1/artifacts/app/2.0", &read).await,
+        StatusCode::NOT_FOUND
+    );
+    // Too large: 413 before anything is stored. Bad names: 400.
+    let (st, _) = put(&s, &ci, "/api/v1/artifacts/big/1", vec![0u8; 100_001], &[]).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    let (st, _) = put(&s, &ci, "/api/v1/artifacts/a..b/1", bytes.clone(), &[]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let long = "x".repeat(201);
+    let (st, _) = put(&s, &ci, &format!("/api/v1/artifacts/{long}/1"), bytes.clone(), &[]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // A client that says 50,000 bytes, sends 10 and goes away leaves nothing behind.
+    {
+        use std::io::Write;
+        let host = s.base.trim_start_matches("http://");
+        let mut c = std::net::TcpStream::connect(host).unwrap();
+        write!(c, "PUT /api/v1/artifacts/cut/1 HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {ci}\r\ncontent-length: 50000\r\n\r\n0123456789").unwrap();
+        c.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(c);
+    }
+    until("the cut upload is cleaned up", || {
+        let tmp = data.join("tmp");
+        async move { nothing_in(&tmp) }
+    })
+    .await;
+    assert_eq!(
+        get_status(&s, "/api/v1/artifacts/cut/1", &read).await,
+        StatusCode::NOT_FOUND
+    );
+    assert!(!data.join("manifests/big").exists() && !data.join("manifests/cut").exists());
+
+    // The CLI: pull (verified, manifest beside it), verify offline, refuse to overwrite.
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("app.bin");
+    let cli = |args: &[&str]| {
+        let mut c = takt();
+        c.args(args).args(["--server", &s.base, "--token", &read]);
+        c.output().unwrap()
+    };
+    let o = cli(&["artifact", "pull", "app@1.0", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+    let key = get_json(&s, "/api/v1/keys", &read).await["keys"][0]["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = cli(&["artifact", "verify", out.to_str().unwrap(), "--key", &key]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A tampered file, a tampered manifest, a wrong key: each fails, saying what.
+    let manifest = work.path().join("app.bin.takt.json");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, original.replace("\"demo\"", "\"evil\"")).unwrap();
+    let o = cli(&["artifact", "verify", out.to_str().unwrap(), "--key", &key]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("signature"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&manifest, &original).unwrap();
+    let o = cli(&["artifact", "verify", out.to_str().unwrap(), "--key", &"ab".repeat(32)]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("different key"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&out, b"tampered").unwrap();
+    let o = cli(&["artifact", "verify", out.to_str().unwrap(), "--key", &key]);
+    assert!(!o.status.success() && stderr(&o).contains("hash to"), "{}", stderr(&o));
+    let o = cli(&["artifact", "pull", "app@1.0", "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("refusing to overwrite"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), b"tampered");
+    // Push from the CLI; ls shows it.
+    let f = work.path().join("tool.sh");
+    std::fs::write(&f, "#!/bin/sh\necho tool\n").unwrap();
+    let o = takt()
+        .args([
+            "artifact",
+            "push",
+            f.to_str().unwrap(),
+            "--as",
+            "tool@3",
+            "--project",
+            "demo",
+        ])
+        .args(["--server", &s.base, "--token", &ci])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cli(&["artifact", "ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["tool", "app"]);
+    let o = cli(&["artifact", "verify", "tool@3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -106,7 +106,6 @@ fn events_of_the_run_are_in_the_sqlite_event_log() {
             "run_started",
             "job_queued",
             "job_started",
-            "job_process",
             "log_stored",
             "job_finished",
             "run_finished"

@@ -1,0 +1,446 @@
+//! `takt artifact push|pull|ls|show|verify`: the artifact repository from the command line.
+//!
+//! `pull` writes the file and, beside it, its signed manifest (`FILE.takt.json`), so that
+//! `takt artifact verify FILE --key HEX` can check both the bytes and the signature offline.
+
+use crate::client::{Api, BadInput, Remote};
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use takt_blob::SignedManifest;
+
+#[derive(clap::Subcommand)]
+pub enum ArtifactCommand {
+    /// Push a file as NAME@VERSION (ci scope). Identical bytes again are a no-op; other bytes
+    /// under the same name and version are refused (artifacts are immutable).
+    Push {
+        file: PathBuf,
+        /// NAME@VERSION.
+        #[arg(long = "as", value_name = "NAME@VERSION")]
+        target: String,
+        /// The project it belongs to (provenance).
+        #[arg(long)]
+        project: Option<String>,
+        /// The commit it was built from (provenance).
+        #[arg(long)]
+        commit: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Download NAME@VERSION, verified (digest and signature); never overwrites a different file.
+    Pull {
+        /// NAME@VERSION.
+        artifact: String,
+        /// Where to write it [default: its file name, or NAME].
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List artifacts, newest first.
+    Ls {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show an artifact's signed manifest and provenance.
+    Show {
+        /// NAME@VERSION.
+        artifact: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Check a pulled FILE (with FILE.takt.json beside it) offline, or NAME@VERSION on the
+    /// server: the bytes match the digest, and the manifest its signature.
+    Verify {
+        /// A pulled file, or NAME@VERSION.
+        target: String,
+        /// The server's public key (hex; `GET /api/v1/keys`). Offline checks need it.
+        #[arg(long, env = "TAKT_PUBLIC_KEY")]
+        key: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn split(artifact: &str) -> anyhow::Result<(String, String)> {
+    match artifact.rsplit_once('@') {
+        Some((n, v)) if !n.is_empty() && !v.is_empty() => Ok((n.to_string(), v.to_string())),
+        _ => Err(BadInput(format!("`{artifact}` is not NAME@VERSION")).into()),
+    }
+}
+
+/// A progress bar that shows itself only when a transfer lasts over a second, on a terminal.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    started: Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::hidden());
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {eta}")
+        {
+            bar.set_style(style);
+        }
+        Progress {
+            bar,
+            started: Instant::now(),
+            shown: false,
+        }
+    }
+    fn inc(&mut self, n: u64) {
+        self.bar.inc(n);
+        if !self.shown && self.started.elapsed() > Duration::from_secs(1) && std::io::stderr().is_terminal() {
+            self.bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            self.shown = true;
+        }
+    }
+    fn done(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+async fn public_key(api: &Api) -> anyhow::Result<String> {
+    let (_, v) = api.call(reqwest::Method::GET, "/api/v1/keys", None).await?;
+    v["keys"][0]["public_key"]
+        .as_str()
+        .map(str::to_string)
+        .context("the server published no key")
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(takt_blob::hash_reader(f)?)
+}
+
+pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
+    match c {
+        ArtifactCommand::Push {
+            file,
+            target,
+            project,
+            commit,
+            json,
+            remote,
+        } => {
+            let api = Api::new(&remote)?;
+            let (name, version) = split(&target)?;
+            let meta =
+                std::fs::metadata(&file).map_err(|e| BadInput(format!("cannot read {}: {e}", file.display())))?;
+            if !meta.is_file() {
+                bail!(BadInput(format!("{} is not a file", file.display())));
+            }
+            // Hash first (the server checks the bytes it got against it), then stream.
+            let digest = tokio::task::spawn_blocking({
+                let f = file.clone();
+                move || sha256_file(&f)
+            })
+            .await??;
+            let f = tokio::fs::File::open(&file).await?;
+            let mut progress = Progress::new(meta.len());
+            let stream = futures_util::stream::unfold((f, vec![0u8; 1 << 20]), |(mut f, mut buf)| async move {
+                use tokio::io::AsyncReadExt;
+                match f.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => Some((Ok::<_, std::io::Error>(buf[..n].to_vec()), (f, buf))),
+                    Err(e) => Some((Err(e), (f, buf))),
+                }
+            });
+            let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+            let stream = futures_util::StreamExt::inspect(stream, move |c| {
+                if let Ok(c) = c {
+                    let _ = ptx.send(c.len() as u64);
+                }
+            });
+            let mut query: Vec<(&str, String)> = Vec::new();
+            if let Some(p) = &project {
+                query.push(("project", p.clone()));
+            }
+            if let Some(c) = &commit {
+                query.push(("commit", c.clone()));
+            }
+            if let Some(n) = file.file_name() {
+                query.push(("file", n.to_string_lossy().into_owned()));
+            }
+            let req = api
+                .request(reqwest::Method::PUT, &format!("/api/v1/artifacts/{name}/{version}"))
+                .query(&query)
+                .header("x-checksum-sha256", &digest)
+                .header("content-length", meta.len())
+                .timeout(Duration::from_secs(24 * 3600))
+                .body(reqwest::Body::wrap_stream(stream));
+            let send = api.send(req);
+            tokio::pin!(send);
+            let res = loop {
+                tokio::select! {
+                    r = &mut send => break r,
+                    Some(n) = prx.recv() => progress.inc(n),
+                }
+            };
+            progress.done();
+            let res = res?;
+            let status = res.status().as_u16();
+            let v: serde_json::Value = res.json().await.unwrap_or_default();
+            if json {
+                println!("{v}");
+            } else if status == 200 {
+                println!("{name}@{version} is already stored with these bytes ({digest}); nothing changed");
+            } else {
+                println!("pushed {name}@{version}: {digest}, {} bytes", meta.len());
+            }
+        }
+        ArtifactCommand::Pull {
+            artifact,
+            output,
+            json,
+            remote,
+        } => {
+            let api = Api::new(&remote)?;
+            let (name, version) = split(&artifact)?;
+            let (_, m) = api
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/artifacts/{name}/{version}"),
+                    None,
+                )
+                .await?;
+            let signed: SignedManifest =
+                serde_json::from_value(m.clone()).context("the server sent a manifest takt cannot read")?;
+            let key = public_key(&api).await?;
+            signed.verify(Some(&key))?;
+            let mf = &signed.manifest;
+            let out = output.unwrap_or_else(|| {
+                PathBuf::from(
+                    mf.path
+                        .as_deref()
+                        .and_then(|p| Path::new(p).file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| name.clone()),
+                )
+            });
+            if out.exists() {
+                let have = tokio::task::spawn_blocking({
+                    let o = out.clone();
+                    move || sha256_file(&o)
+                })
+                .await??;
+                if have == mf.digest {
+                    write_manifest(&out, &signed)?;
+                    report_pull(json, &out, mf, true);
+                    return Ok(());
+                }
+                bail!(BadInput(format!(
+                    "{} exists with other bytes ({have}); refusing to overwrite it with {artifact} ({})",
+                    out.display(),
+                    mf.digest
+                )));
+            }
+            let tmp = out.with_extension("takt-partial");
+            let result = download(&api, &name, &version, &tmp, mf.size).await;
+            let digest = match result {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            if digest != mf.digest {
+                let _ = std::fs::remove_file(&tmp);
+                bail!(
+                    "{artifact}: the downloaded bytes hash to {digest}, not {}; nothing was written",
+                    mf.digest
+                );
+            }
+            std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+            write_manifest(&out, &signed)?;
+            report_pull(json, &out, mf, false);
+        }
+        ArtifactCommand::Ls {
+            project,
+            name,
+            json,
+            remote,
+        } => {
+            let mut q = vec![];
+            if let Some(p) = project {
+                q.push(format!("project={p}"));
+            }
+            if let Some(n) = name {
+                q.push(format!("name={n}"));
+            }
+            let path = format!("/api/v1/artifacts?{}", q.join("&"));
+            let (_, v) = Api::new(&remote)?.call(reqwest::Method::GET, &path, None).await?;
+            if json {
+                println!("{}", v["artifacts"]);
+            } else {
+                for a in v["artifacts"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}@{}\t{}\t{} bytes\t{} run #{}\t{}",
+                        a["name"].as_str().unwrap_or(""),
+                        a["version"].as_str().unwrap_or(""),
+                        a["digest"].as_str().unwrap_or(""),
+                        a["size"],
+                        a["project"].as_str().unwrap_or(""),
+                        a["run"],
+                        a["stored_at"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        ArtifactCommand::Show { artifact, remote } => {
+            let (name, version) = split(&artifact)?;
+            let (_, v) = Api::new(&remote)?
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/artifacts/{name}/{version}"),
+                    None,
+                )
+                .await?;
+            println!("{v:#}");
+        }
+        ArtifactCommand::Verify {
+            target,
+            key,
+            json,
+            remote,
+        } => {
+            let path = PathBuf::from(&target);
+            let (signed, digest) = if path.is_file() {
+                let mpath = manifest_path(&path);
+                let text = std::fs::read_to_string(&mpath).map_err(|e| {
+                    BadInput(format!(
+                        "cannot read {} (written by `takt artifact pull` beside the file): {e}",
+                        mpath.display()
+                    ))
+                })?;
+                let signed: SignedManifest = serde_json::from_str(&text)
+                    .map_err(|e| BadInput(format!("{} is not a takt manifest: {e}", mpath.display())))?;
+                let Some(key) = key else {
+                    bail!(BadInput(
+                        "an offline check needs the server's public key: --key HEX or TAKT_PUBLIC_KEY (GET /api/v1/keys)"
+                            .into()
+                    ));
+                };
+                signed.verify(Some(&key))?;
+                let d = tokio::task::spawn_blocking(move || sha256_file(&path)).await??;
+                (signed, d)
+            } else {
+                let (name, version) = split(&target)?;
+                let api = Api::new(&remote)?;
+                let (_, m) = api
+                    .call(
+                        reqwest::Method::GET,
+                        &format!("/api/v1/artifacts/{name}/{version}"),
+                        None,
+                    )
+                    .await?;
+                let signed: SignedManifest = serde_json::from_value(m).context("reading the manifest")?;
+                let key = match key {
+                    Some(k) => k,
+                    None => public_key(&api).await?,
+                };
+                signed.verify(Some(&key))?;
+                let tmp = tempfile::NamedTempFile::new()?;
+                let d = download(&api, &name, &version, tmp.path(), signed.manifest.size).await?;
+                (signed, d)
+            };
+            let m = &signed.manifest;
+            if digest != m.digest {
+                bail!(
+                    "{}@{}: the bytes hash to {digest}, but the signed manifest says {}",
+                    m.name,
+                    m.version,
+                    m.digest
+                );
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": m.name, "version": m.version, "digest": m.digest, "signature": "valid"})
+                );
+            } else {
+                println!(
+                    "{}@{}: digest {} matches; signature valid (key {})",
+                    m.name,
+                    m.version,
+                    m.digest,
+                    &signed.key[..16.min(signed.key.len())]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn manifest_path(file: &Path) -> PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(".takt.json");
+    PathBuf::from(s)
+}
+
+fn write_manifest(file: &Path, m: &SignedManifest) -> anyhow::Result<()> {
+    let p = manifest_path(file);
+    std::fs::write(&p, serde_json::to_vec_pretty(m)?).with_context(|| format!("writing {}", p.display()))
+}
+
+fn report_pull(json: bool, out: &Path, m: &takt_blob::Manifest, already: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"file": out, "name": m.name, "version": m.version, "digest": m.digest, "size": m.size, "unchanged": already})
+        );
+    } else if already {
+        println!(
+            "{} already holds {}@{} ({})",
+            out.display(),
+            m.name,
+            m.version,
+            m.digest
+        );
+    } else {
+        println!("{}@{} → {} ({}, verified)", m.name, m.version, out.display(), m.digest);
+    }
+}
+
+/// Streams a blob into `dst`, hashing as it goes; returns the digest of what arrived.
+async fn download(api: &Api, name: &str, version: &str, dst: &Path, size: u64) -> anyhow::Result<String> {
+    let req = api
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/artifacts/{name}/{version}/blob"),
+        )
+        .timeout(Duration::from_secs(24 * 3600));
+    let mut res = api.send(req).await?;
+    use tokio::io::AsyncWriteExt;
+    let mut f = tokio::fs::File::create(dst)
+        .await
+        .with_context(|| format!("creating {}", dst.display()))?;
+    let mut h = Sha256::new();
+    let mut progress = Progress::new(size);
+    while let Some(chunk) = res.chunk().await.with_context(|| {
+        format!("downloading {name}@{version} broke off (the server refuses to send a corrupt blob)")
+    })? {
+        h.update(&chunk);
+        f.write_all(&chunk).await?;
+        progress.inc(chunk.len() as u64);
+    }
+    progress.done();
+    f.sync_all().await?;
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
