@@ -124,6 +124,17 @@ async fn public_key(api: &Api) -> anyhow::Result<String> {
         .context("the server published no key")
 }
 
+async fn fetch_manifest(api: &Api, name: &str, version: &str) -> anyhow::Result<SignedManifest> {
+    let (_, m) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/artifacts/{name}/{version}"),
+            None,
+        )
+        .await?;
+    serde_json::from_value(m).context("the server sent a manifest takt cannot read")
+}
+
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     Ok(takt_blob::hash_reader(f)?)
@@ -213,15 +224,7 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
         } => {
             let api = Api::new(&remote)?;
             let (name, version) = split(&artifact)?;
-            let (_, m) = api
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/artifacts/{name}/{version}"),
-                    None,
-                )
-                .await?;
-            let signed: SignedManifest =
-                serde_json::from_value(m.clone()).context("the server sent a manifest takt cannot read")?;
+            let signed = fetch_manifest(&api, &name, &version).await?;
             let key = public_key(&api).await?;
             signed.verify(Some(&key))?;
             let mf = &signed.manifest;
@@ -343,14 +346,7 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
             } else {
                 let (name, version) = split(&target)?;
                 let api = Api::new(&remote)?;
-                let (_, m) = api
-                    .call(
-                        reqwest::Method::GET,
-                        &format!("/api/v1/artifacts/{name}/{version}"),
-                        None,
-                    )
-                    .await?;
-                let signed: SignedManifest = serde_json::from_value(m).context("reading the manifest")?;
+                let signed = fetch_manifest(&api, &name, &version).await?;
                 let key = match key {
                     Some(k) => k,
                     None => public_key(&api).await?,
