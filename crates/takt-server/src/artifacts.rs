@@ -340,80 +340,12 @@ pub async fn push(
     let q = query(q)?;
     check(&name, &version)?;
     let engine = state.queue()?.engine.clone();
-    let max = state.max_artifact_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("artifacts may be at most {max} bytes (max_artifact_bytes); nothing was stored"),
-        )
+    // An OCI-style two-step push names a blob sent before (`POST /api/v1/blobs`) instead of
+    // sending the bytes again.
+    let blob = match headers.get("x-takt-blob").and_then(|v| v.to_str().ok()) {
+        Some(d) => existing_blob(&engine, d)?,
+        None => receive_blob(&state, &headers, body).await?,
     };
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if length.is_some_and(|l| l > max) {
-        return Err(too_large());
-    }
-    let expected = claimed_digest(&headers)?;
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let blobs = engine.blobs.clone();
-    let want = expected.clone();
-    let ingest = tokio::task::spawn_blocking(move || {
-        blobs.ingest_expecting(
-            ChannelReader {
-                rx,
-                cur: axum::body::Bytes::new(),
-            },
-            want.as_deref(),
-        )
-    });
-    let mut stream = body.into_data_stream();
-    let mut total = 0u64;
-    let mut failure: Option<ApiError> = None;
-    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-        match chunk {
-            Ok(b) => {
-                total += b.len() as u64;
-                if total > max {
-                    failure = Some(too_large());
-                    let _ = tx.send(Err(std::io::Error::other("over the size limit"))).await;
-                    break;
-                }
-                if tx.send(Ok(b)).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                failure = Some(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("the upload broke off after {total} bytes: {e}; nothing was stored"),
-                ));
-                let _ = tx.send(Err(std::io::Error::other("the upload broke off"))).await;
-                break;
-            }
-        }
-    }
-    if failure.is_none() && length.is_some_and(|l| l != total) {
-        failure = Some(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the upload ended after {total} of {} bytes; nothing was stored",
-                length.unwrap_or(0)
-            ),
-        ));
-        let _ = tx.send(Err(std::io::Error::other("the upload was truncated"))).await;
-    }
-    drop(tx);
-    let stored = ingest
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    if let Some(f) = failure {
-        return Err(f);
-    }
-    let blob = stored.map_err(|e| match e {
-        takt_blob::BlobError::Mismatch { .. } => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
-        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    })?;
     let now = takt_model::OffsetDateTime::now_utc();
     let at = takt_model::timefmt::rfc3339(now);
     let media_type = headers
@@ -485,4 +417,126 @@ pub async fn push(
         )),
         Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
+}
+
+/// Receives a request body as a blob: streamed to disk while hashed, never whole in memory;
+/// over the limit → 413 and a claimed digest that does not match → 400, with nothing stored;
+/// a body that breaks off leaves nothing behind.
+async fn receive_blob(state: &AppState, headers: &HeaderMap, body: Body) -> Result<takt_blob::BlobRef, ApiError> {
+    let engine = state.queue()?.engine.clone();
+    let max = state.max_artifact_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("artifacts may be at most {max} bytes (max_artifact_bytes); nothing was stored"),
+        )
+    };
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|l| l > max) {
+        return Err(too_large());
+    }
+    let expected = claimed_digest(headers)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let blobs = engine.blobs.clone();
+    let want = expected.clone();
+    let ingest = tokio::task::spawn_blocking(move || {
+        blobs.ingest_expecting(
+            ChannelReader {
+                rx,
+                cur: axum::body::Bytes::new(),
+            },
+            want.as_deref(),
+        )
+    });
+    let mut stream = body.into_data_stream();
+    let mut total = 0u64;
+    let mut failure: Option<ApiError> = None;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        match chunk {
+            Ok(b) => {
+                total += b.len() as u64;
+                if total > max {
+                    failure = Some(too_large());
+                    let _ = tx.send(Err(std::io::Error::other("over the size limit"))).await;
+                    break;
+                }
+                if tx.send(Ok(b)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("the upload broke off after {total} bytes: {e}; nothing was stored"),
+                ));
+                let _ = tx.send(Err(std::io::Error::other("the upload broke off"))).await;
+                break;
+            }
+        }
+    }
+    if failure.is_none() && length.is_some_and(|l| l != total) {
+        failure = Some(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the upload ended after {total} of {} bytes; nothing was stored",
+                length.unwrap_or(0)
+            ),
+        ));
+        let _ = tx.send(Err(std::io::Error::other("the upload was truncated"))).await;
+    }
+    drop(tx);
+    let stored = ingest
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let blob = stored.map_err(|e| match e {
+        takt_blob::BlobError::Mismatch { .. } => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    })?;
+    Ok(blob)
+}
+
+/// A blob already stored, named by its digest.
+fn existing_blob(
+    engine: &takt_engine::Engine<takt_exec::LocalExecutor>,
+    digest: &str,
+) -> Result<takt_blob::BlobRef, ApiError> {
+    let path = engine
+        .blobs
+        .path_of(digest)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let size = std::fs::metadata(&path)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("no blob {digest}: send it first (POST /api/v1/blobs)"),
+            )
+        })?
+        .len();
+    Ok(takt_blob::BlobRef {
+        digest: format!("sha256:{}", digest.strip_prefix("sha256:").unwrap_or(digest)),
+        size,
+    })
+}
+
+/// `POST /api/v1/blobs`: stores a blob (content-addressed, deduplicated) and answers its digest
+/// and size; `PUT /api/v1/artifacts/{name}/{version}` with `X-Takt-Blob: DIGEST` then makes it
+/// an artifact. A client can hash while it sends, compare with the answer, and only then name
+/// the artifact: one pass over the file. Blobs no artifact names are removed by `gc`.
+pub async fn push_blob(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&state, &headers, Permission::Ci)?;
+    let blob = receive_blob(&state, &headers, body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"digest": blob.digest, "size": blob.size})),
+    ))
 }

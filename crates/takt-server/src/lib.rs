@@ -70,6 +70,7 @@ pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
     ("GET", "/api/v1/artifacts", Some(Permission::Read)),
     ("GET", "/api/v1/artifacts/{name}/{version}", Some(Permission::Read)),
     ("PUT", "/api/v1/artifacts/{name}/{version}", Some(Permission::Ci)),
+    ("POST", "/api/v1/blobs", Some(Permission::Ci)),
     ("GET", "/api/v1/artifacts/{name}/{version}/blob", Some(Permission::Read)),
 ];
 
@@ -238,6 +239,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/hooks/{provider}/{name}", post(hooks::webhook))
         .route("/api/v1/keys", get(artifacts::keys))
         .route("/api/v1/artifacts", get(artifacts::list))
+        .route("/api/v1/blobs", post(artifacts::push_blob))
         .route(
             "/api/v1/artifacts/{name}/{version}",
             get(artifacts::show).put(artifacts::push),

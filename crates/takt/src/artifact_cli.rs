@@ -157,12 +157,12 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
             if !meta.is_file() {
                 bail!(BadInput(format!("{} is not a file", file.display())));
             }
-            // Hash first (the server checks the bytes it got against it), then stream.
-            let digest = tokio::task::spawn_blocking({
+            // One pass: the file is sent as a blob while another thread hashes it; the artifact
+            // is named only when the server's digest of what it got equals ours.
+            let hashing = tokio::task::spawn_blocking({
                 let f = file.clone();
                 move || sha256_file(&f)
-            })
-            .await??;
+            });
             let f = tokio::fs::File::open(&file).await?;
             let mut progress = Progress::new(meta.len());
             let stream = futures_util::stream::unfold((f, vec![0u8; 1 << 20]), |(mut f, mut buf)| async move {
@@ -179,6 +179,29 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                     let _ = ptx.send(c.len() as u64);
                 }
             });
+            let req = api
+                .request(reqwest::Method::POST, "/api/v1/blobs")
+                .header("content-length", meta.len())
+                .timeout(Duration::from_secs(24 * 3600))
+                .body(reqwest::Body::wrap_stream(stream));
+            let send = api.send(req);
+            tokio::pin!(send);
+            let sent = loop {
+                tokio::select! {
+                    r = &mut send => break r,
+                    Some(n) = prx.recv() => progress.inc(n),
+                }
+            };
+            progress.done();
+            let blob: serde_json::Value = sent?.json().await.context("reading the server's answer")?;
+            let digest = hashing.await??;
+            if blob["digest"].as_str() != Some(digest.as_str()) {
+                bail!(
+                    "the server received bytes hashing to {}, but {} hashes to {digest} (did it change while being sent?); no artifact was made",
+                    blob["digest"],
+                    file.display()
+                );
+            }
             let mut query: Vec<(&str, String)> = Vec::new();
             if let Some(p) = &project {
                 query.push(("project", p.clone()));
@@ -192,19 +215,8 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
             let req = api
                 .request(reqwest::Method::PUT, &format!("/api/v1/artifacts/{name}/{version}"))
                 .query(&query)
-                .header("x-checksum-sha256", &digest)
-                .header("content-length", meta.len())
-                .timeout(Duration::from_secs(24 * 3600))
-                .body(reqwest::Body::wrap_stream(stream));
-            let send = api.send(req);
-            tokio::pin!(send);
-            let res = loop {
-                tokio::select! {
-                    r = &mut send => break r,
-                    Some(n) = prx.recv() => progress.inc(n),
-                }
-            };
-            progress.done();
+                .header("x-takt-blob", &digest);
+            let res = api.send(req).await;
             let res = res?;
             let status = res.status().as_u16();
             let v: serde_json::Value = res.json().await.unwrap_or_default();

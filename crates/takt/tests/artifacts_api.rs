@@ -183,6 +183,21 @@ async fn pushes_are_immutable_checked_limited_and_leave_nothing_when_they_fail()
         get_status(&s, "/api/v1/artifacts/app/2.0", &read).await,
         StatusCode::NOT_FOUND
     );
+    // Two steps (OCI-like): a blob, then the artifact naming it; an unknown blob is refused.
+    let r = client()
+        .post(format!("{}/api/v1/blobs", s.base))
+        .bearer_auth(&ci)
+        .body(b"two step".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let blob: serde_json::Value = r.json().await.unwrap();
+    let d = blob["digest"].as_str().unwrap().to_string();
+    let (st, b) = put(&s, &ci, "/api/v1/artifacts/two/1", vec![], &[("x-takt-blob", &d)]).await;
+    assert_eq!((st, b["size"].as_u64()), (StatusCode::CREATED, Some(8)), "{b}");
+    let (st, _) = put(&s, &ci, "/api/v1/artifacts/two/2", vec![], &[("x-takt-blob", &wrong)]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
     // Too large: 413 before anything is stored. Bad names: 400.
     let (st, _) = put(&s, &ci, "/api/v1/artifacts/big/1", vec![0u8; 100_001], &[]).await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
@@ -278,7 +293,7 @@ async fn pushes_are_immutable_checked_limited_and_leave_nothing_when_they_fail()
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["tool", "app"]);
+    assert_eq!(names, ["tool", "two", "app"]);
     let o = cli(&["artifact", "verify", "tool@3"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
