@@ -13,9 +13,11 @@
 
 mod manifest;
 mod pack;
+mod scrub;
 
 pub use manifest::{Keyring, Manifest, ManifestStore, Provenance, PutOutcome, SignedManifest};
 pub use pack::{matching_files, pack_paths};
+pub use scrub::{FsckReport, fsck, unreferenced};
 
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File};

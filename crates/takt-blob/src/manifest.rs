@@ -187,7 +187,11 @@ impl ManifestStore {
         }
     }
 
-    fn path(&self, name: &str, version: &str) -> PathBuf {
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn path(&self, name: &str, version: &str) -> PathBuf {
         self.root.join(name).join(format!("{version}.json"))
     }
 

@@ -280,6 +280,13 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         range: Option<String>,
     },
+    /// Retention (`takt artifact gc --apply`) removed an artifact version.
+    ArtifactDeleted {
+        name: String,
+        version: String,
+        digest: String,
+        reason: String,
+    },
     /// A token was used (recorded at most once a minute per token).
     TokenUsed {
         id: String,
@@ -347,6 +354,7 @@ impl EventKind {
             EventKind::TokenRevoked { .. } => "token_revoked",
             EventKind::TokenUsed { .. } => "token_used",
             EventKind::ArtifactDownloaded { .. } => "artifact_downloaded",
+            EventKind::ArtifactDeleted { .. } => "artifact_deleted",
             EventKind::ProjectAdded { .. } => "project_added",
             EventKind::ProjectUpdated { .. } => "project_updated",
             EventKind::JobProcess { .. } => "job_process",

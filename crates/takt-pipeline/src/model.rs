@@ -23,6 +23,18 @@ pub struct Pipeline {
     pub schedules: Vec<CronSchedule>,
     /// Who hears about events (read by the server from the default branch only).
     pub notify: Vec<Subscriber>,
+    /// Which artifacts `takt artifact gc` keeps (default branch only).
+    pub retention: Option<Retention>,
+}
+
+/// `retention`: keep the newest `keep_last` versions of each artifact, and whatever an
+/// environment ran in the last `keep_deployed_days` days; what an environment runs now or may
+/// roll back to is never deleted. Unset: nothing is deleted for its age or number (artifacts
+/// whose `expire_in` passed still are).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub keep_last: Option<u32>,
+    pub keep_deployed_days: Option<u32>,
 }
 
 /// `schedules.NAME`: run `branch` (default: the project's default branch) at each cron time.

@@ -25,8 +25,9 @@ const TOP_KEYS: &[&str] = &[
     "jobs",
     "schedules",
     "notify",
+    "retention",
 ];
-const RESERVED: &[&str] = &["environments", "checks", "flags", "retention"];
+const RESERVED: &[&str] = &["environments", "checks", "flags"];
 const JOB_KEYS: &[&str] = &[
     "stage",
     "script",
@@ -361,6 +362,7 @@ impl Cx {
         let mut reserved = Vec::new();
         let mut schedules = Vec::new();
         let mut notify = Vec::new();
+        let mut retention = None;
         for (k, v) in top {
             match key(k) {
                 "version" => {
@@ -395,6 +397,7 @@ impl Cx {
                 "jobs" => jobs_node = Some(v),
                 "schedules" => schedules = self.schedules(v),
                 "notify" => notify = self.notify(v),
+                "retention" => retention = self.retention(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {
@@ -434,7 +437,39 @@ impl Cx {
             reserved,
             schedules,
             notify,
+            retention,
         })
+    }
+
+    /// `retention: {keep_last: N, keep_deployed_days: D}`.
+    fn retention(&mut self, n: &Node) -> Option<crate::model::Retention> {
+        let fields = self.map(n, "`retention`")?;
+        let mut r = crate::model::Retention::default();
+        for (k, v) in fields {
+            let what = key(k);
+            let number = match what {
+                "keep_last" | "keep_deployed_days" => match v.as_str().and_then(|t| t.parse::<u32>().ok()) {
+                    Some(x) => x,
+                    None => {
+                        self.err(v.pos, format!("`retention.{what}` must be a whole number"));
+                        continue;
+                    }
+                },
+                _ => {
+                    self.unknown_key(k, &["keep_last", "keep_deployed_days"], "`retention`");
+                    continue;
+                }
+            };
+            if what == "keep_last" {
+                if number == 0 {
+                    self.err(v.pos, "`retention.keep_last` must be at least 1");
+                }
+                r.keep_last = Some(number);
+            } else {
+                r.keep_deployed_days = Some(number);
+            }
+        }
+        Some(r)
     }
 
     /// `schedules: {NAME: "CRON"}` or `{NAME: {cron, branch, timezone}}`.

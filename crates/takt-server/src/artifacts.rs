@@ -540,3 +540,144 @@ pub async fn push_blob(
         Json(json!({"digest": blob.digest, "size": blob.size})),
     ))
 }
+
+/// `POST /api/v1/artifacts/fsck` (admin): re-hashes every blob (corrupt ones go to quarantine)
+/// and finds manifests whose blob is missing.
+pub async fn fsck(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Permission::Admin)?;
+    let engine = state.queue()?.engine.clone();
+    let report = tokio::task::spawn_blocking(move || takt_blob::fsck(&engine.blobs, &engine.manifests))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(json!({
+        "checked": report.checked,
+        "bytes": report.bytes,
+        "corrupt": report.corrupt.iter().map(|(d, a)| json!({"digest": d, "actual": a})).collect::<Vec<_>>(),
+        "missing": report.missing.iter().map(|(n, d)| json!({"artifact": n, "digest": d})).collect::<Vec<_>>(),
+        "ok": report.corrupt.is_empty() && report.missing.is_empty(),
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcBody {
+    #[serde(default)]
+    apply: bool,
+}
+
+/// Versions an environment runs now, may roll back to, or ran within its project's
+/// `keep_deployed_days`: never deleted. Environments arrive with the deployment issue; until
+/// then nothing is deployed and this set is empty.
+fn deployed(_state: &AppState) -> std::collections::HashSet<(String, String)> {
+    std::collections::HashSet::new()
+}
+
+/// `POST /api/v1/artifacts/gc` `{"apply": false}` (admin): what retention removes — versions
+/// past their `expire_in`, and versions beyond a project's `retention.keep_last` (newest
+/// first, per artifact name) — then blobs nothing names any more (caches count as names).
+/// A dry run unless `apply`.
+pub async fn gc(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<GcBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Permission::Admin)?;
+    let req = match body {
+        Ok(Json(b)) => b,
+        Err(axum::extract::rejection::JsonRejection::MissingJsonContentType(_)) => GcBody::default(),
+        Err(e) => return Err(crate::body_error(e)),
+    };
+    let engine = state.queue()?.engine.clone();
+    let policies: std::collections::HashMap<String, takt_pipeline::Retention> = state
+        .branch_configs
+        .read()
+        .map(|c| {
+            c.iter()
+                .filter_map(|(p, x)| x.retention.clone().map(|r| (p.clone(), r)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let keep_safe = deployed(&state);
+    let e2 = engine.clone();
+    let all = tokio::task::spawn_blocking(move || e2.manifests.all())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let now = takt_model::timefmt::rfc3339(takt_model::OffsetDateTime::now_utc());
+    let mut groups: std::collections::BTreeMap<(String, String), Vec<takt_blob::SignedManifest>> = Default::default();
+    for m in all {
+        groups
+            .entry((m.manifest.provenance.project.clone(), m.manifest.name.clone()))
+            .or_default()
+            .push(m);
+    }
+    let (mut keep, mut remove) = (Vec::new(), Vec::new());
+    for ((project, _), mut list) in groups {
+        list.sort_by(|a, b| {
+            b.manifest
+                .provenance
+                .finished_at
+                .cmp(&a.manifest.provenance.finished_at)
+        });
+        let keep_last = policies.get(&project).and_then(|p| p.keep_last);
+        for (i, m) in list.into_iter().enumerate() {
+            let mf = &m.manifest;
+            let reason = if mf.expires_at.as_ref().is_some_and(|t| *t < now) {
+                Some(format!("expired at {}", mf.expires_at.clone().unwrap_or_default()))
+            } else if keep_last.is_some_and(|n| i >= n as usize) {
+                Some(format!(
+                    "beyond the newest {} versions (retention.keep_last)",
+                    keep_last.unwrap_or(0)
+                ))
+            } else {
+                None
+            };
+            match reason {
+                Some(r) if !keep_safe.contains(&(mf.name.clone(), mf.version.clone())) => remove.push((m, r)),
+                _ => keep.push(m),
+            }
+        }
+    }
+    let cache_dir = state.data_dir.join("cache");
+    let e3 = engine.clone();
+    let blobs = tokio::task::spawn_blocking(move || takt_blob::unreferenced(&e3.blobs, &keep, &cache_dir))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let freed: u64 = blobs
+        .iter()
+        .filter_map(|d| engine.blobs.path_of(d).ok())
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    if req.apply {
+        for (m, reason) in &remove {
+            let mf = &m.manifest;
+            engine
+                .manifests
+                .remove(&mf.name, &mf.version)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            state
+                .record(Event::now(
+                    &mf.provenance.project,
+                    None,
+                    EventKind::ArtifactDeleted {
+                        name: mf.name.clone(),
+                        version: mf.version.clone(),
+                        digest: mf.digest.clone(),
+                        reason: reason.clone(),
+                    },
+                ))
+                .await?;
+        }
+        for d in &blobs {
+            let _ = engine.blobs.remove(d);
+        }
+    }
+    Ok(Json(json!({
+        "applied": req.apply,
+        "artifacts": remove.iter().map(|(m, r)| json!({"name": m.manifest.name, "version": m.manifest.version, "digest": m.manifest.digest, "reason": r})).collect::<Vec<_>>(),
+        "blobs": blobs,
+        "freed_bytes": freed,
+    })))
+}

@@ -71,6 +71,8 @@ pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
     ("GET", "/api/v1/artifacts/{name}/{version}", Some(Permission::Read)),
     ("PUT", "/api/v1/artifacts/{name}/{version}", Some(Permission::Ci)),
     ("POST", "/api/v1/blobs", Some(Permission::Ci)),
+    ("POST", "/api/v1/artifacts/fsck", Some(Permission::Admin)),
+    ("POST", "/api/v1/artifacts/gc", Some(Permission::Admin)),
     ("GET", "/api/v1/artifacts/{name}/{version}/blob", Some(Permission::Read)),
 ];
 
@@ -240,6 +242,8 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/api/v1/keys", get(artifacts::keys))
         .route("/api/v1/artifacts", get(artifacts::list))
         .route("/api/v1/blobs", post(artifacts::push_blob))
+        .route("/api/v1/artifacts/fsck", post(artifacts::fsck))
+        .route("/api/v1/artifacts/gc", post(artifacts::gc))
         .route(
             "/api/v1/artifacts/{name}/{version}",
             get(artifacts::show).put(artifacts::push),

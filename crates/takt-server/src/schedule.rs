@@ -18,6 +18,7 @@ pub struct BranchConfig {
     pub commit: String,
     pub schedules: Vec<CronSchedule>,
     pub notify: Vec<Subscriber>,
+    pub retention: Option<takt_pipeline::Retention>,
     /// Why the file could not be read, if it could not (the previous settings stay).
     pub error: Option<String>,
 }
@@ -58,6 +59,7 @@ pub async fn refresh(state: &AppState, p: &projects::Project) {
             Ok(pipe) => {
                 cfg.schedules = pipe.schedules;
                 cfg.notify = pipe.notify;
+                cfg.retention = pipe.retention;
                 cfg.error = None;
             }
             Err(e) => {

@@ -61,6 +61,24 @@ pub enum ArtifactCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Re-hash every blob on the server (corrupt ones are quarantined) and find artifacts whose
+    /// blob is missing (admin scope). Exit code 1 if anything is wrong.
+    Fsck {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show what retention would delete (expired versions, versions beyond `retention.keep_last`,
+    /// blobs nothing names); delete only with --apply (admin scope).
+    Gc {
+        #[arg(long)]
+        apply: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Check a pulled FILE (with FILE.takt.json beside it) offline, or NAME@VERSION on the
     /// server: the bytes match the digest, and the manifest its signature.
     Verify {
@@ -318,6 +336,53 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        ArtifactCommand::Fsck { json, remote } => {
+            let api = Api::new(&remote)?;
+            let req = api
+                .request(reqwest::Method::POST, "/api/v1/artifacts/fsck")
+                .timeout(Duration::from_secs(24 * 3600));
+            let v: serde_json::Value = api.send(req).await?.json().await?;
+            if json {
+                println!("{v}");
+            } else {
+                println!("{} blobs, {} bytes checked", v["checked"], v["bytes"]);
+                for c in v["corrupt"].as_array().into_iter().flatten() {
+                    println!(
+                        "CORRUPT {} (its bytes hash to {}); moved to quarantine",
+                        s(&c["digest"]),
+                        s(&c["actual"])
+                    );
+                }
+                for m in v["missing"].as_array().into_iter().flatten() {
+                    println!("MISSING {} of {}", s(&m["digest"]), s(&m["artifact"]));
+                }
+            }
+            if v["ok"] != true {
+                bail!("the artifact store has corrupt or missing blobs");
+            }
+        }
+        ArtifactCommand::Gc { apply, json, remote } => {
+            let api = Api::new(&remote)?;
+            let req = api
+                .request(reqwest::Method::POST, "/api/v1/artifacts/gc")
+                .json(&serde_json::json!({"apply": apply}))
+                .timeout(Duration::from_secs(24 * 3600));
+            let v: serde_json::Value = api.send(req).await?.json().await?;
+            if json {
+                println!("{v}");
+            } else {
+                let verb = if apply { "deleted" } else { "would delete" };
+                for a in v["artifacts"].as_array().into_iter().flatten() {
+                    println!("{verb} {}@{}: {}", s(&a["name"]), s(&a["version"]), s(&a["reason"]));
+                }
+                println!(
+                    "{verb} {} blobs nothing names ({} bytes){}",
+                    v["blobs"].as_array().map_or(0, |b| b.len()),
+                    v["freed_bytes"],
+                    if apply { "" } else { "; run with --apply to delete" }
+                );
+            }
+        }
         ArtifactCommand::Show { artifact, remote } => {
             let (name, version) = split(&artifact)?;
             let (_, v) = Api::new(&remote)?
@@ -394,6 +459,10 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn s(v: &serde_json::Value) -> String {
+    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
 }
 
 fn manifest_path(file: &Path) -> PathBuf {

@@ -297,3 +297,119 @@ async fn pushes_are_immutable_checked_limited_and_leave_nothing_when_they_fail()
     let o = cli(&["artifact", "verify", "tool@3"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[tokio::test]
+async fn gc_follows_retention_of_the_default_branch_and_fsck_finds_corrupt_and_missing_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = start(&data, &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let yml = "retention: {keep_last: 2}\njobs:\n  build:\n    script: ['head -c 1000 /dev/urandom > app.bin']\n    artifacts: {paths: [app.bin]}\n";
+    let repo = Repo::new(&[("takt.yml", yml)]);
+    add_project(&s, &admin, "demo", repo.path()).await;
+    for n in 1..=3u64 {
+        let (st, _) = post_json(
+            &s,
+            "/api/v1/projects/demo/trigger",
+            &admin,
+            serde_json::json!({"force": true}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+        assert_eq!(finished_run(&s, &admin, "demo", n).await["status"], "success");
+    }
+    let (st, _) = put(
+        &s,
+        &admin,
+        "/api/v1/artifacts/other/1?project=elsewhere",
+        b"kept: no policy".to_vec(),
+        &[],
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let list = get_json(&s, "/api/v1/artifacts?project=demo", &admin).await;
+    let versions: Vec<String> = list["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["version"].as_str().unwrap().to_string())
+        .collect();
+    let digests: Vec<String> = list["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(versions.len(), 3);
+    let oldest = &versions[2];
+
+    let cli = |args: &[&str]| {
+        let mut c = takt();
+        c.args(args).args(["--server", &s.base, "--token", &admin]);
+        c.output().unwrap()
+    };
+    // Dry run: says what, deletes nothing.
+    let o = cli(&["artifact", "gc", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let gone: Vec<&str> = v["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(gone, [oldest.as_str()], "{v}");
+    assert_eq!(v["blobs"], serde_json::json!([digests[2]]));
+    assert_eq!(
+        get_status(&s, &format!("/api/v1/artifacts/build/{oldest}"), &admin).await,
+        StatusCode::OK
+    );
+    // Applied: the version and its blob are gone, recorded; the others stay.
+    let o = cli(&["artifact", "gc", "--apply"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("deleted build@"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(
+        get_status(&s, &format!("/api/v1/artifacts/build/{oldest}"), &admin).await,
+        StatusCode::NOT_FOUND
+    );
+    for v in &versions[..2] {
+        assert_eq!(
+            get_status(&s, &format!("/api/v1/artifacts/build/{v}"), &admin).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        get_status(&s, "/api/v1/artifacts/other/1", &admin).await,
+        StatusCode::OK
+    );
+    let blob = |d: &str| {
+        let hex = d.trim_start_matches("sha256:").to_string();
+        data.join("blobs/sha256").join(&hex[..2]).join(hex)
+    };
+    assert!(!blob(&digests[2]).exists());
+    let ev = get_json(&s, "/api/v1/events?kind=artifact_deleted", &admin).await;
+    assert_eq!(ev["events"][0]["version"], oldest.as_str());
+
+    // fsck: clean, then one corrupt and one missing blob, each reported; exit code 1.
+    let o = cli(&["artifact", "fsck"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(blob(&digests[0]), b"bit rot").unwrap();
+    std::fs::remove_file(blob(&digests[1])).unwrap();
+    let o = cli(&["artifact", "fsck"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("CORRUPT {}", digests[0])), "{out}");
+    assert!(
+        out.contains(&format!("MISSING {} of build@{}", digests[1], versions[1])),
+        "{out}"
+    );
+    assert!(
+        data.join("quarantine")
+            .join(digests[0].trim_start_matches("sha256:"))
+            .exists()
+    );
+}
