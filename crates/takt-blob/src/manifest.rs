@@ -63,6 +63,44 @@ pub struct SignedManifest {
     pub signature: String,
 }
 
+impl Manifest {
+    /// The provenance as an in-toto Statement v1 with a SLSA Provenance v1 predicate, derived
+    /// from the signed manifest (what SLSA tooling expects to read).
+    pub fn in_toto(&self) -> serde_json::Value {
+        let p = &self.provenance;
+        let hex = self.digest.strip_prefix("sha256:").unwrap_or(&self.digest);
+        let mut deps = Vec::new();
+        if !p.commit.is_empty() {
+            deps.push(serde_json::json!({"uri": p.repository, "digest": {"gitCommit": p.commit}}));
+        }
+        for i in &p.inputs {
+            deps.push(serde_json::json!({"digest": {"sha256": i.strip_prefix("sha256:").unwrap_or(i)}}));
+        }
+        let git_ref = match (&p.tag, &p.branch) {
+            (Some(t), _) => Some(format!("refs/tags/{t}")),
+            (None, Some(b)) => Some(format!("refs/heads/{b}")),
+            _ => None,
+        };
+        serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": format!("{}@{}", self.name, self.version), "digest": {"sha256": hex}}],
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {
+                "buildDefinition": {
+                    "buildType": p.build_type,
+                    "externalParameters": {"project": p.project, "repository": p.repository, "ref": git_ref, "job": p.job, "dirty": p.dirty},
+                    "internalParameters": {"run": p.run},
+                    "resolvedDependencies": deps,
+                },
+                "runDetails": {
+                    "builder": {"id": p.builder},
+                    "metadata": {"invocationId": format!("{}/{}/{}", p.project, p.run, p.job), "startedOn": p.started_at, "finishedOn": p.finished_at},
+                },
+            },
+        })
+    }
+}
+
 impl SignedManifest {
     /// Checks the signature against `public_key` (hex) — or the embedded key when `None`.
     pub fn verify(&self, public_key: Option<&str>) -> Result<(), BlobError> {

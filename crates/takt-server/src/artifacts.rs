@@ -102,7 +102,10 @@ pub async fn show(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Permission::Read)?;
-    Ok(Json(json!(manifest(&state, &name, &version)?)))
+    let m = manifest(&state, &name, &version)?;
+    let mut v = json!(m);
+    v["in_toto"] = m.manifest.in_toto();
+    Ok(Json(v))
 }
 
 pub async fn download(

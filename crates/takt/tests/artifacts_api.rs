@@ -40,6 +40,24 @@ async fn artifacts_are_listed_shown_and_downloaded_verified() {
     let m = get_json(&s, &format!("/api/v1/artifacts/build/{version}"), &read).await;
     assert_eq!(m["manifest"]["digest"], digest.as_str());
     assert_eq!(m["manifest"]["provenance"]["project"], "demo");
+    // The same provenance as an in-toto statement with a SLSA v1 predicate.
+    let st = &m["in_toto"];
+    assert_eq!(st["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(st["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(
+        st["subject"][0]["digest"]["sha256"],
+        digest.trim_start_matches("sha256:")
+    );
+    assert_eq!(
+        st["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["gitCommit"]
+            .as_str()
+            .unwrap(),
+        repo.rev("HEAD")
+    );
+    assert_eq!(
+        st["predicate"]["buildDefinition"]["externalParameters"]["ref"],
+        "refs/heads/main"
+    );
     let keys: serde_json::Value = client()
         .get(format!("{}/api/v1/keys", s.base))
         .send()
