@@ -84,6 +84,8 @@ pub struct AppState {
     pub queue: Option<Arc<queue::Queue>>,
     pub key: Arc<secrets::SecretKey>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Every run's summary, current with the log.
+    pub runs: Arc<runs::RunIndex>,
     /// Largest artifact accepted by a push.
     pub max_artifact_bytes: u64,
     /// When each token's use was last recorded.

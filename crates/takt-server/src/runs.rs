@@ -29,7 +29,15 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(20);
 pub fn fold_runs(events: &[Event]) -> Vec<Value> {
     let mut runs: BTreeMap<(String, u64), Value> = BTreeMap::new();
     for e in events {
-        let Some(n) = e.run else { continue };
+        fold(&mut runs, e);
+    }
+    runs.into_values().collect()
+}
+
+/// Folds one event into the runs it concerns.
+pub fn fold(runs: &mut BTreeMap<(String, u64), Value>, e: &Event) {
+    {
+        let Some(n) = e.run else { return };
         let key = (e.project.clone(), n);
         let at = takt_model::timefmt::rfc3339(e.at);
         if let EventKind::RunQueued {
@@ -44,9 +52,9 @@ pub fn fold_runs(events: &[Event]) -> Vec<Value> {
                 key,
                 json!({"project": e.project, "run": n, "commit": commit, "branch": branch, "tag": tag, "trigger": trigger, "status": "queued", "queued_at": at, "jobs": []}),
             );
-            continue;
+            return;
         }
-        let Some(r) = runs.get_mut(&key) else { continue };
+        let Some(r) = runs.get_mut(&key) else { return };
         let job_mut = |r: &mut Value, job: &str| -> Option<usize> {
             let jobs = r["jobs"].as_array_mut()?;
             match jobs.iter().position(|j| j["name"] == json!(job)) {
@@ -118,7 +126,40 @@ pub fn fold_runs(events: &[Event]) -> Vec<Value> {
             _ => {}
         }
     }
-    runs.into_values().collect()
+}
+
+/// Every run's summary (no jobs), kept current by a store observer: listing runs costs what
+/// the answer costs, not a replay of the log.
+#[derive(Default)]
+pub struct RunIndex {
+    runs: std::sync::Mutex<BTreeMap<(String, u64), Value>>,
+}
+
+impl RunIndex {
+    pub fn apply(&self, e: &Event) {
+        if matches!(
+            e.kind,
+            EventKind::RunQueued { .. } | EventKind::RunStarted | EventKind::RunFinished { .. }
+        ) && let Ok(mut runs) = self.runs.lock()
+        {
+            fold(&mut runs, e);
+        }
+    }
+
+    /// Builds the index from the log.
+    pub async fn load(store: &takt_store::Store) -> Result<RunIndex, takt_store::StoreError> {
+        let index = RunIndex::default();
+        for e in store
+            .events(&EventFilter {
+                kinds: ["run_queued", "run_started", "run_finished"].map(String::from).to_vec(),
+                ..Default::default()
+            })
+            .await?
+        {
+            index.apply(&e);
+        }
+        Ok(index)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,31 +180,37 @@ pub async fn list_runs(
     authorize(&state, &headers, Permission::Read)?;
     let q = query(q)?;
     let limit = page_limit(q.limit)? as usize;
-    let events = state
-        .store
-        .events(&EventFilter {
-            project: q.project.clone(),
-            kinds: ["run_queued", "run_started", "run_finished"].map(String::from).to_vec(),
-            ..Default::default()
+    let Ok(all) = state.runs.runs.lock() else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the run index is poisoned",
+        ));
+    };
+    let mut picked: Vec<&Value> = all
+        .iter()
+        .filter(|((p, n), r)| {
+            q.project.as_ref().is_none_or(|want| want == p)
+                && q.before.is_none_or(|b| *n < b)
+                && q.status.as_ref().is_none_or(|s| r["status"] == json!(s))
         })
-        .await?;
-    let mut runs = fold_runs(&events);
+        .map(|(_, r)| r)
+        .collect();
     // Newest first; runs of one project are numbered in queue order, so `before` pages cleanly.
-    runs.sort_by(|a, b| {
+    picked.sort_by(|a, b| {
         (b["queued_at"].as_str(), b["run"].as_u64()).cmp(&(a["queued_at"].as_str(), a["run"].as_u64()))
     });
-    let runs: Vec<Value> = runs
+    let runs: Vec<Value> = picked
         .into_iter()
-        .filter(|r| q.status.as_ref().is_none_or(|s| r["status"] == json!(s)))
-        .filter(|r| q.before.is_none_or(|b| r["run"].as_u64().is_some_and(|n| n < b)))
         .take(limit)
-        .map(|mut r| {
+        .map(|r| {
+            let mut r = r.clone();
             if let Some(o) = r.as_object_mut() {
                 o.remove("jobs");
             }
             r
         })
         .collect();
+    drop(all);
     Ok(Json(json!({"runs": runs})))
 }
 

@@ -11,6 +11,7 @@ pub mod testing;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use takt_model::{Event, OffsetDateTime, timefmt};
 use tokio::sync::broadcast;
@@ -79,6 +80,19 @@ pub struct Store {
     /// Every appended event, in order, for whoever follows the log live (metrics, notifiers,
     /// log followers). A follower that falls behind gets `Lagged` and re-reads from the store.
     appended: broadcast::Sender<Event>,
+    /// Called with every appended event before `append` returns (projections that must be
+    /// current the moment an append is acknowledged).
+    observers: Arc<RwLock<Vec<Observer>>>,
+}
+
+/// A synchronous observer of appended events.
+#[derive(Clone)]
+pub struct Observer(pub Arc<dyn Fn(&Event) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer(..)")
+    }
 }
 
 /// How many appended events a live follower may fall behind before it must re-read the log.
@@ -144,6 +158,7 @@ impl Store {
             pool,
             backend,
             appended,
+            observers: Arc::default(),
         })
     }
 
@@ -167,8 +182,21 @@ impl Store {
         let seq = row.try_get::<i64, _>(0).map_err(q("reading an event's position"))?;
         let mut e = event.clone();
         e.seq = Some(seq);
+        if let Ok(obs) = self.observers.read() {
+            for o in obs.iter() {
+                (o.0)(&e);
+            }
+        }
         let _ = self.appended.send(e); // nobody following is fine
         Ok(seq)
+    }
+
+    /// Calls `f` with every event appended from now on, before the append returns. `f` must be
+    /// quick and must not append.
+    pub fn observe(&self, f: Observer) {
+        if let Ok(mut obs) = self.observers.write() {
+            obs.push(f);
+        }
     }
 
     /// Follows the events appended from now on (through this `Store` and its clones).

@@ -144,6 +144,17 @@ async fn suite(url: &str, project: &str) {
         .unwrap();
     let seen = follow.recv().await.unwrap();
     assert_eq!((seen.seq, seen.run), (Some(seq), Some(9)));
+    // Observers see an event before its append returns.
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let c2 = count.clone();
+    store.observe(takt_store::Observer(std::sync::Arc::new(move |e: &Event| {
+        c2.store(e.seq.unwrap_or(-1), std::sync::atomic::Ordering::SeqCst);
+    })));
+    let seq = store
+        .append(&Event::now(project, Some(9), EventKind::RunStarted))
+        .await
+        .unwrap();
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), seq);
     store.close().await;
 
     // Reconnecting finds everything again (the schema is created only once).
@@ -157,7 +168,7 @@ async fn suite(url: &str, project: &str) {
             .await
             .unwrap()
             .len(),
-        44
+        45
     );
     again.close().await;
 }

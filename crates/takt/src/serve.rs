@@ -100,6 +100,15 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         takt_server::secrets::SecretKey::load(&data.root, config.secret_key.as_deref()).map_err(|e| (2, e.into()))?;
     let key = Arc::new(key);
     let projects = Arc::new(RwLock::new(projects));
+    let runs = Arc::new(
+        takt_server::runs::RunIndex::load(&store)
+            .await
+            .map_err(|e| (1, e.into()))?,
+    );
+    store.observe(takt_store::Observer(Arc::new({
+        let runs = runs.clone();
+        move |e| runs.apply(e)
+    })));
     let metrics = Arc::new(takt_server::metrics::Metrics::new());
     takt_server::metrics::start(metrics.clone(), &store);
     let settings = takt_server::queue::QueueSettings {
@@ -120,6 +129,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         metrics,
         branch_configs: RwLock::default(),
         max_artifact_bytes: config.max_artifact_bytes,
+        runs,
         token_uses: Default::default(),
         data_dir: data.root.clone(),
     });
