@@ -1,0 +1,14 @@
+//! Progressive delivery, pure: no I/O, no clock, no tokio. Time is passed in.
+//!
+//! - [`split::WeightedRoundRobin`]: deterministic traffic splitting (the smooth weighted
+//!   round-robin nginx uses), so that a test can count exactly which share went where.
+//! - [`analysis::Analysis`]: the verdict of a series of measurements, with Argo Rollouts'
+//!   `failure_limit`, `inconclusive_limit` and `consecutive_error_limit`.
+//! - [`canary::Rollout`]: a canary's steps (`set_weight`, `pause`, `analysis`) as a state
+//!   machine that says what to do next: shift traffic, wait, measure, promote, roll back.
+//!
+//! Drivers (process, nginx, command) and the supervisor are adapters elsewhere; they call these.
+
+pub mod analysis;
+pub mod canary;
+pub mod split;
