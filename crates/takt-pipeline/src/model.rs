@@ -25,6 +25,8 @@ pub struct Pipeline {
     pub notify: Vec<Subscriber>,
     /// Which artifacts `takt artifact gc` keeps (default branch only).
     pub retention: Option<Retention>,
+    /// Where artifacts are deployed (default branch only).
+    pub environments: Vec<Environment>,
 }
 
 /// `retention`: keep the newest `keep_last` versions of each artifact, and whatever an
@@ -190,4 +192,110 @@ pub struct Job {
     pub artifacts: Option<Artifacts>,
     pub cache: Option<Cache>,
     pub secrets: Vec<String>,
+}
+
+/// `environments.NAME`: where an artifact is deployed, how, and when (default branch only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    pub name: String,
+    pub driver: Driver,
+    pub strategy: Strategy,
+    /// Every green run of the default branch deploys here (continuous deployment).
+    pub auto: bool,
+    /// The artifact must have run healthy in these environments first…
+    pub requires: Vec<String>,
+    /// …for at least this long.
+    pub soak: Option<Duration>,
+    /// `approval: manual`: a person runs `takt approve ENV`.
+    pub manual_approval: bool,
+    pub freeze: Vec<Freeze>,
+    pub smoke: Vec<Check>,
+    pub variables: Vec<(String, String)>,
+    pub secrets: Vec<String>,
+    /// The environment's public port (process driver: takt's proxy listens there).
+    pub port: Option<u16>,
+    /// Instances to run (process driver).
+    pub instances: u32,
+    /// How to start an archive artifact (process driver); an executable artifact starts itself.
+    pub start: Option<String>,
+    /// The instances' health path.
+    pub health: String,
+    /// The script that deploys (command driver).
+    pub deploy: Option<String>,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Command,
+    Process,
+    Nginx,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    Recreate,
+    Rolling {
+        batch: u32,
+    },
+    Canary {
+        steps: Vec<CanaryStep>,
+        progress_deadline: Option<Duration>,
+    },
+    BlueGreen {
+        preview_port: Option<u16>,
+        keep_old: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanaryStep {
+    SetWeight(u8),
+    /// `None`: until `takt resume`.
+    Pause(Option<Duration>),
+    Analysis(AnalysisStep),
+}
+
+/// A canary `analysis` step (Argo Rollouts' names and defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalysisStep {
+    pub interval: Duration,
+    pub count: u32,
+    pub initial_delay: Duration,
+    pub failure_limit: u32,
+    pub inconclusive_limit: u32,
+    pub consecutive_error_limit: u32,
+    /// What is measured: `proxy` (error rate and latency seen by takt's proxy), a Prometheus
+    /// query, an HTTP check or a command.
+    pub metric: Metric,
+    pub success_condition: Option<String>,
+    pub failure_condition: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Metric {
+    Proxy,
+    Prometheus { url: String, query: String },
+    Http(Check),
+    Command(String),
+}
+
+/// A smoke check: an HTTP request with conditions, or a command that must exit 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Http {
+        path: String,
+        status: u16,
+        body_contains: Option<String>,
+        max_latency: Option<Duration>,
+    },
+    Command(String),
+}
+
+/// A freeze window: from each `cron` time, for `duration`, in `timezone` (default UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freeze {
+    pub cron: String,
+    pub duration: Duration,
+    pub timezone: Option<String>,
 }

@@ -1,5 +1,10 @@
 //! `takt.yml` text → [`Pipeline`], collecting every problem with its position.
 
+mod environments;
+
+fn name_of(k: &Node) -> String {
+    key(k).to_string()
+}
 use crate::diag::{Diagnostic, Diagnostics, Pos, did_you_mean};
 use crate::duration;
 use crate::expr::Expr;
@@ -26,8 +31,9 @@ const TOP_KEYS: &[&str] = &[
     "schedules",
     "notify",
     "retention",
+    "environments",
 ];
-const RESERVED: &[&str] = &["environments", "checks", "flags"];
+const RESERVED: &[&str] = &["checks", "flags"];
 const JOB_KEYS: &[&str] = &[
     "stage",
     "script",
@@ -363,6 +369,7 @@ impl Cx {
         let mut schedules = Vec::new();
         let mut notify = Vec::new();
         let mut retention = None;
+        let mut environments = Vec::new();
         for (k, v) in top {
             match key(k) {
                 "version" => {
@@ -398,6 +405,11 @@ impl Cx {
                 "schedules" => schedules = self.schedules(v),
                 "notify" => notify = self.notify(v),
                 "retention" => retention = self.retention(v),
+                "environments" => {
+                    // Checked now, acted on when deployments land: still noted as not supported.
+                    environments = self.environments(v);
+                    reserved.push((name_of(k), k.pos));
+                }
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {
@@ -438,6 +450,7 @@ impl Cx {
             schedules,
             notify,
             retention,
+            environments,
         })
     }
 

@@ -47,3 +47,135 @@ fn bad_schedules_and_subscribers_say_where_and_why() {
     assert_eq!(p.notify.len(), 2);
     assert!(p.notify[1].slack);
 }
+
+const ENVS: &str = r#"
+environments:
+  staging:
+    port: 8080
+    auto: true
+    instances: 2
+    start: python3 app.py
+    smoke:
+      - http: {path: /healthz, status: 200, body: ok, max_latency: 200ms}
+      - command: ./smoke.sh
+  production:
+    port: 9090
+    requires: [staging]
+    soak: 10m
+    approval: manual
+    freeze:
+      - {cron: "0 16 * * FRI", duration: 64h, timezone: Europe/Berlin}
+    secrets: [DB_PASSWORD]
+    strategy:
+      canary:
+        progress_deadline: 10m
+        steps:
+          - set_weight: 10
+          - analysis: {interval: 1s, count: 5, failure_limit: 1, success_condition: "error_rate < 0.01"}
+          - pause: 1m
+          - set_weight: 50
+          - pause: {}
+  preview:
+    port: 7070
+    strategy: {blue_green: {preview_port: 7071, keep_old: 30m}}
+  script:
+    driver: command
+    deploy: ./deploy.sh
+    strategy: {rolling: {batch: 2}}
+jobs:
+  a: {script: [true]}
+"#;
+
+#[test]
+fn environments_parse_with_strategies_checks_and_gates() {
+    use takt_pipeline::{CanaryStep, Check, Driver, Strategy};
+    let p = takt_pipeline::parse("takt.yml", ENVS.as_bytes()).unwrap();
+    assert_eq!(p.environments.len(), 4);
+    let staging = &p.environments[0];
+    assert!(staging.auto && staging.instances == 2 && staging.driver == Driver::Process);
+    assert!(
+        matches!(&staging.smoke[0], Check::Http { status: 200, body_contains: Some(b), max_latency: Some(_), .. } if b == "ok")
+    );
+    let prod = &p.environments[1];
+    assert_eq!(prod.requires, ["staging"]);
+    assert!(prod.manual_approval && prod.soak == Some(std::time::Duration::from_secs(600)));
+    assert_eq!(prod.freeze[0].timezone.as_deref(), Some("Europe/Berlin"));
+    let Strategy::Canary {
+        steps,
+        progress_deadline,
+    } = &prod.strategy
+    else {
+        panic!("{:?}", prod.strategy)
+    };
+    assert_eq!(progress_deadline.map(|d| d.as_secs()), Some(600));
+    assert_eq!(steps[0], CanaryStep::SetWeight(10));
+    assert!(
+        matches!(&steps[1], CanaryStep::Analysis(a) if a.count == 5 && a.failure_limit == 1 && a.consecutive_error_limit == 4)
+    );
+    assert_eq!(steps[4], CanaryStep::Pause(None));
+    assert!(matches!(
+        p.environments[2].strategy,
+        Strategy::BlueGreen {
+            preview_port: Some(7071),
+            ..
+        }
+    ));
+    assert!(matches!(p.environments[3].strategy, Strategy::Rolling { batch: 2 }));
+    // Checked, but not acted on until deployments land: still noted.
+    assert_eq!(
+        p.reserved.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["environments"]
+    );
+}
+
+#[test]
+fn bad_environments_say_where_and_why() {
+    let cases = [
+        (
+            "environments:\n  s: {port: 1, driver: docker}\n",
+            "unknown driver `docker`",
+        ),
+        ("environments:\n  s: {driver: process}\n", "needs a `port`"),
+        ("environments:\n  s: {driver: command}\n", "no `deploy` script"),
+        (
+            "environments:\n  s: {port: 1, requires: [qa]}\n",
+            "requires `qa`, which is not defined",
+        ),
+        (
+            "environments:\n  s: {port: 1, strategy: canary}\n",
+            "a canary needs steps",
+        ),
+        (
+            "environments:\n  s: {port: 1, strategy: {canary: {steps: [{set_weight: 150}]}}}\n",
+            "`set_weight` must be a whole number from 0 to 100",
+        ),
+        (
+            "environments:\n  s: {port: 1, strategy: {canary: {steps: [{analysis: {count: 2}}]}}}\n",
+            "needs a `success_condition`",
+        ),
+        (
+            "environments:\n  s: {port: 1, strategy: {canary: {steps: [{wait: 1m}]}}}\n",
+            "unknown canary step `wait`",
+        ),
+        (
+            "environments:\n  s: {port: 1, freeze: [{cron: \"0 99 * * *\", duration: 1h}]}\n",
+            "not a cron expression",
+        ),
+        (
+            "environments:\n  s: {port: 1, smoke: [{http: {status: 200}}]}\n",
+            "needs a `path`",
+        ),
+        (
+            "environments:\n  s: {port: 1, instancse: 2}\n",
+            "did you mean `instances`?",
+        ),
+    ];
+    for (yml, want) in cases {
+        let e = errors(&format!("{yml}jobs:\n  a: {{script: [true]}}\n"));
+        assert!(e.contains(want), "{yml}\n→ {e}");
+        assert!(
+            e.contains("takt.yml:2:") || e.contains("takt.yml:3:"),
+            "a position: {e}"
+        );
+    }
+}

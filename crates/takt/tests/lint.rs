@@ -144,7 +144,11 @@ fn huge_and_non_utf8_files_are_refused() {
 fn a_good_file_lints_clean_and_notes_reserved_sections() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("takt.yml");
-    std::fs::write(&f, "environments:\n  staging: {}\njobs:\n  a: {script: [x]}\n").unwrap();
+    std::fs::write(
+        &f,
+        "environments:\n  staging: {port: 8080}\njobs:\n  a: {script: [x]}\n",
+    )
+    .unwrap();
     let out = takt().arg("lint").arg(&f).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(
