@@ -522,18 +522,14 @@ pub enum ServerError {
 /// and returned so the caller can print it once).
 pub async fn load_tokens(store: &Store, config: &ServerConfig) -> Result<(Tokens, Option<String>), ServerError> {
     let mut tokens = Tokens::default();
-    let mut all = Vec::new();
-    for kind in ["token_created", "token_revoked", "token_used"] {
-        all.extend(
-            store
-                .events(&EventFilter {
-                    kind: Some(kind.into()),
-                    ..Default::default()
-                })
-                .await?,
-        );
-    }
-    all.sort_by_key(|e| e.seq);
+    let all = store
+        .events(&EventFilter {
+            kinds: ["token_created", "token_revoked", "token_used"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        })
+        .await?;
     for e in &all {
         tokens.apply(e);
     }

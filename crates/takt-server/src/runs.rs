@@ -536,6 +536,7 @@ pub async fn logs(
             attempt,
             done,
             path,
+            file: None,
             offset: from,
             pending: Vec::new(),
             follow,
@@ -643,6 +644,7 @@ struct Follow {
     attempt: u32,
     done: bool,
     path: std::path::PathBuf,
+    file: Option<tokio::fs::File>,
     offset: u64,
     pending: Vec<u8>,
     follow: tokio::sync::broadcast::Receiver<Event>,
@@ -658,10 +660,15 @@ fn live(f: Follow) -> impl IntoResponse {
         loop {
             // Read what is new.
             let mut chunk = Vec::new();
-            if let Ok(mut file) = tokio::fs::File::open(&f.path).await
+            // Opened once, positioned once; each poll reads on from where the last one ended.
+            if f.file.is_none()
+                && let Ok(mut file) = tokio::fs::File::open(&f.path).await
                 && file.seek(std::io::SeekFrom::Start(f.offset)).await.is_ok()
             {
-                let _ = (&mut file).take(1 << 20).read_to_end(&mut chunk).await;
+                f.file = Some(file);
+            }
+            if let Some(file) = f.file.as_mut() {
+                let _ = file.take(1 << 20).read_to_end(&mut chunk).await;
             }
             f.offset += chunk.len() as u64;
             f.pending.extend_from_slice(&chunk);
