@@ -458,7 +458,7 @@ impl Queue {
         }
     }
 
-    /// Runs waiting and running now: (project, run, "waiting"|"running").
+    /// How many runs wait and how many run now.
     pub fn snapshot(&self) -> (usize, usize) {
         self.state
             .lock()
