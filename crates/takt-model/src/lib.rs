@@ -332,6 +332,87 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A deployment to an environment began (`rollback`: it restores an earlier artifact).
+    DeployStarted {
+        environment: String,
+        deploy: u64,
+        artifact: ArtifactRef,
+        /// What ran there before, if anything.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<ArtifactRef>,
+        /// The commits this deploy ships since the previous one there, newest first.
+        #[serde(default)]
+        commits: Vec<String>,
+        trigger: DeployTrigger,
+        strategy: String,
+        #[serde(default)]
+        rollback: bool,
+    },
+    /// One step of a deployment: what was done, the canary's weight after it, and its verdict.
+    DeployStep {
+        environment: String,
+        deploy: u64,
+        step: u32,
+        action: String,
+        weight: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verdict: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// How a deployment ended: `succeeded`, `rolled_back`, `failed`, `unchanged` or `halted`.
+    DeployFinished {
+        environment: String,
+        deploy: u64,
+        outcome: String,
+        /// The artifact the environment runs afterwards.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        running: Option<ArtifactRef>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The andon cord: deploys stop at their next safe point and none start until resumed.
+    EnvironmentHalted {
+        environment: String,
+        reason: String,
+        by: String,
+    },
+    EnvironmentResumed {
+        environment: String,
+        by: String,
+    },
+    /// A person approved the next deploy to an environment with `approval: manual`.
+    DeployApproved {
+        environment: String,
+        by: String,
+    },
+    /// Something needs a person: e.g. a rollback whose smoke checks failed.
+    IncidentOpened {
+        environment: String,
+        reason: String,
+    },
+}
+
+/// An artifact as deployments name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// What asked for a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployTrigger {
+    /// `auto: true`: a green run of the default branch.
+    Pipeline { run: u64 },
+    /// A person or a script, by token id (`takt deploy`, `promote`, `rollback`).
+    Token { token: String, command: String },
+    /// takt itself: an automatic rollback.
+    Automatic { reason: String },
 }
 
 impl EventKind {
@@ -362,6 +443,13 @@ impl EventKind {
             EventKind::SecretRemoved { .. } => "secret_removed",
             EventKind::WebhookReceived { .. } => "webhook_received",
             EventKind::NotificationSent { .. } => "notification_sent",
+            EventKind::DeployStarted { .. } => "deploy_started",
+            EventKind::DeployStep { .. } => "deploy_step",
+            EventKind::DeployFinished { .. } => "deploy_finished",
+            EventKind::EnvironmentHalted { .. } => "environment_halted",
+            EventKind::EnvironmentResumed { .. } => "environment_resumed",
+            EventKind::DeployApproved { .. } => "deploy_approved",
+            EventKind::IncidentOpened { .. } => "incident_opened",
         }
     }
 }

@@ -222,6 +222,14 @@ pub struct Environment {
     pub health: String,
     /// The script that deploys (command driver).
     pub deploy: Option<String>,
+    /// Which artifact of a run is deployed (default: the run's only artifact).
+    pub artifact: Option<String>,
+    /// Where the environment answers, for smoke checks (default `http://127.0.0.1:PORT`).
+    pub url: Option<String>,
+    /// nginx driver: the upstream file takt writes…
+    pub upstream: Option<String>,
+    /// …and the command that makes nginx read it.
+    pub reload: Option<String>,
     pub pos: Pos,
 }
 

@@ -2,9 +2,6 @@
 
 mod environments;
 
-fn name_of(k: &Node) -> String {
-    key(k).to_string()
-}
 use crate::diag::{Diagnostic, Diagnostics, Pos, did_you_mean};
 use crate::duration;
 use crate::expr::Expr;
@@ -405,11 +402,7 @@ impl Cx {
                 "schedules" => schedules = self.schedules(v),
                 "notify" => notify = self.notify(v),
                 "retention" => retention = self.retention(v),
-                "environments" => {
-                    // Checked now, acted on when deployments land: still noted as not supported.
-                    environments = self.environments(v);
-                    reserved.push((name_of(k), k.pos));
-                }
+                "environments" => environments = self.environments(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {

@@ -146,18 +146,18 @@ fn a_good_file_lints_clean_and_notes_reserved_sections() {
     let f = dir.path().join("takt.yml");
     std::fs::write(
         &f,
-        "environments:\n  staging: {port: 8080}\njobs:\n  a: {script: [x]}\n",
+        "flags: {}\nenvironments:\n  staging: {port: 8080}\njobs:\n  a: {script: [x]}\n",
     )
     .unwrap();
     let out = takt().arg("lint").arg(&f).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        stderr(&out).contains("`environments` is accepted but not supported yet"),
+        stderr(&out).contains("`flags` is accepted but not supported yet"),
         "{}",
         stderr(&out)
     );
     let out = takt().arg("lint").arg(&f).arg("--json").output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], true);
-    assert_eq!(v["not_supported_yet"][0], "environments");
+    assert_eq!(v["not_supported_yet"], serde_json::json!(["flags"]));
 }

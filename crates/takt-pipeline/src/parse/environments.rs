@@ -21,6 +21,10 @@ const ENV_KEYS: &[&str] = &[
     "start",
     "health",
     "deploy",
+    "artifact",
+    "url",
+    "upstream",
+    "reload",
 ];
 
 impl Cx {
@@ -85,6 +89,10 @@ impl Cx {
             start: None,
             health: "/healthz".into(),
             deploy: None,
+            artifact: None,
+            url: None,
+            upstream: None,
+            reload: None,
             pos: k.pos,
         };
         let ctx = format!("environment `{name}`");
@@ -138,6 +146,17 @@ impl Cx {
                     }
                 }
                 "deploy" => e.deploy = self.string(fv, "`deploy`"),
+                "artifact" => e.artifact = self.string(fv, "`artifact`"),
+                "url" => {
+                    if let Some(u) = self.string(fv, "`url`") {
+                        if !(u.starts_with("http://") || u.starts_with("https://")) {
+                            self.err(fv.pos, "`url` is where the environment answers, e.g. http://127.0.0.1:8080");
+                        }
+                        e.url = Some(u.trim_end_matches('/').to_string());
+                    }
+                }
+                "upstream" => e.upstream = self.string(fv, "`upstream`"),
+                "reload" => e.reload = self.string(fv, "`reload`"),
                 _ => self.unknown_key(fk, ENV_KEYS, &ctx),
             }
         }
@@ -148,10 +167,17 @@ impl Cx {
                 "add `deploy: ./deploy.sh`",
             );
         }
-        if e.driver != Driver::Command && e.port.is_none() {
+        if e.driver == Driver::Nginx && (e.upstream.is_none() || e.reload.is_none()) {
             self.err_help(
                 k.pos,
-                format!("environment `{name}` needs a `port` (where its traffic arrives)"),
+                format!("environment `{name}` uses the nginx driver but lacks `upstream` or `reload`"),
+                "add `upstream: /etc/nginx/takt/app.conf` (the file takt writes) and `reload: nginx -s reload`",
+            );
+        }
+        if e.driver == Driver::Process && e.port.is_none() {
+            self.err_help(
+                k.pos,
+                format!("environment `{name}` needs a `port` (where takt's proxy receives its traffic)"),
                 "add e.g. `port: 8080`",
             );
         }
