@@ -6,9 +6,11 @@
 //!   `failure_limit`, `inconclusive_limit` and `consecutive_error_limit`.
 //! - [`canary::Rollout`]: a canary's steps (`set_weight`, `pause`, `analysis`) as a state
 //!   machine that says what to do next: shift traffic, wait, measure, promote, roll back.
+//! - [`condition`]: analysis conditions such as `error_rate < 0.01 && latency_ms < 200`.
 //!
 //! Drivers (process, nginx, command) and the supervisor are adapters elsewhere; they call these.
 
 pub mod analysis;
 pub mod canary;
+pub mod condition;
 pub mod split;

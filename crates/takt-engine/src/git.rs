@@ -206,6 +206,17 @@ impl Repo {
         (None, None)
     }
 
+    /// The commits in `to` that `from` lacks (all of `to`'s history without `from`), newest
+    /// first, at most `max`.
+    pub async fn commits_between(&self, from: Option<&str>, to: &str, max: usize) -> Result<Vec<String>, EngineError> {
+        let range = match from {
+            Some(f) => format!("{f}..{to}"),
+            None => to.to_string(),
+        };
+        let max = format!("--max-count={max}");
+        git(&self.root, &["rev-list", &max, &range, "--"], &[]).await.map(lines)
+    }
+
     /// A file's bytes at a commit, or `None` if the commit has no such file.
     pub async fn file_at(&self, commit: &str, path: &str) -> Option<Vec<u8>> {
         git(&self.root, &["cat-file", "blob", &format!("{commit}:{path}")], &[])

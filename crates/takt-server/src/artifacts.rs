@@ -85,7 +85,7 @@ fn check(name: &str, version: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn manifest(state: &AppState, name: &str, version: &str) -> Result<takt_blob::SignedManifest, ApiError> {
+pub(crate) fn manifest(state: &AppState, name: &str, version: &str) -> Result<takt_blob::SignedManifest, ApiError> {
     check(name, version)?;
     state
         .queue()?
@@ -569,11 +569,24 @@ pub struct GcBody {
     apply: bool,
 }
 
-/// Versions an environment runs now, may roll back to, or ran within its project's
-/// `keep_deployed_days`: never deleted. Environments arrive with the deployment issue; until
-/// then nothing is deployed and this set is empty.
-fn deployed(_state: &AppState) -> std::collections::HashSet<(String, String)> {
-    std::collections::HashSet::new()
+/// Versions an environment runs now, may roll back to, is deploying, or ran within its
+/// project's `keep_deployed_days`: never deleted.
+fn deployed(state: &AppState) -> std::collections::HashSet<(String, String)> {
+    let days: std::collections::HashMap<String, u32> = state
+        .branch_configs
+        .read()
+        .map(|c| {
+            c.iter()
+                .filter_map(|(p, x)| {
+                    x.retention
+                        .as_ref()
+                        .and_then(|r| r.keep_deployed_days)
+                        .map(|d| (p.clone(), d))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    state.deployments.index.protected(&days)
 }
 
 /// `POST /api/v1/artifacts/gc` `{"apply": false}` (admin): what retention removes — versions

@@ -8,11 +8,13 @@
 pub mod artifacts;
 pub mod auth;
 pub mod config;
+pub mod environments;
 pub mod hooks;
 pub mod metrics;
 pub mod notify;
 pub mod projects;
 pub mod queue;
+pub mod rollout;
 pub mod runs;
 pub mod schedule;
 pub mod secrets;
@@ -74,6 +76,38 @@ pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
     ("POST", "/api/v1/artifacts/fsck", Some(Permission::Admin)),
     ("POST", "/api/v1/artifacts/gc", Some(Permission::Admin)),
     ("GET", "/api/v1/artifacts/{name}/{version}/blob", Some(Permission::Read)),
+    ("GET", "/api/v1/environments", Some(Permission::Read)),
+    ("GET", "/api/v1/environments/{project}/{env}", Some(Permission::Read)),
+    (
+        "POST",
+        "/api/v1/environments/{project}/{env}/deploy",
+        Some(Permission::Deploy),
+    ),
+    (
+        "POST",
+        "/api/v1/environments/{project}/{env}/promote",
+        Some(Permission::Deploy),
+    ),
+    (
+        "POST",
+        "/api/v1/environments/{project}/{env}/rollback",
+        Some(Permission::Deploy),
+    ),
+    (
+        "POST",
+        "/api/v1/environments/{project}/{env}/halt",
+        Some(Permission::Deploy),
+    ),
+    (
+        "POST",
+        "/api/v1/environments/{project}/{env}/resume",
+        Some(Permission::Deploy),
+    ),
+    (
+        "POST",
+        "/api/v1/environments/{project}/{env}/approve",
+        Some(Permission::Deploy),
+    ),
 ];
 
 pub struct AppState {
@@ -93,6 +127,8 @@ pub struct AppState {
     /// What each project's default branch configures (schedules, notify).
     pub branch_configs: RwLock<std::collections::HashMap<String, schedule::BranchConfig>>,
     pub data_dir: std::path::PathBuf,
+    /// Environments: what runs where, and their controls.
+    pub deployments: environments::Deployments,
 }
 
 impl AppState {
@@ -251,6 +287,29 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             get(artifacts::show).put(artifacts::push),
         )
         .route("/api/v1/artifacts/{name}/{version}/blob", get(artifacts::download))
+        .route("/api/v1/environments", get(environments::list))
+        .route("/api/v1/environments/{project}/{env}", get(environments::show))
+        .route(
+            "/api/v1/environments/{project}/{env}/deploy",
+            post(environments::deploy),
+        )
+        .route(
+            "/api/v1/environments/{project}/{env}/promote",
+            post(environments::promote),
+        )
+        .route(
+            "/api/v1/environments/{project}/{env}/rollback",
+            post(environments::rollback),
+        )
+        .route("/api/v1/environments/{project}/{env}/halt", post(environments::halt))
+        .route(
+            "/api/v1/environments/{project}/{env}/resume",
+            post(environments::resume),
+        )
+        .route(
+            "/api/v1/environments/{project}/{env}/approve",
+            post(environments::approve),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), log_request))

@@ -146,6 +146,11 @@ impl RunIndex {
         }
     }
 
+    /// One run's summary.
+    pub fn get(&self, project: &str, run: u64) -> Option<Value> {
+        self.runs.lock().ok()?.get(&(project.to_string(), run)).cloned()
+    }
+
     /// Builds the index from the log.
     pub async fn load(store: &takt_store::Store) -> Result<RunIndex, takt_store::StoreError> {
         let index = RunIndex::default();

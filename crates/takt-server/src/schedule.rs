@@ -19,6 +19,7 @@ pub struct BranchConfig {
     pub schedules: Vec<CronSchedule>,
     pub notify: Vec<Subscriber>,
     pub retention: Option<takt_pipeline::Retention>,
+    pub environments: Vec<takt_pipeline::Environment>,
     /// Why the file could not be read, if it could not (the previous settings stay).
     pub error: Option<String>,
 }
@@ -60,6 +61,7 @@ pub async fn refresh(state: &AppState, p: &projects::Project) {
                 cfg.schedules = pipe.schedules;
                 cfg.notify = pipe.notify;
                 cfg.retention = pipe.retention;
+                cfg.environments = pipe.environments;
                 cfg.error = None;
             }
             Err(e) => {

@@ -394,7 +394,7 @@ pub enum RunsCommand {
     },
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> comfy_table::Table {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
     t.set_header(header.to_vec());
@@ -404,7 +404,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> comfy_table::Table {
     t
 }
 
-fn s(v: &serde_json::Value) -> String {
+pub(crate) fn s(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(x) => x.clone(),
         serde_json::Value::Null => String::new(),

@@ -2,6 +2,7 @@
 
 mod artifact_cli;
 mod client;
+mod env_cli;
 mod ops;
 mod output;
 mod serve;
@@ -73,6 +74,26 @@ enum Command {
     /// The artifact repository: push, pull (verified), ls, show, verify.
     #[command(subcommand)]
     Artifact(artifact_cli::ArtifactCommand),
+    /// Deploy an artifact to an environment (its strategy, smoke checks and gates apply) and
+    /// follow the deploy to its end (exit 1 if it did not succeed; --detach returns at once).
+    Deploy(env_cli::DeployArgs),
+    /// Deploy to ENV what runs healthy in the environment it `requires`.
+    Promote(env_cli::EnvArgs),
+    /// Let a deploy to an environment with `approval: manual` go on.
+    Approve(env_cli::EnvArgs),
+    /// The andon cord: stop an environment's deploy at its next safe point; block new ones.
+    Halt(env_cli::HaltArgs),
+    /// Lift a halt, or continue a paused rollout.
+    Resume(env_cli::EnvArgs),
+    /// Restore the previous good artifact (or the one named), skipping analysis; a deploy in
+    /// flight goes back to what ran before it.
+    Rollback(env_cli::RollbackArgs),
+    /// Environments: what runs where, since when, and any deploy in progress.
+    #[command(subcommand)]
+    Env(env_cli::EnvCommand),
+    /// The process driver's supervisor for one environment (started by `takt serve`).
+    #[command(hide = true)]
+    Supervise(env_cli::SuperviseArgs),
 }
 
 #[derive(clap::Args)]
@@ -163,6 +184,14 @@ fn main() -> ExitCode {
         Command::Secret(c) => client::block_on(ops::secret(c)),
         Command::Hook(c) => client::block_on(ops::hook(c)),
         Command::Artifact(c) => client::block_on(artifact_cli::artifact(c)),
+        Command::Deploy(a) => client::block_on(env_cli::deploy(a)),
+        Command::Promote(a) => client::block_on(env_cli::promote(a)),
+        Command::Approve(a) => client::block_on(env_cli::simple("approve", a)),
+        Command::Resume(a) => client::block_on(env_cli::simple("resume", a)),
+        Command::Halt(a) => client::block_on(env_cli::halt(a)),
+        Command::Rollback(a) => client::block_on(env_cli::rollback(a)),
+        Command::Env(c) => client::block_on(env_cli::env(c)),
+        Command::Supervise(a) => env_cli::supervise(a),
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,

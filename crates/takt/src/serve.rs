@@ -90,6 +90,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     let addr = listener.local_addr().map_err(|e| (1, e.into()))?;
     let projects = takt_server::load_projects(&store).await.map_err(|e| (1, e.into()))?;
     let shim = std::env::current_exe().map_err(|e| (1, e.into()))?;
+    let shim_program = shim.clone();
     let executor = takt_exec::LocalExecutor {
         shim,
         shim_args: vec!["__shim".into()],
@@ -108,6 +109,15 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     store.observe(takt_store::Observer(Arc::new({
         let runs = runs.clone();
         move |e| runs.apply(e)
+    })));
+    let envs = Arc::new(
+        takt_server::environments::EnvIndex::load(&store)
+            .await
+            .map_err(|e| (1, e.into()))?,
+    );
+    store.observe(takt_store::Observer(Arc::new({
+        let envs = envs.clone();
+        move |e| envs.apply(e)
     })));
     let metrics = Arc::new(takt_server::metrics::Metrics::new());
     takt_server::metrics::start(metrics.clone(), &store);
@@ -132,9 +142,11 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         runs,
         token_uses: Default::default(),
         data_dir: data.root.clone(),
+        deployments: takt_server::environments::Deployments::new(envs, shim_program.clone()),
     });
     takt_server::schedule::start(state.clone());
     takt_server::notify::start(state.clone());
+    takt_server::environments::start_auto_deploy(state.clone());
     if config.poll_seconds > 0 {
         takt_server::hooks::start_polling(state.clone(), std::time::Duration::from_secs(config.poll_seconds));
     }

@@ -150,7 +150,10 @@ impl Cx {
                 "url" => {
                     if let Some(u) = self.string(fv, "`url`") {
                         if !(u.starts_with("http://") || u.starts_with("https://")) {
-                            self.err(fv.pos, "`url` is where the environment answers, e.g. http://127.0.0.1:8080");
+                            self.err(
+                                fv.pos,
+                                "`url` is where the environment answers, e.g. http://127.0.0.1:8080",
+                            );
                         }
                         e.url = Some(u.trim_end_matches('/').to_string());
                     }

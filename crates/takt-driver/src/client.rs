@@ -1,0 +1,118 @@
+//! The server's side of a supervisor: find it on its socket, or start it (detached, in its own
+//! process group, so that it outlives the server), and send it requests.
+
+use crate::DriverError;
+use crate::protocol::{Request, Response, Status};
+use crate::supervisor::socket_path;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// How to reach (or start) one environment's supervisor.
+#[derive(Debug, Clone)]
+pub struct SupervisorClient {
+    /// The supervisor's directory (socket, log, instance logs).
+    pub dir: PathBuf,
+    /// The program started as `PROGRAM supervise --dir DIR [--port PORT]` (the takt binary).
+    pub program: PathBuf,
+    /// The public port (`None`: no proxy).
+    pub port: Option<u16>,
+}
+
+impl SupervisorClient {
+    /// Sends a request, starting the supervisor first if none answers.
+    pub async fn request(&self, req: &Request) -> Result<Status, DriverError> {
+        let stream = match UnixStream::connect(socket_path(&self.dir)).await {
+            Ok(s) => s,
+            Err(_) => self.start().await?,
+        };
+        let resp = exchange(stream, req).await?;
+        match (resp.ok, resp.status) {
+            (true, Some(s)) => Ok(s),
+            (true, None) => Ok(Status::default()),
+            (false, _) => Err(DriverError::Failed(
+                resp.error
+                    .unwrap_or_else(|| "the supervisor refused without saying why".into()),
+            )),
+        }
+    }
+
+    /// The status, if a supervisor answers (never starts one).
+    pub async fn status(&self) -> Option<Status> {
+        let stream = UnixStream::connect(socket_path(&self.dir)).await.ok()?;
+        exchange(stream, &Request::Status).await.ok()?.status
+    }
+
+    /// Stops the supervisor and everything it runs, if one answers.
+    pub async fn shutdown(&self) {
+        if let Ok(stream) = UnixStream::connect(socket_path(&self.dir)).await {
+            let _ = exchange(stream, &Request::Shutdown).await;
+        }
+    }
+
+    async fn start(&self) -> Result<UnixStream, DriverError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| DriverError::Io(format!("{}: {e}", self.dir.display())))?;
+        let log_path = self.dir.join("supervisor.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| DriverError::Io(format!("{}: {e}", log_path.display())))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| DriverError::Io(format!("{}: {e}", log_path.display())))?;
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.arg("supervise").arg("--dir").arg(&self.dir);
+        if let Some(p) = self.port {
+            cmd.arg("--port").arg(p.to_string());
+        }
+        use std::os::unix::process::CommandExt;
+        let mut child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| DriverError::Io(format!("cannot start {} supervise: {e}", self.program.display())))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(s) = UnixStream::connect(socket_path(&self.dir)).await {
+                // Reap it in the background when it ends (it is not our child to wait for).
+                std::thread::spawn(move || child.wait());
+                return Ok(s);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                return Err(DriverError::Failed(format!(
+                    "the supervisor exited ({status}) before answering: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(DriverError::Failed(format!(
+                    "the supervisor did not answer on {} within 10 s",
+                    socket_path(&self.dir).display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn exchange(stream: UnixStream, req: &Request) -> Result<Response, DriverError> {
+    let (r, mut w) = stream.into_split();
+    let mut line = serde_json::to_vec(req).map_err(|e| DriverError::Failed(e.to_string()))?;
+    line.push(b'\n');
+    w.write_all(&line)
+        .await
+        .map_err(|e| DriverError::Io(format!("supervisor socket: {e}")))?;
+    let mut answer = String::new();
+    BufReader::new(r)
+        .read_line(&mut answer)
+        .await
+        .map_err(|e| DriverError::Io(format!("supervisor socket: {e}")))?;
+    serde_json::from_str(&answer).map_err(|e| DriverError::Failed(format!("the supervisor's answer: {e}")))
+}

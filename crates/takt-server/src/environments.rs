@@ -1,0 +1,1006 @@
+//! Environments: what runs where (a view folded from the deploy events), and the requests that
+//! change it — deploy, promote, approve, halt, resume, rollback — with their gates: one deploy
+//! per environment at a time, the andon cord, freeze windows, `requires` + `soak`, manual
+//! approval, idempotence. The deployment itself runs in [`crate::rollout`].
+//!
+//! Environments are read from the default branch's takt.yml only ([`crate::schedule`] keeps it).
+
+use crate::auth::Permission;
+use crate::{ApiError, AppState, authorize};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use takt_model::{ArtifactRef, DeployTrigger, Event, EventKind, OffsetDateTime};
+use takt_pipeline::Environment;
+use takt_store::EventFilter;
+use tokio::sync::Notify;
+
+/// Deployments kept in an environment's history view.
+const HISTORY: usize = 50;
+
+/// A deploy in flight, as the log tells it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InFlight {
+    pub deploy: u64,
+    pub artifact: ArtifactRef,
+    pub strategy: String,
+    pub rollback: bool,
+    pub started_at: String,
+    pub step: u32,
+    pub action: String,
+    pub weight: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    pub deploy: u64,
+    pub artifact: ArtifactRef,
+    pub trigger: DeployTrigger,
+    pub strategy: String,
+    pub rollback: bool,
+    pub commits: Vec<String>,
+    pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub steps: Vec<Value>,
+}
+
+/// What an environment runs, since when, and what is going on there.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EnvView {
+    pub project: String,
+    pub environment: String,
+    pub running: Option<ArtifactRef>,
+    /// When the running artifact was deployed (UTC, RFC 3339).
+    pub since: Option<String>,
+    /// Its last deployment (or rollback) passed its checks.
+    pub healthy: bool,
+    pub deploying: Option<InFlight>,
+    pub halted: Option<Value>,
+    /// Artifacts that ran healthy here before, newest first: what a rollback goes back to.
+    pub previous: Vec<ArtifactRef>,
+    pub last_deploy: u64,
+    /// When each artifact version last ran here ("name@version" → time).
+    #[serde(skip)]
+    pub ran: BTreeMap<String, OffsetDateTime>,
+    #[serde(skip)]
+    pub since_at: Option<OffsetDateTime>,
+    #[serde(skip)]
+    pub history: VecDeque<Deployment>,
+}
+
+/// Every environment's view, kept current by a store observer.
+#[derive(Default)]
+pub struct EnvIndex {
+    envs: Mutex<BTreeMap<(String, String), EnvView>>,
+}
+
+pub const KINDS: [&str; 7] = [
+    "deploy_started",
+    "deploy_step",
+    "deploy_finished",
+    "environment_halted",
+    "environment_resumed",
+    "deploy_approved",
+    "incident_opened",
+];
+
+fn rfc(t: OffsetDateTime) -> String {
+    takt_model::timefmt::rfc3339(t)
+}
+
+impl EnvIndex {
+    pub async fn load(store: &takt_store::Store) -> Result<EnvIndex, takt_store::StoreError> {
+        let index = EnvIndex::default();
+        for e in store
+            .events(&EventFilter {
+                kinds: KINDS.map(String::from).to_vec(),
+                ..Default::default()
+            })
+            .await?
+        {
+            index.apply(&e);
+        }
+        Ok(index)
+    }
+
+    pub fn get(&self, project: &str, env: &str) -> Option<EnvView> {
+        self.envs.lock().ok()?.get(&(project.into(), env.into())).cloned()
+    }
+
+    pub fn all(&self) -> Vec<EnvView> {
+        self.envs
+            .lock()
+            .map(|e| e.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn apply(&self, e: &Event) {
+        let env = match &e.kind {
+            EventKind::DeployStarted { environment, .. }
+            | EventKind::DeployStep { environment, .. }
+            | EventKind::DeployFinished { environment, .. }
+            | EventKind::EnvironmentHalted { environment, .. }
+            | EventKind::EnvironmentResumed { environment, .. } => environment,
+            _ => return,
+        };
+        let Ok(mut envs) = self.envs.lock() else {
+            return;
+        };
+        let v = envs.entry((e.project.clone(), env.clone())).or_insert_with(|| EnvView {
+            project: e.project.clone(),
+            environment: env.clone(),
+            ..Default::default()
+        });
+        match &e.kind {
+            EventKind::DeployStarted {
+                deploy,
+                artifact,
+                commits,
+                trigger,
+                strategy,
+                rollback,
+                ..
+            } => {
+                v.last_deploy = v.last_deploy.max(*deploy);
+                v.deploying = Some(InFlight {
+                    deploy: *deploy,
+                    artifact: artifact.clone(),
+                    strategy: strategy.clone(),
+                    rollback: *rollback,
+                    started_at: rfc(e.at),
+                    step: 0,
+                    action: "started".into(),
+                    weight: 0,
+                    verdict: None,
+                });
+                v.history.push_front(Deployment {
+                    deploy: *deploy,
+                    artifact: artifact.clone(),
+                    trigger: trigger.clone(),
+                    strategy: strategy.clone(),
+                    rollback: *rollback,
+                    commits: commits.clone(),
+                    started_at: rfc(e.at),
+                    finished_at: None,
+                    outcome: None,
+                    reason: None,
+                    steps: Vec::new(),
+                });
+                v.history.truncate(HISTORY);
+            }
+            EventKind::DeployStep {
+                deploy,
+                step,
+                action,
+                weight,
+                verdict,
+                detail,
+                ..
+            } => {
+                if let Some(f) = v.deploying.as_mut().filter(|f| f.deploy == *deploy) {
+                    f.step = *step;
+                    f.action = action.clone();
+                    f.weight = *weight;
+                    f.verdict = verdict.clone();
+                }
+                if let Some(d) = v.history.iter_mut().find(|d| d.deploy == *deploy) {
+                    d.steps.push(json!({"step": step, "action": action, "weight": weight, "verdict": verdict, "detail": detail, "at": rfc(e.at)}));
+                }
+            }
+            EventKind::DeployFinished {
+                deploy,
+                outcome,
+                running,
+                reason,
+                ..
+            } => {
+                if v.deploying.as_ref().is_some_and(|f| f.deploy == *deploy) {
+                    v.deploying = None;
+                }
+                if let Some(d) = v.history.iter_mut().find(|d| d.deploy == *deploy) {
+                    d.finished_at = Some(rfc(e.at));
+                    d.outcome = Some(outcome.clone());
+                    d.reason = reason.clone();
+                }
+                if outcome == "unchanged" {
+                    return;
+                }
+                if running.as_ref().map(|r| &r.digest) != v.running.as_ref().map(|r| &r.digest) {
+                    if let Some(old) = v.running.take()
+                        && v.healthy
+                    {
+                        v.previous.retain(|p| p.digest != old.digest);
+                        v.previous.insert(0, old);
+                        v.previous.truncate(HISTORY);
+                    }
+                    v.running = running.clone();
+                    if let Some(r) = running {
+                        v.previous.retain(|p| p.digest != r.digest);
+                    }
+                    v.since = Some(rfc(e.at));
+                    v.since_at = Some(e.at);
+                }
+                v.healthy = running.is_some() && (outcome == "succeeded" || outcome == "rolled_back");
+                if let Some(r) = &v.running {
+                    v.ran.insert(format!("{}@{}", r.name, r.version), e.at);
+                }
+            }
+            EventKind::EnvironmentHalted { reason, by, .. } => {
+                v.halted = Some(json!({"reason": reason, "by": by, "at": rfc(e.at)}));
+            }
+            EventKind::EnvironmentResumed { .. } => v.halted = None,
+            _ => {}
+        }
+    }
+
+    /// Versions ("name", "version") retention must keep: running or roll-back targets anywhere,
+    /// or run in the last `days` days of their project.
+    pub fn protected(&self, days: &HashMap<String, u32>) -> std::collections::HashSet<(String, String)> {
+        let now = OffsetDateTime::now_utc();
+        let mut keep = std::collections::HashSet::new();
+        for v in self.all() {
+            for r in v.running.iter().chain(v.previous.iter().take(1)) {
+                keep.insert((r.name.clone(), r.version.clone()));
+            }
+            if let Some(f) = &v.deploying {
+                keep.insert((f.artifact.name.clone(), f.artifact.version.clone()));
+            }
+            if let Some(d) = days.get(&v.project) {
+                let horizon = now - time_days(*d);
+                for (nv, at) in &v.ran {
+                    if *at >= horizon
+                        && let Some((n, ver)) = nv.split_once('@')
+                    {
+                        keep.insert((n.to_string(), ver.to_string()));
+                    }
+                }
+            }
+        }
+        keep
+    }
+}
+
+fn time_days(d: u32) -> Duration {
+    Duration::from_secs(u64::from(d) * 86_400)
+}
+
+/// The live controls of one environment: who holds it, and the signals a deploy in flight
+/// listens to (halt, resume, approve, rollback).
+#[derive(Default)]
+pub struct Control {
+    pub busy: Mutex<Option<u64>>,
+    pub halted: Mutex<Option<String>>,
+    /// Asked to roll back the deploy in flight (the reason).
+    pub abort: Mutex<Option<String>>,
+    pub resumes: AtomicU64,
+    pub approvals: AtomicU64,
+    pub changed: Notify,
+}
+
+impl Control {
+    pub fn signal(&self) {
+        self.changed.notify_waiters();
+    }
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().ok().and_then(|h| h.clone())
+    }
+    pub fn abort_reason(&self) -> Option<String> {
+        self.abort.lock().ok().and_then(|a| a.clone())
+    }
+}
+
+/// Environments' views and controls.
+pub struct Deployments {
+    pub index: Arc<EnvIndex>,
+    controls: Mutex<HashMap<(String, String), Arc<Control>>>,
+    /// The program started as `PROGRAM supervise` (the takt binary).
+    pub supervisor_program: std::path::PathBuf,
+    /// Auto-deploys waiting for a busy environment: the newest run wins.
+    pub(crate) pending_auto: Mutex<HashMap<(String, String), u64>>,
+}
+
+impl Deployments {
+    pub fn new(index: Arc<EnvIndex>, supervisor_program: std::path::PathBuf) -> Deployments {
+        Deployments {
+            index,
+            controls: Mutex::default(),
+            supervisor_program,
+            pending_auto: Mutex::default(),
+        }
+    }
+
+    pub fn control(&self, project: &str, env: &str) -> Arc<Control> {
+        let Ok(mut c) = self.controls.lock() else {
+            return Arc::new(Control::default());
+        };
+        c.entry((project.into(), env.into()))
+            .or_insert_with(|| {
+                let ctl = Control::default();
+                if let Some(h) = self.index.get(project, env).and_then(|v| v.halted) {
+                    let reason = h["reason"].as_str().unwrap_or("halted").to_string();
+                    if let Ok(mut x) = ctl.halted.lock() {
+                        *x = Some(reason);
+                    }
+                }
+                Arc::new(ctl)
+            })
+            .clone()
+    }
+}
+
+/// The environments the project's default branch defines (re-read if the branch moved).
+pub(crate) async fn configured(state: &AppState, project: &str) -> Result<Vec<Environment>, ApiError> {
+    let p = state.project(project)?;
+    crate::schedule::refresh(state, &p).await;
+    let cfg = state
+        .branch_configs
+        .read()
+        .ok()
+        .and_then(|c| c.get(project).cloned())
+        .unwrap_or_default();
+    if cfg.environments.is_empty()
+        && let Some(e) = cfg.error
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the default branch's takt.yml cannot be used: {e}"),
+        ));
+    }
+    Ok(cfg.environments)
+}
+
+pub(crate) async fn environment(state: &AppState, project: &str, env: &str) -> Result<Environment, ApiError> {
+    let all = configured(state, project).await?;
+    let names: Vec<String> = all.iter().map(|e| e.name.clone()).collect();
+    all.into_iter().find(|e| e.name == env).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "project `{project}` has no environment `{env}` on its default branch (it has: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )
+    })
+}
+
+/// When a freeze window that covers `now` ends, if one does.
+pub fn frozen_until(env: &Environment, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+    for f in &env.freeze {
+        let Ok(cron) = takt_pipeline::CronSchedule::parse(&f.cron) else {
+            continue;
+        };
+        let tz = match &f.timezone {
+            Some(name) => match jiff::tz::TimeZone::get(name) {
+                Ok(t) => t,
+                Err(_) => continue,
+            },
+            None => jiff::tz::TimeZone::UTC,
+        };
+        let zoned = now.to_zoned(tz);
+        if let Ok(start) = cron.find_previous_occurrence(&zoned, true) {
+            let Ok(len) = jiff::SignedDuration::try_from(f.duration) else {
+                continue;
+            };
+            if let Ok(end) = start.timestamp().checked_add(len)
+                && now < end
+            {
+                return Some(end);
+            }
+        }
+    }
+    None
+}
+
+fn conflict(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, msg)
+}
+
+/// The artifact `NAME@VERSION` as deployments name it.
+pub(crate) fn artifact_ref(state: &AppState, spec: &str) -> Result<ArtifactRef, ApiError> {
+    let Some((name, version)) = spec.split_once('@') else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`{spec}` is not NAME@VERSION"),
+        ));
+    };
+    let m = crate::artifacts::manifest(state, name, version)?;
+    Ok(ArtifactRef {
+        name: m.manifest.name.clone(),
+        version: m.manifest.version.clone(),
+        digest: m.manifest.digest.clone(),
+        commit: Some(m.manifest.provenance.commit.clone()).filter(|c| !c.is_empty()),
+    })
+}
+
+/// What a deploy request asks for.
+pub(crate) struct Ask {
+    pub project: String,
+    pub env: Environment,
+    pub artifact: ArtifactRef,
+    pub trigger: DeployTrigger,
+    pub rollback: bool,
+}
+
+/// Checks the gates and starts a deploy: `Ok(None)` when the environment already runs the
+/// artifact (nothing to do), `Ok(Some(id))` when it started.
+pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>, ApiError> {
+    let deployments = &state.deployments;
+    let ctl = deployments.control(&ask.project, &ask.env.name);
+    let view = deployments.index.get(&ask.project, &ask.env.name).unwrap_or_default();
+    let name = &ask.env.name;
+    if !ask.rollback {
+        if let Some(h) = ctl.halted() {
+            return Err(conflict(format!(
+                "environment `{name}` is halted ({h}); `takt resume {name}` lifts the halt"
+            )));
+        }
+        if let Some(until) = frozen_until(&ask.env, jiff::Timestamp::now()) {
+            return Err(conflict(format!(
+                "environment `{name}` is frozen until {until}; deploys and promotions are refused until then (halt and rollback still work)"
+            )));
+        }
+        for r in &ask.env.requires {
+            let there = deployments.index.get(&ask.project, r).unwrap_or_default();
+            let runs_it = there.running.as_ref().is_some_and(|x| x.digest == ask.artifact.digest);
+            if !runs_it || !there.healthy {
+                return Err(conflict(format!(
+                    "environment `{name}` requires {}@{} to run healthy in `{r}` first (it runs {} there)",
+                    ask.artifact.name,
+                    ask.artifact.version,
+                    there
+                        .running
+                        .as_ref()
+                        .map(|x| format!(
+                            "{}@{}{}",
+                            x.name,
+                            x.version,
+                            if there.healthy { "" } else { ", unhealthy" }
+                        ))
+                        .unwrap_or_else(|| "nothing".into())
+                )));
+            }
+            if let (Some(soak), Some(since)) = (ask.env.soak, there.since_at) {
+                let ran = (OffsetDateTime::now_utc() - since).unsigned_abs();
+                if ran < soak {
+                    return Err(conflict(format!(
+                        "environment `{name}` requires {}@{} to soak in `{r}` for {}s; it has for {}s",
+                        ask.artifact.name,
+                        ask.artifact.version,
+                        soak.as_secs(),
+                        ran.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+    let id = {
+        let Ok(mut busy) = ctl.busy.lock() else {
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "poisoned lock"));
+        };
+        if let Some(d) = *busy {
+            return Err(conflict(format!(
+                "environment `{name}` is busy with deploy #{d}; one deploy per environment at a time (wait, or `takt halt`/`takt rollback {name}`)"
+            )));
+        }
+        if view.running.as_ref().is_some_and(|r| r.digest == ask.artifact.digest) && view.healthy {
+            return Ok(None);
+        }
+        let id = view.last_deploy.max(view.history.front().map_or(0, |d| d.deploy)) + 1;
+        *busy = Some(id);
+        id
+    };
+    if let Ok(mut a) = ctl.abort.lock() {
+        *a = None;
+    }
+    let commits = commit_range(state, &ask.project, view.running.as_ref(), &ask.artifact).await;
+    let started = Event::now(
+        &ask.project,
+        match ask.trigger {
+            DeployTrigger::Pipeline { run } => Some(run),
+            _ => None,
+        },
+        EventKind::DeployStarted {
+            environment: name.clone(),
+            deploy: id,
+            artifact: ask.artifact.clone(),
+            previous: view.running.clone(),
+            commits,
+            trigger: ask.trigger.clone(),
+            strategy: strategy_name(&ask.env, ask.rollback),
+            rollback: ask.rollback,
+        },
+    );
+    if let Err(e) = state.record(started).await {
+        if let Ok(mut b) = ctl.busy.lock() {
+            *b = None;
+        }
+        return Err(e);
+    }
+    let state2 = state.clone();
+    let stable = view.running.clone();
+    tokio::spawn(async move {
+        crate::rollout::run(state2, ask, id, stable, ctl).await;
+    });
+    Ok(Some(id))
+}
+
+pub(crate) fn strategy_name(env: &Environment, rollback: bool) -> String {
+    if rollback {
+        return "rollback".into();
+    }
+    match env.strategy {
+        takt_pipeline::Strategy::Recreate => "recreate",
+        takt_pipeline::Strategy::Rolling { .. } => "rolling",
+        takt_pipeline::Strategy::Canary { .. } => "canary",
+        takt_pipeline::Strategy::BlueGreen { .. } => "blue_green",
+    }
+    .into()
+}
+
+async fn commit_range(state: &AppState, project: &str, from: Option<&ArtifactRef>, to: &ArtifactRef) -> Vec<String> {
+    let Some(to) = &to.commit else {
+        return Vec::new();
+    };
+    let mirror = takt_engine::git::Repo::bare(&crate::projects::mirror_path(&state.data_dir, project));
+    let from = from.and_then(|f| f.commit.as_deref());
+    mirror.commits_between(from, to, 100).await.unwrap_or_default()
+}
+
+// ---- HTTP ----
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeployBody {
+    artifact: Option<String>,
+    reason: Option<String>,
+}
+
+fn body(b: Result<Json<DeployBody>, JsonRejection>) -> Result<DeployBody, ApiError> {
+    match b {
+        Ok(Json(b)) => Ok(b),
+        Err(JsonRejection::MissingJsonContentType(_)) => Ok(DeployBody::default()),
+        Err(e) => Err(crate::body_error(e)),
+    }
+}
+
+fn view_json(state: &AppState, project: &str, env: &Environment, view: Option<EnvView>) -> Value {
+    let v = view.unwrap_or_else(|| EnvView {
+        project: project.into(),
+        environment: env.name.clone(),
+        ..Default::default()
+    });
+    let mut j = serde_json::to_value(&v).unwrap_or_default();
+    j["driver"] = json!(format!("{:?}", env.driver).to_lowercase());
+    j["strategy"] = json!(strategy_name(env, false));
+    j["auto"] = json!(env.auto);
+    j["requires"] = json!(env.requires);
+    j["approval"] = json!(if env.manual_approval { "manual" } else { "none" });
+    j["frozen_until"] = json!(frozen_until(env, jiff::Timestamp::now()).map(|t| t.to_string()));
+    if let Some(p) = env.port {
+        j["url"] = json!(env.url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{p}")));
+    }
+    let ctl = state.deployments.control(project, &env.name);
+    if let Some(f) = &v.deploying {
+        j["deploying"]["waiting_for_approval"] =
+            json!(f.action == "approval" && f.verdict.as_deref() == Some("waiting"));
+    }
+    j["busy"] = json!(ctl.busy.lock().ok().and_then(|b| *b));
+    j
+}
+
+/// `GET /api/v1/environments`: every environment of every project, with what runs there.
+pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Permission::Read)?;
+    let projects = state.projects.read().map(|p| p.list()).unwrap_or_default();
+    let mut out = Vec::new();
+    for p in projects {
+        let envs = configured(&state, &p.name).await.unwrap_or_default();
+        for e in &envs {
+            out.push(view_json(
+                &state,
+                &p.name,
+                e,
+                state.deployments.index.get(&p.name, &e.name),
+            ));
+        }
+    }
+    Ok(Json(json!({ "environments": out })))
+}
+
+/// `GET /api/v1/environments/{project}/{env}`: what runs, since when, the deploy in flight and
+/// the recent deployments with their steps.
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, env)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers, Permission::Read)?;
+    let e = environment(&state, &project, &env).await?;
+    let view = state.deployments.index.get(&project, &env);
+    let history: Vec<Deployment> = view
+        .as_ref()
+        .map(|v| v.history.iter().cloned().collect())
+        .unwrap_or_default();
+    let mut j = view_json(&state, &project, &e, view);
+    j["history"] = json!(history);
+    Ok(Json(j))
+}
+
+fn accepted(project: &str, env: &str, id: Option<u64>, artifact: &ArtifactRef) -> (StatusCode, Json<Value>) {
+    match id {
+        Some(id) => (
+            StatusCode::ACCEPTED,
+            Json(
+                json!({"project": project, "environment": env, "deploy": id, "artifact": artifact, "outcome": "started"}),
+            ),
+        ),
+        None => (
+            StatusCode::OK,
+            Json(
+                json!({"project": project, "environment": env, "artifact": artifact, "outcome": "unchanged",
+                "message": format!("`{env}` already runs {}@{} ({}); nothing to do", artifact.name, artifact.version, artifact.digest)}),
+            ),
+        ),
+    }
+}
+
+/// `POST .../deploy {"artifact": "NAME@VERSION"}`.
+pub async fn deploy(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, env)): Path<(String, String)>,
+    b: Result<Json<DeployBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = authorize(&state, &headers, Permission::Deploy)?;
+    let b = body(b)?;
+    let e = environment(&state, &project, &env).await?;
+    let spec = b.artifact.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "give the artifact: {\"artifact\": \"NAME@VERSION\"}",
+        )
+    })?;
+    let artifact = artifact_ref(&state, &spec)?;
+    let id = begin(
+        &state,
+        Ask {
+            project: project.clone(),
+            env: e,
+            artifact: artifact.clone(),
+            trigger: DeployTrigger::Token {
+                token: who.id,
+                command: "deploy".into(),
+            },
+            rollback: false,
+        },
+    )
+    .await?;
+    Ok(accepted(&project, &env, id, &artifact))
+}
+
+/// `POST .../promote`: deploys what runs healthy in the environment this one requires.
+pub async fn promote(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, env)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = authorize(&state, &headers, Permission::Deploy)?;
+    let e = environment(&state, &project, &env).await?;
+    let Some(from) = e.requires.first().cloned() else {
+        return Err(conflict(format!(
+            "environment `{env}` requires no other environment, so there is nothing to promote from; use `takt deploy {env} NAME@VERSION`"
+        )));
+    };
+    let there = state.deployments.index.get(&project, &from).unwrap_or_default();
+    let Some(artifact) = there.running.clone().filter(|_| there.healthy) else {
+        return Err(conflict(format!("nothing runs healthy in `{from}` to promote")));
+    };
+    let id = begin(
+        &state,
+        Ask {
+            project: project.clone(),
+            env: e,
+            artifact: artifact.clone(),
+            trigger: DeployTrigger::Token {
+                token: who.id,
+                command: "promote".into(),
+            },
+            rollback: false,
+        },
+    )
+    .await?;
+    Ok(accepted(&project, &env, id, &artifact))
+}
+
+/// `POST .../rollback {"artifact"?}`: a deploy in flight goes back to what ran before it; an
+/// idle environment goes back to the previous good artifact (or the one named). Skips analysis.
+pub async fn rollback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, env)): Path<(String, String)>,
+    b: Result<Json<DeployBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let who = authorize(&state, &headers, Permission::Deploy)?;
+    let b = body(b)?;
+    let e = environment(&state, &project, &env).await?;
+    let ctl = state.deployments.control(&project, &env);
+    let in_flight = ctl.busy.lock().ok().and_then(|b| *b);
+    if let Some(d) = in_flight
+        && b.artifact.is_none()
+    {
+        if let Ok(mut a) = ctl.abort.lock() {
+            *a = Some(b.reason.unwrap_or_else(|| format!("rolled back by token {}", who.id)));
+        }
+        ctl.signal();
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"project": project, "environment": env, "deploy": d, "outcome": "rolling_back"})),
+        ));
+    }
+    let view = state.deployments.index.get(&project, &env).unwrap_or_default();
+    let artifact = match &b.artifact {
+        Some(spec) => artifact_ref(&state, spec)?,
+        None => view
+            .previous
+            .first()
+            .cloned()
+            .ok_or_else(|| conflict(format!("environment `{env}` has nothing earlier to roll back to")))?,
+    };
+    let id = begin(
+        &state,
+        Ask {
+            project: project.clone(),
+            env: e,
+            artifact: artifact.clone(),
+            trigger: DeployTrigger::Token {
+                token: who.id,
+                command: "rollback".into(),
+            },
+            rollback: true,
+        },
+    )
+    .await?;
+    Ok(accepted(&project, &env, id, &artifact))
+}
+
+/// `POST .../halt {"reason"}`: the andon cord.
+pub async fn halt(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, env)): Path<(String, String)>,
+    b: Result<Json<DeployBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let who = authorize(&state, &headers, Permission::Deploy)?;
+    let b = body(b)?;
+    environment(&state, &project, &env).await?;
+    let reason = b.reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "say why: {\"reason\": \"...\"} (takt halt ENV --reason TEXT)",
+        )
+    })?;
+    halt_env(&state, &project, &env, &reason, &format!("token {}", who.id)).await?;
+    Ok(Json(json!({"project": project, "environment": env, "halted": reason})))
+}
+
+pub(crate) async fn halt_env(
+    state: &AppState,
+    project: &str,
+    env: &str,
+    reason: &str,
+    by: &str,
+) -> Result<(), ApiError> {
+    let ctl = state.deployments.control(project, env);
+    state
+        .record(Event::now(
+            project,
+            None,
+            EventKind::EnvironmentHalted {
+                environment: env.into(),
+                reason: reason.into(),
+                by: by.into(),
+            },
+        ))
+        .await?;
+    if let Ok(mut h) = ctl.halted.lock() {
+        *h = Some(reason.into());
+    }
+    ctl.signal();
+    Ok(())
+}
+
+/// `POST .../resume`: lifts a halt, or continues a paused rollout.
+pub async fn resume(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, env)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let who = authorize(&state, &headers, Permission::Deploy)?;
+    environment(&state, &project, &env).await?;
+    let ctl = state.deployments.control(&project, &env);
+    let was_halted = ctl.halted().is_some();
+    if was_halted {
+        state
+            .record(Event::now(
+                &project,
+                None,
+                EventKind::EnvironmentResumed {
+                    environment: env.clone(),
+                    by: format!("token {}", who.id),
+                },
+            ))
+            .await?;
+        if let Ok(mut h) = ctl.halted.lock() {
+            *h = None;
+        }
+    }
+    ctl.resumes.fetch_add(1, Ordering::SeqCst);
+    ctl.signal();
+    Ok(Json(
+        json!({"project": project, "environment": env, "resumed": true, "was_halted": was_halted}),
+    ))
+}
+
+/// `POST .../approve`: lets the deploy waiting for approval go on.
+pub async fn approve(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((project, env)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let who = authorize(&state, &headers, Permission::Deploy)?;
+    environment(&state, &project, &env).await?;
+    let view = state.deployments.index.get(&project, &env).unwrap_or_default();
+    let waiting = view
+        .deploying
+        .as_ref()
+        .filter(|f| f.action == "approval" && f.verdict.as_deref() == Some("waiting"));
+    let Some(f) = waiting else {
+        return Err(conflict(format!("no deploy to `{env}` waits for approval")));
+    };
+    let deploy = f.deploy;
+    state
+        .record(Event::now(
+            &project,
+            None,
+            EventKind::DeployApproved {
+                environment: env.clone(),
+                by: format!("token {}", who.id),
+            },
+        ))
+        .await?;
+    let ctl = state.deployments.control(&project, &env);
+    ctl.approvals.fetch_add(1, Ordering::SeqCst);
+    ctl.signal();
+    Ok(Json(
+        json!({"project": project, "environment": env, "deploy": deploy, "approved": true}),
+    ))
+}
+
+/// Deploys each green run of a default branch to its project's `auto: true` environments.
+pub fn start_auto_deploy(state: Arc<AppState>) {
+    let mut rx = state.store.follow();
+    tokio::spawn(async move {
+        loop {
+            let e = match rx.recv().await {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "auto-deploy fell behind the log; some green runs may not deploy"
+                    );
+                    continue;
+                }
+                Err(_) => return,
+            };
+            if let (EventKind::RunFinished { status, .. }, Some(run)) = (&e.kind, e.run)
+                && *status == takt_model::RunStatus::Success
+            {
+                let state = state.clone();
+                tokio::spawn(async move { auto_deploy(state, e.project, run).await });
+            }
+        }
+    });
+}
+
+async fn auto_deploy(state: Arc<AppState>, project: String, run: u64) {
+    let Ok(p) = state.project(&project) else {
+        return;
+    };
+    let branch = state
+        .runs
+        .get(&project, run)
+        .and_then(|r| r["branch"].as_str().map(String::from));
+    if branch.as_deref() != Some(p.branch.as_str()) {
+        return;
+    }
+    let Ok(envs) = configured(&state, &project).await else {
+        return;
+    };
+    let stored = state
+        .store
+        .events(&EventFilter {
+            kind: Some("artifact_stored".into()),
+            project: Some(project.clone()),
+            run: Some(run),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    let artifacts: Vec<(String, String)> = stored
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ArtifactStored { name, version, .. } => Some((name.clone(), version.clone())),
+            _ => None,
+        })
+        .collect();
+    for env in envs.into_iter().filter(|e| e.auto) {
+        let pick = match &env.artifact {
+            Some(n) => artifacts.iter().find(|(a, _)| a == n),
+            None if artifacts.len() == 1 => artifacts.first(),
+            None => None,
+        };
+        let Some((name, version)) = pick else {
+            tracing::warn!(%project, environment = %env.name, run, "auto-deploy: the run has no artifact to deploy (set `artifact:` on the environment)");
+            continue;
+        };
+        let Ok(artifact) = artifact_ref(&state, &format!("{name}@{version}")) else {
+            continue;
+        };
+        let key = (project.clone(), env.name.clone());
+        if let Ok(mut p) = state.deployments.pending_auto.lock() {
+            p.insert(key.clone(), run);
+        }
+        // A busy environment is waited for; a newer green run's deploy supersedes this one.
+        for _ in 0..3600 {
+            let newest = state
+                .deployments
+                .pending_auto
+                .lock()
+                .ok()
+                .and_then(|p| p.get(&key).copied());
+            if newest != Some(run) {
+                break;
+            }
+            let ask = Ask {
+                project: project.clone(),
+                env: env.clone(),
+                artifact: artifact.clone(),
+                trigger: DeployTrigger::Pipeline { run },
+                rollback: false,
+            };
+            match begin(&state, ask).await {
+                Err(e) if e.status == StatusCode::CONFLICT && e.message.contains("is busy") => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(%project, environment = %env.name, run, error = %e.message, "auto-deploy refused");
+                    break;
+                }
+                Ok(_) => break,
+            }
+        }
+        if let Ok(mut p) = state.deployments.pending_auto.lock()
+            && p.get(&key) == Some(&run)
+        {
+            p.remove(&key);
+        }
+    }
+}
