@@ -57,6 +57,8 @@ struct Cx {
     started: Instant,
     /// Where the environment answers (its public port, or `url`).
     public_url: Option<String>,
+    /// A rollback: the andon cord does not stop it.
+    rollback: bool,
 }
 
 pub(crate) async fn run(state: Arc<AppState>, ask: Ask, deploy: u64, stable: Option<ArtifactRef>, ctl: Arc<Control>) {
@@ -75,6 +77,7 @@ pub(crate) async fn run(state: Arc<AppState>, ask: Ask, deploy: u64, stable: Opt
         weight: 0,
         started: Instant::now(),
         public_url,
+        rollback: ask.rollback,
     };
     let out = cx.deploy(&ask, stable).await;
     let finished = Event::now(
@@ -303,7 +306,7 @@ impl Cx {
         if let Some(reason) = self.ctl.abort_reason() {
             return Err(reason);
         }
-        if let Some(h) = self.ctl.halted() {
+        if let Some(h) = self.ctl.halted().filter(|_| !self.rollback) {
             self.record_step("halted", None, Some(h)).await;
             loop {
                 if let Some(reason) = self.ctl.abort_reason() {
