@@ -266,7 +266,8 @@ impl Driver for CommandDriver {
     async fn direct_url(&self, _r: &Release) -> Option<String> {
         None
     }
+    /// The script manages what runs; takt takes what it deployed last to be running.
     async fn running(&self, _r: &Release) -> bool {
-        false
+        true
     }
 }

@@ -360,7 +360,8 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
-    /// How a deployment ended: `succeeded`, `rolled_back`, `failed`, `unchanged` or `halted`.
+    /// How a deployment ended: `succeeded`, `rolled_back`, `rollback_failed` (its smoke checks
+    /// failed: the environment is halted), `failed` (it never took traffic) or `cancelled`.
     DeployFinished {
         environment: String,
         deploy: u64,

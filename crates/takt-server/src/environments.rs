@@ -219,7 +219,8 @@ impl EnvIndex {
                 if outcome == "unchanged" {
                     return;
                 }
-                if running.as_ref().map(|r| &r.digest) != v.running.as_ref().map(|r| &r.digest) {
+                let changed = running.as_ref().map(|r| &r.digest) != v.running.as_ref().map(|r| &r.digest);
+                if changed {
                     if let Some(old) = v.running.take()
                         && v.healthy
                     {
@@ -234,7 +235,10 @@ impl EnvIndex {
                     v.since = Some(rfc(e.at));
                     v.since_at = Some(e.at);
                 }
-                v.healthy = running.is_some() && (outcome == "succeeded" || outcome == "rolled_back");
+                // A failed deploy that never took traffic leaves what runs as healthy as it was.
+                if changed || outcome != "failed" {
+                    v.healthy = running.is_some() && (outcome == "succeeded" || outcome == "rolled_back");
+                }
                 if let Some(r) = &v.running {
                     v.ran.insert(format!("{}@{}", r.name, r.version), e.at);
                 }

@@ -1,0 +1,250 @@
+//! Deployment gates and the command driver, for real: the user's deploy script gets a verified
+//! read-only copy of the artifact; `requires`, `soak`, freeze windows, manual approval, one
+//! deploy per environment, an indefinite canary pause, and a rollback whose smoke checks fail
+//! (the environment is halted and an incident opened).
+
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
+mod common;
+use common::server::*;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use takt_server::auth::Scope;
+
+fn config(dir: &std::path::Path) -> String {
+    let script = dir.join("deploy.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         echo \"$TAKT_ENVIRONMENT $TAKT_DEPLOY_STEP $TAKT_TRAFFIC_WEIGHT $TAKT_ARTIFACT_VERSION $(stat -c %a \"$TAKT_ARTIFACT_PATH\") $(sha256sum < \"$TAKT_ARTIFACT_PATH\" | cut -c1-64) $GREETING\" >> \"$LOG\"\n",
+    )
+    .unwrap();
+    let (log, flag) = (dir.join("log"), dir.join("broken"));
+    let env = |name: &str, extra: &str| {
+        format!(
+            "  {name}:\n    driver: command\n    deploy: sh {}\n    variables: {{LOG: {}, GREETING: hello}}\n    smoke:\n      - command: test ! -f {}\n{extra}",
+            script.display(),
+            log.display(),
+            flag.display()
+        )
+    };
+    format!(
+        "jobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n{}{}{}{}{}",
+        env("stage", "    auto: true\n"),
+        env("prod", "    requires: [stage]\n    approval: manual\n"),
+        env("soaked", "    requires: [stage]\n    soak: 1h\n"),
+        env(
+            "frozen",
+            "    requires: [stage]\n    freeze:\n      - {cron: \"* * * * *\", duration: 1h, timezone: Europe/Berlin}\n"
+        ),
+        env(
+            "canary",
+            "    strategy:\n      canary: {steps: [{set_weight: 50}, {pause: {}}]}\n"
+        ),
+    )
+}
+
+async fn view(s: &Server, token: &str, env: &str) -> Value {
+    get_json(s, &format!("/api/v1/environments/app/{env}"), token).await
+}
+
+async fn settled(s: &Server, token: &str, env: &str, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = view(s, token, env).await;
+        let done = v["history"]
+            .as_array()
+            .map(|h| h.iter().filter(|d| d.get("outcome").is_some()).count())
+            .unwrap_or(0);
+        if done >= n && v["deploying"].is_null() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{env} did not settle: {v:#}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+async fn deploy(s: &Server, token: &str, env: &str, what: &str) -> (StatusCode, Value) {
+    post_json(s, &format!("/api/v1/environments/app/{env}/{what}"), token, json!({})).await
+}
+
+#[tokio::test]
+async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new(&[("takt.yml", &config(dir.path()))]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let ci = new_token(&s, &admin, Scope::Ci).await;
+    let dep = new_token(&s, &admin, Scope::Deploy).await;
+    add_project(&s, &admin, "app", repo.path()).await;
+    let log = dir.path().join("log");
+
+    // Green run 1 → stage; the script got a read-only (555) copy whose bytes are the artifact's.
+    let (st, b) = post_json(&s, "/api/v1/projects/app/trigger", &ci, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    finished_run(&s, &ci, "app", 1).await;
+    let v = settled(&s, &dep, "stage", 1).await;
+    let v1 = v["running"]["version"].as_str().unwrap().to_string();
+    let digest = v["running"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        lines,
+        format!("stage start 0 {v1} 555 {digest} hello\nstage route 100 {v1} 555 {digest} hello\n")
+    );
+
+    // Run 2 → stage runs v2. prod requires what it deploys to run healthy in stage first.
+    repo.commit(&[], "two");
+    post_json(&s, "/api/v1/projects/app/trigger", &ci, json!({"rev": "main"})).await;
+    finished_run(&s, &ci, "app", 2).await;
+    let v = settled(&s, &dep, "stage", 2).await;
+    let v2 = v["running"]["version"].as_str().unwrap().to_string();
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/prod/deploy",
+        &dep,
+        json!({"artifact": format!("app@{v1}")}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains(&format!(
+            "requires app@{v1} to run healthy in `stage` first (it runs app@{v2} there)"
+        )),
+        "{b}"
+    );
+    let (st, b) = deploy(&s, &dep, "soaked", "promote").await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("to soak in `stage` for 3600s"),
+        "{b}"
+    );
+    let (st, b) = deploy(&s, &dep, "frozen", "promote").await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("is frozen until"), "{b}");
+    assert!(!view(&s, &dep, "frozen").await["frozen_until"].is_null());
+
+    // prod needs approval: the deploy waits, a second request is refused, approve lets it go.
+    let (st, b) = deploy(&s, &dep, "prod", "promote").await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    until("prod waits for approval", || async {
+        view(&s, &dep, "prod").await["deploying"]["waiting_for_approval"] == true
+    })
+    .await;
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/prod/deploy",
+        &dep,
+        json!({"artifact": format!("app@{v2}")}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("is busy with deploy #1"), "{b}");
+    let out = takt()
+        .args(["approve", "prod", "--server", &s.base, "--token", &dep])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v = settled(&s, &dep, "prod", 1).await;
+    assert_eq!(v["running"]["version"], v2.as_str());
+    assert_eq!(v["history"][0]["outcome"], "succeeded");
+    let (st, _) = deploy(&s, &dep, "prod", "approve").await;
+    assert_eq!(st, StatusCode::CONFLICT, "nothing waits for approval now");
+
+    // A canary with an indefinite pause stops there until `takt resume`.
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/canary/deploy",
+        &dep,
+        json!({"artifact": format!("app@{v1}")}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    settled(&s, &dep, "canary", 1).await;
+    let out = takt()
+        .args([
+            "deploy",
+            "canary",
+            &format!("app@{v2}"),
+            "--server",
+            &s.base,
+            "--token",
+            &dep,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("is paused"), "{text}");
+    let v = view(&s, &dep, "canary").await;
+    assert_eq!(v["deploying"]["weight"], 50, "{v:#}");
+    let out = takt()
+        .args(["resume", "canary", "--server", &s.base, "--token", &dep])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v = settled(&s, &dep, "canary", 2).await;
+    assert_eq!(v["running"]["version"], v2.as_str());
+    assert_eq!(v["history"][0]["outcome"], "succeeded");
+
+    // Run 3 with every smoke check failing: stage rolls back to v2, whose checks fail too, so
+    // stage is halted and an incident opened; nothing further happens automatically.
+    std::fs::write(dir.path().join("broken"), "").unwrap();
+    repo.commit(&[], "three");
+    post_json(&s, "/api/v1/projects/app/trigger", &ci, json!({"rev": "main"})).await;
+    finished_run(&s, &ci, "app", 3).await;
+    let v = settled(&s, &dep, "stage", 3).await;
+    let d = &v["history"][0];
+    assert_eq!(d["outcome"], "rollback_failed", "{v:#}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the smoke checks failed after the rollback"),
+        "{d:#}"
+    );
+    assert_eq!(v["running"]["version"], v2.as_str());
+    assert!(
+        v["halted"]["reason"].as_str().unwrap().contains("smoke checks failed"),
+        "{v:#}"
+    );
+    let inc = get_json(&s, "/api/v1/events?kind=incident_opened", &admin).await;
+    assert_eq!(inc["events"][0]["environment"], "stage", "{inc:#}");
+    // Halted: no new deploy until resumed.
+    std::fs::remove_file(dir.path().join("broken")).unwrap();
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/stage/deploy",
+        &dep,
+        json!({"artifact": format!("app@{v1}")}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+
+    // Bad input: unknown environment, malformed artifact, missing reason, unknown field.
+    let (st, b) = deploy(&s, &dep, "nowhere", "promote").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("it has: stage, prod"), "{b}");
+    let (st, _) = post_json(
+        &s,
+        "/api/v1/environments/app/prod/deploy",
+        &dep,
+        json!({"artifact": "app"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = post_json(&s, "/api/v1/environments/app/prod/halt", &dep, json!({})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = post_json(
+        &s,
+        "/api/v1/environments/app/prod/deploy",
+        &dep,
+        json!({"artfact": "x@1"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
