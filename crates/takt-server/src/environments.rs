@@ -236,7 +236,7 @@ impl EnvIndex {
                     v.since_at = Some(e.at);
                 }
                 // A failed deploy that never took traffic leaves what runs as healthy as it was.
-                if changed || outcome != "failed" {
+                if changed || matches!(outcome.as_str(), "succeeded" | "rolled_back" | "rollback_failed") {
                     v.healthy = running.is_some() && (outcome == "succeeded" || outcome == "rolled_back");
                 }
                 if let Some(r) = &v.running {

@@ -40,6 +40,56 @@ pub fn supervisor(state: &AppState, project: &str, env: &Environment) -> Supervi
     }
 }
 
+/// After a restart: deploys the log shows in flight were cut off with the old server. Their
+/// traffic goes back to what ran before (a process/nginx environment's supervisor kept running
+/// all along), the new version is stopped, and each is recorded as `interrupted`.
+pub async fn recover(state: &Arc<AppState>) {
+    for v in state.deployments.index.all() {
+        let Some(f) = v.deploying.clone() else {
+            continue;
+        };
+        let env = crate::environments::environment(state, &v.project, &v.environment)
+            .await
+            .ok();
+        let mut reason = "the server stopped during this deploy".to_string();
+        if let (Some(env), Some(stable)) = (env, &v.running)
+            && env.driver != takt_pipeline::Driver::Command
+            && stable.digest != f.artifact.digest
+        {
+            let sup = supervisor(state, &v.project, &env);
+            let slot = |d: &str| d.trim_start_matches("sha256:").chars().take(12).collect::<String>();
+            let back = sup
+                .request(&takt_driver::protocol::Request::Route {
+                    weights: vec![(slot(&stable.digest), 100)],
+                })
+                .await;
+            let _ = sup
+                .request(&takt_driver::protocol::Request::Stop {
+                    slot: slot(&f.artifact.digest),
+                })
+                .await;
+            reason.push_str(match back {
+                Ok(_) => "; traffic went back to the version that ran before it",
+                Err(_) => "; the supervisor did not answer, so traffic is as it was left",
+            });
+        }
+        let e = Event::now(
+            &v.project,
+            None,
+            EventKind::DeployFinished {
+                environment: v.environment.clone(),
+                deploy: f.deploy,
+                outcome: "interrupted".into(),
+                running: v.running.clone(),
+                reason: Some(reason),
+            },
+        );
+        if let Err(e) = state.record(e).await {
+            tracing::error!(error = %e.message, "cannot record an interrupted deploy");
+        }
+    }
+}
+
 struct Outcome {
     outcome: &'static str,
     running: Option<ArtifactRef>,

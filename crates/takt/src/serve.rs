@@ -147,6 +147,10 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     takt_server::schedule::start(state.clone());
     takt_server::notify::start(state.clone());
     takt_server::environments::start_auto_deploy(state.clone());
+    {
+        let state = state.clone();
+        tokio::spawn(async move { takt_server::rollout::recover(&state).await });
+    }
     if config.poll_seconds > 0 {
         takt_server::hooks::start_polling(state.clone(), std::time::Duration::from_secs(config.poll_seconds));
     }

@@ -16,14 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use takt_server::auth::Scope;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn example(file: &str) -> String {
     std::fs::read_to_string(format!("{}/../../examples/deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
@@ -53,23 +45,6 @@ fn load(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<(u16,
 
 async fn env_view(s: &Server, token: &str, env: &str) -> Value {
     get_json(s, &format!("/api/v1/environments/shop/{env}"), token).await
-}
-
-/// Waits until `env` has no deploy in flight and has finished at least `n` deploys.
-async fn settled(s: &Server, token: &str, env: &str, n: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = env_view(s, token, env).await;
-        let done = v["history"]
-            .as_array()
-            .map(|h| h.iter().filter(|d| d.get("outcome").is_some()).count() as u64)
-            .unwrap_or(0);
-        if done >= n && v["deploying"].is_null() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{env} did not settle: {v:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn run_commit(s: &Server, ci: &str, n: u64) {
@@ -113,7 +88,7 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
 
     // 1. Green run → auto-deploy to staging (its first deploy goes straight to 100%).
     run_commit(&s, &ci, 1).await;
-    let v = settled(&s, &deployer, "staging", 1).await;
+    let v = settled(&s, &deployer, "shop", "staging", 1).await;
     assert_eq!(v["history"][0]["outcome"], "succeeded", "{v:#}");
     assert_eq!(v["healthy"], true);
     let v1 = v["running"]["version"].as_str().unwrap().to_string();
@@ -131,7 +106,7 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
     // Production requires staging: promote takes v1 there (first deploy: 100% at once).
     let out = cli(&s, &deployer, &["promote", "production"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    let v = settled(&s, &deployer, "production", 1).await;
+    let v = settled(&s, &deployer, "shop", "production", 1).await;
     assert_eq!(v["running"]["version"], v1.as_str());
     // Deploying what already runs is a no-op that says so.
     let out = cli(&s, &deployer, &["deploy", "production", &format!("app@{v1}")]);
@@ -146,7 +121,7 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
     let app2 = format!("{app}# v2\n");
     repo.commit(&[("app.py", &app2)], "v2");
     run_commit(&s, &ci, 2).await;
-    let v = settled(&s, &deployer, "staging", 2).await;
+    let v = settled(&s, &deployer, "shop", "staging", 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     let seen = during.await.unwrap();
@@ -177,7 +152,7 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("succeeded"), "{text}");
-    let v = settled(&s, &deployer, "production", 2).await;
+    let v = settled(&s, &deployer, "shop", "production", 2).await;
     assert_eq!(v["running"]["version"], v2.as_str());
     let steps: Vec<String> = v["history"][0]["steps"]
         .as_array()
@@ -203,7 +178,7 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
         "v3: broken",
     );
     run_commit(&s, &ci, 3).await;
-    let v = settled(&s, &deployer, "staging", 3).await;
+    let v = settled(&s, &deployer, "shop", "staging", 3).await;
     let v3 = v["running"]["version"].as_str().unwrap().to_string();
     assert!(v3.starts_with("3-"), "{v:#}");
 
@@ -214,7 +189,7 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("rolled_back"), "{text}");
-    let v = settled(&s, &deployer, "production", 3).await;
+    let v = settled(&s, &deployer, "shop", "production", 3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
     let seen = during.await.unwrap();
@@ -283,7 +258,7 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
     // Rollback still works while halted: back to v1, skipping analysis.
     let out = cli(&s, &deployer, &["rollback", "production"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    let v = settled(&s, &deployer, "production", 4).await;
+    let v = settled(&s, &deployer, "shop", "production", 4).await;
     assert_eq!(v["running"]["version"], v1.as_str(), "{v:#}");
     assert_eq!(v["history"][0]["strategy"], "rollback");
     let out = cli(&s, &deployer, &["resume", "production"]);

@@ -50,22 +50,6 @@ async fn view(s: &Server, token: &str, env: &str) -> Value {
     get_json(s, &format!("/api/v1/environments/app/{env}"), token).await
 }
 
-async fn settled(s: &Server, token: &str, env: &str, n: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = view(s, token, env).await;
-        let done = v["history"]
-            .as_array()
-            .map(|h| h.iter().filter(|d| d.get("outcome").is_some()).count())
-            .unwrap_or(0);
-        if done >= n && v["deploying"].is_null() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{env} did not settle: {v:#}");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-}
-
 async fn deploy(s: &Server, token: &str, env: &str, what: &str) -> (StatusCode, Value) {
     post_json(s, &format!("/api/v1/environments/app/{env}/{what}"), token, json!({})).await
 }
@@ -85,7 +69,7 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     let (st, b) = post_json(&s, "/api/v1/projects/app/trigger", &ci, json!({"rev": "main"})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
     finished_run(&s, &ci, "app", 1).await;
-    let v = settled(&s, &dep, "stage", 1).await;
+    let v = settled(&s, &dep, "app", "stage", 1).await;
     let v1 = v["running"]["version"].as_str().unwrap().to_string();
     let digest = v["running"]["digest"]
         .as_str()
@@ -102,7 +86,7 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     repo.commit(&[], "two");
     post_json(&s, "/api/v1/projects/app/trigger", &ci, json!({"rev": "main"})).await;
     finished_run(&s, &ci, "app", 2).await;
-    let v = settled(&s, &dep, "stage", 2).await;
+    let v = settled(&s, &dep, "app", "stage", 2).await;
     let v2 = v["running"]["version"].as_str().unwrap().to_string();
     let (st, b) = post_json(
         &s,
@@ -150,7 +134,7 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let v = settled(&s, &dep, "prod", 1).await;
+    let v = settled(&s, &dep, "app", "prod", 1).await;
     assert_eq!(v["running"]["version"], v2.as_str());
     assert_eq!(v["history"][0]["outcome"], "succeeded");
     let (st, _) = deploy(&s, &dep, "prod", "approve").await;
@@ -165,7 +149,7 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     )
     .await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
-    settled(&s, &dep, "canary", 1).await;
+    settled(&s, &dep, "app", "canary", 1).await;
     let out = takt()
         .args([
             "deploy",
@@ -187,7 +171,7 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let v = settled(&s, &dep, "canary", 2).await;
+    let v = settled(&s, &dep, "app", "canary", 2).await;
     assert_eq!(v["running"]["version"], v2.as_str());
     assert_eq!(v["history"][0]["outcome"], "succeeded");
 
@@ -197,7 +181,7 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     repo.commit(&[], "three");
     post_json(&s, "/api/v1/projects/app/trigger", &ci, json!({"rev": "main"})).await;
     finished_run(&s, &ci, "app", 3).await;
-    let v = settled(&s, &dep, "stage", 3).await;
+    let v = settled(&s, &dep, "app", "stage", 3).await;
     let d = &v["history"][0];
     assert_eq!(d["outcome"], "rollback_failed", "{v:#}");
     assert!(

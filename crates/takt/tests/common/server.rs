@@ -222,3 +222,29 @@ pub async fn get_status(s: &Server, path: &str, token: &str) -> StatusCode {
         .unwrap()
         .status()
 }
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until environment `project/env` has no deploy in flight and has finished at least `n`.
+pub async fn settled(s: &Server, token: &str, project: &str, env: &str, n: usize) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = get_json(s, &format!("/api/v1/environments/{project}/{env}"), token).await;
+        let done = v["history"]
+            .as_array()
+            .map(|h| h.iter().filter(|d| d.get("outcome").is_some()).count())
+            .unwrap_or(0);
+        if done >= n && v["deploying"].is_null() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{env} did not settle: {v:#}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}

@@ -1,0 +1,242 @@
+//! The other drivers and the supervisor, for real: traffic shared by a real nginx (Debian's
+//! package) from the upstream file takt writes; and the process driver's supervisor carrying
+//! traffic on while `takt serve` is killed with -9 and started again.
+
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
+mod common;
+use common::server::*;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use takt_server::auth::Scope;
+
+fn app() -> String {
+    std::fs::read_to_string(format!("{}/../../examples/deploy/app.py", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+const JOBS: &str = "jobs:\n  package:\n    script: [cp app.py app]\n    artifacts: {name: app, paths: [app]}\n";
+
+async fn green_run(s: &Server, ci: &str, n: u64) {
+    let (st, b) = post_json(s, "/api/v1/projects/web/trigger", ci, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(finished_run(s, ci, "web", n).await["status"], "success");
+}
+
+/// A fresh connection per request, so nginx's workers see each one.
+async fn versions(url: &str, n: usize) -> Vec<String> {
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let b = c.get(url).send().await.unwrap().text().await.unwrap();
+        out.push(b.trim().rsplit(' ').next().unwrap().to_string());
+    }
+    out
+}
+
+/// How many processes `pid` has as children (an nginx master's workers).
+fn children(pid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid …: the comm may hold spaces; split after its ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(|p| p == pid.to_string()))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+struct Nginx(std::process::Child);
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: a killed master leaves its workers behind.
+        let _ = std::process::Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn nginx_shares_a_canary_from_the_upstream_file_takt_writes() {
+    let Some(bin) = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        panic!("nginx is not installed (.ci/run installs nginx-light)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let port = free_port();
+    let upstream = dir.path().join("upstream.conf");
+    std::fs::write(&upstream, "upstream takt_live { server 127.0.0.1:9 down; }\n").unwrap();
+    std::fs::write(
+        dir.path().join("nginx.conf"),
+        format!(
+            "daemon off; worker_processes 1; pid {d}/pid; error_log {d}/err;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+               include {d}/upstream.conf;\n\
+               server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://takt_live; }} }} }}\n"
+        ),
+    )
+    .unwrap();
+    let nginx = Nginx(
+        std::process::Command::new(bin)
+            .args(["-p", &d, "-c", &format!("{d}/nginx.conf")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let yml = format!(
+        "{JOBS}environments:\n  live:\n    driver: nginx\n    url: http://127.0.0.1:{port}\n    upstream: {d}/upstream.conf\n    reload: {bin} -p {d} -c {d}/nginx.conf -s reload\n    start: exec python3 \"$TAKT_ARTIFACT_PATH\"\n    auto: true\n    strategy:\n      canary: {{steps: [{{set_weight: 50}}, {{pause: {{}}}}]}}\n"
+    );
+    let repo = Repo::new(&[("takt.yml", &yml), ("app.py", &app())]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let ci = new_token(&s, &admin, Scope::Ci).await;
+    let dep = new_token(&s, &admin, Scope::Deploy).await;
+    add_project(&s, &admin, "web", repo.path()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+
+    green_run(&s, &ci, 1).await;
+    let v = settled(&s, &dep, "web", "live", 1).await;
+    let v1 = v["running"]["version"].as_str().unwrap().to_string();
+    until("nginx serves v1", || {
+        let url = url.clone();
+        let v1 = v1.clone();
+        async move { versions(&url, 1).await == [v1] }
+    })
+    .await;
+
+    // v2 as a canary at 50%: nginx alternates between the versions (one worker, smooth WRR).
+    repo.commit(&[("app.py", &format!("{}# v2\n", app()))], "v2");
+    green_run(&s, &ci, 2).await;
+    until("the canary pauses at 50%", || async {
+        let v = get_json(&s, "/api/v1/environments/web/live", &dep).await;
+        v["deploying"]["action"] == "paused"
+    })
+    .await;
+    let v2 = get_json(&s, "/api/v1/environments/web/live", &dep).await["deploying"]["artifact"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = std::fs::read_to_string(&upstream).unwrap();
+    assert_eq!(file.matches("weight=50;").count(), 2, "{file}");
+    // After a reload the old worker serves the old configuration until it has gone: wait
+    // until the new one answers (v2 seen) and the old one has left.
+    let master = nginx.0.id();
+    until("nginx reloaded and its old worker gone", || {
+        let url = url.clone();
+        let v2 = v2.clone();
+        async move { versions(&url, 4).await.contains(&v2) && children(master) == 1 }
+    })
+    .await;
+    let seen = versions(&url, 20).await;
+    assert_eq!(seen.iter().filter(|v| **v == v2).count(), 10, "{seen:?}");
+    assert_eq!(seen.iter().filter(|v| **v == v1).count(), 10, "{seen:?}");
+
+    let (st, _) = post_json(&s, "/api/v1/environments/web/live/resume", &dep, json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    let v = settled(&s, &dep, "web", "live", 2).await;
+    assert_eq!(v["running"]["version"], v2.as_str());
+    let file = std::fs::read_to_string(&upstream).unwrap();
+    assert_eq!(file.matches("weight=100;").count(), 1, "{file}");
+    until("nginx serves only v2", || {
+        let url = url.clone();
+        let v2 = v2.clone();
+        async move { versions(&url, 6).await.iter().all(|x| *x == v2) }
+    })
+    .await;
+    let sock = dir.path().join("data/environments/web/live/supervisor/supervisor.sock");
+    let _ = std::fs::remove_file(sock);
+}
+
+#[tokio::test]
+async fn the_supervisor_keeps_serving_while_the_server_is_killed_and_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yml = format!(
+        "{JOBS}environments:\n  live:\n    port: {port}\n    start: exec python3 \"$TAKT_ARTIFACT_PATH\"\n    auto: true\n    strategy:\n      canary: {{steps: [{{set_weight: 20}}, {{pause: {{}}}}]}}\n"
+    );
+    let repo = Repo::new(&[("takt.yml", &yml), ("app.py", &app())]);
+    let data = dir.path().join("data");
+    let mut s = start(&data, &[("TAKT_ADMIN_TOKEN", "admin-secret-token-1")]);
+    let admin = "admin-secret-token-1".to_string();
+    let dep = new_token(&s, &admin, Scope::Deploy).await;
+    add_project(&s, &admin, "web", repo.path()).await;
+    green_run(&s, &admin, 1).await;
+    let v = settled(&s, &dep, "web", "live", 1).await;
+    let v1 = v["running"]["version"].as_str().unwrap().to_string();
+    // v2 stops at 20%, paused; then the server dies.
+    repo.commit(&[("app.py", &format!("{}# v2\n", app()))], "v2");
+    green_run(&s, &admin, 2).await;
+    until("the canary pauses", || async {
+        get_json(&s, "/api/v1/environments/web/live", &dep).await["deploying"]["action"] == "paused"
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let url = format!("http://127.0.0.1:{port}/");
+        tokio::spawn(async move {
+            let c = reqwest::Client::builder().no_proxy().build().unwrap();
+            let (mut ok, mut failed) = (0u32, 0u32);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s = start(&data, &[("TAKT_ADMIN_TOKEN", "admin-secret-token-1")]);
+    // The cut-off deploy is recorded as interrupted, and its traffic goes back to v1.
+    let v = settled(&s, &dep, "web", "live", 2).await;
+    assert_eq!(v["history"][0]["outcome"], "interrupted", "{v:#}");
+    assert_eq!(v["running"]["version"], v1.as_str());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed) = load.await.unwrap();
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed while the server was down ({ok} ok)"
+    );
+    assert!(ok > 50, "too little load to tell: {ok}");
+    let seen = versions(&format!("http://127.0.0.1:{port}/"), 10).await;
+    assert!(seen.iter().all(|x| *x == v1), "{seen:?}");
+    // The new server drives the same supervisor: v2 again, and this time it is resumed.
+    let v2 = v["history"][0]["artifact"]["version"].as_str().unwrap().to_string();
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/web/live/deploy",
+        &dep,
+        json!({"artifact": format!("app@{v2}")}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    until("paused again", || async {
+        get_json(&s, "/api/v1/environments/web/live", &dep).await["deploying"]["action"] == "paused"
+    })
+    .await;
+    post_json(&s, "/api/v1/environments/web/live/resume", &dep, json!({})).await;
+    let v = settled(&s, &dep, "web", "live", 3).await;
+    assert_eq!(v["running"]["version"], v2.as_str(), "{v:#}");
+    let sock = data.join("environments/web/live/supervisor/supervisor.sock");
+    let _ = std::fs::remove_file(sock);
+}
