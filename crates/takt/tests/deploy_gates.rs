@@ -10,7 +10,6 @@ use common::server::*;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
 use takt_server::auth::Scope;
 
 fn config(dir: &std::path::Path) -> String {
