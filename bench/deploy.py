@@ -52,7 +52,7 @@ environments:
       canary:
         steps:
           - set_weight: 20
-          - analysis: {{interval: 1s, count: 3, metric: proxy, failure_condition: error_rate > 0.05}}
+          - analysis: {{initial_delay: 1s, interval: 1s, count: 3, metric: proxy, failure_condition: error_rate > 0.05}}
 """
     repo = new_repo(yml, {"app.py": app})
     srv = Server(takt)

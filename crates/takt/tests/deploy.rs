@@ -218,7 +218,7 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
         .collect();
     assert!(
         fails.len() >= 3,
-        "the canary got too little traffic to judge: {} failures of {}",
+        "the canary got too little traffic to judge: {} failures of {}: {d:#}",
         fails.len(),
         seen.len()
     );
