@@ -645,6 +645,11 @@ pub async fn show(
         .unwrap_or_default();
     let mut j = view_json(&state, &project, &e, view);
     j["history"] = json!(history);
+    if e.driver != takt_pipeline::Driver::Command {
+        // What the supervisor runs now: per version its weight, instances and traffic.
+        let status = crate::rollout::supervisor(&state, &project, &e).status().await;
+        j["supervisor"] = json!(status);
+    }
     Ok(Json(j))
 }
 

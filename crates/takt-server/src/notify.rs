@@ -40,6 +40,8 @@ pub fn event_type(kind: &str) -> String {
         "job_finished" => "dev.cdevents.taskrun.finished.0.2.0".into(),
         "artifact_stored" => "dev.cdevents.artifact.published.0.2.0".into(),
         "commit_seen" => "dev.cdevents.change.merged.0.2.0".into(),
+        "deploy_finished" => "dev.cdevents.service.deployed.0.2.0".into(),
+        "incident_opened" => "dev.cdevents.incident.detected.0.2.0".into(),
         other => format!("dev.takt.{other}.v1"),
     }
 }
@@ -61,6 +63,8 @@ pub fn cloudevent(e: &Event) -> Value {
         EventKind::RunQueued { .. } | EventKind::RunStarted => ("pipelineRun", None),
         EventKind::JobStarted { .. } => ("taskRun", None),
         EventKind::ArtifactStored { .. } => ("artifact", None),
+        EventKind::DeployFinished { outcome, .. } => ("service", Some(outcome.clone())),
+        EventKind::IncidentOpened { .. } => ("incident", None),
         _ => ("takt", None),
     };
     json!({
@@ -81,6 +85,10 @@ pub fn cloudevent(e: &Event) -> Value {
 
 /// The Slack message for an event, if it is one Slack hears about.
 pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Option<Value> {
+    if let EventKind::IncidentOpened { environment, reason } = &e.kind {
+        let text = format!(":rotating_light: {}/{environment} is halted: {reason}", e.project);
+        return Some(json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}));
+    }
     let EventKind::RunFinished {
         status,
         duration_ms,

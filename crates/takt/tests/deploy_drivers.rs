@@ -176,6 +176,24 @@ async fn the_supervisor_keeps_serving_while_the_server_is_killed_and_restarted()
     green_run(&s, &admin, 1).await;
     let v = settled(&s, &dep, "web", "live", 1).await;
     let v1 = v["running"]["version"].as_str().unwrap().to_string();
+    // A crashed instance is started again.
+    let inst = &v["supervisor"]["slots"][0]["instances"][0];
+    let pid = inst["pid"].as_u64().unwrap() as i32;
+    assert!(pid > 1, "{v:#}");
+    assert_eq!(inst["restarts"], 0, "{v:#}");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    until("the instance is started again", || async {
+        let v = get_json(&s, "/api/v1/environments/web/live", &dep).await;
+        let i = &v["supervisor"]["slots"][0]["instances"][0];
+        i["restarts"] == 1 && i["pid"].as_u64().is_some_and(|p| p as i32 != pid)
+    })
+    .await;
     // v2 stops at 20%, paused; then the server dies.
     repo.commit(&[("app.py", &format!("{}# v2\n", app()))], "v2");
     green_run(&s, &admin, 2).await;
