@@ -230,6 +230,9 @@ pub struct Environment {
     pub upstream: Option<String>,
     /// …and the command that makes nginx read it.
     pub reload: Option<String>,
+    /// `on_failure: pause`: a failed check or analysis pauses the deploy where it is (a person
+    /// then rolls back, or resumes to take the new version) instead of rolling back at once.
+    pub pause_on_failure: bool,
     pub pos: Pos,
 }
 

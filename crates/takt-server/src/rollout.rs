@@ -449,6 +449,58 @@ impl Cx {
                     reason: Some(reason),
                 }
             }
+            Err(Failure::Rollback(reason)) if self.env.pause_on_failure && !ask.rollback => {
+                self.record_step(
+                    "paused",
+                    None,
+                    Some(format!(
+                        "{reason}; paused instead of rolling back (on_failure: pause): `takt rollback {}` goes back, `takt resume {}` keeps the new version",
+                        self.env.name, self.env.name
+                    )),
+                )
+                .await;
+                let before = self.ctl.resumes.load(Ordering::SeqCst);
+                loop {
+                    if let Some(why) = self.ctl.abort_reason() {
+                        return match old {
+                            Some(o) => {
+                                self.roll_back(d, &new, &o, format!("{reason}; then {why}"), old_ref)
+                                    .await
+                            }
+                            None => Outcome {
+                                outcome: "failed",
+                                running: None,
+                                reason: Some(reason),
+                            },
+                        };
+                    }
+                    if self.ctl.resumes.load(Ordering::SeqCst) > before {
+                        break;
+                    }
+                    self.wait(self.now() + Duration::from_secs(3600)).await;
+                }
+                self.record_step("resumed", None, Some("the new version is kept".into()))
+                    .await;
+                match self.shift(d, &new, None, 100).await {
+                    Ok(()) => {
+                        if let Some(o) = &old
+                            && o.slot != new.slot
+                        {
+                            let _ = d.stop(o).await;
+                        }
+                        Outcome {
+                            outcome: "succeeded",
+                            running: Some(new_ref),
+                            reason: Some(format!("kept by a person after: {reason}")),
+                        }
+                    }
+                    Err(_) => Outcome {
+                        outcome: "failed",
+                        running: old_ref,
+                        reason: Some(reason),
+                    },
+                }
+            }
             Err(Failure::Rollback(reason)) => match old {
                 Some(o) => self.roll_back(d, &new, &o, reason, old_ref).await,
                 None => {

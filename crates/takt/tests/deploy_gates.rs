@@ -30,7 +30,7 @@ fn config(dir: &std::path::Path) -> String {
         )
     };
     format!(
-        "jobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n{}{}{}{}{}",
+        "jobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n{}{}{}{}{}{}",
         env("stage", "    auto: true\n"),
         env("prod", "    requires: [stage]\n    approval: manual\n"),
         env("soaked", "    requires: [stage]\n    soak: 1h\n"),
@@ -42,6 +42,7 @@ fn config(dir: &std::path::Path) -> String {
             "canary",
             "    strategy:\n      canary: {steps: [{set_weight: 50}, {pause: {}}]}\n"
         ),
+        env("careful", "    on_failure: pause\n"),
     )
 }
 
@@ -208,10 +209,50 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     .await;
     assert_eq!(st, StatusCode::CONFLICT, "{b}");
 
+    // on_failure: pause — a failed check stops the deploy where it is; a person rolls back.
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/careful/deploy",
+        &dep,
+        json!({"artifact": format!("app@{v1}")}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    settled(&s, &dep, "app", "careful", 1).await;
+    std::fs::write(dir.path().join("broken"), "").unwrap();
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/careful/deploy",
+        &dep,
+        json!({"artifact": format!("app@{v2}")}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    until("the failed deploy pauses", || async {
+        view(&s, &dep, "careful").await["deploying"]["action"] == "paused"
+    })
+    .await;
+    assert_eq!(view(&s, &dep, "careful").await["deploying"]["weight"], 100);
+    std::fs::remove_file(dir.path().join("broken")).unwrap();
+    let out = takt()
+        .args(["rollback", "careful", "--server", &s.base, "--token", &dep])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v = settled(&s, &dep, "app", "careful", 2).await;
+    assert_eq!(v["history"][0]["outcome"], "rolled_back", "{v:#}");
+    assert_eq!(v["running"]["version"], v1.as_str());
+
     // Bad input: unknown environment, malformed artifact, missing reason, unknown field.
     let (st, b) = deploy(&s, &dep, "nowhere", "promote").await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{b}");
-    assert!(b["error"].as_str().unwrap().contains("it has: stage, prod"), "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("it has: stage, prod, soaked, frozen, canary, careful"),
+        "{b}"
+    );
     let (st, _) = post_json(
         &s,
         "/api/v1/environments/app/prod/deploy",

@@ -25,6 +25,7 @@ const ENV_KEYS: &[&str] = &[
     "url",
     "upstream",
     "reload",
+    "on_failure",
 ];
 
 impl Cx {
@@ -93,6 +94,7 @@ impl Cx {
             url: None,
             upstream: None,
             reload: None,
+            pause_on_failure: false,
             pos: k.pos,
         };
         let ctx = format!("environment `{name}`");
@@ -160,6 +162,12 @@ impl Cx {
                 }
                 "upstream" => e.upstream = self.string(fv, "`upstream`"),
                 "reload" => e.reload = self.string(fv, "`reload`"),
+                "on_failure" => match self.string(fv, "`on_failure`").as_deref() {
+                    Some("rollback") => e.pause_on_failure = false,
+                    Some("pause") => e.pause_on_failure = true,
+                    Some(other) => self.err(fv.pos, format!("`on_failure` is `rollback` or `pause`, not `{other}`")),
+                    None => {}
+                },
                 _ => self.unknown_key(fk, ENV_KEYS, &ctx),
             }
         }
