@@ -30,7 +30,7 @@ fn config(dir: &std::path::Path) -> String {
         )
     };
     format!(
-        "jobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n{}{}{}{}{}{}",
+        "retention: {{keep_last: 1}}\njobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n{}{}{}{}{}{}",
         env("stage", "    auto: true\n"),
         env("prod", "    requires: [stage]\n    approval: manual\n"),
         env("soaked", "    requires: [stage]\n    soak: 1h\n"),
@@ -242,6 +242,12 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     let v = settled(&s, &dep, "app", "careful", 2).await;
     assert_eq!(v["history"][0]["outcome"], "rolled_back", "{v:#}");
     assert_eq!(v["running"]["version"], v1.as_str());
+
+    // Retention keeps what environments run (v2: stage, prod, canary; v1: careful) although
+    // `keep_last: 1` alone would delete both; v3 is the newest.
+    let (st, gc) = post_json(&s, "/api/v1/artifacts/gc", &admin, json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{gc}");
+    assert_eq!(gc["artifacts"], json!([]), "{gc:#}");
 
     // Bad input: unknown environment, malformed artifact, missing reason, unknown field.
     let (st, b) = deploy(&s, &dep, "nowhere", "promote").await;
