@@ -30,7 +30,7 @@ fn config(dir: &std::path::Path) -> String {
         )
     };
     format!(
-        "retention: {{keep_last: 1}}\njobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n{}{}{}{}{}{}",
+        "retention: {{keep_last: 1}}\njobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n{}{}{}{}{}{}{}",
         env("stage", "    auto: true\n"),
         env("prod", "    requires: [stage]\n    approval: manual\n"),
         env("soaked", "    requires: [stage]\n    soak: 1h\n"),
@@ -43,6 +43,13 @@ fn config(dir: &std::path::Path) -> String {
             "    strategy:\n      canary: {steps: [{set_weight: 50}, {pause: {}}]}\n"
         ),
         env("careful", "    on_failure: pause\n"),
+        env(
+            "measured",
+            &format!(
+                "    strategy:\n      canary:\n        steps:\n          - set_weight: 30\n          - analysis: {{interval: 50ms, count: 3, metric: {{command: test ! -f {}}}}}\n",
+                dir.join("bad-metric").display()
+            )
+        ),
     )
 }
 
@@ -243,6 +250,47 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     assert_eq!(v["history"][0]["outcome"], "rolled_back", "{v:#}");
     assert_eq!(v["running"]["version"], v1.as_str());
 
+    // A canary analysis by command: successful measurements promote; a failing one rolls back.
+    for (artifact, n) in [(&v1, 1), (&v2, 2)] {
+        let (st, b) = post_json(
+            &s,
+            "/api/v1/environments/app/measured/deploy",
+            &dep,
+            json!({"artifact": format!("app@{artifact}")}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+        let v = settled(&s, &dep, "app", "measured", n).await;
+        assert_eq!(v["history"][0]["outcome"], "succeeded", "{v:#}");
+    }
+    let d = &settled(&s, &dep, "app", "measured", 2).await["history"][0];
+    let verdicts: Vec<&str> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|st| st["action"] == "analysis")
+        .map(|st| st["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["successful"; 3], "{d:#}");
+    std::fs::write(dir.path().join("bad-metric"), "").unwrap();
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/measured/deploy",
+        &dep,
+        json!({"artifact": format!("app@{v1}")}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let v = settled(&s, &dep, "app", "measured", 3).await;
+    assert_eq!(v["history"][0]["outcome"], "rolled_back", "{v:#}");
+    assert_eq!(v["running"]["version"], v2.as_str());
+    assert!(
+        v["history"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("analysis at step 2 failed")
+    );
+
     // Retention keeps what environments run (v2: stage, prod, canary; v1: careful) although
     // `keep_last: 1` alone would delete both; v3 is the newest.
     let (st, gc) = post_json(&s, "/api/v1/artifacts/gc", &admin, json!({})).await;
@@ -256,7 +304,7 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
         b["error"]
             .as_str()
             .unwrap()
-            .contains("it has: stage, prod, soaked, frozen, canary, careful"),
+            .contains("it has: stage, prod, soaked, frozen, canary, careful, measured"),
         "{b}"
     );
     let (st, _) = post_json(
