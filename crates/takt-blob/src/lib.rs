@@ -12,6 +12,7 @@
 //! manifest is never visible, also after a crash.
 
 mod manifest;
+pub mod objects;
 mod pack;
 mod scrub;
 
@@ -55,6 +56,8 @@ pub enum BlobError {
     BadSignature { what: String, reason: String },
     #[error("no file matches the artifact paths {0:?}")]
     NothingToPack(Vec<String>),
+    #[error("object store: {0}")]
+    Remote(String),
 }
 
 pub(crate) fn io_err(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BlobError + use<> {

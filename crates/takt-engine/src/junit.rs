@@ -4,11 +4,14 @@ use quick_xml::events::{BytesStart, Event};
 use takt_model::{TestCase, TestCounts, TestOutcome};
 
 fn attr(e: &BytesStart, name: &str) -> Option<String> {
-    e.attributes().flatten().find(|a| a.key.as_ref() == name).and_then(|a| {
-        a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-            .ok()
-            .map(|v| v.into_owned())
-    })
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.as_ref() == name.as_bytes())
+        .and_then(|a| {
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .ok()
+                .map(|v| v.into_owned())
+        })
 }
 
 /// Parses one report. Malformed XML is an error naming the byte offset.
@@ -24,22 +27,22 @@ pub fn parse(xml: &[u8]) -> Result<Vec<TestCase>, String> {
             .read_event_into(&mut buf)
             .map_err(|e| format!("at byte {}: {e}", reader.buffer_position()))?;
         match ev {
-            Event::Start(e) if e.name().0 == "testsuite" => suites.push(attr(&e, "name").unwrap_or_default()),
-            Event::Empty(e) if e.name().0 == "testsuite" => {}
-            Event::Start(e) if e.name().0 == "testcase" => current = Some(case(&e, &suites)),
-            Event::Empty(e) if e.name().0 == "testcase" => out.push(case(&e, &suites)),
+            Event::Start(e) if e.name().0 == b"testsuite" => suites.push(attr(&e, "name").unwrap_or_default()),
+            Event::Empty(e) if e.name().0 == b"testsuite" => {}
+            Event::Start(e) if e.name().0 == b"testcase" => current = Some(case(&e, &suites)),
+            Event::Empty(e) if e.name().0 == b"testcase" => out.push(case(&e, &suites)),
             Event::Start(e) | Event::Empty(e) => {
                 if let Some(c) = current.as_mut() {
                     match e.name().0 {
-                        "failure" => c.outcome = TestOutcome::Failed,
-                        "error" => c.outcome = TestOutcome::Error,
-                        "skipped" => c.outcome = TestOutcome::Skipped,
+                        b"failure" => c.outcome = TestOutcome::Failed,
+                        b"error" => c.outcome = TestOutcome::Error,
+                        b"skipped" => c.outcome = TestOutcome::Skipped,
                         _ => {}
                     }
                 }
             }
-            Event::End(e) if e.name().0 == "testcase" => out.extend(current.take()),
-            Event::End(e) if e.name().0 == "testsuite" => {
+            Event::End(e) if e.name().0 == b"testcase" => out.extend(current.take()),
+            Event::End(e) if e.name().0 == b"testsuite" => {
                 suites.pop();
             }
             Event::Eof => break,

@@ -280,6 +280,16 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         range: Option<String>,
     },
+    /// An artifact was copied to the configured object store (`ok: false`: given up, `error`).
+    ArtifactReplicated {
+        name: String,
+        version: String,
+        digest: String,
+        target: String,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// Retention (`takt artifact gc --apply`) removed an artifact version.
     ArtifactDeleted {
         name: String,
@@ -437,6 +447,7 @@ impl EventKind {
             EventKind::TokenUsed { .. } => "token_used",
             EventKind::ArtifactDownloaded { .. } => "artifact_downloaded",
             EventKind::ArtifactDeleted { .. } => "artifact_deleted",
+            EventKind::ArtifactReplicated { .. } => "artifact_replicated",
             EventKind::ProjectAdded { .. } => "project_added",
             EventKind::ProjectUpdated { .. } => "project_updated",
             EventKind::JobProcess { .. } => "job_process",

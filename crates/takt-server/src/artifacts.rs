@@ -85,6 +85,121 @@ fn check(name: &str, version: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Makes sure the local disk has `name@version` and its blob, fetching what it lacks from the
+/// object store (if one is configured): a server with an empty data directory serves and
+/// deploys what another stored there.
+pub(crate) async fn ensure_local(state: &AppState, name: &str, version: &str) -> Result<(), ApiError> {
+    let Some(mirror) = &state.mirror else {
+        return Ok(());
+    };
+    check(name, version)?;
+    let engine = state.queue()?.engine.clone();
+    let internal = |e: takt_blob::BlobError| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string());
+    let m = match engine.manifests.get(name, version).map_err(internal)? {
+        Some(m) => m,
+        None => match mirror
+            .fetch_manifest(&engine.manifests, name, version)
+            .await
+            .map_err(internal)?
+        {
+            Some(m) => m,
+            None => return Ok(()),
+        },
+    };
+    let present = engine
+        .blobs
+        .path_of(&m.manifest.digest)
+        .map(|p| p.exists())
+        .unwrap_or(false);
+    if !present {
+        mirror
+            .fetch_blob(&engine.blobs, &m.manifest.digest)
+            .await
+            .map_err(internal)?;
+    }
+    Ok(())
+}
+
+/// Copies every newly stored artifact to the object store (if one is configured), in the
+/// background, each copy an `artifact_replicated` event; 5 attempts with backoff.
+pub fn start_replication(state: Arc<AppState>) {
+    let Some(mirror) = state.mirror.clone() else {
+        return;
+    };
+    let mut rx = state.store.follow();
+    let (tx, mut work) = tokio::sync::mpsc::channel::<Event>(10_000);
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) if matches!(e.kind, EventKind::ArtifactStored { .. }) => {
+                    if tx.send(e).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "replication fell behind the log");
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(e) = work.recv().await {
+            let EventKind::ArtifactStored {
+                name, version, digest, ..
+            } = &e.kind
+            else {
+                continue;
+            };
+            let Ok(engine) = state.queue().map(|q| q.engine.clone()) else {
+                return;
+            };
+            let mut last = None;
+            for attempt in 0..5u32 {
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
+                }
+                let m = match engine.manifests.get(name, version) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => {
+                        last = Some("the manifest is gone".to_string());
+                        break;
+                    }
+                    Err(err) => {
+                        last = Some(err.to_string());
+                        continue;
+                    }
+                };
+                match mirror.put_artifact(&engine.blobs, &m).await {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(err) => last = Some(err.to_string()),
+                }
+            }
+            if let Some(err) = &last {
+                tracing::error!(%name, %version, error = %err, "cannot copy an artifact to the object store");
+            }
+            let _ = state
+                .record(Event::now(
+                    &e.project,
+                    e.run,
+                    EventKind::ArtifactReplicated {
+                        name: name.clone(),
+                        version: version.clone(),
+                        digest: digest.clone(),
+                        target: mirror.url.clone(),
+                        ok: last.is_none(),
+                        error: last,
+                    },
+                ))
+                .await;
+        }
+    });
+}
+
 pub(crate) fn manifest(state: &AppState, name: &str, version: &str) -> Result<takt_blob::SignedManifest, ApiError> {
     check(name, version)?;
     state
@@ -102,6 +217,7 @@ pub async fn show(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Permission::Read)?;
+    ensure_local(&state, &name, &version).await?;
     let m = manifest(&state, &name, &version)?;
     let mut v = json!(m);
     v["in_toto"] = m.manifest.in_toto();
@@ -114,6 +230,7 @@ pub async fn download(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let who = authorize(&state, &headers, Permission::Read)?;
+    ensure_local(&state, &name, &version).await?;
     let m = manifest(&state, &name, &version)?.manifest;
     let engine = state.queue()?.engine.clone();
     let etag = format!("\"{}\"", m.digest);

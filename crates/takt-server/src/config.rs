@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub poll_seconds: u64,
     /// Largest artifact a push may send (413 above).
     pub max_artifact_bytes: u64,
+    /// An object store that keeps a copy of every artifact (`s3://BUCKET/PREFIX` or
+    /// `file:///PATH`); `None`: the local disk only.
+    pub artifact_store: Option<String>,
 }
 
 /// The config file (TOML). Every key is optional; unknown keys are errors.
@@ -50,6 +53,7 @@ pub struct ConfigFile {
     pub on_restart: Option<crate::queue::OnRestart>,
     pub poll_seconds: Option<u64>,
     pub max_artifact_bytes: Option<u64>,
+    pub artifact_store: Option<String>,
 }
 
 /// A number from the environment variable `var`, else the file's, else `default`.
@@ -188,6 +192,9 @@ impl ServerConfig {
             on_restart,
             poll_seconds,
             max_artifact_bytes,
+            artifact_store: env("TAKT_ARTIFACT_STORE")
+                .filter(|s| !s.is_empty())
+                .or(f.artifact_store),
         })
     }
 }

@@ -418,13 +418,14 @@ fn conflict(msg: impl Into<String>) -> ApiError {
 }
 
 /// The artifact `NAME@VERSION` as deployments name it.
-pub(crate) fn artifact_ref(state: &AppState, spec: &str) -> Result<ArtifactRef, ApiError> {
+pub(crate) async fn artifact_ref(state: &AppState, spec: &str) -> Result<ArtifactRef, ApiError> {
     let Some((name, version)) = spec.split_once('@') else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("`{spec}` is not NAME@VERSION"),
         ));
     };
+    crate::artifacts::ensure_local(state, name, version).await?;
     let m = crate::artifacts::manifest(state, name, version)?;
     Ok(ArtifactRef {
         name: m.manifest.name.clone(),
@@ -687,7 +688,7 @@ pub async fn deploy(
             "give the artifact: {\"artifact\": \"NAME@VERSION\"}",
         )
     })?;
-    let artifact = artifact_ref(&state, &spec)?;
+    let artifact = artifact_ref(&state, &spec).await?;
     let id = begin(
         &state,
         Ask {
@@ -766,7 +767,7 @@ pub async fn rollback(
     }
     let view = state.deployments.index.get(&project, &env).unwrap_or_default();
     let artifact = match &b.artifact {
-        Some(spec) => artifact_ref(&state, spec)?,
+        Some(spec) => artifact_ref(&state, spec).await?,
         None => view
             .previous
             .first()
@@ -970,7 +971,7 @@ async fn auto_deploy(state: Arc<AppState>, project: String, run: u64) {
             tracing::warn!(%project, environment = %env.name, run, "auto-deploy: the run has no artifact to deploy (set `artifact:` on the environment)");
             continue;
         };
-        let Ok(artifact) = artifact_ref(&state, &format!("{name}@{version}")) else {
+        let Ok(artifact) = artifact_ref(&state, &format!("{name}@{version}")).await else {
             continue;
         };
         let key = (project.clone(), env.name.clone());

@@ -129,6 +129,8 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     /// Environments: what runs where, and their controls.
     pub deployments: environments::Deployments,
+    /// The object store that keeps a copy of every artifact, if one is configured.
+    pub mirror: Option<Arc<takt_blob::objects::ObjectMirror>>,
 }
 
 impl AppState {

@@ -246,6 +246,9 @@ impl Cx {
 
     /// A verified read-only copy of the artifact (an archive unpacked beside it).
     async fn prepare(&self, a: &ArtifactRef) -> Result<Release, String> {
+        crate::artifacts::ensure_local(&self.state, &a.name, &a.version)
+            .await
+            .map_err(|e| e.message)?;
         let m = crate::artifacts::manifest(&self.state, &a.name, &a.version).map_err(|e| e.message)?;
         let engine = self.state.queue().map_err(|e| e.message)?.engine.clone();
         let hex = a.digest.trim_start_matches("sha256:").to_string();

@@ -97,6 +97,12 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     };
     let mut engine = takt_engine::Engine::new(executor, store.clone(), &data).map_err(|e| (1, e.into()))?;
     engine.record_pids = true;
+    let mirror = match &config.artifact_store {
+        Some(url) => Some(Arc::new(
+            takt_blob::objects::ObjectMirror::from_url(url).map_err(|e| (2, e.into()))?,
+        )),
+        None => None,
+    };
     let key =
         takt_server::secrets::SecretKey::load(&data.root, config.secret_key.as_deref()).map_err(|e| (2, e.into()))?;
     let key = Arc::new(key);
@@ -143,10 +149,12 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         token_uses: Default::default(),
         data_dir: data.root.clone(),
         deployments: takt_server::environments::Deployments::new(envs, shim_program.clone()),
+        mirror,
     });
     takt_server::schedule::start(state.clone());
     takt_server::notify::start(state.clone());
     takt_server::environments::start_auto_deploy(state.clone());
+    takt_server::artifacts::start_replication(state.clone());
     {
         let state = state.clone();
         tokio::spawn(async move { takt_server::rollout::recover(&state).await });

@@ -431,3 +431,56 @@ async fn gc_follows_retention_of_the_default_branch_and_fsck_finds_corrupt_and_m
             .exists()
     );
 }
+
+#[tokio::test]
+async fn a_configured_object_store_keeps_a_copy_that_another_server_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}/objects", dir.path().display());
+    let env = [("TAKT_ARTIFACT_STORE", store.as_str())];
+    let a = start(&dir.path().join("a"), &env);
+    let admin_a = a.printed_token.clone().unwrap();
+    let ci = new_token(&a, &admin_a, Scope::Ci).await;
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let r = client()
+        .put(format!("{}/api/v1/artifacts/app/1.0.0?project=web", a.base))
+        .bearer_auth(&ci)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    until("the artifact is replicated", || async {
+        let ev = get_json(&a, "/api/v1/events?kind=artifact_replicated", &admin_a).await;
+        ev["events"][0]["ok"] == true
+    })
+    .await;
+    let ev = get_json(&a, "/api/v1/events?kind=artifact_replicated", &admin_a).await;
+    assert_eq!(ev["events"][0]["target"], store.as_str());
+
+    // Server B has an empty data directory and the same object store.
+    let b = start(&dir.path().join("b"), &env);
+    let admin_b = b.printed_token.clone().unwrap();
+    let m = get_json(&b, "/api/v1/artifacts/app/1.0.0", &admin_b).await;
+    assert_eq!(m["manifest"]["provenance"]["project"], "web", "{m}");
+    let got = client()
+        .get(format!("{}/api/v1/artifacts/app/1.0.0/blob", b.base))
+        .bearer_auth(&admin_b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), &body[..]);
+    // Signed by A's key: B's key differs, so B's verify says so (the manifest names its key).
+    let key_a = get_json(&a, "/api/v1/keys", &admin_a).await["keys"][0]["public_key"].clone();
+    assert_eq!(m["key"], key_a);
+
+    // A bad store URL stops the server at start with the reason (exit code 2).
+    let out = takt()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("c"))
+        .env("TAKT_ARTIFACT_STORE", "ftp://nowhere")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use s3://BUCKET/PREFIX or file:///PATH"));
+}
