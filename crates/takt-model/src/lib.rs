@@ -280,6 +280,15 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         range: Option<String>,
     },
+    /// Artifacts were listed (`name`/`version` absent) or a manifest shown, by the named token.
+    ArtifactRead {
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        token: String,
+    },
     /// An artifact was copied to the configured object store (`ok: false`: given up, `error`).
     ArtifactReplicated {
         name: String,
@@ -448,6 +457,7 @@ impl EventKind {
             EventKind::ArtifactDownloaded { .. } => "artifact_downloaded",
             EventKind::ArtifactDeleted { .. } => "artifact_deleted",
             EventKind::ArtifactReplicated { .. } => "artifact_replicated",
+            EventKind::ArtifactRead { .. } => "artifact_read",
             EventKind::ProjectAdded { .. } => "project_added",
             EventKind::ProjectUpdated { .. } => "project_updated",
             EventKind::JobProcess { .. } => "job_process",

@@ -44,9 +44,21 @@ pub async fn list(
     headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
+    let who = authorize(&state, &headers, Permission::Read)?;
     let q = query(q)?;
     let limit = page_limit(q.limit)? as usize;
+    state
+        .record(Event::now(
+            q.project.as_deref().unwrap_or(""),
+            None,
+            EventKind::ArtifactRead {
+                action: "list".into(),
+                name: q.name.clone(),
+                version: None,
+                token: who.name.clone(),
+            },
+        ))
+        .await?;
     let events = state
         .store
         .events(&EventFilter {
@@ -216,9 +228,21 @@ pub async fn show(
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
+    let who = authorize(&state, &headers, Permission::Read)?;
     ensure_local(&state, &name, &version).await?;
     let m = manifest(&state, &name, &version)?;
+    state
+        .record(Event::now(
+            &m.manifest.provenance.project,
+            None,
+            EventKind::ArtifactRead {
+                action: "show".into(),
+                name: Some(name.clone()),
+                version: Some(version.clone()),
+                token: who.name.clone(),
+            },
+        ))
+        .await?;
     let mut v = json!(m);
     v["in_toto"] = m.manifest.in_toto();
     Ok(Json(v))

@@ -104,6 +104,21 @@ async fn artifacts_are_listed_shown_and_downloaded_verified() {
     let ev = get_json(&s, "/api/v1/events?kind=artifact_downloaded", &read).await;
     assert_eq!(ev["events"].as_array().unwrap().len(), 2, "a 304 is no download: {ev}");
     assert_eq!(ev["events"][0]["project"], "demo");
+    // Lists and shows are reads too: each an event naming the token.
+    let ev = get_json(&s, "/api/v1/events?kind=artifact_read", &read).await;
+    let reads: Vec<(String, String)> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["version"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(reads[0], ("list".to_string(), "-".to_string()), "{ev}");
+    assert!(reads.contains(&("show".to_string(), version.clone())), "{ev}");
 
     // Corrupt the stored blob: the whole download is cut short, never complete; then it is
     // quarantined and the API says so.
