@@ -73,7 +73,8 @@ pub struct EnvView {
     /// Artifacts that ran healthy here before, newest first: what a rollback goes back to.
     pub previous: Vec<ArtifactRef>,
     pub last_deploy: u64,
-    /// When each artifact version last ran here ("name@version" → time).
+    /// When each artifact version last ran here ("name@version" → until when, or since when
+    /// for the one running now).
     #[serde(skip)]
     pub ran: BTreeMap<String, OffsetDateTime>,
     #[serde(skip)]
@@ -221,6 +222,10 @@ impl EnvIndex {
                 }
                 let changed = running.as_ref().map(|r| &r.digest) != v.running.as_ref().map(|r| &r.digest);
                 if changed {
+                    // What ran here until now: retention counts `keep_deployed_days` from here.
+                    if let Some(old) = &v.running {
+                        v.ran.insert(format!("{}@{}", old.name, old.version), e.at);
+                    }
                     if let Some(old) = v.running.take()
                         && v.healthy
                     {
@@ -1012,5 +1017,58 @@ async fn auto_deploy(state: Arc<AppState>, project: String, run: u64) {
         {
             p.remove(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn art(v: &str) -> ArtifactRef {
+        ArtifactRef {
+            name: "app".into(),
+            version: v.into(),
+            digest: format!("sha256:{}", v.repeat(64).chars().take(64).collect::<String>()),
+            commit: None,
+        }
+    }
+
+    fn finished(deploy: u64, v: &str, days_ago: i64) -> Event {
+        let mut e = Event::now(
+            "p",
+            None,
+            EventKind::DeployFinished {
+                environment: "prod".into(),
+                deploy,
+                outcome: "succeeded".into(),
+                running: Some(art(v)),
+                reason: None,
+            },
+        );
+        e.at -= time_days(days_ago as u32);
+        e
+    }
+
+    #[test]
+    fn retention_keeps_what_runs_the_rollback_target_and_what_ran_within_the_days() {
+        let index = EnvIndex::default();
+        // Deployed one after another: 1 thirty days ago, 2 five, 3 three, 4 now.
+        for (i, (v, days)) in [("1", 30), ("2", 5), ("3", 3), ("4", 0)].into_iter().enumerate() {
+            index.apply(&finished(i as u64 + 1, v, days));
+        }
+        let keep = |days: Option<u32>| {
+            let mut m = HashMap::new();
+            if let Some(d) = days {
+                m.insert("p".to_string(), d);
+            }
+            let mut k: Vec<String> = index.protected(&m).into_iter().map(|(_, v)| v).collect();
+            k.sort();
+            k
+        };
+        // Without keep_deployed_days: what runs (4) and what a rollback goes back to (3).
+        assert_eq!(keep(None), ["3", "4"]);
+        // 1 ran until 5 days ago (then 2 replaced it), 2 until 3 days ago.
+        assert_eq!(keep(Some(4)), ["2", "3", "4"]);
+        assert_eq!(keep(Some(7)), ["1", "2", "3", "4"]);
     }
 }
