@@ -258,3 +258,134 @@ async fn the_supervisor_keeps_serving_while_the_server_is_killed_and_restarted()
     let sock = data.join("environments/web/live/supervisor/supervisor.sock");
     let _ = std::fs::remove_file(sock);
 }
+
+/// Kills a child process when dropped.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_canary_analysis_by_prometheus_query_promotes_or_rolls_back() {
+    assert!(
+        std::path::Path::new("/usr/bin/prometheus").exists(),
+        "prometheus is not installed (.ci/run installs Debian's package)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    // An exporter whose one metric is whatever the file `value` says.
+    let exporter_port = free_port();
+    std::fs::write(dir.path().join("value"), "0\n").unwrap();
+    let _exporter = Child(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import http.server\n\
+                 class H(http.server.BaseHTTPRequestHandler):\n\
+                 \x20   def do_GET(self):\n\
+                 \x20       b = ('canary_error_ratio ' + open('{d}/value').read()).encode()\n\
+                 \x20       self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n\
+                 \x20   def log_message(self, *a): pass\n\
+                 http.server.HTTPServer(('127.0.0.1', {exporter_port}), H).serve_forever()\n"
+            ))
+            .spawn()
+            .unwrap(),
+    );
+    let prom_port = free_port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n  - job_name: canary\n    static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Child(
+        std::process::Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={d}/prometheus.yml"))
+            .arg(format!("--storage.tsdb.path={d}/tsdb"))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    until("prometheus has the metric", || {
+        let url = format!("{prom}/api/v1/query?query=canary_error_ratio");
+        async move {
+            match client().get(&url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default().contains("canary_error_ratio"),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+
+    let yml = format!(
+        "jobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\n\
+         environments:\n  live:\n    driver: command\n    deploy: \"true\"\n    strategy:\n      canary:\n        steps:\n\
+         \x20         - set_weight: 10\n\
+         \x20         - analysis:\n              initial_delay: 2s\n              interval: 1s\n              count: 2\n\
+         \x20             metric: {{prometheus: {{url: \"{prom}\", query: canary_error_ratio}}}}\n\
+         \x20             success_condition: result < 0.1\n"
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "web", repo.path()).await;
+    green_run(&s, &admin, 1).await;
+    repo.commit(&[], "two");
+    green_run(&s, &admin, 2).await;
+    let list = get_json(&s, "/api/v1/artifacts?project=web", &admin).await;
+    let (v2, v1) = (
+        list["artifacts"][0]["version"].as_str().unwrap().to_string(),
+        list["artifacts"][1]["version"].as_str().unwrap().to_string(),
+    );
+    let deploy = |v: String| {
+        let s = &s;
+        let admin = admin.clone();
+        async move {
+            let (st, b) = post_json(
+                s,
+                "/api/v1/environments/web/live/deploy",
+                &admin,
+                json!({"artifact": format!("app@{v}")}),
+            )
+            .await;
+            assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+        }
+    };
+    deploy(v1.clone()).await;
+    settled(&s, &admin, "web", "live", 1).await;
+    // The query answers 0: both measurements succeed, v2 is promoted.
+    deploy(v2.clone()).await;
+    let v = settled(&s, &admin, "web", "live", 2).await;
+    assert_eq!(v["history"][0]["outcome"], "succeeded", "{v:#}");
+    let details: Vec<&str> = v["history"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|st| st["action"] == "analysis")
+        .map(|st| st["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(details, ["result=0.0000"; 2], "{v:#}");
+    // Now it answers 0.5: the first measurement fails and v1 goes back to v2.
+    std::fs::write(dir.path().join("value"), "0.5\n").unwrap();
+    deploy(v1.clone()).await;
+    let v = settled(&s, &admin, "web", "live", 3).await;
+    let d = &v["history"][0];
+    assert_eq!(d["outcome"], "rolled_back", "{v:#}");
+    assert!(
+        d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|st| st["action"] == "analysis" && st["verdict"] == "failed" && st["detail"] == "result=0.5000"),
+        "{d:#}"
+    );
+    assert_eq!(v["running"]["version"], v2.as_str());
+}
