@@ -696,20 +696,18 @@ impl Cx {
             .await;
             tokio::spawn(async move {
                 tokio::time::sleep(keep_old).await;
+                // Not while a deploy is in flight (it may be rolling back to the old colour).
+                let ctl = state.deployments.control(&project, &env.name);
+                while ctl.busy.lock().ok().and_then(|b| *b).is_some() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 let live = state
                     .deployments
                     .index
                     .get(&project, &env.name)
                     .and_then(|v| v.running)
                     .is_some_and(|r| r.digest == o.digest);
-                let busy = state
-                    .deployments
-                    .control(&project, &env.name)
-                    .busy
-                    .lock()
-                    .ok()
-                    .and_then(|b| *b);
-                if !live && busy.is_none() {
+                if !live {
                     let sup = supervisor(&state, &project, &env);
                     let _ = sup
                         .request(&takt_driver::protocol::Request::Stop { slot: o.slot.clone() })

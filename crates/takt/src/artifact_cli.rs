@@ -175,22 +175,44 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
             if !meta.is_file() {
                 bail!(BadInput(format!("{} is not a file", file.display())));
             }
-            // One pass: the file is sent as a blob while another thread hashes it; the artifact
-            // is named only when the server's digest of what it got equals ours.
-            let hashing = tokio::task::spawn_blocking({
-                let f = file.clone();
-                move || sha256_file(&f)
+            // One pass: a reader thread reads the file once and hands each piece both to the
+            // request body and to a hashing thread; the artifact is named only when the
+            // server's digest of what it got equals ours.
+            let (body_tx, body_rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+            let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(8);
+            let hashing = tokio::task::spawn_blocking(move || {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                for piece in hash_rx {
+                    h.update(&piece);
+                }
+                format!("sha256:{}", hex::encode(h.finalize()))
             });
-            let f = tokio::fs::File::open(&file).await?;
-            let mut progress = Progress::new(meta.len());
-            let stream = futures_util::stream::unfold((f, vec![0u8; 1 << 20]), |(mut f, mut buf)| async move {
-                use tokio::io::AsyncReadExt;
-                match f.read(&mut buf).await {
-                    Ok(0) => None,
-                    Ok(n) => Some((Ok::<_, std::io::Error>(buf[..n].to_vec()), (f, buf))),
-                    Err(e) => Some((Err(e), (f, buf))),
+            let mut f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            std::thread::spawn(move || {
+                use std::io::Read;
+                loop {
+                    let mut buf = vec![0u8; 1 << 20];
+                    match f.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            let piece = bytes::Bytes::from(buf);
+                            if hash_tx.send(piece.clone()).is_err() || body_tx.blocking_send(Ok(piece)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = body_tx.blocking_send(Err(e));
+                            return;
+                        }
+                    }
                 }
             });
+            let mut progress = Progress::new(meta.len());
+            let stream =
+                futures_util::stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
             let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<u64>();
             let stream = futures_util::StreamExt::inspect(stream, move |c| {
                 if let Ok(c) = c {
@@ -212,7 +234,7 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
             };
             progress.done();
             let blob: serde_json::Value = sent?.json().await.context("reading the server's answer")?;
-            let digest = hashing.await??;
+            let digest = hashing.await?;
             if blob["digest"].as_str() != Some(digest.as_str()) {
                 bail!(
                     "the server received bytes hashing to {}, but {} hashes to {digest} (did it change while being sent?); no artifact was made",

@@ -389,3 +389,113 @@ async fn a_canary_analysis_by_prometheus_query_promotes_or_rolls_back() {
     );
     assert_eq!(v["running"]["version"], v2.as_str());
 }
+
+#[tokio::test]
+async fn rolling_blue_green_with_a_preview_port_and_a_canary_with_a_timed_pause_and_an_http_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let (roll, bg, preview, can) = (free_port(), free_port(), free_port(), free_port());
+    let common = "    start: exec python3 \"$TAKT_ARTIFACT_PATH\"\n    instances: 2\n    smoke: [{http: {path: /healthz, body: ok}}]\n";
+    let yml = format!(
+        "{JOBS}environments:\n\
+         \x20 roll:\n    port: {roll}\n{common}    strategy: {{rolling: {{batch: 1}}}}\n\
+         \x20 bg:\n    port: {bg}\n{common}    strategy: {{blue_green: {{preview_port: {preview}, keep_old: 1s}}}}\n\
+         \x20 can:\n    port: {can}\n{common}    strategy:\n      canary:\n        steps:\n\
+         \x20         - set_weight: 50\n          - pause: 1s\n\
+         \x20         - analysis: {{count: 2, interval: 100ms, metric: {{http: {{path: /healthz, status: 200}}}}}}\n"
+    );
+    let repo = Repo::new(&[("takt.yml", &yml), ("app.py", &app())]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "web", repo.path()).await;
+    green_run(&s, &admin, 1).await;
+    repo.commit(&[("app.py", &format!("{}# v2\n", app()))], "v2");
+    green_run(&s, &admin, 2).await;
+    let list = get_json(&s, "/api/v1/artifacts?project=web", &admin).await;
+    let (v2, v1) = (
+        list["artifacts"][0]["version"].as_str().unwrap().to_string(),
+        list["artifacts"][1]["version"].as_str().unwrap().to_string(),
+    );
+    for env in ["roll", "bg", "can"] {
+        for (v, n) in [(&v1, 1), (&v2, 2)] {
+            let (st, b) = post_json(
+                &s,
+                &format!("/api/v1/environments/web/{env}/deploy"),
+                &admin,
+                json!({"artifact": format!("app@{v}")}),
+            )
+            .await;
+            assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+            let v = settled(&s, &admin, "web", env, n).await;
+            assert_eq!(v["history"][0]["outcome"], "succeeded", "{env}: {v:#}");
+        }
+    }
+    let steps = |v: &serde_json::Value| -> Vec<String> {
+        v["history"][0]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|st| format!("{} {}", st["action"].as_str().unwrap(), st["weight"]))
+            .collect()
+    };
+    // Rolling, one instance of two at a time: 50%, then 100%, smoke-checked after each batch.
+    let v = get_json(&s, "/api/v1/environments/web/roll", &admin).await;
+    let st = steps(&v);
+    for want in [
+        "set_weight 50",
+        "smoke batch 1/2 50",
+        "set_weight 100",
+        "smoke batch 2/2 100",
+    ] {
+        assert!(st.contains(&want.to_string()), "{want}: {st:?}");
+    }
+    assert_eq!(
+        v["supervisor"]["slots"].as_array().unwrap().len(),
+        1,
+        "the old version is stopped"
+    );
+    // Blue/green: the idle colour was smoke-checked on the preview port, then took everything;
+    // the old colour is stopped after keep_old (1 s).
+    let v = get_json(&s, "/api/v1/environments/web/bg", &admin).await;
+    let d = &v["history"][0]["steps"];
+    assert!(
+        d.as_array().unwrap().iter().any(|st| st["action"] == "smoke preview"
+            && st["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("GET http://127.0.0.1:{preview}/healthz → 200"))),
+        "{d:#}"
+    );
+    until("the old colour is stopped after keep_old", || async {
+        let v = get_json(&s, "/api/v1/environments/web/bg", &admin).await;
+        v["supervisor"]["slots"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+    // Canary: 50%, a timed pause of 1 s, then two successful http measurements.
+    let v = get_json(&s, "/api/v1/environments/web/can", &admin).await;
+    let all = v["history"][0]["steps"].as_array().unwrap();
+    let at = |action: &str| {
+        all.iter()
+            .find(|st| st["action"] == action)
+            .map(|st| st["at"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let (shifted, measured) = (at("set_weight"), at("analysis"));
+    let t = |s: &str| takt_model::timefmt::parse_rfc3339(s).unwrap();
+    let paused = t(&measured) - t(&shifted);
+    assert!(
+        paused.whole_milliseconds() >= 999,
+        "the pause lasted 1 s: {shifted} → {measured}"
+    );
+    let verdicts: Vec<&str> = all
+        .iter()
+        .filter(|st| st["action"] == "analysis")
+        .map(|st| st["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["successful", "successful"]);
+    for env in ["roll", "bg", "can"] {
+        let _ = std::fs::remove_file(
+            dir.path()
+                .join(format!("data/environments/web/{env}/supervisor/supervisor.sock")),
+        );
+    }
+}
