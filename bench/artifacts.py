@@ -56,12 +56,20 @@ def main():
             f.write(os.urandom(1 << 20))
     subprocess.run(["sync"], check=True)
 
+    def quiet():
+        # The root filesystem here is mounted with `discard`: a deleted 1 GiB file is trimmed
+        # during the next journal commits, and whichever step runs then pays for it. Let the
+        # disk settle before each timed step, so that no step pays for another's deletions.
+        subprocess.run(["sync"], check=True)
+        time.sleep(2)
+
     def baseline():
         dst = os.path.join(d, "copy.bin")
         t0 = time.monotonic()
         subprocess.run(f"openssl dgst -sha256 {big} >/dev/null && cp {big} {dst} && sync", shell=True, check=True)
         t = time.monotonic() - t0
         os.remove(dst)
+        quiet()
         return t
 
     def timed(args):
@@ -74,10 +82,12 @@ def main():
     for i in range(3):
         base_t.append(baseline())
         push.append(timed(["artifact", "push", big, "--as", f"big@{i}"]))
+        quiet()
         out = os.path.join(d, f"pulled-{i}.bin")
         pull.append(timed(["artifact", "pull", f"big@{i}", "-o", out]))
         os.remove(out)
         os.remove(out + ".takt.json")
+        quiet()
     med = lambda xs: sorted(xs)[len(xs) // 2]
     b, pu, pl = med(base_t), med(push), med(pull)
     print(f"rounds (push / pull / baseline, s): " + "  ".join(f"{a:.2f}/{c:.2f}/{x:.2f}" for a, c, x in zip(push, pull, base_t)))
