@@ -447,6 +447,8 @@ pub(crate) struct Ask {
     pub artifact: ArtifactRef,
     pub trigger: DeployTrigger,
     pub rollback: bool,
+    /// Start again what the log says runs (its supervisor is gone): no gates, no idempotence.
+    pub restore: bool,
 }
 
 /// Checks the gates and starts a deploy: `Ok(None)` when the environment already runs the
@@ -510,7 +512,7 @@ pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>
                 "environment `{name}` is busy with deploy #{d}; one deploy per environment at a time (wait, or `takt halt`/`takt rollback {name}`)"
             )));
         }
-        if view.running.as_ref().is_some_and(|r| r.digest == ask.artifact.digest) && view.healthy {
+        if !ask.restore && view.running.as_ref().is_some_and(|r| r.digest == ask.artifact.digest) && view.healthy {
             return Ok(None);
         }
         let id = view.last_deploy.max(view.history.front().map_or(0, |d| d.deploy)) + 1;
@@ -534,7 +536,11 @@ pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>
             previous: view.running.clone(),
             commits,
             trigger: ask.trigger.clone(),
-            strategy: strategy_name(&ask.env, ask.rollback),
+            strategy: if ask.restore {
+                "restore".into()
+            } else {
+                strategy_name(&ask.env, ask.rollback)
+            },
             rollback: ask.rollback,
         },
     );
@@ -705,6 +711,7 @@ pub async fn deploy(
                 command: "deploy".into(),
             },
             rollback: false,
+            restore: false,
         },
     )
     .await?;
@@ -739,6 +746,7 @@ pub async fn promote(
                 command: "promote".into(),
             },
             rollback: false,
+            restore: false,
         },
     )
     .await?;
@@ -790,6 +798,7 @@ pub async fn rollback(
                 command: "rollback".into(),
             },
             rollback: true,
+            restore: false,
         },
     )
     .await?;
@@ -1000,6 +1009,7 @@ async fn auto_deploy(state: Arc<AppState>, project: String, run: u64) {
                 artifact: artifact.clone(),
                 trigger: DeployTrigger::Pipeline { run },
                 rollback: false,
+                restore: false,
             };
             match begin(&state, ask).await {
                 Err(e) if e.status == StatusCode::CONFLICT && e.message.contains("is busy") => {

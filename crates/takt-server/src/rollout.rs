@@ -88,6 +88,37 @@ pub async fn recover(state: &Arc<AppState>) {
             tracing::error!(error = %e.message, "cannot record an interrupted deploy");
         }
     }
+    // A process/nginx environment whose supervisor is gone (the machine restarted): start
+    // what the log says runs there again, recorded as a `restore` deploy.
+    for v in state.deployments.index.all() {
+        let (Some(running), None) = (v.running.clone(), v.deploying.as_ref()) else {
+            continue;
+        };
+        let Ok(env) = crate::environments::environment(state, &v.project, &v.environment).await else {
+            continue;
+        };
+        if env.driver == takt_pipeline::Driver::Command {
+            continue;
+        }
+        let slot: String = running.digest.trim_start_matches("sha256:").chars().take(12).collect();
+        let status = supervisor(state, &v.project, &env).status().await;
+        if status.is_some_and(|s| s.slots.iter().any(|x| x.slot == slot)) {
+            continue;
+        }
+        let ask = Ask {
+            project: v.project.clone(),
+            env,
+            artifact: running,
+            trigger: takt_model::DeployTrigger::Automatic {
+                reason: "its supervisor was gone when the server started".into(),
+            },
+            rollback: true,
+            restore: true,
+        };
+        if let Err(e) = crate::environments::begin(state, ask).await {
+            tracing::error!(project = %v.project, environment = %v.environment, error = %e.message, "cannot restore an environment");
+        }
+    }
 }
 
 struct Outcome {

@@ -255,7 +255,24 @@ async fn the_supervisor_keeps_serving_while_the_server_is_killed_and_restarted()
     post_json(&s, "/api/v1/environments/web/live/resume", &dep, json!({})).await;
     let v = settled(&s, &dep, "web", "live", 3).await;
     assert_eq!(v["running"]["version"], v2.as_str(), "{v:#}");
+
+    // As after a machine restart: the supervisor and its instances are gone, then the server
+    // starts. It starts what the log says runs again (a `restore` deploy).
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
     let sock = data.join("environments/web/live/supervisor/supervisor.sock");
+    std::fs::remove_file(&sock).unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    until("the supervisor stopped", || {
+        let url = url.clone();
+        async move { client().get(&url).send().await.is_err() }
+    })
+    .await;
+    let s = start(&data, &[("TAKT_ADMIN_TOKEN", "admin-secret-token-1")]);
+    let v = settled(&s, &dep, "web", "live", 4).await;
+    assert_eq!(v["history"][0]["strategy"], "restore", "{v:#}");
+    assert_eq!(v["history"][0]["outcome"], "succeeded", "{v:#}");
+    assert_eq!(versions(&url, 4).await, vec![v2.clone(); 4]);
     let _ = std::fs::remove_file(sock);
 }
 
