@@ -19,6 +19,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::watch;
 
+/// How long a stopped slot's instances keep running after they left the proxy's rotation.
+const DRAIN: Duration = Duration::from_millis(500);
+
 /// How the supervisor is started.
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -239,6 +242,9 @@ impl Supervisor {
                         .map(|s| s.iter().map(|(k, v)| (k.clone(), v.weight)).collect())
                         .unwrap_or_default();
                     self.route(&weights);
+                    // Requests already on their way to these instances get time to finish (a
+                    // load balancer's deregistration delay) before the instances are stopped.
+                    tokio::time::sleep(DRAIN).await;
                     self.drop_instances(&s.instances).await;
                 }
                 ok(Some(self.status()))

@@ -207,8 +207,11 @@ impl Cx {
     }
 
     /// Sleeps until `until` (since the deploy started) or until a control changes.
+    ///
+    /// Callers re-check their conditions after every return. A signal sent between a caller's
+    /// check and this wait would find no waiter, so no wait lasts longer than 250 ms.
     async fn wait(&self, until: Duration) {
-        let left = until.saturating_sub(self.now());
+        let left = until.saturating_sub(self.now()).min(Duration::from_millis(250));
         let notified = self.ctl.changed.notified();
         tokio::select! {
             _ = tokio::time::sleep(left) => {}
