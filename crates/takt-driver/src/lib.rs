@@ -90,6 +90,11 @@ fn start_request(s: &ProcessSettings, r: &Release) -> Request {
     }
 }
 
+/// The name a release has in a driver: its digest's first 12 hex digits.
+pub fn slot_for(digest: &str) -> String {
+    digest.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
 fn slot_of<'a>(status: &'a Status, r: &Release) -> Option<&'a protocol::SlotStatus> {
     status.slots.iter().find(|s| s.slot == r.slot)
 }
@@ -141,8 +146,8 @@ impl Driver for ProcessDriver {
 /// from an upstream file that takt writes (`upstream NAME { server 127.0.0.1:P weight=W; }`) and
 /// reloads with the environment's `reload` command.
 pub struct NginxDriver {
-    pub supervisor: SupervisorClient,
-    pub settings: ProcessSettings,
+    /// The instances, run as the process driver runs them (its supervisor has no proxy).
+    pub instances: ProcessDriver,
     /// The upstream block's name (`takt_<environment>`).
     pub upstream_name: String,
     pub upstream_file: PathBuf,
@@ -152,13 +157,10 @@ pub struct NginxDriver {
 
 impl Driver for NginxDriver {
     async fn start(&self, r: &Release) -> Result<(), DriverError> {
-        self.supervisor
-            .request(&start_request(&self.settings, r))
-            .await
-            .map(|_| ())
+        self.instances.start(r).await
     }
     async fn route(&self, weights: &[(&Release, u8)]) -> Result<(), DriverError> {
-        let status = self.supervisor.request(&Request::Status).await?;
+        let status = self.instances.supervisor.request(&Request::Status).await?;
         let mut body = format!("# written by takt; do not edit\nupstream {} {{\n", self.upstream_name);
         let mut any = false;
         for (r, w) in weights.iter().filter(|(_, w)| *w > 0) {
@@ -189,27 +191,20 @@ impl Driver for NginxDriver {
         Ok(())
     }
     async fn preview(&self, port: u16, r: Option<&Release>) -> Result<(), DriverError> {
-        let slot = r.map(|r| r.slot.clone());
-        self.supervisor
-            .request(&Request::Preview { port, slot })
-            .await
-            .map(|_| ())
+        self.instances.preview(port, r).await
     }
     async fn stop(&self, r: &Release) -> Result<(), DriverError> {
-        let slot = r.slot.clone();
-        self.supervisor.request(&Request::Stop { slot }).await.map(|_| ())
+        self.instances.stop(r).await
     }
+    /// nginx counts the traffic, not takt: analyses use another metric.
     async fn traffic(&self, _r: &Release) -> Result<Option<Traffic>, DriverError> {
         Ok(None)
     }
     async fn direct_url(&self, r: &Release) -> Option<String> {
-        let status = self.supervisor.status().await?;
-        let port = slot_of(&status, r)?.instances.first()?.port;
-        Some(format!("http://127.0.0.1:{port}"))
+        self.instances.direct_url(r).await
     }
     async fn running(&self, r: &Release) -> bool {
-        let status = self.supervisor.status().await;
-        status.is_some_and(|s| slot_of(&s, r).is_some())
+        self.instances.running(r).await
     }
 }
 

@@ -665,6 +665,32 @@ pub async fn show(
     Ok(Json(j))
 }
 
+/// A deploy asked for by a token (`command`: deploy, promote or rollback), answered as the API
+/// does: 202 with the deploy's number, or 200 when nothing needs doing.
+async fn by_token(
+    state: &Arc<AppState>,
+    project: &str,
+    env: Environment,
+    artifact: ArtifactRef,
+    token: &str,
+    command: &str,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = env.name.clone();
+    let ask = Ask {
+        project: project.to_string(),
+        env,
+        artifact: artifact.clone(),
+        trigger: DeployTrigger::Token {
+            token: token.to_string(),
+            command: command.to_string(),
+        },
+        rollback: command == "rollback",
+        restore: false,
+    };
+    let id = begin(state, ask).await?;
+    Ok(accepted(project, &name, id, &artifact))
+}
+
 fn accepted(project: &str, env: &str, id: Option<u64>, artifact: &ArtifactRef) -> (StatusCode, Json<Value>) {
     match id {
         Some(id) => (
@@ -700,22 +726,7 @@ pub async fn deploy(
         )
     })?;
     let artifact = artifact_ref(&state, &spec).await?;
-    let id = begin(
-        &state,
-        Ask {
-            project: project.clone(),
-            env: e,
-            artifact: artifact.clone(),
-            trigger: DeployTrigger::Token {
-                token: who.id,
-                command: "deploy".into(),
-            },
-            rollback: false,
-            restore: false,
-        },
-    )
-    .await?;
-    Ok(accepted(&project, &env, id, &artifact))
+    by_token(&state, &project, e, artifact, &who.id, "deploy").await
 }
 
 /// `POST .../promote`: deploys what runs healthy in the environment this one requires.
@@ -735,22 +746,7 @@ pub async fn promote(
     let Some(artifact) = there.running.clone().filter(|_| there.healthy) else {
         return Err(conflict(format!("nothing runs healthy in `{from}` to promote")));
     };
-    let id = begin(
-        &state,
-        Ask {
-            project: project.clone(),
-            env: e,
-            artifact: artifact.clone(),
-            trigger: DeployTrigger::Token {
-                token: who.id,
-                command: "promote".into(),
-            },
-            rollback: false,
-            restore: false,
-        },
-    )
-    .await?;
-    Ok(accepted(&project, &env, id, &artifact))
+    by_token(&state, &project, e, artifact, &who.id, "promote").await
 }
 
 /// `POST .../rollback {"artifact"?}`: a deploy in flight goes back to what ran before it; an
@@ -787,22 +783,7 @@ pub async fn rollback(
             .cloned()
             .ok_or_else(|| conflict(format!("environment `{env}` has nothing earlier to roll back to")))?,
     };
-    let id = begin(
-        &state,
-        Ask {
-            project: project.clone(),
-            env: e,
-            artifact: artifact.clone(),
-            trigger: DeployTrigger::Token {
-                token: who.id,
-                command: "rollback".into(),
-            },
-            rollback: true,
-            restore: false,
-        },
-    )
-    .await?;
-    Ok(accepted(&project, &env, id, &artifact))
+    by_token(&state, &project, e, artifact, &who.id, "rollback").await
 }
 
 /// `POST .../halt {"reason"}`: the andon cord.

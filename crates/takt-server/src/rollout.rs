@@ -16,7 +16,7 @@ use takt_deploy::analysis::{AnalysisSpec, Measurement};
 use takt_deploy::canary::{Action, Rollout, Step};
 use takt_driver::client::SupervisorClient;
 use takt_driver::protocol::Traffic;
-use takt_driver::{CommandDriver, Driver, NginxDriver, ProcessDriver, ProcessSettings, Release, checks};
+use takt_driver::{CommandDriver, Driver, NginxDriver, ProcessDriver, ProcessSettings, Release, checks, slot_for};
 use takt_model::{ArtifactRef, Event, EventKind};
 use takt_pipeline::{CanaryStep, Environment, Metric, Strategy};
 
@@ -57,15 +57,14 @@ pub async fn recover(state: &Arc<AppState>) {
             && stable.digest != f.artifact.digest
         {
             let sup = supervisor(state, &v.project, &env);
-            let slot = |d: &str| d.trim_start_matches("sha256:").chars().take(12).collect::<String>();
             let back = sup
                 .request(&takt_driver::protocol::Request::Route {
-                    weights: vec![(slot(&stable.digest), 100)],
+                    weights: vec![(slot_for(&stable.digest), 100)],
                 })
                 .await;
             let _ = sup
                 .request(&takt_driver::protocol::Request::Stop {
-                    slot: slot(&f.artifact.digest),
+                    slot: slot_for(&f.artifact.digest),
                 })
                 .await;
             reason.push_str(match back {
@@ -100,7 +99,7 @@ pub async fn recover(state: &Arc<AppState>) {
         if env.driver == takt_pipeline::Driver::Command {
             continue;
         }
-        let slot: String = running.digest.trim_start_matches("sha256:").chars().take(12).collect();
+        let slot = slot_for(&running.digest);
         let status = supervisor(state, &v.project, &env).status().await;
         if status.is_some_and(|s| s.slots.iter().any(|x| x.slot == slot)) {
             continue;
@@ -258,8 +257,10 @@ impl Cx {
             }
             takt_pipeline::Driver::Nginx => {
                 let d = NginxDriver {
-                    supervisor: supervisor(&self.state, &self.project, &env),
-                    settings: settings(&env),
+                    instances: ProcessDriver {
+                        supervisor: supervisor(&self.state, &self.project, &env),
+                        settings: settings(&env),
+                    },
                     upstream_name: format!("takt_{}", env.name.replace(['-', '.'], "_")),
                     upstream_file: PathBuf::from(env.upstream.clone().unwrap_or_default()),
                     reload: env.reload.clone().unwrap_or_default(),
@@ -285,8 +286,7 @@ impl Cx {
             .map_err(|e| e.message)?;
         let m = crate::artifacts::manifest(&self.state, &a.name, &a.version).map_err(|e| e.message)?;
         let engine = self.state.queue().map_err(|e| e.message)?.engine.clone();
-        let hex = a.digest.trim_start_matches("sha256:").to_string();
-        let slot: String = hex.chars().take(12).collect();
+        let slot = slot_for(&a.digest);
         let dir = env_dir(&self.state.data_dir, &self.project, &self.env.name)
             .join("releases")
             .join(&slot);
