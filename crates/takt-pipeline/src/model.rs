@@ -192,6 +192,8 @@ pub struct Job {
     pub artifacts: Option<Artifacts>,
     pub cache: Option<Cache>,
     pub secrets: Vec<String>,
+    /// `network: false`: the job runs without a network (where the executor isolates jobs).
+    pub network: bool,
 }
 
 /// `environments.NAME`: where an artifact is deployed, how, and when (default branch only).

@@ -49,6 +49,7 @@ const JOB_KEYS: &[&str] = &[
     "parallel",
     "extends",
     "secrets",
+    "network",
     "image",
     "services",
 ];
@@ -717,6 +718,7 @@ impl Cx {
             artifacts: None,
             cache: None,
             secrets: Vec::new(),
+            network: true,
         };
         let mut matrix: Vec<Vec<(String, String)>> = Vec::new();
         let mut has_script = false;
@@ -814,6 +816,7 @@ impl Cx {
                         }
                     }
                 }
+                "network" => job.network = self.bool(v, &what).unwrap_or(true),
                 "image" | "services" => self.err_help(
                     k.pos,
                     format!("`{}` in {ctx} is not supported by the process executor yet", key(k)),
