@@ -11,6 +11,7 @@ pub mod testing;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use takt_model::{Event, OffsetDateTime, timefmt};
@@ -83,7 +84,12 @@ pub struct Store {
     /// Called with every appended event before `append` returns (projections that must be
     /// current the moment an append is acknowledged).
     observers: Arc<RwLock<Vec<Observer>>>,
+    /// Appends so far (SQLite: every CHECKPOINT_EVERY-th starts a checkpoint).
+    appends: Arc<AtomicU64>,
 }
+
+/// How many appends pass between two checkpoints of SQLite's write-ahead log.
+pub const CHECKPOINT_EVERY: u64 = 1000;
 
 /// A synchronous observer of appended events.
 #[derive(Clone)]
@@ -119,8 +125,17 @@ impl Store {
             opts = opts.max_connections(1).after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
+                    // FULL: every commit is fsynced before `append` returns, so an acknowledged
+                    // event survives a power loss (NORMAL in WAL mode may lose the last ones).
+                    sqlx::query("PRAGMA synchronous=FULL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
+                    // SQLite's own auto-checkpoint does not run under sqlx (measured: the WAL
+                    // grew to 150 MB over 12 MB of events), so `append` starts a TRUNCATE
+                    // checkpoint itself every CHECKPOINT_EVERY appends, and the WAL is cut
+                    // back to 64 MiB after any checkpoint.
+                    sqlx::query("PRAGMA journal_size_limit=67108864")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             });
@@ -159,6 +174,7 @@ impl Store {
             backend,
             appended,
             observers: Arc::default(),
+            appends: Arc::default(),
         })
     }
 
@@ -188,6 +204,16 @@ impl Store {
             }
         }
         let _ = self.appended.send(e); // nobody following is fine
+        let n = self.appends.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.backend == Backend::Sqlite && n.is_multiple_of(CHECKPOINT_EVERY) {
+            // Off the append's path: this append is acknowledged already.
+            let store = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.checkpoint().await {
+                    tracing::warn!(error = %e, "cannot checkpoint the event log");
+                }
+            });
+        }
         Ok(seq)
     }
 
@@ -276,9 +302,77 @@ impl Store {
         Ok(max.unwrap_or(0) as u64 + 1)
     }
 
+    /// Moves the SQLite write-ahead log into the main file and truncates it to nothing
+    /// (`PRAGMA wal_checkpoint(TRUNCATE)`); returns whether the checkpoint completed (a reader
+    /// in another process can hold it back until later). A no-op on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<bool, StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(true);
+        }
+        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("checkpointing the log"))?;
+        let busy: i64 = row.try_get(0).map_err(q("checkpointing the log"))?;
+        Ok(busy == 0)
+    }
+
+    /// How much room the event log takes: for SQLite the database file and its write-ahead
+    /// log (in bytes, from SQLite's page counts and the WAL file); for PostgreSQL the size of
+    /// the database (`pg_database_size`) and no WAL figure.
+    pub async fn size(&self) -> Result<StoreSize, StoreError> {
+        match self.backend {
+            Backend::Sqlite => {
+                let pages: i64 = sqlx::query("PRAGMA page_count")
+                    .fetch_one(&self.pool)
+                    .await
+                    .and_then(|r| r.try_get(0))
+                    .map_err(q("measuring the log"))?;
+                let page_size: i64 = sqlx::query("PRAGMA page_size")
+                    .fetch_one(&self.pool)
+                    .await
+                    .and_then(|r| r.try_get(0))
+                    .map_err(q("measuring the log"))?;
+                let file: String = sqlx::query("PRAGMA database_list")
+                    .fetch_one(&self.pool)
+                    .await
+                    .and_then(|r| r.try_get(2))
+                    .map_err(q("measuring the log"))?;
+                let wal = tokio::fs::metadata(format!("{file}-wal"))
+                    .await
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                Ok(StoreSize {
+                    bytes: (pages.max(0) as u64) * (page_size.max(0) as u64),
+                    wal_bytes: Some(wal),
+                })
+            }
+            Backend::Postgres => {
+                let bytes: i64 = sqlx::query("SELECT pg_database_size(current_database())")
+                    .fetch_one(&self.pool)
+                    .await
+                    .and_then(|r| r.try_get(0))
+                    .map_err(q("measuring the log"))?;
+                Ok(StoreSize {
+                    bytes: bytes.max(0) as u64,
+                    wal_bytes: None,
+                })
+            }
+        }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// What [`Store::size`] measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSize {
+    /// The database itself.
+    pub bytes: u64,
+    /// SQLite's write-ahead log file (`None` on PostgreSQL).
+    pub wal_bytes: Option<u64>,
 }
 
 /// A database URL without its password, for messages.
@@ -378,5 +472,39 @@ mod tests {
             .unwrap();
         assert_eq!(after[0].seq, Some(s2));
         let _ = RunStatus::Success;
+    }
+
+    /// The write-ahead log does not grow without bound: under a steady load it is cut back
+    /// after checkpoints, and `checkpoint()` truncates it; `size()` reports both files.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_and_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("takt.db");
+        let store = Store::open_sqlite(&path).await.unwrap();
+        let wal = || {
+            std::fs::metadata(dir.path().join("takt.db-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        let note = "x".repeat(2000);
+        let mut peak = 0;
+        for i in 0..6000u64 {
+            let kind = EventKind::CommitSeen {
+                commit: format!("{i:040}"),
+                branch: Some(note.clone()),
+                tag: None,
+            };
+            store.append(&Event::now("p", Some(i), kind)).await.unwrap();
+            peak = peak.max(wal());
+        }
+        // 6,000 events of 2 KB: without checkpoints the WAL grew past 150 MB; with one every
+        // 1,000 appends it stays near what 1,000 appends write (~26 MB here), however long
+        // the log grows.
+        assert!(peak < 40 << 20, "the WAL grew to {peak} bytes");
+        let size = store.size().await.unwrap();
+        assert!(size.bytes > 10 << 20, "{size:?}");
+        assert!(store.checkpoint().await.unwrap());
+        assert_eq!(wal(), 0, "a TRUNCATE checkpoint leaves an empty WAL");
+        assert_eq!(store.size().await.unwrap().wal_bytes, Some(0));
     }
 }
