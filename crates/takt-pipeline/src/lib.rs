@@ -7,6 +7,7 @@ pub mod diag;
 pub mod duration;
 pub mod expr;
 pub mod glob;
+pub mod limits;
 pub mod model;
 pub mod parse;
 pub mod plan;
@@ -14,5 +15,5 @@ pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics, Pos};
 pub use model::*;
-pub use parse::{check_artifact_name, parse};
+pub use parse::{artifact_name_for_job, check_artifact_name, parse};
 pub use plan::{Plan, PlanContext, PlanError, PlannedJob, Schedule, Skip, critical_path, plan};

@@ -5,6 +5,10 @@ mod environments;
 use crate::diag::{Diagnostic, Diagnostics, Pos, did_you_mean};
 use crate::duration;
 use crate::expr::Expr;
+use crate::limits::{
+    MAX_DIAGNOSTICS, MAX_EXPANDED_NODES, MAX_EXTENDS_DEPTH, MAX_JOBS, MAX_NEED_EDGES, MAX_NEEDS, MAX_SCRIPT_LINES,
+    MAX_STAGES,
+};
 use crate::model::*;
 use crate::yaml::{self, Node, NodeKind};
 use globset::Glob;
@@ -12,11 +16,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 /// The largest pipeline file accepted.
-pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+pub const MAX_FILE_BYTES: usize = crate::limits::MAX_FILE_BYTES;
 /// The longest job timeout accepted.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The most jobs one matrix or `parallel: N` may create.
-pub const MAX_PARALLEL: usize = 200;
+pub const MAX_PARALLEL: usize = crate::limits::MAX_MATRIX_JOBS;
 
 const TOP_KEYS: &[&str] = &[
     "version",
@@ -127,24 +131,51 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Pipeline, Diagnostics> {
                 "a pipeline needs at least `jobs:` with one job, e.g.\njobs:\n  build:\n    script: [make]",
             )]));
         }
-        Err(d) => return Err(fail(d)),
+        Err(d) => return Err(fail(capped(d, 0))),
     };
-    let mut cx = Cx { errors: Vec::new() };
+    let mut cx = Cx {
+        errors: Vec::new(),
+        dropped: 0,
+        expanded: 0,
+    };
     let pipeline = cx.pipeline(&root);
     match pipeline {
         Some(p) if cx.errors.is_empty() => Ok(p),
-        _ => {
-            let mut items = cx.errors;
-            items.sort_by_key(|d| d.pos);
-            items.dedup();
-            Err(fail(items))
-        }
+        _ => Err(fail(capped(cx.errors, cx.dropped))),
     }
+}
+
+/// Sorted by position, without repeats, at most [`MAX_DIAGNOSTICS`], and a last line saying
+/// how many more there were.
+fn capped(mut items: Vec<Diagnostic>, mut dropped: usize) -> Vec<Diagnostic> {
+    items.sort_by_key(|d| d.pos);
+    items.dedup();
+    if items.len() > MAX_DIAGNOSTICS {
+        dropped += items.len() - MAX_DIAGNOSTICS;
+        items.truncate(MAX_DIAGNOSTICS);
+    }
+    if dropped > 0 {
+        let pos = items.last().map_or(Pos { line: 1, col: 1 }, |d| d.pos);
+        items.push(Diagnostic::new(
+            pos,
+            format!("… and {dropped} more problems (takt reports the first {MAX_DIAGNOSTICS})"),
+        ));
+    }
+    items
 }
 
 struct Cx {
     errors: Vec<Diagnostic>,
+    /// Problems found beyond [`MAX_DIAGNOSTICS`]: counted, not kept.
+    dropped: usize,
+    /// YAML nodes made by `extends`, `default` and matrix copies so far
+    /// (bounded by [`MAX_EXPANDED_NODES`]).
+    expanded: usize,
 }
+
+/// A resolved `extends` template: the merged node, how many `extends` levels it stands on,
+/// and its size in nodes.
+type Resolved = Option<(Node, usize, usize)>;
 
 fn entries(n: &Node) -> &[(Node, Node)] {
     match &n.kind {
@@ -168,11 +199,19 @@ fn deep_merge(base: &Node, over: &Node) -> Node {
     match (&base.kind, &over.kind) {
         (NodeKind::Map(b), NodeKind::Map(o)) => {
             let mut out: Vec<(Node, Node)> = b.clone();
+            // Keys are unique within a mapping (the loader refuses duplicates): index them, so
+            // that merging two big mappings stays linear.
+            let mut index: HashMap<String, usize> = HashMap::with_capacity(out.len());
+            for (i, (bk, _)) in out.iter().enumerate() {
+                index.entry(key(bk).to_string()).or_insert(i);
+            }
             for (k, v) in o {
-                if let Some(slot) = out.iter_mut().find(|(bk, _)| bk.as_str() == k.as_str()) {
-                    slot.1 = deep_merge(&slot.1, v);
-                } else {
-                    out.push((k.clone(), v.clone()));
+                match index.get(key(k)).and_then(|i| out.get_mut(*i)) {
+                    Some(slot) => slot.1 = deep_merge(&slot.1, v),
+                    None => {
+                        index.insert(key(k).to_string(), out.len());
+                        out.push((k.clone(), v.clone()));
+                    }
                 }
             }
             Node {
@@ -185,12 +224,26 @@ fn deep_merge(base: &Node, over: &Node) -> Node {
 }
 
 impl Cx {
+    fn push(&mut self, d: Diagnostic) {
+        if self.errors.len() < MAX_DIAGNOSTICS {
+            self.errors.push(d);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// Whether "did you mean" hints are still worth computing (they cost a comparison with
+    /// every candidate: not for problems that will not be shown).
+    fn hints(&self) -> bool {
+        self.errors.len() < MAX_DIAGNOSTICS
+    }
+
     fn err(&mut self, pos: Pos, msg: impl Into<String>) {
-        self.errors.push(Diagnostic::new(pos, msg));
+        self.push(Diagnostic::new(pos, msg));
     }
 
     fn err_help(&mut self, pos: Pos, msg: impl Into<String>, help: impl Into<String>) {
-        self.errors.push(Diagnostic::new(pos, msg).help(help));
+        self.push(Diagnostic::new(pos, msg).help(help));
     }
 
     fn map<'a>(&mut self, n: &'a Node, what: &str) -> Option<&'a [(Node, Node)]> {
@@ -219,7 +272,7 @@ impl Cx {
         } else {
             d = d.help(format!("allowed keys: {}", allowed.join(", ")));
         }
-        self.errors.push(d);
+        self.push(d);
     }
 
     fn string(&mut self, n: &Node, what: &str) -> Option<String> {
@@ -385,6 +438,14 @@ impl Cx {
                         }
                         if list.is_empty() {
                             self.err(v.pos, "`stages` is empty");
+                        }
+                        if list.len() > MAX_STAGES {
+                            self.err_help(
+                                v.pos,
+                                format!("`stages` lists {} stages; the limit is {MAX_STAGES}", list.len()),
+                                "group jobs into fewer stages, and order them with `needs`",
+                            );
+                            return None;
                         }
                         stages = list;
                     }
@@ -582,7 +643,36 @@ impl Cx {
         out
     }
 
-    fn resolve_extends(&mut self, name: &str, raw: &BTreeMap<String, &Node>, stack: &mut Vec<String>) -> Option<Node> {
+    /// Counts `n` more nodes made by `extends`, `default` or a matrix; false (with an error at
+    /// `pos`) once the file has asked for more than [`MAX_EXPANDED_NODES`].
+    fn expand(&mut self, pos: Pos, n: usize) -> bool {
+        self.expanded = self.expanded.saturating_add(n);
+        if self.expanded > MAX_EXPANDED_NODES {
+            self.err_help(
+                pos,
+                format!(
+                    "`extends`, `default` and `parallel` copy the jobs into more than {MAX_EXPANDED_NODES} YAML nodes; \
+                     the limit is {MAX_EXPANDED_NODES}"
+                ),
+                "share less through templates, or make fewer jobs",
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Resolves `name`'s `extends` (each template once: `memo`), refusing cycles and chains
+    /// longer than [`MAX_EXTENDS_DEPTH`].
+    fn resolve_extends(
+        &mut self,
+        name: &str,
+        raw: &BTreeMap<String, &Node>,
+        stack: &mut Vec<String>,
+        memo: &mut HashMap<String, Resolved>,
+    ) -> Resolved {
+        if let Some(done) = memo.get(name) {
+            return done.clone();
+        }
         let node = *raw.get(name)?;
         if stack.iter().any(|s| s == name) {
             stack.push(name.to_string());
@@ -593,27 +683,61 @@ impl Cx {
             );
             return None;
         }
-        if stack.len() > 10 {
-            self.err(node.pos, "`extends` is nested more than 10 levels deep");
+        let resolved = self.resolve_uncached(name, node, raw, stack, memo);
+        memo.insert(name.to_string(), resolved.clone());
+        resolved
+    }
+
+    fn resolve_uncached(
+        &mut self,
+        name: &str,
+        node: &Node,
+        raw: &BTreeMap<String, &Node>,
+        stack: &mut Vec<String>,
+        memo: &mut HashMap<String, Resolved>,
+    ) -> Resolved {
+        let Some(ext) = node.get("extends") else {
+            return Some((node.clone(), 0, node.size()));
+        };
+        if stack.len() >= MAX_EXTENDS_DEPTH {
+            self.err(
+                node.pos,
+                format!(
+                    "`extends` is nested more than {MAX_EXTENDS_DEPTH} levels deep; the limit is {MAX_EXTENDS_DEPTH}"
+                ),
+            );
             return None;
         }
-        let Some(ext) = node.get("extends") else {
-            return Some(node.clone());
-        };
         let parents = self.strings(ext, "`extends`")?;
         stack.push(name.to_string());
         let mut merged: Option<Node> = None;
+        let mut height = 0;
+        let mut size = node.size();
         for p in &parents {
             if !raw.contains_key(p.as_str()) {
-                let names: Vec<&str> = raw.keys().map(String::as_str).collect();
                 let mut d = Diagnostic::new(ext.pos, format!("`extends` names `{p}`, which is not defined"));
-                if let Some(s) = did_you_mean(p, &names) {
-                    d = d.help(format!("did you mean `{s}`?"));
+                if self.hints() {
+                    let names: Vec<&str> = raw.keys().map(String::as_str).collect();
+                    if let Some(s) = did_you_mean(p, &names) {
+                        d = d.help(format!("did you mean `{s}`?"));
+                    }
                 }
-                self.errors.push(d);
+                self.push(d);
                 continue;
             }
-            let resolved = self.resolve_extends(p, raw, stack)?;
+            let (resolved, h, n) = self.resolve_extends(p, raw, stack, memo)?;
+            if h + 1 > MAX_EXTENDS_DEPTH {
+                self.err(
+                    ext.pos,
+                    format!("`extends` is nested more than {MAX_EXTENDS_DEPTH} levels deep; the limit is {MAX_EXTENDS_DEPTH}"),
+                );
+                return None;
+            }
+            height = height.max(h + 1);
+            size = size.saturating_add(n);
+            if !self.expand(ext.pos, n) {
+                return None;
+            }
             merged = Some(match merged {
                 None => resolved,
                 Some(m) => deep_merge(&m, &resolved),
@@ -630,7 +754,7 @@ impl Cx {
                     .collect(),
             ),
         };
-        Some(match merged {
+        let out = match merged {
             None => mine,
             Some(m) => {
                 let mut out = deep_merge(&m, &mine);
@@ -640,7 +764,8 @@ impl Cx {
                 }
                 out
             }
-        })
+        };
+        Some((out, height, size))
     }
 
     fn jobs(&mut self, n: &Node, defaults: &[(Node, Node)], stages: &[String]) -> Vec<Job> {
@@ -664,26 +789,48 @@ impl Cx {
             raw.insert(key(k).to_string(), v);
         }
         let mut jobs = Vec::new();
+        let mut memo = HashMap::new();
+        let stage_set: HashSet<&str> = stages.iter().map(String::as_str).collect();
         for (k, _) in es {
             let name = key(k);
             if name.starts_with('.') || !raw.contains_key(name) {
                 continue;
             }
-            let Some(node) = self.resolve_extends(name, &raw, &mut Vec::new()) else {
+            let Some((node, _, size)) = self.resolve_extends(name, &raw, &mut Vec::new(), &mut memo) else {
                 continue;
             };
             // `default` fills keys the job does not set.
             let mut es: Vec<(Node, Node)> = entries(&node).to_vec();
+            let mut size = size;
             for (dk, dv) in defaults {
                 if !es.iter().any(|(k, _)| key(k) == key(dk)) {
+                    size = size.saturating_add(dv.size());
                     es.push((dk.clone(), dv.clone()));
                 }
+            }
+            if !self.expand(k.pos, size) {
+                return jobs;
             }
             let node = Node {
                 pos: k.pos,
                 kind: NodeKind::Map(es),
             };
-            jobs.extend(self.job(name, &node, stages));
+            let made = self.job(name, &node, &stage_set, stages);
+            // Matrix copies after the first.
+            if !self.expand(k.pos, size.saturating_mul(made.len().saturating_sub(1))) {
+                return jobs;
+            }
+            jobs.extend(made);
+            if jobs.len() > MAX_JOBS {
+                self.err_help(
+                    k.pos,
+                    format!(
+                        "the pipeline has more than {MAX_JOBS} jobs (counting each `parallel` instance); the limit is {MAX_JOBS}"
+                    ),
+                    "make fewer jobs, or smaller matrices",
+                );
+                return jobs;
+            }
         }
         if jobs.is_empty() && self.errors.is_empty() {
             self.err_help(
@@ -696,7 +843,7 @@ impl Cx {
         jobs
     }
 
-    fn job(&mut self, name: &str, n: &Node, stages: &[String]) -> Vec<Job> {
+    fn job(&mut self, name: &str, n: &Node, stage_set: &HashSet<&str>, stages: &[String]) -> Vec<Job> {
         let ctx = format!("job `{name}`");
         let mut job = Job {
             name: name.to_string(),
@@ -727,15 +874,17 @@ impl Cx {
             match key(k) {
                 "stage" => {
                     if let Some(s) = self.string(v, &what) {
-                        if !stages.contains(&s) {
-                            let names: Vec<&str> = stages.iter().map(String::as_str).collect();
+                        if !stage_set.contains(s.as_str()) {
                             let mut d =
                                 Diagnostic::new(v.pos, format!("{ctx} uses stage `{s}`, which is not in `stages`"));
-                            d = match did_you_mean(&s, &names) {
-                                Some(m) => d.help(format!("did you mean `{m}`?")),
-                                None => d.help(format!("the stages are: {}", names.join(", "))),
-                            };
-                            self.errors.push(d);
+                            if self.hints() {
+                                let names: Vec<&str> = stages.iter().map(String::as_str).collect();
+                                d = match did_you_mean(&s, &names) {
+                                    Some(m) => d.help(format!("did you mean `{m}`?")),
+                                    None => d.help(format!("the stages are: {}", names.join(", "))),
+                                };
+                            }
+                            self.push(d);
                         }
                         job.stage = s;
                     }
@@ -757,7 +906,17 @@ impl Cx {
                 "after_script" => job.after_script = self.strings(v, &what).unwrap_or_default(),
                 "variables" => job.variables = self.variables(v, &what),
                 "needs" => job.needs = self.needs(v, &ctx),
-                "dependencies" => job.dependencies = self.strings(v, &what),
+                "dependencies" => {
+                    job.dependencies = self.strings(v, &what);
+                    if let Some(d) = &job.dependencies
+                        && d.len() > MAX_NEEDS
+                    {
+                        self.err(
+                            v.pos,
+                            format!("{what} lists {} jobs; the limit is {MAX_NEEDS}", d.len()),
+                        );
+                    }
+                }
                 "rules" => job.rules = self.rules(v, &ctx),
                 "when" => {
                     if let Some(s) = self.string(v, &what) {
@@ -833,6 +992,14 @@ impl Cx {
                 "add `script:` with the commands to run",
             );
         }
+        let lines = job.before_script.len() + job.script.len() + job.after_script.len();
+        if lines > MAX_SCRIPT_LINES {
+            self.err_help(
+                n.pos,
+                format!("{ctx} has {lines} commands (`before_script`, `script` and `after_script`); the limit is {MAX_SCRIPT_LINES}"),
+                "move the commands into a script file in the repository and run that",
+            );
+        }
         if matrix.is_empty() {
             return vec![job];
         }
@@ -860,6 +1027,17 @@ impl Cx {
             );
             return None;
         };
+        if items.len() > MAX_NEEDS {
+            self.err_help(
+                v.pos,
+                format!(
+                    "`needs` of {ctx} lists {} jobs; the limit is {MAX_NEEDS} (as in GitLab)",
+                    items.len()
+                ),
+                "need fewer jobs, e.g. one that gathers their results",
+            );
+            return None;
+        }
         let mut out = Vec::new();
         for i in items {
             match &i.kind {
@@ -924,11 +1102,15 @@ impl Cx {
                         if let Some(s) = self.string(val, "`if`") {
                             match Expr::parse(&s) {
                                 Ok(e) => rule.condition = Some(e),
-                                Err(e) => self.err_help(
-                                    val.pos,
-                                    format!("bad `if` expression in {ctx}: {e}"),
-                                    "write e.g. `$CI_COMMIT_BRANCH == \"main\"` or `$CI_COMMIT_TAG =~ /^v/`",
-                                ),
+                                Err(e) => {
+                                    let help = if e.contains("the limit is") {
+                                        "split the condition over several rules, or drop parentheses \
+                                         (docs/pipeline.md lists the limits)"
+                                    } else {
+                                        "write e.g. `$CI_COMMIT_BRANCH == \"main\"` or `$CI_COMMIT_TAG =~ /^v/`"
+                                    };
+                                    self.err_help(val.pos, format!("bad `if` expression in {ctx}: {e}"), help)
+                                }
                             }
                         }
                     }
@@ -1050,7 +1232,10 @@ impl Cx {
                 "exclude" => a.exclude = self.globs(val, "`artifacts: exclude`").unwrap_or_default(),
                 "name" => {
                     if let Some(n) = self.string(val, "`artifacts: name`") {
-                        if let Err(e) = check_artifact_name(&n) {
+                        // With variables, the expanded name is made safe when the job runs.
+                        if !n.contains('$')
+                            && let Err(e) = check_artifact_name(&n)
+                        {
                             self.err(val.pos, format!("`artifacts: name` {e}"));
                         }
                         a.name = Some(n);
@@ -1212,6 +1397,13 @@ impl Cx {
                     let values = self
                         .strings(vv, &format!("matrix variable `{name}`"))
                         .unwrap_or_default();
+                    if combos.len().saturating_mul(values.len()) > MAX_PARALLEL {
+                        self.err(
+                            val.pos,
+                            format!("`parallel: matrix` of {ctx} makes more than {MAX_PARALLEL} jobs; the limit is {MAX_PARALLEL}"),
+                        );
+                        return Vec::new();
+                    }
                     let mut next = Vec::new();
                     for c in &combos {
                         for value in &values {
@@ -1221,15 +1413,12 @@ impl Cx {
                         }
                     }
                     combos = next;
-                    if combos.len() > MAX_PARALLEL {
-                        break;
-                    }
                 }
                 out.extend(combos);
                 if out.len() > MAX_PARALLEL {
                     self.err(
                         val.pos,
-                        format!("`parallel: matrix` of {ctx} makes more than {MAX_PARALLEL} jobs"),
+                        format!("`parallel: matrix` of {ctx} makes more than {MAX_PARALLEL} jobs; the limit is {MAX_PARALLEL}"),
                     );
                     return Vec::new();
                 }
@@ -1238,7 +1427,7 @@ impl Cx {
         out
     }
 
-    /// Needs that name no job, and cycles over needs plus stage order.
+    /// Needs that name no job, too many needs in all, and cycles over needs plus stage order.
     fn check_graph(&mut self, jobs: &[Job], stages: &[String]) {
         let mut names: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut seen_full: HashMap<&str, Pos> = HashMap::new();
@@ -1254,58 +1443,117 @@ impl Cx {
                 names.entry(&j.name).or_default().push(i);
             }
         }
-        let all: Vec<&str> = names.keys().copied().collect();
-        let stage_idx = |s: &str| stages.iter().position(|x| x == s).unwrap_or(0);
-        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
+        let stage_of: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+        let stage_idx = |s: &str| stage_of.get(s).copied().unwrap_or(0);
+        // Nodes 0..n are the jobs; node n + t is stage barrier t, "every job of a stage before
+        // t". A job without `needs` waits for its stage's barrier, and barrier t for barrier
+        // t - 1 and the jobs of stage t - 1: the same order as an edge to every job of every
+        // earlier stage, with a number of edges that grows with the jobs, not their square.
+        let n = jobs.len();
+        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); n + stages.len() + 1];
+        let mut edge_count = 0usize;
+        let mut over = false;
         for (i, j) in jobs.iter().enumerate() {
+            let si = stage_idx(&j.stage);
+            if let Some(barrier) = edges.get_mut(n + si + 1) {
+                barrier.push(i);
+            }
             match &j.needs {
                 Some(needs) => {
-                    for n in needs {
-                        match names.get(n.job.as_str()) {
-                            Some(ids) => edges[i].extend(ids.iter().copied().filter(|x| *x != i || j.base != n.job)),
+                    for need in needs {
+                        match names.get(need.job.as_str()) {
+                            Some(ids) => {
+                                edge_count += ids.len();
+                                if edge_count > MAX_NEED_EDGES && !over {
+                                    over = true;
+                                    self.err_help(
+                                        need.pos,
+                                        format!(
+                                            "the jobs' `needs` and `dependencies` name more than {MAX_NEED_EDGES} jobs in all \
+                                             (a matrix job counts once per instance); the limit is {MAX_NEED_EDGES}"
+                                        ),
+                                        "need fewer jobs, or smaller matrices",
+                                    );
+                                }
+                                if !over && let Some(e) = edges.get_mut(i) {
+                                    e.extend(ids.iter().copied().filter(|x| *x != i || j.base != need.job));
+                                }
+                            }
                             None => {
                                 let mut d = Diagnostic::new(
-                                    n.pos,
-                                    format!("job `{}` needs `{}`, which is not defined", j.name, n.job),
+                                    need.pos,
+                                    format!("job `{}` needs `{}`, which is not defined", j.name, need.job),
                                 );
-                                if let Some(s) = did_you_mean(&n.job, &all) {
-                                    d = d.help(format!("did you mean `{s}`?"));
+                                if self.hints() {
+                                    let all: Vec<&str> = names.keys().copied().collect();
+                                    if let Some(s) = did_you_mean(&need.job, &all) {
+                                        d = d.help(format!("did you mean `{s}`?"));
+                                    }
                                 }
-                                self.errors.push(d);
+                                self.push(d);
                             }
                         }
-                        if n.job == j.base || n.job == j.name {
-                            self.err(n.pos, format!("job `{}` needs itself", j.name));
+                        if need.job == j.base || need.job == j.name {
+                            self.err(need.pos, format!("job `{}` needs itself", j.name));
                         }
                     }
                 }
                 None => {
-                    let si = stage_idx(&j.stage);
-                    for (k, other) in jobs.iter().enumerate() {
-                        if stage_idx(&other.stage) < si {
-                            edges[i].push(k);
-                        }
+                    if let Some(e) = edges.get_mut(i) {
+                        e.push(n + si);
                     }
                 }
             }
             if let Some(deps) = &j.dependencies {
                 for d in deps {
-                    if !names.contains_key(d.as_str()) {
-                        self.err(
+                    match names.get(d.as_str()) {
+                        Some(ids) => {
+                            edge_count += ids.len();
+                            if edge_count > MAX_NEED_EDGES && !over {
+                                over = true;
+                                self.err(
+                                    j.pos,
+                                    format!(
+                                        "the jobs' `needs` and `dependencies` name more than {MAX_NEED_EDGES} jobs in all; \
+                                         the limit is {MAX_NEED_EDGES}"
+                                    ),
+                                );
+                            }
+                        }
+                        None => self.err(
                             j.pos,
                             format!("`dependencies` of job `{}` names `{d}`, which is not defined", j.name),
-                        );
+                        ),
                     }
                 }
             }
         }
+        for t in 1..=stages.len() {
+            if let Some(e) = edges.get_mut(n + t) {
+                e.push(n + t - 1);
+            }
+        }
         if let Some(cycle) = find_cycle(&edges) {
-            let path: Vec<&str> = cycle.iter().map(|i| jobs[*i].name.as_str()).collect();
-            self.err_help(
-                jobs[cycle[0]].pos,
-                format!("the jobs wait for each other in a cycle: {}", path.join(" → ")),
-                "remove one of these `needs` (jobs without `needs` wait for every earlier stage)",
-            );
+            // Barriers are not jobs: name only the jobs, closing the loop on the first.
+            let mut path: Vec<usize> = cycle.into_iter().filter(|i| *i < n).collect();
+            path.dedup();
+            if path.len() > 1 && path.first() == path.last() {
+                path.pop();
+            }
+            if let Some(&first) = path.first() {
+                path.push(first);
+                let shown: Vec<&str> = path
+                    .iter()
+                    .filter_map(|i| jobs.get(*i))
+                    .map(|j| j.name.as_str())
+                    .collect();
+                let pos = jobs.get(first).map_or(Pos { line: 1, col: 1 }, |j| j.pos);
+                self.err_help(
+                    pos,
+                    format!("the jobs wait for each other in a cycle: {}", shown.join(" → ")),
+                    "remove one of these `needs` (jobs without `needs` wait for every earlier stage)",
+                );
+            }
         }
     }
 }
@@ -1348,17 +1596,52 @@ pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
     None
 }
 
-/// Checks an artifact name: no `/`, `..`, control characters, at most 200 bytes.
+/// Checks an artifact name or version against the safe set: 1 to 200 of ASCII letters,
+/// digits and `. _ - +`, starting with a letter, digit or `_`, with no `..`. Nothing else is
+/// allowed (no `/`, spaces, control characters, bidi overrides, look-alike Unicode dots), so
+/// a name is shown as it is stored and cannot escape a directory.
 pub fn check_artifact_name(n: &str) -> Result<(), String> {
+    let shown: String = n.chars().take(60).flat_map(char::escape_default).collect();
     if n.is_empty() {
         Err("may not be empty".into())
     } else if n.len() > 200 {
         Err(format!("is {} bytes long; the limit is 200", n.len()))
-    } else if n.contains('/') || n.contains('\\') || n.contains("..") || n.starts_with('.') {
-        Err(format!("`{n}` may not contain `/`, `\\` or `..`, nor start with `.`"))
-    } else if n.chars().any(char::is_control) {
-        Err("may not contain control characters".into())
+    } else if let Some(c) = n
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')))
+    {
+        Err(format!(
+            "`{shown}` contains {c:?}: use only ASCII letters, digits and . _ - +"
+        ))
+    } else if n.contains("..") || !n.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        Err(format!(
+            "`{shown}` may not contain `..` and must start with a letter, a digit or `_`"
+        ))
     } else {
         Ok(())
     }
+}
+
+/// A valid artifact name made from a job name (GitLab job names may hold spaces and `/`):
+/// every character outside the safe set becomes `-`, leading dots and dashes are dropped, runs
+/// of dots collapse, and it is cut to 200 bytes; `artifact` if nothing is left.
+pub fn artifact_name_for_job(job: &str) -> String {
+    let mut out = String::with_capacity(job.len());
+    for c in job.chars() {
+        let c = if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+') {
+            c
+        } else {
+            '-'
+        };
+        if c == '.' && out.ends_with('.') {
+            continue;
+        }
+        out.push(c);
+    }
+    let trimmed = out.trim_start_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+    let mut name: String = trimmed.chars().take(200).collect();
+    if name.is_empty() {
+        name = "artifact".into();
+    }
+    name
 }

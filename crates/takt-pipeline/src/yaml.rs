@@ -6,13 +6,25 @@
 //! they were quoted; the typed layer (`parse.rs`) decides what each scalar means.
 
 use crate::diag::{Diagnostic, Pos};
+use crate::limits;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The most nodes a file may expand to through aliases (a guard against alias bombs).
-pub const MAX_NODES: usize = 100_000;
-/// The deepest nesting accepted.
-pub const MAX_DEPTH: usize = 64;
+pub const MAX_NODES: usize = limits::MAX_YAML_NODES;
+/// The deepest nesting accepted, counting what aliases splice in: every tree [`load`] returns
+/// is at most this deep, so walking, cloning and dropping it recursively is safe.
+pub const MAX_DEPTH: usize = limits::MAX_YAML_DEPTH;
+
+fn too_deep(pos: Pos) -> Vec<Diagnostic> {
+    vec![
+        Diagnostic::new(
+            pos,
+            format!("YAML nested deeper than {MAX_DEPTH} levels; the limit is {MAX_DEPTH}"),
+        )
+        .help("a pipeline file needs only a few levels of lists and mappings"),
+    ]
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -61,7 +73,8 @@ impl Node {
         }
     }
 
-    fn size(&self) -> usize {
+    /// How many nodes the tree holds (recursive: trees from [`load`] are at most [`MAX_DEPTH`] deep).
+    pub fn size(&self) -> usize {
         match &self.kind {
             NodeKind::Scalar { .. } => 1,
             NodeKind::Seq(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
@@ -77,9 +90,11 @@ fn pos_of(span: &Span) -> Pos {
     }
 }
 
+/// An open list or mapping: its position, anchor, what it holds so far, and the height of its
+/// tallest child (a scalar is 0 high, a list of scalars 1).
 enum Frame {
-    Seq(Pos, usize, Vec<Node>),
-    Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
+    Seq(Pos, usize, Vec<Node>, usize),
+    Map(Pos, usize, Vec<(Node, Node)>, Option<Node>, usize),
 }
 
 /// Parses one YAML document into a [`Node`] tree. An empty document gives `Ok(None)`.
@@ -87,7 +102,8 @@ enum Frame {
 pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    // Each anchored node with its height, so that an alias cannot splice in more depth than allowed.
+    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
     let mut root: Option<Node> = None;
     let mut documents = 0usize;
     let mut total = 0usize;
@@ -103,6 +119,9 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
                     col: m.col() + 1,
                 };
                 let info = e.info().to_string();
+                if info.contains("recursion limit") {
+                    return Err(too_deep(pos));
+                }
                 let mut d = Diagnostic::new(pos, format!("YAML syntax error: {info}"));
                 if info.contains("tab")
                     || text
@@ -116,7 +135,7 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
             }
         };
         let pos = pos_of(&span);
-        let node = match event {
+        let (node, height) = match event {
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
@@ -130,47 +149,41 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => continue,
             Event::SequenceStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
-                    return Err(vec![Diagnostic::new(
-                        pos,
-                        format!("nesting deeper than {MAX_DEPTH} levels"),
-                    )]);
+                    return Err(too_deep(pos));
                 }
-                stack.push(Frame::Seq(pos, anchor, Vec::new()));
+                stack.push(Frame::Seq(pos, anchor, Vec::new(), 0));
                 continue;
             }
             Event::MappingStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
-                    return Err(vec![Diagnostic::new(
-                        pos,
-                        format!("nesting deeper than {MAX_DEPTH} levels"),
-                    )]);
+                    return Err(too_deep(pos));
                 }
-                stack.push(Frame::Map(pos, anchor, Vec::new(), None));
+                stack.push(Frame::Map(pos, anchor, Vec::new(), None, 0));
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(p, anchor, items)) => {
+                Some(Frame::Seq(p, anchor, items, tallest)) => {
                     let n = Node {
                         pos: p,
                         kind: NodeKind::Seq(items),
                     };
                     if anchor > 0 {
-                        anchors.insert(anchor, n.clone());
+                        anchors.insert(anchor, (n.clone(), tallest + 1));
                     }
-                    n
+                    (n, tallest + 1)
                 }
                 _ => return Err(vec![Diagnostic::new(pos, "unbalanced sequence")]),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(p, anchor, entries, _)) => {
+                Some(Frame::Map(p, anchor, entries, _, tallest)) => {
                     let n = Node {
                         pos: p,
                         kind: NodeKind::Map(finish_map(entries, &mut errors)),
                     };
                     if anchor > 0 {
-                        anchors.insert(anchor, n.clone());
+                        anchors.insert(anchor, (n.clone(), tallest + 1));
                     }
-                    n
+                    (n, tallest + 1)
                 }
                 _ => return Err(vec![Diagnostic::new(pos, "unbalanced mapping")]),
             },
@@ -184,14 +197,17 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
                     },
                 };
                 if anchor > 0 {
-                    anchors.insert(anchor, n.clone());
+                    anchors.insert(anchor, (n.clone(), 0));
                 }
-                n
+                (n, 0)
             }
             Event::Alias(id) => {
-                let Some(target) = anchors.get(&id) else {
+                let Some((target, height)) = anchors.get(&id) else {
                     return Err(vec![Diagnostic::new(pos, "alias to an unknown anchor")]);
                 };
+                if stack.len() + height > MAX_DEPTH {
+                    return Err(too_deep(pos));
+                }
                 total += target.size();
                 if total > MAX_NODES {
                     return Err(vec![
@@ -201,7 +217,7 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
                 }
                 let mut n = target.clone();
                 n.pos = pos;
-                n
+                (n, *height)
             }
         };
         total += 1;
@@ -214,11 +230,17 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
         // Attach the finished node to its parent.
         match stack.last_mut() {
             None => root = Some(node),
-            Some(Frame::Seq(_, _, items)) => items.push(node),
-            Some(Frame::Map(_, _, entries, pending)) => match pending.take() {
-                None => *pending = Some(node),
-                Some(key) => entries.push((key, node)),
-            },
+            Some(Frame::Seq(_, _, items, tallest)) => {
+                *tallest = (*tallest).max(height);
+                items.push(node)
+            }
+            Some(Frame::Map(_, _, entries, pending, tallest)) => {
+                *tallest = (*tallest).max(height);
+                match pending.take() {
+                    None => *pending = Some(node),
+                    Some(key) => entries.push((key, node)),
+                }
+            }
         }
     }
     if errors.is_empty() { Ok(root) } else { Err(errors) }
@@ -228,7 +250,10 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
 /// explicit keys win over merged ones, earlier merged mappings over later ones.
 fn finish_map(entries: Vec<(Node, Node)>, errors: &mut Vec<Diagnostic>) -> Vec<(Node, Node)> {
     let mut out: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
+    // Key → line of its first definition; sets instead of scans keep big mappings linear.
+    let mut lines: HashMap<String, usize> = HashMap::new();
     let mut merged: Vec<(Node, Node)> = Vec::new();
+    let mut merged_keys: HashSet<String> = HashSet::new();
     for (k, v) in entries {
         let Some(key) = k.as_str() else {
             errors.push(Diagnostic::new(
@@ -250,7 +275,7 @@ fn finish_map(entries: Vec<(Node, Node)>, errors: &mut Vec<Diagnostic>) -> Vec<(
                 match s.kind {
                     NodeKind::Map(e) => {
                         for (mk, mv) in e {
-                            if !merged.iter().any(|(x, _)| x.as_str() == mk.as_str()) {
+                            if merged_keys.insert(mk.as_str().unwrap_or_default().to_string()) {
                                 merged.push((mk, mv));
                             }
                         }
@@ -260,20 +285,18 @@ fn finish_map(entries: Vec<(Node, Node)>, errors: &mut Vec<Diagnostic>) -> Vec<(
             }
             continue;
         }
-        if let Some((first, _)) = out.iter().find(|(x, _)| x.as_str() == Some(key)) {
+        if let Some(first) = lines.get(key) {
             errors.push(
-                Diagnostic::new(
-                    k.pos,
-                    format!("duplicate key `{key}` (first defined at line {})", first.pos.line),
-                )
-                .help("remove one of them; YAML keeps only one and takt will not guess which"),
+                Diagnostic::new(k.pos, format!("duplicate key `{key}` (first defined at line {first})"))
+                    .help("remove one of them; YAML keeps only one and takt will not guess which"),
             );
             continue;
         }
+        lines.insert(key.to_string(), k.pos.line);
         out.push((k, v));
     }
     for (mk, mv) in merged {
-        if !out.iter().any(|(x, _)| x.as_str() == mk.as_str()) {
+        if !lines.contains_key(mk.as_str().unwrap_or_default()) {
             out.push((mk, mv));
         }
     }
