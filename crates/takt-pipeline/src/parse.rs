@@ -712,7 +712,6 @@ impl Cx {
         stack.push(name.to_string());
         let mut merged: Option<Node> = None;
         let mut height = 0;
-        let mut size = node.size();
         for p in &parents {
             if !raw.contains_key(p.as_str()) {
                 let mut d = Diagnostic::new(ext.pos, format!("`extends` names `{p}`, which is not defined"));
@@ -734,7 +733,7 @@ impl Cx {
                 return None;
             }
             height = height.max(h + 1);
-            size = size.saturating_add(n);
+            // What merging costs: a copy of the resolved parent.
             if !self.expand(ext.pos, n) {
                 return None;
             }
@@ -765,6 +764,7 @@ impl Cx {
                 out
             }
         };
+        let size = out.size();
         Some((out, height, size))
     }
 

@@ -188,7 +188,6 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
                 _ => return Err(vec![Diagnostic::new(pos, "unbalanced mapping")]),
             },
             Event::Scalar(value, style, anchor, _) => {
-                total += 1;
                 let n = Node {
                     pos,
                     kind: NodeKind::Scalar {
@@ -208,7 +207,8 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
                 if stack.len() + height > MAX_DEPTH {
                     return Err(too_deep(pos));
                 }
-                total += target.size();
+                // The alias itself is counted below, as one of the nodes it stands for.
+                total += target.size().saturating_sub(1);
                 if total > MAX_NODES {
                     return Err(vec![
                         Diagnostic::new(pos, format!("aliases expand this file beyond {MAX_NODES} nodes"))
