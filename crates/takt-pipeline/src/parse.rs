@@ -1569,26 +1569,30 @@ pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
         let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
         state[start] = 1;
         while let Some((node, next)) = stack.last().copied() {
-            if next < edges[node].len() {
+            if let Some(&to) = edges.get(node).and_then(|e| e.get(next)) {
                 if let Some(top) = stack.last_mut() {
                     top.1 += 1;
                 }
-                let to = edges[node][next];
-                match state[to] {
+                // An edge to no node (a caller's mistake) leads nowhere.
+                match state.get(to).copied().unwrap_or(2) {
                     0 => {
-                        state[to] = 1;
+                        if let Some(s) = state.get_mut(to) {
+                            *s = 1;
+                        }
                         stack.push((to, 0));
                     }
                     1 => {
                         let from = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
-                        let mut cycle: Vec<usize> = stack[from..].iter().map(|(n, _)| *n).collect();
+                        let mut cycle: Vec<usize> = stack.iter().skip(from).map(|(n, _)| *n).collect();
                         cycle.push(to);
                         return Some(cycle);
                     }
                     _ => {}
                 }
             } else {
-                state[node] = 2;
+                if let Some(s) = state.get_mut(node) {
+                    *s = 2;
+                }
                 stack.pop();
             }
         }

@@ -233,12 +233,16 @@ fn needs_chains_file() -> String {
     let per_stage = MAX_JOBS / 5;
     for st in ["a", "b", "c", "d", "e"] {
         for k in 0..per_stage {
-            let needs = if k % 50 == 0 {
+            let needs = if k.is_multiple_of(50) {
                 String::new()
             } else {
                 format!(", needs: [{st}{}]", k - 1)
             };
-            let arts = if k % 2 == 0 { ", artifacts: {paths: [out]}" } else { "" };
+            let arts = if k.is_multiple_of(2) {
+                ", artifacts: {paths: [out]}"
+            } else {
+                ""
+            };
             let _ = writeln!(s, "  {st}{k}: {{stage: {st}, script: [x]{needs}{arts}}}");
         }
     }
