@@ -960,6 +960,7 @@ impl<E: Executor + 'static> JobRun<E> {
             let cache = pj.job.cache.clone();
             let cache_dir = self.engine.data.join("cache");
             let env = env.clone();
+            let (ws, owner) = (ws.clone(), self.engine.executor.workspace_owner());
             tokio::task::spawn_blocking(move || -> Result<Option<(String, bool)>, String> {
                 std::fs::create_dir_all(&checkout)
                     .map_err(|e| format!("cannot create the workspace {}: {e}", checkout.display()))?;
@@ -971,16 +972,22 @@ impl<E: Executor + 'static> JobRun<E> {
                     workspace::place(&blobs, i, &src)
                         .map_err(|e| format!("cannot place artifact {}: {e}", i.digest))?;
                 }
-                match cache {
+                let cached = match cache {
                     Some(c) if c.policy != CachePolicy::Push => {
                         let key = workspace::cache_key(&c, &src, &env);
                         let hit = workspace::restore_cache(&blobs, &cache_dir, &key, &src)
                             .map_err(|e| format!("cannot restore cache {key}: {e}"))?;
-                        Ok(Some((key, hit)))
+                        Some((key, hit))
                     }
-                    Some(c) => Ok(Some((workspace::cache_key(&c, &src, &env), false))),
-                    None => Ok(None),
+                    Some(c) => Some((workspace::cache_key(&c, &src, &env), false)),
+                    None => None,
+                };
+                // The job runs as another user: the workspace must be theirs to write.
+                if let Some((uid, gid)) = owner {
+                    workspace::give_to(&ws, uid, gid)
+                        .map_err(|e| format!("cannot give the workspace {} to the job's user: {e}", ws.display()))?;
                 }
+                Ok(cached)
             })
             .await
             .map_err(blocking_err)?
@@ -1114,6 +1121,17 @@ impl<E: Executor + 'static> JobRun<E> {
                 path: path.clone(),
                 source,
             })?;
+        if let Some((uid, gid)) = self.engine.executor.workspace_owner() {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || std::os::unix::fs::lchown(&p, Some(uid), Some(gid)))
+                .await
+                .map_err(blocking_err)?
+                .map_err(|source| EngineError::Io {
+                    doing: "giving the job's user",
+                    path: path.clone(),
+                    source,
+                })?;
+        }
         let mut program = self.engine.shell.clone();
         program.push(path.display().to_string());
         // The step's pid is recorded (before the step can end) so that a restarted server can
@@ -1139,6 +1157,8 @@ impl<E: Executor + 'static> JobRun<E> {
             program,
             env: env.to_vec(),
             cwd: cwd.to_path_buf(),
+            workspace: Some(ws.to_path_buf()),
+            network: self.pj().job.network,
             timeout,
             on_start,
         };

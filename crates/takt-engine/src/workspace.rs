@@ -148,6 +148,21 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Makes `dir` and everything in it belong to `uid`:`gid` (symlinks themselves, not their
+/// targets), so that a job running as that user can write its workspace.
+pub fn give_to(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+        if fs::symlink_metadata(&p)?.is_dir() {
+            for e in fs::read_dir(&p)? {
+                todo.push(e?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The shell script for a list of commands: each is echoed (`$ cmd`) then run under `set -e`.
 pub fn script(lines: &[String]) -> String {
     let mut s = String::from("# written by takt\nset -e\n");

@@ -4,8 +4,15 @@
 //! A container or Kubernetes executor implements the same trait later: it gets a
 //! [`StepSpec`] (program, environment, working directory, timeout), streams output into a
 //! [`LogSink`], and reports how the step ended. It never writes logs to local paths itself.
+//!
+//! [`Isolation`] keeps a step's processes away from takt itself: under bubblewrap
+//! ([`Bwrap`]: their own pid, ipc and uts namespaces, the host read-only, takt's own files
+//! hidden, only the workspace and a private `/tmp` writable), or as another user.
 
+mod isolate;
 pub mod shim;
+
+pub use isolate::{Bwrap, Isolation, find_on_path, probe_bwrap};
 
 use std::future::Future;
 use std::io::Read;
@@ -31,9 +38,15 @@ pub struct StepSpec {
     pub program: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    /// The step's own directory tree (its workspace): under bubblewrap the only writable place
+    /// besides a private `/tmp`, bound at the same path.
+    pub workspace: Option<PathBuf>,
+    /// `false`: no network (bubblewrap: a new, empty network namespace).
+    pub network: bool,
     pub timeout: Duration,
     /// Called with the pid of the step's top process (for the local executor: the shim, which
-    /// leads the step's process group) as soon as it runs, so it can be recorded.
+    /// leads the step's process group; under bubblewrap: bwrap, whose arguments name the shim
+    /// and whose death ends the sandbox) as soon as it runs, so it can be recorded.
     pub on_start: Option<OnStart>,
 }
 
@@ -62,6 +75,8 @@ pub enum ExecError {
     Spawn { program: String, source: std::io::Error },
     #[error("lost track of the step's process: {0}")]
     Wait(std::io::Error),
+    #[error("bubblewrap ({program}) does not work here: {reason}")]
+    Bwrap { program: String, reason: String },
 }
 
 /// Runs steps. Implementations must kill everything a step started when it ends, times out or
@@ -73,13 +88,39 @@ pub trait Executor: Send + Sync {
         log: SharedLog,
         cancel: watch::Receiver<bool>,
     ) -> impl Future<Output = Result<StepEnd, ExecError>> + Send;
+
+    /// The user and group that must own a step's workspace (it runs as them), if not takt's own.
+    fn workspace_owner(&self) -> Option<(u32, u32)> {
+        None
+    }
 }
 
-/// Runs steps as local processes, each under a shim: `<shim> <shim_args...> -- <program...>`.
+/// Runs steps as local processes, each under a shim: `<shim> <shim_args...> -- <program...>`;
+/// under bubblewrap `bwrap <args> -- <shim> <shim_args...> -- <program...>`.
 #[derive(Debug, Clone)]
 pub struct LocalExecutor {
     pub shim: PathBuf,
     pub shim_args: Vec<String>,
+    pub isolation: Isolation,
+}
+
+impl LocalExecutor {
+    /// The program that starts a step and its arguments: the shim's command line, inside
+    /// bubblewrap's when the executor isolates that way.
+    pub fn command_line(&self, spec: &StepSpec) -> (PathBuf, Vec<std::ffi::OsString>) {
+        let mut inner: Vec<std::ffi::OsString> = self.shim_args.iter().map(Into::into).collect();
+        inner.push("--".into());
+        inner.extend(spec.program.iter().map(Into::into));
+        match &self.isolation {
+            Isolation::Bwrap(b) => {
+                let mut args = b.args(spec, &self.shim);
+                args.push(self.shim.clone().into());
+                args.extend(inner);
+                (b.program.clone(), args)
+            }
+            Isolation::None | Isolation::User { .. } => (self.shim.clone(), inner),
+        }
+    }
 }
 
 impl Executor for LocalExecutor {
@@ -100,10 +141,15 @@ impl Executor for LocalExecutor {
             program: "a pipe".into(),
             source: e,
         })?;
-        let mut cmd = tokio::process::Command::new(&self.shim);
-        cmd.args(&self.shim_args)
-            .arg("--")
-            .args(&spec.program)
+        if !spec.network
+            && !matches!(self.isolation, Isolation::Bwrap(_))
+            && let Ok(mut l) = log.lock()
+        {
+            l.note("`network: false` is not enforced: jobs are not isolated with bubblewrap here");
+        }
+        let (program, args) = self.command_line(&spec);
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(&args)
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&spec.cwd)
@@ -114,8 +160,12 @@ impl Executor for LocalExecutor {
             // Its own process group: a terminal's Ctrl-C reaches takt, which decides.
             .process_group(0)
             .kill_on_drop(false);
+        if let Isolation::User { uid, gid } = self.isolation {
+            // std drops supplementary groups too (setgroups) when takt runs as root.
+            cmd.uid(uid).gid(gid);
+        }
         let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
-            program: self.shim.display().to_string(),
+            program: program.display().to_string(),
             source,
         })?;
         drop(cmd); // close our copies of the pipe's write end
@@ -153,6 +203,13 @@ impl Executor for LocalExecutor {
             use std::os::unix::process::ExitStatusExt;
             StepEnd::Exited(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         }))
+    }
+
+    fn workspace_owner(&self) -> Option<(u32, u32)> {
+        match self.isolation {
+            Isolation::User { uid, gid } => Some((uid, gid)),
+            _ => None,
+        }
     }
 }
 

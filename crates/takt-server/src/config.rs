@@ -36,6 +36,12 @@ pub struct ServerConfig {
     /// An object store that keeps a copy of every artifact (`s3://BUCKET/PREFIX` or
     /// `file:///PATH`); `None`: the local disk only.
     pub artifact_store: Option<String>,
+    /// How jobs are kept away from the server (`isolation`: auto, bwrap, user, none).
+    pub isolation: crate::isolation::IsolationSetting,
+    /// The unprivileged user jobs run as where bubblewrap is not used (`NAME`, `UID[:GID]`).
+    pub job_user: Option<String>,
+    /// The config file the settings were read from (hidden from jobs).
+    pub config_file: Option<PathBuf>,
 }
 
 /// The config file (TOML). Every key is optional; unknown keys are errors.
@@ -54,6 +60,8 @@ pub struct ConfigFile {
     pub poll_seconds: Option<u64>,
     pub max_artifact_bytes: Option<u64>,
     pub artifact_store: Option<String>,
+    pub isolation: Option<crate::isolation::IsolationSetting>,
+    pub job_user: Option<String>,
 }
 
 /// A number from the environment variable `var`, else the file's, else `default`.
@@ -94,6 +102,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub database_url: Option<String>,
     pub log_format: Option<String>,
+    pub isolation: Option<String>,
+    pub job_user: Option<String>,
 }
 
 /// `$XDG_DATA_HOME/takt`, or `~/.local/share/takt`.
@@ -170,6 +180,15 @@ impl ServerConfig {
             }
             None => f.on_restart.unwrap_or_default(),
         };
+        let isolation = match flags.isolation.or_else(|| env("TAKT_ISOLATION")) {
+            Some(v) => crate::isolation::IsolationSetting::parse(&v).ok_or_else(|| ConfigError::Invalid {
+                what: "isolation".into(),
+                value: v,
+                reason: "use `auto`, `bwrap`, `user` or `none`".into(),
+            })?,
+            None => f.isolation.unwrap_or_default(),
+        };
+        let job_user = pick(flags.job_user, "TAKT_JOB_USER", f.job_user).filter(|s| !s.trim().is_empty());
         let log_format = pick(flags.log_format, "TAKT_LOG_FORMAT", f.log_format).unwrap_or_else(|| "human".into());
         if log_format != "human" && log_format != "json" {
             return Err(ConfigError::Invalid {
@@ -195,6 +214,9 @@ impl ServerConfig {
             artifact_store: env("TAKT_ARTIFACT_STORE")
                 .filter(|s| !s.is_empty())
                 .or(f.artifact_store),
+            isolation,
+            job_user,
+            config_file: file.map(Path::to_path_buf),
         })
     }
 }
@@ -256,5 +278,39 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("listen address `nope`"), "{e}");
+    }
+
+    #[test]
+    fn isolation_and_job_user_come_from_flag_env_or_file() {
+        use crate::isolation::IsolationSetting;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("takt.toml");
+        std::fs::write(&file, "isolation = \"user\"\njob_user = \"ci\"\n").unwrap();
+        let c = ServerConfig::resolve(Some(&file), Overrides::default(), &|_| None).unwrap();
+        assert_eq!(c.isolation, IsolationSetting::User);
+        assert_eq!(c.job_user.as_deref(), Some("ci"));
+        assert_eq!(c.config_file.as_deref(), Some(file.as_path()));
+        let env = |k: &str| (k == "TAKT_ISOLATION").then(|| "none".to_string());
+        let c = ServerConfig::resolve(Some(&file), Overrides::default(), &env).unwrap();
+        assert_eq!(c.isolation, IsolationSetting::None);
+        let flags = Overrides {
+            isolation: Some("bwrap".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ServerConfig::resolve(None, flags, &env).unwrap().isolation,
+            IsolationSetting::Bwrap
+        );
+        assert_eq!(
+            ServerConfig::resolve(None, Overrides::default(), &|_| None)
+                .unwrap()
+                .isolation,
+            IsolationSetting::Auto
+        );
+        let bad = |k: &str| (k == "TAKT_ISOLATION").then(|| "chroot".to_string());
+        let e = ServerConfig::resolve(None, Overrides::default(), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("isolation `chroot`"), "{e}");
     }
 }

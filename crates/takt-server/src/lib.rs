@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod environments;
 pub mod hooks;
+pub mod isolation;
 pub mod metrics;
 pub mod notify;
 pub mod projects;
@@ -131,6 +132,8 @@ pub struct AppState {
     pub deployments: environments::Deployments,
     /// The object store that keeps a copy of every artifact, if one is configured.
     pub mirror: Option<Arc<takt_blob::objects::ObjectMirror>>,
+    /// How jobs are kept away from the server (said in /readyz and the project view).
+    pub isolation: isolation::JobIsolation,
 }
 
 impl AppState {
@@ -355,7 +358,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
             ..Default::default()
         })
         .await?;
-    Ok(Json(json!({"status": "ready"})))
+    let mut ready = state.isolation.fields();
+    ready.insert("status".into(), json!("ready"));
+    Ok(Json(Value::Object(ready)))
 }
 
 async fn openapi(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
@@ -680,8 +685,13 @@ async fn show_project(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers, Permission::Read)?;
     let p = state.projects.read().ok().and_then(|p| p.get(&name).cloned());
-    p.map(|p| Json(json!(p)))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no project named `{name}`")))
+    let mut v = p
+        .map(|p| json!(p))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no project named `{name}`")))?;
+    if let Value::Object(m) = &mut v {
+        m.insert("job_isolation".into(), Value::Object(state.isolation.fields()));
+    }
+    Ok(Json(v))
 }
 
 #[derive(Debug, Deserialize)]

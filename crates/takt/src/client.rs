@@ -449,6 +449,10 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
             let (_, v) = Api::new(&remote)?
                 .call(reqwest::Method::GET, &format!("/api/v1/projects/{name}"), None)
                 .await?;
+            // Said where a person sees it; stdout stays one JSON document.
+            if let Some(w) = v["job_isolation"]["warning"].as_str() {
+                eprintln!("WARNING: {w}");
+            }
             println!("{v:#}");
         }
         ProjectCommand::Set {

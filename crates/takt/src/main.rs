@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use takt_engine::git::Repo;
 use takt_engine::{DataDir, Engine, EngineError, Live, Prepared, RunRequest};
-use takt_exec::LocalExecutor;
+use takt_exec::{Isolation, LocalExecutor};
 use takt_model::RunStatus;
 use takt_store::Store;
 
@@ -125,6 +125,10 @@ struct RunArgs {
     /// Print the summary as one JSON document on stdout (progress goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Run each job under bubblewrap, as `takt serve` does: the host read-only, the data
+    /// directory and takt's credentials hidden, only the workspace and a private /tmp writable.
+    #[arg(long)]
+    isolate: bool,
 }
 
 #[derive(clap::Args)]
@@ -316,9 +320,15 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("opening the event log")?;
     let shim = std::env::current_exe().context("finding takt's own executable for the job shim")?;
+    let isolation = if a.isolate {
+        isolated(&data).await?
+    } else {
+        Isolation::None
+    };
     let executor = LocalExecutor {
         shim,
         shim_args: vec!["__shim".into()],
+        isolation,
     };
     let engine = Engine::new(executor, store.clone(), &data)?;
 
@@ -357,6 +367,24 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
         RunStatus::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => ExitCode::from(130),
         _ => ExitCode::from(1),
     })
+}
+
+/// `takt run --isolate`: bubblewrap, hiding the data directory, the workspace folder and the
+/// CLI's credentials; an error if bubblewrap is missing or does not work.
+async fn isolated(data: &takt_engine::DataDir) -> anyhow::Result<Isolation> {
+    let program = tokio::task::spawn_blocking(|| takt_exec::find_on_path("bwrap"))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("--isolate needs bwrap on PATH: install the bubblewrap package"))?;
+    takt_exec::probe_bwrap(&program).await.context("--isolate")?;
+    let mut hide = vec![data.root.clone(), data.work_dir()];
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        hide.push(std::path::PathBuf::from(x).join("takt"));
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        hide.push(std::path::PathBuf::from(h).join(".config/takt"));
+    }
+    let b = tokio::task::spawn_blocking(move || takt_exec::Bwrap::new(program, &hide)).await?;
+    Ok(Isolation::Bwrap(b))
 }
 
 #[cfg(test)]

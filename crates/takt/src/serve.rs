@@ -26,6 +26,53 @@ pub struct ServeArgs {
     /// `human` or `json` [env TAKT_LOG_FORMAT].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// How jobs are kept away from the server: `auto` (bubblewrap if it works, else
+    /// `user` if a job user is set, else none), `bwrap`, `user` or `none` [env TAKT_ISOLATION].
+    #[arg(long, value_name = "MODE")]
+    isolation: Option<String>,
+    /// The unprivileged user (NAME, UID or UID:GID) jobs run as without bubblewrap
+    /// [env TAKT_JOB_USER].
+    #[arg(long, value_name = "USER")]
+    job_user: Option<String>,
+}
+
+/// Chooses how jobs run (bubblewrap hides the data directory, the config file, the CLI's
+/// credentials and the workspace folder) and says loudly when they are not isolated.
+async fn job_isolation(
+    config: &ServerConfig,
+    data: &takt_engine::DataDir,
+) -> Result<takt_server::isolation::JobIsolation, takt_server::isolation::IsolationError> {
+    let mut hide = vec![data.root.clone(), data.work_dir()];
+    hide.extend(config.config_file.clone());
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        hide.push(PathBuf::from(x).join("takt"));
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        hide.push(PathBuf::from(h).join(".config/takt"));
+    }
+    let j = takt_server::isolation::choose(config.isolation, config.job_user.as_deref(), &data.root, hide).await?;
+    match (&j.isolation, j.warning()) {
+        (_, Some(w)) => {
+            let why = j.note.as_deref().unwrap_or("isolation = \"none\"");
+            eprintln!("WARNING: {w} ({why})");
+            tracing::warn!(isolation = j.name(), reason = why, "{w}");
+        }
+        (takt_exec::Isolation::Bwrap(b), None) => {
+            let hidden: Vec<String> = b.hidden().map(|p| p.display().to_string()).collect();
+            tracing::info!(isolation = "bwrap", hidden = %hidden.join(", "), "jobs run under bubblewrap");
+        }
+        (takt_exec::Isolation::User { uid, gid }, None) => {
+            tracing::info!(
+                isolation = "user",
+                uid,
+                gid,
+                reason = j.note.as_deref().unwrap_or(""),
+                "jobs run as another user"
+            );
+        }
+        (takt_exec::Isolation::None, None) => {}
+    }
+    Ok(j)
 }
 
 fn init_logging(format: &str) {
@@ -47,6 +94,8 @@ pub async fn serve(a: ServeArgs) -> ExitCode {
         listen: a.listen,
         database_url: a.database,
         log_format: a.log_format,
+        isolation: a.isolation,
+        job_user: a.job_user,
     };
     let env = |k: &str| std::env::var(k).ok();
     let config = match ServerConfig::resolve(a.config.as_deref(), flags, &env) {
@@ -91,9 +140,11 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     let projects = takt_server::load_projects(&store).await.map_err(|e| (1, e.into()))?;
     let shim = std::env::current_exe().map_err(|e| (1, e.into()))?;
     let shim_program = shim.clone();
+    let isolation = job_isolation(&config, &data).await.map_err(|e| (2, e.into()))?;
     let executor = takt_exec::LocalExecutor {
         shim,
         shim_args: vec!["__shim".into()],
+        isolation: isolation.isolation.clone(),
     };
     let mut engine = takt_engine::Engine::new(executor, store.clone(), &data).map_err(|e| (1, e.into()))?;
     engine.record_pids = true;
@@ -150,6 +201,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         data_dir: data.root.clone(),
         deployments: takt_server::environments::Deployments::new(envs, shim_program.clone()),
         mirror,
+        isolation,
     });
     takt_server::schedule::start(state.clone());
     takt_server::notify::start(state.clone());
