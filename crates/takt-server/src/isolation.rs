@@ -116,6 +116,13 @@ pub async fn choose(
         (IsolationSetting::User, None) => Err(IsolationError::NoJobUser),
         (IsolationSetting::User | IsolationSetting::Auto, Some(user)) => {
             let (uid, gid) = resolve_user(user)?;
+            let me = nix::unistd::geteuid().as_raw();
+            if me != 0 && me != uid {
+                return Err(IsolationError::BadJobUser {
+                    user: user.to_string(),
+                    reason: "running jobs as another user needs the server to run as root".into(),
+                });
+            }
             let dir = data_dir.to_path_buf();
             tokio::task::spawn_blocking(move || {
                 use std::os::unix::fs::PermissionsExt;

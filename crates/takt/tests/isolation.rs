@@ -362,3 +362,46 @@ fn takt_run_isolate_hides_its_data_directory() {
         assert!(out.contains(&want), "isolate={isolate}: `{want}` missing from:\n{log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_job_user_jobs_write_their_workspace_but_not_read_the_data_directory() {
+    if !nix_is_root() {
+        eprintln!("note: running jobs as another user needs root; this test checks it as root only");
+        return;
+    }
+    let root = outside_tmp();
+    let data = root.path().join("data");
+    let s = server::start(&data, &[("TAKT_ISOLATION", "user"), ("TAKT_JOB_USER", "65534:65534")]);
+    let admin = s.printed_token.clone().unwrap();
+    let ready: serde_json::Value = client()
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["isolation"], "user", "{ready}");
+    let yml = format!(
+        "jobs:\n  probe:\n    script:\n      - cat {0}/admin-token || echo no-admin-token\n      - cat {0}/takt.db > /dev/null && echo db-read || echo no-db\n      - id -u\n      - echo ws-$((1+1)) > mine.txt && cat mine.txt\n      - mkdir -p sub/dir && echo ok > sub/dir/f\n",
+        data.display()
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    add_project(&s, &admin, "demo", repo.path()).await;
+    post_json(&s, "/api/v1/projects/demo/trigger", &admin, serde_json::json!({})).await;
+    let run = finished_run(&s, &admin, "demo", 1).await;
+    let log = log_of(&s, &admin, "demo", 1, "probe").await;
+    assert_eq!(run["status"], "success", "{run:#}\n{log}");
+    assert!(!log.contains(&admin), "{log}");
+    let out = output_lines(&log);
+    for want in ["no-admin-token", "no-db", "65534", "ws-2"] {
+        assert!(out.contains(&want), "`{want}` missing from:\n{log}");
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
