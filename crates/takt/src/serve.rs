@@ -16,7 +16,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// A TOML config file (keys: data_dir, listen, database_url, max_body_bytes, log_format,
-    /// concurrency, jobs_per_run, max_waiting, on_restart, poll_seconds; see docs/server.md).
+    /// concurrency, jobs_per_run, max_waiting, on_restart, poll_seconds, isolation, job_user;
+    /// see docs/server.md).
     #[arg(long, value_name = "FILE", env = "TAKT_CONFIG")]
     config: Option<PathBuf>,
     /// postgres://… to keep the event log in PostgreSQL [default: SQLite in the data directory;
