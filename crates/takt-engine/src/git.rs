@@ -2,6 +2,9 @@
 
 use crate::EngineError;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::process::Command;
 
 #[derive(Debug, Clone)]
@@ -12,23 +15,86 @@ pub struct Repo {
     pub common_dir: PathBuf,
 }
 
+/// How long one git command may take: network commands (clone, fetch) and local ones. A git
+/// process (and everything it started: `git-remote-http`, `ssh`) still running then is
+/// killed, so a remote that accepts a connection and never answers cannot hang takt.
+static NETWORK_TIMEOUT_MS: AtomicU64 = AtomicU64::new(600_000);
+static LOCAL_TIMEOUT_MS: AtomicU64 = AtomicU64::new(600_000);
+/// HTTP transfers slower than 1 byte/s for this long are abandoned by git itself.
+static IDLE_SECS: AtomicU64 = AtomicU64::new(30);
+
+/// Sets the time limits of every git command this process runs (`takt serve`'s `git_timeout`).
+/// `network` bounds clone and fetch; a transfer idle for `idle` is abandoned earlier.
+pub fn set_timeouts(network: Duration, idle: Duration) {
+    NETWORK_TIMEOUT_MS.store(network.as_millis().max(1) as u64, Ordering::Relaxed);
+    IDLE_SECS.store(idle.as_secs().max(1), Ordering::Relaxed);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Local,
+    Network,
+}
+
 async fn git(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<Vec<u8>, EngineError> {
+    run_git(dir, args, env, Reach::Local).await
+}
+
+async fn git_net(dir: &Path, args: &[&str]) -> Result<Vec<u8>, EngineError> {
+    run_git(dir, args, &[], Reach::Network).await
+}
+
+async fn run_git(dir: &Path, args: &[&str], env: &[(&str, &Path)], reach: Reach) -> Result<Vec<u8>, EngineError> {
+    let command = || format!("git {}", args.join(" "));
     let mut cmd = Command::new("git");
-    cmd.arg("-C")
-        .arg(dir)
-        .args(args)
+    cmd.arg("-C").arg(dir);
+    let limit = match reach {
+        Reach::Local => Duration::from_millis(LOCAL_TIMEOUT_MS.load(Ordering::Relaxed)),
+        Reach::Network => {
+            let idle = IDLE_SECS.load(Ordering::Relaxed).to_string();
+            cmd.args(["-c", "http.lowSpeedLimit=1", "-c"])
+                .arg(format!("http.lowSpeedTime={idle}"));
+            Duration::from_millis(NETWORK_TIMEOUT_MS.load(Ordering::Relaxed))
+        }
+    };
+    cmd.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C");
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills git's helpers too.
+        .process_group(0)
+        .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().await.map_err(|e| EngineError::Git {
-        command: format!("git {}", args.join(" ")),
+    let child = cmd.spawn().map_err(|e| EngineError::Git {
+        command: command(),
         message: format!("cannot run git: {e} (is git installed?)"),
     })?;
+    let pid = child.id();
+    let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(r) => r.map_err(|e| EngineError::Git {
+            command: command(),
+            message: format!("lost track of git: {e}"),
+        })?,
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            return Err(EngineError::Git {
+                command: command(),
+                message: format!(
+                    "gave up after {:.0?} with no result (is the remote answering?); the git processes were killed",
+                    limit
+                ),
+            });
+        }
+    };
     if !out.status.success() {
         return Err(EngineError::Git {
-            command: format!("git {}", args.join(" ")),
+            command: command(),
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
@@ -111,7 +177,7 @@ impl Repo {
         }
         let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let d = dir.to_string_lossy().into_owned();
-        match git(&here, &["clone", "--mirror", "--quiet", "--", url, &d], &[]).await {
+        match git_net(&here, &["clone", "--mirror", "--quiet", "--", url, &d]).await {
             Ok(_) => Ok(Repo::bare(dir)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(dir);
@@ -122,7 +188,7 @@ impl Repo {
 
     /// Fetches new commits and refs into a bare mirror.
     pub async fn fetch(&self) -> Result<(), EngineError> {
-        git(&self.root, &["fetch", "--prune", "--quiet", "origin"], &[])
+        git_net(&self.root, &["fetch", "--prune", "--quiet", "origin"])
             .await
             .map(|_| ())
     }
@@ -204,6 +270,16 @@ impl Repo {
             return (Some(rev.to_string()), None);
         }
         (None, None)
+    }
+
+    /// Whether `commit` is `tip` or one of its ancestors (`git merge-base --is-ancestor`).
+    pub async fn is_ancestor(&self, commit: &str, tip: &str) -> bool {
+        if commit.starts_with('-') || tip.starts_with('-') {
+            return false;
+        }
+        git(&self.root, &["merge-base", "--is-ancestor", commit, tip], &[])
+            .await
+            .is_ok()
     }
 
     /// The commits in `to` that `from` lacks (all of `to`'s history without `from`), newest

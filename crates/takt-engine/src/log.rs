@@ -173,6 +173,11 @@ impl LogSink for FileLog {
     }
 
     fn note(&mut self, text: &str) {
+        // Output held back by the masker came before this note: write it first, in order. (A
+        // secret split by a note is not contiguous in the log, so it cannot be read there.)
+        if let Some(rest) = self.mask.as_mut().map(Masker::finish) {
+            self.write_output(&rest);
+        }
         if !self.at_line_start {
             self.put(b"\n");
         }
@@ -283,5 +288,24 @@ mod tests {
         assert!(lines[3].contains("[takt] log cut at 200 bytes"), "{text}");
         assert!(lines[4].contains("500 more bytes"), "{text}");
         assert_eq!(*log.last_line.lock().unwrap(), "x".repeat(200));
+    }
+
+    /// The tail the masker holds back is written before a later note, not after it.
+    #[test]
+    fn held_back_output_is_written_before_later_notes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let mut log = FileLog::create(&p, 1 << 20, Arc::default()).unwrap();
+        log.mask(&[b"hunter22".to_vec()]);
+        log.output(b"done, last word: hun");
+        log.note("artifact app@1 stored");
+        log.output(b"hunter22 again\n");
+        log.finish();
+        let text = String::from_utf8(std::fs::read(&p).unwrap()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("done, last word: hun"), "{text}");
+        assert!(lines[1].contains("[takt] artifact app@1 stored"), "{text}");
+        assert!(lines[2].ends_with("*** again"), "{text}");
+        assert!(!text.contains("hunter22"), "{text}");
     }
 }

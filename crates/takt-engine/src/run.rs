@@ -106,7 +106,14 @@ impl Prepared {
                 })?;
             (bytes, None)
         };
-        let pipeline = takt_pipeline::parse(&file, &bytes).map_err(EngineError::InvalidPipeline)?;
+        // Parsing and planning are pure CPU work over input: off the async runtime.
+        let pipeline = {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || takt_pipeline::parse(&file, &bytes))
+                .await
+                .map_err(blocking_err)?
+                .map_err(EngineError::InvalidPipeline)?
+        };
         let mut files = repo.files(dirty_tree.as_deref().unwrap_or(&commit)).await?;
         if !subdir.is_empty() {
             // Rules see paths relative to the project directory.
@@ -139,7 +146,13 @@ impl Prepared {
             files,
             only_jobs: req.only_jobs.clone(),
         };
-        let plan = takt_pipeline::plan(&pipeline, &cx)?;
+        let (pipeline, plan) = tokio::task::spawn_blocking(move || {
+            let plan = takt_pipeline::plan(&pipeline, &cx);
+            (pipeline, plan)
+        })
+        .await
+        .map_err(blocking_err)?;
+        let plan = plan?;
         Ok(Prepared {
             repo,
             project,
@@ -263,6 +276,9 @@ pub struct Engine<E> {
     /// Record each step's pid (`job_process`) so that a restarted server can stop what a
     /// crash left; `takt run` has nobody to recover and skips it.
     pub record_pids: bool,
+    /// The largest artifact a job may store (`takt serve`'s `max_artifact_bytes`); a job whose
+    /// artifact is larger fails, naming the limit. `None`: no limit (`takt run`).
+    pub max_artifact_bytes: Option<u64>,
 }
 
 impl<E: Executor + 'static> Engine<E> {
@@ -279,6 +295,7 @@ impl<E: Executor + 'static> Engine<E> {
             work: data.work_dir(),
             shell: vec!["sh".into(), "-e".into()],
             record_pids: false,
+            max_artifact_bytes: None,
         })
     }
 
@@ -608,6 +625,7 @@ impl<E: Executor + 'static> Engine<E> {
             work: self.work.clone(),
             shell: self.shell.clone(),
             record_pids: self.record_pids,
+            max_artifact_bytes: self.max_artifact_bytes,
         })
     }
 }
@@ -645,6 +663,7 @@ struct EngineHandle<E> {
     work: PathBuf,
     shell: Vec<String>,
     record_pids: bool,
+    max_artifact_bytes: Option<u64>,
 }
 
 struct RunCtx {
@@ -1229,14 +1248,11 @@ impl<E: Executor + 'static> JobRun<E> {
             }
             if wanted && !a.paths.is_empty() {
                 let name = match &a.name {
-                    Some(n) => workspace::expand(n, env),
+                    // Variables may bring characters outside the safe set (a branch's `/`).
+                    Some(n) if n.contains('$') => takt_pipeline::artifact_name_for_job(&workspace::expand(n, env)),
+                    Some(n) => n.clone(),
                     // A job name like `test/unit` makes the artifact `test-unit`.
-                    None => pj
-                        .job
-                        .name
-                        .replace(['/', '\\'], "-")
-                        .trim_start_matches('.')
-                        .to_string(),
+                    None => takt_pipeline::artifact_name_for_job(&pj.job.name),
                 };
                 match self.store_artifact(pj, src, &name, a, started_at).await {
                     Ok(Some(x)) => {
@@ -1309,14 +1325,41 @@ impl<E: Executor + 'static> JobRun<E> {
             a.paths.clone(),
             a.exclude.clone(),
         );
-        let packed = tokio::task::spawn_blocking(move || takt_blob::pack_paths(&blobs, &src2, &paths, &exclude, false))
-            .await
-            .map_err(|e| e.to_string())?;
+        let max = self.engine.max_artifact_bytes;
+        let too_large = |size: u64, max: u64| {
+            format!(
+                "artifact {name} is {size} bytes, over the server's limit of {max} bytes (max_artifact_bytes); it was not stored"
+            )
+        };
+        let packed = tokio::task::spawn_blocking(move || {
+            // The files' sizes first: an artifact over the limit is refused before it is copied.
+            if let Some(max) = max {
+                let files = takt_blob::matching_files(&src2, &paths, &exclude);
+                let size: u64 = files
+                    .iter()
+                    .filter_map(|f| std::fs::symlink_metadata(src2.join(f)).ok())
+                    .map(|m| m.len())
+                    .sum();
+                if size > max {
+                    return Ok(Err(size));
+                }
+            }
+            takt_blob::pack_paths(&blobs, &src2, &paths, &exclude, false).map(Ok)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         let (blob, tar, path) = match packed {
-            Ok(x) => x,
+            Ok(Ok(x)) => x,
+            Ok(Err(size)) => return Err(too_large(size, max.unwrap_or(0))),
             Err(takt_blob::BlobError::NothingToPack(_)) => return Ok(None),
             Err(e) => return Err(format!("cannot store the artifact: {e}")),
         };
+        // A tar's headers can take it over the limit; the unreferenced blob is swept by `gc`.
+        if let Some(max) = max
+            && blob.size > max
+        {
+            return Err(too_large(blob.size, max));
+        }
         let now = OffsetDateTime::now_utc();
         let manifest = Manifest {
             name: name.to_string(),

@@ -186,6 +186,10 @@ pub enum EventKind {
         #[serde(default)]
         dirty: bool,
     },
+    /// The server began reading and planning the run's takt.yml. A run with this event but no
+    /// `run_started` or `run_finished` was being planned when the server stopped: after a crash
+    /// there it is failed, not planned again (its file might crash the server again).
+    RunPlanning,
     RunStarted,
     RunFinished {
         status: RunStatus,
@@ -441,6 +445,7 @@ impl EventKind {
         match self {
             EventKind::CommitSeen { .. } => "commit_seen",
             EventKind::RunQueued { .. } => "run_queued",
+            EventKind::RunPlanning => "run_planning",
             EventKind::RunStarted => "run_started",
             EventKind::RunFinished { .. } => "run_finished",
             EventKind::JobQueued { .. } => "job_queued",

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub job_user: Option<String>,
     /// The config file the settings were read from (hidden from jobs).
     pub config_file: Option<PathBuf>,
+    /// Seconds one git clone or fetch may take before it is killed (a transfer idle for
+    /// 30 s, or for this long if shorter, is abandoned earlier).
+    pub git_timeout: u64,
 }
 
 /// The config file (TOML). Every key is optional; unknown keys are errors.
@@ -60,6 +63,7 @@ pub struct ConfigFile {
     pub poll_seconds: Option<u64>,
     pub max_artifact_bytes: Option<u64>,
     pub artifact_store: Option<String>,
+    pub git_timeout: Option<u64>,
     pub isolation: Option<crate::isolation::IsolationSetting>,
     pub job_user: Option<String>,
 }
@@ -155,7 +159,9 @@ impl ServerConfig {
         let max_waiting = number(env, "TAKT_MAX_WAITING", f.max_waiting, 100_000)?;
         let poll_seconds = number(env, "TAKT_POLL_SECONDS", f.poll_seconds, 30)?;
         let max_artifact_bytes = number(env, "TAKT_MAX_ARTIFACT_BYTES", f.max_artifact_bytes, 2 << 30)?;
+        let git_timeout = number(env, "TAKT_GIT_TIMEOUT", f.git_timeout, 600)?;
         for (what, v) in [
+            ("git_timeout", git_timeout as usize),
             ("concurrency", concurrency),
             ("jobs_per_run", jobs_per_run),
             ("max_waiting", max_waiting),
@@ -214,6 +220,7 @@ impl ServerConfig {
             artifact_store: env("TAKT_ARTIFACT_STORE")
                 .filter(|s| !s.is_empty())
                 .or(f.artifact_store),
+            git_timeout,
             isolation,
             job_user,
             config_file: file.map(Path::to_path_buf),

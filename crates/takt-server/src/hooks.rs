@@ -20,7 +20,7 @@ use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use takt_model::{Event, EventKind, Trigger};
 
@@ -191,51 +191,89 @@ pub async fn webhook(
 
 /// Polls every project's repository: each `interval` (or the project's `poll_seconds`; 0 turns
 /// it off) the mirror is fetched and every branch or tag that moved or appeared is reported.
+/// Each project is polled by a task of its own, so one slow remote (bounded by git's
+/// timeouts) delays only its own project; a project is never polled twice at once.
 pub fn start_polling(state: Arc<AppState>, interval: Duration) {
     tokio::spawn(async move {
-        let mut last: HashMap<String, (Instant, HashMap<String, String>)> = HashMap::new();
+        let polls: Arc<Mutex<HashMap<String, Poll>>> = Arc::default();
         let tick = Duration::from_millis(200).min(interval.max(Duration::from_millis(50)));
         loop {
             tokio::time::sleep(tick).await;
+            if state.queue().is_err() {
+                return;
+            }
             let projects = state.projects.read().map(|p| p.list()).unwrap_or_default();
             for p in projects {
                 let every = p.options.poll_seconds.map_or(interval, Duration::from_secs);
                 if every.is_zero() {
                     continue;
                 }
-                let mirror = takt_engine::git::Repo::bare(&crate::projects::mirror_path(&state.data_dir, &p.name));
-                let due = last.get(&p.name).is_none_or(|(t, _)| t.elapsed() >= every);
-                if !due {
-                    continue;
-                }
-                let before = match last.remove(&p.name) {
-                    Some((_, refs)) => refs,
-                    // First look: what the mirror has now is known; news starts after it.
-                    None => mirror.refs().await.unwrap_or_default().into_iter().collect(),
-                };
-                let fetched = match state.queue() {
-                    Ok(q) => q.fetch(&p.name).await,
-                    Err(_) => return,
-                };
-                if let Err(e) = fetched {
-                    tracing::warn!(project = %p.name, error = %e, "poll: cannot fetch");
-                }
-                let now: HashMap<String, String> = mirror.refs().await.unwrap_or_default().into_iter().collect();
-                for (r, id) in &now {
-                    if before.get(r) == Some(id) {
+                let known = {
+                    let Ok(mut polls) = polls.lock() else { return };
+                    let entry = polls.entry(p.name.clone()).or_default();
+                    let due = !entry.busy && entry.last.is_none_or(|t| t.elapsed() >= every);
+                    if !due {
                         continue;
                     }
-                    match report(&state, &p.name, Some(id), Some(r), Trigger::Poll, false).await {
-                        Ok((s, commit)) => {
-                            tracing::info!(project = %p.name, git_ref = %r, %commit, ?s, "poll found a new commit")
-                        }
-                        Err(e) => {
-                            tracing::warn!(project = %p.name, git_ref = %r, error = %e.message, "poll: cannot queue")
-                        }
+                    entry.busy = true;
+                    entry.refs.take()
+                };
+                let (state, polls) = (state.clone(), polls.clone());
+                tokio::spawn(async move {
+                    let now = poll_one(&state, &p.name, known).await;
+                    if let Ok(mut polls) = polls.lock() {
+                        let entry = polls.entry(p.name.clone()).or_default();
+                        *entry = Poll {
+                            last: Some(Instant::now()),
+                            busy: false,
+                            refs: Some(now),
+                        };
                     }
-                }
-                last.insert(p.name.clone(), (Instant::now(), now));
+                });
             }
         }
     });
+}
+
+/// One project's polling state.
+#[derive(Default)]
+struct Poll {
+    /// When its last poll ended.
+    last: Option<Instant>,
+    /// A poll is under way.
+    busy: bool,
+    /// The refs it had then (`None` before the first look).
+    refs: Option<HashMap<String, String>>,
+}
+
+/// Fetches one project's mirror and reports what moved since `before`; returns the refs now.
+async fn poll_one(state: &AppState, name: &str, before: Option<HashMap<String, String>>) -> HashMap<String, String> {
+    let mirror = takt_engine::git::Repo::bare(&crate::projects::mirror_path(&state.data_dir, name));
+    let before = match before {
+        Some(refs) => refs,
+        // First look: what the mirror has now is known; news starts after it.
+        None => mirror.refs().await.unwrap_or_default().into_iter().collect(),
+    };
+    let fetched = match state.queue() {
+        Ok(q) => q.fetch(name).await,
+        Err(_) => return before,
+    };
+    if let Err(e) = fetched {
+        tracing::warn!(project = %name, error = %e, "poll: cannot fetch");
+    }
+    let now: HashMap<String, String> = mirror.refs().await.unwrap_or_default().into_iter().collect();
+    for (r, id) in &now {
+        if before.get(r) == Some(id) {
+            continue;
+        }
+        match report(state, name, Some(id), Some(r), Trigger::Poll, false).await {
+            Ok((s, commit)) => {
+                tracing::info!(project = %name, git_ref = %r, %commit, ?s, "poll found a new commit")
+            }
+            Err(e) => {
+                tracing::warn!(project = %name, git_ref = %r, error = %e.message, "poll: cannot queue")
+            }
+        }
+    }
+    now
 }

@@ -134,6 +134,9 @@ pub struct AppState {
     pub mirror: Option<Arc<takt_blob::objects::ObjectMirror>>,
     /// How jobs are kept away from the server (said in /readyz and the project view).
     pub isolation: isolation::JobIsolation,
+    /// Held across the check and the append of every rule of the form "only if no other"
+    /// (the last admin token, a project's name), so two requests cannot both pass the check.
+    pub exclusive: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -207,7 +210,7 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, need: Permission)
     let secret = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .ok_or_else(|| unauthorized("malformed Authorization header: use `Bearer <token>`"))?;
     let tokens = state
         .tokens
@@ -230,6 +233,15 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, need: Permission)
     drop(tokens);
     note_use(state, &info.id);
     Ok(info)
+}
+
+/// The credentials of a `Bearer` Authorization value; the scheme is case-insensitive
+/// (RFC 7235, section 2.1) and may be followed by any run of spaces.
+pub(crate) fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
 }
 
 /// Records that a token was used, at most once a minute per token (off the request's path).
@@ -328,6 +340,13 @@ async fn metrics_text(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
         state.metrics.waiting.set(waiting as i64);
         state.metrics.running.set(running as i64);
     }
+    if let Ok(size) = state.store.size().await {
+        state.metrics.store_bytes.set(size.bytes.min(i64::MAX as u64) as i64);
+        state
+            .metrics
+            .store_wal_bytes
+            .set(size.wal_bytes.unwrap_or(0).min(i64::MAX as u64) as i64);
+    }
     let mut resp = state.metrics.render().into_response();
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
@@ -342,7 +361,9 @@ async fn log_request(State(state): State<Arc<AppState>>, req: Request, next: Nex
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().to_string());
+        // Label by route template only: paths no route matches share one series, so
+        // unauthenticated requests cannot grow /metrics.
+        .unwrap_or_else(|| "unmatched".to_string());
     let start = Instant::now();
     let res = next.run(req).await;
     state.metrics.http(method.as_str(), &path, res.status().as_u16());
@@ -539,24 +560,38 @@ async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let me = authorize(&state, &headers, Permission::Admin)?;
-    let known = state.tokens.read().map(|t| t.contains_id(&id)).unwrap_or(false);
-    if !known {
+    // The check and the append are one step: concurrent revocations of the last two admin
+    // tokens cannot both pass it.
+    let _one_at_a_time = state.exclusive.lock().await;
+    let (live_me, target, admins) = state
+        .tokens
+        .read()
+        .map(|t| {
+            let list = t.list();
+            let scope_of = |id: &str| list.iter().find(|x| x.id == id).map(|x| x.scope);
+            (
+                scope_of(&me.id).is_some(),
+                scope_of(&id),
+                list.iter().filter(|x| x.scope == Scope::Admin).count(),
+            )
+        })
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token table poisoned"))?;
+    if !live_me {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unknown or revoked token (it was revoked while this request waited)",
+        ));
+    }
+    let Some(scope) = target else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no live token with id `{id}`"),
         ));
-    }
-    if me.id == id
-        && state
-            .tokens
-            .read()
-            .map(|t| t.list().iter().filter(|x| x.scope == Scope::Admin).count())
-            .unwrap_or(0)
-            == 1
-    {
+    };
+    if scope == Scope::Admin && admins <= 1 {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "refusing to revoke the last admin token",
+            format!("refusing to revoke `{id}`: it is the last admin token (create another admin token first)"),
         ));
     }
     let e = Event::now("", None, EventKind::TokenRevoked { id });
@@ -712,6 +747,8 @@ async fn add_project(
     let Json(req) = body.map_err(body_error)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     projects::check_name(&req.name).map_err(bad)?;
+    // A name is taken only if no other project has it: check, mirror and append as one step.
+    let _one_at_a_time = state.exclusive.lock().await;
     let branch = req.branch.unwrap_or_else(|| "main".into());
     projects::check_branch(&branch).map_err(bad)?;
     if req.repo.trim().is_empty() || req.repo.len() > 2000 || req.repo.chars().any(char::is_control) {

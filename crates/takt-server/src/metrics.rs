@@ -52,6 +52,9 @@ pub struct Metrics {
     failed_auth: Family<AuthLabels, Counter>,
     pub waiting: Gauge,
     pub running: Gauge,
+    /// The event log's size (database, and SQLite's write-ahead log), set when scraped.
+    pub store_bytes: Gauge,
+    pub store_wal_bytes: Gauge,
     /// (project, run) → when its trigger arrived; (project, run, job, attempt) → job start.
     pending: Mutex<Pending>,
 }
@@ -91,9 +94,17 @@ impl Metrics {
             failed_auth: Family::default(),
             waiting: Gauge::default(),
             running: Gauge::default(),
+            store_bytes: Gauge::default(),
+            store_wal_bytes: Gauge::default(),
             pending: Mutex::new(Pending::default()),
             registry: Registry::default(),
         };
+        registry.register("store_bytes", "Size of the event log's database", m.store_bytes.clone());
+        registry.register(
+            "store_wal_bytes",
+            "Size of SQLite's write-ahead log (0 on PostgreSQL)",
+            m.store_wal_bytes.clone(),
+        );
         registry.register("runs_finished", "Runs finished, by status", m.runs.clone());
         registry.register("jobs_finished", "Job attempts finished, by status", m.jobs.clone());
         registry.register(
@@ -147,7 +158,13 @@ impl Metrics {
         out
     }
 
+    /// Counts a request. `route` must be a route template (or `unmatched`); methods other than
+    /// the standard ones share the label `other`, so no request can create new series at will.
     pub fn http(&self, method: &str, route: &str, code: u16) {
+        const KNOWN: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+        ];
+        let method = if KNOWN.contains(&method) { method } else { "other" };
         self.http
             .get_or_create(&HttpLabels {
                 method: method.into(),

@@ -129,18 +129,54 @@ pub fn check_name(n: &str) -> Result<(), String> {
     }
 }
 
-/// Branch names as git allows them, conservatively.
-pub fn check_branch(b: &str) -> Result<(), String> {
-    let ok = !b.is_empty()
-        && b.len() <= 200
-        && !b.starts_with('-')
-        && !b.contains("..")
-        && !b.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("`{b}` is not a valid branch name"))
+/// The longest branch or tag name takt accepts (git itself has no limit; file systems stop
+/// a path component at 255 bytes).
+pub const MAX_REF_NAME: usize = 255;
+
+/// Branch and tag names by git's ref-format rules (`git check-ref-format`), plus a length
+/// limit: components not starting with `.` nor ending in `.lock`, no `..`, no control
+/// characters, space, `~ ^ : ? * [ \`, no `@{`, not `@`, no empty component, not ending in `.`.
+pub fn check_ref_name(what: &str, b: &str) -> Result<(), String> {
+    let shown: String = b.chars().take(60).flat_map(char::escape_debug).collect();
+    let refuse = |why: &str| Err(format!("`{shown}` is not a valid {what} name: {why}"));
+    if b.is_empty() {
+        return refuse("it is empty");
     }
+    if b.len() > MAX_REF_NAME {
+        return refuse(&format!(
+            "it is {} bytes long; at most {MAX_REF_NAME} are allowed",
+            b.len()
+        ));
+    }
+    if b.starts_with('-') {
+        return refuse("it starts with `-`");
+    }
+    if b == "@" || b.contains("@{") {
+        return refuse("`@` alone and `@{` are reserved by git");
+    }
+    if b.contains("..") {
+        return refuse("it contains `..`");
+    }
+    if b.ends_with('.') {
+        return refuse("it ends with `.`");
+    }
+    if let Some(c) = b.chars().find(|c| c.is_control() || " ~^:?*[\\".contains(*c)) {
+        return refuse(&format!("it contains {c:?}"));
+    }
+    for part in b.split('/') {
+        if part.is_empty() {
+            return refuse("it has an empty component (`//`, or `/` at either end)");
+        }
+        if part.starts_with('.') || part.ends_with(".lock") {
+            return refuse("a component starts with `.` or ends with `.lock`");
+        }
+    }
+    Ok(())
+}
+
+/// Branch names as git allows them.
+pub fn check_branch(b: &str) -> Result<(), String> {
+    check_ref_name("branch", b)
 }
 
 pub fn mirror_path(data: &Path, name: &str) -> PathBuf {

@@ -156,6 +156,7 @@ impl Queue {
             .events(&EventFilter {
                 kinds: [
                     "run_queued",
+                    "run_planning",
                     "run_started",
                     "run_finished",
                     "job_started",
@@ -171,6 +172,8 @@ impl Queue {
         struct Open {
             w: Waiting,
             started: bool,
+            /// Its planning began (and neither a start nor an end followed).
+            planning: bool,
             /// (job, attempt) → (started at, pid)
             jobs: HashMap<(String, u32), (takt_model::OffsetDateTime, Option<u32>, u64)>,
         }
@@ -217,9 +220,15 @@ impl Queue {
                                 carry: None,
                             },
                             started: false,
+                            planning: false,
                             jobs: HashMap::new(),
                         },
                     );
+                }
+                EventKind::RunPlanning => {
+                    if let Some(o) = open.get_mut(&key) {
+                        o.planning = true;
+                    }
                 }
                 EventKind::RunStarted => {
                     if let Some(o) = open.get_mut(&key) {
@@ -255,6 +264,25 @@ impl Queue {
         drop(intake);
         let mut requeue = Vec::new();
         for ((project, run), o) in open {
+            if !o.started && o.planning {
+                // The server stopped while it planned this run: perhaps its takt.yml made it
+                // crash. Planning it again could crash it again, at every start.
+                tracing::warn!(%project, run, "run failed: the server stopped while planning it");
+                store
+                    .append(&Event::now(
+                        &project,
+                        Some(run),
+                        EventKind::RunFinished {
+                            status: RunStatus::Failed,
+                            duration_ms: 0,
+                            reason: Some(
+                                "the server stopped while it was planning this run's takt.yml; the run is not planned again, in case the file is what stopped it (check it with `takt lint`, then push a fix or `takt trigger --force`)".into(),
+                            ),
+                        },
+                    ))
+                    .await?;
+                continue;
+            }
             if !o.started {
                 tracing::info!(%project, run, "run waits again after a restart");
                 if let Ok(mut s) = self.state.lock() {
@@ -554,6 +582,12 @@ impl Queue {
             carry: w.carry.clone(),
             secrets: self.secrets_for(&project, w.branch.as_deref()),
         };
+        // Recorded before the file is read: if planning brings the server down, its restart
+        // fails this run instead of planning it again.
+        self.engine
+            .store
+            .append(&Event::now(&w.project, Some(w.run), EventKind::RunPlanning))
+            .await?;
         let prep = match Prepared::new(&req, repo, &self.data.join("tmp")).await {
             Ok(p) => p,
             Err(e) => return self.fail_start(&w, e.to_string()).await,

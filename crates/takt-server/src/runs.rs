@@ -293,12 +293,26 @@ pub async fn report(
         .await
         .map_err(|e| bad(format!("cannot fetch the repository of `{project}`: {e}")))?;
     let mirror = Repo::bare(&crate::projects::mirror_path(&state.data_dir, project));
+    if let Some(rev) = rev
+        && (rev.is_empty() || rev.len() > crate::projects::MAX_REF_NAME || rev.chars().any(char::is_control))
+    {
+        return Err(bad(format!(
+            "`rev` must be a commit id, branch or tag of at most {} bytes, without control characters",
+            crate::projects::MAX_REF_NAME
+        )));
+    }
     let (branch, tag, rev) = match (git_ref, rev) {
         (Some(r), rev) => {
             let (b, t) = split_ref(r);
-            if b.is_none() && t.is_none() {
-                return Err(bad(format!("`{r}` is neither refs/heads/… nor refs/tags/…")));
-            }
+            let named = match (&b, &t) {
+                (Some(b), _) => crate::projects::check_ref_name("branch", b),
+                (_, Some(t)) => crate::projects::check_ref_name("tag", t),
+                _ => {
+                    let shown: String = r.chars().take(60).flat_map(char::escape_debug).collect();
+                    Err(format!("`{shown}` is neither refs/heads/… nor refs/tags/…"))
+                }
+            };
+            named.map_err(bad)?;
             (b, t, rev.unwrap_or(r).to_string())
         }
         (None, Some(rev)) => {
@@ -308,6 +322,28 @@ pub async fn report(
         (None, None) => (Some(p.branch.clone()), None, p.branch.clone()),
     };
     let commit = mirror.resolve(&rev).await.map_err(|e| bad(e.to_string()))?;
+    // A run is labelled with a branch only if the commit is on it (the branch's head or one
+    // of its ancestors), and with a tag only if the tag names it: a branch's name decides
+    // which secrets a run gets, so it cannot be claimed for another commit.
+    if let Some(b) = &branch {
+        let head = mirror
+            .resolve(&format!("refs/heads/{b}"))
+            .await
+            .map_err(|_| bad(format!("the repository of `{project}` has no branch `{b}`")))?;
+        if head != commit && !mirror.is_ancestor(&commit, &head).await {
+            return Err(bad(format!(
+                "commit {commit} is not on branch `{b}` (its head is {head}); a run's branch must contain its commit"
+            )));
+        }
+    } else if let Some(t) = &tag {
+        let tagged = mirror
+            .resolve(&format!("refs/tags/{t}"))
+            .await
+            .map_err(|_| bad(format!("the repository of `{project}` has no tag `{t}`")))?;
+        if tagged != commit {
+            return Err(bad(format!("tag `{t}` names commit {tagged}, not {commit}")));
+        }
+    }
     let submitted = queue
         .submit(Submission {
             project: project.to_string(),
@@ -477,6 +513,38 @@ pub struct LogQuery {
     follow: bool,
 }
 
+fn no_log(job: &str, run: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("job `{job}` of run #{run} has no log (it is not a job of this run, or it was skipped)"),
+    )
+}
+
+/// A log's file; the location comes from our own events, and anything that would leave the
+/// data directory is refused.
+fn log_path(state: &AppState, location: &str) -> Result<std::path::PathBuf, ApiError> {
+    if location.starts_with('/') || location.split('/').any(|c| c == "..") {
+        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt log location"));
+    }
+    Ok(state.data_dir.join(location))
+}
+
+/// Whether `job` may still start in the run: not skipped, the run not finished, and either
+/// queued or the plan not yet fully known (every `job_queued` precedes the first start).
+fn job_pending(events: &[Event], job: &str) -> bool {
+    let (mut queued, mut plan_known) = (false, false);
+    for e in events {
+        match &e.kind {
+            EventKind::JobSkipped { job: j, .. } if j == job => return false,
+            EventKind::RunFinished { .. } => return false,
+            EventKind::JobQueued { job: j, .. } if j == job => queued = true,
+            EventKind::JobStarted { .. } | EventKind::JobSkipped { .. } => plan_known = true,
+            _ => {}
+        }
+    }
+    queued || !plan_known
+}
+
 /// The log file of a job attempt (latest attempt unless one is named), and whether it is done.
 fn find_log(events: &[Event], job: &str, attempt: Option<u32>) -> Option<(String, u32, bool)> {
     let mut found: Option<(String, u32, bool)> = None;
@@ -509,40 +577,56 @@ pub async fn logs(
     authorize(&state, &headers, Permission::Read)?;
     let run = parse_run(&run)?;
     let q = query(q)?;
-    let (events, _) = load_run(&state, &project, run).await?;
-    let Some((location, attempt, done)) = find_log(&events, &job, q.attempt) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("job `{job}` of run #{run} has no log (yet)"),
-        ));
-    };
-    // The location comes from our own events; refuse anything that would leave the data dir.
-    if location.starts_with('/') || location.split('/').any(|c| c == "..") {
-        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt log location"));
-    }
-    let path = state.data_dir.join(&location);
     let sse = q.follow
         || headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/event-stream"));
+    // Subscribed before the run is read, so a start appended in between is not missed.
+    let follow = state.store.follow();
+    let (events, _) = load_run(&state, &project, run).await?;
+    let found = find_log(&events, &job, q.attempt);
     if sse {
-        let from = headers
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        let follow = state.store.follow();
+        let from = match headers.get("last-event-id") {
+            None => 0,
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "`Last-Event-ID` must be a byte offset, as the events' ids are",
+                    )
+                })?,
+        };
+        let waiting = match &found {
+            Some(_) => false,
+            // A job of the run that has not started yet: the stream waits for its log.
+            None if job_pending(&events, &job) => true,
+            None => return Err(no_log(&job, run)),
+        };
+        let (path, attempt, done) = match found {
+            Some((location, attempt, done)) => (Some(log_path(&state, &location)?), attempt, done),
+            None => (None, q.attempt.unwrap_or(1), false),
+        };
+        // An offset past the log's end answers from the end (nothing is replayed).
+        let size = match &path {
+            Some(p) => tokio::fs::metadata(p).await.map(|m| m.len()).unwrap_or(0),
+            None => 0,
+        };
         return Ok(live(Follow {
             state: state.clone(),
             project,
             run,
             job,
             attempt,
+            want_attempt: q.attempt,
             done,
+            waiting,
             path,
             file: None,
-            offset: from,
+            offset: from.min(size),
             pending: Vec::new(),
             follow,
             ended: false,
@@ -550,6 +634,10 @@ pub async fn logs(
         })
         .into_response());
     }
+    let Some((location, _, done)) = found else {
+        return Err(no_log(&job, run));
+    };
+    let path = log_path(&state, &location)?;
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("log of `{job}` is gone: {e}")))?;
@@ -647,8 +735,12 @@ struct Follow {
     run: u64,
     job: String,
     attempt: u32,
+    /// The attempt asked for, if any.
+    want_attempt: Option<u32>,
     done: bool,
-    path: std::path::PathBuf,
+    /// The job has not started: wait for its log to appear first.
+    waiting: bool,
+    path: Option<std::path::PathBuf>,
     file: Option<tokio::fs::File>,
     offset: u64,
     pending: Vec<u8>,
@@ -663,11 +755,22 @@ fn live(f: Follow) -> impl IntoResponse {
             return None;
         }
         loop {
+            if f.waiting {
+                match wait_for_start(&mut f).await {
+                    Some(()) => f.waiting = false,
+                    None => {
+                        f.ended = true;
+                        let ev = SseEvent::default().event("end").data("0");
+                        return Some((Ok(ev), f));
+                    }
+                }
+            }
             // Read what is new.
             let mut chunk = Vec::new();
             // Opened once, positioned once; each poll reads on from where the last one ended.
             if f.file.is_none()
-                && let Ok(mut file) = tokio::fs::File::open(&f.path).await
+                && let Some(path) = &f.path
+                && let Ok(mut file) = tokio::fs::File::open(path).await
                 && file.seek(std::io::SeekFrom::Start(f.offset)).await.is_ok()
             {
                 f.file = Some(file);
@@ -716,6 +819,42 @@ fn live(f: Follow) -> impl IntoResponse {
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// Waits (on the log's appends, not a clock) until the followed job has a log; `None` when it
+/// never will (skipped, or the run finished).
+async fn wait_for_start(f: &mut Follow) -> Option<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let events = f
+            .state
+            .store
+            .events(&EventFilter {
+                project: Some(f.project.clone()),
+                run: Some(f.run),
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        if let Some((location, attempt, done)) = find_log(&events, &f.job, f.want_attempt) {
+            f.path = Some(log_path(&f.state, &location).ok()?);
+            f.attempt = attempt;
+            f.done = done;
+            return Some(());
+        }
+        if !job_pending(&events, &f.job) {
+            return None;
+        }
+        // The next event of this run (or a lag, after which the store is read again).
+        loop {
+            match f.follow.recv().await {
+                Ok(e) if e.project == f.project && e.run == Some(f.run) => break,
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 /// Whether the attempt's log is complete: a `log_stored` event for it was appended.

@@ -261,11 +261,11 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
             let status = res.status().as_u16();
             let v: serde_json::Value = res.json().await.unwrap_or_default();
             if json {
-                println!("{v}");
+                outln!("{v}");
             } else if status == 200 {
-                println!("{name}@{version} is already stored with these bytes ({digest}); nothing changed");
+                outln!("{name}@{version} is already stored with these bytes ({digest}); nothing changed");
             } else {
-                println!("pushed {name}@{version}: {digest}, {} bytes", meta.len());
+                outln!("pushed {name}@{version}: {digest}, {} bytes", meta.len());
             }
         }
         ArtifactCommand::Pull {
@@ -342,10 +342,10 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
             let path = format!("/api/v1/artifacts?{}", q.join("&"));
             let (_, v) = Api::new(&remote)?.call(reqwest::Method::GET, &path, None).await?;
             if json {
-                println!("{}", v["artifacts"]);
+                outln!("{}", v["artifacts"]);
             } else {
                 for a in v["artifacts"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "{}@{}\t{}\t{} bytes\t{} run #{}\t{}",
                         a["name"].as_str().unwrap_or(""),
                         a["version"].as_str().unwrap_or(""),
@@ -365,18 +365,18 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                 .timeout(Duration::from_secs(24 * 3600));
             let v: serde_json::Value = api.send(req).await?.json().await?;
             if json {
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!("{} blobs, {} bytes checked", v["checked"], v["bytes"]);
+                outln!("{} blobs, {} bytes checked", v["checked"], v["bytes"]);
                 for c in v["corrupt"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "CORRUPT {} (its bytes hash to {}); moved to quarantine",
                         s(&c["digest"]),
                         s(&c["actual"])
                     );
                 }
                 for m in v["missing"].as_array().into_iter().flatten() {
-                    println!("MISSING {} of {}", s(&m["digest"]), s(&m["artifact"]));
+                    outln!("MISSING {} of {}", s(&m["digest"]), s(&m["artifact"]));
                 }
             }
             if v["ok"] != true {
@@ -391,13 +391,13 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                 .timeout(Duration::from_secs(24 * 3600));
             let v: serde_json::Value = api.send(req).await?.json().await?;
             if json {
-                println!("{v}");
+                outln!("{v}");
             } else {
                 let verb = if apply { "deleted" } else { "would delete" };
                 for a in v["artifacts"].as_array().into_iter().flatten() {
-                    println!("{verb} {}@{}: {}", s(&a["name"]), s(&a["version"]), s(&a["reason"]));
+                    outln!("{verb} {}@{}: {}", s(&a["name"]), s(&a["version"]), s(&a["reason"]));
                 }
-                println!(
+                outln!(
                     "{verb} {} blobs nothing names ({} bytes){}",
                     v["blobs"].as_array().map_or(0, |b| b.len()),
                     v["freed_bytes"],
@@ -414,7 +414,7 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            println!("{v:#}");
+            outln!("{v:#}");
         }
         ArtifactCommand::Verify {
             target,
@@ -465,12 +465,12 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                 );
             }
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"name": m.name, "version": m.version, "digest": m.digest, "signature": "valid"})
                 );
             } else {
-                println!(
+                outln!(
                     "{}@{}: digest {} matches; signature valid (key {})",
                     m.name,
                     m.version,
@@ -500,12 +500,12 @@ fn write_manifest(file: &Path, m: &SignedManifest) -> anyhow::Result<()> {
 
 fn report_pull(json: bool, out: &Path, m: &takt_blob::Manifest, already: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"file": out, "name": m.name, "version": m.version, "digest": m.digest, "size": m.size, "unchanged": already})
         );
     } else if already {
-        println!(
+        outln!(
             "{} already holds {}@{} ({})",
             out.display(),
             m.name,
@@ -513,7 +513,7 @@ fn report_pull(json: bool, out: &Path, m: &takt_blob::Manifest, already: bool) {
             m.digest
         );
     } else {
-        println!("{}@{} → {} ({}, verified)", m.name, m.version, out.display(), m.digest);
+        outln!("{}@{} → {} ({}, verified)", m.name, m.version, out.display(), m.digest);
     }
 }
 

@@ -98,6 +98,12 @@ pub fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> Exi
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // A reader that went away (`| head`) is no error: end quietly.
+            for cause in e.chain() {
+                if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                    crate::output::quit_if_reader_gone(io);
+                }
+            }
             eprintln!("error: {e:#}");
             ExitCode::from(if e.downcast_ref::<BadInput>().is_some() { 2 } else { 1 })
         }
@@ -228,7 +234,7 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         f.write_all(body.as_bytes())?;
     }
-    println!("logged in to {}; credentials in {}", api.base, path.display());
+    outln!("logged in to {}; credentials in {}", api.base, path.display());
     Ok(())
 }
 
@@ -249,21 +255,21 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             if json {
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!(
+                outln!(
                     "token {} ({} scope) created; its secret is shown only now:",
                     v["id"].as_str().unwrap_or(""),
                     v["scope"].as_str().unwrap_or("")
                 );
-                println!("{}", v["token"].as_str().unwrap_or(""));
+                outln!("{}", v["token"].as_str().unwrap_or(""));
             }
         }
         TokenCommand::Ls { json, remote } => {
             let api = Api::new(&remote)?;
             let (_, v) = api.call(reqwest::Method::GET, "/api/v1/tokens", None).await?;
             if json {
-                println!("{}", v["tokens"]);
+                outln!("{}", v["tokens"]);
             } else {
                 let mut t = comfy_table::Table::new();
                 t.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
@@ -277,14 +283,14 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
                         x["last_used_at"].as_str().unwrap_or("never"),
                     ]);
                 }
-                println!("{t}");
+                outln!("{t}");
             }
         }
         TokenCommand::Revoke { id, remote } => {
             let api = Api::new(&remote)?;
             api.call(reqwest::Method::DELETE, &format!("/api/v1/tokens/{id}"), None)
                 .await?;
-            println!("token {id} revoked");
+            outln!("token {id} revoked");
         }
     }
     Ok(())
@@ -427,14 +433,14 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
                 Some(serde_json::json!({"name": name, "repo": repo, "branch": branch})),
             )
             .await?;
-            println!("project {name} added (branch {branch})");
+            outln!("project {name} added (branch {branch})");
         }
         ProjectCommand::Ls { json, remote } => {
             let (_, v) = Api::new(&remote)?
                 .call(reqwest::Method::GET, "/api/v1/projects", None)
                 .await?;
             if json {
-                println!("{}", v["projects"]);
+                outln!("{}", v["projects"]);
             } else {
                 let rows = v["projects"]
                     .as_array()
@@ -442,7 +448,7 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
                     .flatten()
                     .map(|p| vec![s(&p["name"]), s(&p["branch"]), s(&p["repo"])])
                     .collect();
-                println!("{}", table(&["name", "branch", "repository"], rows));
+                outln!("{}", table(&["name", "branch", "repository"], rows));
             }
         }
         ProjectCommand::Show { name, remote } => {
@@ -453,7 +459,7 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
             if let Some(w) = v["job_isolation"]["warning"].as_str() {
                 eprintln!("WARNING: {w}");
             }
-            println!("{v:#}");
+            outln!("{v:#}");
         }
         ProjectCommand::Set {
             name,
@@ -488,7 +494,7 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
                     Some(body.into()),
                 )
                 .await?;
-            println!("{}", v["options"]);
+            outln!("{}", v["options"]);
         }
     }
     Ok(())
@@ -505,19 +511,19 @@ pub async fn trigger(a: TriggerArgs) -> anyhow::Result<()> {
         )
         .await?;
     if a.json {
-        println!("{v}");
+        outln!("{v}");
     } else if v["duplicate"] == true {
         let run = if v["run"].is_null() {
             "queued".to_string()
         } else {
             format!("#{}", v["run"])
         };
-        println!(
+        outln!(
             "commit {} already has a run ({run}); use --force for another",
             s(&v["commit"])
         );
     } else {
-        println!("queued a run of {} at {}", a.project, s(&v["commit"]));
+        outln!("queued a run of {} at {}", a.project, s(&v["commit"]));
     }
     Ok(())
 }
@@ -531,7 +537,7 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
             };
             let (_, v) = Api::new(&remote)?.call(reqwest::Method::GET, &path, None).await?;
             if json {
-                println!("{}", v["runs"]);
+                outln!("{}", v["runs"]);
             } else {
                 let rows = v["runs"]
                     .as_array()
@@ -548,7 +554,7 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
                         ]
                     })
                     .collect();
-                println!(
+                outln!(
                     "{}",
                     table(&["project", "run", "status", "branch", "commit", "queued (UTC)"], rows)
                 );
@@ -564,16 +570,16 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
                 .call(reqwest::Method::GET, &format!("/api/v1/runs/{project}/{run}"), None)
                 .await?;
             if json {
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!("run #{run} of {project}: {} at {}", s(&v["status"]), s(&v["commit"]));
+                outln!("run #{run} of {project}: {} at {}", s(&v["status"]), s(&v["commit"]));
                 let rows = v["jobs"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .map(|j| vec![s(&j["name"]), s(&j["status"]), s(&j["exit_code"]), s(&j["reason"])])
                     .collect();
-                println!("{}", table(&["job", "status", "exit", "reason"], rows));
+                outln!("{}", table(&["job", "status", "exit", "reason"], rows));
             }
         }
         RunsCommand::Cancel { project, run, remote } => {
@@ -584,7 +590,7 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            println!("run #{run} of {project}: {}", s(&v["status"]));
+            outln!("run #{run} of {project}: {}", s(&v["status"]));
         }
         RunsCommand::Retry {
             project,
@@ -601,9 +607,9 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             if json {
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!(
+                outln!(
                     "queued run #{} of {project}: {} of run #{run}",
                     s(&v["run"]),
                     if failed { "the failed jobs" } else { "every job" }

@@ -139,9 +139,9 @@ fn path(p: &str, e: &str, what: &str) -> String {
 async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Result<()> {
     let Some(id) = v["deploy"].as_u64() else {
         if wait.json {
-            println!("{v}");
+            outln!("{v}");
         } else {
-            println!(
+            outln!(
                 "{}",
                 v["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string())
             );
@@ -149,7 +149,7 @@ async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Re
         return Ok(());
     };
     if !wait.json {
-        println!(
+        outln!(
             "deploy #{id} of {}@{} to {p}/{e} started",
             s(&v["artifact"]["name"]),
             s(&v["artifact"]["version"])
@@ -157,7 +157,7 @@ async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Re
     }
     if wait.detach {
         if wait.json {
-            println!("{v}");
+            outln!("{v}");
         }
         return Ok(());
     }
@@ -176,7 +176,7 @@ async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Re
         let steps = d["steps"].as_array().cloned().unwrap_or_default();
         if !wait.json {
             for st in steps.iter().skip(printed) {
-                println!(
+                outln!(
                     "  {:>3}. {:<22} weight {:>3}%  {}{}",
                     s(&st["step"]),
                     s(&st["action"]),
@@ -189,9 +189,9 @@ async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Re
         printed = steps.len();
         if let Some(outcome) = d["outcome"].as_str() {
             if wait.json {
-                println!("{d}");
+                outln!("{d}");
             } else {
-                println!(
+                outln!(
                     "deploy #{id}: {outcome}{}",
                     d["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
                 );
@@ -207,13 +207,13 @@ async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Re
             .is_some_and(|st| st["action"] == json!("paused") || st["action"] == json!("halted"));
         if waiting || paused {
             if !wait.json {
-                println!(
+                outln!(
                     "deploy #{id} is {}; it goes on after `takt {} {p}/{e}`",
                     if waiting { "waiting for approval" } else { "paused" },
                     if waiting { "approve" } else { "resume" }
                 );
             } else {
-                println!("{d}");
+                outln!("{d}");
             }
             return Ok(());
         }
@@ -248,7 +248,7 @@ pub async fn rollback(a: RollbackArgs) -> anyhow::Result<()> {
     let (_, v) = api.call(Method::POST, &path(&p, &e, "rollback"), body).await?;
     if v["outcome"] == json!("rolling_back") {
         let id = v["deploy"].as_u64().unwrap_or(0);
-        println!("deploy #{id} to {p}/{e} is rolling back");
+        outln!("deploy #{id} to {p}/{e} is rolling back");
         return Ok(());
     }
     follow(&api, &p, &e, v, a.wait).await
@@ -259,11 +259,11 @@ pub async fn simple(what: &str, a: EnvArgs) -> anyhow::Result<()> {
     let (p, e) = resolve(&api, &a.target).await?;
     let (_, v) = api.call(Method::POST, &path(&p, &e, what), None).await?;
     if a.wait.json {
-        println!("{v}");
+        outln!("{v}");
     } else {
         match what {
-            "approve" => println!("{p}/{e}: deploy #{} approved", s(&v["deploy"])),
-            _ => println!(
+            "approve" => outln!("{p}/{e}: deploy #{} approved", s(&v["deploy"])),
+            _ => outln!(
                 "{p}/{e}: resumed{}",
                 if v["was_halted"] == json!(true) {
                     " (the halt is lifted)"
@@ -281,7 +281,7 @@ pub async fn halt(a: HaltArgs) -> anyhow::Result<()> {
     let (p, e) = resolve(&api, &a.target).await?;
     api.call(Method::POST, &path(&p, &e, "halt"), Some(json!({"reason": a.reason})))
         .await?;
-    println!("{p}/{e}: halted; deploys stop at their next safe point until `takt resume {p}/{e}`");
+    outln!("{p}/{e}: halted; deploys stop at their next safe point until `takt resume {p}/{e}`");
     Ok(())
 }
 
@@ -322,7 +322,7 @@ pub async fn env(c: EnvCommand) -> anyhow::Result<()> {
                 .call(Method::GET, "/api/v1/environments", None)
                 .await?;
             if json {
-                println!("{}", v["environments"]);
+                outln!("{}", v["environments"]);
                 return Ok(());
             }
             let rows = v["environments"]
@@ -340,7 +340,7 @@ pub async fn env(c: EnvCommand) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 table(
                     &["project", "environment", "running", "since (UTC)", "state", "strategy"],
@@ -355,12 +355,12 @@ pub async fn env(c: EnvCommand) -> anyhow::Result<()> {
                 .call(Method::GET, &format!("/api/v1/environments/{p}/{e}"), None)
                 .await?;
             if json {
-                println!("{v}");
+                outln!("{v}");
                 return Ok(());
             }
-            println!("{p}/{e}: {} — {}", running(&v), state_of(&v));
+            outln!("{p}/{e}: {} — {}", running(&v), state_of(&v));
             if let Some(since) = v["since"].as_str() {
-                println!(
+                outln!(
                     "since {since}; driver {}, strategy {}",
                     s(&v["driver"]),
                     s(&v["strategy"])
@@ -381,7 +381,7 @@ pub async fn env(c: EnvCommand) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 table(
                     &["deploy", "artifact", "strategy", "outcome", "started (UTC)", "reason"],

@@ -1,10 +1,11 @@
 //! `takt`: the binary. Command-line parsing, wiring, output — nothing else.
 
+#[macro_use]
+mod output;
 mod artifact_cli;
 mod client;
 mod env_cli;
 mod ops;
-mod output;
 mod serve;
 
 use anyhow::Context;
@@ -226,7 +227,7 @@ fn lint(a: LintArgs) -> ExitCode {
     match takt_pipeline::parse(&name, &bytes) {
         Ok(p) => {
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"ok": true, "file": name, "jobs": p.jobs.iter().map(|j| &j.name).collect::<Vec<_>>(), "not_supported_yet": p.reserved.iter().map(|r| &r.0).collect::<Vec<_>>()})
                 );
@@ -237,14 +238,14 @@ fn lint(a: LintArgs) -> ExitCode {
                         pos.line, pos.col
                     );
                 }
-                println!("{name}: ok ({} jobs in {} stages)", p.jobs.len(), p.stages.len());
+                outln!("{name}: ok ({} jobs in {} stages)", p.jobs.len(), p.stages.len());
             }
             ExitCode::SUCCESS
         }
         Err(d) => {
             if a.json {
                 let errors: Vec<_> = d.items.iter().map(|i| serde_json::json!({"line": i.pos.line, "column": i.pos.col, "message": i.message, "help": i.help})).collect();
-                println!("{}", serde_json::json!({"ok": false, "file": name, "errors": errors}));
+                outln!("{}", serde_json::json!({"ok": false, "file": name, "errors": errors}));
             } else {
                 eprintln!("{d}");
                 eprintln!(
@@ -355,7 +356,7 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
     store.close().await;
     let report = report?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).context("encoding the report")?
         );

@@ -223,7 +223,7 @@ pub async fn secret(c: SecretCommand) -> anyhow::Result<()> {
                 )
                 .body(value);
             api.send(req).await?;
-            println!("secret {name} of {project} set");
+            outln!("secret {name} of {project} set");
         }
         SecretCommand::Ls { project, json, remote } => {
             let (_, v) = Api::new(&remote)?
@@ -234,10 +234,10 @@ pub async fn secret(c: SecretCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             if json {
-                println!("{}", v["secrets"]);
+                outln!("{}", v["secrets"]);
             } else {
                 for x in v["secrets"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "{}\tset {}",
                         x["name"].as_str().unwrap_or(""),
                         x["set_at"].as_str().unwrap_or("")
@@ -253,7 +253,7 @@ pub async fn secret(c: SecretCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            println!("secret {name} of {project} removed");
+            outln!("secret {name} of {project} removed");
         }
     }
     Ok(())
@@ -318,7 +318,7 @@ pub async fn hook(c: HookCommand) -> anyhow::Result<()> {
             }
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
-            println!("installed {} (project {project}, server {})", path.display(), api.base);
+            outln!("installed {} (project {project}, server {})", path.display(), api.base);
         }
         HookCommand::Notify { project, remote } => {
             let api = Api::new(&remote)?;
@@ -341,10 +341,10 @@ pub async fn hook(c: HookCommand) -> anyhow::Result<()> {
                     )
                     .await
                 {
-                    Ok((_, v)) if v["duplicate"] == true => println!("takt: {r} already has run #{}", v["run"]),
-                    Ok((_, v)) => println!("takt: queued run #{} of {project} for {r}", v["run"]),
+                    Ok((_, v)) if v["duplicate"] == true => outln!("takt: {r} already has run #{}", v["run"]),
+                    Ok((_, v)) => outln!("takt: queued run #{} of {project} for {r}", v["run"]),
                     // The push has happened; a failed notification must not look like a failed push.
-                    Err(e) => println!("takt: could not notify the server about {r}: {e:#}"),
+                    Err(e) => outln!("takt: could not notify the server about {r}: {e:#}"),
                 }
             }
         }

@@ -1,5 +1,36 @@
 //! What people see: a live display on a terminal, plain lines otherwise, and the summary.
 
+/// Writes to standard output. When the reader has gone (`takt runs ls | head -1`), the
+/// program ends at once and quietly with exit code 0, as ripgrep does, instead of panicking
+/// as `println!` would.
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let r = out
+        .write_fmt(args)
+        .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = r {
+        quit_if_reader_gone(&e);
+    }
+}
+
+/// Ends the program quietly if `e` says standard output's reader has gone.
+pub fn quit_if_reader_gone(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+}
+
+/// `println!` that ends the program quietly on a closed pipe.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!(""), true)
+    };
+    ($($t:tt)*) => {
+        $crate::output::write_stdout(format_args!($($t)*), true)
+    };
+}
+
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -63,7 +94,7 @@ impl Ui {
                         } else if json {
                             eprintln!("{line}");
                         } else {
-                            println!("{line}");
+                            outln!("{line}");
                         }
                     }
                     _ = tick.tick(), if tty => {
@@ -89,7 +120,7 @@ impl Ui {
                 if json {
                     eprintln!("{}", line_for(&p))
                 } else {
-                    println!("{}", line_for(&p))
+                    outln!("{}", line_for(&p))
                 }
             }
             for (_, b) in bars {
@@ -146,14 +177,14 @@ pub fn summary(r: &RunReport) {
                 .unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     for j in r.jobs.iter().filter(|j| j.status == JobStatus::Failed) {
         if let Some(l) = &j.log {
-            println!("log of `{}`: {}/{l}", j.name, r.data_dir);
+            outln!("log of `{}`: {}/{l}", j.name, r.data_dir);
         }
     }
     if let Some(w) = &r.over_budget {
-        println!(
+        outln!(
             "WARNING: coffee test failed: the run took {} against a budget of {}. Critical path: {}. Bottleneck: `{}` ({}).",
             timefmt::human(Duration::from_millis(w.wall_ms)),
             timefmt::human(Duration::from_millis(w.budget_ms)),
@@ -175,7 +206,7 @@ pub fn summary(r: &RunReport) {
         .or(r.tag.as_deref())
         .map(|b| format!(" on {b}"))
         .unwrap_or_default();
-    println!(
+    outln!(
         "run #{} of {} at {short}{on}{} {word} in {}",
         r.run,
         r.project,

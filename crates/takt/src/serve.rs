@@ -118,6 +118,10 @@ pub async fn serve(a: ServeArgs) -> ExitCode {
 
 async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     let started = std::time::Instant::now();
+    takt_engine::git::set_timeouts(
+        std::time::Duration::from_secs(config.git_timeout),
+        std::time::Duration::from_secs(config.git_timeout.min(30)),
+    );
     let data =
         takt_engine::DataDir::open(&config.data_dir).map_err(|e| (if e.is_bad_input() { 2 } else { 1 }, e.into()))?;
     let store = match &config.database_url {
@@ -129,7 +133,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         .await
         .map_err(|e| (1, e.into()))?;
     if let Some(secret) = new_admin {
-        println!(
+        outln!(
             "admin token (shown once; also in {}): {secret}",
             config.data_dir.join("admin-token").display()
         );
@@ -149,6 +153,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     };
     let mut engine = takt_engine::Engine::new(executor, store.clone(), &data).map_err(|e| (1, e.into()))?;
     engine.record_pids = true;
+    engine.max_artifact_bytes = Some(config.max_artifact_bytes);
     let mirror = match &config.artifact_store {
         Some(url) => Some(Arc::new(
             takt_blob::objects::ObjectMirror::from_url(url).map_err(|e| (2, e.into()))?,
@@ -202,8 +207,24 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         data_dir: data.root.clone(),
         deployments: takt_server::environments::Deployments::new(envs, shim_program.clone()),
         mirror,
+        exclusive: Default::default(),
         isolation,
     });
+    {
+        // SQLite's WAL is checkpointed into the main file and truncated once a minute, off the
+        // request path (appends also checkpoint every 1,000 pages on their own).
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.checkpoint().await {
+                    tracing::warn!(error = %e, "cannot checkpoint the event log");
+                }
+            }
+        });
+    }
     takt_server::schedule::start(state.clone());
     takt_server::notify::start(state.clone());
     takt_server::environments::start_auto_deploy(state.clone());
@@ -216,7 +237,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         takt_server::hooks::start_polling(state.clone(), std::time::Duration::from_secs(config.poll_seconds));
     }
     let app = takt_server::router(state, config.max_body_bytes);
-    println!(
+    outln!(
         "takt serve: listening on http://{addr} (data in {}, ready in {:.1} ms)",
         data.root.display(),
         started.elapsed().as_secs_f64() * 1000.0
