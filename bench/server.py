@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """takt serve under load: trigger latency, a burst of webhooks, live-log latency.
 
-  python3 bench/server.py [latency] [burst] [sse]     (default: all three)
+  python3 bench/server.py [latency] [burst] [sse] [durability]     (default: all four)
 
 1. latency: 200 sequential pushes to a small repository, each announced by a signed GitHub
    webhook; from just before the POST to the first job's process running (the job writes its
@@ -11,6 +11,9 @@
    commit must have exactly one run and every run must finish: no run lost, none duplicated.
 3. sse: a job prints 10,000 lines/s for 5 s, each carrying its time; an SSE client on the
    job's log reports how late each line arrives. Target: p99 <= 100 ms.
+
+4. durability: what the power-loss-safe event log (SQLite synchronous=FULL, the default) costs
+   against synchronous=NORMAL, measured in the same run: trigger latency and one append.
 
 Also prints the server's peak RSS (VmHWM) after each part.
 """
@@ -118,13 +121,14 @@ def new_repo(yml, files=None):
     return d
 
 
-def latency(takt):
+def trigger_latencies(takt, n=200, env=None):
+    """Sequential pushes, each announced by a webhook: ms from the POST to the job's process."""
     out = tempfile.mkdtemp(prefix="takt-bench-out-")
     repo = new_repo(f"jobs:\n  first:\n    script: ['date +%s.%N > {out}/$CI_PIPELINE_ID']\n")
-    s = Server(takt)
+    s = Server(takt, env)
     s.project("demo", repo)
     lat = []
-    for i in range(1, 201):
+    for i in range(1, n + 1):
         git(repo, "commit", "-q", "--allow-empty", "-m", f"c{i}")
         sha = git(repo, "rev-parse", "HEAD")
         t0 = time.time()
@@ -138,6 +142,11 @@ def latency(takt):
         lat.append((float(open(path).read()) - t0) * 1000)
         while not (s.run("demo", i) or {}).get("finished_at"):
             time.sleep(0.005)
+    return s, lat
+
+
+def latency(takt):
+    s, lat = trigger_latencies(takt)
     p50, p99 = pct(lat, 50), pct(lat, 99)
     ok = p50 <= 50 and p99 <= 150
     print(f"1. trigger latency (webhook POST -> first job process), 200 pushes: p50 {p50:.1f} ms, p90 {pct(lat, 90):.1f} ms, "
@@ -145,6 +154,26 @@ def latency(takt):
           f"p50 ratio {p50 / 3000:.3f}) {'ok' if ok else 'OVER TARGET'}")
     print(f"   server peak RSS {s.hwm():.1f} MiB")
     s.stop()
+
+
+def durability(takt, n=100, appends=300):
+    """What power-loss durability (SQLite synchronous=FULL, the default) costs against
+    synchronous=NORMAL (survives a process crash only), measured in the same run: the trigger
+    latency and the time of one acknowledged append (a token created over the API)."""
+    figures = {}
+    for mode in ["normal", "full"]:
+        s, lat = trigger_latencies(takt, n, {"TAKT_SQLITE_SYNCHRONOUS": mode})
+        t0 = time.time()
+        for i in range(appends):
+            st, _ = s.call("POST", "/api/v1/tokens", {"name": f"bench-{i}", "scope": "read"})
+            assert st == 201, st
+        per = (time.time() - t0) * 1000 / appends
+        figures[mode] = (pct(lat, 50), pct(lat, 99), per)
+        s.stop()
+    (n50, n99, nap), (f50, f99, fap) = figures["normal"], figures["full"]
+    print(f"4. durability: synchronous=FULL (default) vs NORMAL (baseline), {n} pushes and {appends} appends each:")
+    print(f"   trigger latency p50 {f50:.1f} ms vs {n50:.1f} ms ({f50 / n50:.2f}x), p99 {f99:.1f} vs {n99:.1f} ms ({f99 / n99:.2f}x)")
+    print(f"   one acknowledged append over HTTP {fap:.2f} ms vs {nap:.2f} ms ({fap / nap:.2f}x)")
 
 
 def burst(takt, rate=100, seconds=60):
@@ -289,11 +318,11 @@ def sse(takt):
 
 
 def main():
-    parts = sys.argv[1:] or ["latency", "burst", "sse"]
+    parts = sys.argv[1:] or ["latency", "burst", "sse", "durability"]
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "takt"], cwd=ROOT, check=True)
     takt = os.path.join(ROOT, "target/release/takt")
     for p in parts:
-        {"latency": latency, "burst": burst, "sse": sse}[p](takt)
+        {"latency": latency, "burst": burst, "sse": sse, "durability": durability}[p](takt)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 //! blob. A whole download is hashed while it streams and its last piece is held back until
 //! the digest matches: on a mismatch the transfer is aborted (the client never gets a complete,
 //! wrong file) and the blob is quarantined. `Range` requests are served without whole-blob
-//! verification (DECISIONS.md): clients verify what they assemble. `ETag` is the digest.
+//! verification: clients verify what they assemble. `ETag` is the digest.
 
 use crate::auth::Permission;
 use crate::{ApiError, AppState, authorize, page_limit, query};

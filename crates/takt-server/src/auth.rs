@@ -1,4 +1,4 @@
-//! API tokens and scopes. A scope is a set of permissions, not a level (DECISIONS.md):
+//! API tokens and scopes. A scope is a set of permissions, not a level (docs/server.md):
 //! `read`; `ci` = read + run pipelines and push artifacts; `deploy` = read + deploy;
 //! `flags` = evaluate flags only; `admin` = everything. Tokens are kept as the SHA-256 of their
 //! secret, projected from `token_created` / `token_revoked` events.

@@ -59,6 +59,41 @@ fn webhook_secret(state: &AppState, project: &crate::projects::Project) -> Optio
         .ok()
 }
 
+/// What a push payload (GitHub, Gitea and GitLab share these fields) says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// `refs/heads/…` or `refs/tags/…`, valid by git's rules.
+    pub git_ref: String,
+    /// The pushed commit: 40 or 64 hex digits.
+    pub after: String,
+    /// The ref was deleted (nothing to build).
+    pub deleted: bool,
+}
+
+/// Reads a push payload: its `ref` (a branch or tag, by git's ref rules) and `after` (an object
+/// id). Anything else is an error that says what is wrong, never a panic.
+pub fn parse_push(body: &[u8]) -> Result<Push, String> {
+    let payload: Value = serde_json::from_slice(body).map_err(|e| format!("the push payload is not JSON: {e}"))?;
+    let (Some(git_ref), Some(after)) = (payload["ref"].as_str(), payload["after"].as_str()) else {
+        return Err("the push payload has no `ref` and `after` strings".into());
+    };
+    let named = match crate::runs::split_ref(git_ref) {
+        (Some(b), _) => crate::projects::check_ref_name("branch", &b),
+        (_, Some(t)) => crate::projects::check_ref_name("tag", &t),
+        _ => Err("the push payload's `ref` is neither refs/heads/… nor refs/tags/…".into()),
+    };
+    named.map_err(|e| format!("the push payload's `ref`: {e}"))?;
+    if !(after.len() == 40 || after.len() == 64) || !after.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the push payload's `after` is not a commit id (40 or 64 hex digits)".into());
+    }
+    let deleted = payload["deleted"].as_bool() == Some(true) || after.bytes().all(|b| b == b'0');
+    Ok(Push {
+        git_ref: git_ref.to_string(),
+        after: after.to_string(),
+        deleted,
+    })
+}
+
 pub async fn webhook(
     State(state): State<Arc<AppState>>,
     Path((provider, name)): Path<(String, String)>,
@@ -154,18 +189,9 @@ pub async fn webhook(
             Json(json!({"queued": false, "duplicate": true, "delivery": delivery})),
         ));
     }
-    let payload: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the push payload is not JSON: {e}")))?;
-    let git_ref = payload["ref"].as_str().map(str::to_string);
-    let after = payload["after"].as_str().map(str::to_string);
-    let (Some(git_ref), Some(after)) = (git_ref, after) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "the push payload has no `ref` and `after`",
-        ));
-    };
-    let deleted = payload["deleted"].as_bool() == Some(true) || after.bytes().all(|b| b == b'0');
-    if deleted {
+    let push = parse_push(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let (git_ref, after) = (push.git_ref, push.after);
+    if push.deleted {
         queue.remember_delivery(provider, &delivery);
         state.record(record(Some(git_ref), None, "ignored")).await?;
         return Ok((

@@ -237,7 +237,7 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, need: Permission)
 
 /// The credentials of a `Bearer` Authorization value; the scheme is case-insensitive
 /// (RFC 7235, section 2.1) and may be followed by any run of spaces.
-pub(crate) fn bearer(value: &str) -> Option<&str> {
+pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, rest) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -1,4 +1,4 @@
-//! What a project's default branch configures (`schedules`, `notify`; DECISIONS.md: a branch
+//! What a project's default branch configures (`schedules`, `notify`; docs/server.md: a branch
 //! cannot redefine them), kept current as the default branch moves, and the cron scheduler
 //! that starts scheduled runs.
 

@@ -107,12 +107,21 @@ pub const FOLLOW_CAPACITY: usize = 4096;
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path`.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        Store::open_sqlite_with(path, Durability::PowerLoss).await
+    }
+
+    /// [`Store::open_sqlite`] with a chosen durability (benchmarks measure what FULL costs).
+    pub async fn open_sqlite_with(path: &Path, durability: Durability) -> Result<Store, StoreError> {
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        Store::connect(&url).await
+        Store::connect_with(&url, durability).await
     }
 
     /// Connects to `sqlite://...` or `postgres://...` and creates the schema if it is missing.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, Durability::PowerLoss).await
+    }
+
+    async fn connect_with(url: &str, durability: Durability) -> Result<Store, StoreError> {
         install_default_drivers();
         let backend = if url.starts_with("postgres") {
             Backend::Postgres
@@ -122,12 +131,16 @@ impl Store {
         let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
             // One writer keeps SQLite simple and fast; WAL lets readers in other processes read.
-            opts = opts.max_connections(1).after_connect(|conn, _| {
+            let synchronous = match durability {
+                Durability::PowerLoss => "PRAGMA synchronous=FULL",
+                Durability::ProcessCrash => "PRAGMA synchronous=NORMAL",
+            };
+            opts = opts.max_connections(1).after_connect(move |conn, _| {
                 Box::pin(async move {
                     sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
                     // FULL: every commit is fsynced before `append` returns, so an acknowledged
                     // event survives a power loss (NORMAL in WAL mode may lose the last ones).
-                    sqlx::query("PRAGMA synchronous=FULL").execute(&mut *conn).await?;
+                    sqlx::query(synchronous).execute(&mut *conn).await?;
                     sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
                     // SQLite's own auto-checkpoint does not run under sqlx (measured: the WAL
                     // grew to 150 MB over 12 MB of events), so `append` starts a TRUNCATE
@@ -364,6 +377,17 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// What an acknowledged SQLite append survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A power loss: every commit is fsynced (`synchronous=FULL`). The default.
+    #[default]
+    PowerLoss,
+    /// Only a crash of the process: WAL commits are not fsynced (`synchronous=NORMAL`); the
+    /// last acknowledged events may be lost on power loss. For benchmarks.
+    ProcessCrash,
 }
 
 /// What [`Store::size`] measured.

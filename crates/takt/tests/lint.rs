@@ -48,11 +48,18 @@ const CORPUS: &[(&str, &str)] = &[
     ("38-bad-budget", "`soon` is not a duration"),
     ("39-stages-wrong-type", "must be a string or a list of strings"),
     ("40-gitlab-only-except", "`only` is not supported by takt yet"),
-    ("41-artifact-name-slash", "may not contain `/`"),
+    (
+        "41-artifact-name-slash",
+        "contains '/': use only ASCII letters, digits and . _ - +",
+    ),
     ("42-job-not-a-mapping", "must be a mapping"),
     ("43-needs-not-list", "must be a list"),
     ("44-cache-without-paths", "has no `paths`"),
     ("45-three-errors", "error"),
+    // The security issue's corpus (docs/security.md).
+    ("46-artifact-name-bidi", "contains '\\u{202e}'"),
+    ("47-deep-expression", "expression nested deeper than 64 levels"),
+    ("48-too-many-stages", "lists 3000 stages; the limit is 1000"),
 ];
 
 fn lint(path: &Path) -> (Option<i32>, String) {

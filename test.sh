@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README says: installs what the tests run for real when it is
+# missing (Debian packages: PostgreSQL, nginx, Prometheus, bubblewrap; needs root or sudo),
+# then runs every test. A test whose component is still missing fails, naming it.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+# The store suite starts its own PostgreSQL server.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# The nginx driver's test reloads a real nginx; a canary analysis queries a real Prometheus;
+# the job isolation tests run jobs under a real bubblewrap.
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx-light)
+[ -x /usr/bin/prometheus ] || missing+=(prometheus)
+[ -x /usr/bin/bwrap ] || missing+=(bubblewrap)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== cargo test --workspace --no-fail-fast"
+cargo test --workspace --no-fail-fast "$@"
