@@ -262,6 +262,9 @@ pub struct TriggerBody {
     git_ref: Option<String>,
     #[serde(default)]
     force: bool,
+    /// Sent by `takt hook notify`: a push reported by a git hook.
+    #[serde(default)]
+    hook: bool,
 }
 
 /// Where a reported commit belongs: a branch or a tag.
@@ -272,6 +275,26 @@ pub fn split_ref(r: &str) -> (Option<String>, Option<String>) {
         (None, Some(t.to_string()))
     } else {
         (None, None)
+    }
+}
+
+/// The branch whose head `commit` is: `default` if it is one of them, else the only one;
+/// `None` when no branch, or several others, have it as their head.
+async fn head_branch(mirror: &Repo, commit: &str, default: &str) -> Option<String> {
+    let heads: Vec<String> = mirror
+        .refs()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, id)| id == commit)
+        .filter_map(|(r, _)| r.strip_prefix("refs/heads/").map(str::to_string))
+        .collect();
+    if heads.iter().any(|b| b == default) {
+        return Some(default.to_string());
+    }
+    match heads.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
     }
 }
 
@@ -317,7 +340,13 @@ pub async fn report(
         }
         (None, Some(rev)) => {
             let (b, t) = mirror.ref_of(rev).await;
-            (b, t, rev.to_string())
+            if b.is_none() && t.is_none() {
+                // A commit id: the branch whose head it is (the default branch first).
+                let commit = mirror.resolve(rev).await.map_err(|e| bad(e.to_string()))?;
+                (head_branch(&mirror, &commit, &p.branch).await, None, rev.to_string())
+            } else {
+                (b, t, rev.to_string())
+            }
         }
         (None, None) => (Some(p.branch.clone()), None, p.branch.clone()),
     };
@@ -398,8 +427,8 @@ pub async fn trigger(
         Err(e) => return Err(body_error(e)),
     };
     state.project(&name)?;
-    // A hook token reports pushes; anything else is a person or a script asking.
-    let trigger = if req.git_ref.is_some() {
+    // A git hook reports pushes; anything else is a person or a script asking.
+    let trigger = if req.hook {
         Trigger::Hook {
             token: who.name.clone(),
         }

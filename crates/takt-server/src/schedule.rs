@@ -56,7 +56,18 @@ pub async fn refresh(state: &AppState, p: &projects::Project) {
                 &commit[..8.min(commit.len())]
             ))
         }
-        Some(bytes) => match takt_pipeline::parse("takt.yml", &bytes) {
+        // Parsing is CPU work over pushed input: off the async runtime.
+        Some(bytes) => match tokio::task::spawn_blocking(move || takt_pipeline::parse("takt.yml", &bytes))
+            .await
+            .unwrap_or_else(|e| {
+                Err(takt_pipeline::Diagnostics {
+                    file: "takt.yml".into(),
+                    items: vec![takt_pipeline::Diagnostic::new(
+                        takt_pipeline::Pos { line: 1, col: 1 },
+                        format!("the parser stopped: {e}"),
+                    )],
+                })
+            }) {
             Ok(pipe) => {
                 cfg.schedules = pipe.schedules;
                 cfg.notify = pipe.notify;

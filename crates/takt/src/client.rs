@@ -350,6 +350,10 @@ pub struct TriggerArgs {
     /// A branch, tag or commit [default: the project's branch].
     #[arg(long)]
     rev: Option<String>,
+    /// The branch (or `refs/tags/T`) the run belongs to; the commit must be on it. Without it,
+    /// a commit that is a branch's head runs as that branch (the default branch first).
+    #[arg(long = "ref", value_name = "BRANCH")]
+    git_ref: Option<String>,
     /// Run even if this commit already has a run.
     #[arg(long)]
     force: bool,
@@ -502,7 +506,14 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
 
 pub async fn trigger(a: TriggerArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.remote)?;
-    let body = serde_json::json!({"rev": a.rev, "force": a.force});
+    let git_ref = a.git_ref.map(|r| {
+        if r.starts_with("refs/") {
+            r
+        } else {
+            format!("refs/heads/{r}")
+        }
+    });
+    let body = serde_json::json!({"rev": a.rev, "ref": git_ref, "force": a.force});
     let (_, v) = api
         .call(
             reqwest::Method::POST,
@@ -523,7 +534,14 @@ pub async fn trigger(a: TriggerArgs) -> anyhow::Result<()> {
             s(&v["commit"])
         );
     } else {
-        outln!("queued a run of {} at {}", a.project, s(&v["commit"]));
+        outln!(
+            "queued run #{} of {} at {} (follow it: takt logs {}/{} -f)",
+            v["run"],
+            a.project,
+            s(&v["commit"]),
+            a.project,
+            v["run"]
+        );
     }
     Ok(())
 }

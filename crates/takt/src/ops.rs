@@ -332,7 +332,7 @@ pub async fn hook(c: HookCommand) -> anyhow::Result<()> {
                 if new.bytes().all(|b| b == b'0') {
                     continue; // a deleted ref
                 }
-                let body = serde_json::json!({"rev": new, "ref": r});
+                let body = serde_json::json!({"rev": new, "ref": r, "hook": true});
                 match api
                     .call(
                         reqwest::Method::POST,

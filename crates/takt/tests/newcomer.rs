@@ -1,0 +1,54 @@
+//! What a new user tripped over (the newcomer-fixes issue), each against the real binary.
+
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
+mod common;
+use common::server::*;
+use common::*;
+
+const OK_JOB: &str = "jobs:\n  hello:\n    script: [echo hello]\n";
+
+/// `takt trigger` prints the run's number; `--rev SHA` of a branch head runs as that branch;
+/// `--ref` names the branch, and must contain the commit.
+#[tokio::test]
+async fn trigger_prints_the_run_and_knows_the_branch_of_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new(&[("takt.yml", OK_JOB)]);
+    let main_head = repo.rev("HEAD");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.commit(&[("f", "1")], "feature");
+    let feature_head = repo.rev("HEAD");
+    repo.git(&["checkout", "-q", "main"]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "demo", repo.path()).await;
+    let trigger = |args: &[&str]| {
+        let mut c = takt();
+        c.args(["trigger", "demo", "--server", &s.base, "--token", &admin])
+            .args(args);
+        c.output().unwrap()
+    };
+
+    let out = trigger(&["--rev", &main_head]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("queued run #1 of demo"), "{text}");
+    assert!(text.contains("takt logs demo/1"), "{text}");
+    let run = finished_run(&s, &admin, "demo", 1).await;
+    assert_eq!(
+        run["branch"], "main",
+        "a branch head's sha runs as that branch: {run:#}"
+    );
+
+    let out = trigger(&["--rev", &feature_head]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(finished_run(&s, &admin, "demo", 2).await["branch"], "feature");
+
+    let out = trigger(&["--rev", &main_head, "--ref", "feature", "--force"]);
+    assert!(out.status.success(), "main's head is on feature too: {}", stderr(&out));
+    assert_eq!(finished_run(&s, &admin, "demo", 3).await["branch"], "feature");
+
+    let out = trigger(&["--rev", &feature_head, "--ref", "main"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not on branch `main`"), "{}", stderr(&out));
+}
