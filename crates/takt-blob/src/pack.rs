@@ -7,7 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Files under `base` matching `patterns` (a directory pattern takes all under it), minus
-/// `exclude`, as sorted relative paths. Symlinks are not followed out of `base`.
+/// `exclude`, as sorted relative paths: regular files and symlinks only (a FIFO or device is
+/// left out, so reading one cannot hang or leak). No symlink is followed, `base` included: a
+/// job may have put links to anywhere in its workspace.
 pub fn matching_files(base: &Path, patterns: &[String], exclude: &[String]) -> Vec<PathBuf> {
     let build = |pats: &[String]| {
         let mut b = GlobSetBuilder::new();
@@ -24,11 +26,15 @@ pub fn matching_files(base: &Path, patterns: &[String], exclude: &[String]) -> V
     let (Some(inc), ex) = (build(patterns), build(exclude)) else {
         return Vec::new();
     };
+    if !fs::symlink_metadata(base).is_ok_and(|m| m.is_dir()) {
+        return Vec::new();
+    }
     let mut out: Vec<PathBuf> = walkdir::WalkDir::new(base)
         .follow_links(false)
+        .follow_root_links(false)
         .into_iter()
         .filter_map(Result::ok)
-        .filter(|e| !e.file_type().is_dir())
+        .filter(|e| e.file_type().is_file() || e.file_type().is_symlink())
         .filter_map(|e| e.path().strip_prefix(base).ok().map(Path::to_path_buf))
         .filter(|rel| {
             let s = rel.to_string_lossy();
@@ -52,10 +58,13 @@ pub fn pack_paths(
     if files.is_empty() {
         return Err(BlobError::NothingToPack(patterns.to_vec()));
     }
+    // Stored as it is only if it is a regular file: a symlink is archived as a link, never
+    // followed to what it names (a job could point it at the server's secrets).
     let single_pattern_is_that_file = !force_tar
         && files.len() == 1
         && patterns.len() == 1
-        && patterns[0].trim_start_matches("./") == files[0].to_string_lossy();
+        && patterns[0].trim_start_matches("./") == files[0].to_string_lossy()
+        && fs::symlink_metadata(base.join(&files[0])).is_ok_and(|m| m.is_file());
     if single_pattern_is_that_file {
         let p = base.join(&files[0]);
         let r = blobs.ingest_file(&p)?;

@@ -1133,13 +1133,30 @@ impl<E: Executor + 'static> JobRun<E> {
         log: SharedLog,
     ) -> Result<StepEnd, EngineError> {
         let path = ws.join(file);
-        tokio::fs::write(&path, workspace::script(lines))
-            .await
-            .map_err(|source| EngineError::Io {
-                doing: "writing",
-                path: path.clone(),
-                source,
-            })?;
+        // The workspace is the job's: an earlier step may have left a symlink at this name.
+        // Remove whatever is there (a link itself, never its target) and create the file anew,
+        // refusing to follow anything (O_EXCL), so takt never writes outside the workspace.
+        let text = workspace::script(lines);
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)?
+                .write_all(text.as_bytes())
+        })
+        .await
+        .map_err(blocking_err)?
+        .map_err(|source| EngineError::Io {
+            doing: "writing",
+            path: path.clone(),
+            source,
+        })?;
         if let Some((uid, gid)) = self.engine.executor.workspace_owner() {
             let p = path.clone();
             tokio::task::spawn_blocking(move || std::os::unix::fs::lchown(&p, Some(uid), Some(gid)))
@@ -1214,6 +1231,11 @@ impl<E: Executor + 'static> JobRun<E> {
                     let mut cases = Vec::new();
                     let mut errors = Vec::new();
                     for f in matching_files(&src2, &globs, &[]) {
+                        // Regular files only: a report that is a symlink is not followed.
+                        if !std::fs::symlink_metadata(src2.join(&f)).is_ok_and(|m| m.is_file()) {
+                            errors.push(format!("{}: not a regular file (a symlink?)", f.display()));
+                            continue;
+                        }
                         match std::fs::read(src2.join(&f))
                             .map_err(|e| e.to_string())
                             .and_then(|b| junit::parse(&b))

@@ -96,6 +96,10 @@ impl Bwrap {
         // --as-pid-1: the shim is the sandbox's init (when it exits, the kernel kills whatever
         // is left), and no bwrap process, whose arguments name the hidden paths, is visible.
         add(&[&"--unshare-pid", &"--unshare-ipc", &"--unshare-uts", &"--as-pid-1"]);
+        // No capabilities: bubblewrap started by root keeps them all unless told otherwise,
+        // and with CAP_SYS_ADMIN a step could unmount what hides the data directory or
+        // remount the host writable.
+        add(&[&"--cap-drop", &"ALL"]);
         if !spec.network {
             add(&[&"--unshare-net"]);
         }
@@ -123,7 +127,7 @@ pub async fn probe_bwrap(program: &Path) -> Result<(), ExecError> {
         program: program.display().to_string(),
         reason,
     };
-    let out = tokio::process::Command::new(program)
+    let probe = tokio::process::Command::new(program)
         .args([
             "--ro-bind",
             "/",
@@ -138,6 +142,8 @@ pub async fn probe_bwrap(program: &Path) -> Result<(), ExecError> {
             "--unshare-ipc",
             "--unshare-uts",
             "--as-pid-1",
+            "--cap-drop",
+            "ALL",
             "--unshare-net",
             "--die-with-parent",
             "--new-session",
@@ -148,8 +154,11 @@ pub async fn probe_bwrap(program: &Path) -> Result<(), ExecError> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output()
+        .output();
+    // A bubblewrap that hangs must not hang the server's start.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), probe)
         .await
+        .map_err(|_| fail("it did not finish within 10 s".into()))?
         .map_err(|e| fail(e.to_string()))?;
     if out.status.success() {
         Ok(())

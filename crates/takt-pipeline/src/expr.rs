@@ -225,7 +225,11 @@ impl P {
                         other => return Err(format!("unknown regex flag `{other}`")),
                     }
                 }
-                Regex::new(&format!("{prefix}{p}"))
+                // A compiled pattern may take at most 256 KiB (the regex crate's default is
+                // 10 MB), so a file's many patterns cannot take gigabytes.
+                regex::RegexBuilder::new(&format!("{prefix}{p}"))
+                    .size_limit(crate::limits::MAX_REGEX_BYTES)
+                    .build()
                     .map(Expr::Regex)
                     .map_err(|e| format!("bad regular expression /{p}/: {e}"))
             }

@@ -20,7 +20,7 @@ pub const MAX_EXPR_DEPTH: usize = 64;
 /// The longest `rules: if:` expression, in bytes.
 pub const MAX_EXPR_BYTES: usize = 4096;
 
-/// The most stages, `.pre` and `.post` included.
+/// The most stages a file may list (`.pre` and `.post` not counted).
 pub const MAX_STAGES: usize = 1000;
 
 /// The most jobs of a pipeline, after `parallel` and `parallel: matrix` expansion (templates
@@ -49,3 +49,6 @@ pub const MAX_EXPANDED_NODES: usize = 500_000;
 
 /// The most problems reported for one file; the rest are counted in a last message.
 pub const MAX_DIAGNOSTICS: usize = 100;
+
+/// The most memory one compiled `=~` pattern may take (the regex crate's `size_limit`).
+pub const MAX_REGEX_BYTES: usize = 256 * 1024;

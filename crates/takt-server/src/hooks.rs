@@ -246,19 +246,36 @@ pub fn start_polling(state: Arc<AppState>, interval: Duration) {
                 };
                 let (state, polls) = (state.clone(), polls.clone());
                 tokio::spawn(async move {
-                    let now = poll_one(&state, &p.name, known).await;
-                    if let Ok(mut polls) = polls.lock() {
-                        let entry = polls.entry(p.name.clone()).or_default();
-                        *entry = Poll {
-                            last: Some(Instant::now()),
-                            busy: false,
-                            refs: Some(now),
-                        };
-                    }
+                    // Marks the poll done however the task ends (even by a panic).
+                    let mut done = PollDone {
+                        polls,
+                        name: p.name.clone(),
+                        refs: None,
+                    };
+                    done.refs = poll_one(&state, &p.name, known).await;
                 });
             }
         }
     });
+}
+
+/// Ends a project's poll when dropped: not busy any more, and the refs it saw (if any).
+struct PollDone {
+    polls: Arc<Mutex<HashMap<String, Poll>>>,
+    name: String,
+    refs: Option<HashMap<String, String>>,
+}
+
+impl Drop for PollDone {
+    fn drop(&mut self) {
+        if let Ok(mut polls) = self.polls.lock() {
+            *polls.entry(self.name.clone()).or_default() = Poll {
+                last: Some(Instant::now()),
+                busy: false,
+                refs: self.refs.take(),
+            };
+        }
+    }
 }
 
 /// One project's polling state.
@@ -273,21 +290,39 @@ struct Poll {
 }
 
 /// Fetches one project's mirror and reports what moved since `before`; returns the refs now.
-async fn poll_one(state: &AppState, name: &str, before: Option<HashMap<String, String>>) -> HashMap<String, String> {
+async fn poll_one(
+    state: &AppState,
+    name: &str,
+    before: Option<HashMap<String, String>>,
+) -> Option<HashMap<String, String>> {
     let mirror = takt_engine::git::Repo::bare(&crate::projects::mirror_path(&state.data_dir, name));
     let before = match before {
         Some(refs) => refs,
-        // First look: what the mirror has now is known; news starts after it.
-        None => mirror.refs().await.unwrap_or_default().into_iter().collect(),
+        // First look: what the mirror has now is known; news starts after it. If git cannot
+        // say, the first look waits for the next poll (an empty list would make every branch
+        // look new).
+        None => match mirror.refs().await {
+            Ok(refs) => refs.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(project = %name, error = %e, "poll: cannot list the mirror's refs");
+                return None;
+            }
+        },
     };
     let fetched = match state.queue() {
         Ok(q) => q.fetch(name).await,
-        Err(_) => return before,
+        Err(_) => return Some(before),
     };
     if let Err(e) = fetched {
         tracing::warn!(project = %name, error = %e, "poll: cannot fetch");
     }
-    let now: HashMap<String, String> = mirror.refs().await.unwrap_or_default().into_iter().collect();
+    let now: HashMap<String, String> = match mirror.refs().await {
+        Ok(refs) => refs.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(project = %name, error = %e, "poll: cannot list the mirror's refs");
+            return Some(before);
+        }
+    };
     for (r, id) in &now {
         if before.get(r) == Some(id) {
             continue;
@@ -301,5 +336,5 @@ async fn poll_one(state: &AppState, name: &str, before: Option<HashMap<String, S
             }
         }
     }
-    now
+    Some(now)
 }

@@ -117,7 +117,13 @@ pub async fn choose(
         (IsolationSetting::User | IsolationSetting::Auto, Some(user)) => {
             let (uid, gid) = resolve_user(user)?;
             let me = nix::unistd::geteuid().as_raw();
-            if me != 0 && me != uid {
+            if uid == me {
+                return Err(IsolationError::BadJobUser {
+                    user: user.to_string(),
+                    reason: "it is the server's own user: its jobs could read everything the server can".into(),
+                });
+            }
+            if me != 0 {
                 return Err(IsolationError::BadJobUser {
                     user: user.to_string(),
                     reason: "running jobs as another user needs the server to run as root".into(),

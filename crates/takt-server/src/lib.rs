@@ -137,6 +137,33 @@ pub struct AppState {
     /// Held across the check and the append of every rule of the form "only if no other"
     /// (the last admin token, a project's name), so two requests cannot both pass the check.
     pub exclusive: tokio::sync::Mutex<()>,
+    /// Names of projects being added (their clone under way).
+    pub adding_projects: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// A name held in a set until dropped.
+struct Reservation<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    name: String,
+}
+
+impl<'a> Reservation<'a> {
+    /// Holds `name`, unless someone else does.
+    fn take(set: &'a std::sync::Mutex<std::collections::HashSet<String>>, name: &str) -> Option<Reservation<'a>> {
+        let fresh = set.lock().ok()?.insert(name.to_string());
+        fresh.then(|| Reservation {
+            set,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.name);
+        }
+    }
 }
 
 impl AppState {
@@ -747,27 +774,41 @@ async fn add_project(
     let Json(req) = body.map_err(body_error)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     projects::check_name(&req.name).map_err(bad)?;
-    // A name is taken only if no other project has it: check, mirror and append as one step.
-    let _one_at_a_time = state.exclusive.lock().await;
     let branch = req.branch.unwrap_or_else(|| "main".into());
     projects::check_branch(&branch).map_err(bad)?;
     if req.repo.trim().is_empty() || req.repo.len() > 2000 || req.repo.chars().any(char::is_control) {
         return Err(bad("`repo` must be a repository URL or path".into()));
     }
-    if state
-        .projects
-        .read()
-        .map(|p| p.get(&req.name).is_some())
-        .unwrap_or(false)
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("project `{}` already exists", req.name),
-        ));
-    }
+    // A name is taken only if no other project has it, nor is being added: the check and the
+    // reservation are one step; the clone (which may take up to `git_timeout`) holds no lock.
+    let _reserved = {
+        let _one_at_a_time = state.exclusive.lock().await;
+        let exists = state
+            .projects
+            .read()
+            .map(|p| p.get(&req.name).is_some())
+            .unwrap_or(false);
+        let reserved = Reservation::take(&state.adding_projects, &req.name);
+        match (exists, reserved) {
+            (false, Some(r)) => r,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("project `{}` already exists (or is being added)", req.name),
+                ));
+            }
+        }
+    };
     let mirror = projects::mirror_path(&state.data_dir, &req.name);
-    if mirror.exists() {
-        let _ = std::fs::remove_dir_all(&mirror); // left by a failed add
+    {
+        let m = mirror.clone();
+        // Left by a failed add; file-system work off the runtime.
+        let _ = tokio::task::spawn_blocking(move || {
+            if m.exists() {
+                let _ = std::fs::remove_dir_all(&m);
+            }
+        })
+        .await;
     }
     takt_engine::git::Repo::mirror(&req.repo, &mirror)
         .await

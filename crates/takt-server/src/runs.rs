@@ -278,6 +278,39 @@ pub fn split_ref(r: &str) -> (Option<String>, Option<String>) {
     }
 }
 
+/// A run is labelled with a branch only if the commit is on it (the branch's head or one of
+/// its ancestors), and with a tag only if the tag names it: a branch's name decides which
+/// secrets a run gets, so it cannot be claimed for another commit. Checked for every trigger
+/// and for retries.
+async fn on_its_ref(
+    mirror: &Repo,
+    project: &str,
+    commit: &str,
+    branch: Option<&str>,
+    tag: Option<&str>,
+) -> Result<(), String> {
+    if let Some(b) = branch {
+        let head = mirror
+            .resolve(&format!("refs/heads/{b}"))
+            .await
+            .map_err(|_| format!("the repository of `{project}` has no branch `{b}`"))?;
+        if head != commit && !mirror.is_ancestor(commit, &head).await {
+            return Err(format!(
+                "commit {commit} is not on branch `{b}` (its head is {head}); a run's branch must contain its commit"
+            ));
+        }
+    } else if let Some(t) = tag {
+        let tagged = mirror
+            .resolve(&format!("refs/tags/{t}"))
+            .await
+            .map_err(|_| format!("the repository of `{project}` has no tag `{t}`"))?;
+        if tagged != commit {
+            return Err(format!("tag `{t}` names commit {tagged}, not {commit}"));
+        }
+    }
+    Ok(())
+}
+
 /// The branch whose head `commit` is: `default` if it is one of them, else the only one;
 /// `None` when no branch, or several others, have it as their head.
 async fn head_branch(mirror: &Repo, commit: &str, default: &str) -> Option<String> {
@@ -351,28 +384,9 @@ pub async fn report(
         (None, None) => (Some(p.branch.clone()), None, p.branch.clone()),
     };
     let commit = mirror.resolve(&rev).await.map_err(|e| bad(e.to_string()))?;
-    // A run is labelled with a branch only if the commit is on it (the branch's head or one
-    // of its ancestors), and with a tag only if the tag names it: a branch's name decides
-    // which secrets a run gets, so it cannot be claimed for another commit.
-    if let Some(b) = &branch {
-        let head = mirror
-            .resolve(&format!("refs/heads/{b}"))
-            .await
-            .map_err(|_| bad(format!("the repository of `{project}` has no branch `{b}`")))?;
-        if head != commit && !mirror.is_ancestor(&commit, &head).await {
-            return Err(bad(format!(
-                "commit {commit} is not on branch `{b}` (its head is {head}); a run's branch must contain its commit"
-            )));
-        }
-    } else if let Some(t) = &tag {
-        let tagged = mirror
-            .resolve(&format!("refs/tags/{t}"))
-            .await
-            .map_err(|_| bad(format!("the repository of `{project}` has no tag `{t}`")))?;
-        if tagged != commit {
-            return Err(bad(format!("tag `{t}` names commit {tagged}, not {commit}")));
-        }
-    }
+    on_its_ref(&mirror, project, &commit, branch.as_deref(), tag.as_deref())
+        .await
+        .map_err(bad)?;
     let submitted = queue
         .submit(Submission {
             project: project.to_string(),
@@ -513,13 +527,23 @@ pub async fn retry(
         None
     };
     let commit = folded["commit"].as_str().unwrap_or_default().to_string();
+    let (branch, tag) = (
+        folded["branch"].as_str().map(str::to_string),
+        folded["tag"].as_str().map(str::to_string),
+    );
+    // The retried run's branch must still contain its commit (a run recorded before this
+    // rule, or a branch force-pushed since, does not get the branch's secrets again).
+    let mirror = Repo::bare(&crate::projects::mirror_path(&state.data_dir, &project));
+    on_its_ref(&mirror, &project, &commit, branch.as_deref(), tag.as_deref())
+        .await
+        .map_err(|m| ApiError::new(StatusCode::CONFLICT, format!("cannot retry run #{run}: {m}")))?;
     let s = state
         .queue()?
         .submit(Submission {
             project: project.clone(),
             commit: commit.clone(),
-            branch: folded["branch"].as_str().map(str::to_string),
-            tag: folded["tag"].as_str().map(str::to_string),
+            branch,
+            tag,
             trigger: Trigger::Retry {
                 of: run,
                 token: who.name.clone(),

@@ -98,12 +98,6 @@ pub fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> Exi
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // A reader that went away (`| head`) is no error: end quietly.
-            for cause in e.chain() {
-                if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                    crate::output::quit_if_reader_gone(io);
-                }
-            }
             eprintln!("error: {e:#}");
             ExitCode::from(if e.downcast_ref::<BadInput>().is_some() { 2 } else { 1 })
         }

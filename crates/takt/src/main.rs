@@ -171,6 +171,9 @@ fn main() -> ExitCode {
         return ExitCode::from(takt_exec::shim::main(rest).clamp(0, 255) as u8);
     }
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
+        output::keep_going_when_stdout_closes();
+    }
     match cli.command {
         Command::Lint(a) => lint(a),
         Command::Serve(a) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

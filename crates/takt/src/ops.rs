@@ -106,7 +106,7 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
             .collect(),
     };
     let many = names.len() > 1;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::Stdout(std::io::stdout().lock());
     for name in names {
         let log_path = format!(
             "/api/v1/runs/{project}/{run}/logs/{}{}",

@@ -1,7 +1,16 @@
 //! What people see: a live display on a terminal, plain lines otherwise, and the summary.
 
-/// Writes to standard output. When the reader has gone (`takt runs ls | head -1`), the
-/// program ends at once and quietly with exit code 0, as ripgrep does, instead of panicking
+/// Whether a closed standard output ends the program (commands that only print) or is
+/// ignored (`takt run` and `takt serve`, whose work must go on and keep its exit code).
+static QUIT_ON_CLOSED_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// For `takt run` and `takt serve`: a reader that goes away stops their output, not their work.
+pub fn keep_going_when_stdout_closes() {
+    QUIT_ON_CLOSED_STDOUT.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Writes to standard output. When the reader has gone (`takt runs ls | head -1`), a printing
+/// command ends at once and quietly with exit code 0, as ripgrep does, instead of panicking
 /// as `println!` would.
 pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
     use std::io::Write;
@@ -14,10 +23,25 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
     }
 }
 
-/// Ends the program quietly if `e` says standard output's reader has gone.
+/// Ends the program quietly if `e` says standard output's reader has gone (and the command
+/// only prints).
 pub fn quit_if_reader_gone(e: &std::io::Error) {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
+    if e.kind() == std::io::ErrorKind::BrokenPipe && QUIT_ON_CLOSED_STDOUT.load(std::sync::atomic::Ordering::Relaxed) {
         std::process::exit(0);
+    }
+}
+
+/// Standard output for commands that copy bytes to it (`takt logs`): a closed pipe ends the
+/// program quietly, like [`write_stdout`].
+pub struct Stdout(pub std::io::StdoutLock<'static>);
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).inspect_err(quit_if_reader_gone)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().inspect_err(quit_if_reader_gone)
     }
 }
 

@@ -49,7 +49,37 @@ async fn job_isolation(
         hide.push(PathBuf::from(x).join("takt"));
     }
     if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        hide.push(PathBuf::from(h).join(".config/takt"));
+        let home = PathBuf::from(h);
+        // The CLI's credentials, and what the server's own git, ssh and object-store clients
+        // log in with.
+        for p in [
+            ".config/takt",
+            ".ssh",
+            ".git-credentials",
+            ".config/git/credentials",
+            ".netrc",
+            ".aws",
+            ".pgpass",
+            ".docker",
+            ".kube",
+            ".config/gcloud",
+        ] {
+            hide.push(home.join(p));
+        }
+    }
+    // The event log and the artifact copies when they live outside the data directory.
+    if let Some(path) = config
+        .database_url
+        .as_deref()
+        .and_then(|u| u.strip_prefix("sqlite://"))
+        .map(|p| p.split('?').next().unwrap_or(p))
+    {
+        for suffix in ["", "-wal", "-shm"] {
+            hide.push(PathBuf::from(format!("{path}{suffix}")));
+        }
+    }
+    if let Some(path) = config.artifact_store.as_deref().and_then(|u| u.strip_prefix("file://")) {
+        hide.push(PathBuf::from(path));
     }
     let j = takt_server::isolation::choose(config.isolation, config.job_user.as_deref(), &data.root, hide).await?;
     match (&j.isolation, j.warning()) {
@@ -213,11 +243,12 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         deployments: takt_server::environments::Deployments::new(envs, shim_program.clone()),
         mirror,
         exclusive: Default::default(),
+        adding_projects: Default::default(),
         isolation,
     });
     {
         // SQLite's WAL is checkpointed into the main file and truncated once a minute, off the
-        // request path (appends also checkpoint every 1,000 pages on their own).
+        // request path (appends also start one every 1,000 appends).
         let store = store.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

@@ -89,6 +89,8 @@ const PROBE: &str = r#"
       - echo tmp-$((2+1)) > /tmp/mine.txt && cat /tmp/mine.txt
       - touch /etc/takt-probe 2>/dev/null && echo host-writable || echo ro-$((3+1))
       - echo err-$((4+1)) >&2
+      - grep -q '^CapEff:[[:space:]]*0000000000000000$' /proc/self/status && echo caps-$((5+1)) || grep Cap /proc/self/status
+      - umount {data} 2>/dev/null && echo unmounted || echo kept-$((6+1))
       - sh -c 'sleep 600; true {left}' > /dev/null 2>&1 &
 "#;
 
@@ -201,6 +203,8 @@ async fn jobs_under_bubblewrap_see_nothing_of_the_server_or_other_jobs() {
         "tmp-3",
         "ro-4",
         "err-5",
+        "caps-6",
+        "kept-7",
     ] {
         assert!(out.contains(&want), "`{want}` missing from:\n{log}");
     }

@@ -475,3 +475,64 @@ async fn artifact_names_outside_the_safe_set_are_refused() {
     assert_eq!(lint.status.code(), Some(2), "{}", stderr(&lint));
     assert!(stderr(&lint).contains("takt.yml:5:"), "{}", stderr(&lint));
 }
+
+/// Found in review: takt wrote a step's script into the workspace following whatever the job
+/// had put there, so `ln -s ~/.bashrc ../after_script.sh` made the server write the file; and
+/// a symlink given as an artifact published what it pointed at (the admin token).
+#[tokio::test]
+async fn the_server_never_follows_a_symlink_a_job_left_in_its_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let secret = dir.path().join("server-secret");
+    std::fs::write(&secret, "the-server-secret-bytes\n").unwrap();
+    let yml = format!(
+        "jobs:\n  plant:\n    script:\n      - ln -s {victim} ../after_script.sh\n      - ln -s {secret} t\n      - ln -s {secret} report.xml\n    after_script: [echo written-by-the-after-script]\n    artifacts:\n      paths: [t]\n      reports: {{junit: report.xml}}\n",
+        victim = victim.display(),
+        secret = secret.display()
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "demo", repo.path()).await;
+    post_json(&s, "/api/v1/projects/demo/trigger", &admin, json!({})).await;
+    let run = finished_run(&s, &admin, "demo", 1).await;
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n", "{run:#}");
+    // The artifact is the link itself (in a tar), not the file it names.
+    let list = get_json(&s, "/api/v1/artifacts", &admin).await;
+    let a = list["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "plant")
+        .unwrap_or_else(|| panic!("{list:#} {run:#}"))
+        .clone();
+    let bytes = client()
+        .get(format!(
+            "{}/api/v1/artifacts/plant/{}/blob",
+            s.base,
+            a["version"].as_str().unwrap()
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("the-server-secret-bytes"),
+        "the artifact holds what the link named"
+    );
+    let log = client()
+        .get(format!("{}/api/v1/runs/demo/1/logs/plant", s.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("not a regular file"), "{log}");
+    assert!(!log.contains("the-server-secret-bytes"), "{log}");
+}
