@@ -525,7 +525,7 @@ fn project_trigger_and_runs_commands() {
     assert_eq!(list[0]["name"], "svc");
     let out = cli(&["trigger", "svc"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("queued a run of svc"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queued run #1 of svc"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = cli(&["runs", "ls", "--project", "svc", "--json"]);
