@@ -531,4 +531,21 @@ mod tests {
         assert_eq!(wal(), 0, "a TRUNCATE checkpoint leaves an empty WAL");
         assert_eq!(store.size().await.unwrap().wal_bytes, Some(0));
     }
+
+    /// An acknowledged append is fsynced: SQLite runs with synchronous=FULL (2) by default
+    /// (NORMAL, 1, may lose the last commits on power loss in WAL mode).
+    #[tokio::test]
+    async fn appends_are_durable_against_power_loss_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = |store: Store| async move {
+            let row = sqlx::query("PRAGMA synchronous").fetch_one(&store.pool).await.unwrap();
+            row.try_get::<i64, _>(0).unwrap()
+        };
+        let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
+        assert_eq!(sync(store).await, 2);
+        let store = Store::open_sqlite_with(&dir.path().join("b.db"), Durability::ProcessCrash)
+            .await
+            .unwrap();
+        assert_eq!(sync(store).await, 1);
+    }
 }
