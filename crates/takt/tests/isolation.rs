@@ -136,14 +136,7 @@ async fn jobs_under_bubblewrap_see_nothing_of_the_server_or_other_jobs() {
         .trim()
         .to_string();
     assert_eq!(key.len(), 64);
-    let ready: serde_json::Value = client()
-        .get(format!("{}/readyz", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = server::readyz(&s).await;
     assert_eq!(ready["isolation"], "bwrap", "{ready}");
     assert!(ready.get("warning").is_none(), "{ready}");
 
@@ -377,14 +370,7 @@ async fn as_a_job_user_jobs_write_their_workspace_but_not_read_the_data_director
     let data = root.path().join("data");
     let s = server::start(&data, &[("TAKT_ISOLATION", "user"), ("TAKT_JOB_USER", "65534:65534")]);
     let admin = s.printed_token.clone().unwrap();
-    let ready: serde_json::Value = client()
-        .get(format!("{}/readyz", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = server::readyz(&s).await;
     assert_eq!(ready["isolation"], "user", "{ready}");
     let yml = format!(
         "jobs:\n  probe:\n    script:\n      - cat {0}/admin-token || echo no-admin-token\n      - cat {0}/takt.db > /dev/null && echo db-read || echo no-db\n      - id -u\n      - echo ws-$((1+1)) > mine.txt && cat mine.txt\n      - mkdir -p sub/dir && echo ok > sub/dir/f\n",

@@ -206,15 +206,7 @@ async fn made_up_paths_and_methods_create_no_metric_series() {
         let m = reqwest::Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
         let _ = c.request(m, format!("{}/api/v1/runs", s.base)).send().await.unwrap();
     }
-    let text = c
-        .get(format!("{}/metrics", s.base))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&s, "/metrics", &admin).await;
     assert!(!text.contains("nope-"), "a path became a label");
     assert!(!text.contains("method=\"X1"), "a method became a label");
     assert!(text.contains("route=\"unmatched\""), "{text}");
@@ -282,15 +274,7 @@ async fn a_job_artifact_over_the_limit_fails_the_job_and_is_not_stored() {
         .filter_map(|a| a["name"].as_str())
         .collect();
     assert!(!names.contains(&"big"), "{list:#}");
-    let log = client()
-        .get(format!("{}/api/v1/runs/demo/1/logs/big", s.base))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = get_text(&s, "/api/v1/runs/demo/1/logs/big", &admin).await;
     assert!(log.contains("over the server's limit of 1000 bytes"), "{log}");
 }
 
@@ -524,15 +508,7 @@ async fn the_server_never_follows_a_symlink_a_job_left_in_its_workspace() {
         !String::from_utf8_lossy(&bytes).contains("the-server-secret-bytes"),
         "the artifact holds what the link named"
     );
-    let log = client()
-        .get(format!("{}/api/v1/runs/demo/1/logs/plant", s.base))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = get_text(&s, "/api/v1/runs/demo/1/logs/plant", &admin).await;
     assert!(log.contains("not a regular file"), "{log}");
     assert!(!log.contains("the-server-secret-bytes"), "{log}");
 }

@@ -105,6 +105,18 @@ pub async fn get_json(s: &Server, path: &str, token: &str) -> serde_json::Value 
     r.json().await.unwrap()
 }
 
+/// `/readyz` (no token needed).
+pub async fn readyz(s: &Server) -> serde_json::Value {
+    client()
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub async fn post_json(
     s: &Server,
     path: &str,
