@@ -52,6 +52,13 @@ pub struct CronSchedule {
 impl CronSchedule {
     /// Parses a cron expression: five fields, or six with seconds first.
     pub fn parse(cron: &str) -> Result<croner::Cron, String> {
+        // croner also takes a seventh field (years); takt documents five or six.
+        let fields = cron.split_whitespace().count();
+        if !cron.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
+            return Err(format!(
+                "it has {fields} fields; write five (minute hour day month weekday) or six (seconds first)"
+            ));
+        }
         croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Optional)
             .build()

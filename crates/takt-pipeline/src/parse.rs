@@ -278,6 +278,14 @@ impl Cx {
     fn string(&mut self, n: &Node, what: &str) -> Option<String> {
         match &n.kind {
             NodeKind::Scalar { value, .. } if !n.is_null() => Some(value.clone()),
+            NodeKind::Map(_) => {
+                self.err_help(
+                    n.pos,
+                    format!("{what} must be a string, found {}", n.type_name()),
+                    "YAML reads `key: value` as a mapping: quote this line (e.g. 'echo \"a: b\"' or \"echo a: b\")",
+                );
+                None
+            }
             _ => {
                 self.err(n.pos, format!("{what} must be a string, found {}", n.type_name()));
                 None

@@ -345,14 +345,19 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                 outln!("{}", v["artifacts"]);
             } else {
                 for a in v["artifacts"].as_array().into_iter().flatten() {
+                    // A pushed artifact has no run.
+                    let origin = match a["run"].as_u64() {
+                        Some(n) if n > 0 => format!("run #{n}"),
+                        _ => "pushed".to_string(),
+                    };
                     outln!(
-                        "{}@{}\t{}\t{} bytes\t{} run #{}\t{}",
+                        "{}@{}\t{}\t{} bytes\t{} {}\t{}",
                         a["name"].as_str().unwrap_or(""),
                         a["version"].as_str().unwrap_or(""),
                         a["digest"].as_str().unwrap_or(""),
                         a["size"],
                         a["project"].as_str().unwrap_or(""),
-                        a["run"],
+                        origin,
                         a["stored_at"].as_str().unwrap_or("")
                     );
                 }

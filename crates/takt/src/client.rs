@@ -292,7 +292,8 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
 
 #[derive(clap::Subcommand)]
 pub enum ProjectCommand {
-    /// Add a project: the server keeps a bare mirror of the repository (admin scope).
+    /// Add a project: the server keeps a bare mirror of the repository (admin scope). Runs
+    /// nothing: the next push does, or `takt trigger PROJECT` at once.
     Add {
         name: String,
         /// A repository URL or a path on the server's machine.

@@ -60,6 +60,9 @@ const CORPUS: &[(&str, &str)] = &[
     ("46-artifact-name-bidi", "contains '\\u{202e}'"),
     ("47-deep-expression", "expression nested deeper than 64 levels"),
     ("48-too-many-stages", "lists 3000 stages; the limit is 1000"),
+    // The newcomer-fixes issue.
+    ("49-seven-field-cron", "it has 7 fields; write five"),
+    ("50-script-colon", "quote this line"),
 ];
 
 fn lint(path: &Path) -> (Option<i32>, String) {

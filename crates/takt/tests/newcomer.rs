@@ -52,3 +52,27 @@ async fn trigger_prints_the_run_and_knows_the_branch_of_a_commit() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("not on branch `main`"), "{}", stderr(&out));
 }
+
+/// `takt artifact ls` printed `run #null` for pushed artifacts.
+#[tokio::test]
+async fn artifact_ls_says_a_pushed_artifact_was_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let r = client()
+        .put(format!("{}/api/v1/artifacts/app/1.0", s.base))
+        .bearer_auth(&admin)
+        .body("bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let out = takt()
+        .args(["artifact", "ls", "--server", &s.base, "--token", &admin])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("app@1.0") && text.contains("pushed"), "{text}");
+    assert!(!text.contains("null"), "{text}");
+}
