@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// Seconds one git clone or fetch may take before it is killed (a transfer idle for
     /// 30 s, or for this long if shorter, is abandoned earlier).
     pub git_timeout: u64,
+    /// What an acknowledged SQLite append survives (`TAKT_SQLITE_SYNCHRONOUS`: `full`, the
+    /// default, or `normal`, for benchmarks only).
+    pub durability: takt_store::Durability,
 }
 
 /// The config file (TOML). Every key is optional; unknown keys are errors.
@@ -160,6 +163,18 @@ impl ServerConfig {
         let poll_seconds = number(env, "TAKT_POLL_SECONDS", f.poll_seconds, 30)?;
         let max_artifact_bytes = number(env, "TAKT_MAX_ARTIFACT_BYTES", f.max_artifact_bytes, 2 << 30)?;
         let git_timeout = number(env, "TAKT_GIT_TIMEOUT", f.git_timeout, 600)?;
+        let durability = match env("TAKT_SQLITE_SYNCHRONOUS").map(|v| v.to_ascii_lowercase()) {
+            None => takt_store::Durability::PowerLoss,
+            Some(v) if v == "full" => takt_store::Durability::PowerLoss,
+            Some(v) if v == "normal" => takt_store::Durability::ProcessCrash,
+            Some(v) => {
+                return Err(ConfigError::Invalid {
+                    what: "TAKT_SQLITE_SYNCHRONOUS".into(),
+                    value: v,
+                    reason: "use `full` (the default) or `normal`".into(),
+                });
+            }
+        };
         for (what, v) in [
             ("git_timeout", git_timeout as usize),
             ("concurrency", concurrency),
@@ -221,6 +236,7 @@ impl ServerConfig {
                 .filter(|s| !s.is_empty())
                 .or(f.artifact_store),
             git_timeout,
+            durability,
             isolation,
             job_user,
             config_file: file.map(Path::to_path_buf),

@@ -77,12 +77,7 @@ pub fn parse_push(body: &[u8]) -> Result<Push, String> {
     let (Some(git_ref), Some(after)) = (payload["ref"].as_str(), payload["after"].as_str()) else {
         return Err("the push payload has no `ref` and `after` strings".into());
     };
-    let named = match crate::runs::split_ref(git_ref) {
-        (Some(b), _) => crate::projects::check_ref_name("branch", &b),
-        (_, Some(t)) => crate::projects::check_ref_name("tag", &t),
-        _ => Err("the push payload's `ref` is neither refs/heads/… nor refs/tags/…".into()),
-    };
-    named.map_err(|e| format!("the push payload's `ref`: {e}"))?;
+    crate::runs::parse_ref(git_ref).map_err(|e| format!("the push payload's `ref`: {e}"))?;
     if !(after.len() == 40 || after.len() == 64) || !after.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("the push payload's `after` is not a commit id (40 or 64 hex digits)".into());
     }

@@ -134,8 +134,8 @@ pub struct AppState {
     pub mirror: Option<Arc<takt_blob::objects::ObjectMirror>>,
     /// How jobs are kept away from the server (said in /readyz and the project view).
     pub isolation: isolation::JobIsolation,
-    /// Held across the check and the append of every rule of the form "only if no other"
-    /// (the last admin token, a project's name), so two requests cannot both pass the check.
+    /// Held across the check and the append of the last-admin-token rule, so two revocations
+    /// cannot both pass the check. (A project's name is reserved in `adding_projects`.)
     pub exclusive: tokio::sync::Mutex<()>,
     /// Names of projects being added (their clone under way).
     pub adding_projects: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -148,9 +148,15 @@ struct Reservation<'a> {
 }
 
 impl<'a> Reservation<'a> {
-    /// Holds `name`, unless someone else does.
-    fn take(set: &'a std::sync::Mutex<std::collections::HashSet<String>>, name: &str) -> Option<Reservation<'a>> {
-        let fresh = set.lock().ok()?.insert(name.to_string());
+    /// Holds `name`, unless someone else does or `taken(name)` says it is taken.
+    fn take(
+        set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+        name: &str,
+        taken: impl Fn(&str) -> bool,
+    ) -> Option<Reservation<'a>> {
+        let mut held = set.lock().ok()?;
+        let fresh = !taken(name) && held.insert(name.to_string());
+        drop(held);
         fresh.then(|| Reservation {
             set,
             name: name.to_string(),
@@ -780,24 +786,14 @@ async fn add_project(
         return Err(bad("`repo` must be a repository URL or path".into()));
     }
     // A name is taken only if no other project has it, nor is being added: the check and the
-    // reservation are one step; the clone (which may take up to `git_timeout`) holds no lock.
-    let _reserved = {
-        let _one_at_a_time = state.exclusive.lock().await;
-        let exists = state
-            .projects
-            .read()
-            .map(|p| p.get(&req.name).is_some())
-            .unwrap_or(false);
-        let reserved = Reservation::take(&state.adding_projects, &req.name);
-        match (exists, reserved) {
-            (false, Some(r)) => r,
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("project `{}` already exists (or is being added)", req.name),
-                ));
-            }
-        }
+    // reservation are one step (under the set's lock); the clone, which may take up to
+    // `git_timeout`, holds no lock.
+    let exists = |name: &str| state.projects.read().map(|p| p.get(name).is_some()).unwrap_or(true);
+    let Some(_reserved) = Reservation::take(&state.adding_projects, &req.name, exists) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("project `{}` already exists (or is being added)", req.name),
+        ));
     };
     let mirror = projects::mirror_path(&state.data_dir, &req.name);
     {

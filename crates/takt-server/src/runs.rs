@@ -267,14 +267,17 @@ pub struct TriggerBody {
     hook: bool,
 }
 
-/// Where a reported commit belongs: a branch or a tag.
-pub fn split_ref(r: &str) -> (Option<String>, Option<String>) {
+/// Where a reported commit belongs: `refs/heads/B` → (Some(B), None), `refs/tags/T` →
+/// (None, Some(T)); the name must follow git's ref-format rules (`check_ref_name`). One
+/// check for every path a ref arrives by (API, hook, webhook payload, poll, schedule).
+pub fn parse_ref(r: &str) -> Result<(Option<String>, Option<String>), String> {
     if let Some(b) = r.strip_prefix("refs/heads/") {
-        (Some(b.to_string()), None)
+        crate::projects::check_ref_name("branch", b).map(|()| (Some(b.to_string()), None))
     } else if let Some(t) = r.strip_prefix("refs/tags/") {
-        (None, Some(t.to_string()))
+        crate::projects::check_ref_name("tag", t).map(|()| (None, Some(t.to_string())))
     } else {
-        (None, None)
+        let shown: String = r.chars().take(60).flat_map(char::escape_debug).collect();
+        Err(format!("`{shown}` is neither refs/heads/… nor refs/tags/…"))
     }
 }
 
@@ -344,11 +347,7 @@ pub async fn report(
     let p = state.project(project)?;
     let queue = state.queue()?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
-    queue
-        .fetch(project)
-        .await
-        .map_err(|e| bad(format!("cannot fetch the repository of `{project}`: {e}")))?;
-    let mirror = Repo::bare(&crate::projects::mirror_path(&state.data_dir, project));
+    // What was sent is checked before any git work.
     if let Some(rev) = rev
         && (rev.is_empty() || rev.len() > crate::projects::MAX_REF_NAME || rev.chars().any(char::is_control))
     {
@@ -357,33 +356,30 @@ pub async fn report(
             crate::projects::MAX_REF_NAME
         )));
     }
-    let (branch, tag, rev) = match (git_ref, rev) {
-        (Some(r), rev) => {
-            let (b, t) = split_ref(r);
-            let named = match (&b, &t) {
-                (Some(b), _) => crate::projects::check_ref_name("branch", b),
-                (_, Some(t)) => crate::projects::check_ref_name("tag", t),
-                _ => {
-                    let shown: String = r.chars().take(60).flat_map(char::escape_debug).collect();
-                    Err(format!("`{shown}` is neither refs/heads/… nor refs/tags/…"))
-                }
-            };
-            named.map_err(bad)?;
-            (b, t, rev.unwrap_or(r).to_string())
-        }
-        (None, Some(rev)) => {
+    let named = git_ref.map(parse_ref).transpose().map_err(bad)?;
+    queue
+        .fetch(project)
+        .await
+        .map_err(|e| bad(format!("cannot fetch the repository of `{project}`: {e}")))?;
+    let mirror = Repo::bare(&crate::projects::mirror_path(&state.data_dir, project));
+    let resolve = |rev: String| {
+        let mirror = &mirror;
+        async move { mirror.resolve(&rev).await.map_err(|e| bad(e.to_string())) }
+    };
+    let (branch, tag, commit) = match (named, git_ref, rev) {
+        (Some((b, t)), Some(r), rev) => (b, t, resolve(rev.unwrap_or(r).to_string()).await?),
+        (_, _, Some(rev)) => {
             let (b, t) = mirror.ref_of(rev).await;
+            let commit = resolve(rev.to_string()).await?;
             if b.is_none() && t.is_none() {
                 // A commit id: the branch whose head it is (the default branch first).
-                let commit = mirror.resolve(rev).await.map_err(|e| bad(e.to_string()))?;
-                (head_branch(&mirror, &commit, &p.branch).await, None, rev.to_string())
+                (head_branch(&mirror, &commit, &p.branch).await, None, commit)
             } else {
-                (b, t, rev.to_string())
+                (b, t, commit)
             }
         }
-        (None, None) => (Some(p.branch.clone()), None, p.branch.clone()),
+        _ => (Some(p.branch.clone()), None, resolve(p.branch.clone()).await?),
     };
-    let commit = mirror.resolve(&rev).await.map_err(|e| bad(e.to_string()))?;
     on_its_ref(&mirror, project, &commit, branch.as_deref(), tag.as_deref())
         .await
         .map_err(bad)?;

@@ -156,12 +156,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         takt_engine::DataDir::open(&config.data_dir).map_err(|e| (if e.is_bad_input() { 2 } else { 1 }, e.into()))?;
     let store = match &config.database_url {
         Some(url) => Store::connect(url).await,
-        // `TAKT_SQLITE_SYNCHRONOUS=normal` gives up power-loss durability; only benchmarks use
-        // it, to measure what FULL costs (bench/server.py).
-        None if std::env::var("TAKT_SQLITE_SYNCHRONOUS").is_ok_and(|v| v.eq_ignore_ascii_case("normal")) => {
-            Store::open_sqlite_with(&data.db_path(), takt_store::Durability::ProcessCrash).await
-        }
-        None => Store::open_sqlite(&data.db_path()).await,
+        None => Store::open_sqlite_with(&data.db_path(), config.durability).await,
     }
     .map_err(|e| (1, e.into()))?;
     let (tokens, new_admin) = takt_server::load_tokens(&store, &config)
