@@ -410,6 +410,18 @@ pub enum EventKind {
         environment: String,
         by: String,
     },
+    /// A green run's automatic deploy (`auto: true`) that did not happen, and why; the event's
+    /// `run` is that run. Every green default-branch run gets a `deploy_started` or this for
+    /// each `auto: true` environment.
+    DeploySkipped {
+        environment: String,
+        reason: SkipReason,
+        /// `superseded`: the newer green run deployed instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by_run: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
     /// Something needs a person: e.g. a rollback whose smoke checks failed.
     IncidentOpened {
         environment: String,
@@ -425,6 +437,21 @@ pub struct ArtifactRef {
     pub digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+}
+
+/// Why a green run's automatic deploy did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A newer green run of the branch came before this one could start (the environment was
+    /// busy): only the newest is deployed.
+    Superseded,
+    /// The run stored no artifact the environment can deploy (see its `artifact:`).
+    NoArtifact,
+    /// The environment runs that artifact, healthy, already.
+    AlreadyRunning,
+    /// A gate refused it (halted, frozen, requires): `detail` says which.
+    Refused,
 }
 
 /// What asked for a deployment.
@@ -476,6 +503,7 @@ impl EventKind {
             EventKind::EnvironmentHalted { .. } => "environment_halted",
             EventKind::EnvironmentResumed { .. } => "environment_resumed",
             EventKind::DeployApproved { .. } => "deploy_approved",
+            EventKind::DeploySkipped { .. } => "deploy_skipped",
             EventKind::IncidentOpened { .. } => "incident_opened",
         }
     }

@@ -132,84 +132,110 @@ pub(crate) async fn ensure_local(state: &AppState, name: &str, version: &str) ->
     Ok(())
 }
 
+/// Replication's durable cursor (table `cursors`).
+pub const REPLICATION_CURSOR: &str = "replicate";
+
 /// Copies every newly stored artifact to the object store (if one is configured), in the
-/// background, each copy an `artifact_replicated` event; 5 attempts with backoff.
+/// background, each copy an `artifact_replicated` event; 5 attempts with backoff. Follows the
+/// log from a durable cursor that passes an artifact once its copy is recorded, so none is
+/// missed after a lag, a crash or a restart (a copy may be made twice; it is the same bytes).
 pub fn start_replication(state: Arc<AppState>) {
     let Some(mirror) = state.mirror.clone() else {
         return;
     };
-    let mut rx = state.store.follow();
-    let (tx, mut work) = tokio::sync::mpsc::channel::<Event>(10_000);
     tokio::spawn(async move {
+        let (cursor, after) = match takt_store::Cursor::open(&state.store, REPLICATION_CURSOR).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "replication is off: cannot read its cursor");
+                return;
+            }
+        };
+        let (tx, work) = tokio::sync::mpsc::channel::<Event>(1000);
+        tokio::spawn(replicate(state.clone(), mirror, work, cursor.clone()));
+        let mut log = state.store.subscribe(after, &["artifact_stored"]);
         loop {
-            match rx.recv().await {
-                Ok(e) if matches!(e.kind, EventKind::ArtifactStored { .. }) => {
+            match log.next().await {
+                Ok(e) => {
+                    cursor.read(log.position(), e.seq.unwrap_or(0), 1);
                     if tx.send(e).await.is_err() {
                         return;
                     }
                 }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "replication fell behind the log");
+                Err(err) => {
+                    tracing::warn!(error = %err, "replication cannot read the log; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
-                Err(_) => return,
             }
         }
     });
-    tokio::spawn(async move {
-        while let Some(e) = work.recv().await {
-            let EventKind::ArtifactStored {
-                name, version, digest, ..
-            } = &e.kind
-            else {
-                continue;
-            };
-            let Ok(engine) = state.queue().map(|q| q.engine.clone()) else {
-                return;
-            };
-            let mut last = None;
-            for attempt in 0..5u32 {
-                if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
-                }
-                let m = match engine.manifests.get(name, version) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => {
-                        last = Some("the manifest is gone".to_string());
-                        break;
-                    }
-                    Err(err) => {
-                        last = Some(err.to_string());
-                        continue;
-                    }
-                };
-                match mirror.put_artifact(&engine.blobs, &m).await {
-                    Ok(()) => {
-                        last = None;
-                        break;
-                    }
-                    Err(err) => last = Some(err.to_string()),
-                }
+}
+
+/// Copies each artifact it is handed, in order, and records the copy.
+async fn replicate(
+    state: Arc<AppState>,
+    mirror: Arc<takt_blob::objects::ObjectMirror>,
+    mut work: tokio::sync::mpsc::Receiver<Event>,
+    cursor: Arc<takt_store::Cursor>,
+) {
+    while let Some(e) = work.recv().await {
+        let seq = e.seq.unwrap_or(0);
+        let EventKind::ArtifactStored {
+            name, version, digest, ..
+        } = &e.kind
+        else {
+            cursor.done(seq);
+            continue;
+        };
+        let Ok(engine) = state.queue().map(|q| q.engine.clone()) else {
+            return;
+        };
+        let mut last = None;
+        for attempt in 0..5u32 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
             }
-            if let Some(err) = &last {
-                tracing::error!(%name, %version, error = %err, "cannot copy an artifact to the object store");
+            let m = match engine.manifests.get(name, version) {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    last = Some("the manifest is gone".to_string());
+                    break;
+                }
+                Err(err) => {
+                    last = Some(err.to_string());
+                    continue;
+                }
+            };
+            match mirror.put_artifact(&engine.blobs, &m).await {
+                Ok(()) => {
+                    last = None;
+                    break;
+                }
+                Err(err) => last = Some(err.to_string()),
             }
-            let _ = state
-                .record(Event::now(
-                    &e.project,
-                    e.run,
-                    EventKind::ArtifactReplicated {
-                        name: name.clone(),
-                        version: version.clone(),
-                        digest: digest.clone(),
-                        target: mirror.url.clone(),
-                        ok: last.is_none(),
-                        error: last,
-                    },
-                ))
-                .await;
         }
-    });
+        if let Some(err) = &last {
+            tracing::error!(%name, %version, error = %err, "cannot copy an artifact to the object store");
+        }
+        let recorded = state
+            .record(Event::now(
+                &e.project,
+                e.run,
+                EventKind::ArtifactReplicated {
+                    name: name.clone(),
+                    version: version.clone(),
+                    digest: digest.clone(),
+                    target: mirror.url.clone(),
+                    ok: last.is_none(),
+                    error: last,
+                },
+            ))
+            .await;
+        // Unrecorded, the copy is made again from the cursor after a restart.
+        if recorded.is_ok() {
+            cursor.done(seq);
+        }
+    }
 }
 
 pub(crate) fn manifest(state: &AppState, name: &str, version: &str) -> Result<takt_blob::SignedManifest, ApiError> {

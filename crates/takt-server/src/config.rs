@@ -48,6 +48,10 @@ pub struct ServerConfig {
     /// What an acknowledged SQLite append survives (`TAKT_SQLITE_SYNCHRONOUS`: `full`, the
     /// default, or `normal`, for benchmarks only).
     pub durability: takt_store::Durability,
+    /// How many appended events the live broadcast keeps for followers that are behind
+    /// (`TAKT_FOLLOW_CAPACITY`, default 4096). Followers that fall further behind re-read the
+    /// store, so this trades memory for reads; tests set it low to make every follower lag.
+    pub follow_capacity: usize,
 }
 
 /// The config file (TOML). Every key is optional; unknown keys are errors.
@@ -163,6 +167,7 @@ impl ServerConfig {
         let poll_seconds = number(env, "TAKT_POLL_SECONDS", f.poll_seconds, 30)?;
         let max_artifact_bytes = number(env, "TAKT_MAX_ARTIFACT_BYTES", f.max_artifact_bytes, 2 << 30)?;
         let git_timeout = number(env, "TAKT_GIT_TIMEOUT", f.git_timeout, 600)?;
+        let follow_capacity = number(env, "TAKT_FOLLOW_CAPACITY", None, takt_store::FOLLOW_CAPACITY)?;
         let durability = match env("TAKT_SQLITE_SYNCHRONOUS").map(|v| v.to_ascii_lowercase()) {
             None => takt_store::Durability::PowerLoss,
             Some(v) if v == "full" => takt_store::Durability::PowerLoss,
@@ -177,6 +182,7 @@ impl ServerConfig {
         };
         for (what, v) in [
             ("git_timeout", git_timeout as usize),
+            ("TAKT_FOLLOW_CAPACITY", follow_capacity),
             ("concurrency", concurrency),
             ("jobs_per_run", jobs_per_run),
             ("max_waiting", max_waiting),
@@ -237,6 +243,7 @@ impl ServerConfig {
                 .or(f.artifact_store),
             git_timeout,
             durability,
+            follow_capacity,
             isolation,
             job_user,
             config_file: file.map(Path::to_path_buf),

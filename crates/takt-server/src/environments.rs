@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use takt_model::{ArtifactRef, DeployTrigger, Event, EventKind, OffsetDateTime};
+use takt_model::{ArtifactRef, DeployTrigger, Event, EventKind, OffsetDateTime, SkipReason};
 use takt_pipeline::Environment;
 use takt_store::EventFilter;
 use tokio::sync::Notify;
@@ -318,8 +318,6 @@ pub struct Deployments {
     controls: Mutex<HashMap<(String, String), Arc<Control>>>,
     /// The program started as `PROGRAM supervise` (the takt binary).
     pub supervisor_program: std::path::PathBuf,
-    /// Auto-deploys waiting for a busy environment: the newest run wins.
-    pub(crate) pending_auto: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl Deployments {
@@ -328,7 +326,6 @@ impl Deployments {
             index,
             controls: Mutex::default(),
             supervisor_program,
-            pending_auto: Mutex::default(),
         }
     }
 
@@ -453,7 +450,30 @@ pub(crate) struct Ask {
 
 /// Checks the gates and starts a deploy: `Ok(None)` when the environment already runs the
 /// artifact (nothing to do), `Ok(Some(id))` when it started.
-pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>, ApiError> {
+/// Why [`begin`] did not start a deploy.
+#[derive(Debug)]
+pub(crate) enum BeginError {
+    /// One deploy per environment at a time: deploy #N is in flight.
+    Busy { deploy: u64, error: ApiError },
+    /// A gate refused it, or the log is unavailable.
+    Refused(ApiError),
+}
+
+impl From<BeginError> for ApiError {
+    fn from(e: BeginError) -> ApiError {
+        match e {
+            BeginError::Busy { error, .. } | BeginError::Refused(error) => error,
+        }
+    }
+}
+
+impl From<ApiError> for BeginError {
+    fn from(e: ApiError) -> BeginError {
+        BeginError::Refused(e)
+    }
+}
+
+pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>, BeginError> {
     let deployments = &state.deployments;
     let ctl = deployments.control(&ask.project, &ask.env.name);
     let view = deployments.index.get(&ask.project, &ask.env.name).unwrap_or_default();
@@ -462,12 +482,14 @@ pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>
         if let Some(h) = ctl.halted() {
             return Err(conflict(format!(
                 "environment `{name}` is halted ({h}); `takt resume {name}` lifts the halt"
-            )));
+            ))
+            .into());
         }
         if let Some(until) = frozen_until(&ask.env, jiff::Timestamp::now()) {
             return Err(conflict(format!(
                 "environment `{name}` is frozen until {until}; deploys and promotions are refused until then (halt and rollback still work)"
-            )));
+            ))
+            .into());
         }
         for r in &ask.env.requires {
             let there = deployments.index.get(&ask.project, r).unwrap_or_default();
@@ -487,7 +509,8 @@ pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>
                             if there.healthy { "" } else { ", unhealthy" }
                         ))
                         .unwrap_or_else(|| "nothing".into())
-                )));
+                ))
+                .into());
             }
             if let (Some(soak), Some(since)) = (ask.env.soak, there.since_at) {
                 let ran = (OffsetDateTime::now_utc() - since).unsigned_abs();
@@ -498,19 +521,23 @@ pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>
                         ask.artifact.version,
                         soak.as_secs(),
                         ran.as_secs()
-                    )));
+                    ))
+                    .into());
                 }
             }
         }
     }
     let id = {
         let Ok(mut busy) = ctl.busy.lock() else {
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "poisoned lock"));
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "poisoned lock").into());
         };
         if let Some(d) = *busy {
-            return Err(conflict(format!(
-                "environment `{name}` is busy with deploy #{d}; one deploy per environment at a time (wait, or `takt halt`/`takt rollback {name}`)"
-            )));
+            return Err(BeginError::Busy {
+                deploy: d,
+                error: conflict(format!(
+                    "environment `{name}` is busy with deploy #{d}; one deploy per environment at a time (wait, or `takt halt`/`takt rollback {name}`)"
+                )),
+            });
         }
         if !ask.restore && view.running.as_ref().is_some_and(|r| r.digest == ask.artifact.digest) && view.healthy {
             return Ok(None);
@@ -548,7 +575,7 @@ pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>
         if let Ok(mut b) = ctl.busy.lock() {
             *b = None;
         }
-        return Err(e);
+        return Err(e.into());
     }
     let state2 = state.clone();
     let stable = view.running.clone();
@@ -899,51 +926,253 @@ pub async fn approve(
     ))
 }
 
+/// Auto-deploy's durable cursor (table `cursors`).
+pub const AUTO_DEPLOY_CURSOR: &str = "auto_deploy";
+
 /// Deploys each green run of a default branch to its project's `auto: true` environments.
+///
+/// Follows the log's `run_finished` events from a durable cursor. Each `auto: true`
+/// environment has a slot holding the newest green run waiting for it, and a worker that
+/// deploys what the slot holds once the environment is free. A run replaced in the slot before
+/// its deploy could start is recorded as `deploy_skipped` (`superseded`), so every green run
+/// ends in a `deploy_started` or a `deploy_skipped` for each environment; the cursor passes a
+/// run only then. After a crash or a restart the follower resumes from the cursor, and a run
+/// whose outcome is already in the log is not deployed again.
 pub fn start_auto_deploy(state: Arc<AppState>) {
-    let mut rx = state.store.follow();
     tokio::spawn(async move {
+        let (cursor, after) = match takt_store::Cursor::open(&state.store, AUTO_DEPLOY_CURSOR).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "auto-deploy is off: cannot read its cursor");
+                return;
+            }
+        };
+        let mut log = state.store.subscribe(after, &["run_finished"]);
+        let mut slots: HashMap<(String, String), Arc<Slot>> = HashMap::new();
         loop {
-            let e = match rx.recv().await {
+            let e = match log.next().await {
                 Ok(e) => e,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        missed = n,
-                        "auto-deploy fell behind the log; some green runs may not deploy"
-                    );
+                Err(err) => {
+                    tracing::warn!(error = %err, "auto-deploy cannot read the log; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
-                Err(_) => return,
             };
-            if let (EventKind::RunFinished { status, .. }, Some(run)) = (&e.kind, e.run)
-                && *status == takt_model::RunStatus::Success
-            {
-                let state = state.clone();
-                tokio::spawn(async move { auto_deploy(state, e.project, run).await });
+            let seq = e.seq.unwrap_or(0);
+            let envs = match (&e.kind, e.run) {
+                (EventKind::RunFinished { status, .. }, Some(run)) if *status == takt_model::RunStatus::Success => {
+                    auto_environments(&state, &e.project, run).await
+                }
+                _ => Vec::new(),
+            };
+            cursor.read(log.position(), seq, envs.len());
+            let Some(run) = e.run else { continue };
+            for env in envs {
+                if already_settled(&state, &e.project, &env.name, run).await {
+                    cursor.done(seq);
+                    continue;
+                }
+                let slot = slots
+                    .entry((e.project.clone(), env.name.clone()))
+                    .or_insert_with(|| Slot::start(state.clone(), e.project.clone(), env.name.clone(), cursor.clone()))
+                    .clone();
+                let wanted = Wanted { run, seq, env };
+                if let Some(older) = slot.put(wanted) {
+                    skip(&state, &e.project, &older, SkipReason::Superseded, Some(run), None).await;
+                    cursor.done(older.seq);
+                }
             }
         }
     });
 }
 
-async fn auto_deploy(state: Arc<AppState>, project: String, run: u64) {
-    let Ok(p) = state.project(&project) else {
-        return;
+/// A green run waiting to be deployed to one environment.
+struct Wanted {
+    run: u64,
+    /// Its `run_finished` event.
+    seq: i64,
+    env: Environment,
+}
+
+/// One `auto: true` environment's newest waiting run, and the signal that it changed.
+struct Slot {
+    wanted: Mutex<Option<Wanted>>,
+    changed: Notify,
+}
+
+impl Slot {
+    fn start(state: Arc<AppState>, project: String, env: String, cursor: Arc<takt_store::Cursor>) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            wanted: Mutex::new(None),
+            changed: Notify::new(),
+        });
+        tokio::spawn(deploy_worker(state, project, env, slot.clone(), cursor));
+        slot
+    }
+
+    /// Puts the newest run in; returns the one it replaces (which never started).
+    fn put(&self, w: Wanted) -> Option<Wanted> {
+        let old = self.wanted.lock().ok().and_then(|mut s| s.replace(w));
+        self.changed.notify_one();
+        old
+    }
+
+    fn take(&self) -> Option<Wanted> {
+        self.wanted.lock().ok().and_then(|mut s| s.take())
+    }
+
+    fn has_newer(&self) -> bool {
+        self.wanted.lock().is_ok_and(|s| s.is_some())
+    }
+}
+
+/// The `auto: true` environments a green run of `project` goes to: none unless it ran on the
+/// default branch.
+async fn auto_environments(state: &AppState, project: &str, run: u64) -> Vec<Environment> {
+    let Ok(p) = state.project(project) else {
+        return Vec::new();
     };
     let branch = state
         .runs
-        .get(&project, run)
+        .get(project, run)
         .and_then(|r| r["branch"].as_str().map(String::from));
     if branch.as_deref() != Some(p.branch.as_str()) {
+        return Vec::new();
+    }
+    match configured(state, project).await {
+        Ok(envs) => envs.into_iter().filter(|e| e.auto).collect(),
+        Err(e) => {
+            tracing::warn!(%project, run, error = %e.message, "auto-deploy cannot read the environments");
+            Vec::new()
+        }
+    }
+}
+
+async fn skip(
+    state: &AppState,
+    project: &str,
+    w: &Wanted,
+    reason: SkipReason,
+    by_run: Option<u64>,
+    detail: Option<String>,
+) {
+    let e = Event::now(
+        project,
+        Some(w.run),
+        EventKind::DeploySkipped {
+            environment: w.env.name.clone(),
+            reason,
+            by_run,
+            detail,
+        },
+    );
+    if let Err(err) = state.record(e).await {
+        tracing::warn!(%project, run = w.run, error = %err.message, "cannot record a skipped auto-deploy");
+    }
+}
+
+/// Whether the log already says how `run`'s auto-deploy to `env` went (after a restart the
+/// follower sees runs again whose deploy it started before).
+async fn already_settled(state: &AppState, project: &str, env: &str, run: u64) -> bool {
+    let facts = state
+        .store
+        .events(&EventFilter {
+            project: Some(project.to_string()),
+            run: Some(run),
+            kinds: vec!["deploy_started".into(), "deploy_skipped".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default();
+    facts.iter().any(|e| match &e.kind {
+        EventKind::DeployStarted {
+            environment,
+            trigger: DeployTrigger::Pipeline { .. },
+            ..
+        }
+        | EventKind::DeploySkipped { environment, .. } => environment == env,
+        _ => false,
+    })
+}
+
+/// Deploys what one environment's slot holds, one at a time, waiting (on the environment's
+/// signal, not a timer) while another deploy is in flight there.
+async fn deploy_worker(
+    state: Arc<AppState>,
+    project: String,
+    env: String,
+    slot: Arc<Slot>,
+    cursor: Arc<takt_store::Cursor>,
+) {
+    let ctl = state.deployments.control(&project, &env);
+    loop {
+        let changed = slot.changed.notified();
+        let Some(w) = slot.take() else {
+            changed.await;
+            continue;
+        };
+        let seq = w.seq;
+        settle(&state, &project, &ctl, &slot, w).await;
+        cursor.done(seq);
+    }
+}
+
+/// Deploys one waiting run, or records why it was not.
+async fn settle(state: &Arc<AppState>, project: &str, ctl: &Control, slot: &Slot, w: Wanted) {
+    if already_settled(state, project, &w.env.name, w.run).await {
         return;
     }
-    let Ok(envs) = configured(&state, &project).await else {
+    let Some(artifact) = run_artifact(state, project, w.run, &w.env).await else {
+        tracing::warn!(%project, environment = %w.env.name, run = w.run, "auto-deploy: the run has no artifact to deploy (set `artifact:` on the environment)");
+        skip(state, project, &w, SkipReason::NoArtifact, None, None).await;
         return;
     };
+    loop {
+        // Registered before trying, so the end of the deploy in flight cannot slip by.
+        let idle = ctl.changed.notified();
+        let newer = slot.changed.notified();
+        let ask = Ask {
+            project: project.to_string(),
+            env: w.env.clone(),
+            artifact: artifact.clone(),
+            trigger: DeployTrigger::Pipeline { run: w.run },
+            rollback: false,
+            restore: false,
+        };
+        match begin(state, ask).await {
+            Ok(Some(_)) => return,
+            Ok(None) => {
+                skip(state, project, &w, SkipReason::AlreadyRunning, None, None).await;
+                return;
+            }
+            Err(BeginError::Busy { deploy, .. }) => {
+                tracing::debug!(%project, environment = %w.env.name, run = w.run, deploy, "auto-deploy waits for the deploy in flight");
+                tokio::select! {
+                    _ = idle => {}
+                    _ = newer => {}
+                }
+                if slot.has_newer() {
+                    let by = slot.wanted.lock().ok().and_then(|s| s.as_ref().map(|n| n.run));
+                    skip(state, project, &w, SkipReason::Superseded, by, None).await;
+                    return;
+                }
+            }
+            Err(BeginError::Refused(e)) => {
+                tracing::warn!(%project, environment = %w.env.name, run = w.run, error = %e.message, "auto-deploy refused");
+                skip(state, project, &w, SkipReason::Refused, None, Some(e.message)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// The artifact a green run deploys to `env`: the one `artifact:` names, or the run's only one.
+async fn run_artifact(state: &AppState, project: &str, run: u64, env: &Environment) -> Option<ArtifactRef> {
     let stored = state
         .store
         .events(&EventFilter {
             kind: Some("artifact_stored".into()),
-            project: Some(project.clone()),
+            project: Some(project.to_string()),
             run: Some(run),
             ..Default::default()
         })
@@ -956,59 +1185,12 @@ async fn auto_deploy(state: Arc<AppState>, project: String, run: u64) {
             _ => None,
         })
         .collect();
-    for env in envs.into_iter().filter(|e| e.auto) {
-        let pick = match &env.artifact {
-            Some(n) => artifacts.iter().find(|(a, _)| a == n),
-            None if artifacts.len() == 1 => artifacts.first(),
-            None => None,
-        };
-        let Some((name, version)) = pick else {
-            tracing::warn!(%project, environment = %env.name, run, "auto-deploy: the run has no artifact to deploy (set `artifact:` on the environment)");
-            continue;
-        };
-        let Ok(artifact) = artifact_ref(&state, &format!("{name}@{version}")).await else {
-            continue;
-        };
-        let key = (project.clone(), env.name.clone());
-        if let Ok(mut p) = state.deployments.pending_auto.lock() {
-            p.insert(key.clone(), run);
-        }
-        // A busy environment is waited for; a newer green run's deploy supersedes this one.
-        for _ in 0..3600 {
-            let newest = state
-                .deployments
-                .pending_auto
-                .lock()
-                .ok()
-                .and_then(|p| p.get(&key).copied());
-            if newest != Some(run) {
-                break;
-            }
-            let ask = Ask {
-                project: project.clone(),
-                env: env.clone(),
-                artifact: artifact.clone(),
-                trigger: DeployTrigger::Pipeline { run },
-                rollback: false,
-                restore: false,
-            };
-            match begin(&state, ask).await {
-                Err(e) if e.status == StatusCode::CONFLICT && e.message.contains("is busy") => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(%project, environment = %env.name, run, error = %e.message, "auto-deploy refused");
-                    break;
-                }
-                Ok(_) => break,
-            }
-        }
-        if let Ok(mut p) = state.deployments.pending_auto.lock()
-            && p.get(&key) == Some(&run)
-        {
-            p.remove(&key);
-        }
-    }
+    let pick = match &env.artifact {
+        Some(n) => artifacts.iter().find(|(a, _)| a == n),
+        None if artifacts.len() == 1 => artifacts.first(),
+        None => None,
+    }?;
+    artifact_ref(state, &format!("{}@{}", pick.0, pick.1)).await.ok()
 }
 
 #[cfg(test)]

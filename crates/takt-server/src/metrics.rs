@@ -13,7 +13,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 use takt_model::{Event, EventKind, OffsetDateTime};
 use takt_store::Store;
-use tokio::sync::broadcast::error::RecvError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
@@ -248,16 +247,8 @@ impl Metrics {
     }
 }
 
-/// Follows the event log into the metrics for as long as the server runs.
+/// Folds every appended event into the metrics, before its append returns (an observer, not a
+/// follower: it cannot fall behind, so the counts equal the events appended since the start).
 pub fn start(metrics: std::sync::Arc<Metrics>, store: &Store) {
-    let mut rx = store.follow();
-    tokio::spawn(async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) => metrics.observe(&e),
-                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "metrics fell behind the event log"),
-                Err(RecvError::Closed) => return,
-            }
-        }
-    });
+    store.observe(takt_store::Observer(std::sync::Arc::new(move |e| metrics.observe(e))));
 }

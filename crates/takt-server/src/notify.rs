@@ -12,8 +12,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use takt_model::{Event, EventKind, RunStatus};
-use takt_store::EventFilter;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 /// Attempts per delivery, and the first wait between them (doubling each time).
@@ -134,98 +132,99 @@ struct Delivery {
     cloudevents: bool,
 }
 
-/// Starts the notifier: follows the event log and hands each event to its subscribers' queues.
+/// The notifier's durable cursor (table `cursors`).
+pub const CURSOR: &str = "notify";
+
+/// Starts the notifier: follows the event log from its durable cursor and hands each event to
+/// its subscribers' queues. The cursor moves past an event once every delivery of it is
+/// recorded, so after a crash or a restart the notifier resumes where it stopped: each event is
+/// delivered at least once, with its `seq` as the CloudEvent `id` receivers deduplicate on.
 pub fn start(state: Arc<AppState>) {
-    let mut rx = state.store.follow();
     tokio::spawn(async move {
+        let (cursor, after) = match takt_store::Cursor::open(&state.store, CURSOR).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "notifications are off: cannot read their cursor");
+                return;
+            }
+        };
+        let mut log = state.store.subscribe(after, &[]);
         let mut workers: HashMap<(bool, String), mpsc::Sender<Delivery>> = HashMap::new();
-        let mut runs: HashMap<(String, u64), (String, Option<String>)> = HashMap::new();
-        let mut last_seq = 0i64;
         loop {
-            let batch = match rx.recv().await {
-                Ok(e) => vec![e],
-                Err(RecvError::Closed) => return,
-                Err(RecvError::Lagged(_)) => {
-                    // Fell behind: what was missed is in the store.
-                    state
-                        .store
-                        .events(&EventFilter {
-                            after: Some(last_seq),
-                            limit: Some(10_000),
-                            ..Default::default()
-                        })
-                        .await
-                        .unwrap_or_default()
+            let e = match log.next().await {
+                Ok(e) => e,
+                Err(err) => {
+                    tracing::warn!(error = %err, "the notifier cannot read the log; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
                 }
             };
-            for e in batch {
-                let seq = e.seq.unwrap_or(0);
-                if seq <= last_seq {
-                    continue;
-                }
-                last_seq = seq;
-                let kind = e.kind.name();
-                if private(kind) || e.project.is_empty() {
-                    continue;
-                }
-                if let (EventKind::RunQueued { commit, branch, .. }, Some(r)) = (&e.kind, e.run) {
-                    runs.insert((e.project.clone(), r), (commit.clone(), branch.clone()));
-                }
-                let subs = state
-                    .branch_configs
-                    .read()
-                    .ok()
-                    .and_then(|c| c.get(&e.project).map(|x| x.notify.clone()))
-                    .unwrap_or_default();
-                let key = (e.project.clone(), e.run.unwrap_or(0));
-                for sub in subs {
-                    if !sub.events.is_empty() && !sub.events.iter().any(|k| k == kind) {
-                        continue;
-                    }
+            let seq = e.seq.unwrap_or(0);
+            let kind = e.kind.name();
+            if private(kind) || e.project.is_empty() {
+                cursor.passed(log.position());
+                continue;
+            }
+            let subs: Vec<_> = state
+                .branch_configs
+                .read()
+                .ok()
+                .and_then(|c| c.get(&e.project).map(|x| x.notify.clone()))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|sub| sub.events.is_empty() || sub.events.iter().any(|k| k == kind))
+                .collect();
+            let commit = e.run.and_then(|r| state.runs.get(&e.project, r)).and_then(|r| {
+                let commit = r["commit"].as_str()?.to_string();
+                Some((commit, r["branch"].as_str().map(String::from)))
+            });
+            let deliveries: Vec<_> = subs
+                .into_iter()
+                .filter_map(|sub| {
                     let body = if sub.slack {
-                        match slack_message(&e, runs.get(&key)) {
-                            Some(m) => m,
-                            None => continue,
-                        }
+                        slack_message(&e, commit.as_ref())?
                     } else {
                         cloudevent(&e)
                     };
-                    let tx = workers
-                        .entry((sub.slack, sub.url.clone()))
-                        .or_insert_with(|| worker(state.clone(), sub.url.clone()));
-                    let d = Delivery {
-                        seq,
-                        project: e.project.clone(),
-                        body,
-                        cloudevents: !sub.slack,
-                    };
-                    if tx.try_send(d).is_err() {
-                        let st = state.clone();
-                        let url = sub.url.clone();
-                        let project = e.project.clone();
-                        tokio::spawn(async move {
-                            record(
-                                &st,
-                                &project,
-                                &url,
-                                seq,
-                                0,
-                                None,
-                                Some(format!("dropped: over {QUEUE} deliveries waiting")),
-                            )
-                            .await;
-                        });
-                    }
-                }
-                if matches!(e.kind, EventKind::RunFinished { .. }) {
-                    runs.remove(&key);
+                    Some((sub, body))
+                })
+                .collect();
+            cursor.read(log.position(), seq, deliveries.len());
+            for (sub, body) in deliveries {
+                let tx = workers
+                    .entry((sub.slack, sub.url.clone()))
+                    .or_insert_with(|| worker(state.clone(), sub.url.clone(), cursor.clone()));
+                let d = Delivery {
+                    seq,
+                    project: e.project.clone(),
+                    body,
+                    cloudevents: !sub.slack,
+                };
+                if tx.try_send(d).is_err() {
+                    let st = state.clone();
+                    let url = sub.url.clone();
+                    let project = e.project.clone();
+                    let cursor = cursor.clone();
+                    tokio::spawn(async move {
+                        record(
+                            &st,
+                            &project,
+                            &url,
+                            seq,
+                            0,
+                            None,
+                            Some(format!("dropped: over {QUEUE} deliveries waiting")),
+                        )
+                        .await;
+                        cursor.done(seq);
+                    });
                 }
             }
         }
     });
 }
 
-fn worker(state: Arc<AppState>, url: String) -> mpsc::Sender<Delivery> {
+fn worker(state: Arc<AppState>, url: String, cursor: Arc<takt_store::Cursor>) -> mpsc::Sender<Delivery> {
     let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
     tokio::spawn(async move {
         let http = reqwest_client();
@@ -252,6 +251,7 @@ fn worker(state: Arc<AppState>, url: String) -> mpsc::Sender<Delivery> {
                 };
                 if error.is_none() || attempt >= ATTEMPTS {
                     record(&state, &d.project, &url, d.seq, attempt, status, error).await;
+                    cursor.done(d.seq);
                     break;
                 }
                 tokio::time::sleep(wait).await;

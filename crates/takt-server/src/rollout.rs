@@ -115,6 +115,7 @@ pub async fn recover(state: &Arc<AppState>) {
             restore: true,
         };
         if let Err(e) = crate::environments::begin(state, ask).await {
+            let e = crate::ApiError::from(e);
             tracing::error!(project = %v.project, environment = %v.environment, error = %e.message, "cannot restore an environment");
         }
     }

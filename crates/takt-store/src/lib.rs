@@ -5,8 +5,11 @@
 //! placeholders; only the table definitions differ per database ([`Backend::schema`]).
 //! Events are never updated or deleted.
 
+mod follow;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use follow::{CATCH_UP_BATCH, Cursor, SAVE_EVERY, Subscription, Watermark};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
@@ -46,15 +49,21 @@ impl Backend {
                 "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, project TEXT NOT NULL, run BIGINT, kind TEXT NOT NULL, body TEXT NOT NULL)",
                 "CREATE INDEX IF NOT EXISTS events_project_run ON events (project, run)",
                 "CREATE INDEX IF NOT EXISTS events_kind ON events (kind)",
+                CURSORS,
             ],
             Backend::Postgres => &[
                 "CREATE TABLE IF NOT EXISTS events (seq BIGSERIAL PRIMARY KEY, at TEXT NOT NULL, project TEXT NOT NULL, run BIGINT, kind TEXT NOT NULL, body TEXT NOT NULL)",
                 "CREATE INDEX IF NOT EXISTS events_project_run ON events (project, run)",
                 "CREATE INDEX IF NOT EXISTS events_kind ON events (kind)",
+                CURSORS,
             ],
         }
     }
 }
+
+/// Followers' durable positions (bookkeeping, not facts: a follower's work is re-done from its
+/// cursor after a crash, so it must be idempotent or deduplicate on the log's facts).
+const CURSORS: &str = "CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL)";
 
 /// Which events to read.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +79,8 @@ pub struct EventFilter {
     pub until: Option<OffsetDateTime>,
     /// Only events with `seq` greater than this (for paging and following).
     pub after: Option<i64>,
+    /// Only events with `seq` at most this.
+    pub until_seq: Option<i64>,
     pub limit: Option<u32>,
 }
 
@@ -86,6 +97,9 @@ pub struct Store {
     observers: Arc<RwLock<Vec<Observer>>>,
     /// Appends so far (SQLite: every CHECKPOINT_EVERY-th starts a checkpoint).
     appends: Arc<AtomicU64>,
+    /// Held from an event's insert until it is broadcast: one writer, so followers receive
+    /// events in `seq` order.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How many appends pass between two checkpoints of SQLite's write-ahead log.
@@ -101,27 +115,47 @@ impl std::fmt::Debug for Observer {
     }
 }
 
-/// How many appended events a live follower may fall behind before it must re-read the log.
+/// How many appended events a live follower may fall behind before it must re-read the log
+/// (the default of [`StoreOptions::follow_capacity`]).
 pub const FOLLOW_CAPACITY: usize = 4096;
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// How many appended events the live broadcast holds for a follower that is behind.
+    pub follow_capacity: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            durability: Durability::PowerLoss,
+            follow_capacity: FOLLOW_CAPACITY,
+        }
+    }
+}
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path`.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
-        Store::open_sqlite_with(path, Durability::PowerLoss).await
+        Store::open_sqlite_with(path, StoreOptions::default()).await
     }
 
-    /// [`Store::open_sqlite`] with a chosen durability (benchmarks measure what FULL costs).
-    pub async fn open_sqlite_with(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+    /// [`Store::open_sqlite`] with options (benchmarks measure what FULL durability costs).
+    pub async fn open_sqlite_with(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        Store::connect_with(&url, durability).await
+        Store::connect_with(&url, options).await
     }
 
     /// Connects to `sqlite://...` or `postgres://...` and creates the schema if it is missing.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Store::connect_with(url, Durability::PowerLoss).await
+        Store::connect_with(url, StoreOptions::default()).await
     }
 
-    async fn connect_with(url: &str, durability: Durability) -> Result<Store, StoreError> {
+    /// [`Store::connect`] with options.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        let durability = options.durability;
         install_default_drivers();
         let backend = if url.starts_with("postgres") {
             Backend::Postgres
@@ -181,13 +215,14 @@ impl Store {
                 .await
                 .map_err(q("creating the schema"))?;
         }
-        let (appended, _) = broadcast::channel(FOLLOW_CAPACITY);
+        let (appended, _) = broadcast::channel(options.follow_capacity.max(1));
         Ok(Store {
             pool,
             backend,
             appended,
             observers: Arc::default(),
             appends: Arc::default(),
+            writer: Arc::default(),
         })
     }
 
@@ -198,6 +233,7 @@ impl Store {
     /// Appends one event; returns its position in the log.
     pub async fn append(&self, event: &Event) -> Result<i64, StoreError> {
         let body = serde_json::to_string(event).map_err(StoreError::Encode)?;
+        let writer = self.writer.lock().await;
         let row =
             sqlx::query("INSERT INTO events (at, project, run, kind, body) VALUES ($1, $2, $3, $4, $5) RETURNING seq")
                 .bind(timefmt::rfc3339(event.at))
@@ -217,6 +253,7 @@ impl Store {
             }
         }
         let _ = self.appended.send(e); // nobody following is fine
+        drop(writer);
         let n = self.appends.fetch_add(1, Ordering::Relaxed) + 1;
         if self.backend == Backend::Sqlite && n.is_multiple_of(CHECKPOINT_EVERY) {
             // Off the append's path: this append is acknowledged already.
@@ -238,9 +275,53 @@ impl Store {
         }
     }
 
-    /// Follows the events appended from now on (through this `Store` and its clones).
+    /// Follows the events appended from now on (through this `Store` and its clones). Lossy
+    /// when the receiver falls behind: followers that must see every event use
+    /// [`Store::subscribe`].
     pub fn follow(&self) -> broadcast::Receiver<Event> {
         self.appended.subscribe()
+    }
+
+    /// Every event after `after` (of these kinds; all when empty), in order, without gaps or
+    /// duplicates: read from the store until caught up, then live, re-reading the store when
+    /// the follower lags.
+    pub fn subscribe(&self, after: i64, kinds: &[&str]) -> Subscription {
+        Subscription::new(self.clone(), after, kinds)
+    }
+
+    /// The position of the last event in the log (0 when empty).
+    pub async fn head(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("reading the log's head"))?;
+        let max: Option<i64> = row.try_get(0).map_err(q("reading the log's head"))?;
+        Ok(max.unwrap_or(0))
+    }
+
+    /// A follower's durable cursor, if it has saved one.
+    pub async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT seq FROM cursors WHERE name = $1")
+            .bind(name.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("reading a follower's cursor"))?;
+        row.map(|r| r.try_get::<i64, _>(0))
+            .transpose()
+            .map_err(q("reading a follower's cursor"))
+    }
+
+    /// Saves a follower's durable cursor (every event up to `seq` is done).
+    pub async fn save_cursor(&self, name: &str, seq: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO cursors (name, seq) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+        )
+        .bind(name.to_string())
+        .bind(seq)
+        .execute(&self.pool)
+        .await
+        .map_err(q("saving a follower's cursor"))?;
+        Ok(())
     }
 
     /// Reads events in log order.
@@ -268,6 +349,10 @@ impl Store {
             n += 1;
             sql.push_str(&format!(" AND at < ${n}"));
         }
+        if f.until_seq.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND seq <= ${n}"));
+        }
         if !f.kinds.is_empty() {
             let list: Vec<String> = (0..f.kinds.len()).map(|i| format!("${}", n + 1 + i)).collect();
             sql.push_str(&format!(" AND kind IN ({})", list.join(", ")));
@@ -288,6 +373,9 @@ impl Store {
         }
         for t in [f.since, f.until].into_iter().flatten() {
             query = query.bind(timefmt::rfc3339(t));
+        }
+        if let Some(s) = f.until_seq {
+            query = query.bind(s);
         }
         for k in &f.kinds {
             query = query.bind(k.clone());
@@ -543,7 +631,11 @@ mod tests {
         };
         let store = Store::open_sqlite(&dir.path().join("a.db")).await.unwrap();
         assert_eq!(sync(store).await, 2);
-        let store = Store::open_sqlite_with(&dir.path().join("b.db"), Durability::ProcessCrash)
+        let options = StoreOptions {
+            durability: Durability::ProcessCrash,
+            ..Default::default()
+        };
+        let store = Store::open_sqlite_with(&dir.path().join("b.db"), options)
             .await
             .unwrap();
         assert_eq!(sync(store).await, 1);

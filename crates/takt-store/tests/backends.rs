@@ -5,7 +5,7 @@
 
 use takt_model::{Event, EventKind, JobStatus, RunStatus};
 use takt_store::testing::Postgres;
-use takt_store::{Backend, EventFilter, Store};
+use takt_store::{Backend, EventFilter, Store, StoreOptions};
 
 fn finished(job: &str, status: JobStatus) -> EventKind {
     EventKind::JobFinished {
@@ -171,6 +171,80 @@ async fn suite(url: &str, project: &str) {
         45
     );
     again.close().await;
+}
+
+/// A subscription sees every event after its position once and in order: while it catches up
+/// from the store, while appends race with it live, and after it fell further behind than the
+/// broadcast holds (a capacity of 4 here). Cursors survive a reconnect.
+async fn follow_suite(url: &str, project: &str) {
+    let options = StoreOptions {
+        follow_capacity: 4,
+        ..Default::default()
+    };
+    let store = Store::connect_with(url, options).await.unwrap();
+    let start = store.head().await.unwrap();
+    let append = |store: Store, runs: std::ops::Range<u64>| {
+        let project = project.to_string();
+        async move {
+            for r in runs {
+                store
+                    .append(&Event::now(&project, Some(r), EventKind::RunStarted))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    append(store.clone(), 0..30).await;
+    let mut all = store.subscribe(start, &[]);
+    let mut started = store.subscribe(start, &["run_started"]);
+    let mut none = store.subscribe(start, &["run_finished"]);
+    let mut seen = Vec::new();
+    // 30 from the store; 120 more appended concurrently, while the reader pauses now and then
+    // so that it lags behind the broadcast.
+    let writer = tokio::spawn(append(store.clone(), 30..150));
+    while seen.len() < 150 {
+        let e = all.next().await.unwrap();
+        seen.push(e.run.unwrap());
+        if seen.len() % 10 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    writer.await.unwrap();
+    assert_eq!(seen, (0..150).collect::<Vec<_>>(), "every event once, in order");
+    for r in 0..150 {
+        assert_eq!(started.next().await.unwrap().run, Some(r));
+    }
+    // A kind that never occurs: the position still moves to the head once caught up.
+    let head = store.head().await.unwrap();
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(200), none.next()).await;
+    assert!(waited.is_err(), "no run_finished was appended");
+    assert_eq!(none.position(), head);
+    assert_eq!(all.position(), head);
+    // Live again after catching up.
+    store
+        .append(&Event::now(project, Some(150), EventKind::RunStarted))
+        .await
+        .unwrap();
+    assert_eq!(all.next().await.unwrap().run, Some(150));
+    assert!(all.is_live());
+
+    assert_eq!(store.cursor("test").await.unwrap(), None);
+    store.save_cursor("test", 7).await.unwrap();
+    store.save_cursor("test", head).await.unwrap();
+    store.close().await;
+    let again = Store::connect(url).await.unwrap();
+    assert_eq!(again.cursor("test").await.unwrap(), Some(head));
+    again.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_see_every_event_once_in_order_on_sqlite_and_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("takt.db").display());
+    follow_suite(&sqlite, "f").await;
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    follow_suite(&pg.url(), "f").await;
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,9 +154,13 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     );
     let data =
         takt_engine::DataDir::open(&config.data_dir).map_err(|e| (if e.is_bad_input() { 2 } else { 1 }, e.into()))?;
+    let options = takt_store::StoreOptions {
+        durability: config.durability,
+        follow_capacity: config.follow_capacity,
+    };
     let store = match &config.database_url {
-        Some(url) => Store::connect(url).await,
-        None => Store::open_sqlite_with(&data.db_path(), config.durability).await,
+        Some(url) => Store::connect_with(url, options).await,
+        None => Store::open_sqlite_with(&data.db_path(), options).await,
     }
     .map_err(|e| (1, e.into()))?;
     let (tokens, new_admin) = takt_server::load_tokens(&store, &config)
