@@ -293,6 +293,44 @@ impl Repo {
         git(&self.root, &["rev-list", &max, &range, "--"], &[]).await.map(lines)
     }
 
+    /// How many commits are in `to` and not in `from`.
+    pub async fn count_between(&self, from: Option<&str>, to: &str) -> Result<u64, EngineError> {
+        let range = match from {
+            Some(f) => format!("{f}..{to}"),
+            None => to.to_string(),
+        };
+        let out = git(&self.root, &["rev-list", "--count", &range, "--"], &[]).await?;
+        Ok(text(out).parse().unwrap_or(0))
+    }
+
+    /// Author, committer date and subject of each of `commits` (those the repository has).
+    pub async fn describe(&self, commits: &[&str]) -> Vec<crate::commits::Described> {
+        let mut args = vec![
+            "log",
+            "--no-walk=unsorted",
+            "--format=%H%x1f%an%x1f%ae%x1f%cI%x1f%s%x1e",
+        ];
+        args.extend(
+            commits
+                .iter()
+                .copied()
+                .filter(|c| c.bytes().all(|b| b.is_ascii_hexdigit())),
+        );
+        args.push("--");
+        match git(&self.root, &args, &[]).await {
+            Ok(out) => crate::commits::parse_log(&String::from_utf8_lossy(&out)),
+            // One unknown commit fails the whole call: describe them one by one then.
+            Err(_) if commits.len() > 1 => {
+                let mut all = Vec::new();
+                for c in commits {
+                    all.extend(Box::pin(self.describe(&[c])).await);
+                }
+                all
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// A file's bytes at a commit, or `None` if the commit has no such file.
     pub async fn file_at(&self, commit: &str, path: &str) -> Option<Vec<u8>> {
         git(&self.root, &["cat-file", "blob", &format!("{commit}:{path}")], &[])

@@ -2,6 +2,7 @@
 //! each job's clean workspace, runs it, stores its log, artifacts, test report and cache, and
 //! appends every fact to the event log. `takt run` uses it directly; the server will too.
 
+pub mod commits;
 pub mod datadir;
 pub mod git;
 pub mod junit;

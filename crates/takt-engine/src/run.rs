@@ -279,6 +279,8 @@ pub struct Engine<E> {
     /// The largest artifact a job may store (`takt serve`'s `max_artifact_bytes`); a job whose
     /// artifact is larger fails, naming the limit. `None`: no limit (`takt run`).
     pub max_artifact_bytes: Option<u64>,
+    /// `commit_info` for every commit a run names (and, through the server, a deploy).
+    pub commits: Arc<crate::commits::CommitInfos>,
 }
 
 impl<E: Executor + 'static> Engine<E> {
@@ -287,6 +289,7 @@ impl<E: Executor + 'static> Engine<E> {
         let keys = Keyring::load_or_create(&data.root)?;
         Ok(Engine {
             executor: Arc::new(executor),
+            commits: Arc::new(crate::commits::CommitInfos::new(store.clone())),
             store,
             manifests: ManifestStore::new(&data.root),
             blobs,
@@ -393,13 +396,27 @@ impl<E: Executor + 'static> Engine<E> {
             }
         };
         self.emit(&project, run, EventKind::RunStarted).await?;
+        // The commit's author, date and subject, read beside the jobs (a git process).
+        let described = {
+            let (commits, repo, project, commit) =
+                (self.commits.clone(), prep.repo.clone(), project.clone(), commit.clone());
+            tokio::spawn(async move { commits.record(&project, Some(run), &repo, &[commit]).await })
+        };
         for j in &prep.plan.jobs {
+            let needs = j.by_needs.then(|| {
+                j.deps
+                    .iter()
+                    .filter_map(|d| prep.plan.jobs.get(*d))
+                    .map(|d| d.job.name.clone())
+                    .collect()
+            });
             self.emit(
                 &project,
                 run,
                 EventKind::JobQueued {
                     job: j.job.name.clone(),
                     stage: j.job.stage.clone(),
+                    needs,
                 },
             )
             .await?;
@@ -594,6 +611,11 @@ impl<E: Executor + 'static> Engine<E> {
             },
         )
         .await?;
+        match described.await {
+            Ok(Err(e)) => tracing::warn!(%project, run, error = %e, "cannot record the commit's info"),
+            Err(e) => tracing::warn!(%project, run, error = %e, "cannot record the commit's info"),
+            Ok(Ok(())) => {}
+        }
         Ok(RunReport {
             project,
             run,
@@ -1105,7 +1127,7 @@ impl<E: Executor + 'static> JobRun<E> {
                     ));
                 }
             }
-            self.collect(&pj, &src, &env, cache_key, &mut result, &note, started_at)
+            self.collect(&pj, attempt, &src, &env, cache_key, &mut result, &note, started_at)
                 .await?;
         }
 
@@ -1211,6 +1233,7 @@ impl<E: Executor + 'static> JobRun<E> {
     async fn collect(
         &self,
         pj: &PlannedJob,
+        attempt: u32,
         src: &Path,
         env: &[(String, String)],
         cache_key: Option<(String, bool)>,
@@ -1261,6 +1284,7 @@ impl<E: Executor + 'static> JobRun<E> {
                     ));
                     self.emit(EventKind::TestReport {
                         job: pj.job.name.clone(),
+                        attempt,
                         counts: counts.clone(),
                         cases: parsed.0,
                     })

@@ -175,6 +175,20 @@ pub enum EventKind {
         #[serde(default)]
         tag: Option<String>,
     },
+    /// What a commit says about itself: recorded once per commit that a run or a deploy's
+    /// range names (the event's `run`, if any, is the first run that named it).
+    CommitInfo {
+        commit: String,
+        /// The author's name and e-mail address.
+        author: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
+        /// When it was committed (the committer date).
+        #[serde(with = "time::serde::rfc3339")]
+        committed_at: OffsetDateTime,
+        /// The first line of its message.
+        subject: String,
+    },
     RunQueued {
         commit: String,
         #[serde(default)]
@@ -201,6 +215,11 @@ pub enum EventKind {
     JobQueued {
         job: String,
         stage: String,
+        /// The jobs its `needs:` names (it starts when they are done). `None`: it is ordered by
+        /// stage and waits for every job of the stages before its own (jobs are queued in
+        /// stage order). Absent in events written before 0.2.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        needs: Option<Vec<String>>,
     },
     JobStarted {
         job: String,
@@ -255,6 +274,10 @@ pub enum EventKind {
     },
     TestReport {
         job: String,
+        /// The job's attempt the report belongs to (events written before 0.2 have none: read
+        /// as 1).
+        #[serde(default = "first_attempt")]
+        attempt: u32,
         counts: TestCounts,
         cases: Vec<TestCase>,
     },
@@ -363,9 +386,12 @@ pub enum EventKind {
         /// What ran there before, if anything.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         previous: Option<ArtifactRef>,
-        /// The commits this deploy ships since the previous one there, newest first.
+        /// The commits this deploy ships since the previous one there, newest first: all of
+        /// them up to [`MAX_DEPLOY_COMMITS`], then `truncated` says how many more.
         #[serde(default)]
         commits: Vec<String>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        truncated: u64,
         trigger: DeployTrigger,
         strategy: String,
         #[serde(default)]
@@ -423,10 +449,97 @@ pub enum EventKind {
         detail: Option<String>,
     },
     /// Something needs a person: e.g. a rollback whose smoke checks failed.
+    ///
+    /// Events written before 0.2 carry only `environment` and `reason`: such an incident's id
+    /// is its event's `seq` (see [`incident_id`]), its severity `critical`, its impact started
+    /// when it was opened.
     IncidentOpened {
         environment: String,
         reason: String,
+        /// `PROJECT#N`, numbered per project from 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        #[serde(default)]
+        severity: Severity,
+        /// The services affected (checks' `service:`; empty: the project's own).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        services: Vec<String>,
+        /// When users began to be affected (the first failing check), if before the opening.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "time::serde::rfc3339::option"
+        )]
+        impact_started_at: Option<OffsetDateTime>,
     },
+    /// A person or takt moved an incident on (a status, a note on its timeline).
+    IncidentUpdated {
+        id: String,
+        status: IncidentStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        by: String,
+    },
+    /// The incident is over; `auto`: takt saw its checks pass again (else a person said so).
+    IncidentResolved {
+        id: String,
+        #[serde(default)]
+        auto: bool,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// The deployment (`PROJECT/ENV#N`) marked as the incident's cause, or none (`deploy`
+    /// absent: the mark is taken back). The last mark wins.
+    IncidentCauseMarked {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deploy: Option<String>,
+        by: String,
+    },
+}
+
+/// How bad an incident is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Minor,
+    Major,
+    /// Users cannot use the service (what takt's own incidents were before 0.2).
+    #[default]
+    Critical,
+}
+
+/// Where an incident stands (the statuses of Statuspage and Gatus's announcements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    Investigating,
+    Identified,
+    Monitoring,
+    Resolved,
+}
+
+/// The id of the incident an `incident_opened` event opened: its own, or (events before 0.2)
+/// `PROJECT#<seq>`.
+pub fn incident_id(e: &Event) -> Option<String> {
+    match &e.kind {
+        EventKind::IncidentOpened { id: Some(id), .. } => Some(id.clone()),
+        EventKind::IncidentOpened { id: None, .. } => e.seq.map(|s| format!("{}#{s}", e.project)),
+        _ => None,
+    }
+}
+
+/// The most commits one `deploy_started` lists (a first deploy of a long history would
+/// otherwise list all of it); the rest are counted in its `truncated`.
+pub const MAX_DEPLOY_COMMITS: usize = 10_000;
+
+fn first_attempt() -> u32 {
+    1
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An artifact as deployments name it.
@@ -471,6 +584,7 @@ impl EventKind {
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::CommitSeen { .. } => "commit_seen",
+            EventKind::CommitInfo { .. } => "commit_info",
             EventKind::RunQueued { .. } => "run_queued",
             EventKind::RunPlanning => "run_planning",
             EventKind::RunStarted => "run_started",
@@ -505,6 +619,9 @@ impl EventKind {
             EventKind::DeployApproved { .. } => "deploy_approved",
             EventKind::DeploySkipped { .. } => "deploy_skipped",
             EventKind::IncidentOpened { .. } => "incident_opened",
+            EventKind::IncidentUpdated { .. } => "incident_updated",
+            EventKind::IncidentResolved { .. } => "incident_resolved",
+            EventKind::IncidentCauseMarked { .. } => "incident_cause_marked",
         }
     }
 }

@@ -549,7 +549,7 @@ pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>
     if let Ok(mut a) = ctl.abort.lock() {
         *a = None;
     }
-    let commits = commit_range(state, &ask.project, view.running.as_ref(), &ask.artifact).await;
+    let (commits, truncated) = commit_range(state, &ask.project, view.running.as_ref(), &ask.artifact).await;
     let started = Event::now(
         &ask.project,
         match ask.trigger {
@@ -562,6 +562,7 @@ pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>
             artifact: ask.artifact.clone(),
             previous: view.running.clone(),
             commits,
+            truncated,
             trigger: ask.trigger.clone(),
             strategy: if ask.restore {
                 "restore".into()
@@ -598,13 +599,33 @@ pub(crate) fn strategy_name(env: &Environment, rollback: bool) -> String {
     .into()
 }
 
-async fn commit_range(state: &AppState, project: &str, from: Option<&ArtifactRef>, to: &ArtifactRef) -> Vec<String> {
+/// The commits a deploy ships (newest first, at most `MAX_DEPLOY_COMMITS`) and how many more
+/// there are; each gets its `commit_info`.
+async fn commit_range(
+    state: &AppState,
+    project: &str,
+    from: Option<&ArtifactRef>,
+    to: &ArtifactRef,
+) -> (Vec<String>, u64) {
     let Some(to) = &to.commit else {
-        return Vec::new();
+        return (Vec::new(), 0);
     };
     let mirror = takt_engine::git::Repo::bare(&crate::projects::mirror_path(&state.data_dir, project));
     let from = from.and_then(|f| f.commit.as_deref());
-    mirror.commits_between(from, to, 100).await.unwrap_or_default()
+    let max = takt_model::MAX_DEPLOY_COMMITS;
+    let commits = mirror.commits_between(from, to, max).await.unwrap_or_default();
+    let truncated = if commits.len() == max {
+        let all = mirror.count_between(from, to).await.unwrap_or(max as u64);
+        all.saturating_sub(max as u64)
+    } else {
+        0
+    };
+    if let Ok(q) = state.queue()
+        && let Err(e) = q.engine.commits.record(project, None, &mirror, &commits).await
+    {
+        tracing::warn!(%project, error = %e, "cannot record the commits of a deploy");
+    }
+    (commits, truncated)
 }
 
 // ---- HTTP ----
@@ -926,6 +947,43 @@ pub async fn approve(
     ))
 }
 
+/// Opens an incident in `project` (id `PROJECT#N`, the next number), e.g. for a rollback whose
+/// smoke checks failed.
+pub(crate) async fn open_incident(
+    state: &AppState,
+    project: &str,
+    env: &str,
+    reason: &str,
+) -> Result<String, ApiError> {
+    use takt_views::Projection;
+    // One at a time, so that two incidents never get the same number.
+    let _one = state.exclusive.lock().await;
+    let opened = state
+        .store
+        .events(&EventFilter {
+            project: Some(project.to_string()),
+            kind: Some("incident_opened".into()),
+            ..Default::default()
+        })
+        .await?;
+    let id = takt_views::Incidents::fold(&opened).next_id(project);
+    state
+        .record(Event::now(
+            project,
+            None,
+            EventKind::IncidentOpened {
+                environment: env.to_string(),
+                reason: reason.to_string(),
+                id: Some(id.clone()),
+                severity: takt_model::Severity::Critical,
+                services: Vec::new(),
+                impact_started_at: None,
+            },
+        ))
+        .await?;
+    Ok(id)
+}
+
 /// Auto-deploy's durable cursor (table `cursors`).
 pub const AUTO_DEPLOY_CURSOR: &str = "auto_deploy";
 
@@ -1032,10 +1090,7 @@ async fn auto_environments(state: &AppState, project: &str, run: u64) -> Vec<Env
     let Ok(p) = state.project(project) else {
         return Vec::new();
     };
-    let branch = state
-        .runs
-        .get(project, run)
-        .and_then(|r| r["branch"].as_str().map(String::from));
+    let branch = state.runs.get(project, run).and_then(|r| r.branch);
     if branch.as_deref() != Some(p.branch.as_str()) {
         return Vec::new();
     }

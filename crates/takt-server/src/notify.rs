@@ -83,7 +83,10 @@ pub fn cloudevent(e: &Event) -> Value {
 
 /// The Slack message for an event, if it is one Slack hears about.
 pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Option<Value> {
-    if let EventKind::IncidentOpened { environment, reason } = &e.kind {
+    if let EventKind::IncidentOpened {
+        environment, reason, ..
+    } = &e.kind
+    {
         let text = format!(":rotating_light: {}/{environment} is halted: {reason}", e.project);
         return Some(json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}));
     }
@@ -174,10 +177,10 @@ pub fn start(state: Arc<AppState>) {
                 .into_iter()
                 .filter(|sub| sub.events.is_empty() || sub.events.iter().any(|k| k == kind))
                 .collect();
-            let commit = e.run.and_then(|r| state.runs.get(&e.project, r)).and_then(|r| {
-                let commit = r["commit"].as_str()?.to_string();
-                Some((commit, r["branch"].as_str().map(String::from)))
-            });
+            let commit = e
+                .run
+                .and_then(|r| state.runs.get(&e.project, r))
+                .map(|r| (r.commit, r.branch));
             let deliveries: Vec<_> = subs
                 .into_iter()
                 .filter_map(|sub| {

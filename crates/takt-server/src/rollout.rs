@@ -589,17 +589,7 @@ impl Cx {
         if let Some(p) = &problem {
             let env = self.env.name.clone();
             let _ = crate::environments::halt_env(&self.state, &self.project, &env, p, "takt").await;
-            let _ = self
-                .state
-                .record(Event::now(
-                    &self.project,
-                    None,
-                    EventKind::IncidentOpened {
-                        environment: env,
-                        reason: p.clone(),
-                    },
-                ))
-                .await;
+            let _ = crate::environments::open_incident(&self.state, &self.project, &env, p).await;
         }
         Outcome {
             outcome: if problem.is_some() {

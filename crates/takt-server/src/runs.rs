@@ -13,142 +13,44 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use takt_engine::Carry;
 use takt_engine::git::Repo;
-use takt_model::{Event, EventKind, JobStatus, Trigger};
+use takt_model::{Event, EventKind, Trigger};
 use takt_store::EventFilter;
+use takt_views::{Projection, RunView};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// How often a live log follower looks for new output.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(20);
 
-/// Runs folded from their events, in (project, run) order.
-pub fn fold_runs(events: &[Event]) -> Vec<Value> {
-    let mut runs: BTreeMap<(String, u64), Value> = BTreeMap::new();
-    for e in events {
-        fold(&mut runs, e);
-    }
-    runs.into_values().collect()
-}
-
-/// Folds one event into the runs it concerns.
-pub fn fold(runs: &mut BTreeMap<(String, u64), Value>, e: &Event) {
-    {
-        let Some(n) = e.run else { return };
-        let key = (e.project.clone(), n);
-        let at = takt_model::timefmt::rfc3339(e.at);
-        if let EventKind::RunQueued {
-            commit,
-            branch,
-            tag,
-            trigger,
-            ..
-        } = &e.kind
-        {
-            runs.insert(
-                key,
-                json!({"project": e.project, "run": n, "commit": commit, "branch": branch, "tag": tag, "trigger": trigger, "status": "queued", "queued_at": at, "jobs": []}),
-            );
-            return;
-        }
-        let Some(r) = runs.get_mut(&key) else { return };
-        let job_mut = |r: &mut Value, job: &str| -> Option<usize> {
-            let jobs = r["jobs"].as_array_mut()?;
-            match jobs.iter().position(|j| j["name"] == json!(job)) {
-                Some(i) => Some(i),
-                None => {
-                    jobs.push(json!({"name": job}));
-                    Some(jobs.len() - 1)
-                }
-            }
-        };
-        match &e.kind {
-            EventKind::RunStarted => {
-                r["status"] = json!("running");
-                r["started_at"] = json!(at);
-            }
-            EventKind::RunFinished {
-                status,
-                duration_ms,
-                reason,
-            } => {
-                if reason.is_some() {
-                    r["reason"] = json!(reason);
-                }
-                r["status"] = json!(status);
-                r["finished_at"] = json!(at);
-                r["duration_ms"] = json!(duration_ms);
-            }
-            EventKind::JobQueued { job, stage } => {
-                if let Some(i) = job_mut(r, job) {
-                    r["jobs"][i]["stage"] = json!(stage);
-                    r["jobs"][i]["status"] = json!("queued");
-                }
-            }
-            EventKind::JobStarted { job, attempt, log, .. } => {
-                if let Some(i) = job_mut(r, job) {
-                    let j = &mut r["jobs"][i];
-                    j["status"] = json!("running");
-                    j["attempt"] = json!(attempt);
-                    j["started_at"] = json!(at);
-                    if log.is_some() {
-                        j["log"] = json!(log);
-                    }
-                }
-            }
-            EventKind::JobFinished {
-                job,
-                status,
-                exit_code,
-                duration_ms,
-                attempt,
-                flaky,
-                ..
-            } => {
-                if let Some(i) = job_mut(r, job) {
-                    let j = &mut r["jobs"][i];
-                    j["status"] = json!(status);
-                    j["exit_code"] = json!(exit_code);
-                    j["duration_ms"] = json!(duration_ms);
-                    j["attempt"] = json!(attempt);
-                    j["flaky"] = json!(flaky);
-                }
-            }
-            EventKind::JobSkipped { job, status, reason } => {
-                if let Some(i) = job_mut(r, job) {
-                    r["jobs"][i]["status"] = json!(status);
-                    r["jobs"][i]["reason"] = json!(reason);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Every run's summary (no jobs), kept current by a store observer: listing runs costs what
 /// the answer costs, not a replay of the log.
-#[derive(Default)]
 pub struct RunIndex {
-    runs: std::sync::Mutex<BTreeMap<(String, u64), Value>>,
+    runs: std::sync::Mutex<takt_views::Runs>,
+}
+
+impl Default for RunIndex {
+    fn default() -> RunIndex {
+        RunIndex {
+            runs: std::sync::Mutex::new(takt_views::Runs::summaries()),
+        }
+    }
 }
 
 impl RunIndex {
     pub fn apply(&self, e: &Event) {
-        if matches!(
-            e.kind,
-            EventKind::RunQueued { .. } | EventKind::RunStarted | EventKind::RunFinished { .. }
-        ) && let Ok(mut runs) = self.runs.lock()
+        if takt_views::run::SUMMARY_KINDS.contains(&e.kind.name())
+            && let Ok(mut runs) = self.runs.lock()
         {
-            fold(&mut runs, e);
+            runs.apply(e);
         }
     }
 
     /// One run's summary.
-    pub fn get(&self, project: &str, run: u64) -> Option<Value> {
-        self.runs.lock().ok()?.get(&(project.to_string(), run)).cloned()
+    pub fn get(&self, project: &str, run: u64) -> Option<RunView> {
+        self.runs.lock().ok()?.get(project, run).cloned()
     }
 
     /// Builds the index from the log.
@@ -156,7 +58,7 @@ impl RunIndex {
         let index = RunIndex::default();
         for e in store
             .events(&EventFilter {
-                kinds: ["run_queued", "run_started", "run_finished"].map(String::from).to_vec(),
+                kinds: takt_views::run::SUMMARY_KINDS.iter().map(|k| k.to_string()).collect(),
                 ..Default::default()
             })
             .await?
@@ -191,30 +93,19 @@ pub async fn list_runs(
             "the run index is poisoned",
         ));
     };
-    let mut picked: Vec<&Value> = all
+    let mut picked: Vec<&RunView> = all
+        .runs
         .iter()
         .filter(|((p, n), r)| {
             q.project.as_ref().is_none_or(|want| want == p)
                 && q.before.is_none_or(|b| *n < b)
-                && q.status.as_ref().is_none_or(|s| r["status"] == json!(s))
+                && q.status.as_ref().is_none_or(|s| r.status.name() == s)
         })
         .map(|(_, r)| r)
         .collect();
     // Newest first; runs of one project are numbered in queue order, so `before` pages cleanly.
-    picked.sort_by(|a, b| {
-        (b["queued_at"].as_str(), b["run"].as_u64()).cmp(&(a["queued_at"].as_str(), a["run"].as_u64()))
-    });
-    let runs: Vec<Value> = picked
-        .into_iter()
-        .take(limit)
-        .map(|r| {
-            let mut r = r.clone();
-            if let Some(o) = r.as_object_mut() {
-                o.remove("jobs");
-            }
-            r
-        })
-        .collect();
+    picked.sort_by_key(|r| std::cmp::Reverse((r.queued_at, r.run)));
+    let runs: Vec<RunView> = picked.into_iter().take(limit).map(RunView::summary).collect();
     drop(all);
     Ok(Json(json!({"runs": runs})))
 }
@@ -224,7 +115,7 @@ fn parse_run(run: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("run `{run}` is not a run number")))
 }
 
-async fn load_run(state: &AppState, project: &str, run: u64) -> Result<(Vec<Event>, Value), ApiError> {
+async fn load_run(state: &AppState, project: &str, run: u64) -> Result<(Vec<Event>, RunView), ApiError> {
     let events = state
         .store
         .events(&EventFilter {
@@ -233,8 +124,9 @@ async fn load_run(state: &AppState, project: &str, run: u64) -> Result<(Vec<Even
             ..Default::default()
         })
         .await?;
-    let folded = fold_runs(&events)
-        .into_iter()
+    let folded = takt_views::Runs::fold(&events)
+        .runs
+        .into_values()
         .next()
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no run #{run} of project `{project}`")))?;
     Ok((events, folded))
@@ -248,7 +140,7 @@ pub async fn show_run(
     // Authorization first: a typed path parameter would answer 400 before it.
     authorize(&state, &headers, Permission::Read)?;
     let run = parse_run(&run)?;
-    Ok(Json(load_run(&state, &project, run).await?.1))
+    Ok(Json(json!(load_run(&state, &project, run).await?.1)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -498,16 +390,16 @@ pub async fn retry(
     };
     let (_, folded) = load_run(&state, &project, run).await?;
     let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, m);
-    if folded.get("finished_at").is_none() {
+    if folded.finished_at.is_none() {
         return Err(conflict(format!(
             "run #{run} has not finished; cancel it first or wait"
         )));
     }
-    let jobs = folded["jobs"].as_array().cloned().unwrap_or_default();
+    let jobs = &folded.jobs;
     let passed: Vec<String> = jobs
         .iter()
-        .filter(|j| j["status"] == json!(JobStatus::Success))
-        .filter_map(|j| j["name"].as_str().map(str::to_string))
+        .filter(|j| j.status == Some(takt_views::JobState::Done(takt_model::JobStatus::Success)))
+        .map(|j| j.name.clone())
         .collect();
     let carry = if req.failed {
         if passed.len() == jobs.len() {
@@ -522,11 +414,8 @@ pub async fn retry(
     } else {
         None
     };
-    let commit = folded["commit"].as_str().unwrap_or_default().to_string();
-    let (branch, tag) = (
-        folded["branch"].as_str().map(str::to_string),
-        folded["tag"].as_str().map(str::to_string),
-    );
+    let commit = folded.commit.clone();
+    let (branch, tag) = (folded.branch.clone(), folded.tag.clone());
     // The retried run's branch must still contain its commit (a run recorded before this
     // rule, or a branch force-pushed since, does not get the branch's secrets again).
     let mirror = Repo::bare(&crate::projects::mirror_path(&state.data_dir, &project));

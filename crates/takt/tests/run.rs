@@ -97,7 +97,25 @@ fn events_of_the_run_are_in_the_sqlite_event_log() {
             .unwrap();
         store.events(&takt_store::EventFilter::default()).await.unwrap()
     });
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    // The commit's info is read beside the jobs: it comes once, at no fixed place.
+    let infos: Vec<&takt_model::Event> = events.iter().filter(|e| e.kind.name() == "commit_info").collect();
+    assert_eq!(infos.len(), 1, "{infos:?}");
+    let takt_model::EventKind::CommitInfo {
+        commit,
+        author,
+        subject,
+        ..
+    } = &infos[0].kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(commit, &repo.rev("HEAD"));
+    assert!(!author.is_empty() && !subject.is_empty(), "{infos:?}");
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.kind.name())
+        .filter(|k| *k != "commit_info")
+        .collect();
     assert_eq!(
         kinds,
         [

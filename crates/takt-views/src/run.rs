@@ -1,0 +1,380 @@
+//! Runs and their jobs.
+
+use crate::Projection;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use takt_model::{Event, EventKind, JobStatus, OffsetDateTime, RunStatus, Trigger, timefmt};
+
+/// Not finished yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pending {
+    Queued,
+    Running,
+}
+
+/// Where a run stands: waiting, running, or how it ended (serialised as one word:
+/// `queued`, `running`, `success`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RunState {
+    Pending(Pending),
+    Done(RunStatus),
+}
+
+impl RunState {
+    pub const QUEUED: RunState = RunState::Pending(Pending::Queued);
+    pub const RUNNING: RunState = RunState::Pending(Pending::Running);
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunState::Done(s) if s != RunStatus::Running)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Pending(Pending::Queued) => "queued",
+            RunState::Pending(Pending::Running) | RunState::Done(RunStatus::Running) => "running",
+            RunState::Done(RunStatus::Success) => "success",
+            RunState::Done(RunStatus::Failed) => "failed",
+            RunState::Done(RunStatus::Cancelled) => "cancelled",
+            RunState::Done(RunStatus::Interrupted) => "interrupted",
+        }
+    }
+}
+
+/// Where a job stands: waiting, running, or how its last attempt ended (one word, as
+/// [`RunState`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JobState {
+    Pending(Pending),
+    Done(JobStatus),
+}
+
+/// One job of a run, as its events tell it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The jobs its `needs:` names (`None`: ordered by stage, or not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timefmt::ms::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// Where its log is written (relative to the data directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flaky: Option<bool>,
+    /// Why it was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl JobView {
+    fn new(name: &str) -> JobView {
+        JobView {
+            name: name.to_string(),
+            stage: None,
+            needs: None,
+            status: None,
+            attempt: None,
+            started_at: None,
+            log: None,
+            exit_code: None,
+            duration_ms: None,
+            flaky: None,
+            reason: None,
+        }
+    }
+}
+
+/// One run: what it builds, what started it, where it stands, and its jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    pub project: String,
+    pub run: u64,
+    pub commit: String,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub trigger: Trigger,
+    pub status: RunState,
+    #[serde(with = "timefmt::ms")]
+    pub queued_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timefmt::ms::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timefmt::ms::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Why it failed before any job could start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub jobs: Vec<JobView>,
+}
+
+impl RunView {
+    fn job_mut(&mut self, name: &str) -> &mut JobView {
+        match self.jobs.iter().position(|j| j.name == name) {
+            Some(i) => &mut self.jobs[i],
+            None => {
+                self.jobs.push(JobView::new(name));
+                let last = self.jobs.len() - 1;
+                &mut self.jobs[last]
+            }
+        }
+    }
+
+    /// The run without its jobs (what lists show).
+    pub fn summary(&self) -> RunView {
+        RunView {
+            jobs: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Folds one event of this run (`run_queued` makes the view: see [`Runs`]).
+    pub fn apply(&mut self, e: &Event) {
+        match &e.kind {
+            EventKind::RunStarted => {
+                self.status = RunState::RUNNING;
+                self.started_at = Some(e.at);
+            }
+            EventKind::RunFinished {
+                status,
+                duration_ms,
+                reason,
+            } => {
+                if reason.is_some() {
+                    self.reason = reason.clone();
+                }
+                self.status = RunState::Done(*status);
+                self.finished_at = Some(e.at);
+                self.duration_ms = Some(*duration_ms);
+            }
+            EventKind::JobQueued { job, stage, needs } => {
+                let j = self.job_mut(job);
+                j.stage = Some(stage.clone());
+                j.needs = needs.clone();
+                j.status = Some(JobState::Pending(Pending::Queued));
+            }
+            EventKind::JobStarted { job, attempt, log, .. } => {
+                let j = self.job_mut(job);
+                j.status = Some(JobState::Pending(Pending::Running));
+                j.attempt = Some(*attempt);
+                j.started_at = Some(e.at);
+                if log.is_some() {
+                    j.log = log.clone();
+                }
+            }
+            EventKind::JobFinished {
+                job,
+                status,
+                exit_code,
+                duration_ms,
+                attempt,
+                flaky,
+                ..
+            } => {
+                let j = self.job_mut(job);
+                j.status = Some(JobState::Done(*status));
+                j.exit_code = *exit_code;
+                j.duration_ms = Some(*duration_ms);
+                j.attempt = Some(*attempt);
+                j.flaky = Some(*flaky);
+            }
+            EventKind::JobSkipped { job, status, reason } => {
+                let j = self.job_mut(job);
+                j.status = Some(JobState::Done(*status));
+                j.reason = Some(reason.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every run, by (project, run number).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Runs {
+    pub runs: BTreeMap<(String, u64), RunView>,
+    /// Fold jobs too (`false`: summaries only, for an index of every run).
+    pub summaries_only: bool,
+}
+
+/// The kinds that make a run's summary (no jobs).
+pub const SUMMARY_KINDS: &[&str] = &["run_queued", "run_started", "run_finished"];
+
+impl Runs {
+    /// A view of summaries only: it folds [`SUMMARY_KINDS`] and ignores job events.
+    pub fn summaries() -> Runs {
+        Runs {
+            runs: BTreeMap::new(),
+            summaries_only: true,
+        }
+    }
+
+    pub fn get(&self, project: &str, run: u64) -> Option<&RunView> {
+        self.runs.get(&(project.to_string(), run))
+    }
+}
+
+impl Projection for Runs {
+    const KINDS: &'static [&'static str] = &[
+        "run_queued",
+        "run_started",
+        "run_finished",
+        "job_queued",
+        "job_started",
+        "job_finished",
+        "job_skipped",
+    ];
+
+    fn apply(&mut self, e: &Event) {
+        let Some(n) = e.run else { return };
+        if self.summaries_only && !SUMMARY_KINDS.contains(&e.kind.name()) {
+            return;
+        }
+        let key = (e.project.clone(), n);
+        if let EventKind::RunQueued {
+            commit,
+            branch,
+            tag,
+            trigger,
+            ..
+        } = &e.kind
+        {
+            let view = RunView {
+                project: e.project.clone(),
+                run: n,
+                commit: commit.clone(),
+                branch: branch.clone(),
+                tag: tag.clone(),
+                trigger: trigger.clone(),
+                status: RunState::QUEUED,
+                queued_at: e.at,
+                started_at: None,
+                finished_at: None,
+                duration_ms: None,
+                reason: None,
+                jobs: Vec::new(),
+            };
+            self.runs.insert(key, view);
+            return;
+        }
+        if let Some(r) = self.runs.get_mut(&key) {
+            r.apply(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(run: u64, kind: EventKind) -> Event {
+        Event::now("p", Some(run), kind)
+    }
+
+    #[test]
+    fn a_run_and_its_jobs_fold_from_their_events() {
+        let events = [
+            ev(
+                1,
+                EventKind::RunQueued {
+                    commit: "c".repeat(40),
+                    branch: Some("main".into()),
+                    tag: None,
+                    trigger: Trigger::Poll,
+                    dirty: false,
+                },
+            ),
+            ev(1, EventKind::RunStarted),
+            ev(
+                1,
+                EventKind::JobQueued {
+                    job: "build".into(),
+                    stage: "build".into(),
+                    needs: Some(vec![]),
+                },
+            ),
+            ev(
+                1,
+                EventKind::JobStarted {
+                    job: "build".into(),
+                    attempt: 1,
+                    wait_ms: 0,
+                    log: Some("logs/p/1/build.log".into()),
+                },
+            ),
+            ev(
+                1,
+                EventKind::JobFinished {
+                    job: "build".into(),
+                    attempt: 1,
+                    status: JobStatus::Failed,
+                    exit_code: Some(3),
+                    failure_reason: None,
+                    allow_failure: false,
+                    duration_ms: 12,
+                    wait_ms: 0,
+                    flaky: false,
+                },
+            ),
+            ev(
+                1,
+                EventKind::JobSkipped {
+                    job: "deploy".into(),
+                    status: JobStatus::Skipped,
+                    reason: "a need failed".into(),
+                },
+            ),
+            ev(
+                1,
+                EventKind::RunFinished {
+                    status: RunStatus::Failed,
+                    duration_ms: 20,
+                    reason: None,
+                },
+            ),
+            // Another run's events and events without a run change nothing here.
+            ev(2, EventKind::RunStarted),
+        ];
+        let runs = Runs::fold(&events);
+        let r = runs.get("p", 1).unwrap();
+        assert_eq!(r.status, RunState::Done(RunStatus::Failed));
+        assert!(r.status.is_finished());
+        assert_eq!(r.jobs.len(), 2);
+        assert_eq!(r.jobs[0].status, Some(JobState::Done(JobStatus::Failed)));
+        assert_eq!(r.jobs[0].exit_code, Some(3));
+        assert_eq!(r.jobs[1].reason.as_deref(), Some("a need failed"));
+        assert!(runs.get("p", 2).is_none());
+        let mut index = Runs::summaries();
+        for e in &events {
+            index.apply(e);
+        }
+        let s = index.get("p", 1).unwrap();
+        assert!(s.jobs.is_empty());
+        assert_eq!(s.status, RunState::Done(RunStatus::Failed));
+        let back: RunState = serde_json::from_str("\"queued\"").unwrap();
+        assert_eq!(back, RunState::QUEUED);
+        assert_eq!(*s, r.summary());
+        // What the API shows: times in UTC with milliseconds, absent fields left out.
+        let json = serde_json_value(s);
+        assert_eq!(json["status"], "failed");
+        assert!(json.get("reason").is_none());
+        assert!(json["queued_at"].as_str().unwrap().ends_with('Z'));
+    }
+
+    fn serde_json_value(r: &RunView) -> serde_json::Value {
+        serde_json::to_value(r).unwrap()
+    }
+}
