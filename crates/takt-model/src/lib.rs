@@ -414,7 +414,7 @@ pub enum EventKind {
     DeployFinished {
         environment: String,
         deploy: u64,
-        outcome: String,
+        outcome: DeployOutcome,
         /// The artifact the environment runs afterwards.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         running: Option<ArtifactRef>,
@@ -550,6 +550,45 @@ pub struct ArtifactRef {
     pub digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+}
+
+/// How a deployment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployOutcome {
+    /// The new artifact runs and passed its checks.
+    Succeeded,
+    /// It failed and the environment went back to what ran before (checks passed).
+    RolledBack,
+    /// It failed and so did going back: the environment is halted, an incident opened.
+    RollbackFailed,
+    /// It never took traffic.
+    Failed,
+    Cancelled,
+    /// The server stopped while it was in flight.
+    Interrupted,
+    /// Nothing to do: the environment already ran it.
+    Unchanged,
+}
+
+impl DeployOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeployOutcome::Succeeded => "succeeded",
+            DeployOutcome::RolledBack => "rolled_back",
+            DeployOutcome::RollbackFailed => "rollback_failed",
+            DeployOutcome::Failed => "failed",
+            DeployOutcome::Cancelled => "cancelled",
+            DeployOutcome::Interrupted => "interrupted",
+            DeployOutcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl std::fmt::Display for DeployOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Why a green run's automatic deploy did not happen.

@@ -11,96 +11,24 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use takt_model::{ArtifactRef, DeployTrigger, Event, EventKind, OffsetDateTime, SkipReason};
 use takt_pipeline::Environment;
 use takt_store::EventFilter;
+use takt_views::Projection;
 use tokio::sync::Notify;
 
-/// Deployments kept in an environment's history view.
-const HISTORY: usize = 50;
+pub use takt_views::{Deployment, EnvView, InFlight};
 
-/// A deploy in flight, as the log tells it.
-#[derive(Debug, Clone, Serialize)]
-pub struct InFlight {
-    pub deploy: u64,
-    pub artifact: ArtifactRef,
-    pub strategy: String,
-    pub rollback: bool,
-    pub started_at: String,
-    pub step: u32,
-    pub action: String,
-    pub weight: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Deployment {
-    pub deploy: u64,
-    pub artifact: ArtifactRef,
-    pub trigger: DeployTrigger,
-    pub strategy: String,
-    pub rollback: bool,
-    pub commits: Vec<String>,
-    pub started_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub steps: Vec<Value>,
-}
-
-/// What an environment runs, since when, and what is going on there.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct EnvView {
-    pub project: String,
-    pub environment: String,
-    pub running: Option<ArtifactRef>,
-    /// When the running artifact was deployed (UTC, RFC 3339).
-    pub since: Option<String>,
-    /// Its last deployment (or rollback) passed its checks.
-    pub healthy: bool,
-    pub deploying: Option<InFlight>,
-    pub halted: Option<Value>,
-    /// Artifacts that ran healthy here before, newest first: what a rollback goes back to.
-    pub previous: Vec<ArtifactRef>,
-    pub last_deploy: u64,
-    /// When each artifact version last ran here ("name@version" → until when, or since when
-    /// for the one running now).
-    #[serde(skip)]
-    pub ran: BTreeMap<String, OffsetDateTime>,
-    #[serde(skip)]
-    pub since_at: Option<OffsetDateTime>,
-    #[serde(skip)]
-    pub history: VecDeque<Deployment>,
-}
-
-/// Every environment's view, kept current by a store observer.
+/// Every environment's view ([`takt_views::Environments`]), kept current by a store observer.
 #[derive(Default)]
 pub struct EnvIndex {
-    envs: Mutex<BTreeMap<(String, String), EnvView>>,
-}
-
-pub const KINDS: [&str; 7] = [
-    "deploy_started",
-    "deploy_step",
-    "deploy_finished",
-    "environment_halted",
-    "environment_resumed",
-    "deploy_approved",
-    "incident_opened",
-];
-
-fn rfc(t: OffsetDateTime) -> String {
-    takt_model::timefmt::rfc3339(t)
+    envs: Mutex<takt_views::Environments>,
 }
 
 impl EnvIndex {
@@ -108,7 +36,7 @@ impl EnvIndex {
         let index = EnvIndex::default();
         for e in store
             .events(&EventFilter {
-                kinds: KINDS.map(String::from).to_vec(),
+                kinds: takt_views::Environments::KINDS.iter().map(|k| k.to_string()).collect(),
                 ..Default::default()
             })
             .await?
@@ -119,172 +47,32 @@ impl EnvIndex {
     }
 
     pub fn get(&self, project: &str, env: &str) -> Option<EnvView> {
-        self.envs.lock().ok()?.get(&(project.into(), env.into())).cloned()
+        self.envs.lock().ok()?.get(project, env).cloned()
     }
 
     pub fn all(&self) -> Vec<EnvView> {
         self.envs
             .lock()
-            .map(|e| e.values().cloned().collect())
+            .map(|e| e.envs.values().cloned().collect())
             .unwrap_or_default()
     }
 
     pub fn apply(&self, e: &Event) {
-        let env = match &e.kind {
-            EventKind::DeployStarted { environment, .. }
-            | EventKind::DeployStep { environment, .. }
-            | EventKind::DeployFinished { environment, .. }
-            | EventKind::EnvironmentHalted { environment, .. }
-            | EventKind::EnvironmentResumed { environment, .. } => environment,
-            _ => return,
-        };
-        let Ok(mut envs) = self.envs.lock() else {
-            return;
-        };
-        let v = envs.entry((e.project.clone(), env.clone())).or_insert_with(|| EnvView {
-            project: e.project.clone(),
-            environment: env.clone(),
-            ..Default::default()
-        });
-        match &e.kind {
-            EventKind::DeployStarted {
-                deploy,
-                artifact,
-                commits,
-                trigger,
-                strategy,
-                rollback,
-                ..
-            } => {
-                v.last_deploy = v.last_deploy.max(*deploy);
-                v.deploying = Some(InFlight {
-                    deploy: *deploy,
-                    artifact: artifact.clone(),
-                    strategy: strategy.clone(),
-                    rollback: *rollback,
-                    started_at: rfc(e.at),
-                    step: 0,
-                    action: "started".into(),
-                    weight: 0,
-                    verdict: None,
-                });
-                v.history.push_front(Deployment {
-                    deploy: *deploy,
-                    artifact: artifact.clone(),
-                    trigger: trigger.clone(),
-                    strategy: strategy.clone(),
-                    rollback: *rollback,
-                    commits: commits.clone(),
-                    started_at: rfc(e.at),
-                    finished_at: None,
-                    outcome: None,
-                    reason: None,
-                    steps: Vec::new(),
-                });
-                v.history.truncate(HISTORY);
-            }
-            EventKind::DeployStep {
-                deploy,
-                step,
-                action,
-                weight,
-                verdict,
-                detail,
-                ..
-            } => {
-                if let Some(f) = v.deploying.as_mut().filter(|f| f.deploy == *deploy) {
-                    f.step = *step;
-                    f.action = action.clone();
-                    f.weight = *weight;
-                    f.verdict = verdict.clone();
-                }
-                if let Some(d) = v.history.iter_mut().find(|d| d.deploy == *deploy) {
-                    d.steps.push(json!({"step": step, "action": action, "weight": weight, "verdict": verdict, "detail": detail, "at": rfc(e.at)}));
-                }
-            }
-            EventKind::DeployFinished {
-                deploy,
-                outcome,
-                running,
-                reason,
-                ..
-            } => {
-                if v.deploying.as_ref().is_some_and(|f| f.deploy == *deploy) {
-                    v.deploying = None;
-                }
-                if let Some(d) = v.history.iter_mut().find(|d| d.deploy == *deploy) {
-                    d.finished_at = Some(rfc(e.at));
-                    d.outcome = Some(outcome.clone());
-                    d.reason = reason.clone();
-                }
-                if outcome == "unchanged" {
-                    return;
-                }
-                let changed = running.as_ref().map(|r| &r.digest) != v.running.as_ref().map(|r| &r.digest);
-                if changed {
-                    // What ran here until now: retention counts `keep_deployed_days` from here.
-                    if let Some(old) = &v.running {
-                        v.ran.insert(format!("{}@{}", old.name, old.version), e.at);
-                    }
-                    if let Some(old) = v.running.take()
-                        && v.healthy
-                    {
-                        v.previous.retain(|p| p.digest != old.digest);
-                        v.previous.insert(0, old);
-                        v.previous.truncate(HISTORY);
-                    }
-                    v.running = running.clone();
-                    if let Some(r) = running {
-                        v.previous.retain(|p| p.digest != r.digest);
-                    }
-                    v.since = Some(rfc(e.at));
-                    v.since_at = Some(e.at);
-                }
-                // A failed deploy that never took traffic leaves what runs as healthy as it was.
-                if changed || matches!(outcome.as_str(), "succeeded" | "rolled_back" | "rollback_failed") {
-                    v.healthy = running.is_some() && (outcome == "succeeded" || outcome == "rolled_back");
-                }
-                if let Some(r) = &v.running {
-                    v.ran.insert(format!("{}@{}", r.name, r.version), e.at);
-                }
-            }
-            EventKind::EnvironmentHalted { reason, by, .. } => {
-                v.halted = Some(json!({"reason": reason, "by": by, "at": rfc(e.at)}));
-            }
-            EventKind::EnvironmentResumed { .. } => v.halted = None,
-            _ => {}
+        if takt_views::Environments::wants(e)
+            && let Ok(mut envs) = self.envs.lock()
+        {
+            envs.apply(e);
         }
     }
 
-    /// Versions ("name", "version") retention must keep: running or roll-back targets anywhere,
-    /// or run in the last `days` days of their project.
+    /// Versions ("name", "version") retention must keep now (see
+    /// [`takt_views::Environments::protected`]).
     pub fn protected(&self, days: &HashMap<String, u32>) -> std::collections::HashSet<(String, String)> {
-        let now = OffsetDateTime::now_utc();
-        let mut keep = std::collections::HashSet::new();
-        for v in self.all() {
-            for r in v.running.iter().chain(v.previous.iter().take(1)) {
-                keep.insert((r.name.clone(), r.version.clone()));
-            }
-            if let Some(f) = &v.deploying {
-                keep.insert((f.artifact.name.clone(), f.artifact.version.clone()));
-            }
-            if let Some(d) = days.get(&v.project) {
-                let horizon = now - time_days(*d);
-                for (nv, at) in &v.ran {
-                    if *at >= horizon
-                        && let Some((n, ver)) = nv.split_once('@')
-                    {
-                        keep.insert((n.to_string(), ver.to_string()));
-                    }
-                }
-            }
-        }
-        keep
+        self.envs
+            .lock()
+            .map(|e| e.protected(days, OffsetDateTime::now_utc()))
+            .unwrap_or_default()
     }
-}
-
-fn time_days(d: u32) -> Duration {
-    Duration::from_secs(u64::from(d) * 86_400)
 }
 
 /// The live controls of one environment: who holds it, and the signals a deploy in flight
@@ -337,7 +125,7 @@ impl Deployments {
             .or_insert_with(|| {
                 let ctl = Control::default();
                 if let Some(h) = self.index.get(project, env).and_then(|v| v.halted) {
-                    let reason = h["reason"].as_str().unwrap_or("halted").to_string();
+                    let reason = h.reason;
                     if let Ok(mut x) = ctl.halted.lock() {
                         *x = Some(reason);
                     }
@@ -542,7 +330,7 @@ pub(crate) async fn begin(state: &Arc<AppState>, ask: Ask) -> Result<Option<u64>
         if !ask.restore && view.running.as_ref().is_some_and(|r| r.digest == ask.artifact.digest) && view.healthy {
             return Ok(None);
         }
-        let id = view.last_deploy.max(view.history.front().map_or(0, |d| d.deploy)) + 1;
+        let id = view.next_deploy();
         *busy = Some(id);
         id
     };
@@ -955,7 +743,6 @@ pub(crate) async fn open_incident(
     env: &str,
     reason: &str,
 ) -> Result<String, ApiError> {
-    use takt_views::Projection;
     // One at a time, so that two incidents never get the same number.
     let _one = state.exclusive.lock().await;
     let opened = state
@@ -1246,57 +1033,4 @@ async fn run_artifact(state: &AppState, project: &str, run: u64, env: &Environme
         None => None,
     }?;
     artifact_ref(state, &format!("{}@{}", pick.0, pick.1)).await.ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn art(v: &str) -> ArtifactRef {
-        ArtifactRef {
-            name: "app".into(),
-            version: v.into(),
-            digest: format!("sha256:{}", v.repeat(64).chars().take(64).collect::<String>()),
-            commit: None,
-        }
-    }
-
-    fn finished(deploy: u64, v: &str, days_ago: i64) -> Event {
-        let mut e = Event::now(
-            "p",
-            None,
-            EventKind::DeployFinished {
-                environment: "prod".into(),
-                deploy,
-                outcome: "succeeded".into(),
-                running: Some(art(v)),
-                reason: None,
-            },
-        );
-        e.at -= time_days(days_ago as u32);
-        e
-    }
-
-    #[test]
-    fn retention_keeps_what_runs_the_rollback_target_and_what_ran_within_the_days() {
-        let index = EnvIndex::default();
-        // Deployed one after another: 1 thirty days ago, 2 five, 3 three, 4 now.
-        for (i, (v, days)) in [("1", 30), ("2", 5), ("3", 3), ("4", 0)].into_iter().enumerate() {
-            index.apply(&finished(i as u64 + 1, v, days));
-        }
-        let keep = |days: Option<u32>| {
-            let mut m = HashMap::new();
-            if let Some(d) = days {
-                m.insert("p".to_string(), d);
-            }
-            let mut k: Vec<String> = index.protected(&m).into_iter().map(|(_, v)| v).collect();
-            k.sort();
-            k
-        };
-        // Without keep_deployed_days: what runs (4) and what a rollback goes back to (3).
-        assert_eq!(keep(None), ["3", "4"]);
-        // 1 ran until 5 days ago (then 2 replaced it), 2 until 3 days ago.
-        assert_eq!(keep(Some(4)), ["2", "3", "4"]);
-        assert_eq!(keep(Some(7)), ["1", "2", "3", "4"]);
-    }
 }

@@ -61,7 +61,7 @@ pub fn cloudevent(e: &Event) -> Value {
         EventKind::RunQueued { .. } | EventKind::RunStarted => ("pipelineRun", None),
         EventKind::JobStarted { .. } => ("taskRun", None),
         EventKind::ArtifactStored { .. } => ("artifact", None),
-        EventKind::DeployFinished { outcome, .. } => ("service", Some(outcome.clone())),
+        EventKind::DeployFinished { outcome, .. } => ("service", Some(outcome.to_string())),
         EventKind::IncidentOpened { .. } => ("incident", None),
         _ => ("takt", None),
     };

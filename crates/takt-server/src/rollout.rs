@@ -17,7 +17,7 @@ use takt_deploy::canary::{Action, Rollout, Step};
 use takt_driver::client::SupervisorClient;
 use takt_driver::protocol::Traffic;
 use takt_driver::{CommandDriver, Driver, NginxDriver, ProcessDriver, ProcessSettings, Release, checks, slot_for};
-use takt_model::{ArtifactRef, Event, EventKind};
+use takt_model::{ArtifactRef, DeployOutcome, Event, EventKind};
 use takt_pipeline::{CanaryStep, Environment, Metric, Strategy};
 
 /// How long instances get to answer their health path.
@@ -78,7 +78,7 @@ pub async fn recover(state: &Arc<AppState>) {
             EventKind::DeployFinished {
                 environment: v.environment.clone(),
                 deploy: f.deploy,
-                outcome: "interrupted".into(),
+                outcome: DeployOutcome::Interrupted,
                 running: v.running.clone(),
                 reason: Some(reason),
             },
@@ -122,7 +122,7 @@ pub async fn recover(state: &Arc<AppState>) {
 }
 
 struct Outcome {
-    outcome: &'static str,
+    outcome: DeployOutcome,
     running: Option<ArtifactRef>,
     reason: Option<String>,
 }
@@ -167,7 +167,7 @@ pub(crate) async fn run(state: Arc<AppState>, ask: Ask, deploy: u64, stable: Opt
         EventKind::DeployFinished {
             environment: ask.env.name.clone(),
             deploy,
-            outcome: out.outcome.into(),
+            outcome: out.outcome,
             running: out.running,
             reason: out.reason,
         },
@@ -225,7 +225,7 @@ impl Cx {
             Err(e) => {
                 self.record_step("prepare", Some("failed"), Some(e.clone())).await;
                 return Outcome {
-                    outcome: "failed",
+                    outcome: DeployOutcome::Failed,
                     running: stable,
                     reason: Some(e),
                 };
@@ -438,7 +438,7 @@ impl Cx {
             loop {
                 if let Some(reason) = self.ctl.abort_reason() {
                     return Outcome {
-                        outcome: "cancelled",
+                        outcome: DeployOutcome::Cancelled,
                         running: old_ref,
                         reason: Some(reason),
                     };
@@ -474,7 +474,7 @@ impl Cx {
         };
         match result {
             Ok(()) => Outcome {
-                outcome: "succeeded",
+                outcome: DeployOutcome::Succeeded,
                 running: Some(new_ref),
                 reason: None,
             },
@@ -482,7 +482,7 @@ impl Cx {
                 // Nothing was routed to it; whatever ran keeps running.
                 let _ = d.stop(&new).await;
                 Outcome {
-                    outcome: "failed",
+                    outcome: DeployOutcome::Failed,
                     running: old_ref,
                     reason: Some(reason),
                 }
@@ -506,7 +506,7 @@ impl Cx {
                                     .await
                             }
                             None => Outcome {
-                                outcome: "failed",
+                                outcome: DeployOutcome::Failed,
                                 running: None,
                                 reason: Some(reason),
                             },
@@ -527,13 +527,13 @@ impl Cx {
                             let _ = d.stop(o).await;
                         }
                         Outcome {
-                            outcome: "succeeded",
+                            outcome: DeployOutcome::Succeeded,
                             running: Some(new_ref),
                             reason: Some(format!("kept by a person after: {reason}")),
                         }
                     }
                     Err(_) => Outcome {
-                        outcome: "failed",
+                        outcome: DeployOutcome::Failed,
                         running: old_ref,
                         reason: Some(reason),
                     },
@@ -545,7 +545,7 @@ impl Cx {
                     let _ = d.route(&[]).await;
                     let _ = d.stop(&new).await;
                     Outcome {
-                        outcome: "failed",
+                        outcome: DeployOutcome::Failed,
                         running: None,
                         reason: Some(format!("{reason}; nothing earlier to roll back to")),
                     }
@@ -593,9 +593,9 @@ impl Cx {
         }
         Outcome {
             outcome: if problem.is_some() {
-                "rollback_failed"
+                DeployOutcome::RollbackFailed
             } else {
-                "rolled_back"
+                DeployOutcome::RolledBack
             },
             running: old_ref,
             reason: Some(match problem {

@@ -5,9 +5,11 @@
 //! same events the same way through these types; what a view shows over HTTP is its serde
 //! form. Views are rebuilt from the log when the server starts (see ARCHITECTURE.md, "Views").
 
+pub mod environment;
 pub mod incident;
 pub mod run;
 
+pub use environment::{Deployment, EnvView, Environments, Halt, InFlight, StepView};
 pub use incident::{Incident, IncidentEntry, Incidents};
 pub use run::{JobState, JobView, Pending, RunState, RunView, Runs};
 
