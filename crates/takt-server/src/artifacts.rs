@@ -753,7 +753,7 @@ fn deployed(state: &AppState) -> std::collections::HashSet<(String, String)> {
                 .collect()
         })
         .unwrap_or_default();
-    state.deployments.index.protected(&days)
+    state.cd.deployments.index.protected(&days)
 }
 
 /// `POST /api/v1/artifacts/gc` `{"apply": false}` (admin): what retention removes — versions

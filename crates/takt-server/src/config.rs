@@ -180,6 +180,13 @@ impl ServerConfig {
                 });
             }
         };
+        if follow_capacity > 1 << 20 {
+            return Err(ConfigError::Invalid {
+                what: "TAKT_FOLLOW_CAPACITY".into(),
+                value: follow_capacity.to_string(),
+                reason: "at most 1048576 (followers behind by more re-read the store anyway)".into(),
+            });
+        }
         for (what, v) in [
             ("git_timeout", git_timeout as usize),
             ("TAKT_FOLLOW_CAPACITY", follow_capacity),

@@ -15,7 +15,6 @@ pub mod metrics;
 pub mod notify;
 pub mod projects;
 pub mod queue;
-pub mod rollout;
 pub mod runs;
 pub mod schedule;
 pub mod secrets;
@@ -129,7 +128,8 @@ pub struct AppState {
     pub branch_configs: RwLock<std::collections::HashMap<String, schedule::BranchConfig>>,
     pub data_dir: std::path::PathBuf,
     /// Environments: what runs where, and their controls.
-    pub deployments: environments::Deployments,
+    /// The CD service: environments, deployments, their controls.
+    pub cd: Arc<takt_cd::Cd>,
     /// The object store that keeps a copy of every artifact, if one is configured.
     pub mirror: Option<Arc<takt_blob::objects::ObjectMirror>>,
     /// How jobs are kept away from the server (said in /readyz and the project view).

@@ -207,11 +207,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         let runs = runs.clone();
         move |e| runs.apply(e)
     })));
-    let envs = Arc::new(
-        takt_server::environments::EnvIndex::load(&store)
-            .await
-            .map_err(|e| (1, e.into()))?,
-    );
+    let envs = Arc::new(takt_cd::EnvIndex::load(&store).await.map_err(|e| (1, e.into()))?);
     store.observe(takt_store::Observer(Arc::new({
         let envs = envs.clone();
         move |e| envs.apply(e)
@@ -227,7 +223,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     let queue = takt_server::queue::Queue::start(engine, data.root.clone(), settings, projects.clone(), key.clone())
         .await
         .map_err(|e| (1, e.into()))?;
-    let state = Arc::new(AppState {
+    let state = Arc::new_cyclic(|weak| AppState {
         store: store.clone(),
         tokens: RwLock::new(tokens),
         projects,
@@ -239,7 +235,12 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         runs,
         token_uses: Default::default(),
         data_dir: data.root.clone(),
-        deployments: takt_server::environments::Deployments::new(envs, shim_program.clone()),
+        cd: Arc::new(takt_cd::Cd::new(
+            Arc::new(takt_server::environments::ServerHost { state: weak.clone() }),
+            store.clone(),
+            data.root.clone(),
+            takt_cd::Deployments::new(envs, shim_program.clone()),
+        )),
         mirror,
         exclusive: Default::default(),
         adding_projects: Default::default(),
@@ -262,11 +263,11 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     }
     takt_server::schedule::start(state.clone());
     takt_server::notify::start(state.clone());
-    takt_server::environments::start_auto_deploy(state.clone());
+    takt_cd::auto::start(state.cd.clone());
     takt_server::artifacts::start_replication(state.clone());
     {
-        let state = state.clone();
-        tokio::spawn(async move { takt_server::rollout::recover(&state).await });
+        let cd = state.cd.clone();
+        tokio::spawn(async move { takt_cd::recover(&cd).await });
     }
     if config.poll_seconds > 0 {
         takt_server::hooks::start_polling(state.clone(), std::time::Duration::from_secs(config.poll_seconds));

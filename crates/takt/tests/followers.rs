@@ -140,7 +140,7 @@ async fn a_burst_of_300_green_runs_is_each_deployed_once_or_superseded_while_eve
         .collect();
     assert_eq!(ran, wanted, "{log}");
 
-    // /metrics counted every run and every job, though its follower lagged.
+    // /metrics counted every run and every job (an observer: it cannot fall behind).
     let text = get_text(&s, "/metrics", &admin).await;
     let green = events(&s, &admin, "run_finished").await.len() as f64;
     assert_eq!(green, RUNS as f64);

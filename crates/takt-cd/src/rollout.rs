@@ -6,8 +6,7 @@
 //! `takt-deploy`'s pure state machine, which this module feeds with time, measurements, halts
 //! and resumes.
 
-use crate::AppState;
-use crate::environments::{Ask, Control};
+use crate::{Ask, Cd, Control};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,10 +28,10 @@ pub fn env_dir(data: &Path, project: &str, env: &str) -> PathBuf {
 }
 
 /// The supervisor of a process/nginx environment.
-pub fn supervisor(state: &AppState, project: &str, env: &Environment) -> SupervisorClient {
+pub fn supervisor(cd: &Cd, project: &str, env: &Environment) -> SupervisorClient {
     SupervisorClient {
-        dir: env_dir(&state.data_dir, project, &env.name).join("supervisor"),
-        program: state.deployments.supervisor_program.clone(),
+        dir: env_dir(&cd.data_dir, project, &env.name).join("supervisor"),
+        program: cd.deployments.supervisor_program.clone(),
         port: match env.driver {
             takt_pipeline::Driver::Process => env.port,
             _ => None,
@@ -43,20 +42,18 @@ pub fn supervisor(state: &AppState, project: &str, env: &Environment) -> Supervi
 /// After a restart: deploys the log shows in flight were cut off with the old server. Their
 /// traffic goes back to what ran before (a process/nginx environment's supervisor kept running
 /// all along), the new version is stopped, and each is recorded as `interrupted`.
-pub async fn recover(state: &Arc<AppState>) {
-    for v in state.deployments.index.all() {
+pub async fn recover(cd: &Arc<Cd>) {
+    for v in cd.deployments.index.all() {
         let Some(f) = v.deploying.clone() else {
             continue;
         };
-        let env = crate::environments::environment(state, &v.project, &v.environment)
-            .await
-            .ok();
+        let env = cd.environment(&v.project, &v.environment).await.ok();
         let mut reason = "the server stopped during this deploy".to_string();
         if let (Some(env), Some(stable)) = (env, &v.running)
             && env.driver != takt_pipeline::Driver::Command
             && stable.digest != f.artifact.digest
         {
-            let sup = supervisor(state, &v.project, &env);
+            let sup = supervisor(cd, &v.project, &env);
             let back = sup
                 .request(&takt_driver::protocol::Request::Route {
                     weights: vec![(slot_for(&stable.digest), 100)],
@@ -83,24 +80,24 @@ pub async fn recover(state: &Arc<AppState>) {
                 reason: Some(reason),
             },
         );
-        if let Err(e) = state.record(e).await {
-            tracing::error!(error = %e.message, "cannot record an interrupted deploy");
+        if let Err(e) = cd.record(e).await {
+            tracing::error!(error = %e, "cannot record an interrupted deploy");
         }
     }
     // A process/nginx environment whose supervisor is gone (the machine restarted): start
     // what the log says runs there again, recorded as a `restore` deploy.
-    for v in state.deployments.index.all() {
+    for v in cd.deployments.index.all() {
         let (Some(running), None) = (v.running.clone(), v.deploying.as_ref()) else {
             continue;
         };
-        let Ok(env) = crate::environments::environment(state, &v.project, &v.environment).await else {
+        let Ok(env) = cd.environment(&v.project, &v.environment).await else {
             continue;
         };
         if env.driver == takt_pipeline::Driver::Command {
             continue;
         }
         let slot = slot_for(&running.digest);
-        let status = supervisor(state, &v.project, &env).status().await;
+        let status = supervisor(cd, &v.project, &env).status().await;
         if status.is_some_and(|s| s.slots.iter().any(|x| x.slot == slot)) {
             continue;
         }
@@ -114,9 +111,8 @@ pub async fn recover(state: &Arc<AppState>) {
             rollback: true,
             restore: true,
         };
-        if let Err(e) = crate::environments::begin(state, ask).await {
-            let e = crate::ApiError::from(e);
-            tracing::error!(project = %v.project, environment = %v.environment, error = %e.message, "cannot restore an environment");
+        if let Err(e) = cd.begin(ask).await {
+            tracing::error!(project = %v.project, environment = %v.environment, error = %e, "cannot restore an environment");
         }
     }
 }
@@ -128,7 +124,7 @@ struct Outcome {
 }
 
 struct Cx {
-    state: Arc<AppState>,
+    cd: Arc<Cd>,
     project: String,
     env: Environment,
     deploy: u64,
@@ -142,14 +138,14 @@ struct Cx {
     rollback: bool,
 }
 
-pub(crate) async fn run(state: Arc<AppState>, ask: Ask, deploy: u64, stable: Option<ArtifactRef>, ctl: Arc<Control>) {
+pub(crate) async fn run(cd: Arc<Cd>, ask: Ask, deploy: u64, stable: Option<ArtifactRef>, ctl: Arc<Control>) {
     let public_url = ask
         .env
         .url
         .clone()
         .or_else(|| ask.env.port.map(|p| format!("http://127.0.0.1:{p}")));
     let mut cx = Cx {
-        state: state.clone(),
+        cd: cd.clone(),
         project: ask.project.clone(),
         env: ask.env.clone(),
         deploy,
@@ -172,8 +168,8 @@ pub(crate) async fn run(state: Arc<AppState>, ask: Ask, deploy: u64, stable: Opt
             reason: out.reason,
         },
     );
-    if let Err(e) = state.record(finished).await {
-        tracing::error!(error = %e.message, "cannot record the end of a deploy");
+    if let Err(e) = cd.record(finished).await {
+        tracing::error!(error = %e, "cannot record the end of a deploy");
     }
     if let Ok(mut b) = ctl.busy.lock() {
         *b = None;
@@ -197,8 +193,8 @@ impl Cx {
                 detail,
             },
         );
-        if let Err(e) = self.state.record(e).await {
-            tracing::error!(error = %e.message, "cannot record a deploy step");
+        if let Err(e) = self.cd.record(e).await {
+            tracing::error!(error = %e, "cannot record a deploy step");
         }
     }
 
@@ -251,7 +247,7 @@ impl Cx {
         match env.driver {
             takt_pipeline::Driver::Process => {
                 let d = ProcessDriver {
-                    supervisor: supervisor(&self.state, &self.project, &env),
+                    supervisor: supervisor(&self.cd, &self.project, &env),
                     settings: settings(&env),
                 };
                 self.execute(&d, ask, new, old).await
@@ -259,7 +255,7 @@ impl Cx {
             takt_pipeline::Driver::Nginx => {
                 let d = NginxDriver {
                     instances: ProcessDriver {
-                        supervisor: supervisor(&self.state, &self.project, &env),
+                        supervisor: supervisor(&self.cd, &self.project, &env),
                         settings: settings(&env),
                     },
                     upstream_name: format!("takt_{}", env.name.replace(['-', '.'], "_")),
@@ -272,7 +268,7 @@ impl Cx {
             takt_pipeline::Driver::Command => {
                 let d = CommandDriver {
                     script: env.deploy.clone().unwrap_or_default(),
-                    dir: env_dir(&self.state.data_dir, &self.project, &env.name),
+                    dir: env_dir(&self.cd.data_dir, &self.project, &env.name),
                     timeout: Duration::from_secs(600),
                 };
                 self.execute(&d, ask, new, old).await
@@ -282,18 +278,20 @@ impl Cx {
 
     /// A verified read-only copy of the artifact (an archive unpacked beside it).
     async fn prepare(&self, a: &ArtifactRef) -> Result<Release, String> {
-        crate::artifacts::ensure_local(&self.state, &a.name, &a.version)
+        let found = self
+            .cd
+            .host
+            .artifact(&a.name, &a.version)
             .await
-            .map_err(|e| e.message)?;
-        let m = crate::artifacts::manifest(&self.state, &a.name, &a.version).map_err(|e| e.message)?;
-        let engine = self.state.queue().map_err(|e| e.message)?.engine.clone();
+            .map_err(|e| e.to_string())?;
+        let host = self.cd.host.clone();
         let slot = slot_for(&a.digest);
-        let dir = env_dir(&self.state.data_dir, &self.project, &self.env.name)
+        let dir = env_dir(&self.cd.data_dir, &self.project, &self.env.name)
             .join("releases")
             .join(&slot);
         let file = dir.join(&a.name);
         let digest = a.digest.clone();
-        let tar = m.manifest.media_type == "application/x-tar";
+        let tar = found.tar;
         let (dir2, file2) = (dir.clone(), file.clone());
         let unpacked = tokio::task::spawn_blocking(move || -> Result<PathBuf, String> {
             use std::os::unix::fs::PermissionsExt;
@@ -302,9 +300,7 @@ impl Cx {
                 let _ = std::fs::set_permissions(&file2, std::fs::Permissions::from_mode(0o644));
                 let _ = std::fs::remove_file(&file2);
             }
-            engine
-                .blobs
-                .copy_verified(&digest, &file2)
+            host.copy_verified(&digest, &file2)
                 .map_err(|e| format!("the artifact's bytes could not be verified: {e}"))?;
             std::fs::set_permissions(&file2, std::fs::Permissions::from_mode(0o555))
                 .map_err(|e| format!("{}: {e}", file2.display()))?;
@@ -327,18 +323,8 @@ impl Cx {
         .map_err(|e| e.to_string())??;
         let mut env = base_env();
         env.extend(self.env.variables.iter().cloned());
-        if !self.env.secrets.is_empty()
-            && let Ok(p) = self.state.project(&self.project)
-        {
-            for name in &self.env.secrets {
-                match p.sealed.get(name) {
-                    Some(s) => match self.state.key.open(&p.name, name, &s.nonce, &s.ciphertext) {
-                        Ok(v) => env.push((name.clone(), String::from_utf8_lossy(&v).into_owned())),
-                        Err(e) => tracing::error!(secret = %name, error = %e, "secret not given"),
-                    },
-                    None => tracing::warn!(secret = %name, "the environment names a secret the project does not have"),
-                }
-            }
+        if !self.env.secrets.is_empty() {
+            env.extend(self.cd.host.secrets(&self.project, &self.env.secrets));
         }
         for (k, v) in [
             ("TAKT_ARTIFACT_PATH", file.display().to_string()),
@@ -588,8 +574,8 @@ impl Cx {
         }
         if let Some(p) = &problem {
             let env = self.env.name.clone();
-            let _ = crate::environments::halt_env(&self.state, &self.project, &env, p, "takt").await;
-            let _ = crate::environments::open_incident(&self.state, &self.project, &env, p).await;
+            let _ = self.cd.halt(&self.project, &env, p, "takt").await;
+            let _ = self.cd.open_incident(&self.project, &env, p).await;
         }
         Outcome {
             outcome: if problem.is_some() {
@@ -711,7 +697,7 @@ impl Cx {
             .map_err(|e| Failure::Rollback(format!("smoke check failed: {e}")))?;
         if let Some(o) = old.cloned() {
             // The old colour stays up for an instant rollback, then goes (unless it is live again).
-            let state = self.state.clone();
+            let cd = self.cd.clone();
             let (project, env) = (self.project.clone(), self.env.clone());
             self.record_step(
                 "keep_old",
@@ -722,18 +708,23 @@ impl Cx {
             tokio::spawn(async move {
                 tokio::time::sleep(keep_old).await;
                 // Not while a deploy is in flight (it may be rolling back to the old colour).
-                let ctl = state.deployments.control(&project, &env.name);
-                while ctl.busy.lock().ok().and_then(|b| *b).is_some() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                let ctl = cd.deployments.control(&project, &env.name);
+                loop {
+                    // Registered before the check, so the end of that deploy cannot slip by.
+                    let changed = ctl.changed.notified();
+                    if ctl.busy.lock().ok().and_then(|b| *b).is_none() {
+                        break;
+                    }
+                    changed.await;
                 }
-                let live = state
+                let live = cd
                     .deployments
                     .index
                     .get(&project, &env.name)
                     .and_then(|v| v.running)
                     .is_some_and(|r| r.digest == o.digest);
                 if !live {
-                    let sup = supervisor(&state, &project, &env);
+                    let sup = supervisor(&cd, &project, &env);
                     let _ = sup
                         .request(&takt_driver::protocol::Request::Stop { slot: o.slot.clone() })
                         .await;

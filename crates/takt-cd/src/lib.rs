@@ -1,0 +1,541 @@
+//! The CD service: environments and their gates, deployments (each strategy over the
+//! `Driver` interface, in [`rollout`]), the controls of a deploy in flight (halt, resume,
+//! approve, rollback), auto-deploy of green runs ([`auto`]) and recovery after a restart.
+//!
+//! It knows nothing of HTTP: the server routes requests to a [`Cd`] and maps a [`CdError`] to
+//! a status. What it needs from the rest of takt (the default branch's environments, artifacts,
+//! secrets, commit ranges) it asks its [`Host`] for.
+
+pub mod auto;
+pub mod rollout;
+
+pub use rollout::{env_dir, recover, supervisor};
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use takt_model::{ArtifactRef, DeployTrigger, Event, EventKind, OffsetDateTime};
+use takt_pipeline::Environment;
+use takt_store::{EventFilter, Store, StoreError};
+use takt_views::{EnvView, Projection};
+use tokio::sync::Notify;
+
+/// Why the CD service did not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CdError {
+    /// The request is malformed (e.g. not `NAME@VERSION`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such environment or artifact.
+    #[error("{0}")]
+    NotFound(String),
+    /// Refused by a gate or by the environment's state (halted, frozen, requires, nothing to
+    /// roll back to, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// One deploy per environment at a time: deploy #N is in flight.
+    #[error("{message}")]
+    Busy { deploy: u64, message: String },
+    #[error("the event log is unavailable: {0}")]
+    Store(#[from] StoreError),
+    /// Something on takt's side failed (a blob, the object store, ...).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A boxed future, for [`Host`]'s async methods.
+pub type HostFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An artifact ready to deploy: present on the local disk.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub aref: ArtifactRef,
+    /// An archive (`application/x-tar`): unpacked beside its copy.
+    pub tar: bool,
+}
+
+/// What the CD service needs from the rest of takt, as narrow as it goes.
+pub trait Host: Send + Sync {
+    /// The environments `project`'s default branch defines (re-read if the branch moved).
+    fn environments<'a>(&'a self, project: &'a str) -> HostFuture<'a, Result<Vec<Environment>, CdError>>;
+    /// The artifact `name@version`, on the local disk (fetched from the object store if need be).
+    fn artifact<'a>(&'a self, name: &'a str, version: &'a str) -> HostFuture<'a, Result<Artifact, CdError>>;
+    /// Copies blob `digest` to `to`, re-hashing it as it goes (blocking: called off the runtime).
+    fn copy_verified(&self, digest: &str, to: &Path) -> Result<(), String>;
+    /// The project secrets among `names`, opened: (name, value).
+    fn secrets(&self, project: &str, names: &[String]) -> Vec<(String, String)>;
+    /// The project's default branch.
+    fn default_branch(&self, project: &str) -> Option<String>;
+    /// The branch run `run` of `project` ran on.
+    fn run_branch(&self, project: &str, run: u64) -> Option<String>;
+    /// The commits in `to` that `from` lacks (newest first, at most `MAX_DEPLOY_COMMITS`) and
+    /// how many more there are; each gets its `commit_info`.
+    fn commit_range<'a>(
+        &'a self,
+        project: &'a str,
+        from: Option<&'a str>,
+        to: &'a str,
+    ) -> HostFuture<'a, (Vec<String>, u64)>;
+}
+
+/// Every environment's view ([`takt_views::Environments`]), kept current by a store observer.
+#[derive(Default)]
+pub struct EnvIndex {
+    envs: Mutex<takt_views::Environments>,
+}
+
+impl EnvIndex {
+    pub async fn load(store: &takt_store::Store) -> Result<EnvIndex, takt_store::StoreError> {
+        let index = EnvIndex::default();
+        for e in store
+            .events(&EventFilter {
+                kinds: takt_views::Environments::KINDS.iter().map(|k| k.to_string()).collect(),
+                ..Default::default()
+            })
+            .await?
+        {
+            index.apply(&e);
+        }
+        Ok(index)
+    }
+
+    pub fn get(&self, project: &str, env: &str) -> Option<EnvView> {
+        self.envs.lock().ok()?.get(project, env).cloned()
+    }
+
+    pub fn all(&self) -> Vec<EnvView> {
+        self.envs
+            .lock()
+            .map(|e| e.envs.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn apply(&self, e: &Event) {
+        if takt_views::Environments::wants(e)
+            && let Ok(mut envs) = self.envs.lock()
+        {
+            envs.apply(e);
+        }
+    }
+
+    /// Versions ("name", "version") retention must keep now (see
+    /// [`takt_views::Environments::protected`]).
+    pub fn protected(&self, days: &HashMap<String, u32>) -> std::collections::HashSet<(String, String)> {
+        self.envs
+            .lock()
+            .map(|e| e.protected(days, OffsetDateTime::now_utc()))
+            .unwrap_or_default()
+    }
+}
+
+/// The live controls of one environment: who holds it, and the signals a deploy in flight
+/// listens to (halt, resume, approve, rollback).
+#[derive(Default)]
+pub struct Control {
+    pub busy: Mutex<Option<u64>>,
+    pub halted: Mutex<Option<String>>,
+    /// Asked to roll back the deploy in flight (the reason).
+    pub abort: Mutex<Option<String>>,
+    pub resumes: AtomicU64,
+    pub approvals: AtomicU64,
+    pub changed: Notify,
+}
+
+impl Control {
+    pub fn signal(&self) {
+        self.changed.notify_waiters();
+    }
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().ok().and_then(|h| h.clone())
+    }
+    pub fn abort_reason(&self) -> Option<String> {
+        self.abort.lock().ok().and_then(|a| a.clone())
+    }
+}
+
+/// Environments' views and controls.
+pub struct Deployments {
+    pub index: Arc<EnvIndex>,
+    controls: Mutex<HashMap<(String, String), Arc<Control>>>,
+    /// The program started as `PROGRAM supervise` (the takt binary).
+    pub supervisor_program: std::path::PathBuf,
+}
+
+impl Deployments {
+    pub fn new(index: Arc<EnvIndex>, supervisor_program: std::path::PathBuf) -> Deployments {
+        Deployments {
+            index,
+            controls: Mutex::default(),
+            supervisor_program,
+        }
+    }
+
+    pub fn control(&self, project: &str, env: &str) -> Arc<Control> {
+        let Ok(mut c) = self.controls.lock() else {
+            return Arc::new(Control::default());
+        };
+        c.entry((project.into(), env.into()))
+            .or_insert_with(|| {
+                let ctl = Control::default();
+                if let Some(h) = self.index.get(project, env).and_then(|v| v.halted) {
+                    let reason = h.reason;
+                    if let Ok(mut x) = ctl.halted.lock() {
+                        *x = Some(reason);
+                    }
+                }
+                Arc::new(ctl)
+            })
+            .clone()
+    }
+}
+
+/// The CD service.
+pub struct Cd {
+    pub host: Arc<dyn Host>,
+    pub store: Store,
+    pub data_dir: PathBuf,
+    pub deployments: Deployments,
+    /// Held while an incident is numbered and recorded.
+    incidents: tokio::sync::Mutex<()>,
+}
+
+/// What a deploy request asks for.
+pub struct Ask {
+    pub project: String,
+    pub env: Environment,
+    pub artifact: ArtifactRef,
+    pub trigger: DeployTrigger,
+    pub rollback: bool,
+    /// Start again what the log says runs (its supervisor is gone): no gates, no idempotence.
+    pub restore: bool,
+}
+
+fn conflict(msg: impl Into<String>) -> CdError {
+    CdError::Conflict(msg.into())
+}
+
+/// When a freeze window that covers `now` ends, if one does.
+pub fn frozen_until(env: &Environment, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+    for f in &env.freeze {
+        let Ok(cron) = takt_pipeline::CronSchedule::parse(&f.cron) else {
+            continue;
+        };
+        let tz = match &f.timezone {
+            Some(name) => match jiff::tz::TimeZone::get(name) {
+                Ok(t) => t,
+                Err(_) => continue,
+            },
+            None => jiff::tz::TimeZone::UTC,
+        };
+        let zoned = now.to_zoned(tz);
+        if let Ok(start) = cron.find_previous_occurrence(&zoned, true) {
+            let Ok(len) = jiff::SignedDuration::try_from(f.duration) else {
+                continue;
+            };
+            if let Ok(end) = start.timestamp().checked_add(len)
+                && now < end
+            {
+                return Some(end);
+            }
+        }
+    }
+    None
+}
+
+pub fn strategy_name(env: &Environment, rollback: bool) -> String {
+    if rollback {
+        return "rollback".into();
+    }
+    match env.strategy {
+        takt_pipeline::Strategy::Recreate => "recreate",
+        takt_pipeline::Strategy::Rolling { .. } => "rolling",
+        takt_pipeline::Strategy::Canary { .. } => "canary",
+        takt_pipeline::Strategy::BlueGreen { .. } => "blue_green",
+    }
+    .into()
+}
+
+impl Cd {
+    pub fn new(host: Arc<dyn Host>, store: Store, data_dir: PathBuf, deployments: Deployments) -> Cd {
+        Cd {
+            host,
+            store,
+            data_dir,
+            deployments,
+            incidents: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub async fn record(&self, e: Event) -> Result<(), CdError> {
+        self.store.append(&e).await?;
+        Ok(())
+    }
+
+    /// The environments the project's default branch defines.
+    pub async fn environments(&self, project: &str) -> Result<Vec<Environment>, CdError> {
+        self.host.environments(project).await
+    }
+
+    /// One environment of the project's default branch.
+    pub async fn environment(&self, project: &str, env: &str) -> Result<Environment, CdError> {
+        let all = self.environments(project).await?;
+        let names: Vec<String> = all.iter().map(|e| e.name.clone()).collect();
+        all.into_iter().find(|e| e.name == env).ok_or_else(|| {
+            CdError::NotFound(format!(
+                "project `{project}` has no environment `{env}` on its default branch (it has: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// The view of one environment (empty if nothing was ever deployed there).
+    pub fn view(&self, project: &str, env: &str) -> EnvView {
+        self.deployments.index.get(project, env).unwrap_or_else(|| EnvView {
+            project: project.into(),
+            environment: env.into(),
+            ..Default::default()
+        })
+    }
+
+    /// The artifact `NAME@VERSION` as deployments name it.
+    pub async fn artifact(&self, spec: &str) -> Result<ArtifactRef, CdError> {
+        let Some((name, version)) = spec.split_once('@') else {
+            return Err(CdError::BadRequest(format!("`{spec}` is not NAME@VERSION")));
+        };
+        Ok(self.host.artifact(name, version).await?.aref)
+    }
+
+    /// Checks the gates and starts a deploy: `Ok(None)` when the environment already runs the
+    /// artifact (nothing to do), `Ok(Some(id))` when it started.
+    pub async fn begin(self: &Arc<Self>, ask: Ask) -> Result<Option<u64>, CdError> {
+        let deployments = &self.deployments;
+        let ctl = deployments.control(&ask.project, &ask.env.name);
+        let view = deployments.index.get(&ask.project, &ask.env.name).unwrap_or_default();
+        let name = &ask.env.name;
+        if !ask.rollback {
+            if let Some(h) = ctl.halted() {
+                return Err(conflict(format!(
+                    "environment `{name}` is halted ({h}); `takt resume {name}` lifts the halt"
+                )));
+            }
+            if let Some(until) = frozen_until(&ask.env, jiff::Timestamp::now()) {
+                return Err(conflict(format!(
+                    "environment `{name}` is frozen until {until}; deploys and promotions are refused until then (halt and rollback still work)"
+                )));
+            }
+            for r in &ask.env.requires {
+                let there = deployments.index.get(&ask.project, r).unwrap_or_default();
+                let runs_it = there.running.as_ref().is_some_and(|x| x.digest == ask.artifact.digest);
+                if !runs_it || !there.healthy {
+                    return Err(conflict(format!(
+                        "environment `{name}` requires {}@{} to run healthy in `{r}` first (it runs {} there)",
+                        ask.artifact.name,
+                        ask.artifact.version,
+                        there
+                            .running
+                            .as_ref()
+                            .map(|x| format!(
+                                "{}@{}{}",
+                                x.name,
+                                x.version,
+                                if there.healthy { "" } else { ", unhealthy" }
+                            ))
+                            .unwrap_or_else(|| "nothing".into())
+                    )));
+                }
+                if let (Some(soak), Some(since)) = (ask.env.soak, there.since_at) {
+                    let ran = (OffsetDateTime::now_utc() - since).unsigned_abs();
+                    if ran < soak {
+                        return Err(conflict(format!(
+                            "environment `{name}` requires {}@{} to soak in `{r}` for {}s; it has for {}s",
+                            ask.artifact.name,
+                            ask.artifact.version,
+                            soak.as_secs(),
+                            ran.as_secs()
+                        )));
+                    }
+                }
+            }
+        }
+        let id = {
+            let Ok(mut busy) = ctl.busy.lock() else {
+                return Err(CdError::Internal("poisoned lock".into()));
+            };
+            if let Some(d) = *busy {
+                return Err(CdError::Busy {
+                    deploy: d,
+                    message: format!(
+                        "environment `{name}` is busy with deploy #{d}; one deploy per environment at a time (wait, or `takt halt`/`takt rollback {name}`)"
+                    ),
+                });
+            }
+            if !ask.restore && view.running.as_ref().is_some_and(|r| r.digest == ask.artifact.digest) && view.healthy {
+                return Ok(None);
+            }
+            let id = view.next_deploy();
+            *busy = Some(id);
+            id
+        };
+        if let Ok(mut a) = ctl.abort.lock() {
+            *a = None;
+        }
+        let (commits, truncated) = match &ask.artifact.commit {
+            Some(to) => {
+                let from = view.running.as_ref().and_then(|f| f.commit.as_deref());
+                self.host.commit_range(&ask.project, from, to).await
+            }
+            None => (Vec::new(), 0),
+        };
+        let started = Event::now(
+            &ask.project,
+            match ask.trigger {
+                DeployTrigger::Pipeline { run } => Some(run),
+                _ => None,
+            },
+            EventKind::DeployStarted {
+                environment: name.clone(),
+                deploy: id,
+                artifact: ask.artifact.clone(),
+                previous: view.running.clone(),
+                commits,
+                truncated,
+                trigger: ask.trigger.clone(),
+                strategy: if ask.restore {
+                    "restore".into()
+                } else {
+                    strategy_name(&ask.env, ask.rollback)
+                },
+                rollback: ask.rollback,
+            },
+        );
+        if let Err(e) = self.record(started).await {
+            if let Ok(mut b) = ctl.busy.lock() {
+                *b = None;
+            }
+            return Err(e);
+        }
+        let cd = self.clone();
+        let stable = view.running.clone();
+        tokio::spawn(async move {
+            crate::rollout::run(cd, ask, id, stable, ctl).await;
+        });
+        Ok(Some(id))
+    }
+
+    /// Pulls the andon cord: deploys stop at their next safe point, none start until resumed.
+    pub async fn halt(&self, project: &str, env: &str, reason: &str, by: &str) -> Result<(), CdError> {
+        let ctl = self.deployments.control(project, env);
+        self.record(Event::now(
+            project,
+            None,
+            EventKind::EnvironmentHalted {
+                environment: env.into(),
+                reason: reason.into(),
+                by: by.into(),
+            },
+        ))
+        .await?;
+        if let Ok(mut h) = ctl.halted.lock() {
+            *h = Some(reason.into());
+        }
+        ctl.signal();
+        Ok(())
+    }
+
+    /// Lifts a halt, or continues a paused rollout; returns whether it was halted.
+    pub async fn resume(&self, project: &str, env: &str, by: &str) -> Result<bool, CdError> {
+        let ctl = self.deployments.control(project, env);
+        let was_halted = ctl.halted().is_some();
+        if was_halted {
+            self.record(Event::now(
+                project,
+                None,
+                EventKind::EnvironmentResumed {
+                    environment: env.into(),
+                    by: by.into(),
+                },
+            ))
+            .await?;
+            if let Ok(mut h) = ctl.halted.lock() {
+                *h = None;
+            }
+        }
+        ctl.resumes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ctl.signal();
+        Ok(was_halted)
+    }
+
+    /// Lets the deploy waiting for approval go on; returns its number.
+    pub async fn approve(&self, project: &str, env: &str, by: &str) -> Result<u64, CdError> {
+        let view = self.view(project, env);
+        let waiting = view
+            .deploying
+            .as_ref()
+            .filter(|f| f.action == "approval" && f.verdict.as_deref() == Some("waiting"));
+        let Some(f) = waiting else {
+            return Err(conflict(format!("no deploy to `{env}` waits for approval")));
+        };
+        let deploy = f.deploy;
+        self.record(Event::now(
+            project,
+            None,
+            EventKind::DeployApproved {
+                environment: env.into(),
+                by: by.into(),
+            },
+        ))
+        .await?;
+        let ctl = self.deployments.control(project, env);
+        ctl.approvals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ctl.signal();
+        Ok(deploy)
+    }
+
+    /// Asks the deploy in flight, if any, to roll back; returns its number.
+    pub fn abort_in_flight(&self, project: &str, env: &str, reason: String) -> Option<u64> {
+        let ctl = self.deployments.control(project, env);
+        let in_flight = ctl.busy.lock().ok().and_then(|b| *b)?;
+        if let Ok(mut a) = ctl.abort.lock() {
+            *a = Some(reason);
+        }
+        ctl.signal();
+        Some(in_flight)
+    }
+
+    /// Opens an incident in `project` (id `PROJECT#N`, the next number), e.g. for a rollback
+    /// whose smoke checks failed.
+    pub async fn open_incident(&self, project: &str, env: &str, reason: &str) -> Result<String, CdError> {
+        // One at a time, so that two incidents never get the same number.
+        let _one = self.incidents.lock().await;
+        let opened = self
+            .store
+            .events(&EventFilter {
+                project: Some(project.to_string()),
+                kind: Some("incident_opened".into()),
+                ..Default::default()
+            })
+            .await?;
+        let id = takt_views::Incidents::fold(&opened).next_id(project);
+        self.record(Event::now(
+            project,
+            None,
+            EventKind::IncidentOpened {
+                environment: env.to_string(),
+                reason: reason.to_string(),
+                id: Some(id.clone()),
+                severity: takt_model::Severity::Critical,
+                services: Vec::new(),
+                impact_started_at: None,
+            },
+        ))
+        .await?;
+        Ok(id)
+    }
+}
