@@ -13,11 +13,11 @@ pub mod hooks;
 pub mod isolation;
 pub mod metrics;
 pub mod notify;
-pub mod projects;
-pub mod queue;
+pub use takt_ci::projects;
+pub use takt_ci::queue;
 pub mod runs;
 pub mod schedule;
-pub mod secrets;
+pub use takt_ci::secrets;
 
 use auth::{Permission, Scope, TokenInfo, Tokens};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -690,7 +690,7 @@ pub async fn load_tokens(store: &Store, config: &ServerConfig) -> Result<(Tokens
     } else if tokens.is_empty() {
         let secret = auth::new_secret().map_err(|e| ServerError::Random(e.to_string()))?;
         let path = config.data_dir.join("admin-token");
-        write_private(&path, &secret).map_err(|source| ServerError::Io {
+        takt_ci::write_private(&path, &secret).map_err(|source| ServerError::Io {
             doing: "writing",
             path: path.clone(),
             source,
@@ -701,19 +701,6 @@ pub async fn load_tokens(store: &Store, config: &ServerConfig) -> Result<(Tokens
         printed = Some(secret);
     }
     Ok((tokens, printed))
-}
-
-pub(crate) fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    writeln!(f, "{secret}")?;
-    f.sync_all()
 }
 
 /// A query string, or 400 with the parser's reason.

@@ -33,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "takt-driver",
         ],
     ),
+    ("takt-ci", &["takt-model", "takt-store", "takt-engine", "takt-exec"]),
     (
         "takt-server",
         &[
@@ -44,6 +45,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "takt-engine",
             "takt-exec",
             "takt-cd",
+            "takt-ci",
         ],
     ),
 ];
