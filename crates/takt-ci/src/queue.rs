@@ -107,6 +107,8 @@ struct State {
 struct FetchGate {
     requested: AtomicU64,
     done: tokio::sync::Mutex<u64>,
+    /// Successful fetches so far: the mirror's generation.
+    fetched: AtomicU64,
 }
 
 pub struct Queue {
@@ -119,6 +121,8 @@ pub struct Queue {
     state: Mutex<State>,
     wake: Notify,
     fetches: Mutex<HashMap<String, Arc<FetchGate>>>,
+    /// Signalled after every fetch of any project's mirror (its refs may have moved).
+    pub moved: Notify,
     /// Webhook deliveries already handled (provider/id).
     deliveries: Mutex<HashSet<String>>,
 }
@@ -142,6 +146,7 @@ impl Queue {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             fetches: Mutex::new(HashMap::new()),
+            moved: Notify::new(),
             deliveries: Mutex::new(HashSet::new()),
         });
         q.recover().await?;
@@ -380,7 +385,20 @@ impl Queue {
         let upto = gate.requested.load(Ordering::SeqCst);
         Repo::bare(&projects::mirror_path(&self.data, project)).fetch().await?;
         *done = upto;
+        gate.fetched.fetch_add(1, Ordering::SeqCst);
+        drop(done);
+        self.moved.notify_waiters();
         Ok(())
+    }
+
+    /// How many times `project`'s mirror was fetched since the start: what was read from it at
+    /// one generation is still current while the generation stays.
+    pub fn generation(&self, project: &str) -> u64 {
+        self.fetches
+            .lock()
+            .ok()
+            .and_then(|f| f.get(project).map(|g| g.fetched.load(Ordering::SeqCst)))
+            .unwrap_or(0)
     }
 
     /// Queues a run (see the module documentation for duplicates).

@@ -52,22 +52,25 @@ impl SupervisorClient {
     }
 
     async fn start(&self) -> Result<UnixStream, DriverError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| DriverError::Io(format!("{}: {e}", self.dir.display())))?;
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| DriverError::Io(format!("{}: {e}", self.dir.display())))?;
         let log_path = self.dir.join("supervisor.log");
-        let log = std::fs::OpenOptions::new()
+        let io = |e: std::io::Error| DriverError::Io(format!("{}: {e}", log_path.display()));
+        let log = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| DriverError::Io(format!("{}: {e}", log_path.display())))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| DriverError::Io(format!("{}: {e}", log_path.display())))?;
-        let mut cmd = std::process::Command::new(&self.program);
+            .await
+            .map_err(io)?
+            .into_std()
+            .await;
+        let err = log.try_clone().map_err(io)?;
+        let mut cmd = tokio::process::Command::new(&self.program);
         cmd.arg("supervise").arg("--dir").arg(&self.dir);
         if let Some(p) = self.port {
             cmd.arg("--port").arg(p.to_string());
         }
-        use std::os::unix::process::CommandExt;
         let mut child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(log)
@@ -78,12 +81,14 @@ impl SupervisorClient {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(s) = UnixStream::connect(socket_path(&self.dir)).await {
-                // Reap it in the background when it ends (it is not our child to wait for).
-                std::thread::spawn(move || child.wait());
+                // Reaped in the background when it ends (it outlives this request).
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
                 return Ok(s);
             }
             if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let log = tokio::fs::read_to_string(&log_path).await.unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(3).collect();
                 return Err(DriverError::Failed(format!(
                     "the supervisor exited ({status}) before answering: {}",
@@ -91,7 +96,7 @@ impl SupervisorClient {
                 )));
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
+                let _ = child.kill().await;
                 return Err(DriverError::Failed(format!(
                     "the supervisor did not answer on {} within 10 s",
                     socket_path(&self.dir).display()

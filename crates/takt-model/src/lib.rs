@@ -165,8 +165,9 @@ pub struct Event {
 }
 
 /// What happened. The `kind` tag is the event's stable name in the log and the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     CommitSeen {
         commit: String,
@@ -553,8 +554,9 @@ pub struct ArtifactRef {
 }
 
 /// How a deployment ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum DeployOutcome {
     /// The new artifact runs and passed its checks.
     Succeeded,
@@ -573,15 +575,7 @@ pub enum DeployOutcome {
 
 impl DeployOutcome {
     pub fn name(self) -> &'static str {
-        match self {
-            DeployOutcome::Succeeded => "succeeded",
-            DeployOutcome::RolledBack => "rolled_back",
-            DeployOutcome::RollbackFailed => "rollback_failed",
-            DeployOutcome::Failed => "failed",
-            DeployOutcome::Cancelled => "cancelled",
-            DeployOutcome::Interrupted => "interrupted",
-            DeployOutcome::Unchanged => "unchanged",
-        }
+        self.into()
     }
 }
 
@@ -621,47 +615,7 @@ pub enum DeployTrigger {
 impl EventKind {
     /// The stable name of this kind of event (the `kind` field).
     pub fn name(&self) -> &'static str {
-        match self {
-            EventKind::CommitSeen { .. } => "commit_seen",
-            EventKind::CommitInfo { .. } => "commit_info",
-            EventKind::RunQueued { .. } => "run_queued",
-            EventKind::RunPlanning => "run_planning",
-            EventKind::RunStarted => "run_started",
-            EventKind::RunFinished { .. } => "run_finished",
-            EventKind::JobQueued { .. } => "job_queued",
-            EventKind::JobStarted { .. } => "job_started",
-            EventKind::JobFinished { .. } => "job_finished",
-            EventKind::JobSkipped { .. } => "job_skipped",
-            EventKind::LogStored { .. } => "log_stored",
-            EventKind::ArtifactStored { .. } => "artifact_stored",
-            EventKind::TestReport { .. } => "test_report",
-            EventKind::CacheUsed { .. } => "cache_used",
-            EventKind::TokenCreated { .. } => "token_created",
-            EventKind::TokenRevoked { .. } => "token_revoked",
-            EventKind::TokenUsed { .. } => "token_used",
-            EventKind::ArtifactDownloaded { .. } => "artifact_downloaded",
-            EventKind::ArtifactDeleted { .. } => "artifact_deleted",
-            EventKind::ArtifactReplicated { .. } => "artifact_replicated",
-            EventKind::ArtifactRead { .. } => "artifact_read",
-            EventKind::ProjectAdded { .. } => "project_added",
-            EventKind::ProjectUpdated { .. } => "project_updated",
-            EventKind::JobProcess { .. } => "job_process",
-            EventKind::SecretSet { .. } => "secret_set",
-            EventKind::SecretRemoved { .. } => "secret_removed",
-            EventKind::WebhookReceived { .. } => "webhook_received",
-            EventKind::NotificationSent { .. } => "notification_sent",
-            EventKind::DeployStarted { .. } => "deploy_started",
-            EventKind::DeployStep { .. } => "deploy_step",
-            EventKind::DeployFinished { .. } => "deploy_finished",
-            EventKind::EnvironmentHalted { .. } => "environment_halted",
-            EventKind::EnvironmentResumed { .. } => "environment_resumed",
-            EventKind::DeployApproved { .. } => "deploy_approved",
-            EventKind::DeploySkipped { .. } => "deploy_skipped",
-            EventKind::IncidentOpened { .. } => "incident_opened",
-            EventKind::IncidentUpdated { .. } => "incident_updated",
-            EventKind::IncidentResolved { .. } => "incident_resolved",
-            EventKind::IncidentCauseMarked { .. } => "incident_cause_marked",
-        }
+        self.into()
     }
 }
 
@@ -704,5 +658,54 @@ mod tests {
         let back: Event = serde_json::from_str(&json).unwrap();
         assert_eq!(back.kind, e.kind);
         assert_eq!(back.kind.name(), "job_finished");
+    }
+
+    /// `name()` is the serde tag for the kinds added since 0.1 too (the 0.1 kinds are checked
+    /// against a log 0.1 wrote: crates/takt-store/tests/old_log.rs).
+    #[test]
+    fn every_new_kind_is_named_as_it_is_stored() {
+        let kinds = [
+            EventKind::CommitInfo {
+                commit: "c".into(),
+                author: "a".into(),
+                email: None,
+                committed_at: OffsetDateTime::UNIX_EPOCH,
+                subject: "s".into(),
+            },
+            EventKind::DeploySkipped {
+                environment: "e".into(),
+                reason: SkipReason::Superseded,
+                by_run: Some(2),
+                detail: None,
+            },
+            EventKind::IncidentUpdated {
+                id: "p#1".into(),
+                status: IncidentStatus::Identified,
+                note: None,
+                by: "x".into(),
+            },
+            EventKind::IncidentResolved {
+                id: "p#1".into(),
+                auto: true,
+                by: "takt".into(),
+                note: None,
+            },
+            EventKind::IncidentCauseMarked {
+                id: "p#1".into(),
+                deploy: None,
+                by: "x".into(),
+            },
+        ];
+        for k in kinds {
+            let json = serde_json::to_value(Event::now("p", None, k.clone())).unwrap();
+            assert_eq!(json["kind"], k.name());
+            let back: Event = serde_json::from_value(json).unwrap();
+            assert_eq!(back.kind, k);
+        }
+        assert_eq!(DeployOutcome::RollbackFailed.name(), "rollback_failed");
+        assert_eq!(
+            serde_json::to_value(DeployOutcome::RolledBack).unwrap(),
+            DeployOutcome::RolledBack.name()
+        );
     }
 }

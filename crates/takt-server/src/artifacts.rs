@@ -12,6 +12,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use backon::Retryable;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -190,30 +191,28 @@ async fn replicate(
         let Ok(engine) = state.queue().map(|q| q.engine.clone()) else {
             return;
         };
-        let mut last = None;
-        for attempt in 0..5u32 {
-            if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
-            }
+        // 5 attempts, waiting 0.5 s, 1 s, 2 s, 4 s between them; a vanished manifest is final.
+        let copy = || async {
             let m = match engine.manifests.get(name, version) {
                 Ok(Some(m)) => m,
-                Ok(None) => {
-                    last = Some("the manifest is gone".to_string());
-                    break;
-                }
-                Err(err) => {
-                    last = Some(err.to_string());
-                    continue;
-                }
+                Ok(None) => return Err(None),
+                Err(err) => return Err(Some(err.to_string())),
             };
-            match mirror.put_artifact(&engine.blobs, &m).await {
-                Ok(()) => {
-                    last = None;
-                    break;
-                }
-                Err(err) => last = Some(err.to_string()),
-            }
-        }
+            mirror
+                .put_artifact(&engine.blobs, &m)
+                .await
+                .map_err(|err| Some(err.to_string()))
+        };
+        let policy = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(500))
+            .with_factor(2.0)
+            .with_max_times(4);
+        let last = copy
+            .retry(policy)
+            .when(|e: &Option<String>| e.is_some())
+            .await
+            .err()
+            .map(|e| e.unwrap_or_else(|| "the manifest is gone".to_string()));
         if let Some(err) = &last {
             tracing::error!(%name, %version, error = %err, "cannot copy an artifact to the object store");
         }

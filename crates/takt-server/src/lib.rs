@@ -810,6 +810,9 @@ async fn add_project(
     if let Ok(p) = state.project(&req.name) {
         schedule::refresh(&state, &p).await;
     }
+    if let Some(q) = &state.queue {
+        q.moved.notify_waiters(); // the scheduler looks at its schedules now
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({"name": req.name, "repo": req.repo, "branch": branch})),

@@ -7,6 +7,7 @@
 //! events).
 
 use crate::AppState;
+use backon::Retryable;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -232,37 +233,44 @@ fn worker(state: Arc<AppState>, url: String, cursor: Arc<takt_store::Cursor>) ->
     tokio::spawn(async move {
         let http = reqwest_client();
         while let Some(d) = rx.recv().await {
-            let mut wait = FIRST_BACKOFF;
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let content_type = if d.cloudevents {
-                    "application/cloudevents+json"
-                } else {
-                    "application/json"
-                };
-                let res = http
+            let content_type = if d.cloudevents {
+                "application/cloudevents+json"
+            } else {
+                "application/json"
+            };
+            let attempts = std::sync::atomic::AtomicU32::new(0);
+            let deliver = || async {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match http
                     .post(&url)
                     .header("content-type", content_type)
                     .body(d.body.to_string())
                     .send()
-                    .await;
-                let (status, error) = match res {
-                    Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
-                    Ok(r) => (Some(r.status().as_u16()), Some(format!("answered {}", r.status()))),
-                    Err(e) => (None, Some(e.to_string())),
-                };
-                if error.is_none() || attempt >= ATTEMPTS {
-                    record(&state, &d.project, &url, d.seq, attempt, status, error).await;
-                    cursor.done(d.seq);
-                    break;
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
+                    Ok(r) => Err((Some(r.status().as_u16()), format!("answered {}", r.status()))),
+                    Err(e) => Err((None, e.to_string())),
                 }
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
+            };
+            let (status, error) = match deliver.retry(backoff()).await {
+                Ok(status) => (Some(status), None),
+                Err((status, error)) => (status, Some(error)),
+            };
+            let attempts = attempts.load(std::sync::atomic::Ordering::Relaxed);
+            record(&state, &d.project, &url, d.seq, attempts, status, error).await;
+            cursor.done(d.seq);
         }
     });
     tx
+}
+
+/// [`ATTEMPTS`] attempts, the first wait [`FIRST_BACKOFF`], doubling, no jitter.
+fn backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(FIRST_BACKOFF)
+        .with_factor(2.0)
+        .with_max_times(ATTEMPTS as usize - 1)
 }
 
 fn reqwest_client() -> reqwest::Client {

@@ -630,20 +630,7 @@ pub async fn logs(
 
 /// `len` bytes of a file from where it is positioned, streamed in pieces of 256 KiB.
 pub(crate) fn file_body(file: tokio::fs::File, len: u64) -> Body {
-    Body::from_stream(futures_util::stream::unfold((file, len), |(mut f, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        let mut buf = vec![0u8; left.min(256 * 1024) as usize];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(buf), (f, left - n as u64)))
-            }
-            Err(e) => Some((Err(e), (f, 0))),
-        }
-    }))
+    Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024))
 }
 
 /// `bytes=A-B`, `bytes=A-`, `bytes=-N` → [start, end) within `size`.

@@ -16,6 +16,8 @@ use takt_pipeline::{CronSchedule, Subscriber};
 pub struct BranchConfig {
     /// The default branch's commit they were read from.
     pub commit: String,
+    /// The mirror's generation ([`crate::queue::Queue::generation`]) they were read at.
+    pub generation: u64,
     pub schedules: Vec<CronSchedule>,
     pub notify: Vec<Subscriber>,
     pub retention: Option<takt_pipeline::Retention>,
@@ -24,11 +26,21 @@ pub struct BranchConfig {
     pub error: Option<String>,
 }
 
-/// How often the default branches are looked at, and schedules evaluated.
-pub const TICK: Duration = Duration::from_millis(500);
+/// The longest the scheduler sleeps without looking again (a schedule's next time is
+/// recomputed when a mirror moves, so this only bounds clock drift).
+pub const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
-/// Re-reads a project's default-branch takt.yml when the branch moved.
+/// Re-reads a project's default-branch takt.yml when the branch moved. Costs nothing (no git)
+/// while the mirror has not been fetched since the last read.
 pub async fn refresh(state: &AppState, p: &projects::Project) {
+    let generation = state.queue.as_ref().map_or(0, |q| q.generation(&p.name));
+    let current = state.branch_configs.read().ok().is_some_and(|c| {
+        c.get(&p.name)
+            .is_some_and(|x| x.generation == generation && !x.commit.is_empty())
+    });
+    if current && state.queue.is_some() {
+        return;
+    }
     let mirror = Repo::bare(&projects::mirror_path(&state.data_dir, &p.name));
     let Ok(commit) = mirror.resolve(&format!("refs/heads/{}", p.branch)).await else {
         return;
@@ -39,6 +51,11 @@ pub async fn refresh(state: &AppState, p: &projects::Project) {
         .ok()
         .and_then(|c| c.get(&p.name).map(|x| x.commit.clone()));
     if known.as_deref() == Some(commit.as_str()) {
+        if let Ok(mut c) = state.branch_configs.write()
+            && let Some(x) = c.get_mut(&p.name)
+        {
+            x.generation = generation;
+        }
         return;
     }
     let mut cfg = state
@@ -48,6 +65,7 @@ pub async fn refresh(state: &AppState, p: &projects::Project) {
         .and_then(|c| c.get(&p.name).cloned())
         .unwrap_or_default();
     cfg.commit = commit.clone();
+    cfg.generation = generation;
     match mirror.file_at(&commit, "takt.yml").await {
         None => {
             cfg.error = Some(format!(
@@ -106,8 +124,10 @@ pub fn start(state: Arc<AppState>) {
         let mut last = jiff::Timestamp::now();
         let mut warned: HashMap<(String, String), ()> = HashMap::new();
         loop {
-            tokio::time::sleep(TICK).await;
+            // Registered first: a mirror that moves while this pass runs wakes the next sleep.
+            let moved = state.queue.as_ref().map(|q| q.moved.notified());
             let now = jiff::Timestamp::now();
+            let mut next_wake = now + jiff::SignedDuration::try_from(LONGEST_SLEEP).unwrap_or_default();
             let projects = state.projects.read().map(|p| p.list()).unwrap_or_default();
             for p in projects {
                 refresh(&state, &p).await;
@@ -125,7 +145,11 @@ pub fn start(state: Arc<AppState>) {
                         continue;
                     };
                     if next > now {
+                        next_wake = next_wake.min(next);
                         continue;
+                    }
+                    if let Some(after) = next_fire(&s, now) {
+                        next_wake = next_wake.min(after);
                     }
                     let branch = s.branch.clone().unwrap_or_else(|| p.branch.clone());
                     let trigger = Trigger::Schedule {
@@ -144,6 +168,20 @@ pub fn start(state: Arc<AppState>) {
                 }
             }
             last = now;
+            // Until the next schedule is due, or a mirror moved (a takt.yml may have changed).
+            let wait = Duration::try_from(next_wake.duration_since(jiff::Timestamp::now()))
+                .unwrap_or_default()
+                .min(LONGEST_SLEEP)
+                .max(Duration::from_millis(1));
+            match moved {
+                Some(moved) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = moved => {}
+                    }
+                }
+                None => tokio::time::sleep(wait).await,
+            }
         }
     });
 }

@@ -87,6 +87,17 @@ impl std::fmt::Display for BadInput {
 }
 impl std::error::Error for BadInput {}
 
+/// The operation ran and did not succeed, and the output said so already: exit code 1, no
+/// further message.
+#[derive(Debug)]
+pub(crate) struct AlreadyReported;
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("did not succeed")
+    }
+}
+impl std::error::Error for AlreadyReported {}
+
 pub fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -97,6 +108,7 @@ pub fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> Exi
     };
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<AlreadyReported>().is_some() => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(if e.downcast_ref::<BadInput>().is_some() { 2 } else { 1 })
@@ -161,12 +173,22 @@ impl Api {
 
     /// Sends; a 4xx/5xx answer becomes an error with the server's reason.
     pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let res = req.send().await.map_err(|e| {
+        let res = self.reach(req).await?;
+        self.check(res).await
+    }
+
+    /// Sends, whatever the server answers.
+    pub(crate) async fn reach(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        req.send().await.map_err(|e| {
             anyhow!(
                 "cannot reach the server at {} (is `takt serve` running?): {e}",
                 self.base
             )
-        })?;
+        })
+    }
+
+    /// A 4xx/5xx answer as an error with the server's reason.
+    pub(crate) async fn check(&self, res: reqwest::Response) -> anyhow::Result<reqwest::Response> {
         let status = res.status().as_u16();
         if status >= 400 {
             let text = res.text().await.unwrap_or_default();
@@ -203,10 +225,11 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
     };
     let api = Api::new(&remote)?;
     // 403 still proves the token is known; 401 does not.
-    match api.call(reqwest::Method::GET, "/api/v1/openapi.json", None).await {
-        Ok(_) => {}
-        Err(e) if e.to_string().contains("answered 403") => {}
-        Err(e) => return Err(e),
+    let probe = api
+        .reach(api.request(reqwest::Method::GET, "/api/v1/openapi.json"))
+        .await?;
+    if probe.status() != reqwest::StatusCode::FORBIDDEN {
+        api.check(probe).await?;
     }
     let path = credentials_path();
     if let Some(dir) = path.parent() {

@@ -1,7 +1,7 @@
 //! Deployment commands: `takt deploy|promote|approve|halt|resume|rollback` and `takt env
 //! ls|show`, as API calls; and `takt supervise`, the process driver's supervisor.
 
-use crate::client::{Api, BadInput, Remote, s, table};
+use crate::client::{AlreadyReported, Api, BadInput, Remote, s, table};
 use anyhow::bail;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -197,7 +197,7 @@ async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Re
                 );
             }
             if outcome != "succeeded" {
-                std::process::exit(1);
+                return Err(AlreadyReported.into());
             }
             return Ok(());
         }
