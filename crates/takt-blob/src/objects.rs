@@ -38,6 +38,7 @@ impl ObjectMirror {
     /// variables, e.g. `AWS_ENDPOINT_URL` for an S3-compatible server; plain http is allowed for
     /// endpoints on this machine) or `file:///ABSOLUTE/PATH`.
     pub fn from_url(url: &str) -> Result<ObjectMirror, BlobError> {
+        let _ = rustls::crypto::ring::default_provider().install_default(); // TLS on ring: see Cargo.toml
         let bad = |why: &str| BlobError::Remote(format!("artifact store `{url}`: {why}"));
         let (store, rest): (Arc<dyn ObjectStore>, &str) = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));

@@ -99,6 +99,7 @@ pub async fn shell(
 }
 
 fn client() -> Result<reqwest::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default(); // TLS on ring: see Cargo.toml
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .no_proxy()

@@ -493,6 +493,7 @@ async fn terminate(pid: u32, child: &mut tokio::process::Child) {
 }
 
 async fn wait_healthy(port: u16, health: &str, deadline: Instant) -> Result<(), String> {
+    let _ = rustls::crypto::ring::default_provider().install_default(); // TLS on ring: see Cargo.toml
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .no_proxy()

@@ -62,7 +62,10 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 async fn fixed_rate(addr: SocketAddr) -> Result<(f64, f64)> {
-    let c = reqwest::Client::new();
+    let c = {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    };
     let url = format!("http://{addr}/");
     for _ in 0..200 {
         c.get(&url).send().await?.bytes().await?;
@@ -86,7 +89,10 @@ async fn throughput(addr: SocketAddr) -> Result<f64> {
     for _ in 0..16 {
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
+            let c = {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::new()
+            };
             let url = format!("http://{addr}/");
             while Instant::now() < stop {
                 if c.get(&url).send().await.is_ok() {

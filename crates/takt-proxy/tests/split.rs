@@ -23,7 +23,10 @@ async fn traffic_splits_exactly_and_errors_are_counted_per_backend() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(proxy.clone().serve(l));
-    let c = reqwest::Client::new();
+    let c = {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    };
     let mut canary_hits = 0;
     for _ in 0..200 {
         let r = c.get(format!("{base}/x?y=1")).send().await.unwrap();

@@ -274,6 +274,7 @@ fn backoff() -> backon::ExponentialBuilder {
 }
 
 fn reqwest_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default(); // TLS on ring: see Cargo.toml
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -171,6 +171,8 @@ fn main() -> ExitCode {
         return ExitCode::from(takt_exec::shim::main(rest).clamp(0, 255) as u8);
     }
     let cli = Cli::parse();
+    // Every HTTP client (the API client, notifications, S3) speaks TLS through rustls on ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         output::keep_going_when_stdout_closes();
     }

@@ -23,6 +23,7 @@ fn example(file: &str) -> String {
 /// Sequential GETs of `/` until stopped: (status, body) per request, in order.
 fn load(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<(u16, String)>> {
     tokio::spawn(async move {
+        tls();
         let c = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(5))

@@ -28,6 +28,7 @@ async fn green_run(s: &Server, ci: &str, n: u64) {
 
 /// A fresh connection per request, so nginx's workers see each one.
 async fn versions(url: &str, n: usize) -> Vec<String> {
+    tls();
     let c = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
@@ -207,6 +208,7 @@ async fn the_supervisor_keeps_serving_while_the_server_is_killed_and_restarted()
         let stop = stop.clone();
         let url = format!("http://127.0.0.1:{port}/");
         tokio::spawn(async move {
+            tls();
             let c = reqwest::Client::builder().no_proxy().build().unwrap();
             let (mut ok, mut failed) = (0u32, 0u32);
             let deadline = Instant::now() + Duration::from_secs(60);

@@ -372,6 +372,7 @@ async fn sse_answers_from_the_end_and_waits_for_a_job_to_start() {
     let follower = {
         let (base, admin) = (s.base.clone(), admin.clone());
         tokio::spawn(async move {
+            tls();
             let r = reqwest::Client::new()
                 .get(format!("{base}/api/v1/runs/demo/1/logs/second?follow=true"))
                 .bearer_auth(admin)

@@ -66,7 +66,13 @@ pub fn start(data: &std::path::Path, env: &[(&str, &str)]) -> Server {
     }
 }
 
+/// TLS for this test process's HTTP clients: rustls on ring, as the binary installs it.
+pub fn tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn client() -> reqwest::Client {
+    tls();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
