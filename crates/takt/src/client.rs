@@ -200,7 +200,9 @@ impl Api {
                 _ => "",
             };
             let e = anyhow!("server answered {status}: {msg}{hint}");
-            return Err(if status < 500 {
+            // 409: the request was fine and the state refused it (a gate: frozen, halted, busy;
+            // nothing to roll back to): that is a failure (1), not bad input (2).
+            return Err(if status < 500 && status != 409 {
                 BadInput(format!("{e}")).into()
             } else {
                 e

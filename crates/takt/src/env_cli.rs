@@ -161,7 +161,15 @@ async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Re
         }
         return Ok(());
     }
+    watch(api, p, e, id, wait, false).await
+}
+
+/// Follows deploy `id` to its end (or to a wait for a person), printing each step. Just
+/// `approved`: only the steps from now on, and the approval it still waits on is the one just
+/// given (it goes on once the deploy takes it).
+async fn watch(api: &Api, p: &str, e: &str, id: u64, wait: Wait, approved: bool) -> anyhow::Result<()> {
     let mut printed = 0usize;
+    let mut at_approval = None;
     loop {
         let (_, env) = api
             .call(Method::GET, &format!("/api/v1/environments/{p}/{e}"), None)
@@ -174,6 +182,10 @@ async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Re
             bail!("deploy #{id} is not in {p}/{e}'s history");
         };
         let steps = d["steps"].as_array().cloned().unwrap_or_default();
+        if approved && at_approval.is_none() {
+            at_approval = Some(steps.len());
+            printed = steps.len();
+        }
         if !wait.json {
             for st in steps.iter().skip(printed) {
                 outln!(
@@ -205,7 +217,8 @@ async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Re
         let paused = steps
             .last()
             .is_some_and(|st| st["action"] == json!("paused") || st["action"] == json!("halted"));
-        if waiting || paused {
+        let approval_not_taken_yet = approved && waiting && steps.len() <= at_approval.unwrap_or(0);
+        if (waiting || paused) && !approval_not_taken_yet {
             if !wait.json {
                 outln!(
                     "deploy #{id} is {}; it goes on after `takt {} {p}/{e}`",
@@ -258,6 +271,13 @@ pub async fn simple(what: &str, a: EnvArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.remote)?;
     let (p, e) = resolve(&api, &a.target).await?;
     let (_, v) = api.call(Method::POST, &path(&p, &e, what), None).await?;
+    if what == "approve" && !a.wait.detach {
+        let id = v["deploy"].as_u64().unwrap_or(0);
+        if !a.wait.json {
+            outln!("{p}/{e}: deploy #{id} approved");
+        }
+        return watch(&api, &p, &e, id, a.wait, true).await;
+    }
     if a.wait.json {
         outln!("{v}");
     } else {

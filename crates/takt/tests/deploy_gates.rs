@@ -118,6 +118,16 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     let (st, b) = deploy(&s, &dep, "frozen", "promote").await;
     assert_eq!(st, StatusCode::CONFLICT, "{b}");
     assert!(b["error"].as_str().unwrap().contains("is frozen until"), "{b}");
+    // A gate's refusal is not bad input: the CLI exits 1 with the reason (it exited 2).
+    let out = takt()
+        .args(["promote", "frozen", "--server", &s.base, "--token", &dep])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is frozen until"),
+        "{out:?}"
+    );
     assert!(!view(&s, &dep, "frozen").await["frozen_until"].is_null());
 
     // prod needs approval: the deploy waits, a second request is refused, approve lets it go.
@@ -136,11 +146,20 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     .await;
     assert_eq!(st, StatusCode::CONFLICT, "{b}");
     assert!(b["error"].as_str().unwrap().contains("is busy with deploy #1"), "{b}");
+    // `takt approve` follows the deploy it let go to its end (it returned at once before).
     let out = takt()
         .args(["approve", "prod", "--server", &s.base, "--token", &dep])
         .output()
         .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("deploy #1 approved"), "{text}");
+    assert!(
+        text.contains("deploy #1: succeeded"),
+        "approve follows the deploy: {text}"
+    );
+    let v = view(&s, &dep, "prod").await;
+    assert!(v["deploying"].is_null(), "it had ended when approve returned: {v:#}");
     let v = settled(&s, &dep, "app", "prod", 1).await;
     assert_eq!(v["running"]["version"], v2.as_str());
     assert_eq!(v["history"][0]["outcome"], "succeeded");
