@@ -58,6 +58,9 @@ pub enum ArtifactCommand {
     Show {
         /// NAME@VERSION.
         artifact: String,
+        /// Print the server's JSON instead of one `field: value` line each.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -410,7 +413,7 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        ArtifactCommand::Show { artifact, remote } => {
+        ArtifactCommand::Show { artifact, json, remote } => {
             let (name, version) = split(&artifact)?;
             let (_, v) = Api::new(&remote)?
                 .call(
@@ -419,7 +422,11 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            outln!("{v:#}");
+            if json {
+                outln!("{v}");
+            } else {
+                crate::client::print_fields(&v);
+            }
         }
         ArtifactCommand::Verify {
             target,

@@ -98,6 +98,46 @@ impl std::fmt::Display for AlreadyReported {
 }
 impl std::error::Error for AlreadyReported {}
 
+/// A JSON document for people: one `field: value` line per value, nested fields as
+/// `outer.inner`, lists of plain values joined by commas.
+pub(crate) fn print_fields(v: &serde_json::Value) {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        use serde_json::Value;
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
+                let items: Vec<String> = a.iter().map(plain).collect();
+                out.push((prefix.to_string(), items.join(", ")));
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(&format!("{prefix}[{i}]"), x, out);
+                }
+            }
+            Value::Null => {}
+            other => out.push((prefix.to_string(), plain(other))),
+        }
+    }
+    fn plain(v: &serde_json::Value) -> String {
+        v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+    }
+    let mut lines = Vec::new();
+    walk("", v, &mut lines);
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, x) in lines {
+        outln!("{k:<width$}  {x}");
+    }
+}
+
 pub fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -337,9 +377,12 @@ pub enum ProjectCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Show one project.
+    /// Show one project: its repository, settings and how its jobs are isolated.
     Show {
         name: String,
+        /// Print the server's JSON instead of one `field: value` line each.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -475,15 +518,19 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
                 outln!("{}", table(&["name", "branch", "repository"], rows));
             }
         }
-        ProjectCommand::Show { name, remote } => {
+        ProjectCommand::Show { name, json, remote } => {
             let (_, v) = Api::new(&remote)?
                 .call(reqwest::Method::GET, &format!("/api/v1/projects/{name}"), None)
                 .await?;
-            // Said where a person sees it; stdout stays one JSON document.
+            // Said where a person sees it; with --json stdout stays one JSON document.
             if let Some(w) = v["job_isolation"]["warning"].as_str() {
                 eprintln!("WARNING: {w}");
             }
-            outln!("{v:#}");
+            if json {
+                outln!("{v}");
+            } else {
+                print_fields(&v);
+            }
         }
         ProjectCommand::Set {
             name,

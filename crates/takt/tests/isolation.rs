@@ -302,7 +302,9 @@ async fn without_isolation_the_server_says_jobs_can_read_its_secrets() {
     );
 
     let out = takt()
-        .args(["project", "show", "demo", "--server", &s.base, "--token", &admin])
+        .args([
+            "project", "show", "demo", "--json", "--server", &s.base, "--token", &admin,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -76,3 +76,57 @@ async fn artifact_ls_says_a_pushed_artifact_was_pushed() {
     assert!(text.contains("app@1.0") && text.contains("pushed"), "{text}");
     assert!(!text.contains("null"), "{text}");
 }
+
+/// `takt artifact show` and `takt project show` printed JSON only and took no `--json`: now
+/// one `field: value` line each, and `--json` for the server's document.
+#[tokio::test]
+async fn artifact_show_and_project_show_print_fields_or_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let repo = Repo::new(&[("takt.yml", "jobs:\n  a:\n    script: [\"true\"]\n")]);
+    add_project(&s, &admin, "demo", repo.path()).await;
+    let r = client()
+        .put(format!("{}/api/v1/artifacts/app/1.0", s.base))
+        .bearer_auth(&admin)
+        .body("bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let show = |args: &[&str]| {
+        let out = takt()
+            .args(args)
+            .args(["--server", &s.base, "--token", &admin])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    for args in [&["artifact", "show", "app@1.0"][..], &["project", "show", "demo"][..]] {
+        let text = show(args);
+        assert!(!text.trim_start().starts_with('{'), "{args:?} prints fields: {text}");
+        let json = show(&[args, &["--json"][..]].concat());
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(v.is_object(), "{json}");
+        // Every plain value of the document is in the text.
+        let first = v
+            .as_object()
+            .unwrap()
+            .iter()
+            .find_map(|(k, x)| x.as_str().map(|x| (k.clone(), x.to_string())));
+        if let Some((k, x)) = first {
+            assert!(
+                text.lines().any(|l| l.starts_with(&k) && l.ends_with(&x)),
+                "{k}: {x} in\n{text}"
+            );
+        }
+    }
+    let text = show(&["project", "show", "demo"]);
+    assert!(
+        text.lines().any(|l| l.starts_with("name") && l.ends_with("demo")),
+        "{text}"
+    );
+    let text = show(&["artifact", "show", "app@1.0"]);
+    assert!(text.contains("1.0"), "{text}");
+}
