@@ -151,6 +151,13 @@ impl Control {
     pub fn halted(&self) -> Option<String> {
         self.halted.lock().ok().and_then(|h| h.clone())
     }
+    /// No deploy in flight any more: frees the environment and wakes whoever waits for it.
+    pub fn release(&self) {
+        if let Ok(mut b) = self.busy.lock() {
+            *b = None;
+        }
+        self.signal();
+    }
     pub fn abort_reason(&self) -> Option<String> {
         self.abort.lock().ok().and_then(|a| a.clone())
     }
@@ -416,15 +423,21 @@ impl Cd {
             },
         );
         if let Err(e) = self.record(started).await {
-            if let Ok(mut b) = ctl.busy.lock() {
-                *b = None;
-            }
+            ctl.release();
             return Err(e);
         }
         let cd = self.clone();
         let stable = view.running.clone();
         tokio::spawn(async move {
-            crate::rollout::run(cd, ask, id, stable, ctl).await;
+            let rollout = tokio::spawn(crate::rollout::run(cd, ask, id, stable, ctl.clone()));
+            // A rollout that panicked still frees the environment (and wakes who waits on it).
+            if rollout.await.is_err() {
+                tracing::error!(
+                    deploy = id,
+                    "a rollout stopped unexpectedly; the environment is free again"
+                );
+                ctl.release();
+            }
         });
         Ok(Some(id))
     }

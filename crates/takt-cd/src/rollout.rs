@@ -171,10 +171,7 @@ pub(crate) async fn run(cd: Arc<Cd>, ask: Ask, deploy: u64, stable: Option<Artif
     if let Err(e) = cd.record(finished).await {
         tracing::error!(error = %e, "cannot record the end of a deploy");
     }
-    if let Ok(mut b) = ctl.busy.lock() {
-        *b = None;
-    }
-    ctl.signal();
+    ctl.release();
 }
 
 impl Cx {

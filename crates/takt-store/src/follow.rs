@@ -25,6 +25,8 @@ pub struct Subscription {
     rx: tokio::sync::broadcast::Receiver<Event>,
     /// Every event up to here has been handed out (or did not match).
     position: i64,
+    /// How far the last catch-up read went: the position once its buffer is handed out.
+    read_to: i64,
     kinds: Vec<String>,
     buffer: VecDeque<Event>,
     live: bool,
@@ -39,6 +41,7 @@ impl Subscription {
             store,
             rx,
             position: after,
+            read_to: after,
             kinds: kinds.iter().map(|k| k.to_string()).collect(),
             buffer: VecDeque::new(),
             live: false,
@@ -66,6 +69,13 @@ impl Subscription {
     pub async fn next(&mut self) -> Result<Event, StoreError> {
         loop {
             if let Some(e) = self.buffer.pop_front() {
+                // Not past the events still buffered: a follower saves this position as done.
+                let seq = e.seq.unwrap_or(self.position);
+                self.position = if self.buffer.is_empty() {
+                    self.read_to.max(seq)
+                } else {
+                    seq
+                };
                 return Ok(e);
             }
             if !self.live {
@@ -109,12 +119,17 @@ impl Subscription {
             })
             .await?;
         let full = batch.len() == CATCH_UP_BATCH as usize;
-        self.position = match (full, batch.last().and_then(|e| e.seq)) {
+        let end = match (full, batch.last().and_then(|e| e.seq)) {
             (true, Some(last)) => last,
             _ => head,
         };
-        self.live = !full && self.position >= head;
-        self.buffer.extend(batch);
+        self.live = !full;
+        if batch.is_empty() {
+            self.position = end;
+        } else {
+            self.read_to = end;
+            self.buffer.extend(batch);
+        }
         Ok(())
     }
 }

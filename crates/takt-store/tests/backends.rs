@@ -195,6 +195,14 @@ async fn follow_suite(url: &str, project: &str) {
         }
     };
     append(store.clone(), 0..30).await;
+    // The position never passes events still buffered (a follower saves it as done).
+    let mut probe = store.subscribe(start, &[]);
+    let first = probe.next().await.unwrap();
+    assert_eq!(
+        probe.position(),
+        first.seq.unwrap(),
+        "not past the 29 events still buffered"
+    );
     let mut all = store.subscribe(start, &[]);
     let mut started = store.subscribe(start, &["run_started"]);
     let mut none = store.subscribe(start, &["run_finished"]);
