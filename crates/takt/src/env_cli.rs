@@ -312,9 +312,21 @@ fn running(v: &Value) -> String {
     }
 }
 
+/// An environment's state in one phrase: halted, awaiting approval, deploying, frozen,
+/// healthy, unhealthy or empty.
 fn state_of(v: &Value) -> String {
     if let Some(h) = v["halted"].as_object() {
         return format!("halted: {}", s(&h["reason"].clone()));
+    }
+    if let Some(d) = v["deploying"].as_object()
+        && d.get("waiting_for_approval") == Some(&json!(true))
+    {
+        return format!(
+            "awaiting approval: deploy #{} {}@{}",
+            s(&d["deploy"].clone()),
+            s(&d["artifact"]["name"].clone()),
+            s(&d["artifact"]["version"].clone())
+        );
     }
     if let Some(d) = v["deploying"].as_object() {
         return format!(
@@ -326,12 +338,16 @@ fn state_of(v: &Value) -> String {
             s(&d["weight"].clone())
         );
     }
-    if v["running"].is_null() {
-        "empty".into()
+    let runs = if v["running"].is_null() {
+        "empty"
     } else if v["healthy"] == json!(true) {
-        "healthy".into()
+        "healthy"
     } else {
-        "unhealthy".into()
+        "unhealthy"
+    };
+    match v["frozen_until"].as_str() {
+        Some(t) => format!("frozen until {t} ({runs})"),
+        None => runs.into(),
     }
 }
 
@@ -432,5 +448,27 @@ pub fn supervise(a: SuperviseArgs) -> std::process::ExitCode {
             eprintln!("error: {e}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frozen environment showed as `empty`, one awaiting approval as `deploying`.
+    #[test]
+    fn env_ls_names_frozen_halted_and_awaiting_approval() {
+        let frozen = json!({"running": null, "frozen_until": "2026-12-01T18:00:00Z"});
+        assert_eq!(state_of(&frozen), "frozen until 2026-12-01T18:00:00Z (empty)");
+        let halted = json!({"halted": {"reason": "incident 42"}, "frozen_until": "x"});
+        assert_eq!(state_of(&halted), "halted: incident 42");
+        let waiting = json!({"deploying": {"deploy": 3, "artifact": {"name": "app", "version": "7"},
+            "action": "approval", "weight": 0, "waiting_for_approval": true}});
+        assert_eq!(state_of(&waiting), "awaiting approval: deploy #3 app@7");
+        let deploying = json!({"deploying": {"deploy": 4, "artifact": {"name": "app", "version": "8"},
+            "action": "set_weight", "weight": 20, "waiting_for_approval": false}});
+        assert_eq!(state_of(&deploying), "deploying #4 app@8 (set_weight 20%)");
+        let healthy = json!({"running": {"name": "app", "version": "8"}, "healthy": true, "frozen_until": null});
+        assert_eq!(state_of(&healthy), "healthy");
     }
 }
