@@ -72,7 +72,7 @@ enum Command {
     /// Git hooks that report pushes to the server.
     #[command(subcommand)]
     Hook(ops::HookCommand),
-    /// The artifact repository: push, pull (verified), ls, show, verify.
+    /// The artifact repository: push, pull (verified), ls, show, verify, fsck, gc.
     #[command(subcommand)]
     Artifact(artifact_cli::ArtifactCommand),
     /// Deploy an artifact to an environment (its strategy, smoke checks and gates apply) and

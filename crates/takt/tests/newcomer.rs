@@ -130,3 +130,17 @@ async fn artifact_show_and_project_show_print_fields_or_json() {
     let text = show(&["artifact", "show", "app@1.0"]);
     assert!(text.contains("1.0"), "{text}");
 }
+
+/// `takt --help` described the artifact commands without fsck and gc.
+#[test]
+fn the_artifact_summary_names_every_artifact_command() {
+    let out = takt().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("artifact"))
+        .unwrap_or_else(|| panic!("{text}"));
+    for cmd in ["push", "pull", "ls", "show", "verify", "fsck", "gc"] {
+        assert!(line.contains(cmd), "`{cmd}` missing from: {line}");
+    }
+}
