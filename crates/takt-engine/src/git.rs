@@ -101,6 +101,28 @@ async fn run_git(dir: &Path, args: &[&str], env: &[(&str, &Path)], reach: Reach)
     Ok(out.stdout)
 }
 
+/// A full object id (SHA-1 or SHA-256 hex): the only revisions taken from stored data (an
+/// artifact's provenance, a deploy's range), so that none can be read as a git option.
+pub fn is_object_id(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `from..to` (or `to`) of object ids, or an error naming the one that is not.
+fn object_range(from: Option<&str>, to: &str) -> Result<String, EngineError> {
+    for rev in from.into_iter().chain([to]) {
+        if !is_object_id(rev) {
+            return Err(EngineError::Git {
+                command: "git rev-list".into(),
+                message: format!("`{rev}` is not a commit id"),
+            });
+        }
+    }
+    Ok(match from {
+        Some(f) => format!("{f}..{to}"),
+        None => to.to_string(),
+    })
+}
+
 fn text(b: Vec<u8>) -> String {
     String::from_utf8_lossy(&b).trim().to_string()
 }
@@ -285,20 +307,14 @@ impl Repo {
     /// The commits in `to` that `from` lacks (all of `to`'s history without `from`), newest
     /// first, at most `max`.
     pub async fn commits_between(&self, from: Option<&str>, to: &str, max: usize) -> Result<Vec<String>, EngineError> {
-        let range = match from {
-            Some(f) => format!("{f}..{to}"),
-            None => to.to_string(),
-        };
+        let range = object_range(from, to)?;
         let max = format!("--max-count={max}");
         git(&self.root, &["rev-list", &max, &range, "--"], &[]).await.map(lines)
     }
 
     /// How many commits are in `to` and not in `from`.
     pub async fn count_between(&self, from: Option<&str>, to: &str) -> Result<u64, EngineError> {
-        let range = match from {
-            Some(f) => format!("{f}..{to}"),
-            None => to.to_string(),
-        };
+        let range = object_range(from, to)?;
         let out = git(&self.root, &["rev-list", "--count", &range, "--"], &[]).await?;
         Ok(text(out).parse().unwrap_or(0))
     }
@@ -310,12 +326,7 @@ impl Repo {
             "--no-walk=unsorted",
             "--format=%H%x1f%an%x1f%ae%x1f%cI%x1f%s%x1e",
         ];
-        args.extend(
-            commits
-                .iter()
-                .copied()
-                .filter(|c| c.bytes().all(|b| b.is_ascii_hexdigit())),
-        );
+        args.extend(commits.iter().copied().filter(|c| is_object_id(c)));
         args.push("--");
         match git(&self.root, &args, &[]).await {
             Ok(out) => crate::commits::parse_log(&String::from_utf8_lossy(&out)),
@@ -400,5 +411,25 @@ impl Repo {
             Ok(u) if !u.is_empty() => u,
             _ => self.root.display().to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pushed artifact's provenance names its commit: a value like `--output=x` must never
+    /// reach git's command line as an option.
+    #[test]
+    fn ranges_take_object_ids_only() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(64);
+        assert_eq!(object_range(Some(&a), &b).unwrap(), format!("{a}..{b}"));
+        assert_eq!(object_range(None, &a).unwrap(), a);
+        for bad in ["--output=/tmp/x", "HEAD", "", &"a".repeat(39), &"g".repeat(40)] {
+            assert!(object_range(None, bad).is_err(), "{bad}");
+            assert!(object_range(Some(bad), &a).is_err(), "{bad}");
+        }
+        assert!(!is_object_id("--all"));
     }
 }

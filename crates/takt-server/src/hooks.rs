@@ -79,7 +79,7 @@ pub fn parse_push(body: &[u8]) -> Result<Push, String> {
         return Err("the push payload has no `ref` and `after` strings".into());
     };
     crate::runs::parse_ref(git_ref).map_err(|e| format!("the push payload's `ref`: {e}"))?;
-    if !(after.len() == 40 || after.len() == 64) || !after.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !takt_engine::git::is_object_id(after) {
         return Err("the push payload's `after` is not a commit id (40 or 64 hex digits)".into());
     }
     let deleted = payload["deleted"].as_bool() == Some(true) || after.bytes().all(|b| b == b'0');

@@ -53,20 +53,25 @@ async fn trigger_prints_the_run_and_knows_the_branch_of_a_commit() {
     assert!(stderr(&out).contains("not on branch `main`"), "{}", stderr(&out));
 }
 
+/// Pushes the artifact app@1.0 over the API.
+async fn push_app(s: &Server, token: &str) {
+    let r = client()
+        .put(format!("{}/api/v1/artifacts/app/1.0", s.base))
+        .bearer_auth(token)
+        .body("bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+}
+
 /// `takt artifact ls` printed `run #null` for pushed artifacts.
 #[tokio::test]
 async fn artifact_ls_says_a_pushed_artifact_was_pushed() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(&dir.path().join("data"), &[]);
     let admin = s.printed_token.clone().unwrap();
-    let r = client()
-        .put(format!("{}/api/v1/artifacts/app/1.0", s.base))
-        .bearer_auth(&admin)
-        .body("bytes")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    push_app(&s, &admin).await;
     let out = takt()
         .args(["artifact", "ls", "--server", &s.base, "--token", &admin])
         .output()
@@ -86,14 +91,7 @@ async fn artifact_show_and_project_show_print_fields_or_json() {
     let admin = s.printed_token.clone().unwrap();
     let repo = Repo::new(&[("takt.yml", "jobs:\n  a:\n    script: [\"true\"]\n")]);
     add_project(&s, &admin, "demo", repo.path()).await;
-    let r = client()
-        .put(format!("{}/api/v1/artifacts/app/1.0", s.base))
-        .bearer_auth(&admin)
-        .body("bytes")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    push_app(&s, &admin).await;
     let show = |args: &[&str]| {
         let out = takt()
             .args(args)
