@@ -317,6 +317,21 @@ mod tests {
         assert!(e.contains("listen address `nope`"), "{e}");
     }
 
+    /// The broadcast is allocated whole at start: a huge capacity is refused, not a panic.
+    #[test]
+    fn the_follow_capacity_is_bounded() {
+        let with = |v: &'static str| {
+            ServerConfig::resolve(None, Overrides::default(), &move |k| {
+                (k == "TAKT_FOLLOW_CAPACITY").then(|| v.to_string())
+            })
+        };
+        assert_eq!(with("16").unwrap().follow_capacity, 16);
+        for bad in ["0", "1048577", "18446744073709551615", "many"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("TAKT_FOLLOW_CAPACITY"), "{bad}: {e}");
+        }
+    }
+
     #[test]
     fn isolation_and_job_user_come_from_flag_env_or_file() {
         use crate::isolation::IsolationSetting;
