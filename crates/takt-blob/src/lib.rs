@@ -361,6 +361,11 @@ impl LocalBlobs {
     }
 
     /// Moves a corrupt blob aside (`quarantine/`), so that nothing serves it again.
+    /// Whether a blob of this digest sits in quarantine.
+    pub fn is_quarantined(&self, digest: &str) -> bool {
+        digest_hex(digest).is_ok_and(|hex| self.root.join("quarantine").join(hex).is_file())
+    }
+
     pub fn quarantine(&self, digest: &str) {
         if let (Ok(src), Ok(hex)) = (self.path_of(digest), digest_hex(digest)) {
             let _ = fs::rename(&src, self.root.join("quarantine").join(hex));

@@ -14,7 +14,11 @@ pub struct FsckReport {
     pub bytes: u64,
     /// (digest, what its bytes hash to): moved to quarantine.
     pub corrupt: Vec<(String, String)>,
-    /// (name@version, digest): the manifest's blob is not in the store.
+    /// (name@version, digest): the manifest's blob is in quarantine (corrupt, found by this
+    /// check or an earlier one, or by a download): the version cannot be served until it is
+    /// pushed again.
+    pub quarantined: Vec<(String, String)>,
+    /// (name@version, digest): the manifest's blob is nowhere, not even in quarantine.
     pub missing: Vec<(String, String)>,
 }
 
@@ -103,8 +107,14 @@ pub fn fsck(blobs: &LocalBlobs, manifests: &ManifestStore) -> Result<FsckReport,
     let present: HashSet<String> = blobs.all().into_iter().collect();
     for m in manifests.all()? {
         let m = m.manifest;
-        if !present.contains(&m.digest) {
-            r.missing.push((format!("{}@{}", m.name, m.version), m.digest));
+        if present.contains(&m.digest) {
+            continue;
+        }
+        let which = (format!("{}@{}", m.name, m.version), m.digest);
+        if blobs.is_quarantined(&which.1) {
+            r.quarantined.push(which);
+        } else {
+            r.missing.push(which);
         }
     }
     Ok(r)

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 pub use time::OffsetDateTime;
 
+pub mod auth;
 pub mod timefmt;
 
 /// The outcome of a whole run.
@@ -23,8 +24,9 @@ pub enum RunStatus {
 }
 
 /// The outcome of one job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum JobStatus {
     Success,
     Failed,

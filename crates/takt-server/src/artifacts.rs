@@ -4,8 +4,7 @@
 //! wrong file) and the blob is quarantined. `Range` requests are served without whole-blob
 //! verification: clients verify what they assemble. `ETag` is the digest.
 
-use crate::auth::Permission;
-use crate::{ApiError, AppState, authorize, page_limit, query};
+use crate::{ApiError, AppState, Caller, page_limit, query};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -13,39 +12,43 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use backon::Retryable;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use takt_api::{ArtifactsQuery, GcBody, PushQuery};
 use takt_model::{Event, EventKind};
 use takt_store::EventFilter;
+use takt_views::Projection;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// The artifact repository the routes read and write: blobs, signed manifests and the signing
+/// key. The engine shares the same directories; the routes do not reach them through the run
+/// queue, so the repository answers whether or not this server runs pipelines.
+pub struct Repository {
+    pub blobs: takt_blob::LocalBlobs,
+    pub manifests: takt_blob::ManifestStore,
+    pub keys: Arc<takt_blob::Keyring>,
+}
 
 /// Size of the pieces a download is streamed in.
 const PIECE: usize = 256 * 1024;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    project: Option<String>,
-    name: Option<String>,
-    limit: Option<u32>,
-}
-
 /// `GET /api/v1/keys`: the public key that verifies manifests (public: verification needs no token).
-pub async fn keys(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let engine = &state.queue()?.engine;
-    Ok(Json(
-        json!({"keys": [{"algorithm": "ed25519", "public_key": engine.keys.public_key_hex()}]}),
-    ))
+pub async fn keys(State(state): State<Arc<AppState>>) -> Json<takt_api::Keys> {
+    let engine = &state.artifacts;
+    Json(takt_api::Keys {
+        keys: vec![takt_api::PublicKey {
+            algorithm: "ed25519".into(),
+            public_key: engine.keys.public_key_hex(),
+        }],
+    })
 }
 
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    q: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let who = authorize(&state, &headers, Permission::Read)?;
+    Caller(who): Caller,
+    q: Result<Query<ArtifactsQuery>, QueryRejection>,
+) -> Result<Json<takt_api::ArtifactList>, ApiError> {
     let q = query(q)?;
     let limit = page_limit(q.limit)? as usize;
     state
@@ -64,30 +67,17 @@ pub async fn list(
         .store
         .events(&EventFilter {
             project: q.project.clone(),
-            kind: Some("artifact_stored".into()),
+            kinds: takt_views::Artifacts::KINDS.iter().map(|k| k.to_string()).collect(),
             ..Default::default()
         })
         .await?;
-    let list: Vec<Value> = events
-        .iter()
-        .rev()
-        .filter_map(|e| match &e.kind {
-            EventKind::ArtifactStored {
-                job,
-                name,
-                version,
-                digest,
-                size,
-            } if q.name.as_ref().is_none_or(|n| n == name) => Some(json!({
-                "name": name, "version": version, "digest": digest, "size": size,
-                "project": e.project, "run": e.run, "job": job,
-                "stored_at": takt_model::timefmt::rfc3339(e.at),
-            })),
-            _ => None,
-        })
+    let view = takt_views::Artifacts::fold(&events);
+    let artifacts = view
+        .newest_first(q.project.as_deref(), q.name.as_deref())
         .take(limit)
+        .cloned()
         .collect();
-    Ok(Json(json!({"artifacts": list})))
+    Ok(Json(takt_api::ArtifactList { artifacts }))
 }
 
 fn check(name: &str, version: &str) -> Result<(), ApiError> {
@@ -106,7 +96,7 @@ pub(crate) async fn ensure_local(state: &AppState, name: &str, version: &str) ->
         return Ok(());
     };
     check(name, version)?;
-    let engine = state.queue()?.engine.clone();
+    let engine = state.artifacts.clone();
     let internal = |e: takt_blob::BlobError| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string());
     let m = match engine.manifests.get(name, version).map_err(internal)? {
         Some(m) => m,
@@ -188,9 +178,7 @@ async fn replicate(
             cursor.done(seq);
             continue;
         };
-        let Ok(engine) = state.queue().map(|q| q.engine.clone()) else {
-            return;
-        };
+        let engine = state.artifacts.clone();
         // 5 attempts, waiting 0.5 s, 1 s, 2 s, 4 s between them; a vanished manifest is final.
         let copy = || async {
             let m = match engine.manifests.get(name, version) {
@@ -240,8 +228,7 @@ async fn replicate(
 pub(crate) fn manifest(state: &AppState, name: &str, version: &str) -> Result<takt_blob::SignedManifest, ApiError> {
     check(name, version)?;
     state
-        .queue()?
-        .engine
+        .artifacts
         .manifests
         .get(name, version)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -250,10 +237,9 @@ pub(crate) fn manifest(state: &AppState, name: &str, version: &str) -> Result<ta
 
 pub async fn show(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = authorize(&state, &headers, Permission::Read)?;
     ensure_local(&state, &name, &version).await?;
     let m = manifest(&state, &name, &version)?;
     state
@@ -276,12 +262,12 @@ pub async fn show(
 pub async fn download(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    Caller(who): Caller,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let who = authorize(&state, &headers, Permission::Read)?;
     ensure_local(&state, &name, &version).await?;
     let m = manifest(&state, &name, &version)?.manifest;
-    let engine = state.queue()?.engine.clone();
+    let engine = state.artifacts.clone();
     let etag = format!("\"{}\"", m.digest);
     if headers
         .get(header::IF_NONE_MATCH)
@@ -372,18 +358,14 @@ pub async fn download(
 }
 
 /// The whole blob, hashed as it goes; the last piece is sent only once the digest matched.
-fn verified_stream(
-    file: tokio::fs::File,
-    digest: String,
-    engine: Arc<takt_engine::Engine<takt_exec::LocalExecutor>>,
-) -> Body {
+fn verified_stream(file: tokio::fs::File, digest: String, engine: Arc<Repository>) -> Body {
     struct S {
         file: tokio::fs::File,
         hash: Sha256,
         held: Option<Vec<u8>>,
         done: bool,
         digest: String,
-        engine: Arc<takt_engine::Engine<takt_exec::LocalExecutor>>,
+        engine: Arc<Repository>,
     }
     let s = S {
         file,
@@ -425,19 +407,6 @@ fn verified_stream(
             }
         }
     }))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushQuery {
-    /// Provenance of a pushed artifact (a pipeline's job says where it comes from).
-    project: Option<String>,
-    commit: Option<String>,
-    branch: Option<String>,
-    run: Option<u64>,
-    job: Option<String>,
-    /// The file name the artifact had, for downloads.
-    file: Option<String>,
 }
 
 /// The digest a client says it sends: `X-Checksum-Sha256: <hex>` (or `sha256:<hex>`), or
@@ -501,14 +470,14 @@ impl std::io::Read for ChannelReader {
 pub async fn push(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    Caller(who): Caller,
     Path((name, version)): Path<(String, String)>,
     q: Result<Query<PushQuery>, QueryRejection>,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = authorize(&state, &headers, Permission::Ci)?;
+) -> Result<(StatusCode, Json<takt_api::Pushed>), ApiError> {
     let q = query(q)?;
     check(&name, &version)?;
-    let engine = state.queue()?.engine.clone();
+    let engine = state.artifacts.clone();
     // An OCI-style two-step push names a blob sent before (`POST /api/v1/blobs`) instead of
     // sending the bytes again.
     let blob = match headers.get("x-takt-blob").and_then(|v| v.to_str().ok()) {
@@ -555,9 +524,13 @@ pub async fn push(
     match engine.manifests.put(&signed) {
         Ok(takt_blob::PutOutcome::Unchanged) => Ok((
             StatusCode::OK,
-            Json(
-                json!({"name": name, "version": version, "digest": blob.digest, "size": blob.size, "unchanged": true}),
-            ),
+            Json(takt_api::Pushed {
+                name,
+                version,
+                digest: blob.digest,
+                size: blob.size,
+                unchanged: true,
+            }),
         )),
         Ok(takt_blob::PutOutcome::Stored) => {
             state
@@ -575,7 +548,13 @@ pub async fn push(
                 .await?;
             Ok((
                 StatusCode::CREATED,
-                Json(json!({"name": name, "version": version, "digest": blob.digest, "size": blob.size})),
+                Json(takt_api::Pushed {
+                    name,
+                    version,
+                    digest: blob.digest,
+                    size: blob.size,
+                    unchanged: false,
+                }),
             ))
         }
         Err(takt_blob::BlobError::Conflict { existing, new, .. }) => Err(ApiError::new(
@@ -592,7 +571,7 @@ pub async fn push(
 /// over the limit → 413 and a claimed digest that does not match → 400, with nothing stored;
 /// a body that breaks off leaves nothing behind.
 async fn receive_blob(state: &AppState, headers: &HeaderMap, body: Body) -> Result<takt_blob::BlobRef, ApiError> {
-    let engine = state.queue()?.engine.clone();
+    let engine = state.artifacts.clone();
     let max = state.max_artifact_bytes;
     let too_large = || {
         ApiError::new(
@@ -671,10 +650,7 @@ async fn receive_blob(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
 }
 
 /// A blob already stored, named by its digest.
-fn existing_blob(
-    engine: &takt_engine::Engine<takt_exec::LocalExecutor>,
-    digest: &str,
-) -> Result<takt_blob::BlobRef, ApiError> {
+fn existing_blob(engine: &Repository, digest: &str) -> Result<takt_blob::BlobRef, ApiError> {
     let path = engine
         .blobs
         .path_of(digest)
@@ -701,38 +677,45 @@ pub async fn push_blob(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&state, &headers, Permission::Ci)?;
+) -> Result<(StatusCode, Json<takt_api::BlobStored>), ApiError> {
     let blob = receive_blob(&state, &headers, body).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"digest": blob.digest, "size": blob.size})),
+        Json(takt_api::BlobStored {
+            digest: blob.digest,
+            size: blob.size,
+        }),
     ))
 }
 
 /// `POST /api/v1/artifacts/fsck` (admin): re-hashes every blob (corrupt ones go to quarantine)
 /// and finds manifests whose blob is missing.
-pub async fn fsck(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Admin)?;
-    let engine = state.queue()?.engine.clone();
+pub async fn fsck(State(state): State<Arc<AppState>>) -> Result<Json<takt_api::FsckReport>, ApiError> {
+    let engine = state.artifacts.clone();
     let report = tokio::task::spawn_blocking(move || takt_blob::fsck(&engine.blobs, &engine.manifests))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(json!({
-        "checked": report.checked,
-        "bytes": report.bytes,
-        "corrupt": report.corrupt.iter().map(|(d, a)| json!({"digest": d, "actual": a})).collect::<Vec<_>>(),
-        "missing": report.missing.iter().map(|(n, d)| json!({"artifact": n, "digest": d})).collect::<Vec<_>>(),
-        "ok": report.corrupt.is_empty() && report.missing.is_empty(),
-    })))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GcBody {
-    #[serde(default)]
-    apply: bool,
+    Ok(Json(takt_api::FsckReport {
+        checked: report.checked as u64,
+        bytes: report.bytes,
+        ok: report.corrupt.is_empty() && report.missing.is_empty() && report.quarantined.is_empty(),
+        corrupt: report
+            .corrupt
+            .into_iter()
+            .map(|(digest, actual)| takt_api::CorruptBlob { digest, actual })
+            .collect(),
+        quarantined: report
+            .quarantined
+            .into_iter()
+            .map(|(artifact, digest)| takt_api::MissingBlob { artifact, digest })
+            .collect(),
+        missing: report
+            .missing
+            .into_iter()
+            .map(|(artifact, digest)| takt_api::MissingBlob { artifact, digest })
+            .collect(),
+    }))
 }
 
 /// Versions an environment runs now, may roll back to, is deploying, or ran within its
@@ -761,16 +744,14 @@ fn deployed(state: &AppState) -> std::collections::HashSet<(String, String)> {
 /// A dry run unless `apply`.
 pub async fn gc(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     body: Result<Json<GcBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Admin)?;
+) -> Result<Json<takt_api::GcReport>, ApiError> {
     let req = match body {
         Ok(Json(b)) => b,
         Err(axum::extract::rejection::JsonRejection::MissingJsonContentType(_)) => GcBody::default(),
         Err(e) => return Err(crate::body_error(e)),
     };
-    let engine = state.queue()?.engine.clone();
+    let engine = state.artifacts.clone();
     let policies: std::collections::HashMap<String, takt_pipeline::Retention> = state
         .branch_configs
         .read()
@@ -856,10 +837,18 @@ pub async fn gc(
             let _ = engine.blobs.remove(d);
         }
     }
-    Ok(Json(json!({
-        "applied": req.apply,
-        "artifacts": remove.iter().map(|(m, r)| json!({"name": m.manifest.name, "version": m.manifest.version, "digest": m.manifest.digest, "reason": r})).collect::<Vec<_>>(),
-        "blobs": blobs,
-        "freed_bytes": freed,
-    })))
+    Ok(Json(takt_api::GcReport {
+        applied: req.apply,
+        artifacts: remove
+            .iter()
+            .map(|(m, r)| takt_api::GcArtifact {
+                name: m.manifest.name.clone(),
+                version: m.manifest.version.clone(),
+                digest: m.manifest.digest.clone(),
+                reason: r.to_string(),
+            })
+            .collect(),
+        blobs: blobs.into_iter().collect(),
+        freed_bytes: freed,
+    }))
 }

@@ -3,15 +3,14 @@
 //! statuses, and is its [`Host`]: the default branch's environments (kept by
 //! [`crate::schedule`]), artifacts, secrets and commit ranges.
 
-use crate::auth::Permission;
-use crate::{ApiError, AppState, authorize};
+use crate::{ApiError, AppState, Caller};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use std::sync::{Arc, Weak};
+use takt_api::{DeployAnswer, DeployAnswerOutcome as Outcome, DeployBody};
 use takt_cd::{Artifact, Ask, CdError, Host, HostFuture, frozen_until, strategy_name};
 use takt_model::{ArtifactRef, DeployTrigger};
 use takt_pipeline::Environment;
@@ -177,13 +176,6 @@ pub(crate) async fn artifact_ref(state: &AppState, spec: &str) -> Result<Artifac
     Ok(state.cd.artifact(spec).await?)
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct DeployBody {
-    artifact: Option<String>,
-    reason: Option<String>,
-}
-
 fn body(b: Result<Json<DeployBody>, JsonRejection>) -> Result<DeployBody, ApiError> {
     match b {
         Ok(Json(b)) => Ok(b),
@@ -218,8 +210,7 @@ fn view_json(state: &AppState, project: &str, env: &Environment, view: Option<En
 }
 
 /// `GET /api/v1/environments`: every environment of every project, with what runs there.
-pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<takt_api::EnvironmentList>, ApiError> {
     let projects = state.projects.read().map(|p| p.list()).unwrap_or_default();
     let mut out = Vec::new();
     for p in projects {
@@ -233,17 +224,15 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
             ));
         }
     }
-    Ok(Json(json!({ "environments": out })))
+    Ok(Json(takt_api::EnvironmentList { environments: out }))
 }
 
 /// `GET /api/v1/environments/{project}/{env}`: what runs, since when, the deploy in flight and
 /// the recent deployments with their steps.
 pub async fn show(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path((project, env)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
     let e = environment(&state, &project, &env).await?;
     let view = state.cd.deployments.index.get(&project, &env);
     let history: Vec<Deployment> = view
@@ -269,7 +258,7 @@ async fn by_token(
     artifact: ArtifactRef,
     token: &str,
     command: &str,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeployAnswer>), ApiError> {
     let name = env.name.clone();
     let ask = Ask {
         project: project.to_string(),
@@ -286,20 +275,26 @@ async fn by_token(
     Ok(accepted(project, &name, id, &artifact))
 }
 
-fn accepted(project: &str, env: &str, id: Option<u64>, artifact: &ArtifactRef) -> (StatusCode, Json<Value>) {
+fn accepted(project: &str, env: &str, id: Option<u64>, artifact: &ArtifactRef) -> (StatusCode, Json<DeployAnswer>) {
+    let answer = |outcome, message| DeployAnswer {
+        project: project.to_string(),
+        environment: env.to_string(),
+        deploy: id,
+        artifact: Some(artifact.clone()),
+        outcome,
+        message,
+    };
     match id {
-        Some(id) => (
-            StatusCode::ACCEPTED,
-            Json(
-                json!({"project": project, "environment": env, "deploy": id, "artifact": artifact, "outcome": "started"}),
-            ),
-        ),
+        Some(_) => (StatusCode::ACCEPTED, Json(answer(Outcome::Started, None))),
         None => (
             StatusCode::OK,
-            Json(
-                json!({"project": project, "environment": env, "artifact": artifact, "outcome": "unchanged",
-                "message": format!("`{env}` already runs {}@{} ({}); nothing to do", artifact.name, artifact.version, artifact.digest)}),
-            ),
+            Json(answer(
+                Outcome::Unchanged,
+                Some(format!(
+                    "`{env}` already runs {}@{} ({}); nothing to do",
+                    artifact.name, artifact.version, artifact.digest
+                )),
+            )),
         ),
     }
 }
@@ -307,11 +302,10 @@ fn accepted(project: &str, env: &str, id: Option<u64>, artifact: &ArtifactRef) -
 /// `POST .../deploy {"artifact": "NAME@VERSION"}`.
 pub async fn deploy(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((project, env)): Path<(String, String)>,
     b: Result<Json<DeployBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = authorize(&state, &headers, Permission::Deploy)?;
+) -> Result<(StatusCode, Json<DeployAnswer>), ApiError> {
     let b = body(b)?;
     let e = environment(&state, &project, &env).await?;
     let spec = b.artifact.ok_or_else(|| {
@@ -327,10 +321,9 @@ pub async fn deploy(
 /// `POST .../promote`: deploys what runs healthy in the environment this one requires.
 pub async fn promote(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((project, env)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = authorize(&state, &headers, Permission::Deploy)?;
+) -> Result<(StatusCode, Json<DeployAnswer>), ApiError> {
     let e = environment(&state, &project, &env).await?;
     let Some(from) = e.requires.first().cloned() else {
         return Err(conflict(format!(
@@ -348,11 +341,10 @@ pub async fn promote(
 /// idle environment goes back to the previous good artifact (or the one named). Skips analysis.
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((project, env)): Path<(String, String)>,
     b: Result<Json<DeployBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = authorize(&state, &headers, Permission::Deploy)?;
+) -> Result<(StatusCode, Json<DeployAnswer>), ApiError> {
     let b = body(b)?;
     let e = environment(&state, &project, &env).await?;
     let reason = b
@@ -364,7 +356,14 @@ pub async fn rollback(
     {
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"project": project, "environment": env, "deploy": d, "outcome": "rolling_back"})),
+            Json(DeployAnswer {
+                project,
+                environment: env,
+                deploy: Some(d),
+                artifact: None,
+                outcome: Outcome::RollingBack,
+                message: None,
+            }),
         ));
     }
     let view = state.cd.deployments.index.get(&project, &env).unwrap_or_default();
@@ -382,11 +381,10 @@ pub async fn rollback(
 /// `POST .../halt {"reason"}`: the andon cord.
 pub async fn halt(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((project, env)): Path<(String, String)>,
     b: Result<Json<DeployBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let who = authorize(&state, &headers, Permission::Deploy)?;
+) -> Result<Json<takt_api::Halted>, ApiError> {
     let b = body(b)?;
     environment(&state, &project, &env).await?;
     let reason = b.reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
@@ -399,33 +397,41 @@ pub async fn halt(
         .cd
         .halt(&project, &env, &reason, &format!("token {}", who.id))
         .await?;
-    Ok(Json(json!({"project": project, "environment": env, "halted": reason})))
+    Ok(Json(takt_api::Halted {
+        project,
+        environment: env,
+        halted: reason,
+    }))
 }
 
 /// `POST .../resume`: lifts a halt, or continues a paused rollout.
 pub async fn resume(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((project, env)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let who = authorize(&state, &headers, Permission::Deploy)?;
+) -> Result<Json<takt_api::Resumed>, ApiError> {
     environment(&state, &project, &env).await?;
     let was_halted = state.cd.resume(&project, &env, &format!("token {}", who.id)).await?;
-    Ok(Json(
-        json!({"project": project, "environment": env, "resumed": true, "was_halted": was_halted}),
-    ))
+    Ok(Json(takt_api::Resumed {
+        project,
+        environment: env,
+        resumed: true,
+        was_halted,
+    }))
 }
 
 /// `POST .../approve`: lets the deploy waiting for approval go on.
 pub async fn approve(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((project, env)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let who = authorize(&state, &headers, Permission::Deploy)?;
+) -> Result<Json<takt_api::Approved>, ApiError> {
     environment(&state, &project, &env).await?;
     let deploy = state.cd.approve(&project, &env, &format!("token {}", who.id)).await?;
-    Ok(Json(
-        json!({"project": project, "environment": env, "deploy": deploy, "approved": true}),
-    ))
+    Ok(Json(takt_api::Approved {
+        project,
+        environment: env,
+        deploy,
+        approved: true,
+    }))
 }

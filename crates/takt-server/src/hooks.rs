@@ -208,7 +208,8 @@ pub async fn webhook(
     state
         .record(record(Some(git_ref), Some(commit.clone()), outcome))
         .await?;
-    Ok(submitted_response(submitted, &commit))
+    let (status, Json(t)) = submitted_response(submitted, &commit);
+    Ok((status, Json(json!(t))))
 }
 
 /// Polls every project's repository: each `interval` (or the project's `poll_seconds`; 0 turns

@@ -1,8 +1,9 @@
 //! `takt serve`: the HTTP JSON API over the event log, with scoped tokens.
 //!
-//! Routes are listed once in [`ROUTES`] (method, path, permission); the OpenAPI document and
-//! the authorization tests are derived from that table, so a route cannot be added without a
-//! permission. Every route but `/healthz` and `/readyz` needs a token: none or an unknown one is
+//! Routes are listed once, in the API contract's route table ([`takt_api::ROUTES`]: method,
+//! path, permission, types); the router, its permission layers, the OpenAPI document and the
+//! authorization tests are derived from it, so a route cannot be added without a permission.
+//! Every route the table marks public aside, a request needs a token: none or an unknown one is
 //! 401, a scope without the route's permission is 403.
 
 pub mod artifacts;
@@ -25,90 +26,17 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 pub use config::{Overrides, ServerConfig};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
+use takt_api::{EventsQuery, Method, NewProject, NewToken, Op};
 use takt_model::{Event, EventKind};
 use takt_store::{EventFilter, Store};
-
-/// Every route: method, path (axum syntax), the permission it needs (`None`: public).
-pub const ROUTES: &[(&str, &str, Option<Permission>)] = &[
-    ("GET", "/healthz", None),
-    ("GET", "/readyz", None),
-    ("GET", "/metrics", Some(Permission::Read)),
-    ("GET", "/api/v1/openapi.json", Some(Permission::Read)),
-    ("GET", "/api/v1/events", Some(Permission::Read)),
-    ("GET", "/api/v1/tokens", Some(Permission::Admin)),
-    ("POST", "/api/v1/tokens", Some(Permission::Admin)),
-    ("DELETE", "/api/v1/tokens/{id}", Some(Permission::Admin)),
-    ("GET", "/api/v1/projects", Some(Permission::Read)),
-    ("POST", "/api/v1/projects", Some(Permission::Admin)),
-    ("GET", "/api/v1/projects/{name}", Some(Permission::Read)),
-    ("POST", "/api/v1/projects/{name}/settings", Some(Permission::Admin)),
-    ("POST", "/api/v1/projects/{name}/trigger", Some(Permission::Ci)),
-    ("GET", "/api/v1/projects/{name}/secrets", Some(Permission::Admin)),
-    (
-        "PUT",
-        "/api/v1/projects/{name}/secrets/{secret}",
-        Some(Permission::Admin),
-    ),
-    (
-        "DELETE",
-        "/api/v1/projects/{name}/secrets/{secret}",
-        Some(Permission::Admin),
-    ),
-    ("GET", "/api/v1/runs", Some(Permission::Read)),
-    ("GET", "/api/v1/runs/{project}/{run}", Some(Permission::Read)),
-    ("POST", "/api/v1/runs/{project}/{run}/cancel", Some(Permission::Ci)),
-    ("POST", "/api/v1/runs/{project}/{run}/retry", Some(Permission::Ci)),
-    ("GET", "/api/v1/runs/{project}/{run}/logs/{job}", Some(Permission::Read)),
-    ("POST", "/api/v1/hooks/{provider}/{name}", None),
-    ("GET", "/api/v1/keys", None),
-    ("GET", "/api/v1/artifacts", Some(Permission::Read)),
-    ("GET", "/api/v1/artifacts/{name}/{version}", Some(Permission::Read)),
-    ("PUT", "/api/v1/artifacts/{name}/{version}", Some(Permission::Ci)),
-    ("POST", "/api/v1/blobs", Some(Permission::Ci)),
-    ("POST", "/api/v1/artifacts/fsck", Some(Permission::Admin)),
-    ("POST", "/api/v1/artifacts/gc", Some(Permission::Admin)),
-    ("GET", "/api/v1/artifacts/{name}/{version}/blob", Some(Permission::Read)),
-    ("GET", "/api/v1/environments", Some(Permission::Read)),
-    ("GET", "/api/v1/environments/{project}/{env}", Some(Permission::Read)),
-    (
-        "POST",
-        "/api/v1/environments/{project}/{env}/deploy",
-        Some(Permission::Deploy),
-    ),
-    (
-        "POST",
-        "/api/v1/environments/{project}/{env}/promote",
-        Some(Permission::Deploy),
-    ),
-    (
-        "POST",
-        "/api/v1/environments/{project}/{env}/rollback",
-        Some(Permission::Deploy),
-    ),
-    (
-        "POST",
-        "/api/v1/environments/{project}/{env}/halt",
-        Some(Permission::Deploy),
-    ),
-    (
-        "POST",
-        "/api/v1/environments/{project}/{env}/resume",
-        Some(Permission::Deploy),
-    ),
-    (
-        "POST",
-        "/api/v1/environments/{project}/{env}/approve",
-        Some(Permission::Deploy),
-    ),
-];
+use takt_views::Projection;
 
 pub struct AppState {
     pub store: Store,
@@ -117,6 +45,8 @@ pub struct AppState {
     /// Queues and executes runs; `None` serves the API only.
     pub queue: Option<Arc<queue::Queue>>,
     pub key: Arc<secrets::SecretKey>,
+    /// The artifact repository (blobs, manifests, signing key).
+    pub artifacts: Arc<artifacts::Repository>,
     pub metrics: Arc<metrics::Metrics>,
     /// Every run's summary, current with the log.
     pub runs: Arc<runs::RunIndex>,
@@ -303,71 +233,104 @@ fn note_use(state: &AppState, id: &str) {
     }
 }
 
+/// The token a request was authorized with, put there by the route's permission layer.
+#[derive(Debug, Clone)]
+pub struct Caller(pub TokenInfo);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Caller, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "this route names no permission in the route table (takt-api)",
+            )
+        })
+    }
+}
+
+/// The permission layer of a route: 401 without a known token, 403 when its scope lacks the
+/// route's permission; otherwise the handler runs with the [`Caller`].
+async fn require(State((state, need)): State<(Arc<AppState>, Permission)>, mut req: Request, next: Next) -> Response {
+    match authorize(&state, req.headers(), need) {
+        Ok(who) => {
+            req.extensions_mut().insert(Caller(who));
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The handler of each operation of the route table.
+fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
+    match op {
+        Op::Healthz => on(m, || async { Json(takt_api::Health { status: "ok".into() }) }),
+        Op::Readyz => on(m, readyz),
+        Op::Metrics => on(m, metrics_text),
+        Op::Openapi => on(m, openapi),
+        Op::Events => on(m, events),
+        Op::ListTokens => on(m, list_tokens),
+        Op::CreateToken => on(m, create_token),
+        Op::RevokeToken => on(m, revoke_token),
+        Op::ListProjects => on(m, list_projects),
+        Op::AddProject => on(m, add_project),
+        Op::ShowProject => on(m, show_project),
+        Op::ProjectSettings => on(m, project_settings),
+        Op::Trigger => on(m, runs::trigger),
+        Op::ListSecrets => on(m, list_secrets),
+        Op::SetSecret => on(m, set_secret),
+        Op::RemoveSecret => on(m, remove_secret),
+        Op::ListRuns => on(m, runs::list_runs),
+        Op::ShowRun => on(m, runs::show_run),
+        Op::CancelRun => on(m, runs::cancel),
+        Op::RetryRun => on(m, runs::retry),
+        Op::JobLog => on(m, runs::logs),
+        Op::Webhook => on(m, hooks::webhook),
+        Op::Keys => on(m, artifacts::keys),
+        Op::ListArtifacts => on(m, artifacts::list),
+        Op::ShowArtifact => on(m, artifacts::show),
+        Op::PushArtifact => on(m, artifacts::push),
+        Op::PushBlob => on(m, artifacts::push_blob),
+        Op::Fsck => on(m, artifacts::fsck),
+        Op::Gc => on(m, artifacts::gc),
+        Op::DownloadArtifact => on(m, artifacts::download),
+        Op::ListEnvironments => on(m, environments::list),
+        Op::ShowEnvironment => on(m, environments::show),
+        Op::Deploy => on(m, environments::deploy),
+        Op::Promote => on(m, environments::promote),
+        Op::Rollback => on(m, environments::rollback),
+        Op::Halt => on(m, environments::halt),
+        Op::Resume => on(m, environments::resume),
+        Op::Approve => on(m, environments::approve),
+    }
+}
+
+/// The router, built from the route table ([`takt_api::ROUTES`]): each route gets its handler
+/// and, unless public, the permission layer the table names.
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/events", get(events))
-        .route("/api/v1/tokens", get(list_tokens).post(create_token))
-        .route("/api/v1/tokens/{id}", delete(revoke_token))
-        .route("/api/v1/projects", get(list_projects).post(add_project))
-        .route("/api/v1/projects/{name}", get(show_project))
-        .route("/api/v1/projects/{name}/settings", post(project_settings))
-        .route("/api/v1/projects/{name}/trigger", post(runs::trigger))
-        .route("/api/v1/projects/{name}/secrets", get(list_secrets))
-        .route(
-            "/api/v1/projects/{name}/secrets/{secret}",
-            put(set_secret).delete(remove_secret),
-        )
-        .route("/api/v1/runs", get(runs::list_runs))
-        .route("/api/v1/runs/{project}/{run}", get(runs::show_run))
-        .route("/api/v1/runs/{project}/{run}/cancel", post(runs::cancel))
-        .route("/api/v1/runs/{project}/{run}/retry", post(runs::retry))
-        .route("/api/v1/runs/{project}/{run}/logs/{job}", get(runs::logs))
-        .route("/api/v1/hooks/{provider}/{name}", post(hooks::webhook))
-        .route("/api/v1/keys", get(artifacts::keys))
-        .route("/api/v1/artifacts", get(artifacts::list))
-        .route("/api/v1/blobs", post(artifacts::push_blob))
-        .route("/api/v1/artifacts/fsck", post(artifacts::fsck))
-        .route("/api/v1/artifacts/gc", post(artifacts::gc))
-        .route(
-            "/api/v1/artifacts/{name}/{version}",
-            get(artifacts::show).put(artifacts::push),
-        )
-        .route("/api/v1/artifacts/{name}/{version}/blob", get(artifacts::download))
-        .route("/api/v1/environments", get(environments::list))
-        .route("/api/v1/environments/{project}/{env}", get(environments::show))
-        .route(
-            "/api/v1/environments/{project}/{env}/deploy",
-            post(environments::deploy),
-        )
-        .route(
-            "/api/v1/environments/{project}/{env}/promote",
-            post(environments::promote),
-        )
-        .route(
-            "/api/v1/environments/{project}/{env}/rollback",
-            post(environments::rollback),
-        )
-        .route("/api/v1/environments/{project}/{env}/halt", post(environments::halt))
-        .route(
-            "/api/v1/environments/{project}/{env}/resume",
-            post(environments::resume),
-        )
-        .route(
-            "/api/v1/environments/{project}/{env}/approve",
-            post(environments::approve),
-        )
+    let mut router = Router::new();
+    for r in takt_api::ROUTES {
+        let filter = match r.method {
+            Method::Get => MethodFilter::GET,
+            Method::Post => MethodFilter::POST,
+            Method::Put => MethodFilter::PUT,
+            Method::Delete => MethodFilter::DELETE,
+        };
+        let mut route = handler(r.op, filter);
+        if let Some(need) = r.permission {
+            route = route.route_layer(axum::middleware::from_fn_with_state((state.clone(), need), require));
+        }
+        router = router.route(r.path, route);
+    }
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
-async fn metrics_text(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if let Some(q) = &state.queue {
         let (waiting, running) = q.snapshot();
         state.metrics.waiting.set(waiting as i64);
@@ -417,63 +380,14 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
     Ok(Json(Value::Object(ready)))
 }
 
-async fn openapi(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
-    Ok(Json(openapi_document()))
-}
-
-/// The OpenAPI 3.1 document, derived from [`ROUTES`].
-pub fn openapi_document() -> Value {
-    let mut paths = serde_json::Map::new();
-    for (method, path, perm) in ROUTES {
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        let mut op = json!({
-            "responses": {"200": {"description": "OK"}, "400": {"description": "bad request"}, "401": {"description": "no or unknown token"}, "403": {"description": "the token's scope lacks the permission"}},
-            "x-takt-permission": perm.map(|p| format!("{p:?}").to_lowercase()),
-        });
-        if perm.is_some() {
-            op["security"] = json!([{"bearer": []}]);
-        }
-        let params: Vec<Value> = ["id", "name", "project", "run", "job", "secret", "provider", "version"]
-            .iter()
-            .filter(|p| path.contains(&format!("{{{p}}}")))
-            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": if *p == "run" {"integer"} else {"string"}}}))
-            .collect();
-        if !params.is_empty() {
-            op["parameters"] = json!(params);
-        }
-        if *path == "/api/v1/events" {
-            op["parameters"] = json!(["kind", "project", "run", "after", "limit", "since", "until"].iter().map(|n| json!({"name": n, "in": "query", "required": false, "schema": {"type": if ["run", "after", "limit"].contains(n) {"integer"} else {"string"}}})).collect::<Vec<_>>());
-        }
-        entry[method.to_lowercase()] = op;
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "takt API", "version": env!("CARGO_PKG_VERSION")},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "paths": paths,
-    })
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsQuery {
-    kind: Option<String>,
-    project: Option<String>,
-    run: Option<u64>,
-    after: Option<i64>,
-    limit: Option<u32>,
-    /// RFC 3339 times: events at or after `since`, before `until`.
-    since: Option<String>,
-    until: Option<String>,
+async fn openapi() -> Json<takt_api::openapi::OpenApi> {
+    Json(takt_api::openapi::document(env!("CARGO_PKG_VERSION")))
 }
 
 async fn events(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     q: Result<Query<EventsQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
+) -> Result<Json<takt_api::EventsPage>, ApiError> {
     let q = query(q)?;
     let limit = page_limit(q.limit)?;
     let time = |name: &str, v: &Option<String>| -> Result<Option<takt_model::OffsetDateTime>, ApiError> {
@@ -517,28 +431,21 @@ async fn events(
             v
         })
         .collect();
-    Ok(Json(json!({"events": list, "next_after": next})))
+    Ok(Json(takt_api::EventsPage {
+        events: list,
+        next_after: next,
+    }))
 }
 
-async fn list_tokens(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Admin)?;
-    let list = state.tokens.read().map(|t| t.list()).unwrap_or_default();
-    Ok(Json(json!({"tokens": list})))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewToken {
-    name: String,
-    scope: String,
+async fn list_tokens(State(state): State<Arc<AppState>>) -> Json<takt_api::TokenList> {
+    let tokens = state.tokens.read().map(|t| t.list()).unwrap_or_default();
+    Json(takt_api::TokenList { tokens })
 }
 
 async fn create_token(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     body: Result<Json<NewToken>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&state, &headers, Permission::Admin)?;
+) -> Result<(StatusCode, Json<takt_api::TokenCreated>), ApiError> {
     let Json(req) = body.map_err(|e| {
         let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             e.status()
@@ -547,22 +454,22 @@ async fn create_token(
         };
         ApiError::new(status, format!("bad request body: {}", e.body_text()))
     })?;
-    let Some(scope) = Scope::parse(&req.scope) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("unknown scope `{}`; use read, ci, deploy, flags or admin", req.scope),
-        ));
-    };
+    let scope = req.scope;
     if req.name.trim().is_empty() || req.name.len() > 100 || req.name.chars().any(char::is_control) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "`name` must be 1 to 100 printable characters",
         ));
     }
-    let (id, secret) = issue_token(&state, &req.name, scope).await?;
+    let (id, token) = issue_token(&state, &req.name, scope).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "name": req.name, "scope": scope, "token": secret})),
+        Json(takt_api::TokenCreated {
+            id,
+            name: req.name,
+            scope,
+            token,
+        }),
     ))
 }
 
@@ -589,10 +496,9 @@ async fn issue_token(state: &AppState, name: &str, scope: Scope) -> Result<(Stri
 
 async fn revoke_token(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(me): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let me = authorize(&state, &headers, Permission::Admin)?;
     // The check and the append are one step: concurrent revocations of the last two admin
     // tokens cannot both pass it.
     let _one_at_a_time = state.exclusive.lock().await;
@@ -655,18 +561,7 @@ pub enum ServerError {
 /// (`TAKT_ADMIN_TOKEN`, or a new random one written to `<data-dir>/admin-token`, mode 0600,
 /// and returned so the caller can print it once).
 pub async fn load_tokens(store: &Store, config: &ServerConfig) -> Result<(Tokens, Option<String>), ServerError> {
-    let mut tokens = Tokens::default();
-    let all = store
-        .events(&EventFilter {
-            kinds: ["token_created", "token_revoked", "token_used"]
-                .map(String::from)
-                .to_vec(),
-            ..Default::default()
-        })
-        .await?;
-    for e in &all {
-        tokens.apply(e);
-    }
+    let mut tokens = Tokens::fold(&store.events(&kinds_of::<Tokens>()).await?);
     let mut printed = None;
     let create = |secret: &str, name: &str| {
         let id = auth::new_id().map_err(|e| ServerError::Random(e.to_string()))?;
@@ -703,6 +598,14 @@ pub async fn load_tokens(store: &Store, config: &ServerConfig) -> Result<(Tokens
     Ok((tokens, printed))
 }
 
+/// Every event a view folds.
+fn kinds_of<P: Projection>() -> EventFilter {
+    EventFilter {
+        kinds: P::KINDS.iter().map(|k| k.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
 /// A query string, or 400 with the parser's reason.
 pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(q)| q)
@@ -727,18 +630,14 @@ pub(crate) fn body_error(e: JsonRejection) -> ApiError {
     ApiError::new(status, format!("bad request body: {}", e.body_text()))
 }
 
-async fn list_projects(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
+async fn list_projects(State(state): State<Arc<AppState>>) -> Json<takt_api::ProjectList> {
     let list = state.projects.read().map(|p| p.list()).unwrap_or_default();
-    Ok(Json(json!({"projects": list})))
+    Json(takt_api::ProjectList {
+        projects: list.iter().filter_map(|p| serde_json::to_value(p).ok()).collect(),
+    })
 }
 
-async fn show_project(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
+async fn show_project(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let p = state.projects.read().ok().and_then(|p| p.get(&name).cloned());
     let mut v = p
         .map(|p| json!(p))
@@ -749,21 +648,10 @@ async fn show_project(
     Ok(Json(v))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewProject {
-    name: String,
-    repo: String,
-    #[serde(default)]
-    branch: Option<String>,
-}
-
 async fn add_project(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     body: Result<Json<NewProject>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&state, &headers, Permission::Admin)?;
+) -> Result<(StatusCode, Json<takt_api::ProjectCreated>), ApiError> {
     let Json(req) = body.map_err(body_error)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     projects::check_name(&req.name).map_err(bad)?;
@@ -815,34 +703,26 @@ async fn add_project(
     }
     Ok((
         StatusCode::CREATED,
-        Json(json!({"name": req.name, "repo": req.repo, "branch": branch})),
+        Json(takt_api::ProjectCreated {
+            name: req.name,
+            repo: req.repo,
+            branch,
+        }),
     ))
 }
 
 /// Loads the projects from the event log.
 pub async fn load_projects(store: &Store) -> Result<projects::Projects, ServerError> {
-    let mut p = projects::Projects::default();
-    for e in store
-        .events(&EventFilter {
-            kinds: ["project_added", "project_updated", "secret_set", "secret_removed"]
-                .map(String::from)
-                .to_vec(),
-            ..Default::default()
-        })
-        .await?
-    {
-        p.apply(&e);
-    }
-    Ok(p)
+    Ok(projects::Projects::fold(
+        &store.events(&kinds_of::<projects::Projects>()).await?,
+    ))
 }
 
 async fn project_settings(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     body: Result<Json<takt_model::ProjectOptions>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Admin)?;
     state.project(&name)?;
     let Json(options) = body.map_err(body_error)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
@@ -867,27 +747,26 @@ async fn project_settings(
 
 async fn list_secrets(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Admin)?;
+) -> Result<Json<takt_api::SecretList>, ApiError> {
     let p = state.project(&name)?;
-    let list: Vec<Value> = p
+    let secrets = p
         .sealed
         .iter()
-        .map(|(n, s)| json!({"name": n, "set_at": s.set_at}))
+        .map(|(n, s)| takt_api::SecretInfo {
+            name: n.clone(),
+            set_at: s.set_at.clone(),
+        })
         .collect();
-    Ok(Json(json!({"secrets": list})))
+    Ok(Json(takt_api::SecretList { secrets }))
 }
 
 /// `PUT /api/v1/projects/{name}/secrets/{secret}` with the value as the raw body.
 async fn set_secret(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path((name, secret)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers, Permission::Admin)?;
     state.project(&name)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     secrets::check_name(&secret).map_err(bad)?;
@@ -921,10 +800,8 @@ async fn set_secret(
 
 async fn remove_secret(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path((name, secret)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers, Permission::Admin)?;
     if !state.project(&name)?.sealed.contains_key(&secret) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

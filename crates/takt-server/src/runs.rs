@@ -1,9 +1,8 @@
 //! Runs over HTTP: trigger, list, show, cancel, retry, and job logs (whole, by byte range, or
 //! followed live as Server-Sent Events).
 
-use crate::auth::Permission;
 use crate::queue::{Submission, Submitted};
-use crate::{ApiError, AppState, authorize, body_error, page_limit, query};
+use crate::{ApiError, AppState, Caller, body_error, page_limit, query};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -15,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use takt_api::{RetryBody, RunsQuery, TriggerBody, Triggered};
 use takt_engine::Carry;
 use takt_engine::git::Repo;
 use takt_model::{Event, EventKind, Trigger};
@@ -69,22 +69,10 @@ impl RunIndex {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunsQuery {
-    project: Option<String>,
-    status: Option<String>,
-    limit: Option<u32>,
-    /// Runs numbered below this (paging backwards, newest first).
-    before: Option<u64>,
-}
-
 pub async fn list_runs(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     q: Result<Query<RunsQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
+) -> Result<Json<takt_api::RunList>, ApiError> {
     let q = query(q)?;
     let limit = page_limit(q.limit)? as usize;
     let Ok(all) = state.runs.runs.lock() else {
@@ -107,7 +95,9 @@ pub async fn list_runs(
     picked.sort_by_key(|r| std::cmp::Reverse((r.queued_at, r.run)));
     let runs: Vec<RunView> = picked.into_iter().take(limit).map(RunView::summary).collect();
     drop(all);
-    Ok(Json(json!({"runs": runs})))
+    Ok(Json(takt_api::RunList {
+        runs: runs.iter().filter_map(|r| serde_json::to_value(r).ok()).collect(),
+    }))
 }
 
 fn parse_run(run: &str) -> Result<u64, ApiError> {
@@ -134,29 +124,11 @@ async fn load_run(state: &AppState, project: &str, run: u64) -> Result<(Vec<Even
 
 pub async fn show_run(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path((project, run)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    // Authorization first: a typed path parameter would answer 400 before it.
-    authorize(&state, &headers, Permission::Read)?;
+    // The run is parsed here, not by a typed path: authorization (the route layer) comes first.
     let run = parse_run(&run)?;
     Ok(Json(json!(load_run(&state, &project, run).await?.1)))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TriggerBody {
-    /// A commit, branch or tag (default: the project's default branch).
-    #[serde(default)]
-    rev: Option<String>,
-    /// The full ref the commit was pushed to (`refs/heads/X`, `refs/tags/T`), as hooks report.
-    #[serde(default, rename = "ref")]
-    git_ref: Option<String>,
-    #[serde(default)]
-    force: bool,
-    /// Sent by `takt hook notify`: a push reported by a git hook.
-    #[serde(default)]
-    hook: bool,
 }
 
 /// Where a reported commit belongs: `refs/heads/B` → (Some(B), None), `refs/tags/T` →
@@ -303,26 +275,28 @@ pub(crate) fn queue_error(e: crate::queue::QueueError) -> ApiError {
     }
 }
 
-pub(crate) fn submitted_response(s: Submitted, commit: &str) -> (StatusCode, Json<Value>) {
-    match s {
-        Submitted::Queued(run) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"queued": true, "run": run, "commit": commit})),
-        ),
-        Submitted::Duplicate(run) => (
-            StatusCode::OK,
-            Json(json!({"queued": false, "duplicate": true, "run": run, "commit": commit})),
-        ),
-    }
+pub(crate) fn submitted_response(s: Submitted, commit: &str) -> (StatusCode, Json<Triggered>) {
+    let (status, run, queued) = match s {
+        Submitted::Queued(run) => (StatusCode::ACCEPTED, run, true),
+        Submitted::Duplicate(run) => (StatusCode::OK, run, false),
+    };
+    (
+        status,
+        Json(Triggered {
+            queued,
+            duplicate: !queued,
+            run,
+            commit: commit.to_string(),
+        }),
+    )
 }
 
 pub async fn trigger(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(name): Path<String>,
     body: Result<Json<TriggerBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = authorize(&state, &headers, Permission::Ci)?;
+) -> Result<(StatusCode, Json<Triggered>), ApiError> {
     let req = match body {
         Ok(Json(b)) => b,
         Err(JsonRejection::MissingJsonContentType(_)) => TriggerBody::default(),
@@ -353,10 +327,9 @@ pub async fn trigger(
 
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((project, run)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = authorize(&state, &headers, Permission::Ci)?;
+) -> Result<(StatusCode, Json<takt_api::Cancelled>), ApiError> {
     let run = parse_run(&run)?;
     load_run(&state, &project, run).await?;
     let outcome = state
@@ -364,24 +337,21 @@ pub async fn cancel(
         .cancel(&project, run, &format!("token `{}`", who.name))
         .await
         .map_err(queue_error)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"run": run, "status": outcome}))))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryBody {
-    /// Only the jobs that did not pass; the passed ones are taken over with their artifacts.
-    #[serde(default)]
-    failed: bool,
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(takt_api::Cancelled {
+            run,
+            status: outcome.to_string(),
+        }),
+    ))
 }
 
 pub async fn retry(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((project, run)): Path<(String, String)>,
     body: Result<Json<RetryBody>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = authorize(&state, &headers, Permission::Ci)?;
+) -> Result<(StatusCode, Json<Triggered>), ApiError> {
     let run = parse_run(&run)?;
     let req = match body {
         Ok(Json(b)) => b,
@@ -512,7 +482,6 @@ pub async fn logs(
     Path((project, run, job)): Path<(String, String, String)>,
     q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Permission::Read)?;
     let run = parse_run(&run)?;
     let q = query(q)?;
     let sse = q.follow

@@ -5,13 +5,19 @@
 //! same events the same way through these types; what a view shows over HTTP is its serde
 //! form. Views are rebuilt from the log when the server starts (see ARCHITECTURE.md, "Views").
 
+pub mod artifact;
 pub mod environment;
 pub mod incident;
+pub mod project;
 pub mod run;
+pub mod token;
 
+pub use artifact::{ArtifactView, Artifacts};
 pub use environment::{Deployment, EnvView, Environments, Halt, InFlight, StepView};
 pub use incident::{Incident, IncidentEntry, Incidents};
+pub use project::{Project, Projects, Sealed};
 pub use run::{JobState, JobView, Pending, RunState, RunView, Runs};
+pub use token::{TokenInfo, Tokens};
 
 use takt_model::Event;
 

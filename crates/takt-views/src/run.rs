@@ -51,6 +51,17 @@ pub enum JobState {
     Done(JobStatus),
 }
 
+impl JobState {
+    /// Its one word, as serialised.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Pending(Pending::Queued) => "queued",
+            JobState::Pending(Pending::Running) => "running",
+            JobState::Done(s) => s.into(),
+        }
+    }
+}
+
 /// One job of a run, as its events tell it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {

@@ -138,10 +138,11 @@ impl Progress {
 }
 
 async fn public_key(api: &Api) -> anyhow::Result<String> {
-    let (_, v) = api.call(reqwest::Method::GET, "/api/v1/keys", None).await?;
-    v["keys"][0]["public_key"]
-        .as_str()
-        .map(str::to_string)
+    let v: takt_api::Keys = api.get("/api/v1/keys").await?;
+    v.keys
+        .into_iter()
+        .next()
+        .map(|k| k.public_key)
         .context("the server published no key")
 }
 
@@ -259,13 +260,10 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                 .request(reqwest::Method::PUT, &format!("/api/v1/artifacts/{name}/{version}"))
                 .query(&query)
                 .header("x-takt-blob", &digest);
-            let res = api.send(req).await;
-            let res = res?;
-            let status = res.status().as_u16();
-            let v: serde_json::Value = res.json().await.unwrap_or_default();
+            let v: takt_api::Pushed = api.typed(req, "the push").await?;
             if json {
-                outln!("{v}");
-            } else if status == 200 {
+                outln!("{}", serde_json::to_string(&v)?);
+            } else if v.unchanged {
                 outln!("{name}@{version} is already stored with these bytes ({digest}); nothing changed");
             } else {
                 outln!("pushed {name}@{version}: {digest}, {} bytes", meta.len());
@@ -371,44 +369,51 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
             let req = api
                 .request(reqwest::Method::POST, "/api/v1/artifacts/fsck")
                 .timeout(Duration::from_secs(24 * 3600));
-            let v: serde_json::Value = api.send(req).await?.json().await?;
+            let v: takt_api::FsckReport = api.typed(req, "fsck").await?;
             if json {
-                outln!("{v}");
+                outln!("{}", serde_json::to_string(&v)?);
             } else {
-                outln!("{} blobs, {} bytes checked", v["checked"], v["bytes"]);
-                for c in v["corrupt"].as_array().into_iter().flatten() {
+                outln!("{} blobs, {} bytes checked", v.checked, v.bytes);
+                for c in &v.corrupt {
                     outln!(
                         "CORRUPT {} (its bytes hash to {}); moved to quarantine",
-                        s(&c["digest"]),
-                        s(&c["actual"])
+                        c.digest,
+                        c.actual
                     );
                 }
-                for m in v["missing"].as_array().into_iter().flatten() {
-                    outln!("MISSING {} of {}", s(&m["digest"]), s(&m["artifact"]));
+                for q in &v.quarantined {
+                    outln!(
+                        "QUARANTINED {} of {} (push that version again to serve it)",
+                        q.digest,
+                        q.artifact
+                    );
+                }
+                for m in &v.missing {
+                    outln!("MISSING {} of {}", m.digest, m.artifact);
                 }
             }
-            if v["ok"] != true {
-                bail!("the artifact store has corrupt or missing blobs");
+            if !v.ok {
+                bail!("the artifact store has corrupt, quarantined or missing blobs");
             }
         }
         ArtifactCommand::Gc { apply, json, remote } => {
             let api = Api::new(&remote)?;
             let req = api
                 .request(reqwest::Method::POST, "/api/v1/artifacts/gc")
-                .json(&serde_json::json!({"apply": apply}))
+                .json(&takt_api::GcBody { apply })
                 .timeout(Duration::from_secs(24 * 3600));
-            let v: serde_json::Value = api.send(req).await?.json().await?;
+            let v: takt_api::GcReport = api.typed(req, "gc").await?;
             if json {
-                outln!("{v}");
+                outln!("{}", serde_json::to_string(&v)?);
             } else {
                 let verb = if apply { "deleted" } else { "would delete" };
-                for a in v["artifacts"].as_array().into_iter().flatten() {
-                    outln!("{verb} {}@{}: {}", s(&a["name"]), s(&a["version"]), s(&a["reason"]));
+                for a in &v.artifacts {
+                    outln!("{verb} {}@{}: {}", a.name, a.version, a.reason);
                 }
                 outln!(
                     "{verb} {} blobs nothing names ({} bytes){}",
-                    v["blobs"].as_array().map_or(0, |b| b.len()),
-                    v["freed_bytes"],
+                    v.blobs.len(),
+                    v.freed_bytes,
                     if apply { "" } else { "; run with --apply to delete" }
                 );
             }
@@ -493,10 +498,6 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn s(v: &serde_json::Value) -> String {
-    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
 }
 
 fn manifest_path(file: &Path) -> PathBuf {

@@ -202,6 +202,41 @@ impl Api {
         Ok((status, json))
     }
 
+    /// `GET path`, read as the API contract's type `T` (`takt-api`).
+    pub(crate) async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.typed(self.request(reqwest::Method::GET, path), path).await
+    }
+
+    /// `POST path` without a body, the answer read as `T`.
+    pub(crate) async fn post<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.typed(self.request(reqwest::Method::POST, path), path).await
+    }
+
+    /// `METHOD path` with a JSON body of the contract's types, the answer read as `T`.
+    pub(crate) async fn send_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.typed(self.request(method, path).json(body), path).await
+    }
+
+    /// Sends a prepared request; the answer read as `T` (`path` names it in errors).
+    pub(crate) async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        let text = self.send(req).await?.text().await.unwrap_or_default();
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the server's answer to {path} is not what this takt {} expects (a different server version?)",
+                env!("CARGO_PKG_VERSION")
+            )
+        })
+    }
+
     /// A request with the token, to a path under the server.
     pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
@@ -306,43 +341,50 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
             remote,
         } => {
             let api = Api::new(&remote)?;
-            let (_, v) = api
-                .call(
+            let scope: takt_api::Scope = scope
+                .parse()
+                .map_err(|e: takt_api::auth::UnknownScope| BadInput(e.to_string()))?;
+            let v: takt_api::TokenCreated = api
+                .send_json(
                     reqwest::Method::POST,
                     "/api/v1/tokens",
-                    Some(serde_json::json!({"name": name, "scope": scope})),
+                    &takt_api::NewToken { name, scope },
                 )
                 .await?;
             if json {
-                outln!("{v}");
+                outln!("{}", serde_json::to_string(&v)?);
             } else {
                 outln!(
                     "token {} ({} scope) created; its secret is shown only now:",
-                    v["id"].as_str().unwrap_or(""),
-                    v["scope"].as_str().unwrap_or("")
+                    v.id,
+                    v.scope
                 );
-                outln!("{}", v["token"].as_str().unwrap_or(""));
+                outln!("{}", v.token);
             }
         }
         TokenCommand::Ls { json, remote } => {
             let api = Api::new(&remote)?;
-            let (_, v) = api.call(reqwest::Method::GET, "/api/v1/tokens", None).await?;
+            let v: takt_api::TokenList = api.get("/api/v1/tokens").await?;
             if json {
-                outln!("{}", v["tokens"]);
+                outln!("{}", serde_json::to_string(&v.tokens)?);
             } else {
-                let mut t = comfy_table::Table::new();
-                t.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
-                t.set_header(vec!["id", "name", "scope", "created (UTC)", "last used (UTC)"]);
-                for x in v["tokens"].as_array().into_iter().flatten() {
-                    t.add_row(vec![
-                        x["id"].as_str().unwrap_or(""),
-                        x["name"].as_str().unwrap_or(""),
-                        x["scope"].as_str().unwrap_or(""),
-                        x["created_at"].as_str().unwrap_or(""),
-                        x["last_used_at"].as_str().unwrap_or("never"),
-                    ]);
-                }
-                outln!("{t}");
+                let rows = v
+                    .tokens
+                    .into_iter()
+                    .map(|x| {
+                        vec![
+                            x.id,
+                            x.name,
+                            x.scope.to_string(),
+                            x.created_at,
+                            x.last_used_at.unwrap_or_else(|| "never".into()),
+                        ]
+                    })
+                    .collect();
+                outln!(
+                    "{}",
+                    table(&["id", "name", "scope", "created (UTC)", "last used (UTC)"], rows)
+                );
             }
         }
         TokenCommand::Revoke { id, remote } => {
@@ -494,25 +536,23 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
             remote,
         } => {
             let api = Api::new(&remote)?;
-            api.call(
-                reqwest::Method::POST,
-                "/api/v1/projects",
-                Some(serde_json::json!({"name": name, "repo": repo, "branch": branch})),
-            )
-            .await?;
-            outln!("project {name} added (branch {branch})");
+            let body = takt_api::NewProject {
+                name,
+                repo,
+                branch: Some(branch),
+            };
+            let added: takt_api::ProjectCreated =
+                api.send_json(reqwest::Method::POST, "/api/v1/projects", &body).await?;
+            outln!("project {} added (branch {})", added.name, added.branch);
         }
         ProjectCommand::Ls { json, remote } => {
-            let (_, v) = Api::new(&remote)?
-                .call(reqwest::Method::GET, "/api/v1/projects", None)
-                .await?;
+            let v: takt_api::ProjectList = Api::new(&remote)?.get("/api/v1/projects").await?;
             if json {
-                outln!("{}", v["projects"]);
+                outln!("{}", serde_json::Value::from(v.projects));
             } else {
-                let rows = v["projects"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                let rows = v
+                    .projects
+                    .iter()
                     .map(|p| vec![s(&p["name"]), s(&p["branch"]), s(&p["repo"])])
                     .collect();
                 outln!("{}", table(&["name", "branch", "repository"], rows));
@@ -540,29 +580,28 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
             poll_seconds,
             remote,
         } => {
-            let mut body = serde_json::Map::new();
-            if let Some(q) = queue {
-                body.insert("queue".into(), q.into());
-            }
-            if let Some(c) = concurrency {
-                body.insert("concurrency".into(), c.into());
-            }
-            if !protected.is_empty() {
-                body.insert("protected".into(), protected.into());
-            }
-            if let Some(p) = poll_seconds {
-                body.insert("poll_seconds".into(), p.into());
-            }
-            if body.is_empty() {
+            let body = takt_model::ProjectOptions {
+                queue: queue.map(|q| {
+                    if q == "newest" {
+                        takt_model::QueueMode::Newest
+                    } else {
+                        takt_model::QueueMode::Every
+                    }
+                }),
+                concurrency,
+                protected: (!protected.is_empty()).then_some(protected),
+                poll_seconds,
+            };
+            if body == takt_model::ProjectOptions::default() {
                 bail!(BadInput(
                     "nothing to set: give --queue, --concurrency, --protected or --poll-seconds".into()
                 ));
             }
-            let (_, v) = Api::new(&remote)?
-                .call(
+            let v: serde_json::Value = Api::new(&remote)?
+                .send_json(
                     reqwest::Method::POST,
                     &format!("/api/v1/projects/{name}/settings"),
-                    Some(body.into()),
+                    &body,
                 )
                 .await?;
             outln!("{}", v["options"]);
@@ -580,34 +619,35 @@ pub async fn trigger(a: TriggerArgs) -> anyhow::Result<()> {
             format!("refs/heads/{r}")
         }
     });
-    let body = serde_json::json!({"rev": a.rev, "ref": git_ref, "force": a.force});
-    let (_, v) = api
-        .call(
+    let body = takt_api::TriggerBody {
+        rev: a.rev,
+        git_ref,
+        force: a.force,
+        hook: false,
+    };
+    let v: takt_api::Triggered = api
+        .send_json(
             reqwest::Method::POST,
             &format!("/api/v1/projects/{}/trigger", a.project),
-            Some(body),
+            &body,
         )
         .await?;
     if a.json {
-        outln!("{v}");
-    } else if v["duplicate"] == true {
-        let run = if v["run"].is_null() {
-            "queued".to_string()
-        } else {
-            format!("#{}", v["run"])
-        };
+        outln!("{}", serde_json::to_string(&v)?);
+    } else if v.duplicate {
         outln!(
-            "commit {} already has a run ({run}); use --force for another",
-            s(&v["commit"])
+            "commit {} already has a run (#{}); use --force for another",
+            v.commit,
+            v.run
         );
     } else {
         outln!(
             "queued run #{} of {} at {} (follow it: takt logs {}/{} -f)",
-            v["run"],
+            v.run,
             a.project,
-            s(&v["commit"]),
+            v.commit,
             a.project,
-            v["run"]
+            v.run
         );
     }
     Ok(())
@@ -651,31 +691,34 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
             json,
             remote,
         } => {
-            let (_, v) = Api::new(&remote)?
-                .call(reqwest::Method::GET, &format!("/api/v1/runs/{project}/{run}"), None)
-                .await?;
+            let api = Api::new(&remote)?;
+            let path = format!("/api/v1/runs/{project}/{run}");
             if json {
+                let v: serde_json::Value = api.get(&path).await?;
                 outln!("{v}");
             } else {
-                outln!("run #{run} of {project}: {} at {}", s(&v["status"]), s(&v["commit"]));
-                let rows = v["jobs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|j| vec![s(&j["name"]), s(&j["status"]), s(&j["exit_code"]), s(&j["reason"])])
+                let v: takt_views::RunView = api.get(&path).await?;
+                outln!("run #{run} of {project}: {} at {}", v.status.name(), v.commit);
+                let rows = v
+                    .jobs
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.name.clone(),
+                            j.status.map(|s| s.name()).unwrap_or_default().to_string(),
+                            j.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                            j.reason.clone().unwrap_or_default(),
+                        ]
+                    })
                     .collect();
                 outln!("{}", table(&["job", "status", "exit", "reason"], rows));
             }
         }
         RunsCommand::Cancel { project, run, remote } => {
-            let (_, v) = Api::new(&remote)?
-                .call(
-                    reqwest::Method::POST,
-                    &format!("/api/v1/runs/{project}/{run}/cancel"),
-                    None,
-                )
+            let v: takt_api::Cancelled = Api::new(&remote)?
+                .post(&format!("/api/v1/runs/{project}/{run}/cancel"))
                 .await?;
-            outln!("run #{run} of {project}: {}", s(&v["status"]));
+            outln!("run #{run} of {project}: {}", v.status);
         }
         RunsCommand::Retry {
             project,
@@ -684,19 +727,19 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
             json,
             remote,
         } => {
-            let (_, v) = Api::new(&remote)?
-                .call(
+            let v: takt_api::Triggered = Api::new(&remote)?
+                .send_json(
                     reqwest::Method::POST,
                     &format!("/api/v1/runs/{project}/{run}/retry"),
-                    Some(serde_json::json!({"failed": failed})),
+                    &takt_api::RetryBody { failed },
                 )
                 .await?;
             if json {
-                outln!("{v}");
+                outln!("{}", serde_json::to_string(&v)?);
             } else {
                 outln!(
                     "queued run #{} of {project}: {} of run #{run}",
-                    s(&v["run"]),
+                    v.run,
                     if failed { "the failed jobs" } else { "every job" }
                 );
             }

@@ -6,6 +6,7 @@ use anyhow::bail;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
+use takt_api::{DeployAnswer, DeployAnswerOutcome, DeployBody};
 
 /// Where an environment is: `ENV` or `PROJECT/ENV`.
 #[derive(clap::Args, Clone)]
@@ -136,28 +137,26 @@ fn path(p: &str, e: &str, what: &str) -> String {
 
 /// Prints what the server said about a deploy request, then follows the deploy to its end
 /// unless detached. Exit status 1 if it did not succeed.
-async fn follow(api: &Api, p: &str, e: &str, v: Value, wait: Wait) -> anyhow::Result<()> {
-    let Some(id) = v["deploy"].as_u64() else {
+async fn follow(api: &Api, p: &str, e: &str, v: DeployAnswer, wait: Wait) -> anyhow::Result<()> {
+    let Some(id) = v.deploy else {
         if wait.json {
-            outln!("{v}");
+            outln!("{}", serde_json::to_string(&v)?);
         } else {
-            outln!(
-                "{}",
-                v["message"].as_str().map(String::from).unwrap_or_else(|| v.to_string())
-            );
+            outln!("{}", v.message.as_deref().unwrap_or("nothing to do"));
         }
         return Ok(());
     };
     if !wait.json {
-        outln!(
-            "deploy #{id} of {}@{} to {p}/{e} started",
-            s(&v["artifact"]["name"]),
-            s(&v["artifact"]["version"])
-        );
+        let (name, version) = v
+            .artifact
+            .as_ref()
+            .map(|a| (a.name.as_str(), a.version.as_str()))
+            .unwrap_or_default();
+        outln!("deploy #{id} of {name}@{version} to {p}/{e} started");
     }
     if wait.detach {
         if wait.json {
-            outln!("{v}");
+            outln!("{}", serde_json::to_string(&v)?);
         }
         return Ok(());
     }
@@ -237,31 +236,31 @@ async fn watch(api: &Api, p: &str, e: &str, id: u64, wait: Wait, approved: bool)
 pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.remote)?;
     let (p, e) = resolve(&api, &a.target).await?;
-    let (_, v) = api
-        .call(
-            Method::POST,
-            &path(&p, &e, "deploy"),
-            Some(json!({"artifact": a.artifact})),
-        )
-        .await?;
+    let body = DeployBody {
+        artifact: Some(a.artifact),
+        reason: None,
+    };
+    let v = api.send_json(Method::POST, &path(&p, &e, "deploy"), &body).await?;
     follow(&api, &p, &e, v, a.wait).await
 }
 
 pub async fn promote(a: EnvArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.remote)?;
     let (p, e) = resolve(&api, &a.target).await?;
-    let (_, v) = api.call(Method::POST, &path(&p, &e, "promote"), None).await?;
+    let v = api.post(&path(&p, &e, "promote")).await?;
     follow(&api, &p, &e, v, a.wait).await
 }
 
 pub async fn rollback(a: RollbackArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.remote)?;
     let (p, e) = resolve(&api, &a.target).await?;
-    let body = a.artifact.map(|x| json!({"artifact": x}));
-    let (_, v) = api.call(Method::POST, &path(&p, &e, "rollback"), body).await?;
-    if v["outcome"] == json!("rolling_back") {
-        let id = v["deploy"].as_u64().unwrap_or(0);
-        outln!("deploy #{id} to {p}/{e} is rolling back");
+    let body = DeployBody {
+        artifact: a.artifact,
+        reason: None,
+    };
+    let v: DeployAnswer = api.send_json(Method::POST, &path(&p, &e, "rollback"), &body).await?;
+    if v.outcome == DeployAnswerOutcome::RollingBack {
+        outln!("deploy #{} to {p}/{e} is rolling back", v.deploy.unwrap_or(0));
         return Ok(());
     }
     follow(&api, &p, &e, v, a.wait).await
@@ -270,28 +269,27 @@ pub async fn rollback(a: RollbackArgs) -> anyhow::Result<()> {
 pub async fn simple(what: &str, a: EnvArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.remote)?;
     let (p, e) = resolve(&api, &a.target).await?;
-    let (_, v) = api.call(Method::POST, &path(&p, &e, what), None).await?;
-    if what == "approve" && !a.wait.detach {
-        let id = v["deploy"].as_u64().unwrap_or(0);
-        if !a.wait.json {
-            outln!("{p}/{e}: deploy #{id} approved");
+    let to = path(&p, &e, what);
+    if what == "approve" {
+        let v: takt_api::Approved = api.post(&to).await?;
+        if a.wait.json && a.wait.detach {
+            outln!("{}", serde_json::to_string(&v)?);
+        } else if !a.wait.json {
+            outln!("{p}/{e}: deploy #{} approved", v.deploy);
         }
-        return watch(&api, &p, &e, id, a.wait, true).await;
+        if !a.wait.detach {
+            return watch(&api, &p, &e, v.deploy, a.wait, true).await;
+        }
+        return Ok(());
     }
+    let v: takt_api::Resumed = api.post(&to).await?;
     if a.wait.json {
-        outln!("{v}");
+        outln!("{}", serde_json::to_string(&v)?);
     } else {
-        match what {
-            "approve" => outln!("{p}/{e}: deploy #{} approved", s(&v["deploy"])),
-            _ => outln!(
-                "{p}/{e}: resumed{}",
-                if v["was_halted"] == json!(true) {
-                    " (the halt is lifted)"
-                } else {
-                    ""
-                }
-            ),
-        }
+        outln!(
+            "{p}/{e}: resumed{}",
+            if v.was_halted { " (the halt is lifted)" } else { "" }
+        );
     }
     Ok(())
 }
@@ -299,8 +297,11 @@ pub async fn simple(what: &str, a: EnvArgs) -> anyhow::Result<()> {
 pub async fn halt(a: HaltArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.remote)?;
     let (p, e) = resolve(&api, &a.target).await?;
-    api.call(Method::POST, &path(&p, &e, "halt"), Some(json!({"reason": a.reason})))
-        .await?;
+    let body = DeployBody {
+        artifact: None,
+        reason: Some(a.reason),
+    };
+    let _: takt_api::Halted = api.send_json(Method::POST, &path(&p, &e, "halt"), &body).await?;
     outln!("{p}/{e}: halted; deploys stop at their next safe point until `takt resume {p}/{e}`");
     Ok(())
 }

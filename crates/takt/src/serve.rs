@@ -220,6 +220,11 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         max_waiting: config.max_waiting,
         on_restart: config.on_restart,
     };
+    let artifacts = Arc::new(takt_server::artifacts::Repository {
+        blobs: engine.blobs.clone(),
+        manifests: engine.manifests.clone(),
+        keys: engine.keys.clone(),
+    });
     let queue = takt_server::queue::Queue::start(engine, data.root.clone(), settings, projects.clone(), key.clone())
         .await
         .map_err(|e| (1, e.into()))?;
@@ -228,6 +233,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         tokens: RwLock::new(tokens),
         projects,
         queue: Some(queue),
+        artifacts,
         key,
         metrics,
         branch_configs: RwLock::default(),

@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("takt-model", &[]),
     ("takt-pipeline", &["takt-model"]),
     ("takt-views", &["takt-model"]),
+    ("takt-api", &["takt-model", "takt-views"]),
     ("takt-deploy", &[]),
     ("takt-store", &["takt-model"]),
     ("takt-blob", &["takt-model"]),
@@ -33,12 +34,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "takt-driver",
         ],
     ),
-    ("takt-ci", &["takt-model", "takt-store", "takt-engine", "takt-exec"]),
+    (
+        "takt-ci",
+        &["takt-model", "takt-views", "takt-store", "takt-engine", "takt-exec"],
+    ),
     (
         "takt-server",
         &[
             "takt-model",
             "takt-views",
+            "takt-api",
             "takt-store",
             "takt-pipeline",
             "takt-blob",
@@ -51,7 +56,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 ];
 
 /// Pure crates: functions over values. None of these may appear among their dependencies.
-const PURE: &[&str] = &["takt-pipeline", "takt-views", "takt-deploy"];
+const PURE: &[&str] = &["takt-pipeline", "takt-views", "takt-deploy", "takt-api"];
 const IMPURE_DEPS: &[&str] = &["tokio", "sqlx", "axum", "hyper", "reqwest", "nix", "object_store"];
 /// Nor these in their code (before its `#[cfg(test)]` part).
 const IMPURE_CODE: &[&str] = &[

@@ -445,6 +445,20 @@ async fn gc_follows_retention_of_the_default_branch_and_fsck_finds_corrupt_and_m
             .join(digests[0].trim_start_matches("sha256:"))
             .exists()
     );
+    // The quarantined blob is CORRUPT once, its version QUARANTINED, not MISSING as well.
+    assert!(
+        out.contains(&format!("QUARANTINED {} of build@{}", digests[0], versions[0])),
+        "{out}"
+    );
+    assert!(!out.contains(&format!("MISSING {}", digests[0])), "{out}");
+    // Checked again: nothing is corrupt now, the version stays quarantined (still exit 1).
+    let o = cli(&["artifact", "fsck", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["corrupt"], serde_json::json!([]), "{v}");
+    assert_eq!(v["quarantined"][0]["digest"], digests[0].as_str(), "{v}");
+    assert_eq!(v["missing"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["ok"], false);
 }
 
 #[tokio::test]

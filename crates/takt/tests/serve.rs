@@ -21,10 +21,11 @@ async fn every_route_refuses_missing_wrong_and_insufficient_tokens() {
         by_scope.push((scope, new_token(&s, &admin, scope).await));
     }
     let c = client();
-    for (method, path, perm) in takt_server::ROUTES {
+    for route in takt_api::ROUTES {
+        let (method, path, perm) = (route.method.as_str(), route.path, route.permission);
         let req = |token: Option<&str>| {
             let mut r = c.request(method.parse().unwrap(), url(&s, path));
-            if *method == "POST" {
+            if method == "POST" {
                 r = r.json(&serde_json::json!({"name": "x", "scope": "read"}));
             }
             if let Some(t) = token {
@@ -54,7 +55,7 @@ async fn every_route_refuses_missing_wrong_and_insufficient_tokens() {
         );
         for (scope, token) in &by_scope {
             let status = req(Some(token)).await.unwrap().status();
-            if scope.allows(*perm) {
+            if scope.allows(perm) {
                 assert!(
                     status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
                     "{method} {path} as {scope}: {status}"
@@ -64,14 +65,14 @@ async fn every_route_refuses_missing_wrong_and_insufficient_tokens() {
             }
         }
     }
-    // The OpenAPI document lists every route.
+    // The OpenAPI document lists every route, with the schemas of its bodies.
     let doc = get_json(&s, "/api/v1/openapi.json", &admin).await;
-    for (method, path, _) in takt_server::ROUTES {
-        assert!(
-            doc["paths"][path][method.to_lowercase()].is_object(),
-            "{method} {path} missing from OpenAPI"
-        );
+    for r in takt_api::ROUTES {
+        let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+        assert!(op.is_object(), "{} {} missing from OpenAPI", r.method.as_str(), r.path);
+        assert_eq!(op["operationId"], r.op.name());
     }
+    assert!(doc["components"]["schemas"]["DeployAnswer"]["properties"]["outcome"].is_object());
 }
 
 #[tokio::test]

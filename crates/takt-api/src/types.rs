@@ -1,0 +1,386 @@
+//! Request and response bodies of the API. The server answers with these types and the CLI
+//! reads them back, so a field renamed on one side breaks the build, not a user.
+//!
+//! Views folded from the event log (a run, an environment, a project) travel as JSON objects
+//! and are documented as such; everything a command sends or gets back is a type here.
+
+use crate::auth::Scope;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// Every 4xx and 5xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong and what to do; names the field, file or id concerned.
+    pub error: String,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+// ---- tokens ----
+
+pub use takt_views::TokenInfo;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    /// id, name, scope, created_at, last_used_at (never a secret or its hash).
+    #[schema(value_type = Vec<Object>)]
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// 1 to 100 printable characters.
+    pub name: String,
+    #[schema(schema_with = crate::auth::scope_schema)]
+    pub scope: Scope,
+}
+
+/// A new token: its secret is in this answer only.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    pub id: String,
+    pub name: String,
+    #[schema(schema_with = crate::auth::scope_schema)]
+    pub scope: Scope,
+    /// The secret: `takt_` and 40 hex digits.
+    pub token: String,
+}
+
+// ---- projects and secrets ----
+
+/// `POST /api/v1/projects`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProject {
+    pub name: String,
+    /// A repository URL or a path on the server's machine.
+    pub repo: String,
+    /// The default branch (default `main`).
+    #[serde(default)]
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectCreated {
+    pub name: String,
+    pub repo: String,
+    pub branch: String,
+}
+
+/// `GET /api/v1/projects`: each project's view (name, repo, branch, added_at, options, secrets).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectList {
+    #[schema(value_type = Vec<Object>)]
+    pub projects: Vec<Value>,
+}
+
+/// A secret's name and when it was set (its value never leaves the server).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretInfo {
+    pub name: String,
+    pub set_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretList {
+    pub secrets: Vec<SecretInfo>,
+}
+
+// ---- events ----
+
+/// `GET /api/v1/events`: a page of the event log, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// One event kind, such as `run_finished`.
+    pub kind: Option<String>,
+    pub project: Option<String>,
+    pub run: Option<u64>,
+    /// Events after this sequence number (the previous page's `next_after`).
+    pub after: Option<i64>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+    /// RFC 3339: events at or after this time.
+    pub since: Option<String>,
+    /// RFC 3339: events before this time.
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventsPage {
+    /// Events as stored (without token hashes or sealed secrets).
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Value>,
+    /// Where the next page starts, if this one was full.
+    pub next_after: Option<i64>,
+}
+
+// ---- runs ----
+
+/// `GET /api/v1/runs`: newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RunsQuery {
+    pub project: Option<String>,
+    /// A run status: queued, running, passed, failed, cancelled.
+    pub status: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+    /// Runs numbered below this (paging backwards, newest first).
+    pub before: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    /// Run summaries (the view `takt runs show` prints).
+    #[schema(value_type = Vec<Object>)]
+    pub runs: Vec<Value>,
+}
+
+/// `POST /api/v1/projects/{name}/trigger` (an empty body runs the default branch's head).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    /// A commit, branch or tag (default: the project's default branch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<String>,
+    /// The full ref the commit was pushed to (`refs/heads/X`, `refs/tags/T`), as hooks report.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Run even if this commit already has a run.
+    #[serde(default)]
+    pub force: bool,
+    /// Sent by `takt hook notify`: a push reported by a git hook.
+    #[serde(default)]
+    pub hook: bool,
+}
+
+/// A run asked for: queued (202) or already there (200, `duplicate`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Triggered {
+    pub queued: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    pub run: u64,
+    pub commit: String,
+}
+
+/// `POST /api/v1/runs/{project}/{run}/retry`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    /// Only the jobs that did not pass; the passed ones are taken over with their artifacts.
+    #[serde(default)]
+    pub failed: bool,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Cancelled {
+    pub run: u64,
+    /// `cancelled`, or the status the run had already ended with.
+    pub status: String,
+}
+
+// ---- artifacts ----
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PublicKey {
+    /// `ed25519`.
+    pub algorithm: String,
+    /// Hex.
+    pub public_key: String,
+}
+
+/// `GET /api/v1/keys`: the keys that verify manifests (public).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Keys {
+    pub keys: Vec<PublicKey>,
+}
+
+/// `GET /api/v1/artifacts`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ArtifactsQuery {
+    pub project: Option<String>,
+    pub name: Option<String>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactList {
+    /// name, version, digest, size, project, run, job, stored_at per version, newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub artifacts: Vec<takt_views::ArtifactView>,
+}
+
+/// `PUT /api/v1/artifacts/{name}/{version}`: the provenance of a pushed artifact.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PushQuery {
+    pub project: Option<String>,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+    pub run: Option<u64>,
+    pub job: Option<String>,
+    /// The file name the artifact had, for downloads.
+    pub file: Option<String>,
+}
+
+/// A pushed artifact: 201, or 200 with `unchanged` when the same bytes were there already.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Pushed {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
+}
+
+/// A blob stored by its content.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BlobStored {
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CorruptBlob {
+    pub digest: String,
+    /// What its bytes hash to now.
+    pub actual: String,
+}
+
+/// A version whose blob cannot be served.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MissingBlob {
+    /// `NAME@VERSION`.
+    pub artifact: String,
+    pub digest: String,
+}
+
+/// `POST /api/v1/artifacts/fsck`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FsckReport {
+    pub checked: u64,
+    pub bytes: u64,
+    /// Blobs whose bytes no longer match their digest (moved to quarantine).
+    pub corrupt: Vec<CorruptBlob>,
+    /// Versions whose blob is in quarantine (corrupt): they cannot be served until pushed
+    /// again. A blob found corrupt now is in `corrupt` and its versions here, not in `missing`.
+    pub quarantined: Vec<MissingBlob>,
+    /// Versions whose blob is nowhere, not even in quarantine.
+    pub missing: Vec<MissingBlob>,
+    pub ok: bool,
+}
+
+/// `POST /api/v1/artifacts/gc`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GcBody {
+    /// Delete (otherwise only say what would go).
+    #[serde(default)]
+    pub apply: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GcArtifact {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GcReport {
+    pub applied: bool,
+    pub artifacts: Vec<GcArtifact>,
+    pub blobs: Vec<String>,
+    pub freed_bytes: u64,
+}
+
+// ---- environments ----
+
+/// `POST .../deploy`, `.../rollback`, `.../halt`: what to deploy and why.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployBody {
+    /// `NAME@VERSION` (deploy: required; rollback: default the previous good one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    /// Why (halt: required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a deploy request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployAnswerOutcome {
+    /// A deploy started (202): follow it by its number.
+    Started,
+    /// The environment already runs it (200): nothing to do.
+    Unchanged,
+    /// The deploy in flight goes back to what ran before it (202).
+    RollingBack,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeployAnswer {
+    pub project: String,
+    pub environment: String,
+    /// The deploy's number in the environment (`PROJECT/ENV#N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub artifact: Option<takt_model::ArtifactRef>,
+    pub outcome: DeployAnswerOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Halted {
+    pub project: String,
+    pub environment: String,
+    /// The reason given.
+    pub halted: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Resumed {
+    pub project: String,
+    pub environment: String,
+    pub resumed: bool,
+    pub was_halted: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Approved {
+    pub project: String,
+    pub environment: String,
+    pub deploy: u64,
+    pub approved: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentList {
+    /// Each environment's view (what runs, health, controls, the deploy in flight).
+    #[schema(value_type = Vec<Object>)]
+    pub environments: Vec<Value>,
+}
