@@ -152,7 +152,7 @@ async fn already_settled(cd: &Cd, project: &str, env: &str, run: u64) -> bool {
         .events(&EventFilter {
             project: Some(project.to_string()),
             run: Some(run),
-            kinds: vec!["deploy_started".into(), "deploy_skipped".into()],
+            kinds: vec!["deploy_started", "deploy_skipped"],
             ..Default::default()
         })
         .await

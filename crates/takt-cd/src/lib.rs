@@ -92,7 +92,7 @@ impl EnvIndex {
         let index = EnvIndex::default();
         for e in store
             .events(&EventFilter {
-                kinds: takt_views::Environments::KINDS.iter().map(|k| k.to_string()).collect(),
+                kinds: takt_views::Environments::KINDS.to_vec(),
                 ..Default::default()
             })
             .await?

@@ -157,23 +157,6 @@ impl Queue {
 
     async fn recover(&self) -> Result<(), QueueError> {
         let store = &self.engine.store;
-        let events = store
-            .events(&EventFilter {
-                kinds: [
-                    "run_queued",
-                    "run_planning",
-                    "run_started",
-                    "run_finished",
-                    "job_started",
-                    "job_finished",
-                    "job_process",
-                    "webhook_received",
-                ]
-                .map(String::from)
-                .to_vec(),
-                ..Default::default()
-            })
-            .await?;
         struct Open {
             w: Waiting,
             started: bool,
@@ -184,7 +167,20 @@ impl Queue {
         }
         let mut open: std::collections::BTreeMap<(String, u64), Open> = Default::default();
         let mut intake = self.intake.lock().await;
-        for e in &events {
+        // One pass over every run's own events (not its jobs'), a page at a time; then the
+        // job events of the runs still open, which are few: a big log costs one look at each
+        // run, not at each job and step.
+        let runs = EventFilter {
+            kinds: vec![
+                "run_queued",
+                "run_planning",
+                "run_started",
+                "run_finished",
+                "webhook_received",
+            ],
+            ..Default::default()
+        };
+        let mut fold = |e: Event, open: &mut std::collections::BTreeMap<(String, u64), Open>| {
             if let EventKind::WebhookReceived {
                 provider,
                 delivery,
@@ -192,12 +188,13 @@ impl Queue {
                 ..
             } = &e.kind
             {
-                if ["queued", "duplicate", "ignored"].contains(&outcome.as_str()) {
+                use takt_model::WebhookOutcome as W;
+                if matches!(outcome, W::Queued | W::Duplicate | W::Ignored) {
                     self.remember_delivery(provider, delivery);
                 }
-                continue;
+                return;
             }
-            let Some(run) = e.run else { continue };
+            let Some(run) = e.run else { return };
             let key = (e.project.clone(), run);
             let next = intake.next.entry(e.project.clone()).or_insert(1);
             *next = (*next).max(run + 1);
@@ -265,6 +262,17 @@ impl Queue {
                 }
                 _ => {}
             }
+        };
+        store.scan(&runs, |e| fold(e, &mut open)).await?;
+        let started: Vec<(String, u64)> = open.iter().filter(|(_, o)| o.started).map(|(k, _)| k.clone()).collect();
+        for (project, run) in started {
+            let jobs = EventFilter {
+                project: Some(project),
+                run: Some(run),
+                kinds: vec!["job_started", "job_finished", "job_process"],
+                ..Default::default()
+            };
+            store.scan(&jobs, |e| fold(e, &mut open)).await?;
         }
         drop(intake);
         let mut requeue = Vec::new();

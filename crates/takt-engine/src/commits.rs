@@ -38,20 +38,19 @@ impl CommitInfos {
     ) -> Result<(), EngineError> {
         let mut known = self.known.lock().await;
         if !known.contains_key(project) {
-            let seen = self
-                .store
-                .events(&EventFilter {
-                    project: Some(project.to_string()),
-                    kind: Some("commit_info".into()),
-                    ..Default::default()
+            let mut seen = HashSet::new();
+            let infos = EventFilter {
+                project: Some(project.to_string()),
+                kind: Some("commit_info".into()),
+                ..Default::default()
+            };
+            self.store
+                .scan(&infos, |e| {
+                    if let EventKind::CommitInfo { commit, .. } = e.kind {
+                        seen.insert(commit);
+                    }
                 })
-                .await?
-                .into_iter()
-                .filter_map(|e| match e.kind {
-                    EventKind::CommitInfo { commit, .. } => Some(commit),
-                    _ => None,
-                })
-                .collect();
+                .await?;
             known.insert(project.to_string(), seen);
         }
         let seen = known.entry(project.to_string()).or_default();

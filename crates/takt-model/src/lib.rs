@@ -312,7 +312,7 @@ pub enum EventKind {
     },
     /// Artifacts were listed (`name`/`version` absent) or a manifest shown, by the named token.
     ArtifactRead {
-        action: String,
+        action: ReadAction,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -368,7 +368,7 @@ pub enum EventKind {
         git_ref: Option<String>,
         #[serde(default)]
         commit: Option<String>,
-        outcome: String,
+        outcome: WebhookOutcome,
     },
     /// One notification delivered (or given up on) to a subscriber.
     NotificationSent {
@@ -553,6 +553,32 @@ pub struct ArtifactRef {
     pub digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+}
+
+/// What a forge's webhook delivery led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum WebhookOutcome {
+    /// A run was queued for its commit.
+    Queued,
+    /// Its commit (or this delivery) had a run already.
+    Duplicate,
+    /// Nothing to build: another event, or a deleted ref.
+    Ignored,
+    /// The forge's test delivery.
+    Ping,
+}
+
+/// How an artifact was read without downloading it (`artifact_read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ReadAction {
+    /// The list of artifacts.
+    List,
+    /// One version's manifest.
+    Show,
 }
 
 /// How a deployment ended.

@@ -56,7 +56,7 @@ pub async fn list(
             q.project.as_deref().unwrap_or(""),
             None,
             EventKind::ArtifactRead {
-                action: "list".into(),
+                action: takt_model::ReadAction::List,
                 name: q.name.clone(),
                 version: None,
                 token: who.name.clone(),
@@ -67,7 +67,7 @@ pub async fn list(
         .store
         .events(&EventFilter {
             project: q.project.clone(),
-            kinds: takt_views::Artifacts::KINDS.iter().map(|k| k.to_string()).collect(),
+            kinds: takt_views::Artifacts::KINDS.to_vec(),
             ..Default::default()
         })
         .await?;
@@ -247,7 +247,7 @@ pub async fn show(
             &m.manifest.provenance.project,
             None,
             EventKind::ArtifactRead {
-                action: "show".into(),
+                action: takt_model::ReadAction::Show,
                 name: Some(name.clone()),
                 version: Some(version.clone()),
                 token: who.name.clone(),
@@ -722,6 +722,7 @@ pub async fn fsck(State(state): State<Arc<AppState>>) -> Result<Json<takt_api::F
 /// project's `keep_deployed_days`: never deleted.
 fn deployed(state: &AppState) -> std::collections::HashSet<(String, String)> {
     let days: std::collections::HashMap<String, u32> = state
+        .ci
         .branch_configs
         .read()
         .map(|c| {
@@ -753,6 +754,7 @@ pub async fn gc(
     };
     let engine = state.artifacts.clone();
     let policies: std::collections::HashMap<String, takt_pipeline::Retention> = state
+        .ci
         .branch_configs
         .read()
         .map(|c| {

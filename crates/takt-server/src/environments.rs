@@ -64,8 +64,9 @@ impl Host for ServerHost {
         Box::pin(async move {
             let state = self.state()?;
             let p = state.project(project)?;
-            crate::schedule::refresh(&state, &p).await;
+            takt_ci::schedule::refresh(&state.ci, &p).await;
             let cfg = state
+                .ci
                 .branch_configs
                 .read()
                 .ok()

@@ -1,5 +1,5 @@
-//! Triggers that arrive from outside: signed push webhooks from GitHub, Gitea and GitLab, and
-//! the periodic poll of every project's repository.
+//! Signed push webhooks from GitHub, Gitea and GitLab (polling is the CI service's:
+//! `takt_ci::poll`).
 //!
 //! A project's webhook secret is its secret `TAKT_WEBHOOK_SECRET` (`takt secret set PROJECT
 //! TAKT_WEBHOOK_SECRET`); names starting with `TAKT_` never reach jobs.
@@ -10,7 +10,7 @@
 //! - Unknown project → 404; missing or wrong signature → 401; ping → 200; a delivery id seen
 //!   before → 200 `duplicate` (and one commit gets one run whatever reports it).
 
-use crate::runs::{report, submitted_response};
+use crate::runs::submitted_response;
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::body::Bytes;
@@ -19,9 +19,9 @@ use axum::http::{HeaderMap, StatusCode};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use takt_ci::trigger::report;
+use takt_model::WebhookOutcome;
 use takt_model::{Event, EventKind, Trigger};
 
 /// The project secret that signs its webhooks.
@@ -78,7 +78,7 @@ pub fn parse_push(body: &[u8]) -> Result<Push, String> {
     let (Some(git_ref), Some(after)) = (payload["ref"].as_str(), payload["after"].as_str()) else {
         return Err("the push payload has no `ref` and `after` strings".into());
     };
-    crate::runs::parse_ref(git_ref).map_err(|e| format!("the push payload's `ref`: {e}"))?;
+    takt_ci::trigger::parse_ref(git_ref).map_err(|e| format!("the push payload's `ref`: {e}"))?;
     if !takt_engine::git::is_object_id(after) {
         return Err("the push payload's `after` is not a commit id (40 or 64 hex digits)".into());
     }
@@ -151,8 +151,8 @@ pub async fn webhook(
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "delivery id over 200 bytes"));
     }
     let queue = state.queue()?;
-    let record = |git_ref: Option<String>, commit: Option<String>, outcome: &str| {
-        state.metrics.webhook(provider, outcome);
+    let record = |git_ref: Option<String>, commit: Option<String>, outcome: WebhookOutcome| {
+        state.metrics.webhook(provider, outcome.into());
         Event::now(
             &name,
             None,
@@ -162,24 +162,24 @@ pub async fn webhook(
                 event: event.clone(),
                 git_ref,
                 commit,
-                outcome: outcome.to_string(),
+                outcome,
             },
         )
     };
     if event == "ping" {
-        state.record(record(None, None, "ping")).await?;
+        state.record(record(None, None, WebhookOutcome::Ping)).await?;
         return Ok((StatusCode::OK, Json(json!({"pong": true}))));
     }
     let is_push = matches!(event.as_str(), "push" | "Push Hook" | "Tag Push Hook");
     if !is_push {
-        state.record(record(None, None, "ignored")).await?;
+        state.record(record(None, None, WebhookOutcome::Ignored)).await?;
         return Ok((
             StatusCode::OK,
             Json(json!({"ignored": true, "reason": format!("`{event}` events do not start runs")})),
         ));
     }
     if queue.delivery_seen(provider, &delivery) {
-        state.record(record(None, None, "duplicate")).await?;
+        state.record(record(None, None, WebhookOutcome::Duplicate)).await?;
         return Ok((
             StatusCode::OK,
             Json(json!({"queued": false, "duplicate": true, "delivery": delivery})),
@@ -189,7 +189,9 @@ pub async fn webhook(
     let (git_ref, after) = (push.git_ref, push.after);
     if push.deleted {
         queue.remember_delivery(provider, &delivery);
-        state.record(record(Some(git_ref), None, "ignored")).await?;
+        state
+            .record(record(Some(git_ref), None, WebhookOutcome::Ignored))
+            .await?;
         return Ok((
             StatusCode::OK,
             Json(json!({"ignored": true, "reason": "a deleted ref has nothing to build"})),
@@ -199,139 +201,15 @@ pub async fn webhook(
         provider: provider.to_string(),
         delivery: delivery.clone(),
     };
-    let (submitted, commit) = report(&state, &name, Some(&after), Some(&git_ref), trigger, false).await?;
+    let (submitted, commit) = report(&state.ci, &name, Some(&after), Some(&git_ref), trigger, false).await?;
     queue.remember_delivery(provider, &delivery);
     let outcome = match submitted {
-        crate::queue::Submitted::Queued(_) => "queued",
-        crate::queue::Submitted::Duplicate(_) => "duplicate",
+        crate::queue::Submitted::Queued(_) => WebhookOutcome::Queued,
+        crate::queue::Submitted::Duplicate(_) => WebhookOutcome::Duplicate,
     };
     state
         .record(record(Some(git_ref), Some(commit.clone()), outcome))
         .await?;
     let (status, Json(t)) = submitted_response(submitted, &commit);
     Ok((status, Json(json!(t))))
-}
-
-/// Polls every project's repository: each `interval` (or the project's `poll_seconds`; 0 turns
-/// it off) the mirror is fetched and every branch or tag that moved or appeared is reported.
-/// Each project is polled by a task of its own, so one slow remote (bounded by git's
-/// timeouts) delays only its own project; a project is never polled twice at once.
-pub fn start_polling(state: Arc<AppState>, interval: Duration) {
-    tokio::spawn(async move {
-        let polls: Arc<Mutex<HashMap<String, Poll>>> = Arc::default();
-        let tick = Duration::from_millis(200).min(interval.max(Duration::from_millis(50)));
-        loop {
-            tokio::time::sleep(tick).await;
-            if state.queue().is_err() {
-                return;
-            }
-            let projects = state.projects.read().map(|p| p.list()).unwrap_or_default();
-            for p in projects {
-                let every = p.options.poll_seconds.map_or(interval, Duration::from_secs);
-                if every.is_zero() {
-                    continue;
-                }
-                let known = {
-                    let Ok(mut polls) = polls.lock() else { return };
-                    let entry = polls.entry(p.name.clone()).or_default();
-                    let due = !entry.busy && entry.last.is_none_or(|t| t.elapsed() >= every);
-                    if !due {
-                        continue;
-                    }
-                    entry.busy = true;
-                    entry.refs.take()
-                };
-                let (state, polls) = (state.clone(), polls.clone());
-                tokio::spawn(async move {
-                    // Marks the poll done however the task ends (even by a panic).
-                    let mut done = PollDone {
-                        polls,
-                        name: p.name.clone(),
-                        refs: None,
-                    };
-                    done.refs = poll_one(&state, &p.name, known).await;
-                });
-            }
-        }
-    });
-}
-
-/// Ends a project's poll when dropped: not busy any more, and the refs it saw (if any).
-struct PollDone {
-    polls: Arc<Mutex<HashMap<String, Poll>>>,
-    name: String,
-    refs: Option<HashMap<String, String>>,
-}
-
-impl Drop for PollDone {
-    fn drop(&mut self) {
-        if let Ok(mut polls) = self.polls.lock() {
-            *polls.entry(self.name.clone()).or_default() = Poll {
-                last: Some(Instant::now()),
-                busy: false,
-                refs: self.refs.take(),
-            };
-        }
-    }
-}
-
-/// One project's polling state.
-#[derive(Default)]
-struct Poll {
-    /// When its last poll ended.
-    last: Option<Instant>,
-    /// A poll is under way.
-    busy: bool,
-    /// The refs it had then (`None` before the first look).
-    refs: Option<HashMap<String, String>>,
-}
-
-/// Fetches one project's mirror and reports what moved since `before`; returns the refs now.
-async fn poll_one(
-    state: &AppState,
-    name: &str,
-    before: Option<HashMap<String, String>>,
-) -> Option<HashMap<String, String>> {
-    let mirror = takt_engine::git::Repo::bare(&crate::projects::mirror_path(&state.data_dir, name));
-    let before = match before {
-        Some(refs) => refs,
-        // First look: what the mirror has now is known; news starts after it. If git cannot
-        // say, the first look waits for the next poll (an empty list would make every branch
-        // look new).
-        None => match mirror.refs().await {
-            Ok(refs) => refs.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(project = %name, error = %e, "poll: cannot list the mirror's refs");
-                return None;
-            }
-        },
-    };
-    let fetched = match state.queue() {
-        Ok(q) => q.fetch(name).await,
-        Err(_) => return Some(before),
-    };
-    if let Err(e) = fetched {
-        tracing::warn!(project = %name, error = %e, "poll: cannot fetch");
-    }
-    let now: HashMap<String, String> = match mirror.refs().await {
-        Ok(refs) => refs.into_iter().collect(),
-        Err(e) => {
-            tracing::warn!(project = %name, error = %e, "poll: cannot list the mirror's refs");
-            return Some(before);
-        }
-    };
-    for (r, id) in &now {
-        if before.get(r) == Some(id) {
-            continue;
-        }
-        match report(state, name, Some(id), Some(r), Trigger::Poll, false).await {
-            Ok((s, commit)) => {
-                tracing::info!(project = %name, git_ref = %r, %commit, ?s, "poll found a new commit")
-            }
-            Err(e) => {
-                tracing::warn!(project = %name, git_ref = %r, error = %e.message, "poll: cannot queue")
-            }
-        }
-    }
-    Some(now)
 }

@@ -17,7 +17,7 @@ pub mod notify;
 pub use takt_ci::projects;
 pub use takt_ci::queue;
 pub mod runs;
-pub mod schedule;
+pub use takt_ci::schedule;
 pub use takt_ci::secrets;
 
 use auth::{Permission, Scope, TokenInfo, Tokens};
@@ -54,8 +54,8 @@ pub struct AppState {
     pub max_artifact_bytes: u64,
     /// When each token's use was last recorded.
     pub token_uses: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
-    /// What each project's default branch configures (schedules, notify).
-    pub branch_configs: RwLock<std::collections::HashMap<String, schedule::BranchConfig>>,
+    /// The CI service: the queue, the trigger path, each default branch's settings.
+    pub ci: Arc<takt_ci::Ci>,
     pub data_dir: std::path::PathBuf,
     /// Environments: what runs where, and their controls.
     /// The CD service: environments, deployments, their controls.
@@ -145,6 +145,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<takt_ci::trigger::TriggerError> for ApiError {
+    fn from(e: takt_ci::trigger::TriggerError) -> ApiError {
+        use takt_ci::trigger::TriggerError as T;
+        match e {
+            T::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
+            T::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+            T::Queue(q) => runs::queue_error(q),
+        }
     }
 }
 
@@ -601,7 +612,7 @@ pub async fn load_tokens(store: &Store, config: &ServerConfig) -> Result<(Tokens
 /// Every event a view folds.
 fn kinds_of<P: Projection>() -> EventFilter {
     EventFilter {
-        kinds: P::KINDS.iter().map(|k| k.to_string()).collect(),
+        kinds: P::KINDS.to_vec(),
         ..Default::default()
     }
 }
@@ -696,7 +707,7 @@ async fn add_project(
     state.record(e).await?;
     // Its schedules and subscribers count from now on, not from the next look.
     if let Ok(p) = state.project(&req.name) {
-        schedule::refresh(&state, &p).await;
+        takt_ci::schedule::refresh(&state.ci, &p).await;
     }
     if let Some(q) = &state.queue {
         q.moved.notify_waiters(); // the scheduler looks at its schedules now

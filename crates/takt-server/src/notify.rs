@@ -170,6 +170,7 @@ pub fn start(state: Arc<AppState>) {
                 continue;
             }
             let subs: Vec<_> = state
+                .ci
                 .branch_configs
                 .read()
                 .ok()

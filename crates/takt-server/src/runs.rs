@@ -56,15 +56,11 @@ impl RunIndex {
     /// Builds the index from the log.
     pub async fn load(store: &takt_store::Store) -> Result<RunIndex, takt_store::StoreError> {
         let index = RunIndex::default();
-        for e in store
-            .events(&EventFilter {
-                kinds: takt_views::run::SUMMARY_KINDS.iter().map(|k| k.to_string()).collect(),
-                ..Default::default()
-            })
-            .await?
-        {
-            index.apply(&e);
-        }
+        let summaries = EventFilter {
+            kinds: takt_views::run::SUMMARY_KINDS.to_vec(),
+            ..Default::default()
+        };
+        store.scan(&summaries, |e| index.apply(&e)).await?;
         Ok(index)
     }
 }
@@ -131,140 +127,6 @@ pub async fn show_run(
     Ok(Json(json!(load_run(&state, &project, run).await?.1)))
 }
 
-/// Where a reported commit belongs: `refs/heads/B` → (Some(B), None), `refs/tags/T` →
-/// (None, Some(T)); the name must follow git's ref-format rules (`check_ref_name`). One
-/// check for every path a ref arrives by (API, hook, webhook payload, poll, schedule).
-pub fn parse_ref(r: &str) -> Result<(Option<String>, Option<String>), String> {
-    if let Some(b) = r.strip_prefix("refs/heads/") {
-        crate::projects::check_ref_name("branch", b).map(|()| (Some(b.to_string()), None))
-    } else if let Some(t) = r.strip_prefix("refs/tags/") {
-        crate::projects::check_ref_name("tag", t).map(|()| (None, Some(t.to_string())))
-    } else {
-        let shown: String = r.chars().take(60).flat_map(char::escape_debug).collect();
-        Err(format!("`{shown}` is neither refs/heads/… nor refs/tags/…"))
-    }
-}
-
-/// A run is labelled with a branch only if the commit is on it (the branch's head or one of
-/// its ancestors), and with a tag only if the tag names it: a branch's name decides which
-/// secrets a run gets, so it cannot be claimed for another commit. Checked for every trigger
-/// and for retries.
-async fn on_its_ref(
-    mirror: &Repo,
-    project: &str,
-    commit: &str,
-    branch: Option<&str>,
-    tag: Option<&str>,
-) -> Result<(), String> {
-    if let Some(b) = branch {
-        let head = mirror
-            .resolve(&format!("refs/heads/{b}"))
-            .await
-            .map_err(|_| format!("the repository of `{project}` has no branch `{b}`"))?;
-        if head != commit && !mirror.is_ancestor(commit, &head).await {
-            return Err(format!(
-                "commit {commit} is not on branch `{b}` (its head is {head}); a run's branch must contain its commit"
-            ));
-        }
-    } else if let Some(t) = tag {
-        let tagged = mirror
-            .resolve(&format!("refs/tags/{t}"))
-            .await
-            .map_err(|_| format!("the repository of `{project}` has no tag `{t}`"))?;
-        if tagged != commit {
-            return Err(format!("tag `{t}` names commit {tagged}, not {commit}"));
-        }
-    }
-    Ok(())
-}
-
-/// The branch whose head `commit` is: `default` if it is one of them, else the only one;
-/// `None` when no branch, or several others, have it as their head.
-async fn head_branch(mirror: &Repo, commit: &str, default: &str) -> Option<String> {
-    let heads: Vec<String> = mirror
-        .refs()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(_, id)| id == commit)
-        .filter_map(|(r, _)| r.strip_prefix("refs/heads/").map(str::to_string))
-        .collect();
-    if heads.iter().any(|b| b == default) {
-        return Some(default.to_string());
-    }
-    match heads.as_slice() {
-        [one] => Some(one.clone()),
-        _ => None,
-    }
-}
-
-/// Fetches the project's mirror, resolves what was reported, and submits the run.
-pub async fn report(
-    state: &AppState,
-    project: &str,
-    rev: Option<&str>,
-    git_ref: Option<&str>,
-    trigger: Trigger,
-    force: bool,
-) -> Result<(Submitted, String), ApiError> {
-    let arrived = std::time::Instant::now();
-    let p = state.project(project)?;
-    let queue = state.queue()?;
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
-    // What was sent is checked before any git work.
-    if let Some(rev) = rev
-        && (rev.is_empty() || rev.len() > crate::projects::MAX_REF_NAME || rev.chars().any(char::is_control))
-    {
-        return Err(bad(format!(
-            "`rev` must be a commit id, branch or tag of at most {} bytes, without control characters",
-            crate::projects::MAX_REF_NAME
-        )));
-    }
-    let named = git_ref.map(parse_ref).transpose().map_err(bad)?;
-    queue
-        .fetch(project)
-        .await
-        .map_err(|e| bad(format!("cannot fetch the repository of `{project}`: {e}")))?;
-    let mirror = Repo::bare(&crate::projects::mirror_path(&state.data_dir, project));
-    let resolve = |rev: String| {
-        let mirror = &mirror;
-        async move { mirror.resolve(&rev).await.map_err(|e| bad(e.to_string())) }
-    };
-    let (branch, tag, commit) = match (named, git_ref, rev) {
-        (Some((b, t)), Some(r), rev) => (b, t, resolve(rev.unwrap_or(r).to_string()).await?),
-        (_, _, Some(rev)) => {
-            let (b, t) = mirror.ref_of(rev).await;
-            let commit = resolve(rev.to_string()).await?;
-            if b.is_none() && t.is_none() {
-                // A commit id: the branch whose head it is (the default branch first).
-                (head_branch(&mirror, &commit, &p.branch).await, None, commit)
-            } else {
-                (b, t, commit)
-            }
-        }
-        _ => (Some(p.branch.clone()), None, resolve(p.branch.clone()).await?),
-    };
-    on_its_ref(&mirror, project, &commit, branch.as_deref(), tag.as_deref())
-        .await
-        .map_err(bad)?;
-    let submitted = queue
-        .submit(Submission {
-            project: project.to_string(),
-            commit: commit.clone(),
-            branch,
-            tag,
-            trigger,
-            force,
-            carry: None,
-        })
-        .await
-        .map_err(queue_error)?;
-    if let Submitted::Queued(run) = submitted {
-        state.metrics.triggered(project, run, arrived);
-    }
-    Ok((submitted, commit))
-}
-
 pub(crate) fn queue_error(e: crate::queue::QueueError) -> ApiError {
     use crate::queue::QueueError::*;
     match e {
@@ -313,8 +175,8 @@ pub async fn trigger(
             token: who.name.clone(),
         }
     };
-    let (s, commit) = report(
-        &state,
+    let (s, commit) = takt_ci::trigger::report(
+        &state.ci,
         &name,
         req.rev.as_deref(),
         req.git_ref.as_deref(),
@@ -389,7 +251,7 @@ pub async fn retry(
     // The retried run's branch must still contain its commit (a run recorded before this
     // rule, or a branch force-pushed since, does not get the branch's secrets again).
     let mirror = Repo::bare(&crate::projects::mirror_path(&state.data_dir, &project));
-    on_its_ref(&mirror, &project, &commit, branch.as_deref(), tag.as_deref())
+    takt_ci::trigger::on_its_ref(&mirror, &project, &commit, branch.as_deref(), tag.as_deref())
         .await
         .map_err(|m| ApiError::new(StatusCode::CONFLICT, format!("cannot retry run #{run}: {m}")))?;
     let s = state

@@ -27,13 +27,13 @@ pub struct Subscription {
     position: i64,
     /// How far the last catch-up read went: the position once its buffer is handed out.
     read_to: i64,
-    kinds: Vec<String>,
+    kinds: Vec<&'static str>,
     buffer: VecDeque<Event>,
     live: bool,
 }
 
 impl Subscription {
-    pub(crate) fn new(store: Store, after: i64, kinds: &[&str]) -> Subscription {
+    pub(crate) fn new(store: Store, after: i64, kinds: &[&'static str]) -> Subscription {
         // Subscribe before the first read: whatever is appended from now on is either in that
         // read or in the broadcast (or both, and then skipped by its seq).
         let rx = store.appended.subscribe();
@@ -42,7 +42,7 @@ impl Subscription {
             rx,
             position: after,
             read_to: after,
-            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            kinds: kinds.to_vec(),
             buffer: VecDeque::new(),
             live: false,
         }
@@ -62,7 +62,7 @@ impl Subscription {
     }
 
     fn wanted(&self, e: &Event) -> bool {
-        self.kinds.is_empty() || self.kinds.iter().any(|k| k == e.kind.name())
+        self.kinds.is_empty() || self.kinds.contains(&e.kind.name())
     }
 
     /// The next event after the position, waiting for one to be appended if need be.

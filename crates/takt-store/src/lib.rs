@@ -65,6 +65,9 @@ impl Backend {
 /// cursor after a crash, so it must be idempotent or deduplicate on the log's facts).
 const CURSORS: &str = "CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL)";
 
+/// How many events [`Store::scan`] reads at a time.
+pub const SCAN_PAGE: u32 = 10_000;
+
 /// Which events to read.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -72,7 +75,7 @@ pub struct EventFilter {
     pub run: Option<u64>,
     pub kind: Option<String>,
     /// Any of these kinds (in addition to `kind`, when both are given an event must match both).
-    pub kinds: Vec<String>,
+    pub kinds: Vec<&'static str>,
     /// Only events at or after this time (RFC 3339, UTC).
     pub since: Option<OffsetDateTime>,
     /// Only events before this time.
@@ -285,7 +288,7 @@ impl Store {
     /// Every event after `after` (of these kinds; all when empty), in order, without gaps or
     /// duplicates: read from the store until caught up, then live, re-reading the store when
     /// the follower lags.
-    pub fn subscribe(&self, after: i64, kinds: &[&str]) -> Subscription {
+    pub fn subscribe(&self, after: i64, kinds: &[&'static str]) -> Subscription {
         Subscription::new(self.clone(), after, kinds)
     }
 
@@ -325,6 +328,27 @@ impl Store {
     }
 
     /// Reads events in log order.
+    /// Every event the filter matches, in log order, handed to `f` one at a time: read in
+    /// pages of [`SCAN_PAGE`], so a fold over a big log never holds more than a page (the
+    /// filter's own `limit` is ignored). Returns how many there were.
+    pub async fn scan(&self, filter: &EventFilter, mut f: impl FnMut(Event)) -> Result<u64, StoreError> {
+        let mut page = filter.clone();
+        page.limit = Some(SCAN_PAGE);
+        let mut n = 0;
+        loop {
+            let events = self.events(&page).await?;
+            let full = events.len() == SCAN_PAGE as usize;
+            for e in events {
+                page.after = e.seq;
+                n += 1;
+                f(e);
+            }
+            if !full {
+                return Ok(n);
+            }
+        }
+    }
+
     pub async fn events(&self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let mut sql = String::from("SELECT seq, body FROM events WHERE seq > $1");
         let mut n = 1;
@@ -378,7 +402,7 @@ impl Store {
             query = query.bind(s);
         }
         for k in &f.kinds {
-            query = query.bind(k.clone());
+            query = query.bind(*k);
         }
         let rows = query.fetch_all(&self.pool).await.map_err(q("reading events"))?;
         let mut out = Vec::with_capacity(rows.len());

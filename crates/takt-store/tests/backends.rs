@@ -116,7 +116,7 @@ async fn suite(url: &str, project: &str) {
     let two_kinds = store
         .events(&EventFilter {
             project: Some(project.into()),
-            kinds: vec!["run_finished".into(), "job_finished".into()],
+            kinds: vec!["run_finished", "job_finished"],
             ..Default::default()
         })
         .await

@@ -228,6 +228,15 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     let queue = takt_server::queue::Queue::start(engine, data.root.clone(), settings, projects.clone(), key.clone())
         .await
         .map_err(|e| (1, e.into()))?;
+    let ci = Arc::new(takt_ci::Ci::new(
+        queue.clone(),
+        projects.clone(),
+        data.root.clone(),
+        Box::new({
+            let metrics = metrics.clone();
+            move |project, run, arrived| metrics.triggered(project, run, arrived)
+        }),
+    ));
     let state = Arc::new_cyclic(|weak| AppState {
         store: store.clone(),
         tokens: RwLock::new(tokens),
@@ -236,7 +245,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         artifacts,
         key,
         metrics,
-        branch_configs: RwLock::default(),
+        ci: ci.clone(),
         max_artifact_bytes: config.max_artifact_bytes,
         runs,
         token_uses: Default::default(),
@@ -267,7 +276,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
             }
         });
     }
-    takt_server::schedule::start(state.clone());
+    takt_server::schedule::start(ci.clone());
     takt_server::notify::start(state.clone());
     takt_cd::auto::start(state.cd.clone());
     takt_server::artifacts::start_replication(state.clone());
@@ -276,7 +285,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         tokio::spawn(async move { takt_cd::recover(&cd).await });
     }
     if config.poll_seconds > 0 {
-        takt_server::hooks::start_polling(state.clone(), std::time::Duration::from_secs(config.poll_seconds));
+        takt_ci::poll::start(ci.clone(), std::time::Duration::from_secs(config.poll_seconds));
     }
     let app = takt_server::router(state, config.max_body_bytes);
     outln!(

@@ -36,7 +36,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "takt-ci",
-        &["takt-model", "takt-views", "takt-store", "takt-engine", "takt-exec"],
+        &[
+            "takt-model",
+            "takt-views",
+            "takt-store",
+            "takt-pipeline",
+            "takt-engine",
+            "takt-exec",
+        ],
     ),
     (
         "takt-server",

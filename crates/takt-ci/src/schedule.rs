@@ -2,8 +2,8 @@
 //! cannot redefine them), kept current as the default branch moves, and the cron scheduler
 //! that starts scheduled runs.
 
-use crate::runs::report;
-use crate::{AppState, projects};
+use crate::trigger::report;
+use crate::{Ci, projects};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,33 +32,33 @@ pub const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
 /// Re-reads a project's default-branch takt.yml when the branch moved. Costs nothing (no git)
 /// while the mirror has not been fetched since the last read.
-pub async fn refresh(state: &AppState, p: &projects::Project) {
-    let generation = state.queue.as_ref().map_or(0, |q| q.generation(&p.name));
-    let current = state.branch_configs.read().ok().is_some_and(|c| {
+pub async fn refresh(ci: &Ci, p: &projects::Project) {
+    let generation = ci.queue.generation(&p.name);
+    let current = ci.branch_configs.read().ok().is_some_and(|c| {
         c.get(&p.name)
             .is_some_and(|x| x.generation == generation && !x.commit.is_empty())
     });
-    if current && state.queue.is_some() {
+    if current {
         return;
     }
-    let mirror = Repo::bare(&projects::mirror_path(&state.data_dir, &p.name));
+    let mirror = Repo::bare(&projects::mirror_path(&ci.data_dir, &p.name));
     let Ok(commit) = mirror.resolve(&format!("refs/heads/{}", p.branch)).await else {
         return;
     };
-    let known = state
+    let known = ci
         .branch_configs
         .read()
         .ok()
         .and_then(|c| c.get(&p.name).map(|x| x.commit.clone()));
     if known.as_deref() == Some(commit.as_str()) {
-        if let Ok(mut c) = state.branch_configs.write()
+        if let Ok(mut c) = ci.branch_configs.write()
             && let Some(x) = c.get_mut(&p.name)
         {
             x.generation = generation;
         }
         return;
     }
-    let mut cfg = state
+    let mut cfg = ci
         .branch_configs
         .read()
         .ok()
@@ -100,7 +100,7 @@ pub async fn refresh(state: &AppState, p: &projects::Project) {
             }
         },
     }
-    if let Ok(mut c) = state.branch_configs.write() {
+    if let Ok(mut c) = ci.branch_configs.write() {
         c.insert(p.name.clone(), cfg);
     }
 }
@@ -119,19 +119,19 @@ pub fn next_fire(s: &CronSchedule, after: jiff::Timestamp) -> Option<jiff::Times
 /// Keeps branch configs current and starts scheduled runs (forced: a schedule runs the branch
 /// head even when that commit already has a run, as GitLab's scheduled pipelines do).
 /// Times missed while the server was down are not made up.
-pub fn start(state: Arc<AppState>) {
+pub fn start(ci: Arc<Ci>) {
     tokio::spawn(async move {
         let mut last = jiff::Timestamp::now();
         let mut warned: HashMap<(String, String), ()> = HashMap::new();
         loop {
             // Registered first: a mirror that moves while this pass runs wakes the next sleep.
-            let moved = state.queue.as_ref().map(|q| q.moved.notified());
+            let moved = ci.queue.moved.notified();
             let now = jiff::Timestamp::now();
             let mut next_wake = now + jiff::SignedDuration::try_from(LONGEST_SLEEP).unwrap_or_default();
-            let projects = state.projects.read().map(|p| p.list()).unwrap_or_default();
+            let projects = ci.projects.read().map(|p| p.list()).unwrap_or_default();
             for p in projects {
-                refresh(&state, &p).await;
-                let schedules = state
+                refresh(&ci, &p).await;
+                let schedules = ci
                     .branch_configs
                     .read()
                     .ok()
@@ -157,12 +157,12 @@ pub fn start(state: Arc<AppState>) {
                         cron: s.cron.clone(),
                     };
                     let git_ref = format!("refs/heads/{branch}");
-                    match report(&state, &p.name, None, Some(&git_ref), trigger, true).await {
+                    match report(&ci, &p.name, None, Some(&git_ref), trigger, true).await {
                         Ok((sub, commit)) => {
                             tracing::info!(project = %p.name, schedule = %s.name, %commit, ?sub, "scheduled run")
                         }
                         Err(e) => {
-                            tracing::warn!(project = %p.name, schedule = %s.name, error = %e.message, "scheduled run not queued")
+                            tracing::warn!(project = %p.name, schedule = %s.name, error = %e, "scheduled run not queued")
                         }
                     }
                 }
@@ -173,14 +173,9 @@ pub fn start(state: Arc<AppState>) {
                 .unwrap_or_default()
                 .min(LONGEST_SLEEP)
                 .max(Duration::from_millis(1));
-            match moved {
-                Some(moved) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = moved => {}
-                    }
-                }
-                None => tokio::time::sleep(wait).await,
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = moved => {}
             }
         }
     });
