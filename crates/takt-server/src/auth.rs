@@ -1,8 +1,18 @@
-//! API tokens: the view is `takt_views::token` (folded from the log); scopes and permissions
-//! are the model's. This module makes new secrets and ids.
+//! Authorization: the route table's permission layer (`require`), the [`Caller`] extractor
+//! handlers take, the bearer-token check; new secrets and ids. The token view is
+//! `takt_views::token` (folded from the log); scopes and permissions are the model's.
 
 pub use takt_api::{Permission, Scope};
 pub use takt_views::token::{TokenInfo, Tokens, hash_secret};
+
+use crate::{ApiError, AppState};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Instant;
+use takt_model::{Event, EventKind};
 
 /// A new random secret: `takt_` and 40 hex digits.
 pub fn new_secret() -> Result<String, getrandom::Error> {
@@ -15,4 +25,112 @@ pub fn new_id() -> Result<String, getrandom::Error> {
     let mut b = [0u8; 4];
     getrandom::fill(&mut b)?;
     Ok(hex::encode(b))
+}
+
+/// Checks the bearer token against the permission a route needs.
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, need: Permission) -> Result<TokenInfo, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let unauthorized = |m: &str| {
+        state.metrics.failed_auth("token");
+        unauthorized(m)
+    };
+    let Some(value) = headers.get("authorization") else {
+        return Err(unauthorized(
+            "a token is required: send `Authorization: Bearer <token>`",
+        ));
+    };
+    let secret = value
+        .to_str()
+        .ok()
+        .and_then(bearer)
+        .ok_or_else(|| unauthorized("malformed Authorization header: use `Bearer <token>`"))?;
+    let tokens = state
+        .tokens
+        .read()
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token table poisoned"))?;
+    let Some(info) = tokens.check(secret.trim()) else {
+        tracing::warn!("failed authentication");
+        return Err(unauthorized("unknown or revoked token"));
+    };
+    if !info.scope.allows(need) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token `{}` has scope `{}`, which does not allow this ({need:?} permission needed)",
+                info.name, info.scope
+            ),
+        ));
+    }
+    let info = info.clone();
+    drop(tokens);
+    note_use(state, &info.id);
+    Ok(info)
+}
+
+/// The credentials of a `Bearer` Authorization value; the scheme is case-insensitive
+/// (RFC 7235, section 2.1) and may be followed by any run of spaces.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
+}
+
+/// Records that a token was used, at most once a minute per token (off the request's path).
+pub(crate) fn note_use(state: &AppState, id: &str) {
+    let due = state.token_uses.lock().is_ok_and(|mut m| {
+        let now = Instant::now();
+        match m.get(id) {
+            Some(t) if now.duration_since(*t) < std::time::Duration::from_secs(60) => false,
+            _ => {
+                m.insert(id.to_string(), now);
+                true
+            }
+        }
+    });
+    if due {
+        let e = Event::now("", None, EventKind::TokenUsed { id: id.to_string() });
+        if let Ok(mut t) = state.tokens.write() {
+            t.apply(&e);
+        }
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.append(&e).await {
+                tracing::warn!(error = %err, "cannot record a token's use");
+            }
+        });
+    }
+}
+
+/// The token a request was authorized with, put there by the route's permission layer.
+#[derive(Debug, Clone)]
+pub struct Caller(pub TokenInfo);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Caller, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "this route names no permission in the route table (takt-api)",
+            )
+        })
+    }
+}
+
+/// The permission layer of a route: 401 without a known token, 403 when its scope lacks the
+/// route's permission; otherwise the handler runs with the [`Caller`].
+pub(crate) async fn require(
+    State((state, need)): State<(Arc<AppState>, Permission)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match authorize(&state, req.headers(), need) {
+        Ok(who) => {
+            req.extensions_mut().insert(Caller(who));
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
 }

@@ -1,0 +1,122 @@
+//! The server's own routes: health, readiness, Prometheus metrics, this API's OpenAPI
+//! document, the event log's pages, and the request log every route goes through.
+
+use crate::{ApiError, AppState, page_limit, query};
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+use takt_api::EventsQuery;
+use takt_store::EventFilter;
+
+pub(crate) async fn metrics_text(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    if let Some(q) = &state.queue {
+        let (waiting, running) = q.snapshot();
+        state.metrics.waiting.set(waiting as i64);
+        state.metrics.running.set(running as i64);
+    }
+    if let Ok(size) = state.store.size().await {
+        state.metrics.store_bytes.set(size.bytes.min(i64::MAX as u64) as i64);
+        state
+            .metrics
+            .store_wal_bytes
+            .set(size.wal_bytes.unwrap_or(0).min(i64::MAX as u64) as i64);
+    }
+    let mut resp = state.metrics.render().into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+pub(crate) async fn log_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        // Label by route template only: paths no route matches share one series, so
+        // unauthenticated requests cannot grow /metrics.
+        .unwrap_or_else(|| "unmatched".to_string());
+    let start = Instant::now();
+    let res = next.run(req).await;
+    state.metrics.http(method.as_str(), &path, res.status().as_u16());
+    tracing::info!(%method, route = %path, status = res.status().as_u16(), ms = start.elapsed().as_secs_f64() * 1000.0, "request");
+    res
+}
+
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    state
+        .store
+        .events(&EventFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await?;
+    let mut ready = state.isolation.fields();
+    ready.insert("status".into(), json!("ready"));
+    Ok(Json(Value::Object(ready)))
+}
+
+pub(crate) async fn openapi() -> Json<takt_api::openapi::OpenApi> {
+    Json(takt_api::openapi::document(env!("CARGO_PKG_VERSION")))
+}
+
+pub(crate) async fn events(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<takt_api::EventsPage>, ApiError> {
+    let q = query(q)?;
+    let limit = page_limit(q.limit)?;
+    let time = |name: &str, v: &Option<String>| -> Result<Option<takt_model::OffsetDateTime>, ApiError> {
+        v.as_deref()
+            .map(|t| {
+                takt_model::timefmt::parse_rfc3339(t).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("`{name}` must be an RFC 3339 time such as 2026-11-23T10:00:00Z, not `{t}`"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let filter = EventFilter {
+        project: q.project,
+        run: q.run,
+        kind: q.kind,
+        after: q.after,
+        limit: Some(limit),
+        since: time("since", &q.since)?,
+        until: time("until", &q.until)?,
+        ..Default::default()
+    };
+    let list = state.store.events(&filter).await?;
+    let next = if list.len() == limit as usize {
+        list.last().and_then(|e| e.seq)
+    } else {
+        None
+    };
+    // Token hashes stay inside the server.
+    let list: Vec<Value> = list
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.remove("hash");
+                o.remove("ciphertext");
+                o.remove("nonce");
+            }
+            v
+        })
+        .collect();
+    Ok(Json(takt_api::EventsPage {
+        events: list,
+        next_after: next,
+    }))
+}
