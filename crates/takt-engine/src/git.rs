@@ -320,7 +320,7 @@ impl Repo {
     }
 
     /// Author, committer date and subject of each of `commits` (those the repository has).
-    pub async fn describe(&self, commits: &[&str]) -> Vec<crate::commits::Described> {
+    pub async fn describe(&self, commits: &[&str]) -> Vec<Described> {
         let mut args = vec![
             "log",
             "--no-walk=unsorted",
@@ -329,7 +329,7 @@ impl Repo {
         args.extend(commits.iter().copied().filter(|c| is_object_id(c)));
         args.push("--");
         match git(&self.root, &args, &[]).await {
-            Ok(out) => crate::commits::parse_log(&String::from_utf8_lossy(&out)),
+            Ok(out) => parse_log(&String::from_utf8_lossy(&out)),
             // One unknown commit fails the whole call: describe them one by one then.
             Err(_) if commits.len() > 1 => {
                 let mut all = Vec::new();
@@ -414,6 +414,38 @@ impl Repo {
     }
 }
 
+/// One commit as `git log` describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Described {
+    pub commit: String,
+    pub author: String,
+    pub email: Option<String>,
+    pub committed_at: takt_model::OffsetDateTime,
+    pub subject: String,
+}
+
+/// Parses `git log --format=%H%x1f%an%x1f%ae%x1f%cI%x1f%s%x1e` output.
+pub(crate) fn parse_log(out: &str) -> Vec<Described> {
+    out.split('\x1e')
+        .filter_map(|rec| {
+            let mut f = rec.trim_start_matches('\n').split('\x1f');
+            let commit = f.next()?.trim().to_string();
+            let author = f.next()?.to_string();
+            let email = f.next().filter(|e| !e.is_empty()).map(str::to_string);
+            let at = f.next()?;
+            let committed_at = takt_model::timefmt::parse_rfc3339(at)?;
+            let subject = f.next().unwrap_or("").trim_end().to_string();
+            (commit.len() >= 40).then_some(Described {
+                commit,
+                author,
+                email,
+                committed_at,
+                subject,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,5 +463,23 @@ mod tests {
             assert!(object_range(Some(bad), &a).is_err(), "{bad}");
         }
         assert!(!is_object_id("--all"));
+    }
+
+    #[test]
+    fn git_log_records_parse_and_junk_is_left_out() {
+        let out = format!(
+            "{a}\x1fAda Lovelace\x1fada@example.org\x1f2026-11-30T10:00:00+01:00\x1fFix the thing\x1e\n\
+             {b}\x1fNo Mail\x1f\x1f2026-11-30T09:00:00Z\x1f\x1e\nnot a record",
+            a = "a".repeat(40),
+            b = "b".repeat(40)
+        );
+        let d = parse_log(&out);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].author, "Ada Lovelace");
+        assert_eq!(d[0].email.as_deref(), Some("ada@example.org"));
+        assert_eq!(d[0].subject, "Fix the thing");
+        assert_eq!(d[0].committed_at.unix_timestamp(), 1_796_029_200);
+        assert_eq!(d[1].email, None);
+        assert_eq!(d[1].subject, "");
     }
 }
