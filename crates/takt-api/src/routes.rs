@@ -387,7 +387,7 @@ pub const ROUTES: &[Route] = &[
         Some(Read),
         "One environment, its deploy in flight and its history",
     )
-    .answers(JSON_OBJECT),
+    .answers(Body::json::<EnvironmentStatus>()),
     route(
         Op::Deploy,
         Post,

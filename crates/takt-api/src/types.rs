@@ -79,7 +79,7 @@ pub struct ProjectCreated {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProjectList {
     #[schema(value_type = Vec<Object>)]
-    pub projects: Vec<Value>,
+    pub projects: Vec<takt_views::Project>,
 }
 
 /// A secret's name and when it was set (its value never leaves the server).
@@ -142,9 +142,9 @@ pub struct RunsQuery {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunList {
-    /// Run summaries (the view `takt runs show` prints).
+    /// Run summaries (the view `takt runs show` prints, without its jobs).
     #[schema(value_type = Vec<Object>)]
-    pub runs: Vec<Value>,
+    pub runs: Vec<takt_views::RunView>,
 }
 
 /// `POST /api/v1/projects/{name}/trigger` (an empty body runs the default branch's head).
@@ -378,9 +378,45 @@ pub struct Approved {
     pub approved: bool,
 }
 
+/// Whether deploys to an environment wait for a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    Manual,
+    None,
+}
+
+/// One environment: its view folded from the log (project, environment, running, since,
+/// healthy, deploying, halted, previous, last_deploy) and what its default-branch config says.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentStatus {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub view: takt_views::EnvView,
+    /// `process`, `nginx` or `command`.
+    pub driver: String,
+    pub strategy: String,
+    pub auto: bool,
+    pub requires: Vec<String>,
+    pub approval: Approval,
+    /// RFC 3339: deploys are frozen until then.
+    pub frozen_until: Option<String>,
+    /// Where it answers (its public port), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The deploy holding it now, if any.
+    pub busy: Option<u64>,
+    /// The recent deployments with their steps, newest first (one environment's page only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub history: Vec<takt_views::Deployment>,
+    /// What the supervisor runs now (process driver; one environment's page only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub supervisor: Option<Value>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnvironmentList {
-    /// Each environment's view (what runs, health, controls, the deploy in flight).
-    #[schema(value_type = Vec<Object>)]
-    pub environments: Vec<Value>,
+    pub environments: Vec<EnvironmentStatus>,
 }

@@ -2,6 +2,7 @@
 //! environments, deployed once or recorded as skipped.
 
 use crate::{Ask, Cd, CdError, Control};
+use backon::Retryable;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -139,9 +140,19 @@ async fn skip(cd: &Cd, project: &str, w: &Wanted, reason: SkipReason, by_run: Op
             detail,
         },
     );
-    if let Err(err) = cd.record(e).await {
-        tracing::warn!(%project, run = w.run, error = %err, "cannot record a skipped auto-deploy");
-    }
+    // The run's outcome must reach the log before the cursor passes it: tried until the
+    // store takes it (waits of 0.1 s doubling up to 5 s).
+    let record = || cd.record(e.clone());
+    let policy = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times();
+    let _ = record
+        .retry(policy)
+        .notify(|err: &CdError, wait| {
+            tracing::warn!(%project, run = w.run, error = %err, ?wait, "cannot record a skipped auto-deploy yet; trying again")
+        })
+        .await;
 }
 
 /// Whether the log already says how `run`'s auto-deploy to `env` went (after a restart the

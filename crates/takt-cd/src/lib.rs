@@ -488,10 +488,7 @@ impl Cd {
     /// Lets the deploy waiting for approval go on; returns its number.
     pub async fn approve(&self, project: &str, env: &str, by: &str) -> Result<u64, CdError> {
         let view = self.view(project, env);
-        let waiting = view
-            .deploying
-            .as_ref()
-            .filter(|f| f.action == "approval" && f.verdict.as_deref() == Some("waiting"));
+        let waiting = view.deploying.as_ref().filter(|f| f.waiting_for_approval);
         let Some(f) = waiting else {
             return Err(conflict(format!("no deploy to `{env}` waits for approval")));
         };

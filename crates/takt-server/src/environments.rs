@@ -8,9 +8,8 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 use std::sync::{Arc, Weak};
-use takt_api::{DeployAnswer, DeployAnswerOutcome as Outcome, DeployBody};
+use takt_api::{DeployAnswer, DeployAnswerOutcome as Outcome, DeployBody, EnvironmentStatus};
 use takt_cd::{Artifact, Ask, CdError, Host, HostFuture, frozen_until, strategy_name};
 use takt_model::{ArtifactRef, DeployTrigger};
 use takt_pipeline::Environment;
@@ -185,29 +184,32 @@ fn body(b: Result<Json<DeployBody>, JsonRejection>) -> Result<DeployBody, ApiErr
     }
 }
 
-fn view_json(state: &AppState, project: &str, env: &Environment, view: Option<EnvView>) -> Value {
-    let v = view.unwrap_or_else(|| EnvView {
+fn status(state: &AppState, project: &str, env: &Environment, view: Option<EnvView>) -> EnvironmentStatus {
+    let view = view.unwrap_or_else(|| EnvView {
         project: project.into(),
         environment: env.name.clone(),
         ..Default::default()
     });
-    let mut j = serde_json::to_value(&v).unwrap_or_default();
-    j["driver"] = json!(format!("{:?}", env.driver).to_lowercase());
-    j["strategy"] = json!(strategy_name(env, false));
-    j["auto"] = json!(env.auto);
-    j["requires"] = json!(env.requires);
-    j["approval"] = json!(if env.manual_approval { "manual" } else { "none" });
-    j["frozen_until"] = json!(frozen_until(env, jiff::Timestamp::now()).map(|t| t.to_string()));
-    if let Some(p) = env.port {
-        j["url"] = json!(env.url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{p}")));
-    }
     let ctl = state.cd.deployments.control(project, &env.name);
-    if let Some(f) = &v.deploying {
-        j["deploying"]["waiting_for_approval"] =
-            json!(f.action == "approval" && f.verdict.as_deref() == Some("waiting"));
+    EnvironmentStatus {
+        view,
+        driver: format!("{:?}", env.driver).to_lowercase(),
+        strategy: strategy_name(env, false),
+        auto: env.auto,
+        requires: env.requires.clone(),
+        approval: if env.manual_approval {
+            takt_api::Approval::Manual
+        } else {
+            takt_api::Approval::None
+        },
+        frozen_until: frozen_until(env, jiff::Timestamp::now()).map(|t| t.to_string()),
+        url: env
+            .port
+            .map(|p| env.url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{p}"))),
+        busy: ctl.busy.lock().ok().and_then(|b| *b),
+        history: Vec::new(),
+        supervisor: None,
     }
-    j["busy"] = json!(ctl.busy.lock().ok().and_then(|b| *b));
-    j
 }
 
 /// `GET /api/v1/environments`: every environment of every project, with what runs there.
@@ -217,7 +219,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<takt_api::E
     for p in projects {
         let envs = state.cd.environments(&p.name).await.unwrap_or_default();
         for e in &envs {
-            out.push(view_json(
+            out.push(status(
                 &state,
                 &p.name,
                 e,
@@ -233,19 +235,19 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<takt_api::E
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path((project, env)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EnvironmentStatus>, ApiError> {
     let e = environment(&state, &project, &env).await?;
     let view = state.cd.deployments.index.get(&project, &env);
     let history: Vec<Deployment> = view
         .as_ref()
         .map(|v| v.history.iter().cloned().collect())
         .unwrap_or_default();
-    let mut j = view_json(&state, &project, &e, view);
-    j["history"] = json!(history);
+    let mut j = status(&state, &project, &e, view);
+    j.history = history;
     if e.driver != takt_pipeline::Driver::Command {
         // What the supervisor runs now: per version its weight, instances and traffic.
-        let status = takt_cd::supervisor(&state.cd, &project, &e).status().await;
-        j["supervisor"] = json!(status);
+        let now = takt_cd::supervisor(&state.cd, &project, &e).status().await;
+        j.supervisor = serde_json::to_value(now).ok();
     }
     Ok(Json(j))
 }

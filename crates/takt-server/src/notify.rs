@@ -2,7 +2,8 @@
 //! branch's `notify:` names, as a CloudEvents 1.0 JSON document (structured mode) with a
 //! CDEvents type where one fits; Slack subscribers get a message (text and blocks) when a run
 //! finishes. Each subscriber has its own bounded queue and worker: a slow or failing receiver
-//! delays nobody but itself. Deliveries are retried with exponential backoff and each outcome
+//! delays nobody but itself. Deliveries that fail for a reason that may pass (no answer, 408,
+//! 429, 5xx) are retried with exponential backoff for about an hour, and each outcome
 //! is recorded as a `notification_sent` event (those are not sent on, nor are token and secret
 //! events).
 
@@ -15,9 +16,18 @@ use std::time::Duration;
 use takt_model::{Event, EventKind, RunStatus};
 use tokio::sync::mpsc;
 
-/// Attempts per delivery, and the first wait between them (doubling each time).
-pub const ATTEMPTS: u32 = 5;
+/// Attempts per delivery: the first wait between them, doubling up to the longest, so the last
+/// attempt comes about an hour after the first (8 waits of 0.25 s to 32 s, then 59 of 60 s).
+pub const ATTEMPTS: u32 = 68;
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+pub const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Whether a failed delivery is worth trying again: the receiver could not be reached, timed
+/// out, was overloaded or failed (no answer, 408, 429, 5xx). Any other answer is the
+/// receiver's refusal (401, 404, 410, 422...), which trying again does not change.
+pub fn retryable(status: Option<u16>) -> bool {
+    status.is_none_or(|s| s >= 500 || s == 408 || s == 429)
+}
 /// Deliveries one subscriber may have waiting; more are dropped (and recorded as dropped).
 pub const QUEUE: usize = 10_000;
 
@@ -254,7 +264,11 @@ fn worker(state: Arc<AppState>, url: String, cursor: Arc<takt_store::Cursor>) ->
                     Err(e) => Err((None, e.to_string())),
                 }
             };
-            let (status, error) = match deliver.retry(backoff()).await {
+            let (status, error) = match deliver
+                .retry(backoff())
+                .when(|(status, _): &(Option<u16>, String)| retryable(*status))
+                .await
+            {
                 Ok(status) => (Some(status), None),
                 Err((status, error)) => (status, Some(error)),
             };
@@ -266,10 +280,12 @@ fn worker(state: Arc<AppState>, url: String, cursor: Arc<takt_store::Cursor>) ->
     tx
 }
 
-/// [`ATTEMPTS`] attempts, the first wait [`FIRST_BACKOFF`], doubling, no jitter.
+/// [`ATTEMPTS`] attempts, the first wait [`FIRST_BACKOFF`], doubling up to
+/// [`LONGEST_BACKOFF`], no jitter.
 fn backoff() -> backon::ExponentialBuilder {
     backon::ExponentialBuilder::default()
         .with_min_delay(FIRST_BACKOFF)
+        .with_max_delay(LONGEST_BACKOFF)
         .with_factor(2.0)
         .with_max_times(ATTEMPTS as usize - 1)
 }
@@ -305,5 +321,25 @@ async fn record(
     );
     if let Err(err) = state.store.append(&e).await {
         tracing::warn!(error = %err, "cannot record a notification");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backon::BackoffBuilder;
+
+    #[test]
+    fn only_failures_that_may_pass_are_retried_for_about_an_hour() {
+        assert!(retryable(None) && retryable(Some(500)) && retryable(Some(503)));
+        assert!(retryable(Some(429)) && retryable(Some(408)));
+        assert!(!retryable(Some(404)) && !retryable(Some(401)) && !retryable(Some(422)));
+        // The waits between the attempts add up to about an hour.
+        let total: Duration = backoff().build().sum();
+        assert_eq!(backoff().build().count(), ATTEMPTS as usize - 1);
+        assert!(
+            total > Duration::from_secs(3500) && total < Duration::from_secs(3700),
+            "{total:?}"
+        );
     }
 }

@@ -46,9 +46,7 @@ impl Drop for Reservation<'_> {
 
 pub(crate) async fn list_projects(State(state): State<Arc<AppState>>) -> Json<takt_api::ProjectList> {
     let list = state.projects.read().map(|p| p.list()).unwrap_or_default();
-    Json(takt_api::ProjectList {
-        projects: list.iter().filter_map(|p| serde_json::to_value(p).ok()).collect(),
-    })
+    Json(takt_api::ProjectList { projects: list })
 }
 
 pub(crate) async fn show_project(

@@ -91,9 +91,7 @@ pub async fn list_runs(
     picked.sort_by_key(|r| std::cmp::Reverse((r.queued_at, r.run)));
     let runs: Vec<RunView> = picked.into_iter().take(limit).map(RunView::summary).collect();
     drop(all);
-    Ok(Json(takt_api::RunList {
-        runs: runs.iter().filter_map(|r| serde_json::to_value(r).ok()).collect(),
-    }))
+    Ok(Json(takt_api::RunList { runs }))
 }
 
 fn parse_run(run: &str) -> Result<u64, ApiError> {

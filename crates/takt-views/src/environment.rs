@@ -2,7 +2,7 @@
 //! history, and what a rollback goes back to.
 
 use crate::Projection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use takt_model::{ArtifactRef, DeployOutcome, DeployTrigger, Event, EventKind, OffsetDateTime, timefmt};
 
@@ -14,7 +14,7 @@ fn rfc(t: OffsetDateTime) -> String {
 }
 
 /// A deploy in flight, as the log tells it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InFlight {
     pub deploy: u64,
     pub artifact: ArtifactRef,
@@ -24,12 +24,15 @@ pub struct InFlight {
     pub step: u32,
     pub action: String,
     pub weight: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
+    /// Its last step is an approval still waiting for a person.
+    #[serde(default)]
+    pub waiting_for_approval: bool,
 }
 
 /// One step of a deployment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepView {
     pub step: u32,
     pub action: String,
@@ -40,7 +43,7 @@ pub struct StepView {
 }
 
 /// One deployment: what, why, how and how it ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     pub deploy: u64,
     pub artifact: ArtifactRef,
@@ -49,17 +52,17 @@ pub struct Deployment {
     pub rollback: bool,
     pub commits: Vec<String>,
     pub started_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<DeployOutcome>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub steps: Vec<StepView>,
 }
 
 /// The andon cord pulled on an environment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Halt {
     pub reason: String,
     pub by: String,
@@ -67,7 +70,8 @@ pub struct Halt {
 }
 
 /// What an environment runs, since when, and what is going on there.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EnvView {
     pub project: String,
     pub environment: String,
@@ -184,6 +188,7 @@ impl Projection for Environments {
                     action: "started".into(),
                     weight: 0,
                     verdict: None,
+                    waiting_for_approval: false,
                 });
                 v.history.push_front(Deployment {
                     deploy: *deploy,
@@ -214,6 +219,7 @@ impl Projection for Environments {
                     f.action = action.clone();
                     f.weight = *weight;
                     f.verdict = verdict.clone();
+                    f.waiting_for_approval = action == "approval" && verdict.as_deref() == Some("waiting");
                 }
                 if let Some(d) = v.history.iter_mut().find(|d| d.deploy == *deploy) {
                     d.steps.push(StepView {

@@ -5,7 +5,7 @@ use crate::Projection;
 use std::collections::BTreeMap;
 use takt_model::{Event, EventKind, ProjectOptions, QueueMode};
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Project {
     pub name: String,
     pub repo: String,

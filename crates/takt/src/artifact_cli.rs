@@ -237,12 +237,12 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                 }
             };
             progress.done();
-            let blob: serde_json::Value = sent?.json().await.context("reading the server's answer")?;
+            let blob: takt_api::BlobStored = sent?.json().await.context("reading the server's answer")?;
             let digest = hashing.await?;
-            if blob["digest"].as_str() != Some(digest.as_str()) {
+            if blob.digest != digest {
                 bail!(
                     "the server received bytes hashing to {}, but {} hashes to {digest} (did it change while being sent?); no artifact was made",
-                    blob["digest"],
+                    blob.digest,
                     file.display()
                 );
             }
@@ -341,25 +341,25 @@ pub async fn artifact(c: ArtifactCommand) -> anyhow::Result<()> {
                 q.push(format!("name={n}"));
             }
             let path = format!("/api/v1/artifacts?{}", q.join("&"));
-            let (_, v) = Api::new(&remote)?.call(reqwest::Method::GET, &path, None).await?;
+            let v: takt_api::ArtifactList = Api::new(&remote)?.get(&path).await?;
             if json {
-                outln!("{}", v["artifacts"]);
+                outln!("{}", serde_json::to_string(&v.artifacts)?);
             } else {
-                for a in v["artifacts"].as_array().into_iter().flatten() {
+                for a in &v.artifacts {
                     // A pushed artifact has no run.
-                    let origin = match a["run"].as_u64() {
-                        Some(n) if n > 0 => format!("run #{n}"),
-                        _ => "pushed".to_string(),
+                    let origin = match a.run {
+                        Some(n) => format!("run #{n}"),
+                        None => "pushed".to_string(),
                     };
                     outln!(
                         "{}@{}\t{}\t{} bytes\t{} {}\t{}",
-                        a["name"].as_str().unwrap_or(""),
-                        a["version"].as_str().unwrap_or(""),
-                        a["digest"].as_str().unwrap_or(""),
-                        a["size"],
-                        a["project"].as_str().unwrap_or(""),
+                        a.name,
+                        a.version,
+                        a.digest,
+                        a.size,
+                        a.project,
                         origin,
-                        a["stored_at"].as_str().unwrap_or("")
+                        a.stored_at
                     );
                 }
             }

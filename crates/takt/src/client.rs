@@ -267,8 +267,9 @@ impl Api {
         let status = res.status().as_u16();
         if status >= 400 {
             let text = res.text().await.unwrap_or_default();
-            let json: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-            let msg = json["error"].as_str().map(str::to_string).unwrap_or(text);
+            let msg = serde_json::from_str::<takt_api::ErrorBody>(&text)
+                .map(|b| b.error)
+                .unwrap_or(text);
             let hint = match status {
                 401 => " (log in with `takt login --token …`, or set TAKT_TOKEN)",
                 403 => " (this token's scope does not allow it)",
@@ -519,14 +520,6 @@ pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> comfy_table::Tab
     t
 }
 
-pub(crate) fn s(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(x) => x.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
     match c {
         ProjectCommand::Add {
@@ -548,12 +541,12 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
         ProjectCommand::Ls { json, remote } => {
             let v: takt_api::ProjectList = Api::new(&remote)?.get("/api/v1/projects").await?;
             if json {
-                outln!("{}", serde_json::Value::from(v.projects));
+                outln!("{}", serde_json::to_string(&v.projects)?);
             } else {
                 let rows = v
                     .projects
                     .iter()
-                    .map(|p| vec![s(&p["name"]), s(&p["branch"]), s(&p["repo"])])
+                    .map(|p| vec![p.name.clone(), p.branch.clone(), p.repo.clone()])
                     .collect();
                 outln!("{}", table(&["name", "branch", "repository"], rows));
             }
@@ -597,14 +590,14 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
                     "nothing to set: give --queue, --concurrency, --protected or --poll-seconds".into()
                 ));
             }
-            let v: serde_json::Value = Api::new(&remote)?
+            let v: takt_views::Project = Api::new(&remote)?
                 .send_json(
                     reqwest::Method::POST,
                     &format!("/api/v1/projects/{name}/settings"),
                     &body,
                 )
                 .await?;
-            outln!("{}", v["options"]);
+            outln!("{}", serde_json::to_string(&v.options)?);
         }
     }
     Ok(())
@@ -660,22 +653,21 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
                 Some(p) => format!("/api/v1/runs?project={p}"),
                 None => "/api/v1/runs".into(),
             };
-            let (_, v) = Api::new(&remote)?.call(reqwest::Method::GET, &path, None).await?;
+            let v: takt_api::RunList = Api::new(&remote)?.get(&path).await?;
             if json {
-                outln!("{}", v["runs"]);
+                outln!("{}", serde_json::to_string(&v.runs)?);
             } else {
-                let rows = v["runs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+                let rows = v
+                    .runs
+                    .iter()
                     .map(|r| {
                         vec![
-                            s(&r["project"]),
-                            s(&r["run"]),
-                            s(&r["status"]),
-                            s(&r["branch"]),
-                            s(&r["commit"]).chars().take(8).collect(),
-                            s(&r["queued_at"]),
+                            r.project.clone(),
+                            r.run.to_string(),
+                            r.status.name().to_string(),
+                            r.branch.clone().unwrap_or_default(),
+                            r.commit.chars().take(8).collect(),
+                            takt_model::timefmt::rfc3339(r.queued_at),
                         ]
                     })
                     .collect();

@@ -1,12 +1,12 @@
 //! Deployment commands: `takt deploy|promote|approve|halt|resume|rollback` and `takt env
 //! ls|show`, as API calls; and `takt supervise`, the process driver's supervisor.
 
-use crate::client::{AlreadyReported, Api, BadInput, Remote, s, table};
+use crate::client::{AlreadyReported, Api, BadInput, Remote, table};
 use anyhow::bail;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
-use takt_api::{DeployAnswer, DeployAnswerOutcome, DeployBody};
+use takt_api::{DeployAnswer, DeployAnswerOutcome, DeployBody, EnvironmentList, EnvironmentStatus};
 
 /// Where an environment is: `ENV` or `PROJECT/ENV`.
 #[derive(clap::Args, Clone)]
@@ -110,13 +110,12 @@ async fn resolve(api: &Api, t: &Target) -> anyhow::Result<(String, String)> {
     if let Some(p) = &t.project {
         return Ok((p.clone(), t.env.clone()));
     }
-    let (_, v) = api.call(Method::GET, "/api/v1/environments", None).await?;
-    let projects: Vec<String> = v["environments"]
-        .as_array()
+    let v: EnvironmentList = api.get("/api/v1/environments").await?;
+    let projects: Vec<String> = v
+        .environments
         .into_iter()
-        .flatten()
-        .filter(|e| e["environment"] == json!(t.env))
-        .map(|e| s(&e["project"]))
+        .filter(|e| e.view.environment == t.env)
+        .map(|e| e.view.project)
         .collect();
     match projects.as_slice() {
         [one] => Ok((one.clone(), t.env.clone())),
@@ -170,17 +169,11 @@ async fn watch(api: &Api, p: &str, e: &str, id: u64, wait: Wait, approved: bool)
     let mut printed = 0usize;
     let mut at_approval = None;
     loop {
-        let (_, env) = api
-            .call(Method::GET, &format!("/api/v1/environments/{p}/{e}"), None)
-            .await?;
-        let Some(d) = env["history"]
-            .as_array()
-            .and_then(|h| h.iter().find(|d| d["deploy"] == json!(id)))
-            .cloned()
-        else {
+        let env: EnvironmentStatus = api.get(&format!("/api/v1/environments/{p}/{e}")).await?;
+        let Some(d) = env.history.iter().find(|d| d.deploy == id) else {
             bail!("deploy #{id} is not in {p}/{e}'s history");
         };
-        let steps = d["steps"].as_array().cloned().unwrap_or_default();
+        let steps = &d.steps;
         if approved && at_approval.is_none() {
             at_approval = Some(steps.len());
             printed = steps.len();
@@ -189,33 +182,34 @@ async fn watch(api: &Api, p: &str, e: &str, id: u64, wait: Wait, approved: bool)
             for st in steps.iter().skip(printed) {
                 outln!(
                     "  {:>3}. {:<22} weight {:>3}%  {}{}",
-                    s(&st["step"]),
-                    s(&st["action"]),
-                    s(&st["weight"]),
-                    st["verdict"].as_str().unwrap_or(""),
-                    st["detail"].as_str().map(|x| format!("  {x}")).unwrap_or_default()
+                    st.step,
+                    st.action,
+                    st.weight,
+                    st.verdict.as_deref().unwrap_or(""),
+                    st.detail.as_deref().map(|x| format!("  {x}")).unwrap_or_default()
                 );
             }
         }
         printed = steps.len();
-        if let Some(outcome) = d["outcome"].as_str() {
+        if let Some(outcome) = d.outcome {
             if wait.json {
-                outln!("{d}");
+                outln!("{}", serde_json::to_string(d)?);
             } else {
+                let name: &str = outcome.into();
                 outln!(
-                    "deploy #{id}: {outcome}{}",
-                    d["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+                    "deploy #{id}: {name}{}",
+                    d.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
                 );
             }
-            if outcome != "succeeded" {
+            if outcome != takt_model::DeployOutcome::Succeeded {
                 return Err(AlreadyReported.into());
             }
             return Ok(());
         }
-        let waiting = env["deploying"]["waiting_for_approval"] == json!(true);
+        let waiting = env.view.deploying.as_ref().is_some_and(|f| f.waiting_for_approval);
         let paused = steps
             .last()
-            .is_some_and(|st| st["action"] == json!("paused") || st["action"] == json!("halted"));
+            .is_some_and(|st| st.action == "paused" || st.action == "halted");
         let approval_not_taken_yet = approved && waiting && steps.len() <= at_approval.unwrap_or(0);
         if (waiting || paused) && !approval_not_taken_yet {
             if !wait.json {
@@ -225,7 +219,7 @@ async fn watch(api: &Api, p: &str, e: &str, id: u64, wait: Wait, approved: bool)
                     if waiting { "approve" } else { "resume" }
                 );
             } else {
-                outln!("{d}");
+                outln!("{}", serde_json::to_string(d)?);
             }
             return Ok(());
         }
@@ -306,47 +300,35 @@ pub async fn halt(a: HaltArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn running(v: &Value) -> String {
-    match v["running"].as_object() {
-        Some(r) => format!("{}@{}", s(&r["name"].clone()), s(&r["version"].clone())),
+fn running(v: &EnvironmentStatus) -> String {
+    match &v.view.running {
+        Some(r) => format!("{}@{}", r.name, r.version),
         None => "-".into(),
     }
 }
 
 /// An environment's state in one phrase: halted, awaiting approval, deploying, frozen,
 /// healthy, unhealthy or empty.
-fn state_of(v: &Value) -> String {
-    if let Some(h) = v["halted"].as_object() {
-        return format!("halted: {}", s(&h["reason"].clone()));
+fn state_of(v: &EnvironmentStatus) -> String {
+    if let Some(h) = &v.view.halted {
+        return format!("halted: {}", h.reason);
     }
-    if let Some(d) = v["deploying"].as_object()
-        && d.get("waiting_for_approval") == Some(&json!(true))
-    {
-        return format!(
-            "awaiting approval: deploy #{} {}@{}",
-            s(&d["deploy"].clone()),
-            s(&d["artifact"]["name"].clone()),
-            s(&d["artifact"]["version"].clone())
-        );
+    if let Some(d) = &v.view.deploying {
+        let what = format!("#{} {}@{}", d.deploy, d.artifact.name, d.artifact.version);
+        return if d.waiting_for_approval {
+            format!("awaiting approval: deploy {what}")
+        } else {
+            format!("deploying {what} ({} {}%)", d.action, d.weight)
+        };
     }
-    if let Some(d) = v["deploying"].as_object() {
-        return format!(
-            "deploying #{} {}@{} ({} {}%)",
-            s(&d["deploy"].clone()),
-            s(&d["artifact"]["name"].clone()),
-            s(&d["artifact"]["version"].clone()),
-            s(&d["action"].clone()),
-            s(&d["weight"].clone())
-        );
-    }
-    let runs = if v["running"].is_null() {
+    let runs = if v.view.running.is_none() {
         "empty"
-    } else if v["healthy"] == json!(true) {
+    } else if v.view.healthy {
         "healthy"
     } else {
         "unhealthy"
     };
-    match v["frozen_until"].as_str() {
+    match &v.frozen_until {
         Some(t) => format!("frozen until {t} ({runs})"),
         None => runs.into(),
     }
@@ -355,25 +337,22 @@ fn state_of(v: &Value) -> String {
 pub async fn env(c: EnvCommand) -> anyhow::Result<()> {
     match c {
         EnvCommand::Ls { json, remote } => {
-            let (_, v) = Api::new(&remote)?
-                .call(Method::GET, "/api/v1/environments", None)
-                .await?;
+            let v: EnvironmentList = Api::new(&remote)?.get("/api/v1/environments").await?;
             if json {
-                outln!("{}", v["environments"]);
+                outln!("{}", serde_json::to_string(&v.environments)?);
                 return Ok(());
             }
-            let rows = v["environments"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows = v
+                .environments
+                .iter()
                 .map(|e| {
                     vec![
-                        s(&e["project"]),
-                        s(&e["environment"]),
+                        e.view.project.clone(),
+                        e.view.environment.clone(),
                         running(e),
-                        s(&e["since"]),
+                        e.view.since.clone().unwrap_or_default(),
                         state_of(e),
-                        s(&e["strategy"]),
+                        e.strategy.clone(),
                     ]
                 })
                 .collect();
@@ -388,33 +367,28 @@ pub async fn env(c: EnvCommand) -> anyhow::Result<()> {
         EnvCommand::Show { target, json, remote } => {
             let api = Api::new(&remote)?;
             let (p, e) = resolve(&api, &target).await?;
-            let (_, v) = api
-                .call(Method::GET, &format!("/api/v1/environments/{p}/{e}"), None)
-                .await?;
+            let path = format!("/api/v1/environments/{p}/{e}");
             if json {
+                let v: Value = api.get(&path).await?;
                 outln!("{v}");
                 return Ok(());
             }
+            let v: EnvironmentStatus = api.get(&path).await?;
             outln!("{p}/{e}: {} — {}", running(&v), state_of(&v));
-            if let Some(since) = v["since"].as_str() {
-                outln!(
-                    "since {since}; driver {}, strategy {}",
-                    s(&v["driver"]),
-                    s(&v["strategy"])
-                );
+            if let Some(since) = &v.view.since {
+                outln!("since {since}; driver {}, strategy {}", v.driver, v.strategy);
             }
-            let rows = v["history"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows = v
+                .history
+                .iter()
                 .map(|d| {
                     vec![
-                        s(&d["deploy"]),
-                        format!("{}@{}", s(&d["artifact"]["name"]), s(&d["artifact"]["version"])),
-                        s(&d["strategy"]),
-                        d["outcome"].as_str().unwrap_or("in progress").to_string(),
-                        s(&d["started_at"]),
-                        d["reason"].as_str().unwrap_or("").to_string(),
+                        d.deploy.to_string(),
+                        format!("{}@{}", d.artifact.name, d.artifact.version),
+                        d.strategy.clone(),
+                        d.outcome.map_or("in progress", |o| o.into()).to_string(),
+                        d.started_at.clone(),
+                        d.reason.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();
@@ -455,21 +429,34 @@ pub fn supervise(a: SuperviseArgs) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// A frozen environment showed as `empty`, one awaiting approval as `deploying`.
     #[test]
     fn env_ls_names_frozen_halted_and_awaiting_approval() {
-        let frozen = json!({"running": null, "frozen_until": "2026-12-01T18:00:00Z"});
+        // As the server answers: the view's fields and the environment's settings.
+        let status = |fields: Value| -> EnvironmentStatus {
+            let mut v = json!({"project": "p", "environment": "e", "driver": "process", "strategy": "canary",
+                "auto": false, "requires": [], "approval": "none", "frozen_until": null, "busy": null});
+            for (k, x) in fields.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let artifact = |version: &str| json!({"name": "app", "version": version, "digest": "sha256:00"});
+        let frozen = status(json!({"running": null, "frozen_until": "2026-12-01T18:00:00Z"}));
         assert_eq!(state_of(&frozen), "frozen until 2026-12-01T18:00:00Z (empty)");
-        let halted = json!({"halted": {"reason": "incident 42"}, "frozen_until": "x"});
+        let halted = status(json!({"halted": {"reason": "incident 42", "by": "me", "at": "t"}, "frozen_until": "x"}));
         assert_eq!(state_of(&halted), "halted: incident 42");
-        let waiting = json!({"deploying": {"deploy": 3, "artifact": {"name": "app", "version": "7"},
-            "action": "approval", "weight": 0, "waiting_for_approval": true}});
+        let flight = |version: &str, action: &str, weight: u8, waiting: bool| {
+            json!({"deploy": 3, "artifact": artifact(version), "strategy": "canary", "rollback": false,
+                "started_at": "t", "step": 1, "action": action, "weight": weight, "waiting_for_approval": waiting})
+        };
+        let waiting = status(json!({"deploying": flight("7", "approval", 0, true)}));
         assert_eq!(state_of(&waiting), "awaiting approval: deploy #3 app@7");
-        let deploying = json!({"deploying": {"deploy": 4, "artifact": {"name": "app", "version": "8"},
-            "action": "set_weight", "weight": 20, "waiting_for_approval": false}});
-        assert_eq!(state_of(&deploying), "deploying #4 app@8 (set_weight 20%)");
-        let healthy = json!({"running": {"name": "app", "version": "8"}, "healthy": true, "frozen_until": null});
+        let deploying = status(json!({"deploying": flight("8", "set_weight", 20, false)}));
+        assert_eq!(state_of(&deploying), "deploying #3 app@8 (set_weight 20%)");
+        let healthy = status(json!({"running": artifact("8"), "healthy": true}));
         assert_eq!(state_of(&healthy), "healthy");
     }
 }

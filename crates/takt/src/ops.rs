@@ -90,20 +90,15 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.remote)?;
     let (project, run) = split_run(&a.run)?;
     let show = format!("/api/v1/runs/{project}/{run}");
-    let jobs_now =
-        |v: &serde_json::Value| -> Vec<serde_json::Value> { v["jobs"].as_array().cloned().unwrap_or_default() };
-    let (_, v) = api.call(reqwest::Method::GET, &show, None).await?;
+    let v: takt_views::RunView = api.get(&show).await?;
     let names: Vec<String> = match &a.job {
         Some(j) => {
-            if !jobs_now(&v).iter().any(|x| x["name"] == *j) {
+            if !v.jobs.iter().any(|x| x.name == *j) {
                 bail!(BadInput(format!("run #{run} of {project} has no job `{j}`")));
             }
             vec![j.clone()]
         }
-        None => jobs_now(&v)
-            .iter()
-            .filter_map(|j| j["name"].as_str().map(str::to_string))
-            .collect(),
+        None => v.jobs.iter().map(|j| j.name.clone()).collect(),
     };
     let many = names.len() > 1;
     let mut out = crate::output::Stdout(std::io::stdout().lock());
@@ -115,16 +110,13 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
         );
         // Wait (when following) until the job has a log, or will never have one.
         let has_log = loop {
-            let (_, v) = api.call(reqwest::Method::GET, &show, None).await?;
-            let job = jobs_now(&v)
-                .into_iter()
-                .find(|x| x["name"] == *name)
-                .unwrap_or_default();
-            let status = job["status"].as_str().unwrap_or("");
-            if job.get("log").is_some() || job.get("exit_code").is_some() {
+            let v: takt_views::RunView = api.get(&show).await?;
+            let job = v.jobs.iter().find(|x| x.name == *name);
+            if job.is_some_and(|j| j.log.is_some() || j.exit_code.is_some()) {
                 break true;
             }
-            let waiting = status == "queued" && v.get("finished_at").is_none();
+            let queued = job.and_then(|j| j.status) == Some(takt_views::JobState::Pending(takt_views::Pending::Queued));
+            let waiting = queued && v.finished_at.is_none();
             if !a.follow || !waiting {
                 break false;
             }
@@ -226,22 +218,14 @@ pub async fn secret(c: SecretCommand) -> anyhow::Result<()> {
             outln!("secret {name} of {project} set");
         }
         SecretCommand::Ls { project, json, remote } => {
-            let (_, v) = Api::new(&remote)?
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/projects/{project}/secrets"),
-                    None,
-                )
+            let v: takt_api::SecretList = Api::new(&remote)?
+                .get(&format!("/api/v1/projects/{project}/secrets"))
                 .await?;
             if json {
-                outln!("{}", v["secrets"]);
+                outln!("{}", serde_json::to_string(&v.secrets)?);
             } else {
-                for x in v["secrets"].as_array().into_iter().flatten() {
-                    outln!(
-                        "{}\tset {}",
-                        x["name"].as_str().unwrap_or(""),
-                        x["set_at"].as_str().unwrap_or("")
-                    );
+                for x in &v.secrets {
+                    outln!("{}\tset {}", x.name, x.set_at);
                 }
             }
         }
@@ -332,17 +316,18 @@ pub async fn hook(c: HookCommand) -> anyhow::Result<()> {
                 if new.bytes().all(|b| b == b'0') {
                     continue; // a deleted ref
                 }
-                let body = serde_json::json!({"rev": new, "ref": r, "hook": true});
-                match api
-                    .call(
-                        reqwest::Method::POST,
-                        &format!("/api/v1/projects/{project}/trigger"),
-                        Some(body),
-                    )
-                    .await
-                {
-                    Ok((_, v)) if v["duplicate"] == true => outln!("takt: {r} already has run #{}", v["run"]),
-                    Ok((_, v)) => outln!("takt: queued run #{} of {project} for {r}", v["run"]),
+                let body = takt_api::TriggerBody {
+                    rev: Some(new.to_string()),
+                    git_ref: Some(r.to_string()),
+                    force: false,
+                    hook: true,
+                };
+                let to = format!("/api/v1/projects/{project}/trigger");
+                let answer: anyhow::Result<takt_api::Triggered> =
+                    api.send_json(reqwest::Method::POST, &to, &body).await;
+                match answer {
+                    Ok(v) if v.duplicate => outln!("takt: {r} already has run #{}", v.run),
+                    Ok(v) => outln!("takt: queued run #{} of {project} for {r}", v.run),
                     // The push has happened; a failed notification must not look like a failed push.
                     Err(e) => outln!("takt: could not notify the server about {r}: {e:#}"),
                 }

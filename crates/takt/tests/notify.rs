@@ -18,6 +18,8 @@ struct Received {
     cloudevents: Vec<(String, serde_json::Value)>,
     slack: Vec<serde_json::Value>,
     tries: HashMap<String, u32>,
+    /// Deliveries the refusing receiver (410) got.
+    refused: u32,
 }
 
 type Shared = Arc<Mutex<Received>>;
@@ -49,6 +51,13 @@ async fn receiver() -> (String, Shared) {
             }),
         )
         .route(
+            "/gone",
+            post(|State(s): State<Shared>| async move {
+                s.lock().unwrap().refused += 1;
+                StatusCode::GONE // a refusal: not worth trying again
+            }),
+        )
+        .route(
             "/slow",
             post(|| async {
                 tokio::time::sleep(Duration::from_secs(3)).await;
@@ -69,7 +78,7 @@ async fn subscribers_get_cloudevents_with_retries_and_slack_messages_and_slow_on
     let s = start(dir.path(), &[]);
     let admin = s.printed_token.clone().unwrap();
     let yml = format!(
-        "notify:\n  - webhook: {base}/slow\n  - webhook: {base}/ce\n    events: [run_queued, run_started, run_finished]\n  - slack: {base}/slack\njobs:\n  build: {{script: [true]}}\n"
+        "notify:\n  - webhook: {base}/slow\n  - webhook: {base}/gone\n    events: [run_finished]\n  - webhook: {base}/ce\n    events: [run_queued, run_started, run_finished]\n  - slack: {base}/slack\njobs:\n  build: {{script: [true]}}\n"
     );
     let repo = Repo::new(&[("takt.yml", &yml)]);
     add_project(&s, &admin, "demo", repo.path()).await;
@@ -125,17 +134,36 @@ async fn subscribers_get_cloudevents_with_retries_and_slack_messages_and_slow_on
         let (s, admin) = (&s, &admin);
         async move {
             let ev = get_json(s, "/api/v1/events?kind=notification_sent&limit=1000", admin).await;
-            ev["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|e| e["target"].as_str().unwrap().ends_with("/ce"))
-                .count()
-                == 3
+            let to = |end: &str| {
+                ev["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["target"].as_str().unwrap().ends_with(end))
+                    .count()
+            };
+            to("/ce") == 3 && to("/gone") == 1
         }
     })
     .await;
     let ev = get_json(&s, "/api/v1/events?kind=notification_sent&limit=1000", &admin).await;
+    // A refusal (410) is recorded after one attempt: refusals are not tried again.
+    let gone: Vec<_> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"].as_str().unwrap().ends_with("/gone"))
+        .collect();
+    assert_eq!(gone.len(), 1, "{ev}");
+    assert_eq!(
+        (
+            gone[0]["attempts"].as_u64(),
+            gone[0]["ok"].as_bool(),
+            gone[0]["status"].as_u64()
+        ),
+        (Some(1), Some(false), Some(410))
+    );
+    assert_eq!(got.lock().unwrap().refused, 1);
     for e in ev["events"]
         .as_array()
         .unwrap()
