@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use takt_deploy::gate;
 use takt_model::{ArtifactRef, DeployTrigger, Event, EventKind, OffsetDateTime};
 use takt_pipeline::Environment;
 use takt_store::{EventFilter, Store, StoreError};
@@ -32,13 +33,14 @@ pub enum CdError {
     /// No such environment or artifact.
     #[error("{0}")]
     NotFound(String),
-    /// Refused by a gate or by the environment's state (halted, frozen, requires, nothing to
-    /// roll back to, ...).
+    /// Refused by the environment's state (nothing to roll back to, nothing waits for
+    /// approval, ...).
     #[error("{0}")]
     Conflict(String),
-    /// One deploy per environment at a time: deploy #N is in flight.
-    #[error("{message}")]
-    Busy { deploy: u64, message: String },
+    /// Refused by a gate before it started (halted, frozen, requires, soak, busy with deploy
+    /// #N, awaiting approval): the refusal says which, and its text what to do.
+    #[error("{0}")]
+    Refused(takt_deploy::gate::Refusal),
     #[error("the event log is unavailable: {0}")]
     Store(#[from] StoreError),
     /// Something on takt's side failed (a blob, the object store, ...).
@@ -326,65 +328,56 @@ impl Cd {
         let ctl = deployments.control(&ask.project, &ask.env.name);
         let view = deployments.index.get(&ask.project, &ask.env.name).unwrap_or_default();
         let name = &ask.env.name;
-        if !ask.rollback {
-            if let Some(h) = ctl.halted() {
-                return Err(conflict(format!(
-                    "environment `{name}` is halted ({h}); `takt resume {name}` lifts the halt"
-                )));
-            }
-            if let Some(until) = frozen_until(&ask.env, jiff::Timestamp::now()) {
-                return Err(conflict(format!(
-                    "environment `{name}` is frozen until {until}; deploys and promotions are refused until then (halt and rollback still work)"
-                )));
-            }
-            for r in &ask.env.requires {
-                let there = deployments.index.get(&ask.project, r).unwrap_or_default();
-                let runs_it = there.running.as_ref().is_some_and(|x| x.digest == ask.artifact.digest);
-                if !runs_it || !there.healthy {
-                    return Err(conflict(format!(
-                        "environment `{name}` requires {}@{} to run healthy in `{r}` first (it runs {} there)",
-                        ask.artifact.name,
-                        ask.artifact.version,
-                        there
-                            .running
-                            .as_ref()
-                            .map(|x| format!(
-                                "{}@{}{}",
-                                x.name,
-                                x.version,
-                                if there.healthy { "" } else { ", unhealthy" }
-                            ))
-                            .unwrap_or_else(|| "nothing".into())
-                    )));
-                }
-                if let (Some(soak), Some(since)) = (ask.env.soak, there.since_at) {
-                    let ran = (OffsetDateTime::now_utc() - since).unsigned_abs();
-                    if ran < soak {
-                        return Err(conflict(format!(
-                            "environment `{name}` requires {}@{} to soak in `{r}` for {}s; it has for {}s",
-                            ask.artifact.name,
-                            ask.artifact.version,
-                            soak.as_secs(),
-                            ran.as_secs()
-                        )));
-                    }
-                }
+        let halted = ctl.halted();
+        let frozen = frozen_until(&ask.env, jiff::Timestamp::now()).map(|t| t.to_string());
+        let now = OffsetDateTime::now_utc();
+        let upstream: Vec<EnvView> = ask
+            .env
+            .requires
+            .iter()
+            .map(|r| deployments.index.get(&ask.project, r).unwrap_or_default())
+            .collect();
+        fn art(a: &ArtifactRef) -> gate::Wanted<'_> {
+            gate::Wanted {
+                name: &a.name,
+                version: &a.version,
+                digest: &a.digest,
             }
         }
+        let waiting = view.deploying.as_ref().is_some_and(|f| f.waiting_for_approval);
+        // The check of the gates and the taking of the environment are one step (under `busy`).
         let id = {
             let Ok(mut busy) = ctl.busy.lock() else {
                 return Err(CdError::Internal("poisoned lock".into()));
             };
-            if let Some(d) = *busy {
-                return Err(CdError::Busy {
-                    deploy: d,
-                    message: format!(
-                        "environment `{name}` is busy with deploy #{d}; one deploy per environment at a time (wait, or `takt halt`/`takt rollback {name}`)"
-                    ),
-                });
-            }
-            if !ask.restore && view.running.as_ref().is_some_and(|r| r.digest == ask.artifact.digest) && view.healthy {
-                return Ok(None);
+            let gates = gate::Gates {
+                environment: name,
+                wanted: art(&ask.artifact),
+                rollback: ask.rollback,
+                restore: ask.restore,
+                halted: halted.as_deref(),
+                frozen_until: frozen.as_deref(),
+                requires: ask
+                    .env
+                    .requires
+                    .iter()
+                    .zip(&upstream)
+                    .map(|(r, there)| gate::Upstream {
+                        environment: r,
+                        running: there.running.as_ref().map(art),
+                        healthy: there.healthy,
+                        ran_for: there.since_at.map(|since| (now - since).unsigned_abs()),
+                    })
+                    .collect(),
+                soak: ask.env.soak,
+                busy: busy.map(|d| (d, waiting)),
+                running_digest: view.running.as_ref().map(|r| r.digest.as_str()),
+                healthy: view.healthy,
+            };
+            match gate::check(&gates) {
+                gate::Verdict::Refused(r) => return Err(CdError::Refused(r)),
+                gate::Verdict::AlreadyRuns => return Ok(None),
+                gate::Verdict::Admit => {}
             }
             let id = view.next_deploy();
             *busy = Some(id);

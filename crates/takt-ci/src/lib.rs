@@ -3,6 +3,7 @@
 //! every report of a commit takes, polling, each default branch's settings and the cron
 //! scheduler, projects and their secrets. It knows nothing of HTTP: the server routes to it.
 
+pub mod forge;
 pub mod poll;
 pub mod projects;
 pub mod queue;

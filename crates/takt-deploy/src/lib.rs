@@ -7,10 +7,13 @@
 //! - [`canary::Rollout`]: a canary's steps (`set_weight`, `pause`, `analysis`) as a state
 //!   machine that says what to do next: shift traffic, wait, measure, promote, roll back.
 //! - [`condition`]: analysis conditions such as `error_rate < 0.01 && latency_ms < 200`.
+//! - [`gate::check`]: the gates before a deploy starts (halt, freeze, requires, soak, one at a
+//!   time, already runs) as one function to `Admit` or a typed `Refusal`.
 //!
 //! Drivers (process, nginx, command) and the supervisor are adapters elsewhere; they call these.
 
 pub mod analysis;
 pub mod canary;
 pub mod condition;
+pub mod gate;
 pub mod split;

@@ -22,7 +22,7 @@ impl From<CdError> for ApiError {
         let status = match &e {
             CdError::BadRequest(_) => StatusCode::BAD_REQUEST,
             CdError::NotFound(_) => StatusCode::NOT_FOUND,
-            CdError::Conflict(_) | CdError::Busy { .. } => StatusCode::CONFLICT,
+            CdError::Conflict(_) | CdError::Refused(_) => StatusCode::CONFLICT,
             CdError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             CdError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
