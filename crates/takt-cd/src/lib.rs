@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use takt_deploy::gate;
-use takt_model::{ArtifactRef, DeployTrigger, Event, EventKind, OffsetDateTime};
+use takt_model::{ArtifactRef, DeployStrategy, DeployTrigger, Event, EventKind, OffsetDateTime};
 use takt_pipeline::Environment;
 use takt_store::{EventFilter, Store, StoreError};
 use takt_views::{EnvView, Projection};
@@ -254,17 +254,16 @@ pub fn frozen_until(env: &Environment, now: jiff::Timestamp) -> Option<jiff::Tim
     None
 }
 
-pub fn strategy_name(env: &Environment, rollback: bool) -> String {
+pub fn strategy_of(env: &Environment, rollback: bool) -> DeployStrategy {
     if rollback {
-        return "rollback".into();
+        return DeployStrategy::Rollback;
     }
     match env.strategy {
-        takt_pipeline::Strategy::Recreate => "recreate",
-        takt_pipeline::Strategy::Rolling { .. } => "rolling",
-        takt_pipeline::Strategy::Canary { .. } => "canary",
-        takt_pipeline::Strategy::BlueGreen { .. } => "blue_green",
+        takt_pipeline::Strategy::Recreate => DeployStrategy::Recreate,
+        takt_pipeline::Strategy::Rolling { .. } => DeployStrategy::Rolling,
+        takt_pipeline::Strategy::Canary { .. } => DeployStrategy::Canary,
+        takt_pipeline::Strategy::BlueGreen { .. } => DeployStrategy::BlueGreen,
     }
-    .into()
 }
 
 impl Cd {
@@ -408,9 +407,9 @@ impl Cd {
                 truncated,
                 trigger: ask.trigger.clone(),
                 strategy: if ask.restore {
-                    "restore".into()
+                    DeployStrategy::Restore
                 } else {
-                    strategy_name(&ask.env, ask.rollback)
+                    strategy_of(&ask.env, ask.rollback)
                 },
                 rollback: ask.rollback,
             },

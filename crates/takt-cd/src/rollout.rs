@@ -16,7 +16,7 @@ use takt_deploy::canary::{Action, Rollout, Step};
 use takt_driver::client::SupervisorClient;
 use takt_driver::protocol::Traffic;
 use takt_driver::{CommandDriver, Driver, NginxDriver, ProcessDriver, ProcessSettings, Release, checks, slot_for};
-use takt_model::{ArtifactRef, DeployOutcome, Event, EventKind};
+use takt_model::{ArtifactRef, DeployOutcome, Event, EventKind, StepAction, StepVerdict};
 use takt_pipeline::{CanaryStep, Environment, Metric, Strategy};
 
 /// How long instances get to answer their health path.
@@ -175,7 +175,7 @@ pub(crate) async fn run(cd: Arc<Cd>, ask: Ask, deploy: u64, stable: Option<Artif
 }
 
 impl Cx {
-    async fn record_step(&mut self, action: &str, verdict: Option<&str>, detail: Option<String>) {
+    async fn record_step(&mut self, action: StepAction, verdict: Option<StepVerdict>, detail: Option<String>) {
         self.step += 1;
         let e = Event::now(
             &self.project,
@@ -184,9 +184,9 @@ impl Cx {
                 environment: self.env.name.clone(),
                 deploy: self.deploy,
                 step: self.step,
-                action: action.into(),
+                action,
                 weight: self.weight,
-                verdict: verdict.map(String::from),
+                verdict,
                 detail,
             },
         );
@@ -216,7 +216,8 @@ impl Cx {
         let new = match self.prepare(&ask.artifact).await {
             Ok(r) => r,
             Err(e) => {
-                self.record_step("prepare", Some("failed"), Some(e.clone())).await;
+                self.record_step(StepAction::Prepare, Some(StepVerdict::Failed), Some(e.clone()))
+                    .await;
                 return Outcome {
                     outcome: DeployOutcome::Failed,
                     running: stable,
@@ -235,8 +236,8 @@ impl Cx {
             None => None,
         };
         self.record_step(
-            "prepare",
-            Some("successful"),
+            StepAction::Prepare,
+            Some(StepVerdict::Successful),
             Some(format!("verified copy at {}", new.artifact_path.display())),
         )
         .await;
@@ -351,12 +352,20 @@ impl Cx {
             let res = checks::smoke(&check, url.as_deref(), &r.env, &r.dir).await;
             match res {
                 Ok(detail) => {
-                    self.record_step(&format!("smoke {what}"), Some("successful"), Some(detail))
-                        .await
+                    self.record_step(
+                        StepAction::Smoke(what.to_string()),
+                        Some(StepVerdict::Successful),
+                        Some(detail),
+                    )
+                    .await
                 }
                 Err(e) => {
-                    self.record_step(&format!("smoke {what}"), Some("failed"), Some(e.clone()))
-                        .await;
+                    self.record_step(
+                        StepAction::Smoke(what.to_string()),
+                        Some(StepVerdict::Failed),
+                        Some(e.clone()),
+                    )
+                    .await;
                     return Err(e);
                 }
             }
@@ -387,13 +396,13 @@ impl Cx {
             return Err(reason);
         }
         if let Some(h) = self.ctl.halted().filter(|_| !self.rollback) {
-            self.record_step("halted", None, Some(h)).await;
+            self.record_step(StepAction::Halted, None, Some(h)).await;
             loop {
                 if let Some(reason) = self.ctl.abort_reason() {
                     return Err(reason);
                 }
                 if self.ctl.halted().is_none() {
-                    self.record_step("resumed", None, None).await;
+                    self.record_step(StepAction::Resumed, None, None).await;
                     return Ok(());
                 }
                 self.wait(self.now() + Duration::from_secs(3600)).await;
@@ -413,8 +422,8 @@ impl Cx {
         if self.env.manual_approval && !ask.rollback {
             let before = self.ctl.approvals.load(Ordering::SeqCst);
             self.record_step(
-                "approval",
-                Some("waiting"),
+                StepAction::Approval,
+                Some(StepVerdict::Waiting),
                 Some(format!("`takt approve {}`", self.env.name)),
             )
             .await;
@@ -431,7 +440,8 @@ impl Cx {
                 }
                 self.wait(self.now() + Duration::from_secs(3600)).await;
             }
-            self.record_step("approval", Some("successful"), None).await;
+            self.record_step(StepAction::Approval, Some(StepVerdict::Successful), None)
+                .await;
         }
         let old_running = match &old {
             Some(o) => d.running(o).await,
@@ -472,7 +482,7 @@ impl Cx {
             }
             Err(Failure::Rollback(reason)) if self.env.pause_on_failure && !ask.rollback => {
                 self.record_step(
-                    "paused",
+                    StepAction::Paused,
                     None,
                     Some(format!(
                         "{reason}; paused instead of rolling back (on_failure: pause): `takt rollback {}` goes back, `takt resume {}` keeps the new version",
@@ -500,7 +510,7 @@ impl Cx {
                     }
                     self.wait(self.now() + Duration::from_secs(3600)).await;
                 }
-                self.record_step("resumed", None, Some("the new version is kept".into()))
+                self.record_step(StepAction::Resumed, None, Some("the new version is kept".into()))
                     .await;
                 match self.shift(d, &new, None, 100).await {
                     Ok(()) => {
@@ -558,8 +568,12 @@ impl Cx {
                 problem = Some(format!("traffic could not be moved back: {e}"));
             } else {
                 self.weight = 0;
-                self.record_step("rollback", Some("successful"), Some(reason.clone()))
-                    .await;
+                self.record_step(
+                    StepAction::Rollback,
+                    Some(StepVerdict::Successful),
+                    Some(reason.clone()),
+                )
+                .await;
             }
         }
         let _ = d.stop(new).await;
@@ -590,10 +604,12 @@ impl Cx {
 
     async fn start_new<D: Driver>(&mut self, d: &D, new: &Release) -> Result<(), Failure> {
         if let Err(e) = d.start(new).await {
-            self.record_step("start", Some("failed"), Some(e.to_string())).await;
+            self.record_step(StepAction::Start, Some(StepVerdict::Failed), Some(e.to_string()))
+                .await;
             return Err(Failure::Start(e.to_string()));
         }
-        self.record_step("start", Some("successful"), None).await;
+        self.record_step(StepAction::Start, Some(StepVerdict::Successful), None)
+            .await;
         Ok(())
     }
 
@@ -608,7 +624,7 @@ impl Cx {
             .await
             .map_err(|e| Failure::Rollback(format!("traffic could not be shifted: {e}")))?;
         self.weight = w;
-        self.record_step("set_weight", None, None).await;
+        self.record_step(StepAction::SetWeight, None, None).await;
         Ok(())
     }
 
@@ -668,7 +684,7 @@ impl Cx {
                 d.preview(p, Some(new))
                     .await
                     .map_err(|e| Failure::Start(format!("the preview port could not be set: {e}")))?;
-                self.record_step("preview", None, Some(format!("http://127.0.0.1:{p}")))
+                self.record_step(StepAction::Preview, None, Some(format!("http://127.0.0.1:{p}")))
                     .await;
                 Some(format!("http://127.0.0.1:{p}"))
             }
@@ -697,7 +713,7 @@ impl Cx {
             let cd = self.cd.clone();
             let (project, env) = (self.project.clone(), self.env.clone());
             self.record_step(
-                "keep_old",
+                StepAction::KeepOld,
                 None,
                 Some(format!("{} stays up for {}s", o.version, keep_old.as_secs())),
             )
@@ -782,12 +798,18 @@ impl Cx {
                         Some(CanaryStep::Analysis(a)) => self.measure(d, new, &a, &mut seen).await,
                         _ => (Measurement::Error, "no analysis at this step".into()),
                     };
-                    let verdict = format!("{m:?}").to_lowercase();
-                    self.record_step("analysis", Some(&verdict), Some(detail)).await;
+                    let verdict = match m {
+                        Measurement::Successful => StepVerdict::Successful,
+                        Measurement::Failed => StepVerdict::Failed,
+                        Measurement::Inconclusive => StepVerdict::Inconclusive,
+                        Measurement::Error => StepVerdict::Error,
+                    };
+                    self.record_step(StepAction::Analysis, Some(verdict), Some(detail))
+                        .await;
                     rollout.measured(self.now(), m)
                 }
                 Action::Paused { reason } => {
-                    self.record_step("paused", None, Some(reason)).await;
+                    self.record_step(StepAction::Paused, None, Some(reason)).await;
                     let before = self.ctl.resumes.load(Ordering::SeqCst);
                     loop {
                         if self.ctl.abort_reason().is_some() || self.ctl.resumes.load(Ordering::SeqCst) > before {
@@ -798,7 +820,7 @@ impl Cx {
                     if let Some(reason) = self.ctl.abort_reason() {
                         return Err(Failure::Rollback(reason));
                     }
-                    self.record_step("resumed", None, None).await;
+                    self.record_step(StepAction::Resumed, None, None).await;
                     rollout.resume(self.now())
                 }
                 Action::Halted { .. } => rollout.resume(self.now()),
@@ -807,7 +829,8 @@ impl Cx {
                     if let Some(o) = old {
                         let _ = d.stop(o).await;
                     }
-                    self.record_step("promote", Some("successful"), None).await;
+                    self.record_step(StepAction::Promote, Some(StepVerdict::Successful), None)
+                        .await;
                     return Ok(());
                 }
                 Action::Rollback { reason } => return Err(Failure::Rollback(reason)),

@@ -396,7 +396,7 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "is_zero")]
         truncated: u64,
         trigger: DeployTrigger,
-        strategy: String,
+        strategy: DeployStrategy,
         #[serde(default)]
         rollback: bool,
     },
@@ -405,10 +405,10 @@ pub enum EventKind {
         environment: String,
         deploy: u64,
         step: u32,
-        action: String,
+        action: StepAction,
         weight: u8,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        verdict: Option<String>,
+        verdict: Option<StepVerdict>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
@@ -581,6 +581,133 @@ pub enum ReadAction {
     Show,
 }
 
+/// How a deployment moves traffic (`deploy_started.strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum DeployStrategy {
+    Recreate,
+    Rolling,
+    Canary,
+    BlueGreen,
+    /// Back to an earlier artifact, checks only (no analysis).
+    Rollback,
+    /// What ran before a restart, started again.
+    Restore,
+}
+
+impl std::fmt::Display for DeployStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.into())
+    }
+}
+
+/// What one step of a deployment did (`deploy_step.action`). Stored as its name: `set_weight`,
+/// `approval`, ... and `smoke <what>` (`smoke new version`, `smoke batch 1/2`, `smoke at 20%`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum StepAction {
+    /// The deploy began (the view's first state; not a stored step).
+    Started,
+    /// The verified, read-only copy of the release.
+    Prepare,
+    /// The new version's instances started.
+    Start,
+    SetWeight,
+    /// Waits for `takt approve`.
+    Approval,
+    Paused,
+    Resumed,
+    Halted,
+    Rollback,
+    Promote,
+    /// Blue/green's preview of the new colour.
+    Preview,
+    /// Blue/green keeps the old colour up for a while.
+    KeepOld,
+    Analysis,
+    /// Smoke checks, and what they checked.
+    Smoke(String),
+    /// A name this release does not know (written by a later one): kept as it is.
+    Other(String),
+}
+
+impl StepAction {
+    /// The unit actions and their names (`Smoke` and `Other` carry theirs).
+    const NAMES: [(StepAction, &'static str); 13] = [
+        (StepAction::Started, "started"),
+        (StepAction::Prepare, "prepare"),
+        (StepAction::Start, "start"),
+        (StepAction::SetWeight, "set_weight"),
+        (StepAction::Approval, "approval"),
+        (StepAction::Paused, "paused"),
+        (StepAction::Resumed, "resumed"),
+        (StepAction::Halted, "halted"),
+        (StepAction::Rollback, "rollback"),
+        (StepAction::Promote, "promote"),
+        (StepAction::Preview, "preview"),
+        (StepAction::KeepOld, "keep_old"),
+        (StepAction::Analysis, "analysis"),
+    ];
+
+    /// Its stored name.
+    pub fn name(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            StepAction::Smoke(what) => format!("smoke {what}").into(),
+            StepAction::Other(name) => name.as_str().into(),
+            unit => StepAction::NAMES
+                .iter()
+                .find(|(a, _)| a == unit)
+                .map_or("", |(_, n)| n)
+                .into(),
+        }
+    }
+}
+
+impl From<String> for StepAction {
+    fn from(s: String) -> StepAction {
+        if let Some(what) = s.strip_prefix("smoke ") {
+            return StepAction::Smoke(what.to_string());
+        }
+        StepAction::NAMES
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map_or(StepAction::Other(s), |(a, _)| a.clone())
+    }
+}
+
+impl From<StepAction> for String {
+    fn from(a: StepAction) -> String {
+        a.name().into_owned()
+    }
+}
+
+impl std::fmt::Display for StepAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// How a deployment's step went (`deploy_step.verdict`): a check's or an analysis's verdict,
+/// or `waiting` (for a person).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum StepVerdict {
+    Successful,
+    Failed,
+    Inconclusive,
+    /// The measurement itself failed (analysis).
+    Error,
+    Waiting,
+}
+
+impl std::fmt::Display for StepVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.into())
+    }
+}
+
 /// How a deployment ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
@@ -735,5 +862,35 @@ mod tests {
             serde_json::to_value(DeployOutcome::RolledBack).unwrap(),
             DeployOutcome::RolledBack.name()
         );
+    }
+}
+
+#[cfg(test)]
+mod step_tests {
+    use super::*;
+
+    #[test]
+    fn step_actions_read_and_write_the_names_earlier_releases_stored() {
+        for name in [
+            "set_weight",
+            "approval",
+            "keep_old",
+            "smoke batch 1/2",
+            "smoke at 20%",
+            "from_the_future",
+        ] {
+            let a: StepAction = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::json!(name));
+        }
+        assert_eq!(
+            StepAction::from("smoke preview".to_string()),
+            StepAction::Smoke("preview".into())
+        );
+        assert_eq!(StepAction::from("paused".to_string()), StepAction::Paused);
+        assert_eq!(StepAction::from("x".to_string()), StepAction::Other("x".into()));
+        let v: StepVerdict = serde_json::from_str("\"inconclusive\"").unwrap();
+        assert_eq!(v, StepVerdict::Inconclusive);
+        let s: DeployStrategy = serde_json::from_str("\"blue_green\"").unwrap();
+        assert_eq!(s.to_string(), "blue_green");
     }
 }

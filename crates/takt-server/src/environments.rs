@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use std::sync::{Arc, Weak};
 use takt_api::{DeployAnswer, DeployAnswerOutcome as Outcome, DeployBody, EnvironmentStatus};
-use takt_cd::{Artifact, Ask, CdError, Host, HostFuture, frozen_until, strategy_name};
+use takt_cd::{Artifact, Ask, CdError, Host, HostFuture, frozen_until, strategy_of};
 use takt_model::{ArtifactRef, DeployTrigger};
 use takt_pipeline::Environment;
 
@@ -194,7 +194,7 @@ fn status(state: &AppState, project: &str, env: &Environment, view: Option<EnvVi
     EnvironmentStatus {
         view,
         driver: format!("{:?}", env.driver).to_lowercase(),
-        strategy: strategy_name(env, false),
+        strategy: strategy_of(env, false).to_string(),
         auto: env.auto,
         requires: env.requires.clone(),
         approval: if env.manual_approval {

@@ -4,7 +4,10 @@
 use crate::Projection;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use takt_model::{ArtifactRef, DeployOutcome, DeployTrigger, Event, EventKind, OffsetDateTime, timefmt};
+use takt_model::{
+    ArtifactRef, DeployOutcome, DeployStrategy, DeployTrigger, Event, EventKind, OffsetDateTime, StepAction,
+    StepVerdict, timefmt,
+};
 
 /// Deployments kept in an environment's history view.
 pub const HISTORY: usize = 50;
@@ -18,14 +21,14 @@ fn rfc(t: OffsetDateTime) -> String {
 pub struct InFlight {
     pub deploy: u64,
     pub artifact: ArtifactRef,
-    pub strategy: String,
+    pub strategy: DeployStrategy,
     pub rollback: bool,
     pub started_at: String,
     pub step: u32,
-    pub action: String,
+    pub action: StepAction,
     pub weight: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<String>,
+    pub verdict: Option<StepVerdict>,
     /// Its last step is an approval still waiting for a person.
     #[serde(default)]
     pub waiting_for_approval: bool,
@@ -35,9 +38,9 @@ pub struct InFlight {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepView {
     pub step: u32,
-    pub action: String,
+    pub action: StepAction,
     pub weight: u8,
-    pub verdict: Option<String>,
+    pub verdict: Option<StepVerdict>,
     pub detail: Option<String>,
     pub at: String,
 }
@@ -48,7 +51,7 @@ pub struct Deployment {
     pub deploy: u64,
     pub artifact: ArtifactRef,
     pub trigger: DeployTrigger,
-    pub strategy: String,
+    pub strategy: DeployStrategy,
     pub rollback: bool,
     pub commits: Vec<String>,
     pub started_at: String,
@@ -181,11 +184,11 @@ impl Projection for Environments {
                 v.deploying = Some(InFlight {
                     deploy: *deploy,
                     artifact: artifact.clone(),
-                    strategy: strategy.clone(),
+                    strategy: *strategy,
                     rollback: *rollback,
                     started_at: rfc(e.at),
                     step: 0,
-                    action: "started".into(),
+                    action: StepAction::Started,
                     weight: 0,
                     verdict: None,
                     waiting_for_approval: false,
@@ -194,7 +197,7 @@ impl Projection for Environments {
                     deploy: *deploy,
                     artifact: artifact.clone(),
                     trigger: trigger.clone(),
-                    strategy: strategy.clone(),
+                    strategy: *strategy,
                     rollback: *rollback,
                     commits: commits.clone(),
                     started_at: rfc(e.at),
@@ -218,15 +221,15 @@ impl Projection for Environments {
                     f.step = *step;
                     f.action = action.clone();
                     f.weight = *weight;
-                    f.verdict = verdict.clone();
-                    f.waiting_for_approval = action == "approval" && verdict.as_deref() == Some("waiting");
+                    f.verdict = *verdict;
+                    f.waiting_for_approval = *action == StepAction::Approval && *verdict == Some(StepVerdict::Waiting);
                 }
                 if let Some(d) = v.history.iter_mut().find(|d| d.deploy == *deploy) {
                     d.steps.push(StepView {
                         step: *step,
                         action: action.clone(),
                         weight: *weight,
-                        verdict: verdict.clone(),
+                        verdict: *verdict,
                         detail: detail.clone(),
                         at: rfc(e.at),
                     });

@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::Value;
 use std::time::Duration;
 use takt_api::{DeployAnswer, DeployAnswerOutcome, DeployBody, EnvironmentList, EnvironmentStatus};
+use takt_model::StepAction;
 
 /// Where an environment is: `ENV` or `PROJECT/ENV`.
 #[derive(clap::Args, Clone)]
@@ -185,7 +186,7 @@ async fn watch(api: &Api, p: &str, e: &str, id: u64, wait: Wait, approved: bool)
                     st.step,
                     st.action,
                     st.weight,
-                    st.verdict.as_deref().unwrap_or(""),
+                    st.verdict.map(|v| v.to_string()).unwrap_or_default(),
                     st.detail.as_deref().map(|x| format!("  {x}")).unwrap_or_default()
                 );
             }
@@ -209,7 +210,7 @@ async fn watch(api: &Api, p: &str, e: &str, id: u64, wait: Wait, approved: bool)
         let waiting = env.view.deploying.as_ref().is_some_and(|f| f.waiting_for_approval);
         let paused = steps
             .last()
-            .is_some_and(|st| st.action == "paused" || st.action == "halted");
+            .is_some_and(|st| matches!(st.action, StepAction::Paused | StepAction::Halted));
         let approval_not_taken_yet = approved && waiting && steps.len() <= at_approval.unwrap_or(0);
         if (waiting || paused) && !approval_not_taken_yet {
             if !wait.json {
@@ -385,7 +386,7 @@ pub async fn env(c: EnvCommand) -> anyhow::Result<()> {
                     vec![
                         d.deploy.to_string(),
                         format!("{}@{}", d.artifact.name, d.artifact.version),
-                        d.strategy.clone(),
+                        d.strategy.to_string(),
                         d.outcome.map_or("in progress", |o| o.into()).to_string(),
                         d.started_at.clone(),
                         d.reason.clone().unwrap_or_default(),
