@@ -3,8 +3,9 @@
 
 use crate::{Ask, Cd, CdError, Control};
 use backon::Retryable;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use takt_model::{ArtifactRef, DeployTrigger, Event, EventKind, SkipReason};
 use takt_pipeline::Environment;
@@ -97,17 +98,17 @@ impl Slot {
 
     /// Puts the newest run in; returns the one it replaces (which never started).
     fn put(&self, w: Wanted) -> Option<Wanted> {
-        let old = self.wanted.lock().ok().and_then(|mut s| s.replace(w));
+        let old = self.wanted.lock().replace(w);
         self.changed.notify_one();
         old
     }
 
     fn take(&self) -> Option<Wanted> {
-        self.wanted.lock().ok().and_then(|mut s| s.take())
+        self.wanted.lock().take()
     }
 
     fn has_newer(&self) -> bool {
-        self.wanted.lock().is_ok_and(|s| s.is_some())
+        self.wanted.lock().is_some()
     }
 }
 
@@ -231,7 +232,7 @@ async fn settle(cd: &Arc<Cd>, project: &str, ctl: &Control, slot: &Slot, w: Want
                     _ = newer => {}
                 }
                 if slot.has_newer() {
-                    let by = slot.wanted.lock().ok().and_then(|s| s.as_ref().map(|n| n.run));
+                    let by = slot.wanted.lock().as_ref().map(|n| n.run);
                     skip(cd, project, &w, SkipReason::Superseded, by, None).await;
                     return;
                 }

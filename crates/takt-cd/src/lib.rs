@@ -16,7 +16,10 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+// Locks that cannot poison: a panic elsewhere never resets an environment's halt or busy
+// state to a fresh default (parking_lot).
+use parking_lot::Mutex;
+use std::sync::Arc;
 use takt_deploy::gate;
 use takt_model::{ArtifactRef, DeployStrategy, DeployTrigger, Event, EventKind, OffsetDateTime};
 use takt_pipeline::Environment;
@@ -105,31 +108,23 @@ impl EnvIndex {
     }
 
     pub fn get(&self, project: &str, env: &str) -> Option<EnvView> {
-        self.envs.lock().ok()?.get(project, env).cloned()
+        self.envs.lock().get(project, env).cloned()
     }
 
     pub fn all(&self) -> Vec<EnvView> {
-        self.envs
-            .lock()
-            .map(|e| e.envs.values().cloned().collect())
-            .unwrap_or_default()
+        self.envs.lock().envs.values().cloned().collect()
     }
 
     pub fn apply(&self, e: &Event) {
-        if takt_views::Environments::wants(e)
-            && let Ok(mut envs) = self.envs.lock()
-        {
-            envs.apply(e);
+        if takt_views::Environments::wants(e) {
+            self.envs.lock().apply(e);
         }
     }
 
     /// Versions ("name", "version") retention must keep now (see
     /// [`takt_views::Environments::protected`]).
     pub fn protected(&self, days: &HashMap<String, u32>) -> std::collections::HashSet<(String, String)> {
-        self.envs
-            .lock()
-            .map(|e| e.protected(days, OffsetDateTime::now_utc()))
-            .unwrap_or_default()
+        self.envs.lock().protected(days, OffsetDateTime::now_utc())
     }
 }
 
@@ -151,17 +146,15 @@ impl Control {
         self.changed.notify_waiters();
     }
     pub fn halted(&self) -> Option<String> {
-        self.halted.lock().ok().and_then(|h| h.clone())
+        self.halted.lock().clone()
     }
     /// No deploy in flight any more: frees the environment and wakes whoever waits for it.
     pub fn release(&self) {
-        if let Ok(mut b) = self.busy.lock() {
-            *b = None;
-        }
+        *self.busy.lock() = None;
         self.signal();
     }
     pub fn abort_reason(&self) -> Option<String> {
-        self.abort.lock().ok().and_then(|a| a.clone())
+        self.abort.lock().clone()
     }
 }
 
@@ -183,17 +176,13 @@ impl Deployments {
     }
 
     pub fn control(&self, project: &str, env: &str) -> Arc<Control> {
-        let Ok(mut c) = self.controls.lock() else {
-            return Arc::new(Control::default());
-        };
-        c.entry((project.into(), env.into()))
+        self.controls
+            .lock()
+            .entry((project.into(), env.into()))
             .or_insert_with(|| {
                 let ctl = Control::default();
                 if let Some(h) = self.index.get(project, env).and_then(|v| v.halted) {
-                    let reason = h.reason;
-                    if let Ok(mut x) = ctl.halted.lock() {
-                        *x = Some(reason);
-                    }
+                    *ctl.halted.lock() = Some(h.reason);
                 }
                 Arc::new(ctl)
             })
@@ -346,9 +335,7 @@ impl Cd {
         let waiting = view.deploying.as_ref().is_some_and(|f| f.waiting_for_approval);
         // The check of the gates and the taking of the environment are one step (under `busy`).
         let id = {
-            let Ok(mut busy) = ctl.busy.lock() else {
-                return Err(CdError::Internal("poisoned lock".into()));
-            };
+            let mut busy = ctl.busy.lock();
             let gates = gate::Gates {
                 environment: name,
                 wanted: art(&ask.artifact),
@@ -382,9 +369,7 @@ impl Cd {
             *busy = Some(id);
             id
         };
-        if let Ok(mut a) = ctl.abort.lock() {
-            *a = None;
-        }
+        *ctl.abort.lock() = None;
         let (commits, truncated) = match &ask.artifact.commit {
             Some(to) => {
                 let from = view.running.as_ref().and_then(|f| f.commit.as_deref());
@@ -447,9 +432,7 @@ impl Cd {
             },
         ))
         .await?;
-        if let Ok(mut h) = ctl.halted.lock() {
-            *h = Some(reason.into());
-        }
+        *ctl.halted.lock() = Some(reason.into());
         ctl.signal();
         Ok(())
     }
@@ -468,9 +451,7 @@ impl Cd {
                 },
             ))
             .await?;
-            if let Ok(mut h) = ctl.halted.lock() {
-                *h = None;
-            }
+            *ctl.halted.lock() = None;
         }
         ctl.resumes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         ctl.signal();
@@ -503,10 +484,8 @@ impl Cd {
     /// Asks the deploy in flight, if any, to roll back; returns its number.
     pub fn abort_in_flight(&self, project: &str, env: &str, reason: String) -> Option<u64> {
         let ctl = self.deployments.control(project, env);
-        let in_flight = ctl.busy.lock().ok().and_then(|b| *b)?;
-        if let Ok(mut a) = ctl.abort.lock() {
-            *a = Some(reason);
-        }
+        let in_flight = (*ctl.busy.lock())?;
+        *ctl.abort.lock() = Some(reason);
         ctl.signal();
         Some(in_flight)
     }

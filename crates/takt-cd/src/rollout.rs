@@ -725,7 +725,7 @@ impl Cx {
                 loop {
                     // Registered before the check, so the end of that deploy cannot slip by.
                     let changed = ctl.changed.notified();
-                    if ctl.busy.lock().ok().and_then(|b| *b).is_none() {
+                    if ctl.busy.lock().is_none() {
                         break;
                     }
                     changed.await;

@@ -206,7 +206,7 @@ fn status(state: &AppState, project: &str, env: &Environment, view: Option<EnvVi
         url: env
             .port
             .map(|p| env.url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{p}"))),
-        busy: ctl.busy.lock().ok().and_then(|b| *b),
+        busy: *ctl.busy.lock(),
         history: Vec::new(),
         supervisor: None,
     }
