@@ -511,8 +511,7 @@ pub enum RunsCommand {
 }
 
 pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> comfy_table::Table {
-    let mut t = comfy_table::Table::new();
-    t.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
+    let mut t = crate::output::new_table();
     t.set_header(header.to_vec());
     for r in rows {
         t.add_row(r);
@@ -691,6 +690,10 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
             } else {
                 let v: takt_views::RunView = api.get(&path).await?;
                 outln!("run #{run} of {project}: {} at {}", v.status.name(), v.commit);
+                // Why it ended before any job ran: superseded, an invalid takt.yml, ...
+                if let Some(reason) = &v.reason {
+                    outln!("reason: {reason}");
+                }
                 let rows = v
                     .jobs
                     .iter()

@@ -55,7 +55,7 @@ macro_rules! outln {
     };
 }
 
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use comfy_table::Table;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -160,9 +160,22 @@ impl Ui {
     }
 }
 
-pub fn summary(r: &RunReport) {
+/// A table for stdout: box-drawn on a terminal, plain aligned columns (no box drawing, no
+/// colour) when stdout is a pipe or a file, as `cargo` and `kubectl` print.
+pub fn new_table() -> Table {
+    use std::io::IsTerminal;
     let mut t = Table::new();
-    t.load_style(UTF8_BORDERS_ONLY);
+    if std::io::stdout().is_terminal() {
+        t.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
+    } else {
+        t.load_style(comfy_table::presets::NOTHING);
+        t.force_no_tty();
+    }
+    t
+}
+
+pub fn summary(r: &RunReport) {
+    let mut t = new_table();
     t.set_header(vec![
         "job", "stage", "status", "exit", "duration", "wait", "tests", "cache", "artifact",
     ]);

@@ -142,3 +142,39 @@ fn the_artifact_summary_names_every_artifact_command() {
         assert!(line.contains(cmd), "`{cmd}` missing from: {line}");
     }
 }
+
+/// Piped, a table is plain aligned columns (no box drawing), as `cargo` and `kubectl` print;
+/// `takt runs show` says in text why a run ended before any job ran.
+#[tokio::test]
+async fn piped_tables_are_plain_and_runs_show_says_why_a_run_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new(&[("takt.yml", "jobs:\n  hello: [not, a, job]\n")]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "demo", repo.path()).await;
+    let (st, body) = post_json(&s, "/api/v1/projects/demo/trigger", &admin, serde_json::json!({})).await;
+    assert_eq!(st, reqwest::StatusCode::ACCEPTED, "{body}");
+    let run = finished_run(&s, &admin, "demo", 1).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let reason = run["reason"].as_str().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let mut c = takt();
+        c.args(args).args(["--server", &s.base, "--token", &admin]);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = cli(&["runs", "show", "demo", "1"]);
+    assert!(shown.contains(&format!("reason: {reason}")), "{shown}");
+
+    let listed = cli(&["runs", "ls", "--project", "demo"]);
+    assert!(
+        !listed.contains(['│', '─', '┌', '└', '╭']),
+        "box drawing in piped output:\n{listed}"
+    );
+    let lines: Vec<&str> = listed.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines[0].trim_start().starts_with("project"), "{listed}");
+    // Columns line up: the status column starts where its header does.
+    let at = lines[0].find("status").unwrap();
+    assert_eq!(lines[1].get(at..at + 6), Some("failed"), "{listed}");
+}
