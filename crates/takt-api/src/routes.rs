@@ -67,6 +67,7 @@ pub enum Op {
     Halt,
     Resume,
     Approve,
+    StopEnvironment,
 }
 
 impl Op {
@@ -439,6 +440,14 @@ pub const ROUTES: &[Route] = &[
         "Let the deploy waiting for approval go on",
     )
     .answers(Body::json::<Approved>()),
+    route(
+        Op::StopEnvironment,
+        Post,
+        "/api/v1/environments/{project}/{env}/stop",
+        Some(Deploy),
+        "Retire an environment: stop what runs there (the next deploy starts it again)",
+    )
+    .answers(Body::json::<EnvironmentStopped>()),
 ];
 
 /// The path parameters of a route, in order.

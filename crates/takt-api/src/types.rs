@@ -370,6 +370,15 @@ pub struct Resumed {
     pub was_halted: bool,
 }
 
+/// What `takt env stop` did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentStopped {
+    pub project: String,
+    pub environment: String,
+    /// What was stopped, as the driver says.
+    pub stopped: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Approved {
     pub project: String,

@@ -458,6 +458,35 @@ impl Cd {
         Ok(was_halted)
     }
 
+    /// Retires an environment (`takt env stop`): stops what runs there and records
+    /// `environment_stopped`. Refused while a deploy is in flight. Returns what was stopped.
+    pub async fn stop(self: &Arc<Self>, project: &str, env: &str, by: &str) -> Result<String, CdError> {
+        let e = self.environment(project, env).await?;
+        let ctl = self.deployments.control(project, env);
+        if let Some(deploy) = *ctl.busy.lock() {
+            return Err(CdError::Refused(gate::Refusal::Busy {
+                environment: env.to_string(),
+                deploy,
+            }));
+        }
+        let running = self.view(project, env).running;
+        let detail = crate::rollout::stop_environment(self, project, &e, running, ctl.clone())
+            .await
+            .map_err(|m| CdError::Internal(format!("cannot stop `{env}`: {m}")))?;
+        self.record(Event::now(
+            project,
+            None,
+            EventKind::EnvironmentStopped {
+                environment: env.into(),
+                by: by.into(),
+                detail: Some(detail.clone()),
+            },
+        ))
+        .await?;
+        ctl.signal();
+        Ok(detail)
+    }
+
     /// Lets the deploy waiting for approval go on; returns its number.
     pub async fn approve(&self, project: &str, env: &str, by: &str) -> Result<u64, CdError> {
         let view = self.view(project, env);

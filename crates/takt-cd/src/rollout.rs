@@ -117,6 +117,49 @@ pub async fn recover(cd: &Arc<Cd>) {
     }
 }
 
+/// Retires an environment: stops what runs there — the supervisor with its instances and proxy
+/// (process, nginx), or, for the `command` driver, the deploy script's `stop` of the running
+/// version. Returns what was stopped, in words.
+pub(crate) async fn stop_environment(
+    cd: &Arc<Cd>,
+    project: &str,
+    env: &Environment,
+    running: Option<ArtifactRef>,
+    ctl: Arc<Control>,
+) -> Result<String, String> {
+    if env.driver != takt_pipeline::Driver::Command {
+        let sup = supervisor(cd, project, env);
+        if sup.status().await.is_none() {
+            return Ok("no supervisor was running".into());
+        }
+        sup.shutdown().await;
+        return Ok("its supervisor, instances and proxy stopped".into());
+    }
+    let Some(a) = running else {
+        return Ok("nothing ran there".into());
+    };
+    let cx = Cx {
+        cd: cd.clone(),
+        project: project.to_string(),
+        env: env.clone(),
+        deploy: 0,
+        ctl,
+        step: 0,
+        weight: 0,
+        started: Instant::now(),
+        public_url: None,
+        rollback: false,
+    };
+    let r = cx.prepare(&a).await?;
+    let d = CommandDriver {
+        script: env.deploy.clone().unwrap_or_default(),
+        dir: env_dir(&cd.data_dir, project, &env.name),
+        timeout: Duration::from_secs(600),
+    };
+    d.stop(&r).await.map_err(|e| e.to_string())?;
+    Ok(format!("the deploy script stopped {}@{}", a.name, a.version))
+}
+
 struct Outcome {
     outcome: DeployOutcome,
     running: Option<ArtifactRef>,

@@ -434,6 +434,15 @@ pub enum EventKind {
         environment: String,
         by: String,
     },
+    /// An environment was retired: what ran there was stopped (`takt env stop`). The next
+    /// deploy starts it again.
+    EnvironmentStopped {
+        environment: String,
+        by: String,
+        /// What was stopped, as the driver says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
     /// A person approved the next deploy to an environment with `approval: manual`.
     DeployApproved {
         environment: String,

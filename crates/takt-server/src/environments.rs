@@ -438,3 +438,18 @@ pub async fn approve(
         approved: true,
     }))
 }
+
+/// `POST .../stop`: retires the environment (refused while a deploy is in flight).
+pub async fn stop(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path((project, env)): Path<(String, String)>,
+) -> Result<Json<takt_api::EnvironmentStopped>, ApiError> {
+    environment(&state, &project, &env).await?;
+    let stopped = state.cd.stop(&project, &env, &format!("token {}", who.id)).await?;
+    Ok(Json(takt_api::EnvironmentStopped {
+        project,
+        environment: env,
+        stopped,
+    }))
+}

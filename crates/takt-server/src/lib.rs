@@ -183,6 +183,7 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::Halt => on(m, environments::halt),
         Op::Resume => on(m, environments::resume),
         Op::Approve => on(m, environments::approve),
+        Op::StopEnvironment => on(m, environments::stop),
     }
 }
 

@@ -72,6 +72,13 @@ pub struct Halt {
     pub at: String,
 }
 
+/// An environment retired by `takt env stop`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stopped {
+    pub by: String,
+    pub at: String,
+}
+
 /// What an environment runs, since when, and what is going on there.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -85,6 +92,9 @@ pub struct EnvView {
     pub healthy: bool,
     pub deploying: Option<InFlight>,
     pub halted: Option<Halt>,
+    /// Retired by `takt env stop` (until the next deploy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
     /// Artifacts that ran healthy here before, newest first: what a rollback goes back to.
     pub previous: Vec<ArtifactRef>,
     pub last_deploy: u64,
@@ -149,6 +159,7 @@ impl Projection for Environments {
         "deploy_finished",
         "environment_halted",
         "environment_resumed",
+        "environment_stopped",
         "deploy_approved",
         "incident_opened",
     ];
@@ -159,7 +170,8 @@ impl Projection for Environments {
             | EventKind::DeployStep { environment, .. }
             | EventKind::DeployFinished { environment, .. }
             | EventKind::EnvironmentHalted { environment, .. }
-            | EventKind::EnvironmentResumed { environment, .. } => environment,
+            | EventKind::EnvironmentResumed { environment, .. }
+            | EventKind::EnvironmentStopped { environment, .. } => environment,
             _ => return,
         };
         let v = self
@@ -181,6 +193,7 @@ impl Projection for Environments {
                 ..
             } => {
                 v.last_deploy = v.last_deploy.max(*deploy);
+                v.stopped = None;
                 v.deploying = Some(InFlight {
                     deploy: *deploy,
                     artifact: artifact.clone(),
@@ -290,6 +303,25 @@ impl Projection for Environments {
                 });
             }
             EventKind::EnvironmentResumed { .. } => v.halted = None,
+            EventKind::EnvironmentStopped { by, .. } => {
+                // Nothing runs any more: what ran is what a later rollback goes back to, and
+                // retention counts its days from now.
+                if let Some(old) = v.running.take() {
+                    v.ran.insert(format!("{}@{}", old.name, old.version), e.at);
+                    if v.healthy {
+                        v.previous.retain(|p| p.digest != old.digest);
+                        v.previous.insert(0, old);
+                        v.previous.truncate(HISTORY);
+                    }
+                }
+                v.healthy = false;
+                v.since = None;
+                v.since_at = None;
+                v.stopped = Some(Stopped {
+                    by: by.clone(),
+                    at: rfc(e.at),
+                });
+            }
             _ => {}
         }
     }

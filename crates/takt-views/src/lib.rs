@@ -13,7 +13,7 @@ pub mod run;
 pub mod token;
 
 pub use artifact::{ArtifactView, Artifacts};
-pub use environment::{Deployment, EnvView, Environments, Halt, InFlight, StepView};
+pub use environment::{Deployment, EnvView, Environments, Halt, InFlight, StepView, Stopped};
 pub use incident::{Incident, IncidentEntry, Incidents};
 pub use project::{Project, Projects, Sealed};
 pub use run::{JobState, JobView, Pending, RunState, RunView, Runs};

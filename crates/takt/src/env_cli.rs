@@ -92,6 +92,17 @@ pub enum EnvCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Retire an environment: stop its instances, proxy and supervisor (or run the command
+    /// driver's `stop`); it shows as `stopped`, is not restored when the server starts and does
+    /// not satisfy `requires`. The next deploy starts it again (deploy scope).
+    Stop {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(clap::Args)]
@@ -311,6 +322,9 @@ fn running(v: &EnvironmentStatus) -> String {
 /// An environment's state in one phrase: halted, awaiting approval, deploying, frozen,
 /// healthy, unhealthy or empty.
 fn state_of(v: &EnvironmentStatus) -> String {
+    if v.view.stopped.is_some() && v.view.deploying.is_none() {
+        return "stopped".into();
+    }
     if let Some(h) = &v.view.halted {
         return format!("halted: {}", h.reason);
     }
@@ -364,6 +378,16 @@ pub async fn env(c: EnvCommand) -> anyhow::Result<()> {
                     rows
                 )
             );
+        }
+        EnvCommand::Stop { target, json, remote } => {
+            let api = Api::new(&remote)?;
+            let (p, e) = resolve(&api, &target).await?;
+            let v: takt_api::EnvironmentStopped = api.post(&path(&p, &e, "stop")).await?;
+            if json {
+                outln!("{}", serde_json::to_string(&v)?);
+            } else {
+                outln!("{p}/{e}: stopped ({})", v.stopped);
+            }
         }
         EnvCommand::Show { target, json, remote } => {
             let api = Api::new(&remote)?;

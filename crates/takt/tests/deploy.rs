@@ -280,11 +280,26 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
     assert_eq!(promoted_v2["commits"].as_array().unwrap().len(), 1, "{promoted_v2:#}");
     assert_eq!(promoted_v2["previous"]["version"], v1.as_str());
 
-    // Stop the supervisors (their directory goes with the tempdir; this is quicker).
-    for env in ["staging", "production"] {
+    // `takt env stop` retires both: supervisor, instances and proxy gone, the ports closed.
+    for (env, port) in [("staging", staging), ("production", production)] {
+        let out = cli(&s, &deployer, &["env", "stop", env]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("supervisor, instances and proxy stopped"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        until("the port is closed", || async move {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        })
+        .await;
         let sock = dir
             .path()
             .join(format!("data/environments/shop/{env}/supervisor/supervisor.sock"));
-        let _ = std::fs::remove_file(sock);
+        assert!(
+            std::os::unix::net::UnixStream::connect(&sock).is_err(),
+            "the supervisor of {env} still answers"
+        );
+        assert!(env_view(&s, &deployer, env).await["running"].is_null());
     }
 }

@@ -345,3 +345,93 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
+
+/// `takt env stop` retires an environment: the command driver's `stop` runs, the environment
+/// shows `stopped`, it no longer satisfies `requires`, and the next deploy starts it again.
+#[tokio::test]
+async fn env_stop_retires_an_environment_until_the_next_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("deploy.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"$TAKT_DEPLOY_STEP $TAKT_ARTIFACT_VERSION\" >> \"$LOG\"\n",
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let env = |name: &str, extra: &str| {
+        format!(
+            "  {name}:\n    driver: command\n    deploy: sh {}\n    variables: {{LOG: {}}}\n{extra}",
+            script.display(),
+            log.display()
+        )
+    };
+    let yml = format!(
+        "jobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n{}{}",
+        env("stage", "    auto: true\n"),
+        env("prod", "    requires: [stage]\n")
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "app", repo.path()).await;
+    post_json(&s, "/api/v1/projects/app/trigger", &admin, json!({})).await;
+    finished_run(&s, &admin, "app", 1).await;
+    let v = settled(&s, &admin, "app", "stage", 1).await;
+    let version = v["running"]["version"].as_str().unwrap().to_string();
+
+    let cli = |args: &[&str]| {
+        let mut c = takt();
+        c.args(args).args(["--server", &s.base, "--token", &admin]);
+        c.output().unwrap()
+    };
+    let out = cli(&["env", "stop", "stage"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("app/stage: stopped (the deploy script stopped app@"),
+        "{text}"
+    );
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(lines.ends_with(&format!("stop {version}\n")), "{lines}");
+    let v = view(&s, &admin, "stage").await;
+    assert!(
+        v["running"].is_null() && v["healthy"] == false && v["stopped"].is_object(),
+        "{v:#}"
+    );
+    let ls = cli(&["env", "ls"]);
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.lines().any(|l| l.contains("stage") && l.contains("stopped")), "{ls}");
+    // It no longer satisfies `requires`.
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/prod/deploy",
+        &admin,
+        json!({"artifact": format!("app@{version}")}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("(it runs nothing there)"), "{b}");
+    // The next deploy starts it again.
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/stage/deploy",
+        &admin,
+        json!({"artifact": format!("app@{version}")}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    until("stage runs again", || async {
+        let v = view(&s, &admin, "stage").await;
+        v["healthy"] == true && v["stopped"].is_null()
+    })
+    .await;
+    let st = post_json(
+        &s,
+        "/api/v1/environments/app/prod/deploy",
+        &admin,
+        json!({"artifact": format!("app@{version}")}),
+    )
+    .await
+    .0;
+    assert_eq!(st, StatusCode::ACCEPTED);
+}
