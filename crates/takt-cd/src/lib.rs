@@ -489,6 +489,12 @@ impl Cd {
 
     /// Lets the deploy waiting for approval go on; returns its number.
     pub async fn approve(&self, project: &str, env: &str, by: &str) -> Result<u64, CdError> {
+        if let Some(reason) = self.deployments.control(project, env).halted() {
+            return Err(CdError::Refused(gate::Refusal::Halted {
+                environment: env.to_string(),
+                reason,
+            }));
+        }
         let view = self.view(project, env);
         let waiting = view.deploying.as_ref().filter(|f| f.waiting_for_approval);
         let Some(f) = waiting else {

@@ -433,25 +433,31 @@ impl Cx {
     }
 
     /// Honours the andon cord and manual rollbacks at a safe point: `Err(reason)` when asked to
-    /// roll back; waits while halted.
-    async fn checkpoint(&mut self) -> Result<(), String> {
+    /// roll back; waits while halted. The deploy's clock stops while it is halted: a halt never
+    /// counts toward `progress_deadline`, a pause or an analysis interval (`Ok(true)`: it was).
+    async fn checkpoint(&mut self) -> Result<bool, String> {
         if let Some(reason) = self.ctl.abort_reason() {
             return Err(reason);
         }
-        if let Some(h) = self.ctl.halted().filter(|_| !self.rollback) {
-            self.record_step(StepAction::Halted, None, Some(h)).await;
-            loop {
-                if let Some(reason) = self.ctl.abort_reason() {
-                    return Err(reason);
-                }
-                if self.ctl.halted().is_none() {
-                    self.record_step(StepAction::Resumed, None, None).await;
-                    return Ok(());
-                }
-                self.wait(self.now() + Duration::from_secs(3600)).await;
+        let Some(h) = self.ctl.halted().filter(|_| !self.rollback) else {
+            return Ok(false);
+        };
+        self.record_step(StepAction::Halted, None, Some(h)).await;
+        let halted_at = Instant::now();
+        let out = loop {
+            if let Some(reason) = self.ctl.abort_reason() {
+                break Err(reason);
             }
+            if self.ctl.halted().is_none() {
+                break Ok(true);
+            }
+            self.wait(self.now() + Duration::from_secs(3600)).await;
+        };
+        self.started += halted_at.elapsed();
+        if out.is_ok() {
+            self.record_step(StepAction::Resumed, None, None).await;
         }
-        Ok(())
+        out
     }
 
     async fn execute<D: Driver>(&mut self, d: &D, ask: &Ask, new: Release, old: Option<Release>) -> Outcome {
@@ -463,25 +469,35 @@ impl Cx {
             commit: None,
         });
         if self.env.manual_approval && !ask.rollback {
-            let before = self.ctl.approvals.load(Ordering::SeqCst);
-            self.record_step(
-                StepAction::Approval,
-                Some(StepVerdict::Waiting),
-                Some(format!("`takt approve {}`", self.env.name)),
-            )
-            .await;
-            loop {
-                if let Some(reason) = self.ctl.abort_reason() {
-                    return Outcome {
-                        outcome: DeployOutcome::Cancelled,
-                        running: old_ref,
-                        reason: Some(reason),
+            'approval: loop {
+                let before = self.ctl.approvals.load(Ordering::SeqCst);
+                self.record_step(
+                    StepAction::Approval,
+                    Some(StepVerdict::Waiting),
+                    Some(format!("`takt approve {}`", self.env.name)),
+                )
+                .await;
+                loop {
+                    // A halt stops the wait at once; after `takt resume` it waits for an
+                    // approval again (none is taken while halted).
+                    let halted = match self.checkpoint().await {
+                        Ok(halted) => halted,
+                        Err(reason) => {
+                            return Outcome {
+                                outcome: DeployOutcome::Cancelled,
+                                running: old_ref,
+                                reason: Some(reason),
+                            };
+                        }
                     };
+                    if halted {
+                        continue 'approval;
+                    }
+                    if self.ctl.approvals.load(Ordering::SeqCst) > before {
+                        break 'approval;
+                    }
+                    self.wait(self.now() + Duration::from_secs(3600)).await;
                 }
-                if self.ctl.approvals.load(Ordering::SeqCst) > before {
-                    break;
-                }
-                self.wait(self.now() + Duration::from_secs(3600)).await;
             }
             self.record_step(StepAction::Approval, Some(StepVerdict::Successful), None)
                 .await;

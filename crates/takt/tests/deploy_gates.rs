@@ -146,6 +146,29 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     .await;
     assert_eq!(st, StatusCode::CONFLICT, "{b}");
     assert!(b["error"].as_str().unwrap().contains("is busy with deploy #1"), "{b}");
+    // A halt stops the wait for approval at once and refuses `takt approve` until `takt resume`.
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/prod/halt",
+        &dep,
+        json!({"reason": "hold on"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    until("the wait for approval is halted", || async {
+        let v = view(&s, &dep, "prod").await;
+        v["deploying"]["action"] == "halted" && v["deploying"]["waiting_for_approval"] == false
+    })
+    .await;
+    let (st, b) = deploy(&s, &dep, "prod", "approve").await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("is halted (hold on)"), "{b}");
+    let (st, b) = deploy(&s, &dep, "prod", "resume").await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    until("prod waits for approval again", || async {
+        view(&s, &dep, "prod").await["deploying"]["waiting_for_approval"] == true
+    })
+    .await;
     // `takt approve` follows the deploy it let go to its end (it returned at once before).
     let out = takt()
         .args(["approve", "prod", "--server", &s.base, "--token", &dep])
@@ -434,4 +457,73 @@ async fn env_stop_retires_an_environment_until_the_next_deploy() {
     .await
     .0;
     assert_eq!(st, StatusCode::ACCEPTED);
+}
+
+/// A halt stops a deploy's clock: halted longer than `progress_deadline`, a canary still
+/// promotes after `takt resume` (it was rolled back for a deadline it never ran into).
+#[tokio::test]
+async fn a_halt_never_counts_toward_the_progress_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("deploy.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    let yml = format!(
+        "jobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n  web:\n    driver: command\n    deploy: sh {}\n    strategy:\n      canary: {{steps: [{{set_weight: 50}}, {{pause: 1s}}], progress_deadline: 2s}}\n",
+        script.display()
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "app", repo.path()).await;
+    for n in 1..=2u64 {
+        if n == 2 {
+            repo.commit(&[], "two");
+        }
+        post_json(
+            &s,
+            "/api/v1/projects/app/trigger",
+            &admin,
+            json!({"rev": "main", "force": true}),
+        )
+        .await;
+        let run = finished_run(&s, &admin, "app", n).await;
+        assert_eq!(run["status"], "success", "{run:#}");
+    }
+    let versions: Vec<String> = get_json(&s, "/api/v1/artifacts?project=app", &admin).await["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["version"].as_str().unwrap().to_string())
+        .collect();
+    // The first deploy goes straight to 100%; the second is a canary.
+    for (n, v) in [(1, &versions[1]), (2, &versions[0])] {
+        let (st, b) = post_json(
+            &s,
+            "/api/v1/environments/app/web/deploy",
+            &admin,
+            json!({"artifact": format!("app@{v}")}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+        if n == 1 {
+            settled(&s, &admin, "app", "web", 1).await;
+        }
+    }
+    until("the canary is in its pause", || async {
+        view(&s, &admin, "web").await["deploying"]["weight"] == 50
+    })
+    .await;
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/web/halt",
+        &admin,
+        json!({"reason": "look"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await; // past the 2 s deadline
+    let (st, b) = deploy(&s, &admin, "web", "resume").await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let v = settled(&s, &admin, "app", "web", 2).await;
+    assert_eq!(v["history"][0]["outcome"], "succeeded", "{:#}", v["history"][0]);
+    assert_eq!(v["running"]["version"], versions[0].as_str());
 }
