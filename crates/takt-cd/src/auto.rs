@@ -208,7 +208,7 @@ async fn settle(cd: &Arc<Cd>, project: &str, ctl: &Control, slot: &Slot, w: Want
     };
     loop {
         // Registered before trying, so the end of the deploy in flight cannot slip by.
-        let idle = ctl.changed.notified();
+        let mut idle = ctl.subscribe();
         let newer = slot.changed.notified();
         let ask = Ask {
             project: project.to_string(),
@@ -228,7 +228,7 @@ async fn settle(cd: &Arc<Cd>, project: &str, ctl: &Control, slot: &Slot, w: Want
                 let deploy = r.deploy();
                 tracing::debug!(%project, environment = %w.env.name, run = w.run, ?deploy, "auto-deploy waits for the deploy in flight");
                 tokio::select! {
-                    _ = idle => {}
+                    _ = idle.changed() => {}
                     _ = newer => {}
                 }
                 if slot.has_newer() {

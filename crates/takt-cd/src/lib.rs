@@ -25,7 +25,7 @@ use takt_model::{ArtifactRef, DeployStrategy, DeployTrigger, Event, EventKind, O
 use takt_pipeline::Environment;
 use takt_store::{EventFilter, Store, StoreError};
 use takt_views::{EnvView, Projection};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 /// Why the CD service did not do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -129,8 +129,7 @@ impl EnvIndex {
 }
 
 /// The live controls of one environment: who holds it, and the signals a deploy in flight
-/// listens to (halt, resume, approve, rollback).
-#[derive(Default)]
+/// listens to (halt, resume, approve, rollback, the environment freed).
 pub struct Control {
     pub busy: Mutex<Option<u64>>,
     pub halted: Mutex<Option<String>>,
@@ -138,12 +137,31 @@ pub struct Control {
     pub abort: Mutex<Option<String>>,
     pub resumes: AtomicU64,
     pub approvals: AtomicU64,
-    pub changed: Notify,
+    /// Bumped on every change: a waiter that subscribed before it checked the state wakes on
+    /// any change after that, however soon (no missed wake-up, so no re-check timer).
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Control {
+    fn default() -> Control {
+        Control {
+            busy: Mutex::new(None),
+            halted: Mutex::new(None),
+            abort: Mutex::new(None),
+            resumes: AtomicU64::new(0),
+            approvals: AtomicU64::new(0),
+            changed: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Control {
     pub fn signal(&self) {
-        self.changed.notify_waiters();
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    /// Changes from now on: `changed().await` returns at the next [`Control::signal`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
     pub fn halted(&self) -> Option<String> {
         self.halted.lock().clone()

@@ -143,6 +143,7 @@ pub(crate) async fn stop_environment(
         project: project.to_string(),
         env: env.clone(),
         deploy: 0,
+        signals: ctl.subscribe(),
         ctl,
         step: 0,
         weight: 0,
@@ -175,6 +176,9 @@ struct Cx {
     step: u32,
     weight: u8,
     started: Instant,
+    /// The environment's controls changed (subscribed when the deploy began: no signal is
+    /// missed between a check and the wait that follows it).
+    signals: tokio::sync::watch::Receiver<u64>,
     /// Where the environment answers (its public port, or `url`).
     public_url: Option<String>,
     /// A rollback: the andon cord does not stop it.
@@ -196,6 +200,7 @@ pub(crate) async fn run(cd: Arc<Cd>, ask: Ask, deploy: u64, stable: Option<Artif
         step: 0,
         weight: 0,
         started: Instant::now(),
+        signals: ctl.subscribe(),
         public_url,
         rollback: ask.rollback,
     };
@@ -246,13 +251,13 @@ impl Cx {
     ///
     /// Callers re-check their conditions after every return. A signal sent between a caller's
     /// check and this wait would find no waiter, so no wait lasts longer than 250 ms.
-    async fn wait(&self, until: Duration) {
-        let left = until.saturating_sub(self.now()).min(Duration::from_millis(250));
-        let notified = self.ctl.changed.notified();
+    async fn wait(&mut self, until: Duration) {
+        let left = until.saturating_sub(self.now());
         tokio::select! {
             _ = tokio::time::sleep(left) => {}
-            _ = notified => {}
+            _ = self.signals.changed() => {}
         }
+        self.signals.borrow_and_update();
     }
 
     async fn deploy(&mut self, ask: &Ask, stable: Option<ArtifactRef>) -> Outcome {
@@ -781,13 +786,12 @@ impl Cx {
                 tokio::time::sleep(keep_old).await;
                 // Not while a deploy is in flight (it may be rolling back to the old colour).
                 let ctl = cd.deployments.control(&project, &env.name);
-                loop {
-                    // Registered before the check, so the end of that deploy cannot slip by.
-                    let changed = ctl.changed.notified();
-                    if ctl.busy.lock().is_none() {
+                // Subscribed before the check, so the end of that deploy cannot slip by.
+                let mut changed = ctl.subscribe();
+                while ctl.busy.lock().is_some() {
+                    if changed.changed().await.is_err() {
                         break;
                     }
-                    changed.await;
                 }
                 let live = cd
                     .deployments
