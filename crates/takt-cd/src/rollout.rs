@@ -27,6 +27,57 @@ pub fn env_dir(data: &Path, project: &str, env: &str) -> PathBuf {
     data.join("environments").join(project).join(env)
 }
 
+/// An environment's driver, whichever it is ([`Driver`] is not object-safe: its futures are
+/// `impl Future`), for what runs outside a rollout — recovery after a restart, blue/green's
+/// keep-old, `takt env stop` — so that each goes through the driver's own `route` and `stop`
+/// (the nginx upstream file rewritten, the command driver's script run), never straight to a
+/// supervisor.
+pub(crate) enum EnvDriver {
+    Process(ProcessDriver),
+    Nginx(NginxDriver),
+    Command(CommandDriver),
+}
+
+impl EnvDriver {
+    pub(crate) fn of(cd: &Cd, project: &str, env: &Environment) -> EnvDriver {
+        let instances = || ProcessDriver {
+            supervisor: supervisor(cd, project, env),
+            settings: settings(env),
+        };
+        match env.driver {
+            takt_pipeline::Driver::Process => EnvDriver::Process(instances()),
+            takt_pipeline::Driver::Nginx => EnvDriver::Nginx(NginxDriver {
+                instances: instances(),
+                upstream_name: format!("takt_{}", env.name.replace(['-', '.'], "_")),
+                upstream_file: PathBuf::from(env.upstream.clone().unwrap_or_default()),
+                reload: env.reload.clone().unwrap_or_default(),
+                env: base_env(),
+            }),
+            takt_pipeline::Driver::Command => EnvDriver::Command(CommandDriver {
+                script: env.deploy.clone().unwrap_or_default(),
+                dir: env_dir(&cd.data_dir, project, &env.name),
+                timeout: Duration::from_secs(600),
+            }),
+        }
+    }
+
+    pub(crate) async fn route(&self, weights: &[(&Release, u8)]) -> Result<(), takt_driver::DriverError> {
+        match self {
+            EnvDriver::Process(d) => d.route(weights).await,
+            EnvDriver::Nginx(d) => d.route(weights).await,
+            EnvDriver::Command(d) => d.route(weights).await,
+        }
+    }
+
+    pub(crate) async fn stop(&self, r: &Release) -> Result<(), takt_driver::DriverError> {
+        match self {
+            EnvDriver::Process(d) => d.stop(r).await,
+            EnvDriver::Nginx(d) => d.stop(r).await,
+            EnvDriver::Command(d) => d.stop(r).await,
+        }
+    }
+}
+
 /// The supervisor of a process/nginx environment.
 pub fn supervisor(cd: &Cd, project: &str, env: &Environment) -> SupervisorClient {
     SupervisorClient {
@@ -40,8 +91,10 @@ pub fn supervisor(cd: &Cd, project: &str, env: &Environment) -> SupervisorClient
 }
 
 /// After a restart: deploys the log shows in flight were cut off with the old server. Their
-/// traffic goes back to what ran before (a process/nginx environment's supervisor kept running
-/// all along), the new version is stopped, and each is recorded as `interrupted`.
+/// traffic goes back to what ran before, through the environment's driver (the supervisor of a
+/// process/nginx environment kept running all along; the nginx upstream file is rewritten; the
+/// command driver's script is asked to route and stop), the new version is stopped, and each is
+/// recorded as `interrupted`.
 pub async fn recover(cd: &Arc<Cd>) {
     for v in cd.deployments.index.all() {
         let Some(f) = v.deploying.clone() else {
@@ -50,24 +103,15 @@ pub async fn recover(cd: &Arc<Cd>) {
         let env = cd.environment(&v.project, &v.environment).await.ok();
         let mut reason = "the server stopped during this deploy".to_string();
         if let (Some(env), Some(stable)) = (env, &v.running)
-            && env.driver != takt_pipeline::Driver::Command
             && stable.digest != f.artifact.digest
         {
-            let sup = supervisor(cd, &v.project, &env);
-            let back = sup
-                .request(&takt_driver::protocol::Request::Route {
-                    weights: vec![(slot_for(&stable.digest), 100)],
-                })
-                .await;
-            let _ = sup
-                .request(&takt_driver::protocol::Request::Stop {
-                    slot: slot_for(&f.artifact.digest),
-                })
-                .await;
-            reason.push_str(match back {
-                Ok(_) => "; traffic went back to the version that ran before it",
-                Err(_) => "; the supervisor did not answer, so traffic is as it was left",
-            });
+            let ctl = cd.deployments.control(&v.project, &v.environment);
+            reason.push_str(
+                &match back_to_stable(cd, &v.project, &env, stable, &f.artifact, ctl).await {
+                    Ok(()) => "; traffic went back to the version that ran before it".to_string(),
+                    Err(e) => format!("; traffic is as it was left: {e}"),
+                },
+            );
         }
         let e = Event::now(
             &v.project,
@@ -152,13 +196,39 @@ pub(crate) async fn stop_environment(
         rollback: false,
     };
     let r = cx.prepare(&a).await?;
-    let d = CommandDriver {
-        script: env.deploy.clone().unwrap_or_default(),
-        dir: env_dir(&cd.data_dir, project, &env.name),
-        timeout: Duration::from_secs(600),
-    };
-    d.stop(&r).await.map_err(|e| e.to_string())?;
+    EnvDriver::of(cd, project, env)
+        .stop(&r)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(format!("the deploy script stopped {}@{}", a.name, a.version))
+}
+
+/// Sends all of an environment's traffic back to `stable` and stops `cut`, through its driver.
+async fn back_to_stable(
+    cd: &Arc<Cd>,
+    project: &str,
+    env: &Environment,
+    stable: &ArtifactRef,
+    cut: &ArtifactRef,
+    ctl: Arc<Control>,
+) -> Result<(), String> {
+    let cx = Cx {
+        cd: cd.clone(),
+        project: project.to_string(),
+        env: env.clone(),
+        deploy: 0,
+        signals: ctl.subscribe(),
+        ctl,
+        step: 0,
+        weight: 0,
+        started: Instant::now(),
+        public_url: None,
+        rollback: true,
+    };
+    let (old, new) = (cx.prepare(stable).await?, cx.prepare(cut).await?);
+    let d = EnvDriver::of(cd, project, env);
+    d.route(&[(&old, 100)]).await.map_err(|e| e.to_string())?;
+    d.stop(&new).await.map_err(|e| e.to_string())
 }
 
 struct Outcome {
@@ -289,36 +359,10 @@ impl Cx {
             Some(format!("verified copy at {}", new.artifact_path.display())),
         )
         .await;
-        let env = self.env.clone();
-        match env.driver {
-            takt_pipeline::Driver::Process => {
-                let d = ProcessDriver {
-                    supervisor: supervisor(&self.cd, &self.project, &env),
-                    settings: settings(&env),
-                };
-                self.execute(&d, ask, new, old).await
-            }
-            takt_pipeline::Driver::Nginx => {
-                let d = NginxDriver {
-                    instances: ProcessDriver {
-                        supervisor: supervisor(&self.cd, &self.project, &env),
-                        settings: settings(&env),
-                    },
-                    upstream_name: format!("takt_{}", env.name.replace(['-', '.'], "_")),
-                    upstream_file: PathBuf::from(env.upstream.clone().unwrap_or_default()),
-                    reload: env.reload.clone().unwrap_or_default(),
-                    env: base_env(),
-                };
-                self.execute(&d, ask, new, old).await
-            }
-            takt_pipeline::Driver::Command => {
-                let d = CommandDriver {
-                    script: env.deploy.clone().unwrap_or_default(),
-                    dir: env_dir(&self.cd.data_dir, &self.project, &env.name),
-                    timeout: Duration::from_secs(600),
-                };
-                self.execute(&d, ask, new, old).await
-            }
+        match EnvDriver::of(&self.cd, &self.project, &self.env) {
+            EnvDriver::Process(d) => self.execute(&d, ask, new, old).await,
+            EnvDriver::Nginx(d) => self.execute(&d, ask, new, old).await,
+            EnvDriver::Command(d) => self.execute(&d, ask, new, old).await,
         }
     }
 
@@ -800,10 +844,7 @@ impl Cx {
                     .and_then(|v| v.running)
                     .is_some_and(|r| r.digest == o.digest);
                 if !live {
-                    let sup = supervisor(&cd, &project, &env);
-                    let _ = sup
-                        .request(&takt_driver::protocol::Request::Stop { slot: o.slot.clone() })
-                        .await;
+                    let _ = EnvDriver::of(&cd, &project, &env).stop(&o).await;
                 }
             });
         }

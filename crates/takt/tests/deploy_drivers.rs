@@ -157,6 +157,39 @@ async fn nginx_shares_a_canary_from_the_upstream_file_takt_writes() {
         async move { versions(&url, 6).await.iter().all(|x| *x == v2) }
     })
     .await;
+
+    // The server dies with v3 as a canary at 50%: the restarted server's recovery goes through
+    // the nginx driver, so the upstream file it rewrites sends everything back to v2 (recovery
+    // used to tell the supervisor alone, and nginx kept sending half to the stopped canary).
+    repo.commit(&[("app.py", &format!("{}# v3\n", app()))], "v3");
+    green_run(&s, &ci, 3).await;
+    until("the v3 canary pauses at 50%", || async {
+        get_json(&s, "/api/v1/environments/web/live", &dep).await["deploying"]["action"] == "paused"
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&upstream)
+            .unwrap()
+            .matches("weight=50;")
+            .count(),
+        2
+    );
+    let mut s = s;
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    s = start(&dir.path().join("data"), &[]);
+    let v = settled(&s, &dep, "web", "live", 3).await;
+    assert_eq!(v["history"][0]["outcome"], "interrupted", "{v:#}");
+    assert_eq!(v["running"]["version"], v2.as_str());
+    let file = std::fs::read_to_string(&upstream).unwrap();
+    assert_eq!(file.matches("weight=100;").count(), 1, "{file}");
+    assert_eq!(file.matches("server ").count(), 1, "only v2's instance: {file}");
+    until("nginx serves only v2 again", || {
+        let url = url.clone();
+        let v2 = v2.clone();
+        async move { versions(&url, 6).await.iter().all(|x| *x == v2) }
+    })
+    .await;
     let sock = dir.path().join("data/environments/web/live/supervisor/supervisor.sock");
     let _ = std::fs::remove_file(sock);
 }

@@ -527,3 +527,48 @@ async fn a_halt_never_counts_toward_the_progress_deadline() {
     assert_eq!(v["history"][0]["outcome"], "succeeded", "{:#}", v["history"][0]);
     assert_eq!(v["running"]["version"], versions[0].as_str());
 }
+
+/// Blue/green's keep-old on the command driver ends with the deploy script's `stop` of the old
+/// colour (it used to start a supervisor instead).
+#[tokio::test]
+async fn blue_green_keep_old_runs_the_command_drivers_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("deploy.sh");
+    let log = dir.path().join("log");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$TAKT_DEPLOY_STEP $TAKT_ARTIFACT_VERSION\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let yml = format!(
+        "jobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n  web:\n    driver: command\n    deploy: sh {}\n    auto: true\n    strategy:\n      blue_green: {{keep_old: 1s}}\n",
+        script.display()
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "app", repo.path()).await;
+    post_json(&s, "/api/v1/projects/app/trigger", &admin, json!({})).await;
+    finished_run(&s, &admin, "app", 1).await;
+    let v1 = settled(&s, &admin, "app", "web", 1).await["running"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    repo.commit(&[], "two");
+    post_json(&s, "/api/v1/projects/app/trigger", &admin, json!({})).await;
+    finished_run(&s, &admin, "app", 2).await;
+    settled(&s, &admin, "app", "web", 2).await;
+    until("the old colour is stopped by the script", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(&format!("stop {v1}\n"))
+    })
+    .await;
+    assert!(
+        !dir.path().join("data/environments/app/web/supervisor").exists(),
+        "a supervisor was started for a command-driver environment"
+    );
+}
