@@ -8,6 +8,7 @@
 
 pub mod auto;
 pub mod rollout;
+pub mod watchdog;
 
 pub use rollout::{env_dir, recover, supervisor};
 
@@ -481,28 +482,37 @@ impl Cd {
     pub async fn stop(self: &Arc<Self>, project: &str, env: &str, by: &str) -> Result<String, CdError> {
         let e = self.environment(project, env).await?;
         let ctl = self.deployments.control(project, env);
-        if let Some(deploy) = *ctl.busy.lock() {
-            return Err(CdError::Refused(gate::Refusal::Busy {
-                environment: env.to_string(),
-                deploy,
-            }));
+        {
+            // Held while it stops: no deploy starts, and the watchdog does not restore it.
+            let mut busy = ctl.busy.lock();
+            if let Some(deploy) = *busy {
+                return Err(CdError::Refused(gate::Refusal::Busy {
+                    environment: env.to_string(),
+                    deploy,
+                }));
+            }
+            *busy = Some(gate::STOPPING);
         }
         let running = self.view(project, env).running;
-        let detail = crate::rollout::stop_environment(self, project, &e, running, ctl.clone())
-            .await
-            .map_err(|m| CdError::Internal(format!("cannot stop `{env}`: {m}")))?;
-        self.record(Event::now(
-            project,
-            None,
-            EventKind::EnvironmentStopped {
-                environment: env.into(),
-                by: by.into(),
-                detail: Some(detail.clone()),
-            },
-        ))
-        .await?;
-        ctl.signal();
-        Ok(detail)
+        let stopped = crate::rollout::stop_environment(self, project, &e, running, ctl.clone()).await;
+        let recorded = match &stopped {
+            Ok(detail) => {
+                self.record(Event::now(
+                    project,
+                    None,
+                    EventKind::EnvironmentStopped {
+                        environment: env.into(),
+                        by: by.into(),
+                        detail: Some(detail.clone()),
+                    },
+                ))
+                .await
+            }
+            Err(_) => Ok(()),
+        };
+        ctl.release();
+        recorded?;
+        stopped.map_err(|m| CdError::Internal(format!("cannot stop `{env}`: {m}")))
     }
 
     /// Lets the deploy waiting for approval go on; returns its number.

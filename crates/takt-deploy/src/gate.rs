@@ -7,6 +7,9 @@
 use std::fmt;
 use std::time::Duration;
 
+/// What holds an environment while `takt env stop` stops it (deploys are numbered from 1).
+pub const STOPPING: u64 = 0;
+
 /// An artifact as the gates compare it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted<'a> {
@@ -137,6 +140,13 @@ impl fmt::Display for Refusal {
                 "environment `{e}` requires {artifact} to soak in `{required}` for {}s; it has for {}s",
                 soak.as_secs(),
                 ran.as_secs()
+            ),
+            Refusal::Busy {
+                environment: e,
+                deploy: STOPPING,
+            } => write!(
+                f,
+                "environment `{e}` is being stopped (`takt env stop`); deploy again once it has"
             ),
             Refusal::Busy { environment: e, deploy } => write!(
                 f,

@@ -44,6 +44,16 @@ impl SupervisorClient {
         exchange(stream, &Request::Status).await.ok()?.status
     }
 
+    /// Waits until the supervisor that answers now goes away (its socket closes: it exited or
+    /// died); returns at once if none answers. Holds one idle connection: no polling.
+    pub async fn gone(&self) {
+        use tokio::io::AsyncReadExt;
+        if let Ok(mut stream) = UnixStream::connect(socket_path(&self.dir)).await {
+            let mut buf = [0u8; 64];
+            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        }
+    }
+
     /// Stops the supervisor and everything it runs, if one answers.
     pub async fn shutdown(&self) {
         if let Ok(stream) = UnixStream::connect(socket_path(&self.dir)).await {

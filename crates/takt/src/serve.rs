@@ -282,7 +282,11 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     takt_server::artifacts::start_replication(state.clone());
     {
         let cd = state.cd.clone();
-        tokio::spawn(async move { takt_cd::recover(&cd).await });
+        tokio::spawn(async move {
+            takt_cd::recover(&cd).await;
+            // After recovery: it may have restored supervisors itself.
+            takt_cd::watchdog::start(cd);
+        });
     }
     if config.poll_seconds > 0 {
         takt_ci::poll::start(ci.clone(), std::time::Duration::from_secs(config.poll_seconds));

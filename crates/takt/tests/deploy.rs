@@ -280,6 +280,40 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
     assert_eq!(promoted_v2["commits"].as_array().unwrap().len(), 1, "{promoted_v2:#}");
     assert_eq!(promoted_v2["previous"]["version"], v1.as_str());
 
+    // A supervisor killed -9 (what a machine restart or the OOM killer does) is noticed at once
+    // and what ran there restored, recorded as a deploy with the reason.
+    let before = env_view(&s, &deployer, "staging").await;
+    let pid = before["supervisor"]["pid"].as_u64().unwrap();
+    let running = before["running"]["version"].as_str().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    until("the watchdog restored staging", || async {
+        let v = env_view(&s, &deployer, "staging").await;
+        v["history"][0]["trigger"]["automatic"]["reason"] == "its supervisor stopped unexpectedly"
+            && v["history"][0]["outcome"] == "succeeded"
+            && v["supervisor"]["pid"].as_u64().is_some_and(|p| p != pid)
+    })
+    .await;
+    let v = env_view(&s, &deployer, "staging").await;
+    assert_eq!(v["running"]["version"], running.as_str(), "{v:#}");
+    let body = client()
+        .get(format!("http://127.0.0.1:{staging}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.trim().ends_with(&running),
+        "staging serves {running} again: {body}"
+    );
+
     // `takt env stop` retires both: supervisor, instances and proxy gone, the ports closed.
     for (env, port) in [("staging", staging), ("production", production)] {
         let out = cli(&s, &deployer, &["env", "stop", env]);
