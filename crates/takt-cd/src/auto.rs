@@ -224,7 +224,7 @@ async fn settle(cd: &Arc<Cd>, project: &str, ctl: &Control, slot: &Slot, w: Want
                 skip(cd, project, &w, SkipReason::AlreadyRunning, None, None).await;
                 return;
             }
-            Err(CdError::Refused(r)) if r.deploy().is_some() => {
+            Err(CdError::Refused(r)) if r.held() => {
                 let deploy = r.deploy();
                 tracing::debug!(%project, environment = %w.env.name, run = w.run, ?deploy, "auto-deploy waits for the deploy in flight");
                 tokio::select! {

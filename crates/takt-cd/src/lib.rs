@@ -486,10 +486,7 @@ impl Cd {
             // Held while it stops: no deploy starts, and the watchdog does not restore it.
             let mut busy = ctl.busy.lock();
             if let Some(deploy) = *busy {
-                return Err(CdError::Refused(gate::Refusal::Busy {
-                    environment: env.to_string(),
-                    deploy,
-                }));
+                return Err(CdError::Refused(gate::held_by(env, deploy, false)));
             }
             *busy = Some(gate::STOPPING);
         }

@@ -145,17 +145,15 @@ pub async fn recover(cd: &Arc<Cd>) {
         if status.is_some_and(|s| s.slots.iter().any(|x| x.slot == slot)) {
             continue;
         }
-        let ask = Ask {
-            project: v.project.clone(),
+        if let Err(e) = restore(
+            cd,
+            &v.project,
             env,
-            artifact: running,
-            trigger: takt_model::DeployTrigger::Automatic {
-                reason: "its supervisor was gone when the server started".into(),
-            },
-            rollback: true,
-            restore: true,
-        };
-        if let Err(e) = cd.begin(ask).await {
+            running,
+            "its supervisor was gone when the server started",
+        )
+        .await
+        {
             tracing::error!(project = %v.project, environment = %v.environment, error = %e, "cannot restore an environment");
         }
     }
@@ -182,25 +180,32 @@ pub(crate) async fn stop_environment(
     let Some(a) = running else {
         return Ok("nothing ran there".into());
     };
-    let cx = Cx {
-        cd: cd.clone(),
-        project: project.to_string(),
-        env: env.clone(),
-        deploy: 0,
-        signals: ctl.subscribe(),
-        ctl,
-        step: 0,
-        weight: 0,
-        started: Instant::now(),
-        public_url: None,
-        rollback: false,
-    };
-    let r = cx.prepare(&a).await?;
+    let r = Cx::new(cd, project, env, 0, ctl, false).prepare(&a).await?;
     EnvDriver::of(cd, project, env)
         .stop(&r)
         .await
         .map_err(|e| e.to_string())?;
     Ok(format!("the deploy script stopped {}@{}", a.name, a.version))
+}
+
+/// Starts `running` again where its supervisor is gone: a `restore` deploy (no gates but one at
+/// a time) whose `automatic` trigger gives the reason.
+pub(crate) async fn restore(
+    cd: &Arc<Cd>,
+    project: &str,
+    env: Environment,
+    running: ArtifactRef,
+    reason: &str,
+) -> Result<Option<u64>, crate::CdError> {
+    cd.begin(Ask {
+        project: project.to_string(),
+        env,
+        artifact: running,
+        trigger: takt_model::DeployTrigger::Automatic { reason: reason.into() },
+        rollback: true,
+        restore: true,
+    })
+    .await
 }
 
 /// Sends all of an environment's traffic back to `stable` and stops `cut`, through its driver.
@@ -212,19 +217,7 @@ async fn back_to_stable(
     cut: &ArtifactRef,
     ctl: Arc<Control>,
 ) -> Result<(), String> {
-    let cx = Cx {
-        cd: cd.clone(),
-        project: project.to_string(),
-        env: env.clone(),
-        deploy: 0,
-        signals: ctl.subscribe(),
-        ctl,
-        step: 0,
-        weight: 0,
-        started: Instant::now(),
-        public_url: None,
-        rollback: true,
-    };
+    let cx = Cx::new(cd, project, env, 0, ctl, true);
     let (old, new) = (cx.prepare(stable).await?, cx.prepare(cut).await?);
     let d = EnvDriver::of(cd, project, env);
     d.route(&[(&old, 100)]).await.map_err(|e| e.to_string())?;
@@ -255,25 +248,30 @@ struct Cx {
     rollback: bool,
 }
 
+impl Cx {
+    /// The context of one deploy (`deploy` 0: work outside a deploy, which records no steps).
+    fn new(cd: &Arc<Cd>, project: &str, env: &Environment, deploy: u64, ctl: Arc<Control>, rollback: bool) -> Cx {
+        Cx {
+            cd: cd.clone(),
+            project: project.to_string(),
+            env: env.clone(),
+            deploy,
+            signals: ctl.subscribe(),
+            ctl,
+            step: 0,
+            weight: 0,
+            started: Instant::now(),
+            public_url: env
+                .url
+                .clone()
+                .or_else(|| env.port.map(|p| format!("http://127.0.0.1:{p}"))),
+            rollback,
+        }
+    }
+}
+
 pub(crate) async fn run(cd: Arc<Cd>, ask: Ask, deploy: u64, stable: Option<ArtifactRef>, ctl: Arc<Control>) {
-    let public_url = ask
-        .env
-        .url
-        .clone()
-        .or_else(|| ask.env.port.map(|p| format!("http://127.0.0.1:{p}")));
-    let mut cx = Cx {
-        cd: cd.clone(),
-        project: ask.project.clone(),
-        env: ask.env.clone(),
-        deploy,
-        ctl: ctl.clone(),
-        step: 0,
-        weight: 0,
-        started: Instant::now(),
-        signals: ctl.subscribe(),
-        public_url,
-        rollback: ask.rollback,
-    };
+    let mut cx = Cx::new(&cd, &ask.project, &ask.env, deploy, ctl.clone(), ask.rollback);
     let out = cx.deploy(&ask, stable).await;
     let finished = Event::now(
         &ask.project,

@@ -4,10 +4,9 @@
 //! there is started again at once — a `restore` deploy whose trigger says why, so the log
 //! records it.
 
-use crate::{Ask, Cd, supervisor};
+use crate::{Cd, supervisor};
 use std::collections::HashSet;
 use std::sync::Arc;
-use takt_model::DeployTrigger;
 
 /// Why a restore after a supervisor's death says it happened.
 pub const REASON: &str = "its supervisor stopped unexpectedly";
@@ -81,21 +80,10 @@ async fn watch_one(cd: Arc<Cd>, project: String, env: String) {
             continue;
         };
         tracing::warn!(%project, environment = %env, "the supervisor is gone; restoring what ran there");
-        let ask = Ask {
-            project: project.clone(),
-            env: e,
-            artifact: running,
-            trigger: DeployTrigger::Automatic { reason: REASON.into() },
-            rollback: true,
-            restore: true,
-        };
-        if let Err(err) = cd.begin(ask).await {
+        if let Err(err) = crate::rollout::restore(&cd, &project, e, running, REASON).await {
             tracing::error!(%project, environment = %env, error = %err, "cannot restore an environment");
-            if changed.changed().await.is_err() {
-                return;
-            }
         }
-        // The restore's own end (a signal) brings the next look.
+        // The restore's end (or any other change) brings the next look.
         if changed.changed().await.is_err() {
             return;
         }

@@ -58,12 +58,7 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
         }
         return;
     }
-    let mut cfg = ci
-        .branch_configs
-        .read()
-        .ok()
-        .and_then(|c| c.get(&p.name).cloned())
-        .unwrap_or_default();
+    let mut cfg = ci.branch_config(&p.name).unwrap_or_default();
     cfg.commit = commit.clone();
     cfg.generation = generation;
     match mirror.file_at(&commit, "takt.yml").await {

@@ -94,6 +94,10 @@ pub enum Refusal {
         environment: String,
         deploy: u64,
     },
+    /// `takt env stop` holds the environment while it stops it.
+    Stopping {
+        environment: String,
+    },
 }
 
 impl Refusal {
@@ -103,6 +107,15 @@ impl Refusal {
             Refusal::Busy { deploy, .. } | Refusal::AwaitingApproval { deploy, .. } => Some(*deploy),
             _ => None,
         }
+    }
+
+    /// Something holds the environment for now (a deploy, a stop): trying again once it is
+    /// free may succeed.
+    pub fn held(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Busy { .. } | Refusal::AwaitingApproval { .. } | Refusal::Stopping { .. }
+        )
     }
 }
 
@@ -141,10 +154,7 @@ impl fmt::Display for Refusal {
                 soak.as_secs(),
                 ran.as_secs()
             ),
-            Refusal::Busy {
-                environment: e,
-                deploy: STOPPING,
-            } => write!(
+            Refusal::Stopping { environment: e } => write!(
                 f,
                 "environment `{e}` is being stopped (`takt env stop`); deploy again once it has"
             ),
@@ -162,6 +172,18 @@ impl fmt::Display for Refusal {
 
 fn shown(w: &Wanted<'_>) -> String {
     format!("{}@{}", w.name, w.version)
+}
+
+/// Why an environment held by `deploy` (or by a stop) refuses another deploy.
+pub fn held_by(environment: &str, deploy: u64, waiting_for_approval: bool) -> Refusal {
+    let environment = environment.to_string();
+    if deploy == STOPPING {
+        Refusal::Stopping { environment }
+    } else if waiting_for_approval {
+        Refusal::AwaitingApproval { environment, deploy }
+    } else {
+        Refusal::Busy { environment, deploy }
+    }
 }
 
 /// The gates, in order: halt, freeze, each required environment (runs it healthy, soaked),
@@ -209,11 +231,7 @@ pub fn check(g: &Gates<'_>) -> Verdict {
         }
     }
     if let Some((deploy, waiting)) = g.busy {
-        return refuse(if waiting {
-            Refusal::AwaitingApproval { environment, deploy }
-        } else {
-            Refusal::Busy { environment, deploy }
-        });
+        return refuse(held_by(g.environment, deploy, waiting));
     }
     if !g.restore && g.healthy && g.running_digest == Some(g.wanted.digest) {
         return Verdict::AlreadyRuns;

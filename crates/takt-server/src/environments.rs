@@ -64,13 +64,7 @@ impl Host for ServerHost {
             let state = self.state()?;
             let p = state.project(project)?;
             takt_ci::schedule::refresh(&state.ci, &p).await;
-            let cfg = state
-                .ci
-                .branch_configs
-                .read()
-                .ok()
-                .and_then(|c| c.get(project).cloned())
-                .unwrap_or_default();
+            let cfg = state.ci.branch_config(project).unwrap_or_default();
             if cfg.environments.is_empty()
                 && let Some(e) = cfg.error
             {

@@ -53,6 +53,13 @@ fn config(dir: &std::path::Path) -> String {
     )
 }
 
+async fn events(s: &Server, token: &str, kind: &str) -> Vec<Value> {
+    get_json(s, &format!("/api/v1/events?kind={kind}"), token).await["events"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
 async fn view(s: &Server, token: &str, env: &str) -> Value {
     get_json(s, &format!("/api/v1/environments/app/{env}"), token).await
 }
@@ -407,6 +414,11 @@ async fn env_stop_retires_an_environment_until_the_next_deploy() {
         c.args(args).args(["--server", &s.base, "--token", &admin]);
         c.output().unwrap()
     };
+    // Bad input: an environment nobody defines is 404 (exit 2), and nothing is recorded.
+    let out = cli(&["env", "stop", "app/nowhere"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nowhere"), "{}", stderr(&out));
+    assert!(events(&s, &admin, "environment_stopped").await.is_empty());
     let out = cli(&["env", "stop", "stage"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
