@@ -2,9 +2,10 @@
 //! run the environment's strategy through its driver, smoke-check every step, roll back on a
 //! failed check, a failed analysis or a progress deadline, and record every step as an event.
 //!
-//! Strategies see only the [`Driver`] interface; the canary's order of things comes from
-//! `takt-deploy`'s pure state machine, which this module feeds with time, measurements, halts
-//! and resumes.
+//! What happens in which order, for every strategy, is decided by `takt-deploy`'s pure state
+//! machine ([`takt_deploy::strategy::Deploy`]); this module is its interpreter: it does each
+//! action through the [`Driver`] interface, records it, and feeds back results, time,
+//! measurements and the environment's controls (halt, resume, approve, rollback).
 
 use crate::{Ask, Cd, Control};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use takt_deploy::analysis::{AnalysisSpec, Measurement};
-use takt_deploy::canary::{Action, Rollout, Step};
+use takt_deploy::canary::Step;
+use takt_deploy::strategy::{Action, Deploy, End, Plan, Side, Spec, Target};
 use takt_driver::client::SupervisorClient;
 use takt_driver::protocol::Traffic;
 use takt_driver::{CommandDriver, Driver, NginxDriver, ProcessDriver, ProcessSettings, Release, checks, slot_for};
@@ -180,7 +182,7 @@ pub(crate) async fn stop_environment(
     let Some(a) = running else {
         return Ok("nothing ran there".into());
     };
-    let r = Cx::new(cd, project, env, 0, ctl, false).prepare(&a).await?;
+    let r = Cx::new(cd, project, env, 0, ctl).prepare(&a).await?;
     EnvDriver::of(cd, project, env)
         .stop(&r)
         .await
@@ -217,7 +219,7 @@ async fn back_to_stable(
     cut: &ArtifactRef,
     ctl: Arc<Control>,
 ) -> Result<(), String> {
-    let cx = Cx::new(cd, project, env, 0, ctl, true);
+    let cx = Cx::new(cd, project, env, 0, ctl);
     let (old, new) = (cx.prepare(stable).await?, cx.prepare(cut).await?);
     let d = EnvDriver::of(cd, project, env);
     d.route(&[(&old, 100)]).await.map_err(|e| e.to_string())?;
@@ -244,13 +246,11 @@ struct Cx {
     signals: tokio::sync::watch::Receiver<u64>,
     /// Where the environment answers (its public port, or `url`).
     public_url: Option<String>,
-    /// A rollback: the andon cord does not stop it.
-    rollback: bool,
 }
 
 impl Cx {
     /// The context of one deploy (`deploy` 0: work outside a deploy, which records no steps).
-    fn new(cd: &Arc<Cd>, project: &str, env: &Environment, deploy: u64, ctl: Arc<Control>, rollback: bool) -> Cx {
+    fn new(cd: &Arc<Cd>, project: &str, env: &Environment, deploy: u64, ctl: Arc<Control>) -> Cx {
         Cx {
             cd: cd.clone(),
             project: project.to_string(),
@@ -265,13 +265,12 @@ impl Cx {
                 .url
                 .clone()
                 .or_else(|| env.port.map(|p| format!("http://127.0.0.1:{p}"))),
-            rollback,
         }
     }
 }
 
 pub(crate) async fn run(cd: Arc<Cd>, ask: Ask, deploy: u64, stable: Option<ArtifactRef>, ctl: Arc<Control>) {
-    let mut cx = Cx::new(&cd, &ask.project, &ask.env, deploy, ctl.clone(), ask.rollback);
+    let mut cx = Cx::new(&cd, &ask.project, &ask.env, deploy, ctl.clone());
     let out = cx.deploy(&ask, stable).await;
     let finished = Event::now(
         &ask.project,
@@ -317,8 +316,8 @@ impl Cx {
 
     /// Sleeps until `until` (since the deploy started) or until a control changes.
     ///
-    /// Callers re-check their conditions after every return. A signal sent between a caller's
-    /// check and this wait would find no waiter, so no wait lasts longer than 250 ms.
+    /// Callers re-check their conditions after every return. The receiver was subscribed when
+    /// the deploy began, so a signal sent between a caller's check and this wait is not missed.
     async fn wait(&mut self, until: Duration) {
         let left = until.saturating_sub(self.now());
         tokio::select! {
@@ -463,15 +462,6 @@ impl Cx {
         Ok(())
     }
 
-    /// Smoke checks against the new version alone, before it takes traffic — where the driver
-    /// can reach it alone (the command driver cannot: its checks run after the switch).
-    async fn smoke_alone<D: Driver>(&mut self, d: &D, new: &Release) -> Result<(), Failure> {
-        match d.direct_url(new).await {
-            Some(url) => self.smoke(Some(url), "new version", new).await.map_err(Failure::Start),
-            None => Ok(()),
-        }
-    }
-
     async fn direct_or_public<D: Driver>(&self, d: &D, r: &Release) -> Option<String> {
         match d.direct_url(r).await {
             Some(u) => Some(u),
@@ -479,428 +469,131 @@ impl Cx {
         }
     }
 
-    /// Honours the andon cord and manual rollbacks at a safe point: `Err(reason)` when asked to
-    /// roll back; waits while halted. The deploy's clock stops while it is halted: a halt never
-    /// counts toward `progress_deadline`, a pause or an analysis interval (`Ok(true)`: it was).
-    async fn checkpoint(&mut self) -> Result<bool, String> {
-        if let Some(reason) = self.ctl.abort_reason() {
-            return Err(reason);
-        }
-        let Some(h) = self.ctl.halted().filter(|_| !self.rollback) else {
-            return Ok(false);
-        };
-        self.record_step(StepAction::Halted, None, Some(h)).await;
-        let halted_at = Instant::now();
-        let out = loop {
-            if let Some(reason) = self.ctl.abort_reason() {
-                break Err(reason);
-            }
-            if self.ctl.halted().is_none() {
-                break Ok(true);
-            }
-            self.wait(self.now() + Duration::from_secs(3600)).await;
-        };
-        self.started += halted_at.elapsed();
-        if out.is_ok() {
-            self.record_step(StepAction::Resumed, None, None).await;
-        }
-        out
-    }
-
+    /// Runs the deploy's state machine ([`takt_deploy::strategy::Deploy`]) to its end: asks it
+    /// what to do, does that through the driver, records the step and reports back. The
+    /// environment's controls are fed in before every step; every wait wakes on a control's
+    /// change or its deadline.
     async fn execute<D: Driver>(&mut self, d: &D, ask: &Ask, new: Release, old: Option<Release>) -> Outcome {
-        let new_ref = ask.artifact.clone();
         let old_ref = old.as_ref().map(|o| ArtifactRef {
             name: o.name.clone(),
             version: o.version.clone(),
             digest: o.digest.clone(),
             commit: None,
         });
-        if self.env.manual_approval && !ask.rollback {
-            'approval: loop {
-                let before = self.ctl.approvals.load(Ordering::SeqCst);
-                self.record_step(
-                    StepAction::Approval,
-                    Some(StepVerdict::Waiting),
-                    Some(format!("`takt approve {}`", self.env.name)),
-                )
-                .await;
-                loop {
-                    // A halt stops the wait at once; after `takt resume` it waits for an
-                    // approval again (none is taken while halted).
-                    let halted = match self.checkpoint().await {
-                        Ok(halted) => halted,
-                        Err(reason) => {
-                            return Outcome {
-                                outcome: DeployOutcome::Cancelled,
-                                running: old_ref,
-                                reason: Some(reason),
-                            };
-                        }
-                    };
-                    if halted {
-                        continue 'approval;
-                    }
-                    if self.ctl.approvals.load(Ordering::SeqCst) > before {
-                        break 'approval;
-                    }
-                    self.wait(self.now() + Duration::from_secs(3600)).await;
-                }
-            }
-            self.record_step(StepAction::Approval, Some(StepVerdict::Successful), None)
-                .await;
-        }
         let old_running = match &old {
             Some(o) => d.running(o).await,
             None => false,
         };
-        let strategy = if ask.rollback || old.is_none() || !old_running {
-            // A rollback, a first deploy, or nothing of the old version left running: straight
-            // to 100% (as Argo Rollouts does for a first deploy).
-            Strategy::Recreate
+        // A rollback, a first deploy, or nothing of the old version left running: straight to
+        // 100% (as Argo Rollouts does for a first deploy).
+        let plan = if ask.rollback || !old_running {
+            Plan::Recreate
         } else {
-            self.env.strategy.clone()
+            plan_of(&self.env)
         };
-        let result = match strategy {
-            Strategy::Recreate => self.recreate(d, &new, old.as_ref()).await,
-            Strategy::Rolling { batch } => self.rolling(d, &new, old.as_ref(), batch).await,
-            Strategy::Canary {
-                steps,
-                progress_deadline,
-            } => self.canary(d, &new, old.as_ref(), &steps, progress_deadline).await,
-            Strategy::BlueGreen { preview_port, keep_old } => {
-                self.blue_green(d, &new, old.as_ref(), preview_port, keep_old).await
-            }
+        let preview_port = match &self.env.strategy {
+            Strategy::BlueGreen { preview_port, .. } => *preview_port,
+            _ => None,
         };
-        match result {
-            Ok(()) => Outcome {
-                outcome: DeployOutcome::Succeeded,
-                running: Some(new_ref),
-                reason: None,
-            },
-            Err(Failure::Start(reason)) => {
-                // Nothing was routed to it; whatever ran keeps running.
-                let _ = d.stop(&new).await;
-                Outcome {
-                    outcome: DeployOutcome::Failed,
-                    running: old_ref,
-                    reason: Some(reason),
-                }
-            }
-            Err(Failure::Rollback(reason)) if self.env.pause_on_failure && !ask.rollback => {
-                self.record_step(
-                    StepAction::Paused,
-                    None,
-                    Some(format!(
-                        "{reason}; paused instead of rolling back (on_failure: pause): `takt rollback {}` goes back, `takt resume {}` keeps the new version",
-                        self.env.name, self.env.name
-                    )),
-                )
-                .await;
-                let before = self.ctl.resumes.load(Ordering::SeqCst);
-                loop {
-                    if let Some(why) = self.ctl.abort_reason() {
-                        return match old {
-                            Some(o) => {
-                                self.roll_back(d, &new, &o, format!("{reason}; then {why}"), old_ref)
-                                    .await
-                            }
-                            None => Outcome {
-                                outcome: DeployOutcome::Failed,
-                                running: None,
-                                reason: Some(reason),
-                            },
-                        };
-                    }
-                    if self.ctl.resumes.load(Ordering::SeqCst) > before {
-                        break;
-                    }
-                    self.wait(self.now() + Duration::from_secs(3600)).await;
-                }
-                self.record_step(StepAction::Resumed, None, Some("the new version is kept".into()))
-                    .await;
-                match self.shift(d, &new, None, 100).await {
-                    Ok(()) => {
-                        if let Some(o) = &old
-                            && o.slot != new.slot
-                        {
-                            let _ = d.stop(o).await;
-                        }
-                        Outcome {
-                            outcome: DeployOutcome::Succeeded,
-                            running: Some(new_ref),
-                            reason: Some(format!("kept by a person after: {reason}")),
-                        }
-                    }
-                    Err(_) => Outcome {
-                        outcome: DeployOutcome::Failed,
-                        running: old_ref,
-                        reason: Some(reason),
-                    },
-                }
-            }
-            Err(Failure::Rollback(reason)) => match old {
-                Some(o) => self.roll_back(d, &new, &o, reason, old_ref).await,
-                None => {
-                    let _ = d.route(&[]).await;
-                    let _ = d.stop(&new).await;
-                    Outcome {
-                        outcome: DeployOutcome::Failed,
-                        running: None,
-                        reason: Some(format!("{reason}; nothing earlier to roll back to")),
-                    }
-                }
-            },
-        }
-    }
-
-    /// All traffic back to `old`, `new` stopped, `old` smoke-checked. If those checks fail, the
-    /// environment is halted and an incident opened: takt takes no further automatic action.
-    async fn roll_back<D: Driver>(
-        &mut self,
-        d: &D,
-        new: &Release,
-        old: &Release,
-        reason: String,
-        old_ref: Option<ArtifactRef>,
-    ) -> Outcome {
-        let mut problem = None;
-        if !d.running(old).await
-            && let Err(e) = d.start(old).await
-        {
-            problem = Some(format!("the previous version could not be started: {e}"));
-        }
-        if problem.is_none() {
-            if let Err(e) = d.route(&[(old, 100)]).await {
-                problem = Some(format!("traffic could not be moved back: {e}"));
-            } else {
-                self.weight = 0;
-                self.record_step(
-                    StepAction::Rollback,
-                    Some(StepVerdict::Successful),
-                    Some(reason.clone()),
-                )
-                .await;
-            }
-        }
-        let _ = d.stop(new).await;
-        if problem.is_none() {
-            let url = self.public_url.clone();
-            if let Err(e) = self.smoke(url, "after rollback", old).await {
-                problem = Some(format!("the smoke checks failed after the rollback: {e}"));
-            }
-        }
-        if let Some(p) = &problem {
-            let env = self.env.name.clone();
-            let _ = self.cd.halt(&self.project, &env, p, "takt").await;
-            let _ = self.cd.open_incident(&self.project, &env, p).await;
-        }
-        Outcome {
-            outcome: if problem.is_some() {
-                DeployOutcome::RollbackFailed
-            } else {
-                DeployOutcome::RolledBack
-            },
-            running: old_ref,
-            reason: Some(match problem {
-                Some(p) => format!("{reason}; then {p} (environment halted, incident opened)"),
-                None => reason,
-            }),
-        }
-    }
-
-    async fn start_new<D: Driver>(&mut self, d: &D, new: &Release) -> Result<(), Failure> {
-        if let Err(e) = d.start(new).await {
-            self.record_step(StepAction::Start, Some(StepVerdict::Failed), Some(e.to_string()))
-                .await;
-            return Err(Failure::Start(e.to_string()));
-        }
-        self.record_step(StepAction::Start, Some(StepVerdict::Successful), None)
-            .await;
-        Ok(())
-    }
-
-    async fn shift<D: Driver>(&mut self, d: &D, new: &Release, old: Option<&Release>, w: u8) -> Result<(), Failure> {
-        let mut weights = vec![(new, w)];
-        if let Some(o) = old
-            && w < 100
-        {
-            weights.insert(0, (o, 100 - w));
-        }
-        d.route(&weights)
-            .await
-            .map_err(|e| Failure::Rollback(format!("traffic could not be shifted: {e}")))?;
-        self.weight = w;
-        self.record_step(StepAction::SetWeight, None, None).await;
-        Ok(())
-    }
-
-    async fn recreate<D: Driver>(&mut self, d: &D, new: &Release, old: Option<&Release>) -> Result<(), Failure> {
-        self.checkpoint().await.map_err(Failure::Rollback)?;
-        self.start_new(d, new).await?;
-        self.smoke_alone(d, new).await?;
-        self.shift(d, new, None, 100).await?;
-        if let Some(o) = old
-            && o.slot != new.slot
-        {
-            let _ = d.stop(o).await;
-        }
-        let url = self.public_url.clone();
-        self.smoke(url, "after switch", new)
-            .await
-            .map_err(|e| Failure::Rollback(format!("smoke check failed: {e}")))
-    }
-
-    async fn rolling<D: Driver>(
-        &mut self,
-        d: &D,
-        new: &Release,
-        old: Option<&Release>,
-        batch: u32,
-    ) -> Result<(), Failure> {
-        self.start_new(d, new).await?;
-        let n = self.env.instances.max(1);
-        let mut moved = 0;
-        while moved < n {
-            self.checkpoint().await.map_err(Failure::Rollback)?;
-            moved = (moved + batch.max(1)).min(n);
-            let w = (u64::from(moved) * 100 / u64::from(n)) as u8;
-            self.shift(d, new, old, w).await?;
-            let url = self.direct_or_public(d, new).await;
-            self.smoke(url, &format!("batch {moved}/{n}"), new)
-                .await
-                .map_err(|e| Failure::Rollback(format!("smoke check failed: {e}")))?;
-        }
-        if let Some(o) = old {
-            let _ = d.stop(o).await;
-        }
-        Ok(())
-    }
-
-    async fn blue_green<D: Driver>(
-        &mut self,
-        d: &D,
-        new: &Release,
-        old: Option<&Release>,
-        preview_port: Option<u16>,
-        keep_old: Duration,
-    ) -> Result<(), Failure> {
-        self.start_new(d, new).await?;
-        let url = match preview_port {
-            Some(p) => {
-                d.preview(p, Some(new))
-                    .await
-                    .map_err(|e| Failure::Start(format!("the preview port could not be set: {e}")))?;
-                self.record_step(StepAction::Preview, None, Some(format!("http://127.0.0.1:{p}")))
-                    .await;
-                Some(format!("http://127.0.0.1:{p}"))
-            }
-            None => d.direct_url(new).await,
+        let analyses: Vec<CanaryStep> = match &self.env.strategy {
+            Strategy::Canary { steps, .. } => steps.clone(),
+            _ => Vec::new(),
         };
-        if url.is_some()
-            || self
-                .env
-                .smoke
-                .iter()
-                .all(|c| matches!(c, takt_pipeline::Check::Command(_)))
-        {
-            self.smoke(url, "preview", new).await.map_err(Failure::Start)?;
-        }
-        self.checkpoint().await.map_err(Failure::Rollback)?;
-        self.shift(d, new, None, 100).await?;
-        if let Some(p) = preview_port {
-            let _ = d.preview(p, None).await;
-        }
-        let url = self.public_url.clone();
-        self.smoke(url, "after switch", new)
-            .await
-            .map_err(|e| Failure::Rollback(format!("smoke check failed: {e}")))?;
-        if let Some(o) = old.cloned() {
-            // The old colour stays up for an instant rollback, then goes (unless it is live again).
-            let cd = self.cd.clone();
-            let (project, env) = (self.project.clone(), self.env.clone());
-            self.record_step(
-                StepAction::KeepOld,
-                None,
-                Some(format!("{} stays up for {}s", o.version, keep_old.as_secs())),
-            )
-            .await;
-            tokio::spawn(async move {
-                tokio::time::sleep(keep_old).await;
-                // Not while a deploy is in flight (it may be rolling back to the old colour).
-                let ctl = cd.deployments.control(&project, &env.name);
-                // Subscribed before the check, so the end of that deploy cannot slip by.
-                let mut changed = ctl.subscribe();
-                while ctl.busy.lock().is_some() {
-                    if changed.changed().await.is_err() {
-                        break;
-                    }
-                }
-                let live = cd
-                    .deployments
-                    .index
-                    .get(&project, &env.name)
-                    .and_then(|v| v.running)
-                    .is_some_and(|r| r.digest == o.digest);
-                if !live {
-                    let _ = EnvDriver::of(&cd, &project, &env).stop(&o).await;
-                }
-            });
-        }
-        Ok(())
-    }
-
-    async fn canary<D: Driver>(
-        &mut self,
-        d: &D,
-        new: &Release,
-        old: Option<&Release>,
-        steps: &[CanaryStep],
-        deadline: Option<Duration>,
-    ) -> Result<(), Failure> {
-        self.start_new(d, new).await?;
-        self.smoke_alone(d, new).await?;
-        let pure: Vec<Step> = steps
-            .iter()
-            .map(|s| match s {
-                CanaryStep::SetWeight(w) => Step::SetWeight(*w),
-                CanaryStep::Pause(p) => Step::Pause(*p),
-                CanaryStep::Analysis(a) => Step::Analysis(AnalysisSpec {
-                    interval: a.interval,
-                    count: a.count,
-                    initial_delay: a.initial_delay,
-                    failure_limit: a.failure_limit,
-                    inconclusive_limit: a.inconclusive_limit,
-                    consecutive_error_limit: a.consecutive_error_limit,
-                }),
-            })
-            .collect();
-        let mut rollout = Rollout::new(pure, deadline);
-        let mut seen: Traffic = d.traffic(new).await.ok().flatten().unwrap_or_default();
-        let mut action = rollout.advance(self.now());
+        let mut m = Deploy::new(Spec {
+            plan,
+            approval: self.env.manual_approval && !ask.rollback,
+            has_old: old.is_some(),
+            pause_on_failure: self.env.pause_on_failure && !ask.rollback,
+            honours_halt: !ask.rollback,
+        });
+        let mut seen: Option<Traffic> = None;
+        // What the controls counted when a wait for them began (none: not waiting).
+        let (mut approvals, mut resumes, mut halted) = (None::<u64>, None::<u64>, false);
         loop {
-            if let Err(reason) = self.checkpoint().await {
-                return Err(Failure::Rollback(reason));
+            let now = self.now();
+            if let Some(why) = self.ctl.abort_reason() {
+                m.abort(now, &why);
             }
-            action = match action {
-                Action::SetWeight(w) => {
-                    self.shift(d, new, old, w).await?;
-                    let url = self.direct_or_public(d, new).await;
-                    match self.smoke(url, &format!("at {w}%"), new).await {
-                        Ok(()) => rollout.advance(self.now()),
-                        Err(e) => rollout.smoke_failed(&e),
+            if let Some(h) = self.ctl.halted() {
+                m.halt(now, &h);
+            }
+            let action = m.next(now);
+            let result = match action {
+                Action::Done(end) => return self.end(end, Some(ask.artifact.clone()), old_ref).await,
+                Action::AwaitApproval => {
+                    let n = self.ctl.approvals.load(Ordering::SeqCst);
+                    match approvals {
+                        Some(before) if n > before => {
+                            approvals = None;
+                            m.approved(now);
+                            self.record_step(StepAction::Approval, Some(StepVerdict::Successful), None)
+                                .await;
+                        }
+                        Some(_) => self.wait(now + Duration::from_secs(3600)).await,
+                        None => {
+                            approvals = Some(n);
+                            let how = format!("`takt approve {}`", self.env.name);
+                            self.record_step(StepAction::Approval, Some(StepVerdict::Waiting), Some(how))
+                                .await;
+                        }
                     }
+                    continue;
+                }
+                Action::Halted { reason } => {
+                    if self.ctl.halted().is_none() {
+                        halted = false;
+                        m.resume(now);
+                        self.record_step(StepAction::Resumed, None, None).await;
+                    } else if !halted {
+                        halted = true;
+                        // After `takt resume` an approval is waited for again (none is taken
+                        // while halted).
+                        approvals = None;
+                        self.record_step(StepAction::Halted, None, Some(reason)).await;
+                    } else {
+                        self.wait(now + Duration::from_secs(3600)).await;
+                    }
+                    continue;
+                }
+                Action::Paused { reason, on_failure } => {
+                    let n = self.ctl.resumes.load(Ordering::SeqCst);
+                    match resumes {
+                        Some(before) if n > before => {
+                            resumes = None;
+                            m.resume(now);
+                            let kept = on_failure.then(|| "the new version is kept".to_string());
+                            self.record_step(StepAction::Resumed, None, kept).await;
+                        }
+                        Some(_) => self.wait(now + Duration::from_secs(3600)).await,
+                        None => {
+                            resumes = Some(n);
+                            let env = &self.env.name;
+                            let detail = if on_failure {
+                                format!(
+                                    "{reason}; paused instead of rolling back (on_failure: pause): `takt rollback {env}` goes back, `takt resume {env}` keeps the new version"
+                                )
+                            } else {
+                                reason
+                            };
+                            self.record_step(StepAction::Paused, None, Some(detail)).await;
+                        }
+                    }
+                    continue;
                 }
                 Action::WaitUntil(t) => {
                     self.wait(t).await;
-                    rollout.advance(self.now())
+                    continue;
                 }
-                Action::Measure => {
-                    let step = rollout.step().and_then(|i| steps.get(i)).cloned();
-                    let (m, detail) = match step {
-                        Some(CanaryStep::Analysis(a)) => self.measure(d, new, &a, &mut seen).await,
+                Action::Measure { step } => {
+                    let traffic = match &mut seen {
+                        Some(t) => t,
+                        None => seen.insert(d.traffic(&new).await.ok().flatten().unwrap_or_default()),
+                    };
+                    let (measurement, detail) = match analyses.get(step) {
+                        Some(CanaryStep::Analysis(a)) => self.measure(d, &new, a, traffic).await,
                         _ => (Measurement::Error, "no analysis at this step".into()),
                     };
-                    let verdict = match m {
+                    let verdict = match measurement {
                         Measurement::Successful => StepVerdict::Successful,
                         Measurement::Failed => StepVerdict::Failed,
                         Measurement::Inconclusive => StepVerdict::Inconclusive,
@@ -908,38 +601,179 @@ impl Cx {
                     };
                     self.record_step(StepAction::Analysis, Some(verdict), Some(detail))
                         .await;
-                    rollout.measured(self.now(), m)
+                    m.measured(self.now(), measurement);
+                    continue;
                 }
-                Action::Paused { reason } => {
-                    self.record_step(StepAction::Paused, None, Some(reason)).await;
-                    let before = self.ctl.resumes.load(Ordering::SeqCst);
-                    loop {
-                        if self.ctl.abort_reason().is_some() || self.ctl.resumes.load(Ordering::SeqCst) > before {
-                            break;
+                Action::Start => match d.start(&new).await {
+                    Ok(()) => {
+                        self.record_step(StepAction::Start, Some(StepVerdict::Successful), None)
+                            .await;
+                        // What the proxy counted so far, before the canary takes traffic.
+                        if !analyses.is_empty() {
+                            seen = d.traffic(&new).await.ok().flatten();
                         }
-                        self.wait(self.now() + Duration::from_secs(3600)).await;
+                        Ok(())
                     }
-                    if let Some(reason) = self.ctl.abort_reason() {
-                        return Err(Failure::Rollback(reason));
+                    Err(e) => {
+                        self.record_step(StepAction::Start, Some(StepVerdict::Failed), Some(e.to_string()))
+                            .await;
+                        Err(e.to_string())
                     }
-                    self.record_step(StepAction::Resumed, None, None).await;
-                    rollout.resume(self.now())
+                },
+                Action::Smoke { target, label, of } => {
+                    let url = match target {
+                        Target::Alone => d.direct_url(&new).await,
+                        Target::Public => self.public_url.clone(),
+                        Target::DirectOrPublic => self.direct_or_public(d, &new).await,
+                        Target::Preview => match preview_port {
+                            Some(p) => Some(format!("http://127.0.0.1:{p}")),
+                            None => d.direct_url(&new).await,
+                        },
+                    };
+                    let commands_only = self
+                        .env
+                        .smoke
+                        .iter()
+                        .all(|c| matches!(c, takt_pipeline::Check::Command(_)));
+                    let release = match (of, &old) {
+                        (Side::Old, Some(o)) => o,
+                        _ => &new,
+                    };
+                    // A check of the new version alone is skipped where the driver cannot reach
+                    // it alone (the command driver: its checks run after the switch).
+                    let skip = match target {
+                        Target::Alone => url.is_none(),
+                        Target::Preview => url.is_none() && !commands_only,
+                        _ => false,
+                    };
+                    if skip {
+                        Ok(())
+                    } else {
+                        self.smoke(url, &label, release).await
+                    }
                 }
-                Action::Halted { .. } => rollout.resume(self.now()),
-                Action::Promote => {
-                    self.shift(d, new, None, 100).await?;
-                    if let Some(o) = old {
-                        let _ = d.stop(o).await;
+                Action::Route(w) => {
+                    let mut weights = vec![(&new, w.new)];
+                    if let Some(o) = &old
+                        && w.old > 0
+                    {
+                        weights.insert(0, (o, w.old));
                     }
+                    match d.route(&weights).await {
+                        Ok(()) => {
+                            self.weight = w.new;
+                            self.record_step(StepAction::SetWeight, None, None).await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Action::RouteBack { reason } => match &old {
+                    Some(o) => match d.route(&[(o, 100)]).await {
+                        Ok(()) => {
+                            self.weight = 0;
+                            self.record_step(StepAction::Rollback, Some(StepVerdict::Successful), Some(reason))
+                                .await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                    None => Err("there is no earlier version".into()),
+                },
+                Action::Unroute => d.route(&[]).await.map_err(|e| e.to_string()),
+                Action::Preview(on) => match preview_port {
+                    Some(p) => match d.preview(p, on.then_some(&new)).await {
+                        Ok(()) if on => {
+                            let url = format!("http://127.0.0.1:{p}");
+                            self.record_step(StepAction::Preview, None, Some(url)).await;
+                            Ok(())
+                        }
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    None => Ok(()),
+                },
+                Action::StartOld => match &old {
+                    Some(o) if !d.running(o).await => d.start(o).await.map_err(|e| e.to_string()),
+                    _ => Ok(()),
+                },
+                // Where old and new are the same bytes (a restore), they are one release.
+                Action::StopOld => match &old {
+                    Some(o) if o.slot != new.slot => d.stop(o).await.map_err(|e| e.to_string()),
+                    _ => Ok(()),
+                },
+                Action::StopNew => match &old {
+                    Some(o) if o.slot == new.slot => Ok(()),
+                    _ => d.stop(&new).await.map_err(|e| e.to_string()),
+                },
+                Action::KeepOld(keep) => {
+                    if let Some(o) = old.clone() {
+                        let detail = format!("{} stays up for {}s", o.version, keep.as_secs());
+                        self.record_step(StepAction::KeepOld, None, Some(detail)).await;
+                        self.keep_old(o, keep);
+                    }
+                    Ok(())
+                }
+                Action::Promote => {
                     self.record_step(StepAction::Promote, Some(StepVerdict::Successful), None)
                         .await;
-                    return Ok(());
+                    Ok(())
                 }
-                Action::Rollback { reason } => return Err(Failure::Rollback(reason)),
             };
+            m.done(self.now(), result);
         }
     }
 
+    /// The outcome of a deploy that ended as `end`; a failed rollback halts the environment
+    /// and opens an incident.
+    async fn end(&mut self, end: End, new: Option<ArtifactRef>, old: Option<ArtifactRef>) -> Outcome {
+        let (outcome, running, reason) = match end {
+            End::Succeeded { reason } => (DeployOutcome::Succeeded, new, reason),
+            End::Failed { reason } => (DeployOutcome::Failed, old, Some(reason)),
+            End::RolledBack { reason } => (DeployOutcome::RolledBack, old, Some(reason)),
+            End::Cancelled { reason } => (DeployOutcome::Cancelled, old, Some(reason)),
+            End::RollbackFailed { reason, problem } => {
+                let env = self.env.name.clone();
+                let _ = self.cd.halt(&self.project, &env, &problem, "takt").await;
+                let _ = self.cd.open_incident(&self.project, &env, &problem).await;
+                let reason = format!("{reason}; then {problem} (environment halted, incident opened)");
+                (DeployOutcome::RollbackFailed, old, Some(reason))
+            }
+        };
+        Outcome {
+            outcome,
+            running,
+            reason,
+        }
+    }
+
+    /// Blue/green's old colour stays up for an instant rollback, then goes (unless it is live
+    /// again by then), through the environment's driver.
+    fn keep_old(&self, o: Release, keep: Duration) {
+        let cd = self.cd.clone();
+        let (project, env) = (self.project.clone(), self.env.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            // Not while a deploy is in flight (it may be rolling back to the old colour).
+            let ctl = cd.deployments.control(&project, &env.name);
+            // Subscribed before the check, so the end of that deploy cannot slip by.
+            let mut changed = ctl.subscribe();
+            while ctl.busy.lock().is_some() {
+                if changed.changed().await.is_err() {
+                    break;
+                }
+            }
+            let live = cd
+                .deployments
+                .index
+                .get(&project, &env.name)
+                .and_then(|v| v.running)
+                .is_some_and(|r| r.digest == o.digest);
+            if !live {
+                let _ = EnvDriver::of(&cd, &project, &env).stop(&o).await;
+            }
+        });
+    }
     async fn measure<D: Driver>(
         &mut self,
         d: &D,
@@ -983,11 +817,40 @@ impl Cx {
     }
 }
 
-enum Failure {
-    /// The new version never took traffic: stop it, nothing else changes.
-    Start(String),
-    /// It took traffic and must give it back.
-    Rollback(String),
+/// The environment's strategy as the pure state machine's plan.
+fn plan_of(env: &Environment) -> Plan {
+    match &env.strategy {
+        Strategy::Recreate => Plan::Recreate,
+        Strategy::Rolling { batch } => Plan::Rolling {
+            batch: *batch,
+            instances: env.instances,
+        },
+        Strategy::BlueGreen { preview_port, keep_old } => Plan::BlueGreen {
+            preview: preview_port.is_some(),
+            keep_old: *keep_old,
+        },
+        Strategy::Canary {
+            steps,
+            progress_deadline,
+        } => Plan::Canary {
+            steps: steps
+                .iter()
+                .map(|s| match s {
+                    CanaryStep::SetWeight(w) => Step::SetWeight(*w),
+                    CanaryStep::Pause(p) => Step::Pause(*p),
+                    CanaryStep::Analysis(a) => Step::Analysis(AnalysisSpec {
+                        interval: a.interval,
+                        count: a.count,
+                        initial_delay: a.initial_delay,
+                        failure_limit: a.failure_limit,
+                        inconclusive_limit: a.inconclusive_limit,
+                        consecutive_error_limit: a.consecutive_error_limit,
+                    }),
+                })
+                .collect(),
+            progress_deadline: *progress_deadline,
+        },
+    }
 }
 
 fn settings(env: &Environment) -> ProcessSettings {
