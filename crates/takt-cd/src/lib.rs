@@ -422,10 +422,22 @@ impl Cd {
             ctl.release();
             return Err(e);
         }
+        self.spawn_rollout(ask, id, view.running.clone(), ctl, None);
+        Ok(Some(id))
+    }
+
+    /// Runs deploy `id` in the background (continued from `resume` after a restart).
+    fn spawn_rollout(
+        self: &Arc<Self>,
+        ask: Ask,
+        id: u64,
+        stable: Option<ArtifactRef>,
+        ctl: Arc<Control>,
+        resume: Option<crate::rollout::Resume>,
+    ) {
         let cd = self.clone();
-        let stable = view.running.clone();
         tokio::spawn(async move {
-            let rollout = tokio::spawn(crate::rollout::run(cd, ask, id, stable, ctl.clone()));
+            let rollout = tokio::spawn(crate::rollout::run(cd, ask, id, stable, ctl.clone(), resume));
             // A rollout that panicked still frees the environment (and wakes who waits on it).
             if rollout.await.is_err() {
                 tracing::error!(
@@ -435,7 +447,43 @@ impl Cd {
                 ctl.release();
             }
         });
-        Ok(Some(id))
+    }
+
+    /// After a restart: continues deploy `f` of `env` where its steps say it was (the
+    /// environment is taken for it again). `false`: it cannot be (another deploy holds it).
+    pub(crate) fn continue_deploy(
+        self: &Arc<Self>,
+        project: &str,
+        env: Environment,
+        f: &takt_views::InFlight,
+        stable: Option<ArtifactRef>,
+        at: takt_model::StepPosition,
+    ) -> bool {
+        let ctl = self.deployments.control(project, &env.name);
+        {
+            let mut busy = ctl.busy.lock();
+            if busy.is_some() {
+                return false;
+            }
+            *busy = Some(f.deploy);
+        }
+        let ask = Ask {
+            project: project.to_string(),
+            env,
+            artifact: f.artifact.clone(),
+            trigger: DeployTrigger::Automatic {
+                reason: "continued after a restart".into(),
+            },
+            rollback: f.rollback,
+            restore: false,
+        };
+        let resume = crate::rollout::Resume {
+            at,
+            weight: f.weight,
+            step: f.step,
+        };
+        self.spawn_rollout(ask, f.deploy, stable, ctl, Some(resume));
+        true
     }
 
     /// Pulls the andon cord: deploys stop at their next safe point, none start until resumed.

@@ -14,11 +14,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use takt_deploy::analysis::{AnalysisSpec, Measurement};
 use takt_deploy::canary::Step;
-use takt_deploy::strategy::{Action, Deploy, End, Plan, Side, Spec, Target};
+use takt_deploy::strategy::{Action, Deploy, End, Plan, Position, Side, Spec, Target};
 use takt_driver::client::SupervisorClient;
 use takt_driver::protocol::Traffic;
 use takt_driver::{CommandDriver, Driver, NginxDriver, ProcessDriver, ProcessSettings, Release, checks, slot_for};
-use takt_model::{ArtifactRef, DeployOutcome, Event, EventKind, StepAction, StepVerdict};
+use takt_model::{ArtifactRef, DeployOutcome, DeployStrategy, Event, EventKind, StepAction, StepPosition, StepVerdict};
 use takt_pipeline::{CanaryStep, Environment, Metric, Strategy};
 
 /// How long instances get to answer their health path.
@@ -103,6 +103,14 @@ pub async fn recover(cd: &Arc<Cd>) {
             continue;
         };
         let env = cd.environment(&v.project, &v.environment).await.ok();
+        // `on_restart: continue`: where its last step says it was going forward.
+        if let Some(env) = env.as_ref().filter(|e| e.continue_on_restart)
+            && let Some(at) = f.position
+            && cd.continue_deploy(&v.project, env.clone(), &f, v.running.clone(), at)
+        {
+            tracing::info!(project = %v.project, environment = %v.environment, deploy = f.deploy, "continuing a deploy after the restart");
+            continue;
+        }
         let mut reason = "the server stopped during this deploy".to_string();
         if let (Some(env), Some(stable)) = (env, &v.running)
             && stable.digest != f.artifact.digest
@@ -226,6 +234,15 @@ async fn back_to_stable(
     d.stop(&new).await.map_err(|e| e.to_string())
 }
 
+/// Where a deploy cut off by a restart continues (folded from its `deploy_step` events).
+pub(crate) struct Resume {
+    pub at: StepPosition,
+    /// The new version's share of traffic at its last step.
+    pub weight: u8,
+    /// The number of its last step.
+    pub step: u32,
+}
+
 struct Outcome {
     outcome: DeployOutcome,
     running: Option<ArtifactRef>,
@@ -246,6 +263,8 @@ struct Cx {
     signals: tokio::sync::watch::Receiver<u64>,
     /// Where the environment answers (its public port, or `url`).
     public_url: Option<String>,
+    /// Where the deploy's state machine was when the next step is recorded.
+    position: Option<StepPosition>,
 }
 
 impl Cx {
@@ -265,13 +284,21 @@ impl Cx {
                 .url
                 .clone()
                 .or_else(|| env.port.map(|p| format!("http://127.0.0.1:{p}"))),
+            position: None,
         }
     }
 }
 
-pub(crate) async fn run(cd: Arc<Cd>, ask: Ask, deploy: u64, stable: Option<ArtifactRef>, ctl: Arc<Control>) {
+pub(crate) async fn run(
+    cd: Arc<Cd>,
+    ask: Ask,
+    deploy: u64,
+    stable: Option<ArtifactRef>,
+    ctl: Arc<Control>,
+    resume: Option<Resume>,
+) {
     let mut cx = Cx::new(&cd, &ask.project, &ask.env, deploy, ctl.clone());
-    let out = cx.deploy(&ask, stable).await;
+    let out = cx.deploy(&ask, stable, resume).await;
     let finished = Event::now(
         &ask.project,
         None,
@@ -303,6 +330,7 @@ impl Cx {
                 weight: self.weight,
                 verdict,
                 detail,
+                position: self.position,
             },
         );
         if let Err(e) = self.cd.record(e).await {
@@ -327,7 +355,18 @@ impl Cx {
         self.signals.borrow_and_update();
     }
 
-    async fn deploy(&mut self, ask: &Ask, stable: Option<ArtifactRef>) -> Outcome {
+    async fn deploy(&mut self, ask: &Ask, stable: Option<ArtifactRef>, resume: Option<Resume>) -> Outcome {
+        if let Some(r) = &resume {
+            self.step = r.step;
+            self.weight = r.weight;
+            self.position = Some(r.at);
+            self.record_step(
+                StepAction::Resumed,
+                None,
+                Some("the server restarted; the deploy continues where it was (on_restart: continue)".into()),
+            )
+            .await;
+        }
         let new = match self.prepare(&ask.artifact).await {
             Ok(r) => r,
             Err(e) => {
@@ -357,9 +396,9 @@ impl Cx {
         )
         .await;
         match EnvDriver::of(&self.cd, &self.project, &self.env) {
-            EnvDriver::Process(d) => self.execute(&d, ask, new, old).await,
-            EnvDriver::Nginx(d) => self.execute(&d, ask, new, old).await,
-            EnvDriver::Command(d) => self.execute(&d, ask, new, old).await,
+            EnvDriver::Process(d) => self.execute(&d, ask, new, old, resume).await,
+            EnvDriver::Nginx(d) => self.execute(&d, ask, new, old, resume).await,
+            EnvDriver::Command(d) => self.execute(&d, ask, new, old, resume).await,
         }
     }
 
@@ -473,7 +512,14 @@ impl Cx {
     /// what to do, does that through the driver, records the step and reports back. The
     /// environment's controls are fed in before every step; every wait wakes on a control's
     /// change or its deadline.
-    async fn execute<D: Driver>(&mut self, d: &D, ask: &Ask, new: Release, old: Option<Release>) -> Outcome {
+    async fn execute<D: Driver>(
+        &mut self,
+        d: &D,
+        ask: &Ask,
+        new: Release,
+        old: Option<Release>,
+        resume: Option<Resume>,
+    ) -> Outcome {
         let old_ref = old.as_ref().map(|o| ArtifactRef {
             name: o.name.clone(),
             version: o.version.clone(),
@@ -486,11 +532,15 @@ impl Cx {
         };
         // A rollback, a first deploy, or nothing of the old version left running: straight to
         // 100% (as Argo Rollouts does for a first deploy).
-        let plan = if ask.rollback || !old_running {
-            Plan::Recreate
-        } else {
-            plan_of(&self.env)
+        // Continued after a restart, it runs the plan it ran (the old version may be stopped
+        // by now because that plan stopped it).
+        let plan = match &resume {
+            Some(r) if r.at.plan == DeployStrategy::Recreate => Plan::Recreate,
+            Some(_) => plan_of(&self.env),
+            None if ask.rollback || !old_running => Plan::Recreate,
+            None => plan_of(&self.env),
         };
+        let kind = kind_of(&plan);
         let preview_port = match &self.env.strategy {
             Strategy::BlueGreen { preview_port, .. } => *preview_port,
             _ => None,
@@ -499,13 +549,39 @@ impl Cx {
             Strategy::Canary { steps, .. } => steps.clone(),
             _ => Vec::new(),
         };
-        let mut m = Deploy::new(Spec {
+        let spec = Spec {
             plan,
             approval: self.env.manual_approval && !ask.rollback,
             has_old: old.is_some(),
             pause_on_failure: self.env.pause_on_failure && !ask.rollback,
             honours_halt: !ask.rollback,
-        });
+        };
+        let mut m = match &resume {
+            None => Deploy::new(spec),
+            Some(r) => {
+                let at = Position {
+                    op: r.at.op,
+                    canary: r.at.canary,
+                };
+                let fits = (r.at.plan == kind).then(|| Deploy::resume_at(spec.clone(), at, r.weight));
+                match fits.flatten() {
+                    Some(m) => m,
+                    None => {
+                        // The environment's strategy changed while the server was down.
+                        let mut m = Deploy::new(Spec {
+                            approval: false,
+                            ..spec
+                        });
+                        m.abort(
+                            Duration::ZERO,
+                            "the server restarted and the environment's strategy changed since: rolled back",
+                        );
+                        m
+                    }
+                }
+            }
+        };
+        let resumed = resume.is_some();
         let mut seen: Option<Traffic> = None;
         // What the controls counted when a wait for them began (none: not waiting).
         let (mut approvals, mut resumes, mut halted) = (None::<u64>, None::<u64>, false);
@@ -518,6 +594,7 @@ impl Cx {
                 m.halt(now, &h);
             }
             let action = m.next(now);
+            self.locate(&m, kind);
             let result = match action {
                 Action::Done(end) => return self.end(end, Some(ask.artifact.clone()), old_ref).await,
                 Action::AwaitApproval => {
@@ -526,6 +603,7 @@ impl Cx {
                         Some(before) if n > before => {
                             approvals = None;
                             m.approved(now);
+                            self.locate(&m, kind);
                             self.record_step(StepAction::Approval, Some(StepVerdict::Successful), None)
                                 .await;
                         }
@@ -543,6 +621,7 @@ impl Cx {
                     if self.ctl.halted().is_none() {
                         halted = false;
                         m.resume(now);
+                        self.locate(&m, kind);
                         self.record_step(StepAction::Resumed, None, None).await;
                     } else if !halted {
                         halted = true;
@@ -561,6 +640,7 @@ impl Cx {
                         Some(before) if n > before => {
                             resumes = None;
                             m.resume(now);
+                            self.locate(&m, kind);
                             let kept = on_failure.then(|| "the new version is kept".to_string());
                             self.record_step(StepAction::Resumed, None, kept).await;
                         }
@@ -604,6 +684,8 @@ impl Cx {
                     m.measured(self.now(), measurement);
                     continue;
                 }
+                // Continued after a restart, what still runs is not started again.
+                Action::Start if resumed && d.running(&new).await => Ok(()),
                 Action::Start => match d.start(&new).await {
                     Ok(()) => {
                         self.record_step(StepAction::Start, Some(StepVerdict::Successful), None)
@@ -724,6 +806,15 @@ impl Cx {
         }
     }
 
+    /// Where the state machine is, for the steps recorded next.
+    fn locate(&mut self, m: &Deploy, plan: DeployStrategy) {
+        self.position = m.position().map(|p| StepPosition {
+            plan,
+            op: p.op,
+            canary: p.canary,
+        });
+    }
+
     /// The outcome of a deploy that ended as `end`; a failed rollback halts the environment
     /// and opens an incident.
     async fn end(&mut self, end: End, new: Option<ArtifactRef>, old: Option<ArtifactRef>) -> Outcome {
@@ -814,6 +905,16 @@ impl Cx {
                 }
             }
         }
+    }
+}
+
+/// The kind of plan, as a deploy step's position records it.
+fn kind_of(plan: &Plan) -> DeployStrategy {
+    match plan {
+        Plan::Recreate => DeployStrategy::Recreate,
+        Plan::Rolling { .. } => DeployStrategy::Rolling,
+        Plan::BlueGreen { .. } => DeployStrategy::BlueGreen,
+        Plan::Canary { .. } => DeployStrategy::Canary,
     }
 }
 

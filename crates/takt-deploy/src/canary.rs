@@ -86,6 +86,21 @@ impl Rollout {
         }
     }
 
+    /// A rollout continued at step `index` (from 0) with the canary at `weight`, as a restarted
+    /// server picks it up: that step runs again from its start.
+    pub fn resume_at(steps: Vec<Step>, progress_deadline: Option<Duration>, index: usize, weight: u8) -> Rollout {
+        Rollout {
+            index: index.min(steps.len()),
+            weight: weight.min(100),
+            ..Rollout::new(steps, progress_deadline)
+        }
+    }
+
+    /// The index of the next step to run (the number of steps done or under way).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     /// Whether the rollout has ended (promoted or rolled back).
     pub fn finished(&self) -> bool {
         matches!(self.state, State::Promoted | State::RolledBack { .. })

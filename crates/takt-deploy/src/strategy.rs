@@ -86,6 +86,15 @@ pub enum Target {
     DirectOrPublic,
 }
 
+/// Where a deploy going forward is: its strategy's operation `op` (from 0) and, inside a
+/// canary, canary step `canary`. A restarted server continues from here
+/// ([`Deploy::resume_at`]): that operation or canary step runs again from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub op: u32,
+    pub canary: u32,
+}
+
 /// Shares of traffic, in percent; they always sum to 100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Weights {
@@ -223,6 +232,11 @@ pub struct Deploy {
     canary_next: Option<canary::Action>,
     /// The action given out and not yet reported.
     pending: Option<Action>,
+    /// The canary step being run (see [`Position`]).
+    canary_at: usize,
+    /// Continued after a restart past its start: the new version is started again first if it
+    /// no longer runs.
+    ensure_start: bool,
 }
 
 impl Deploy {
@@ -284,7 +298,57 @@ impl Deploy {
             canary: None,
             canary_next: None,
             pending: None,
+            canary_at: 0,
+            ensure_start: false,
         }
+    }
+
+    /// The deploy `spec` continued at `at` with the new version at `weight` percent, as a
+    /// restarted server folds it from the steps it recorded. `None` when `at` does not fit the
+    /// plan (it changed since): roll back instead.
+    pub fn resume_at(spec: Spec, at: Position, weight: u8) -> Option<Deploy> {
+        let mut d = Deploy::new(spec);
+        let op = usize::try_from(at.op).ok()?;
+        let canary = usize::try_from(at.canary).ok()?;
+        match (d.ops.get(op)?, &d.spec.plan) {
+            (
+                Op::Canary,
+                Plan::Canary {
+                    steps,
+                    progress_deadline,
+                },
+            ) => {
+                if canary > steps.len() {
+                    return None;
+                }
+                d.canary = Some(Rollout::resume_at(steps.clone(), *progress_deadline, canary, weight));
+                d.canary_at = canary;
+            }
+            (_, _) if canary != 0 => return None,
+            _ => {}
+        }
+        let start = d.ops.iter().position(|o| *o == Op::Start).unwrap_or(0);
+        d.pc = op;
+        d.weight = if d.spec.has_old {
+            weight.min(100)
+        } else {
+            100 * u8::from(weight > 0)
+        };
+        d.took_traffic = weight > 0 || d.ops[..op].iter().any(|o| matches!(o, Op::Route(_)));
+        d.ensure_start = op > start;
+        Some(d)
+    }
+
+    /// Where it is, while it goes forward (`None` once it rolls back, stops, is paused after a
+    /// failure, or is over: a restarted server then rolls it back).
+    pub fn position(&self) -> Option<Position> {
+        (self.phase == Phase::Forward).then(|| Position {
+            op: u32::try_from(self.pc).unwrap_or(u32::MAX),
+            canary: match self.ops.get(self.pc) {
+                Some(Op::Canary) => u32::try_from(self.canary_at).unwrap_or(u32::MAX),
+                _ => 0,
+            },
+        })
     }
 
     /// The new version's share of traffic (after the last route that succeeded).
@@ -376,9 +440,14 @@ impl Deploy {
                         on_failure: true,
                     };
                 }
-                Phase::Forward => {
+                // A halt stops what is left to do; with nothing left it ends.
+                Phase::Forward if self.pc < self.ops.len() => {
                     if let Some((reason, _)) = &self.halt {
                         return Action::Halted { reason: reason.clone() };
+                    }
+                    if self.ensure_start {
+                        self.pending = Some(Action::Start);
+                        continue;
                     }
                 }
                 _ => {}
@@ -441,6 +510,10 @@ impl Deploy {
             None => rollout.advance(active),
         };
         let step = rollout.step().unwrap_or(0);
+        self.canary_at = match said {
+            canary::Action::SetWeight(_) => rollout.index().saturating_sub(1),
+            _ => rollout.index(),
+        };
         match said {
             canary::Action::SetWeight(w) => {
                 self.took_traffic = true;
@@ -498,7 +571,13 @@ impl Deploy {
             (Action::Smoke { .. }, Err(e)) if self.took_traffic => {
                 self.failed_after_traffic(format!("smoke check failed: {e}"))
             }
+            (Action::Start, Ok(())) if self.ensure_start => self.ensure_start = false,
+            (Action::Start, Err(e)) if self.took_traffic => {
+                self.ensure_start = false;
+                self.failed_after_traffic(format!("the new version could not be started again: {e}"))
+            }
             (Action::Smoke { .. } | Action::Start, Err(e)) => {
+                self.ensure_start = false;
                 self.switch(Phase::Stopping { reason: e }, vec![Op::StopNew])
             }
             (Action::Preview(true), Err(e)) => self.switch(

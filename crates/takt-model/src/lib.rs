@@ -411,6 +411,11 @@ pub enum EventKind {
         verdict: Option<StepVerdict>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
+        /// Where the deploy was going forward when this step was recorded; a restarted server
+        /// with `on_restart: continue` continues from the last one (absent: rolling back, or
+        /// paused after a failure; or recorded before takt 0.2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<StepPosition>,
     },
     /// How a deployment ended: `succeeded`, `rolled_back`, `rollback_failed` (its smoke checks
     /// failed: the environment is halted), `failed` (it never took traffic) or `cancelled`.
@@ -695,6 +700,17 @@ impl std::fmt::Display for StepAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name())
     }
+}
+
+/// Where a deploy going forward was (`deploy_step.position`): the plan it ran (a first deploy
+/// or a rollback runs as `recreate`), the operation of that plan (from 0) and, in a canary, the
+/// canary step (from 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepPosition {
+    pub plan: DeployStrategy,
+    pub op: u32,
+    #[serde(default)]
+    pub canary: u32,
 }
 
 /// How a deployment's step went (`deploy_step.verdict`): a check's or an analysis's verdict,

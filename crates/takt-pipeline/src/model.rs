@@ -242,6 +242,9 @@ pub struct Environment {
     /// `on_failure: pause`: a failed check or analysis pauses the deploy where it is (a person
     /// then rolls back, or resumes to take the new version) instead of rolling back at once.
     pub pause_on_failure: bool,
+    /// `on_restart: continue`: a deploy cut off by a server restart continues where it was
+    /// (default `rollback`: its traffic goes back to what ran before).
+    pub continue_on_restart: bool,
     pub pos: Pos,
 }
 

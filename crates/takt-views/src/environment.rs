@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use takt_model::{
     ArtifactRef, DeployOutcome, DeployStrategy, DeployTrigger, Event, EventKind, OffsetDateTime, StepAction,
-    StepVerdict, timefmt,
+    StepPosition, StepVerdict, timefmt,
 };
 
 /// Deployments kept in an environment's history view.
@@ -32,6 +32,10 @@ pub struct InFlight {
     /// Its last step is an approval still waiting for a person.
     #[serde(default)]
     pub waiting_for_approval: bool,
+    /// Where it was going forward at its last step (none: rolling back, or paused after a
+    /// failure): where a restarted server continues it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<StepPosition>,
 }
 
 /// One step of a deployment.
@@ -205,6 +209,7 @@ impl Projection for Environments {
                     weight: 0,
                     verdict: None,
                     waiting_for_approval: false,
+                    position: None,
                 });
                 v.history.push_front(Deployment {
                     deploy: *deploy,
@@ -228,9 +233,11 @@ impl Projection for Environments {
                 weight,
                 verdict,
                 detail,
+                position,
                 ..
             } => {
                 if let Some(f) = v.deploying.as_mut().filter(|f| f.deploy == *deploy) {
+                    f.position = *position;
                     f.step = *step;
                     f.action = action.clone();
                     f.weight = *weight;

@@ -551,3 +551,80 @@ async fn rolling_blue_green_with_a_preview_port_and_a_canary_with_a_timed_pause_
         );
     }
 }
+
+/// `on_restart: continue`: a canary cut off by a restart of the server (killed with -9) goes on
+/// where its steps say it was — still paused at 30%, the same deploy, its traffic untouched —
+/// and `takt resume` then promotes it; no step before the pause runs again.
+#[tokio::test]
+async fn with_on_restart_continue_a_canary_goes_on_where_it_was_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yml = format!(
+        "{JOBS}environments:\n  live:\n    port: {port}\n    start: exec python3 \"$TAKT_ARTIFACT_PATH\"\n    auto: true\n    on_restart: continue\n    strategy:\n      canary: {{steps: [{{set_weight: 30}}, {{pause: {{}}}}]}}\n"
+    );
+    let repo = Repo::new(&[("takt.yml", &yml), ("app.py", &app())]);
+    let data = dir.path().join("data");
+    let env = [("TAKT_ADMIN_TOKEN", "admin-secret-token-1")];
+    let mut s = start(&data, &env);
+    let admin = "admin-secret-token-1".to_string();
+    let dep = new_token(&s, &admin, Scope::Deploy).await;
+    add_project(&s, &admin, "web", repo.path()).await;
+    green_run(&s, &admin, 1).await;
+    let v1 = settled(&s, &dep, "web", "live", 1).await["running"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    repo.commit(&[("app.py", &format!("{}# v2\n", app()))], "v2");
+    green_run(&s, &admin, 2).await;
+    until("the canary pauses at 30%", || async {
+        let v = get_json(&s, "/api/v1/environments/web/live", &dep).await;
+        v["deploying"]["action"] == "paused" && v["deploying"]["weight"] == 30
+    })
+    .await;
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    s = start(&data, &env);
+    until("the same deploy is paused again after the restart", || async {
+        let v = get_json(&s, "/api/v1/environments/web/live", &dep).await;
+        let steps = v["history"][0]["steps"].as_array().cloned().unwrap_or_default();
+        let resumed = steps.iter().position(|st| {
+            st["action"] == "resumed"
+                && st["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("the server restarted"))
+        });
+        v["deploying"]["deploy"] == 2
+            && v["deploying"]["action"] == "paused"
+            && resumed.is_some_and(|i| i + 1 < steps.len())
+    })
+    .await;
+    let v = get_json(&s, "/api/v1/environments/web/live", &dep).await;
+    assert_eq!(v["deploying"]["weight"], 30, "{v:#}");
+    // Its traffic is as it was: both versions answer.
+    let seen = versions(&format!("http://127.0.0.1:{port}/"), 10).await;
+    let v2 = v["deploying"]["artifact"]["version"].as_str().unwrap().to_string();
+    assert!(seen.contains(&v1) && seen.contains(&v2), "{seen:?}");
+    post_json(&s, "/api/v1/environments/web/live/resume", &dep, json!({})).await;
+    let v = settled(&s, &dep, "web", "live", 2).await;
+    assert_eq!(v["history"][0]["outcome"], "succeeded", "{v:#}");
+    assert_eq!(v["running"]["version"], v2.as_str(), "{v:#}");
+    let steps: Vec<String> = v["history"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| format!("{} {}", st["action"].as_str().unwrap(), st["weight"]))
+        .collect();
+    assert_eq!(
+        steps.iter().filter(|s| *s == "set_weight 30").count(),
+        1,
+        "nothing before the pause ran again: {steps:?}"
+    );
+    assert_eq!(steps.iter().filter(|s| s.starts_with("start")).count(), 1, "{steps:?}");
+    assert!(steps.contains(&"promote 100".to_string()), "{steps:?}");
+    let seen = versions(&format!("http://127.0.0.1:{port}/"), 6).await;
+    assert!(seen.iter().all(|x| *x == v2), "{seen:?}");
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let sock = data.join("environments/web/live/supervisor/supervisor.sock");
+    let _ = std::fs::remove_file(sock);
+}

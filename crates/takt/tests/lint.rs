@@ -63,6 +63,11 @@ const CORPUS: &[(&str, &str)] = &[
     // The newcomer-fixes issue.
     ("49-seven-field-cron", "it has 7 fields; write five"),
     ("50-script-colon", "quote this line"),
+    // The deployment state-machine issue.
+    (
+        "51-on-restart-unknown",
+        "`on_restart` is `rollback` or `continue`, not `resume`",
+    ),
 ];
 
 fn lint(path: &Path) -> (Option<i32>, String) {

@@ -26,6 +26,7 @@ const ENV_KEYS: &[&str] = &[
     "upstream",
     "reload",
     "on_failure",
+    "on_restart",
 ];
 
 impl Cx {
@@ -95,6 +96,7 @@ impl Cx {
             upstream: None,
             reload: None,
             pause_on_failure: false,
+            continue_on_restart: false,
             pos: k.pos,
         };
         let ctx = format!("environment `{name}`");
@@ -166,6 +168,15 @@ impl Cx {
                     Some("rollback") => e.pause_on_failure = false,
                     Some("pause") => e.pause_on_failure = true,
                     Some(other) => self.err(fv.pos, format!("`on_failure` is `rollback` or `pause`, not `{other}`")),
+                    None => {}
+                },
+                "on_restart" => match self.string(fv, "`on_restart`").as_deref() {
+                    Some("rollback") => e.continue_on_restart = false,
+                    Some("continue") => e.continue_on_restart = true,
+                    Some(other) => self.err(
+                        fv.pos,
+                        format!("`on_restart` is `rollback` or `continue`, not `{other}`"),
+                    ),
                     None => {}
                 },
                 _ => self.unknown_key(fk, ENV_KEYS, &ctx),
