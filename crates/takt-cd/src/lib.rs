@@ -17,7 +17,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-// Locks that cannot poison: a panic elsewhere never resets an environment's halt or busy
+// Locks that cannot poison (as everywhere in takt): a panic elsewhere never resets an environment's halt or busy
 // state to a fresh default (parking_lot).
 use parking_lot::Mutex;
 use std::sync::Arc;

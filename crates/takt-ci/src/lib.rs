@@ -11,9 +11,10 @@ pub mod schedule;
 pub mod secrets;
 pub mod trigger;
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Told when a trigger queued a run: the project, the run, when the trigger arrived (before
@@ -52,14 +53,14 @@ impl Ci {
     pub fn project(&self, name: &str) -> Result<projects::Project, trigger::TriggerError> {
         self.projects
             .read()
-            .ok()
-            .and_then(|p| p.get(name).cloned())
+            .get(name)
+            .cloned()
             .ok_or_else(|| trigger::TriggerError::NotFound(format!("no project named `{name}`")))
     }
 
     /// The default branch's settings of a project, as last read.
     pub fn branch_config(&self, name: &str) -> Option<schedule::BranchConfig> {
-        self.branch_configs.read().ok().and_then(|c| c.get(name).cloned())
+        self.branch_configs.read().get(name).cloned()
     }
 }
 

@@ -3,8 +3,9 @@
 
 use crate::Ci;
 use crate::trigger::report;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use takt_model::Trigger;
 
@@ -18,14 +19,14 @@ pub fn start(ci: Arc<Ci>, interval: Duration) {
         let tick = Duration::from_millis(200).min(interval.max(Duration::from_millis(50)));
         loop {
             tokio::time::sleep(tick).await;
-            let projects = ci.projects.read().map(|p| p.list()).unwrap_or_default();
+            let projects = ci.projects.read().list();
             for p in projects {
                 let every = p.options.poll_seconds.map_or(interval, Duration::from_secs);
                 if every.is_zero() {
                     continue;
                 }
                 let known = {
-                    let Ok(mut polls) = polls.lock() else { return };
+                    let mut polls = polls.lock();
                     let entry = polls.entry(p.name.clone()).or_default();
                     let due = !entry.busy && entry.last.is_none_or(|t| t.elapsed() >= every);
                     if !due {
@@ -58,7 +59,8 @@ struct PollDone {
 
 impl Drop for PollDone {
     fn drop(&mut self) {
-        if let Ok(mut polls) = self.polls.lock() {
+        {
+            let mut polls = self.polls.lock();
             *polls.entry(self.name.clone()).or_default() = Poll {
                 last: Some(Instant::now()),
                 busy: false,

@@ -11,10 +11,11 @@
 
 use crate::projects::{self, Project, Projects};
 use crate::secrets::SecretKey;
+use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use takt_engine::git::Repo;
 use takt_engine::{Carry, Engine, Live, Prepared, RunRequest};
 use takt_exec::LocalExecutor;
@@ -298,7 +299,8 @@ impl Queue {
             }
             if !o.started {
                 tracing::info!(%project, run, "run waits again after a restart");
-                if let Ok(mut s) = self.state.lock() {
+                {
+                    let mut s = self.state.lock();
                     s.waiting.push_back(o.w);
                 }
                 continue;
@@ -366,15 +368,13 @@ impl Queue {
 
     /// Whether a webhook delivery was handled before.
     pub fn delivery_seen(&self, provider: &str, delivery: &str) -> bool {
-        self.deliveries
-            .lock()
-            .map(|d| d.contains(&format!("{provider}/{delivery}")))
-            .unwrap_or(false)
+        self.deliveries.lock().contains(&format!("{provider}/{delivery}"))
     }
 
     /// Remembers a handled delivery (once it queued its run, or was found to need none).
     pub fn remember_delivery(&self, provider: &str, delivery: &str) {
-        if let Ok(mut d) = self.deliveries.lock() {
+        {
+            let mut d = self.deliveries.lock();
             d.insert(format!("{provider}/{delivery}"));
         }
     }
@@ -382,7 +382,7 @@ impl Queue {
     /// Fetches a project's mirror; concurrent requests share one fetch.
     pub async fn fetch(&self, project: &str) -> Result<(), takt_engine::EngineError> {
         let gate = {
-            let mut f = self.fetches.lock().map_err(|_| poisoned())?;
+            let mut f = self.fetches.lock();
             f.entry(project.to_string()).or_default().clone()
         };
         let mine = gate.requested.fetch_add(1, Ordering::SeqCst) + 1;
@@ -404,8 +404,8 @@ impl Queue {
     pub fn generation(&self, project: &str) -> u64 {
         self.fetches
             .lock()
-            .ok()
-            .and_then(|f| f.get(project).map(|g| g.fetched.load(Ordering::SeqCst)))
+            .get(project)
+            .map(|g| g.fetched.load(Ordering::SeqCst))
             .unwrap_or(0)
     }
 
@@ -419,7 +419,7 @@ impl Queue {
             {
                 return Ok(Submitted::Duplicate(*run));
             }
-            let waiting = self.state.lock().map(|st| st.waiting.len()).unwrap_or(0);
+            let waiting = self.state.lock().waiting.len();
             if waiting >= self.settings.max_waiting {
                 return Err(QueueError::Full(waiting));
             }
@@ -435,8 +435,9 @@ impl Queue {
             run
         };
         let newest = self.project(&s.project).map(|p| p.queue_mode()) == Some(QueueMode::Newest);
-        let superseded: Vec<u64> = match self.state.lock() {
-            Ok(mut st) => {
+        let superseded: Vec<u64> = {
+            {
+                let mut st = self.state.lock();
                 let mut gone = Vec::new();
                 if newest && s.carry.is_none() {
                     st.waiting.retain(|w| {
@@ -458,7 +459,6 @@ impl Queue {
                 });
                 gone
             }
-            Err(_) => Vec::new(),
         };
         self.wake.notify_one();
         for old in superseded {
@@ -487,10 +487,7 @@ impl Queue {
     /// Cancels a waiting run (at once) or a running one (its processes are killed).
     pub async fn cancel(&self, project: &str, run: u64, by: &str) -> Result<&'static str, QueueError> {
         let found = {
-            let mut st = self
-                .state
-                .lock()
-                .map_err(|_| QueueError::NotActive(project.into(), run))?;
+            let mut st = self.state.lock();
             if let Some(i) = st.waiting.iter().position(|w| w.project == project && w.run == run) {
                 st.waiting.remove(i);
                 Some(false)
@@ -514,14 +511,12 @@ impl Queue {
 
     /// How many runs wait and how many run now.
     pub fn snapshot(&self) -> (usize, usize) {
-        self.state
-            .lock()
-            .map(|s| (s.waiting.len(), s.running.len()))
-            .unwrap_or((0, 0))
+        let s = self.state.lock();
+        (s.waiting.len(), s.running.len())
     }
 
     fn project(&self, name: &str) -> Option<Project> {
-        self.projects.read().ok().and_then(|p| p.get(name).cloned())
+        self.projects.read().get(name).cloned()
     }
 
     async fn dispatch(self: Arc<Self>) {
@@ -533,7 +528,8 @@ impl Queue {
                     if let Err(e) = q.execute(w, cancel).await {
                         tracing::error!(%project, run, error = %e, "run could not be executed");
                     }
-                    if let Ok(mut st) = q.state.lock() {
+                    {
+                        let mut st = q.state.lock();
                         st.running.remove(&(project.clone(), run));
                         if let Some(n) = st.per_project.get_mut(&project) {
                             *n = n.saturating_sub(1);
@@ -548,11 +544,11 @@ impl Queue {
 
     /// The first waiting run that the limits let start now.
     fn pick(&self) -> Option<(Waiting, watch::Receiver<bool>)> {
-        let mut st = self.state.lock().ok()?;
+        let mut st = self.state.lock();
         if st.running.len() >= self.settings.concurrency {
             return None;
         }
-        let projects = self.projects.read().ok()?;
+        let projects = self.projects.read();
         let i = st.waiting.iter().position(|w| {
             let limit = projects
                 .get(&w.project)
@@ -645,14 +641,6 @@ impl Queue {
             ))
             .await?;
         Ok(())
-    }
-}
-
-fn poisoned() -> takt_engine::EngineError {
-    takt_engine::EngineError::Io {
-        doing: "locking",
-        path: PathBuf::from("the fetch table"),
-        source: std::io::Error::other("poisoned"),
     }
 }
 

@@ -34,10 +34,11 @@ pub const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 /// while the mirror has not been fetched since the last read.
 pub async fn refresh(ci: &Ci, p: &projects::Project) {
     let generation = ci.queue.generation(&p.name);
-    let current = ci.branch_configs.read().ok().is_some_and(|c| {
-        c.get(&p.name)
-            .is_some_and(|x| x.generation == generation && !x.commit.is_empty())
-    });
+    let current = ci
+        .branch_configs
+        .read()
+        .get(&p.name)
+        .is_some_and(|x| x.generation == generation && !x.commit.is_empty());
     if current {
         return;
     }
@@ -45,15 +46,10 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
     let Ok(commit) = mirror.resolve(&format!("refs/heads/{}", p.branch)).await else {
         return;
     };
-    let known = ci
-        .branch_configs
-        .read()
-        .ok()
-        .and_then(|c| c.get(&p.name).map(|x| x.commit.clone()));
+    let known = ci.branch_configs.read().get(&p.name).map(|x| x.commit.clone());
     if known.as_deref() == Some(commit.as_str()) {
-        if let Ok(mut c) = ci.branch_configs.write()
-            && let Some(x) = c.get_mut(&p.name)
-        {
+        let mut c = ci.branch_configs.write();
+        if let Some(x) = c.get_mut(&p.name) {
             x.generation = generation;
         }
         return;
@@ -95,7 +91,8 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
             }
         },
     }
-    if let Ok(mut c) = ci.branch_configs.write() {
+    {
+        let mut c = ci.branch_configs.write();
         c.insert(p.name.clone(), cfg);
     }
 }
@@ -123,14 +120,14 @@ pub fn start(ci: Arc<Ci>) {
             let moved = ci.queue.moved.notified();
             let now = jiff::Timestamp::now();
             let mut next_wake = now + jiff::SignedDuration::try_from(LONGEST_SLEEP).unwrap_or_default();
-            let projects = ci.projects.read().map(|p| p.list()).unwrap_or_default();
+            let projects = ci.projects.read().list();
             for p in projects {
                 refresh(&ci, &p).await;
                 let schedules = ci
                     .branch_configs
                     .read()
-                    .ok()
-                    .and_then(|c| c.get(&p.name).map(|x| x.schedules.clone()))
+                    .get(&p.name)
+                    .map(|x| x.schedules.clone())
                     .unwrap_or_default();
                 for s in schedules {
                     let Some(next) = next_fire(&s, last) else {

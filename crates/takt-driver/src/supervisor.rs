@@ -8,11 +8,12 @@
 //! directory was removed), stopping its instances first.
 
 use crate::protocol::{InstanceStatus, Request, Response, SlotStatus, Status, Traffic};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use takt_proxy::Proxy;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -152,7 +153,7 @@ impl Supervisor {
                 health,
                 ready_timeout_ms,
             } => {
-                if self.slots.lock().map(|s| s.contains_key(&slot)).unwrap_or(false) {
+                if self.slots.lock().contains_key(&slot) {
                     return ok(Some(self.status()));
                 }
                 let spec = Arc::new(Spec {
@@ -188,7 +189,8 @@ impl Supervisor {
                         ));
                     }
                 }
-                if let Ok(mut s) = self.slots.lock() {
+                {
+                    let mut s = self.slots.lock();
                     s.insert(
                         slot,
                         Slot {
@@ -202,7 +204,7 @@ impl Supervisor {
             }
             Request::Route { weights } => {
                 for (slot, _) in &weights {
-                    if !self.slots.lock().map(|s| s.contains_key(slot)).unwrap_or(false) {
+                    if !self.slots.lock().contains_key(slot) {
                         return fail(format!("no slot `{slot}` runs here"));
                     }
                 }
@@ -234,13 +236,10 @@ impl Supervisor {
                 ok(Some(self.status()))
             }
             Request::Stop { slot } => {
-                let removed = self.slots.lock().ok().and_then(|mut s| s.remove(&slot));
+                let removed = self.slots.lock().remove(&slot);
                 if let Some(s) = removed {
-                    let weights: Vec<(String, u32)> = self
-                        .slots
-                        .lock()
-                        .map(|s| s.iter().map(|(k, v)| (k.clone(), v.weight)).collect())
-                        .unwrap_or_default();
+                    let weights: Vec<(String, u32)> =
+                        self.slots.lock().iter().map(|(k, v)| (k.clone(), v.weight)).collect();
                     self.route(&weights);
                     // Requests already on their way to these instances get time to finish (a
                     // load balancer's deregistration delay) before the instances are stopped.
@@ -255,7 +254,7 @@ impl Supervisor {
     }
 
     fn addrs(&self, slot: &str) -> Option<Vec<SocketAddr>> {
-        let s = self.slots.lock().ok()?;
+        let s = self.slots.lock();
         let slot = s.get(slot)?;
         Some(
             slot.instances
@@ -267,9 +266,7 @@ impl Supervisor {
 
     /// Folds what the proxy counted into each slot's totals, then gives it new backends.
     fn route(&self, weights: &[(String, u32)]) {
-        let (Ok(mut slots), Ok(mut backends)) = (self.slots.lock(), self.backends.lock()) else {
-            return;
-        };
+        let (mut slots, mut backends) = (self.slots.lock(), self.backends.lock());
         if let Some(proxy) = &self.proxy {
             for (i, st) in proxy.stats().into_iter().enumerate() {
                 if let Some(slot) = backends.get(i).and_then(|name| slots.get_mut(name)) {
@@ -310,39 +307,36 @@ impl Supervisor {
 
     fn status(&self) -> Status {
         let current = self.proxy.as_ref().map(|p| p.stats()).unwrap_or_default();
-        let backends = self.backends.lock().map(|b| b.clone()).unwrap_or_default();
-        let mut slots: Vec<SlotStatus> = self
-            .slots
-            .lock()
-            .map(|s| {
-                s.iter()
-                    .map(|(name, slot)| {
-                        let mut traffic = slot.earlier;
-                        for (i, st) in current.iter().enumerate() {
-                            if backends.get(i) == Some(name) {
-                                traffic.requests += st.requests;
-                                traffic.errors += st.errors;
-                                traffic.latency_us += st.latency_us_sum;
-                            }
+        let backends = self.backends.lock().clone();
+        let mut slots: Vec<SlotStatus> = {
+            let s = self.slots.lock();
+            s.iter()
+                .map(|(name, slot)| {
+                    let mut traffic = slot.earlier;
+                    for (i, st) in current.iter().enumerate() {
+                        if backends.get(i) == Some(name) {
+                            traffic.requests += st.requests;
+                            traffic.errors += st.errors;
+                            traffic.latency_us += st.latency_us_sum;
                         }
-                        SlotStatus {
-                            slot: name.clone(),
-                            weight: slot.weight,
-                            traffic,
-                            instances: slot
-                                .instances
-                                .iter()
-                                .map(|i| InstanceStatus {
-                                    port: i.port,
-                                    pid: Some(i.pid.load(Ordering::Relaxed)).filter(|p| *p != 0),
-                                    restarts: i.restarts.load(Ordering::Relaxed),
-                                })
-                                .collect(),
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+                    }
+                    SlotStatus {
+                        slot: name.clone(),
+                        weight: slot.weight,
+                        traffic,
+                        instances: slot
+                            .instances
+                            .iter()
+                            .map(|i| InstanceStatus {
+                                port: i.port,
+                                pid: Some(i.pid.load(Ordering::Relaxed)).filter(|p| *p != 0),
+                                restarts: i.restarts.load(Ordering::Relaxed),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect()
+        };
         slots.sort_by(|a, b| a.slot.cmp(&b.slot));
         Status {
             pid: std::process::id(),
@@ -365,11 +359,7 @@ impl Supervisor {
     }
 
     async fn stop_all(&self) {
-        let all: Vec<Arc<Instance>> = self
-            .slots
-            .lock()
-            .map(|mut s| s.drain().flat_map(|(_, v)| v.instances).collect())
-            .unwrap_or_default();
+        let all: Vec<Arc<Instance>> = self.slots.lock().drain().flat_map(|(_, v)| v.instances).collect();
         self.drop_instances(&all).await;
     }
 }

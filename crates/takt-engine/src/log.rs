@@ -1,10 +1,11 @@
 //! A job's log on disk: output interleaved in arrival order, every line stamped with its UTC
 //! arrival time, capped at a size limit with a clear note when cut.
 
+use parking_lot::Mutex;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use takt_exec::LogSink;
 use takt_model::{OffsetDateTime, timefmt};
 
@@ -151,7 +152,8 @@ impl FileLog {
             .chars()
             .filter(|c| !c.is_control())
             .collect();
-        if let Ok(mut l) = self.last_line.lock() {
+        {
+            let mut l = self.last_line.lock();
             *l = s;
         }
     }
@@ -287,7 +289,7 @@ mod tests {
         assert!(lines[1].ends_with("Z second"));
         assert!(lines[3].contains("[takt] log cut at 200 bytes"), "{text}");
         assert!(lines[4].contains("500 more bytes"), "{text}");
-        assert_eq!(*log.last_line.lock().unwrap(), "x".repeat(200));
+        assert_eq!(*log.last_line.lock(), "x".repeat(200));
     }
 
     /// The tail the masker holds back is written before a later note, not after it.

@@ -6,9 +6,10 @@ use crate::log::FileLog;
 use crate::report::*;
 use crate::workspace::{self, Stored, sanitize};
 use crate::{DataDir, EngineError, junit};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use takt_blob::{Keyring, LocalBlobs, Manifest, ManifestStore, Provenance, matching_files};
 use takt_exec::{Executor, SharedLog, StepEnd, StepSpec};
@@ -950,9 +951,8 @@ impl<E: Executor + 'static> JobRun<E> {
         let log_arc: Arc<Mutex<FileLog>> = Arc::new(Mutex::new(file_log));
         let log: SharedLog = log_arc.clone();
         let note = |text: String| {
-            if let Ok(mut l) = log_arc.lock() {
-                takt_exec::LogSink::note(&mut *l, &text);
-            }
+            let mut l = log_arc.lock();
+            takt_exec::LogSink::note(&mut *l, &text);
         };
         note(format!(
             "job `{}` attempt {attempt} of run #{} at {} ({})",
@@ -979,7 +979,8 @@ impl<E: Executor + 'static> JobRun<E> {
         } else {
             checkout.join(&self.ctx.subdir)
         };
-        if let Ok(mut l) = self.live.jobs.lock() {
+        {
+            let mut l = self.live.jobs.lock();
             l.push(LiveJob {
                 name: pj.job.name.clone(),
                 started: Instant::now(),
@@ -1131,11 +1132,12 @@ impl<E: Executor + 'static> JobRun<E> {
                 .await?;
         }
 
-        let (bytes, truncated) = log_arc.lock().map(|mut l| l.finish()).unwrap_or((0, false));
+        let (bytes, truncated) = log_arc.lock().finish();
         result.log_bytes = bytes;
         result.truncated = truncated;
         result.duration = t0.elapsed();
-        if let Ok(mut l) = self.live.jobs.lock() {
+        {
+            let mut l = self.live.jobs.lock();
             l.retain(|j| !Arc::ptr_eq(&j.last_line, &last_line));
         }
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&ws)).await;
@@ -1198,7 +1200,7 @@ impl<E: Executor + 'static> JobRun<E> {
         let pid_tx = Mutex::new(Some(pid_tx));
         let on_start = self.engine.record_pids.then(|| {
             takt_exec::OnStart(Arc::new(move |pid| {
-                if let Some(tx) = pid_tx.lock().ok().and_then(|mut t| t.take()) {
+                if let Some(tx) = pid_tx.lock().take() {
                     let _ = tx.send(pid);
                 }
             }))

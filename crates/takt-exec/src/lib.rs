@@ -14,11 +14,12 @@ pub mod shim;
 
 pub use isolate::{Bwrap, Isolation, find_on_path, probe_bwrap};
 
+use parking_lot::Mutex;
 use std::future::Future;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -141,11 +142,9 @@ impl Executor for LocalExecutor {
             program: "a pipe".into(),
             source: e,
         })?;
-        if !spec.network
-            && !matches!(self.isolation, Isolation::Bwrap(_))
-            && let Ok(mut l) = log.lock()
-        {
-            l.note("`network: false` is not enforced: jobs are not isolated with bubblewrap here");
+        if !spec.network && !matches!(self.isolation, Isolation::Bwrap(_)) {
+            log.lock()
+                .note("`network: false` is not enforced: jobs are not isolated with bubblewrap here");
         }
         let (program, args) = self.command_line(&spec);
         let mut cmd = tokio::process::Command::new(&program);
@@ -231,9 +230,8 @@ fn pump(mut reader: std::io::PipeReader, log: &SharedLog) {
         match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if let Ok(mut l) = log.lock() {
-                    l.output(&buf[..n]);
-                }
+                let mut l = log.lock();
+                l.output(&buf[..n]);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,

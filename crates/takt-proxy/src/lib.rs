@@ -11,8 +11,9 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 use takt_deploy::split::WeightedRoundRobin;
 use tokio::net::TcpListener;
@@ -82,7 +83,8 @@ impl Proxy {
     /// (or none): every request gets 503.
     pub fn set(&self, backends: &[(SocketAddr, u32)]) {
         let weights: Vec<u32> = backends.iter().map(|(_, w)| *w).collect();
-        if let Ok(mut b) = self.backends.lock() {
+        {
+            let mut b = self.backends.lock();
             b.addrs = backends.iter().map(|(a, _)| *a).collect();
             b.split = WeightedRoundRobin::new(&weights);
             b.stats = vec![Stats::default(); backends.len()];
@@ -91,19 +93,18 @@ impl Proxy {
 
     /// Per-backend statistics, in the order given to [`Proxy::set`].
     pub fn stats(&self) -> Vec<Stats> {
-        self.backends.lock().map(|b| b.stats.clone()).unwrap_or_default()
+        self.backends.lock().stats.clone()
     }
 
     fn pick(&self) -> Option<(usize, SocketAddr)> {
-        let mut b = self.backends.lock().ok()?;
+        let mut b = self.backends.lock();
         let i = b.split.as_mut()?.pick();
         Some((i, b.addrs[i]))
     }
 
     fn record(&self, i: usize, error: bool, started: Instant) {
-        if let Ok(mut b) = self.backends.lock()
-            && let Some(s) = b.stats.get_mut(i)
-        {
+        let mut b = self.backends.lock();
+        if let Some(s) = b.stats.get_mut(i) {
             s.requests += 1;
             s.errors += u64::from(error);
             s.latency_us_sum += started.elapsed().as_micros() as u64;

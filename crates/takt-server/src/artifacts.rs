@@ -725,17 +725,14 @@ fn deployed(state: &AppState) -> std::collections::HashSet<(String, String)> {
         .ci
         .branch_configs
         .read()
-        .map(|c| {
-            c.iter()
-                .filter_map(|(p, x)| {
-                    x.retention
-                        .as_ref()
-                        .and_then(|r| r.keep_deployed_days)
-                        .map(|d| (p.clone(), d))
-                })
-                .collect()
+        .iter()
+        .filter_map(|(p, x)| {
+            x.retention
+                .as_ref()
+                .and_then(|r| r.keep_deployed_days)
+                .map(|d| (p.clone(), d))
         })
-        .unwrap_or_default();
+        .collect();
     state.cd.deployments.index.protected(&days)
 }
 
@@ -757,12 +754,9 @@ pub async fn gc(
         .ci
         .branch_configs
         .read()
-        .map(|c| {
-            c.iter()
-                .filter_map(|(p, x)| x.retention.clone().map(|r| (p.clone(), r)))
-                .collect()
-        })
-        .unwrap_or_default();
+        .iter()
+        .filter_map(|(p, x)| x.retention.clone().map(|r| (p.clone(), r)))
+        .collect();
     let keep_safe = deployed(&state);
     let e2 = engine.clone();
     let all = tokio::task::spawn_blocking(move || e2.manifests.all())

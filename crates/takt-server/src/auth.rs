@@ -44,10 +44,7 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, need: Permission)
         .ok()
         .and_then(bearer)
         .ok_or_else(|| unauthorized("malformed Authorization header: use `Bearer <token>`"))?;
-    let tokens = state
-        .tokens
-        .read()
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token table poisoned"))?;
+    let tokens = state.tokens.read();
     let Some(info) = tokens.check(secret.trim()) else {
         tracing::warn!("failed authentication");
         return Err(unauthorized("unknown or revoked token"));
@@ -78,7 +75,8 @@ pub fn bearer(value: &str) -> Option<&str> {
 
 /// Records that a token was used, at most once a minute per token (off the request's path).
 pub(crate) fn note_use(state: &AppState, id: &str) {
-    let due = state.token_uses.lock().is_ok_and(|mut m| {
+    let due = {
+        let mut m = state.token_uses.lock();
         let now = Instant::now();
         match m.get(id) {
             Some(t) if now.duration_since(*t) < std::time::Duration::from_secs(60) => false,
@@ -87,10 +85,11 @@ pub(crate) fn note_use(state: &AppState, id: &str) {
                 true
             }
         }
-    });
+    };
     if due {
         let e = Event::now("", None, EventKind::TokenUsed { id: id.to_string() });
-        if let Ok(mut t) = state.tokens.write() {
+        {
+            let mut t = state.tokens.write();
             t.apply(&e);
         }
         let store = state.store.clone();

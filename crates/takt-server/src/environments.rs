@@ -208,7 +208,7 @@ fn status(state: &AppState, project: &str, env: &Environment, view: Option<EnvVi
 
 /// `GET /api/v1/environments`: every environment of every project, with what runs there.
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<takt_api::EnvironmentList>, ApiError> {
-    let projects = state.projects.read().map(|p| p.list()).unwrap_or_default();
+    let projects = state.projects.read().list();
     let mut out = Vec::new();
     for p in projects {
         let envs = state.cd.environments(&p.name).await.unwrap_or_default();

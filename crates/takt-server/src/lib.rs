@@ -32,9 +32,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 pub use config::{Overrides, ServerConfig};
+use parking_lot::RwLock;
 pub use project_routes::load_projects;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 use takt_api::{Method, Op};
 use takt_model::Event;
@@ -57,7 +58,7 @@ pub struct AppState {
     /// Largest artifact accepted by a push.
     pub max_artifact_bytes: u64,
     /// When each token's use was last recorded.
-    pub token_uses: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    pub token_uses: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
     /// The CI service: the queue, the trigger path, each default branch's settings.
     pub ci: Arc<takt_ci::Ci>,
     pub data_dir: std::path::PathBuf,
@@ -72,15 +73,15 @@ pub struct AppState {
     /// cannot both pass the check. (A project's name is reserved in `adding_projects`.)
     pub exclusive: tokio::sync::Mutex<()>,
     /// Names of projects being added (their clone under way).
-    pub adding_projects: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub adding_projects: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl AppState {
     pub(crate) fn project(&self, name: &str) -> Result<projects::Project, ApiError> {
         self.projects
             .read()
-            .ok()
-            .and_then(|p| p.get(name).cloned())
+            .get(name)
+            .cloned()
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no project named `{name}`")))
     }
 
@@ -93,7 +94,8 @@ impl AppState {
     /// Appends an event and applies it to the projections it changes.
     pub(crate) async fn record(&self, e: Event) -> Result<(), ApiError> {
         self.store.append(&e).await?;
-        if let Ok(mut p) = self.projects.write() {
+        {
+            let mut p = self.projects.write();
             p.apply(&e);
         }
         Ok(())

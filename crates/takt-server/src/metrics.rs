@@ -2,6 +2,7 @@
 //! log as it is appended (one follower task); HTTP, authentication and webhook counters are
 //! counted where they happen.
 
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -9,7 +10,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
 use takt_model::{Event, EventKind, OffsetDateTime};
 use takt_store::Store;
@@ -188,7 +188,8 @@ impl Metrics {
 
     /// A trigger for `run` arrived at `at` (before fetching and queueing).
     pub fn triggered(&self, project: &str, run: u64, at: Instant) {
-        if let Ok(mut p) = self.pending.lock() {
+        {
+            let mut p = self.pending.lock();
             p.triggered.insert((project.to_string(), run), at);
         }
     }
@@ -197,7 +198,7 @@ impl Metrics {
     pub fn observe(&self, e: &Event) {
         let Some(run) = e.run else { return };
         let key = (e.project.clone(), run);
-        let Ok(mut p) = self.pending.lock() else { return };
+        let mut p = self.pending.lock();
         match &e.kind {
             EventKind::RunQueued { .. } => {
                 p.queued.insert(key, e.at);

@@ -183,8 +183,8 @@ pub fn start(state: Arc<AppState>) {
                 .ci
                 .branch_configs
                 .read()
-                .ok()
-                .and_then(|c| c.get(&e.project).map(|x| x.notify.clone()))
+                .get(&e.project)
+                .map(|x| x.notify.clone())
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|sub| sub.events.is_empty() || sub.events.iter().any(|k| k == kind))

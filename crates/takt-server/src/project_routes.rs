@@ -15,18 +15,18 @@ use takt_views::Projection;
 
 /// A name held in a set until dropped.
 struct Reservation<'a> {
-    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    set: &'a parking_lot::Mutex<std::collections::HashSet<String>>,
     name: String,
 }
 
 impl<'a> Reservation<'a> {
     /// Holds `name`, unless someone else does or `taken(name)` says it is taken.
     fn take(
-        set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+        set: &'a parking_lot::Mutex<std::collections::HashSet<String>>,
         name: &str,
         taken: impl Fn(&str) -> bool,
     ) -> Option<Reservation<'a>> {
-        let mut held = set.lock().ok()?;
+        let mut held = set.lock();
         let fresh = !taken(name) && held.insert(name.to_string());
         drop(held);
         fresh.then(|| Reservation {
@@ -38,14 +38,15 @@ impl<'a> Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if let Ok(mut s) = self.set.lock() {
+        {
+            let mut s = self.set.lock();
             s.remove(&self.name);
         }
     }
 }
 
 pub(crate) async fn list_projects(State(state): State<Arc<AppState>>) -> Json<takt_api::ProjectList> {
-    let list = state.projects.read().map(|p| p.list()).unwrap_or_default();
+    let list = state.projects.read().list();
     Json(takt_api::ProjectList { projects: list })
 }
 
@@ -53,7 +54,7 @@ pub(crate) async fn show_project(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = state.projects.read().ok().and_then(|p| p.get(&name).cloned());
+    let p = state.projects.read().get(&name).cloned();
     let mut v = p
         .map(|p| json!(p))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no project named `{name}`")))?;
@@ -78,7 +79,7 @@ pub(crate) async fn add_project(
     // A name is taken only if no other project has it, nor is being added: the check and the
     // reservation are one step (under the set's lock); the clone, which may take up to
     // `git_timeout`, holds no lock.
-    let exists = |name: &str| state.projects.read().map(|p| p.get(name).is_some()).unwrap_or(true);
+    let exists = |name: &str| state.projects.read().get(name).is_some();
     let Some(_reserved) = Reservation::take(&state.adding_projects, &req.name, exists) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -14,7 +14,7 @@ use takt_store::Store;
 use takt_views::Projection;
 
 pub(crate) async fn list_tokens(State(state): State<Arc<AppState>>) -> Json<takt_api::TokenList> {
-    let tokens = state.tokens.read().map(|t| t.list()).unwrap_or_default();
+    let tokens = state.tokens.read().list();
     Json(takt_api::TokenList { tokens })
 }
 
@@ -64,7 +64,8 @@ pub(crate) async fn issue_token(state: &AppState, name: &str, scope: Scope) -> R
         },
     );
     state.store.append(&e).await?;
-    if let Ok(mut t) = state.tokens.write() {
+    {
+        let mut t = state.tokens.write();
         t.apply(&e);
     }
     Ok((id, secret))
@@ -78,19 +79,15 @@ pub(crate) async fn revoke_token(
     // The check and the append are one step: concurrent revocations of the last two admin
     // tokens cannot both pass it.
     let _one_at_a_time = state.exclusive.lock().await;
-    let (live_me, target, admins) = state
-        .tokens
-        .read()
-        .map(|t| {
-            let list = t.list();
-            let scope_of = |id: &str| list.iter().find(|x| x.id == id).map(|x| x.scope);
-            (
-                scope_of(&me.id).is_some(),
-                scope_of(&id),
-                list.iter().filter(|x| x.scope == Scope::Admin).count(),
-            )
-        })
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "token table poisoned"))?;
+    let (live_me, target, admins) = {
+        let list = state.tokens.read().list();
+        let scope_of = |id: &str| list.iter().find(|x| x.id == id).map(|x| x.scope);
+        (
+            scope_of(&me.id).is_some(),
+            scope_of(&id),
+            list.iter().filter(|x| x.scope == Scope::Admin).count(),
+        )
+    };
     if !live_me {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -111,7 +108,8 @@ pub(crate) async fn revoke_token(
     }
     let e = Event::now("", None, EventKind::TokenRevoked { id });
     state.store.append(&e).await?;
-    if let Ok(mut t) = state.tokens.write() {
+    {
+        let mut t = state.tokens.write();
         t.apply(&e);
     }
     Ok(StatusCode::NO_CONTENT)

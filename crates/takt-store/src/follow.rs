@@ -9,8 +9,9 @@
 //! `seq`.
 
 use crate::{EventFilter, Store, StoreError};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use takt_model::Event;
 use tokio::sync::Notify;
@@ -238,7 +239,8 @@ impl Cursor {
     }
 
     fn with(&self, f: impl FnOnce(&mut Watermark)) {
-        if let Ok(mut m) = self.mark.lock() {
+        {
+            let mut m = self.mark.lock();
             f(&mut m);
         }
         self.moved.notify_one();
@@ -261,7 +263,7 @@ impl Cursor {
 
     /// Every event up to here is done.
     pub fn low(&self) -> i64 {
-        self.mark.lock().map(|m| m.low()).unwrap_or(0)
+        self.mark.lock().low()
     }
 }
 

@@ -11,11 +11,12 @@ pub mod testing;
 
 pub use follow::{CATCH_UP_BATCH, Cursor, SAVE_EVERY, Subscription, Watermark};
 
+use parking_lot::RwLock;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use takt_model::{Event, OffsetDateTime, timefmt};
 use tokio::sync::broadcast;
@@ -250,7 +251,8 @@ impl Store {
         let seq = row.try_get::<i64, _>(0).map_err(q("reading an event's position"))?;
         let mut e = event.clone();
         e.seq = Some(seq);
-        if let Ok(obs) = self.observers.read() {
+        {
+            let obs = self.observers.read();
             for o in obs.iter() {
                 (o.0)(&e);
             }
@@ -273,7 +275,8 @@ impl Store {
     /// Calls `f` with every event appended from now on, before the append returns. `f` must be
     /// quick and must not append.
     pub fn observe(&self, f: Observer) {
-        if let Ok(mut obs) = self.observers.write() {
+        {
+            let mut obs = self.observers.write();
             obs.push(f);
         }
     }

@@ -122,19 +122,15 @@ impl Ui {
                         }
                     }
                     _ = tick.tick(), if tty => {
-                        if let Ok(jobs) = live.jobs.lock() {
-                            for j in jobs.iter() {
-                                let bar = bars.entry(j.name.clone()).or_insert_with(|| {
-                                    let b = mp.add(ProgressBar::new_spinner());
-                                    b.set_style(style.clone());
-                                    b.set_prefix(j.name.clone());
-                                    b
-                                });
-                                if let Ok(l) = j.last_line.lock() {
-                                    bar.set_message(l.clone());
-                                }
-                                bar.tick();
-                            }
+                        for j in live.jobs.lock().iter() {
+                            let bar = bars.entry(j.name.clone()).or_insert_with(|| {
+                                let b = mp.add(ProgressBar::new_spinner());
+                                b.set_style(style.clone());
+                                b.set_prefix(j.name.clone());
+                                b
+                            });
+                            bar.set_message(j.last_line.lock().clone());
+                            bar.tick();
                         }
                     }
                     _ = &mut stop_rx => break,

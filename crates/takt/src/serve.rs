@@ -1,9 +1,10 @@
 //! `takt serve`: settings, logging, the data directory, the listener. The API itself is
 //! `takt-server`.
 
+use parking_lot::RwLock;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use takt_server::{AppState, Overrides, ServerConfig};
 use takt_store::Store;
 
