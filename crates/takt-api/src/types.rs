@@ -113,6 +113,9 @@ pub struct EventsQuery {
     pub since: Option<String>,
     /// RFC 3339: events before this time.
     pub until: Option<String>,
+    /// A long poll: when no event matches yet, wait up to this many seconds (at most 25) for
+    /// the first one appended, instead of answering at once with none.
+    pub wait: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -122,6 +125,10 @@ pub struct EventsPage {
     pub events: Vec<Value>,
     /// Where the next page starts, if this one was full.
     pub next_after: Option<i64>,
+    /// The sequence number of the last event in the log when this page was read: `after` for
+    /// a long poll that waits for what comes next.
+    #[serde(default)]
+    pub head: i64,
 }
 
 // ---- runs ----

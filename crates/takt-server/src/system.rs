@@ -86,6 +86,12 @@ pub(crate) async fn events(
             })
             .transpose()
     };
+    if q.wait.is_some_and(|w| w > MAX_WAIT_SECS) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`wait` is at most {MAX_WAIT_SECS} seconds"),
+        ));
+    }
     let filter = EventFilter {
         project: q.project,
         run: q.run,
@@ -96,7 +102,28 @@ pub(crate) async fn events(
         until: time("until", &q.until)?,
         ..Default::default()
     };
-    let list = state.store.events(&filter).await?;
+    // Listening before the first read: an event appended between the read and the wait wakes it.
+    let mut live = state.store.follow();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(q.wait.unwrap_or(0)));
+    let (list, head) = loop {
+        let head = state.store.head().await?;
+        let list = state.store.events(&filter).await?;
+        if !list.is_empty() || tokio::time::Instant::now() >= deadline {
+            break (list, head);
+        }
+        // Wakes on the next event this query would return (or a lag: then it reads again).
+        loop {
+            match tokio::time::timeout_at(deadline, live.recv()).await {
+                Err(_) => break,
+                Ok(Ok(e)) if !wanted(&filter, &e) => continue,
+                Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    tokio::time::sleep_until(deadline).await;
+                    break;
+                }
+            }
+        }
+    };
     let next = if list.len() == limit as usize {
         list.last().and_then(|e| e.seq)
     } else {
@@ -118,5 +145,16 @@ pub(crate) async fn events(
     Ok(Json(takt_api::EventsPage {
         events: list,
         next_after: next,
+        head,
     }))
+}
+
+/// The longest long poll on `/api/v1/events` (below the CLI's 30 s request timeout).
+const MAX_WAIT_SECS: u32 = 25;
+
+/// Whether a query for `f` could return `e` (its time bounds aside: the read decides).
+fn wanted(f: &EventFilter, e: &takt_model::Event) -> bool {
+    f.project.as_ref().is_none_or(|p| *p == e.project)
+        && f.run.is_none_or(|r| e.run == Some(r))
+        && f.kind.as_ref().is_none_or(|k| k == e.kind.name())
 }

@@ -207,6 +207,26 @@ impl Api {
         self.typed(self.request(reqwest::Method::GET, path), path).await
     }
 
+    /// The event log's head now: where a wait for what comes next starts.
+    pub(crate) async fn head(&self) -> anyhow::Result<i64> {
+        let page: takt_api::EventsPage = self.get(&format!("/api/v1/events?after={}&limit=1", i64::MAX)).await?;
+        Ok(page.head)
+    }
+
+    /// Waits (a long poll of up to 20 s, no polling) for the next event after `after` that the
+    /// events query `query` selects (`project=web`, …); returns where the next wait starts.
+    pub(crate) async fn next_event(&self, query: &str, after: i64) -> anyhow::Result<i64> {
+        let page: takt_api::EventsPage = self
+            .get(&format!("/api/v1/events?{query}&after={after}&limit=1000&wait=20"))
+            .await?;
+        let last = page
+            .events
+            .iter()
+            .filter_map(|e| e.get("seq").and_then(|s| s.as_i64()))
+            .max();
+        Ok(last.unwrap_or(page.head).max(after))
+    }
+
     /// `POST path` without a body, the answer read as `T`.
     pub(crate) async fn post<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.typed(self.request(reqwest::Method::POST, path), path).await
@@ -741,4 +761,17 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Percent-encodes a name for a URL path segment or query value.
+pub(crate) fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -1,11 +1,10 @@
 //! Deployment commands: `takt deploy|promote|approve|halt|resume|rollback` and `takt env
 //! ls|show`, as API calls; and `takt supervise`, the process driver's supervisor.
 
-use crate::client::{AlreadyReported, Api, BadInput, Remote, table};
+use crate::client::{AlreadyReported, Api, BadInput, Remote, encode, table};
 use anyhow::bail;
 use reqwest::Method;
 use serde_json::Value;
-use std::time::Duration;
 use takt_api::{DeployAnswer, DeployAnswerOutcome, DeployBody, EnvironmentList, EnvironmentStatus};
 use takt_model::StepAction;
 
@@ -180,6 +179,8 @@ async fn follow(api: &Api, p: &str, e: &str, v: DeployAnswer, wait: Wait) -> any
 async fn watch(api: &Api, p: &str, e: &str, id: u64, wait: Wait, approved: bool) -> anyhow::Result<()> {
     let mut printed = 0usize;
     let mut at_approval = None;
+    // Read before the first look: whatever the deploy records after it wakes the wait below.
+    let mut after = api.head().await?;
     loop {
         let env: EnvironmentStatus = api.get(&format!("/api/v1/environments/{p}/{e}")).await?;
         let Some(d) = env.history.iter().find(|d| d.deploy == id) else {
@@ -235,7 +236,7 @@ async fn watch(api: &Api, p: &str, e: &str, id: u64, wait: Wait, approved: bool)
             }
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = api.next_event(&format!("project={}", encode(p)), after).await?;
     }
 }
 

@@ -1,6 +1,6 @@
 //! More of the CLI as an API client: `takt logs`, `takt secret …`, `takt hook …`.
 
-use crate::client::{Api, BadInput, Remote};
+use crate::client::{Api, BadInput, Remote, encode};
 use anyhow::{Context, bail};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -108,7 +108,9 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
             encode(&name),
             a.attempt.map(|n| format!("?attempt={n}")).unwrap_or_default()
         );
-        // Wait (when following) until the job has a log, or will never have one.
+        // Wait (when following) until the job has a log, or will never have one: each time the
+        // run records something (a long poll on its events), look again.
+        let mut after = api.head().await?;
         let has_log = loop {
             let v: takt_views::RunView = api.get(&show).await?;
             let job = v.jobs.iter().find(|x| x.name == *name);
@@ -120,7 +122,9 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
             if !a.follow || !waiting {
                 break false;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            after = api
+                .next_event(&format!("project={}&run={run}", encode(&project)), after)
+                .await?;
         };
         if !has_log {
             if a.job.is_some() {
@@ -141,19 +145,6 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     Ok(())
-}
-
-/// Percent-encodes a job name for a URL path segment.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Prints a log as its Server-Sent Events arrive, until the `end` event.

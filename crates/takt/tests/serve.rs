@@ -249,6 +249,58 @@ async fn events_page_and_filter_and_revoked_tokens_stop_working() {
     assert_eq!(revoked["events"].as_array().unwrap().len(), 4);
 }
 
+/// `wait` makes `/api/v1/events` a long poll: it answers with the first matching event
+/// appended after `after` (no client polls), waits its whole time when none comes (an event
+/// of another kind does not end it), and refuses a wait beyond 25 s.
+#[tokio::test]
+async fn events_long_poll_answers_with_the_next_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let head = get_json(&s, &format!("/api/v1/events?after={}&limit=1", i64::MAX), &admin).await["head"]
+        .as_i64()
+        .unwrap();
+    assert!(head > 0, "the first admin token's event is in the log");
+    let poll = {
+        let (base, admin) = (s.base.clone(), admin.clone());
+        tokio::spawn(async move {
+            let u = format!("{base}/api/v1/events?kind=token_created&after={head}&wait=20");
+            let r = client().get(u).bearer_auth(admin).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<serde_json::Value>().await.unwrap()
+        })
+    };
+    new_token(&s, &admin, Scope::Read).await;
+    let page = poll.await.unwrap();
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page:#}");
+    assert_eq!(events[0]["kind"], "token_created");
+    assert!(events[0]["seq"].as_i64().unwrap() > head);
+    // Nothing of that kind comes: it waits its whole second, then answers with none.
+    let head = page["head"].as_i64().unwrap().max(events[0]["seq"].as_i64().unwrap());
+    let t = std::time::Instant::now();
+    let page = get_json(
+        &s,
+        &format!("/api/v1/events?kind=token_revoked&after={head}&wait=1"),
+        &admin,
+    )
+    .await;
+    assert!(page["events"].as_array().unwrap().is_empty(), "{page:#}");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    let r = client()
+        .get(url(&s, "/api/v1/events?wait=26"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("`wait` is at most 25 seconds"));
+}
+
 #[test]
 fn structured_logs_in_json() {
     let dir = tempfile::tempdir().unwrap();
