@@ -922,8 +922,9 @@ fn kind_of(plan: &Plan) -> DeployStrategy {
 fn plan_of(env: &Environment) -> Plan {
     match &env.strategy {
         Strategy::Recreate => Plan::Recreate,
-        Strategy::Rolling { batch } => Plan::Rolling {
+        Strategy::Rolling { batch, pause } => Plan::Rolling {
             batch: *batch,
+            pause: *pause,
             instances: env.instances,
         },
         Strategy::BlueGreen { preview_port, keep_old } => Plan::BlueGreen {

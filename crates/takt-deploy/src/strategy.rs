@@ -32,10 +32,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     Recreate,
-    /// `batch` instances of `instances` at a time.
+    /// `batch` instances' share of traffic of `instances` at a time, smoke-checked through the
+    /// public address after each batch, `pause` between batches. Surge first, as Argo Rollouts'
+    /// `maxSurge: 100%`, `maxUnavailable: 0`: every new instance starts before traffic moves.
     Rolling {
         batch: u32,
         instances: u32,
+        pause: Option<Duration>,
     },
     /// `preview`: the environment has a preview port for the new colour.
     BlueGreen {
@@ -186,6 +189,8 @@ enum Op {
     StopOld,
     StopNew,
     KeepOld(Duration),
+    /// Wait this long on the deploy's clock (rolling's pause between batches).
+    Pause(Duration),
     Canary,
     Promote,
 }
@@ -237,6 +242,8 @@ pub struct Deploy {
     /// Continued after a restart past its start: the new version is started again first if it
     /// no longer runs.
     ensure_start: bool,
+    /// The end of the pause under way (the deploy's clock).
+    pause_until: Option<Duration>,
 }
 
 impl Deploy {
@@ -259,17 +266,20 @@ impl Deploy {
                 }
                 ops.push(after_switch());
             }
-            Plan::Rolling { batch, instances } => {
+            Plan::Rolling {
+                batch,
+                instances,
+                pause,
+            } => {
                 let n = (*instances).max(1);
                 let mut moved = 0;
                 while moved < n {
+                    if let Some(p) = pause.filter(|_| moved > 0) {
+                        ops.push(Op::Pause(p));
+                    }
                     moved = (moved + (*batch).max(1)).min(n);
                     ops.push(Op::Route((u64::from(moved) * 100 / u64::from(n)) as u8));
-                    ops.push(Op::Smoke(
-                        Target::DirectOrPublic,
-                        format!("batch {moved}/{n}"),
-                        Side::New,
-                    ));
+                    ops.push(Op::Smoke(Target::Public, format!("batch {moved}/{n}"), Side::New));
                 }
                 ops.push(Op::StopOld);
             }
@@ -300,6 +310,7 @@ impl Deploy {
             pending: None,
             canary_at: 0,
             ensure_start: false,
+            pause_until: None,
         }
     }
 
@@ -387,6 +398,7 @@ impl Deploy {
         self.canary = None;
         self.canary_next = None;
         self.halt = None;
+        self.pause_until = None;
     }
 
     /// A failure once the new version may hold traffic.
@@ -470,6 +482,16 @@ impl Deploy {
                     Some(a) => return a,
                     None => continue,
                 },
+                Op::Pause(d) => {
+                    let active = self.active(now);
+                    let until = *self.pause_until.get_or_insert(active + d);
+                    if active < until {
+                        return Action::WaitUntil(until + self.halted_for);
+                    }
+                    self.pause_until = None;
+                    self.pc += 1;
+                    continue;
+                }
                 Op::Start => Action::Start,
                 Op::Smoke(target, label, of) => Action::Smoke { target, label, of },
                 Op::Route(w) => {
@@ -744,14 +766,26 @@ mod tests {
 
     #[test]
     fn rolling_moves_batches_and_checks_each() {
-        let seen = run_ok(&mut Deploy::new(spec(Plan::Rolling { batch: 1, instances: 3 })));
+        let seen = run_ok(&mut Deploy::new(spec(Plan::Rolling {
+            batch: 1,
+            instances: 3,
+            pause: Some(Duration::from_secs(5)),
+        })));
         let routes: Vec<_> = seen.iter().filter(|a| matches!(a, Action::Route(_))).collect();
         assert_eq!(routes, [&route(67, 33), &route(34, 66), &route(0, 100)]);
-        assert!(seen.contains(&Action::Smoke {
-            target: Target::DirectOrPublic,
-            label: "batch 2/3".into(),
-            of: Side::New
-        }));
+        // Checked through the public address after each batch, 5 s between batches.
+        let i = seen.iter().position(|a| *a == route(34, 66)).unwrap();
+        assert_eq!(seen[i - 1], Action::WaitUntil(Duration::from_secs(5)));
+        assert_eq!(
+            seen[i + 1],
+            Action::Smoke {
+                target: Target::Public,
+                label: "batch 2/3".into(),
+                of: Side::New
+            }
+        );
+        let waits = seen.iter().filter(|a| matches!(a, Action::WaitUntil(_))).count();
+        assert_eq!(waits, 2, "no pause before the first batch: {seen:?}");
     }
 
     #[test]

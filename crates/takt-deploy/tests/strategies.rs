@@ -28,7 +28,16 @@ fn plan() -> impl Strategy<Value = Plan> {
     ];
     prop_oneof![
         Just(Plan::Recreate),
-        (1u32..4, 1u32..7).prop_map(|(batch, instances)| Plan::Rolling { batch, instances }),
+        (
+            1u32..4,
+            1u32..7,
+            prop::option::of((0u64..20).prop_map(Duration::from_secs))
+        )
+            .prop_map(|(batch, instances, pause)| Plan::Rolling {
+                batch,
+                instances,
+                pause
+            }),
         (any::<bool>(), 0u64..600).prop_map(|(preview, k)| Plan::BlueGreen {
             preview,
             keep_old: Duration::from_secs(k)

@@ -258,8 +258,10 @@ pub enum Driver {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Strategy {
     Recreate,
+    /// Traffic moves `batch` instances' share at a time, `pause` between batches.
     Rolling {
         batch: u32,
+        pause: Option<Duration>,
     },
     Canary {
         steps: Vec<CanaryStep>,

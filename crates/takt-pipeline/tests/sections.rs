@@ -120,7 +120,10 @@ fn environments_parse_with_strategies_checks_and_gates() {
             ..
         }
     ));
-    assert!(matches!(p.environments[3].strategy, Strategy::Rolling { batch: 2 }));
+    assert!(matches!(
+        p.environments[3].strategy,
+        Strategy::Rolling { batch: 2, pause: None }
+    ));
     // Deployments act on them: nothing is reported as not supported.
     assert!(p.reserved.is_empty(), "{:?}", p.reserved);
 }

@@ -449,7 +449,7 @@ async fn rolling_blue_green_with_a_preview_port_and_a_canary_with_a_timed_pause_
     let common = "    start: exec python3 \"$TAKT_ARTIFACT_PATH\"\n    instances: 2\n    smoke: [{http: {path: /healthz, body: ok}}]\n";
     let yml = format!(
         "{JOBS}environments:\n\
-         \x20 roll:\n    port: {roll}\n{common}    strategy: {{rolling: {{batch: 1}}}}\n\
+         \x20 roll:\n    port: {roll}\n{common}    strategy: {{rolling: {{batch: 1, pause: 700ms}}}}\n\
          \x20 bg:\n    port: {bg}\n{common}    strategy: {{blue_green: {{preview_port: {preview}, keep_old: 1s}}}}\n\
          \x20 can:\n    port: {can}\n{common}    strategy:\n      canary:\n        steps:\n\
          \x20         - set_weight: 50\n          - pause: 1s\n\
@@ -500,6 +500,20 @@ async fn rolling_blue_green_with_a_preview_port_and_a_canary_with_a_timed_pause_
     ] {
         assert!(st.contains(&want.to_string()), "{want}: {st:?}");
     }
+    // The batch's smoke check went through the public address (the proxy's port), and the
+    // second batch waited its pause.
+    let steps_of = v["history"][0]["steps"].as_array().unwrap();
+    let at = |action: &str, w: u64| -> &serde_json::Value {
+        steps_of
+            .iter()
+            .find(|x| x["action"] == action && x["weight"] == w)
+            .unwrap()
+    };
+    let smoke = at("smoke batch 1/2", 50)["detail"].as_str().unwrap_or_default();
+    assert!(smoke.contains(&format!(":{roll}/")), "{smoke}");
+    let t = |x: &serde_json::Value| takt_model::timefmt::parse_rfc3339(x["at"].as_str().unwrap()).unwrap();
+    let waited = t(at("set_weight", 100)) - t(at("smoke batch 1/2", 50));
+    assert!(waited.whole_milliseconds() >= 650, "{waited:?}");
     assert_eq!(
         v["supervisor"]["slots"].as_array().unwrap().len(),
         1,

@@ -210,7 +210,7 @@ impl Cx {
         if let Some(s) = n.as_str().filter(|_| !matches!(n.kind, NodeKind::Map(_))) {
             return match s {
                 "recreate" => Some(Strategy::Recreate),
-                "rolling" => Some(Strategy::Rolling { batch: 1 }),
+                "rolling" => Some(Strategy::Rolling { batch: 1, pause: None }),
                 "blue_green" => Some(Strategy::BlueGreen {
                     preview_port: None,
                     keep_old: Duration::from_secs(600),
@@ -261,13 +261,14 @@ impl Cx {
         match key(k) {
             "recreate" => Some(Strategy::Recreate),
             "rolling" => {
-                let mut batch = 1;
-                for (fk, fv) in sub(self, &["batch"], "`rolling`") {
-                    if key(&fk) == "batch" {
-                        batch = self.number(&fv, "`rolling.batch`", 1000).map_or(1, |b| b.max(1) as u32);
+                let (mut batch, mut pause) = (1, None);
+                for (fk, fv) in sub(self, &["batch", "pause"], "`rolling`") {
+                    match key(&fk) {
+                        "batch" => batch = self.number(&fv, "`rolling.batch`", 1000).map_or(1, |b| b.max(1) as u32),
+                        _ => pause = self.duration(&fv, "`rolling.pause`"),
                     }
                 }
-                Some(Strategy::Rolling { batch })
+                Some(Strategy::Rolling { batch, pause })
             }
             "blue_green" => {
                 let (mut preview_port, mut keep_old) = (None, Duration::from_secs(600));
