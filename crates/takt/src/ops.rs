@@ -12,7 +12,8 @@ pub struct LogsArgs {
     run: String,
     /// One job's log [default: every job's, in order].
     job: Option<String>,
-    /// Follow the log live until the job (or, without JOB, the run) ends.
+    /// Follow the log live until the job (or, without JOB, the run) ends. Without JOB, every
+    /// job's lines as they come, each prefixed with its job's name (`build | …`).
     #[arg(long, short = 'f')]
     follow: bool,
     /// An earlier attempt of a retried job [default: the latest].
@@ -87,10 +88,18 @@ fn split_run(run: &str) -> anyhow::Result<(String, u64)> {
 }
 
 pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
-    let api = Api::new(&a.remote)?;
+    let api = std::sync::Arc::new(Api::new(&a.remote)?);
     let (project, run) = split_run(&a.run)?;
     let show = format!("/api/v1/runs/{project}/{run}");
-    let v: takt_views::RunView = api.get(&show).await?;
+    let mut v: takt_views::RunView = api.get(&show).await?;
+    // Following a run that was just triggered: wait until its jobs are planned.
+    let mut after = api.head().await?;
+    while a.follow && v.jobs.is_empty() && v.finished_at.is_none() {
+        after = api
+            .next_event(&format!("project={}&run={run}", encode(&project)), after)
+            .await?;
+        v = api.get(&show).await?;
+    }
     let names: Vec<String> = match &a.job {
         Some(j) => {
             if !v.jobs.iter().any(|x| x.name == *j) {
@@ -100,35 +109,21 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
         }
         None => v.jobs.iter().map(|j| j.name.clone()).collect(),
     };
-    let many = names.len() > 1;
+    let job = JobLogs {
+        api: api.clone(),
+        project,
+        run,
+        attempt: a.attempt,
+    };
     let mut out = crate::output::Stdout(std::io::stdout().lock());
+    if a.follow && names.len() > 1 {
+        return job.follow_all(names, &mut out).await;
+    }
+    let many = names.len() > 1;
     for name in names {
-        let log_path = format!(
-            "/api/v1/runs/{project}/{run}/logs/{}{}",
-            encode(&name),
-            a.attempt.map(|n| format!("?attempt={n}")).unwrap_or_default()
-        );
-        // Wait (when following) until the job has a log, or will never have one: each time the
-        // run records something (a long poll on its events), look again.
-        let mut after = api.head().await?;
-        let has_log = loop {
-            let v: takt_views::RunView = api.get(&show).await?;
-            let job = v.jobs.iter().find(|x| x.name == *name);
-            if job.is_some_and(|j| j.log.is_some() || j.exit_code.is_some()) {
-                break true;
-            }
-            let queued = job.and_then(|j| j.status) == Some(takt_views::JobState::Pending(takt_views::Pending::Queued));
-            let waiting = queued && v.finished_at.is_none();
-            if !a.follow || !waiting {
-                break false;
-            }
-            after = api
-                .next_event(&format!("project={}&run={run}", encode(&project)), after)
-                .await?;
-        };
-        if !has_log {
+        if !job.wait_for_log(&name, a.follow).await? {
             if a.job.is_some() {
-                bail!(BadInput(format!("job `{name}` of run #{run} has no log")));
+                bail!(BadInput(format!("job `{name}` of run #{} has no log", job.run)));
             }
             continue;
         }
@@ -136,9 +131,9 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
             writeln!(out, "── {name} ──")?;
         }
         if a.follow {
-            follow(&api, &log_path, &mut out).await?;
+            follow(&api, &job.path(&name), &mut Plain(&mut out)).await?;
         } else {
-            let res = api.send(api.request(reqwest::Method::GET, &log_path)).await?;
+            let res = api.send(api.request(reqwest::Method::GET, &job.path(&name))).await?;
             let bytes = res.bytes().await.context("reading the log")?;
             out.write_all(&bytes)?;
         }
@@ -147,8 +142,112 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a log as its Server-Sent Events arrive, until the `end` event.
-async fn follow(api: &Api, path: &str, out: &mut impl Write) -> anyhow::Result<()> {
+/// The logs of one run's jobs.
+struct JobLogs {
+    api: std::sync::Arc<Api>,
+    project: String,
+    run: u64,
+    attempt: Option<u32>,
+}
+
+impl JobLogs {
+    fn path(&self, name: &str) -> String {
+        format!(
+            "/api/v1/runs/{}/{}/logs/{}{}",
+            self.project,
+            self.run,
+            encode(name),
+            self.attempt.map(|n| format!("?attempt={n}")).unwrap_or_default()
+        )
+    }
+
+    /// Whether job `name` has a log; when following, waits until it has one or never will:
+    /// each time the run records something (a long poll on its events), it looks again.
+    async fn wait_for_log(&self, name: &str, follow: bool) -> anyhow::Result<bool> {
+        let show = format!("/api/v1/runs/{}/{}", self.project, self.run);
+        let mut after = self.api.head().await?;
+        loop {
+            let v: takt_views::RunView = self.api.get(&show).await?;
+            let job = v.jobs.iter().find(|x| x.name == *name);
+            if job.is_some_and(|j| j.log.is_some() || j.exit_code.is_some()) {
+                return Ok(true);
+            }
+            // Not started yet (not even queued, or waiting for its turn).
+            let queued = job.is_none_or(|j| {
+                matches!(
+                    j.status,
+                    None | Some(takt_views::JobState::Pending(takt_views::Pending::Queued))
+                )
+            });
+            if !follow || !queued || v.finished_at.is_some() {
+                return Ok(false);
+            }
+            let events = format!("project={}&run={}", encode(&self.project), self.run);
+            after = self.api.next_event(&events, after).await?;
+        }
+    }
+
+    /// Follows every job's live log at once, each line as it comes, prefixed with its job's
+    /// name (as `docker compose logs -f` does), until all have ended.
+    async fn follow_all(self, names: Vec<String>, out: &mut impl Write) -> anyhow::Result<()> {
+        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, String)>(1024);
+        let this = std::sync::Arc::new(self);
+        let mut tasks = tokio::task::JoinSet::new();
+        for name in names {
+            let (this, tx) = (this.clone(), tx.clone());
+            tasks.spawn(async move {
+                if this.wait_for_log(&name, true).await? {
+                    follow(&this.api, &this.path(&name), &mut Prefixed { name, tx }).await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        drop(tx);
+        while let Some((name, line)) = rx.recv().await {
+            writeln!(out, "{name:<width$} | {line}")?;
+            out.flush()?;
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.context("following a job's log")??;
+        }
+        Ok(())
+    }
+}
+
+/// Where a followed log's lines go.
+trait Lines {
+    async fn line(&mut self, line: &str) -> anyhow::Result<()>;
+}
+
+/// Straight to the output.
+struct Plain<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Lines for Plain<'_, W> {
+    async fn line(&mut self, line: &str) -> anyhow::Result<()> {
+        writeln!(self.0, "{line}")?;
+        self.0.flush()?;
+        Ok(())
+    }
+}
+
+/// To the one printer of `follow_all`, with the job's name.
+struct Prefixed {
+    name: String,
+    tx: tokio::sync::mpsc::Sender<(String, String)>,
+}
+
+impl Lines for Prefixed {
+    async fn line(&mut self, line: &str) -> anyhow::Result<()> {
+        self.tx
+            .send((self.name.clone(), line.to_string()))
+            .await
+            .map_err(|_| anyhow::anyhow!("the output is closed"))
+    }
+}
+
+/// Gives a log's lines to `out` as its Server-Sent Events arrive, until the `end` event.
+async fn follow(api: &Api, path: &str, out: &mut impl Lines) -> anyhow::Result<()> {
     // No overall timeout: a live log lasts as long as its job.
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
@@ -173,10 +272,9 @@ async fn follow(api: &Api, path: &str, out: &mut impl Write) -> anyhow::Result<(
                 } else if let Some(d) = line.strip_prefix("data:")
                     && !is_end
                 {
-                    writeln!(out, "{}", d.strip_prefix(' ').unwrap_or(d))?;
+                    out.line(d.strip_prefix(' ').unwrap_or(d)).await?;
                 }
             }
-            out.flush()?;
             if is_end {
                 return Ok(());
             }

@@ -510,3 +510,81 @@ async fn with_on_restart_fail_interrupted_runs_are_not_run_again() {
     let runs = get_json(&s, "/api/v1/runs?project=demo", &ci).await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
 }
+
+/// `takt logs P/N -f` without a job follows every job at once, each line prefixed with its
+/// job's name as it comes (as `docker compose logs -f`). The two jobs wait on this test, which
+/// lets each go on only once the CLI has printed the other's last line: a CLI that followed one
+/// job after the other would stall.
+#[tokio::test]
+async fn logs_follow_interleaves_parallel_jobs_with_a_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    std::fs::create_dir(&gate).unwrap();
+    let g = gate.display();
+    let wait = |f: &str| format!("for i in $(seq 400); do [ -f {g}/{f} ] && break; sleep 0.05; done; [ -f {g}/{f} ]");
+    let yml = format!(
+        "jobs:\n  alpha:\n    script:\n      - echo a1\n      - '{}'\n      - echo a2\n  b:\n    script:\n      - '{}'\n      - echo b1\n      - '{}'\n      - echo b2\n",
+        wait("a2"),
+        wait("b1"),
+        wait("b2")
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "demo", repo.path()).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/demo/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let mut child = takt()
+        .args(["logs", "demo/1", "-f", "--server", &s.base, "--token", &admin])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Each line is the job's name (padded to the longest), ` | `, then the log's own line
+    // (`<time> <text>`).
+    let steps = [
+        ("alpha | ", "a1", Some("b1")),
+        ("b     | ", "b1", Some("a2")),
+        ("alpha | ", "a2", Some("b2")),
+        ("b     | ", "b2", None),
+    ];
+    let is = |line: &str, word: &str| line.ends_with(&format!("Z {word}"));
+    let mut seen = Vec::new();
+    for (k, (prefix, word, then)) in steps.iter().enumerate() {
+        loop {
+            let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(20)) else {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "no `{prefix}… {word}` within 20 s; printed so far: {seen:?}; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            seen.push(line.clone());
+            assert!(line.starts_with("alpha | ") || line.starts_with("b     | "), "{seen:?}");
+            if line.starts_with(prefix) && is(&line, word) {
+                break;
+            }
+            assert!(
+                !steps[k + 1..].iter().any(|(_, later, _)| is(&line, later)),
+                "out of order: {seen:?}"
+            );
+        }
+        if let Some(f) = then {
+            std::fs::write(gate.join(f), "").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(finished_run(&s, &admin, "demo", 1).await["status"], "success");
+}
