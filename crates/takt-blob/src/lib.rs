@@ -16,7 +16,7 @@ pub mod objects;
 mod pack;
 mod scrub;
 
-pub use manifest::{Keyring, Manifest, ManifestStore, Provenance, PutOutcome, SignedManifest};
+pub use manifest::{BUILDER_ID, Keyring, Manifest, ManifestStore, Provenance, PutOutcome, SignedManifest, git_uri};
 pub use pack::{matching_files, pack_paths};
 pub use scrub::{FsckReport, fsck, unreferenced};
 

@@ -1,6 +1,7 @@
 //! Artifact manifests: what an artifact is, where it came from, signed with the data
-//! directory's ed25519 key. The provenance follows the in-toto / SLSA provenance layout closely
-//! enough (subject digest, builder, materials, invocation) for users of those formats.
+//! directory's ed25519 key. [`Manifest::in_toto`] gives the provenance as a strict in-toto
+//! Statement v1 with a SLSA Provenance v1 predicate (URIs where the spec asks for URIs);
+//! `tests/provenance.rs` checks it against the JSON schema in `tests/fixtures/`.
 
 use crate::{BlobError, io_err};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -35,6 +36,45 @@ pub struct Provenance {
     /// The working tree's uncommitted changes were built in (`takt run --dirty`).
     #[serde(default)]
     pub dirty: bool,
+    /// Not built by takt: uploaded with `takt artifact push` by this token (its name). Absent
+    /// from manifests signed before it existed, which therefore still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_by: Option<String>,
+}
+
+/// SLSA `runDetails.builder.id`: the build platform, takt (its version is `builder.version`).
+pub const BUILDER_ID: &str = "https://takt.dev/builder/v1";
+
+/// A repository location as a SLSA resource URI: `git+file:///abs/path`, `git+https://…`,
+/// `git+ssh://…` (`user@host:path` becomes `git+ssh://user@host/path`); `None` if unknown.
+pub fn git_uri(repository: &str) -> Option<String> {
+    let r = repository.trim();
+    if r.is_empty() {
+        return None;
+    }
+    if r.starts_with("git+") {
+        return Some(r.to_string());
+    }
+    if let Some(path) = r.strip_prefix("file://") {
+        return Some(format!("git+file://{path}"));
+    }
+    if r.starts_with('/') {
+        return Some(format!("git+file://{r}"));
+    }
+    if ["https://", "http://", "ssh://", "git://"]
+        .iter()
+        .any(|s| r.starts_with(s))
+    {
+        return Some(format!("git+{r}"));
+    }
+    // scp-like `git@host:owner/name.git`
+    if let Some((host, path)) = r.split_once(':')
+        && !host.contains('/')
+        && !path.starts_with("//")
+    {
+        return Some(format!("git+ssh://{host}/{}", path.trim_start_matches('/')));
+    }
+    None
 }
 
 /// An artifact: a named, versioned, immutable blob.
@@ -71,31 +111,72 @@ impl Manifest {
         let hex = self.digest.strip_prefix("sha256:").unwrap_or(&self.digest);
         let mut deps = Vec::new();
         if !p.commit.is_empty() {
-            deps.push(serde_json::json!({"uri": p.repository, "digest": {"gitCommit": p.commit}}));
+            let mut source = serde_json::json!({"digest": {"gitCommit": p.commit}});
+            if let Some(uri) = git_uri(&p.repository) {
+                source["uri"] = uri.into();
+            }
+            deps.push(source);
         }
         for i in &p.inputs {
             deps.push(serde_json::json!({"digest": {"sha256": i.strip_prefix("sha256:").unwrap_or(i)}}));
         }
+        // `takt 0.1.0` as stored (older pushes add a note in parentheses).
+        let version = p
+            .builder
+            .strip_prefix("takt ")
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or(&p.builder);
         let git_ref = match (&p.tag, &p.branch) {
             (Some(t), _) => Some(format!("refs/tags/{t}")),
             (None, Some(b)) => Some(format!("refs/heads/{b}")),
             _ => None,
+        };
+        let builder = serde_json::json!({"id": BUILDER_ID, "version": {"takt": version}});
+        let (definition, metadata) = match &p.pushed_by {
+            // Uploaded, not built: who pushed it, and what the pusher declared; no run.
+            Some(token) => {
+                let mut external = serde_json::json!({"pushedBy": token, "project": p.project});
+                if !p.commit.is_empty() {
+                    external["commit"] = p.commit.clone().into();
+                }
+                if let Some(r) = &git_ref {
+                    external["ref"] = r.clone().into();
+                }
+                (
+                    serde_json::json!({"buildType": p.build_type, "externalParameters": external, "resolvedDependencies": deps}),
+                    serde_json::json!({"startedOn": p.started_at, "finishedOn": p.finished_at}),
+                )
+            }
+            None => {
+                let mut external = serde_json::json!({"project": p.project, "job": p.job, "dirty": p.dirty});
+                if let Some(uri) = git_uri(&p.repository) {
+                    external["repository"] = uri.into();
+                }
+                if let Some(r) = &git_ref {
+                    external["ref"] = r.clone().into();
+                }
+                (
+                    serde_json::json!({
+                        "buildType": p.build_type,
+                        "externalParameters": external,
+                        "internalParameters": {"run": p.run},
+                        "resolvedDependencies": deps,
+                    }),
+                    serde_json::json!({
+                        "invocationId": format!("{}/{}/{}", p.project, p.run, p.job),
+                        "startedOn": p.started_at,
+                        "finishedOn": p.finished_at,
+                    }),
+                )
+            }
         };
         serde_json::json!({
             "_type": "https://in-toto.io/Statement/v1",
             "subject": [{"name": format!("{}@{}", self.name, self.version), "digest": {"sha256": hex}}],
             "predicateType": "https://slsa.dev/provenance/v1",
             "predicate": {
-                "buildDefinition": {
-                    "buildType": p.build_type,
-                    "externalParameters": {"project": p.project, "repository": p.repository, "ref": git_ref, "job": p.job, "dirty": p.dirty},
-                    "internalParameters": {"run": p.run},
-                    "resolvedDependencies": deps,
-                },
-                "runDetails": {
-                    "builder": {"id": p.builder},
-                    "metadata": {"invocationId": format!("{}/{}/{}", p.project, p.run, p.job), "startedOn": p.started_at, "finishedOn": p.finished_at},
-                },
+                "buildDefinition": definition,
+                "runDetails": {"builder": builder, "metadata": metadata},
             },
         })
     }
@@ -321,6 +402,7 @@ mod tests {
                 finished_at: "2026-11-23T00:00:01Z".into(),
                 inputs: vec![],
                 dirty: false,
+                pushed_by: None,
             },
         }
     }

@@ -29,6 +29,7 @@ fn manifest(version: &str, digest: &str, size: u64) -> Manifest {
             finished_at: "2026-11-24T00:00:01Z".into(),
             inputs: vec![],
             dirty: false,
+            pushed_by: None,
         },
     }
 }

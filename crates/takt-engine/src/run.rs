@@ -1435,6 +1435,7 @@ impl<E: Executor + 'static> JobRun<E> {
                 finished_at: timefmt::rfc3339(now),
                 inputs: self.inputs.iter().map(|i| i.digest.clone()).collect(),
                 dirty: self.ctx.dirty,
+                pushed_by: None,
             },
         };
         let signed = self.engine.keys.sign(manifest).map_err(|e| e.to_string())?;

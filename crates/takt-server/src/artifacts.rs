@@ -503,7 +503,7 @@ pub async fn push(
         expires_at: None,
         provenance: takt_blob::Provenance {
             build_type: "https://takt.dev/provenance/push/v1".into(),
-            builder: format!("takt {} (pushed with token `{}`)", env!("CARGO_PKG_VERSION"), who.name),
+            builder: format!("takt {}", env!("CARGO_PKG_VERSION")),
             project: project.clone(),
             repository: String::new(),
             commit: q.commit.clone().unwrap_or_default(),
@@ -515,6 +515,7 @@ pub async fn push(
             finished_at: at,
             inputs: Vec::new(),
             dirty: false,
+            pushed_by: Some(who.name.clone()),
         },
     };
     let signed = engine

@@ -1,0 +1,155 @@
+//! The provenance statement (`Manifest::in_toto`) is a strict in-toto Statement v1 with a
+//! SLSA Provenance v1 predicate: checked against the JSON schema in
+//! `tests/fixtures/slsa-provenance-v1.schema.json` (formats such as `uri` and `date-time`
+//! enforced) for built, pushed and dependent artifacts, with each kind of repository address.
+
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
+use serde_json::Value;
+use takt_blob::{BUILDER_ID, Manifest, Provenance, git_uri};
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn validator() -> jsonschema::Validator {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/slsa-provenance-v1.schema.json"
+    );
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap()
+}
+
+fn check(v: &jsonschema::Validator, st: &Value) {
+    let errors: Vec<String> = v
+        .iter_errors(st)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{st:#}");
+}
+
+fn built(repository: &str) -> Manifest {
+    Manifest {
+        name: "app".into(),
+        version: "3-0123456".into(),
+        digest: format!("sha256:{}", "ab".repeat(32)),
+        size: 10,
+        media_type: "application/octet-stream".into(),
+        path: Some("app".into()),
+        expires_at: None,
+        provenance: Provenance {
+            build_type: "https://takt.dev/provenance/run/v1".into(),
+            builder: "takt 0.1.0".into(),
+            project: "web".into(),
+            repository: repository.into(),
+            commit: COMMIT.into(),
+            branch: Some("main".into()),
+            tag: None,
+            run: 3,
+            job: "package".into(),
+            started_at: "2026-12-01T10:00:00Z".into(),
+            finished_at: "2026-12-01T10:00:05Z".into(),
+            inputs: vec![format!("sha256:{}", "cd".repeat(32))],
+            dirty: false,
+            pushed_by: None,
+        },
+    }
+}
+
+#[test]
+fn built_artifacts_give_a_valid_statement_with_uris_for_every_kind_of_repository() {
+    let v = validator();
+    for (repository, uri) in [
+        ("/srv/git/web", Some("git+file:///srv/git/web")),
+        ("file:///srv/git/web", Some("git+file:///srv/git/web")),
+        (
+            "https://forge.example/team/web.git",
+            Some("git+https://forge.example/team/web.git"),
+        ),
+        (
+            "ssh://git@forge.example/team/web.git",
+            Some("git+ssh://git@forge.example/team/web.git"),
+        ),
+        (
+            "git@forge.example:team/web.git",
+            Some("git+ssh://git@forge.example/team/web.git"),
+        ),
+        ("", None),
+    ] {
+        assert_eq!(git_uri(repository).as_deref(), uri, "{repository}");
+        let st = built(repository).in_toto();
+        check(&v, &st);
+        let p = &st["predicate"];
+        assert_eq!(p["runDetails"]["builder"]["id"], BUILDER_ID);
+        assert_eq!(p["runDetails"]["builder"]["version"]["takt"], "0.1.0");
+        let source = &p["buildDefinition"]["resolvedDependencies"][0];
+        assert_eq!(source["digest"]["gitCommit"], COMMIT);
+        assert_eq!(source["uri"].as_str(), uri, "{st:#}");
+        assert_eq!(p["buildDefinition"]["internalParameters"]["run"], 3);
+        assert_eq!(p["runDetails"]["metadata"]["invocationId"], "web/3/package");
+    }
+}
+
+#[test]
+fn a_pushed_artifact_says_who_pushed_it_and_claims_no_run() {
+    let v = validator();
+    let mut m = built("");
+    m.provenance.build_type = "https://takt.dev/provenance/push/v1".into();
+    m.provenance.pushed_by = Some("release-bot".into());
+    m.provenance.run = 0;
+    m.provenance.job = "push".into();
+    m.provenance.inputs.clear();
+    let st = m.in_toto();
+    check(&v, &st);
+    let d = &st["predicate"]["buildDefinition"];
+    assert_eq!(d["externalParameters"]["pushedBy"], "release-bot");
+    assert_eq!(d["externalParameters"]["commit"], COMMIT, "what the pusher declared");
+    assert!(d.get("internalParameters").is_none(), "{st:#}");
+    assert!(d["externalParameters"].get("repository").is_none(), "{st:#}");
+    let meta = &st["predicate"]["runDetails"]["metadata"];
+    assert!(meta.get("invocationId").is_none(), "no run: {st:#}");
+    // Nothing declared at all: still valid, with no source to name.
+    m.provenance.commit.clear();
+    m.provenance.branch = None;
+    let st = m.in_toto();
+    check(&v, &st);
+    assert_eq!(
+        st["predicate"]["buildDefinition"]["resolvedDependencies"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn the_schema_refuses_what_strict_slsa_refuses() {
+    let v = validator();
+    let good = built("/srv/git/web").in_toto();
+    check(&v, &good);
+    let mut bad = good.clone();
+    bad["predicate"]["runDetails"]["builder"]["id"] = "takt 0.1.0".into();
+    assert!(!v.is_valid(&bad), "a builder id that is not a URI");
+    let mut bad = good.clone();
+    bad["predicate"]["buildDefinition"]["resolvedDependencies"][0]["uri"] = "/srv/git/web".into();
+    assert!(!v.is_valid(&bad), "a dependency uri that is a bare path");
+    let mut bad = good.clone();
+    bad["predicate"]["runDetails"]["metadata"]["startedOn"] = "yesterday".into();
+    assert!(!v.is_valid(&bad), "a time that is not RFC 3339");
+    let mut bad = good;
+    bad["predicate"]["runDetails"]["builder"]["name"] = "takt".into();
+    assert!(!v.is_valid(&bad), "a field SLSA does not define");
+}
+
+#[test]
+fn manifests_signed_before_pushed_by_existed_still_verify() {
+    let m = built("/srv/git/web");
+    let json = serde_json::to_value(&m).unwrap();
+    assert!(
+        json["provenance"].get("pushed_by").is_none(),
+        "absent when none: {json}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let keys = takt_blob::Keyring::load_or_create(dir.path()).unwrap();
+    let signed = keys.sign(m).unwrap();
+    signed.verify(None).unwrap();
+}
