@@ -17,7 +17,9 @@ use takt_deploy::canary::Step;
 use takt_deploy::strategy::{Action, Deploy, End, Plan, Position, Side, Spec, Target};
 use takt_driver::client::SupervisorClient;
 use takt_driver::protocol::Traffic;
-use takt_driver::{CommandDriver, Driver, NginxDriver, ProcessDriver, ProcessSettings, Release, checks, slot_for};
+use takt_driver::{
+    CommandDriver, Driver, DriverError, NginxDriver, ProcessDriver, ProcessSettings, Release, checks, slot_for,
+};
 use takt_model::{ArtifactRef, DeployOutcome, DeployStrategy, Event, EventKind, StepAction, StepPosition, StepVerdict};
 use takt_pipeline::{CanaryStep, Environment, Metric, Strategy};
 
@@ -30,10 +32,10 @@ pub fn env_dir(data: &Path, project: &str, env: &str) -> PathBuf {
 }
 
 /// An environment's driver, whichever it is ([`Driver`] is not object-safe: its futures are
-/// `impl Future`), for what runs outside a rollout — recovery after a restart, blue/green's
-/// keep-old, `takt env stop` — so that each goes through the driver's own `route` and `stop`
-/// (the nginx upstream file rewritten, the command driver's script run), never straight to a
-/// supervisor.
+/// `impl Future`). Deploys run through it, and so does what runs outside a rollout — recovery
+/// after a restart, blue/green's keep-old, `takt env stop` — so that each goes through the
+/// driver's own `route` and `stop` (the nginx upstream file rewritten, the command driver's
+/// script run), never straight to a supervisor.
 pub(crate) enum EnvDriver {
     Process(ProcessDriver),
     Nginx(NginxDriver),
@@ -62,8 +64,20 @@ impl EnvDriver {
             }),
         }
     }
+}
 
-    pub(crate) async fn route(&self, weights: &[(&Release, u8)]) -> Result<(), takt_driver::DriverError> {
+/// One interface whatever the driver, so that a deploy's interpreter loop is compiled once, not
+/// once per driver.
+impl Driver for EnvDriver {
+    async fn start(&self, r: &Release) -> Result<(), DriverError> {
+        match self {
+            EnvDriver::Process(d) => d.start(r).await,
+            EnvDriver::Nginx(d) => d.start(r).await,
+            EnvDriver::Command(d) => d.start(r).await,
+        }
+    }
+
+    async fn route(&self, weights: &[(&Release, u8)]) -> Result<(), DriverError> {
         match self {
             EnvDriver::Process(d) => d.route(weights).await,
             EnvDriver::Nginx(d) => d.route(weights).await,
@@ -71,11 +85,43 @@ impl EnvDriver {
         }
     }
 
-    pub(crate) async fn stop(&self, r: &Release) -> Result<(), takt_driver::DriverError> {
+    async fn preview(&self, port: u16, r: Option<&Release>) -> Result<(), DriverError> {
+        match self {
+            EnvDriver::Process(d) => d.preview(port, r).await,
+            EnvDriver::Nginx(d) => d.preview(port, r).await,
+            EnvDriver::Command(d) => d.preview(port, r).await,
+        }
+    }
+
+    async fn stop(&self, r: &Release) -> Result<(), DriverError> {
         match self {
             EnvDriver::Process(d) => d.stop(r).await,
             EnvDriver::Nginx(d) => d.stop(r).await,
             EnvDriver::Command(d) => d.stop(r).await,
+        }
+    }
+
+    async fn traffic(&self, r: &Release) -> Result<Option<Traffic>, DriverError> {
+        match self {
+            EnvDriver::Process(d) => d.traffic(r).await,
+            EnvDriver::Nginx(d) => d.traffic(r).await,
+            EnvDriver::Command(d) => d.traffic(r).await,
+        }
+    }
+
+    async fn direct_url(&self, r: &Release) -> Option<String> {
+        match self {
+            EnvDriver::Process(d) => d.direct_url(r).await,
+            EnvDriver::Nginx(d) => d.direct_url(r).await,
+            EnvDriver::Command(d) => d.direct_url(r).await,
+        }
+    }
+
+    async fn running(&self, r: &Release) -> bool {
+        match self {
+            EnvDriver::Process(d) => d.running(r).await,
+            EnvDriver::Nginx(d) => d.running(r).await,
+            EnvDriver::Command(d) => d.running(r).await,
         }
     }
 }
@@ -395,11 +441,8 @@ impl Cx {
             Some(format!("verified copy at {}", new.artifact_path.display())),
         )
         .await;
-        match EnvDriver::of(&self.cd, &self.project, &self.env) {
-            EnvDriver::Process(d) => self.execute(&d, ask, new, old, resume).await,
-            EnvDriver::Nginx(d) => self.execute(&d, ask, new, old, resume).await,
-            EnvDriver::Command(d) => self.execute(&d, ask, new, old, resume).await,
-        }
+        let d = EnvDriver::of(&self.cd, &self.project, &self.env);
+        self.execute(&d, ask, new, old, resume).await
     }
 
     /// A verified read-only copy of the artifact (an archive unpacked beside it).
