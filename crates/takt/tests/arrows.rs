@@ -14,6 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("takt-views", &["takt-model"]),
     ("takt-api", &["takt-model", "takt-views"]),
     ("takt-deploy", &[]),
+    ("takt-monitor", &[]),
     ("takt-store", &["takt-model"]),
     ("takt-blob", &["takt-model"]),
     ("takt-exec", &["takt-model"]),

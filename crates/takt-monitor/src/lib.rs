@@ -1,0 +1,13 @@
+//! Monitoring, pure: no I/O, no clock. Probing (HTTP, TCP, DNS, command) is an adapter
+//! elsewhere; it fills a [`condition::Probe`] that these functions judge.
+//!
+//! - [`condition`]: Gatus's condition language — `[STATUS] == 200`, `[BODY].data[0].id == 1`,
+//!   `len([BODY].items) > 0`, `has([BODY].error) == false`, `[BODY] == pat(*ok*)`,
+//!   `[STATUS] == any(200, 201)`, `[RESPONSE_TIME] < 500`, `[CERTIFICATE_EXPIRATION] > 48h`,
+//!   `[CONNECTED] == true`, `[IP] == 127.0.0.1`, `[DNS_RCODE] == NOERROR` — parsed once (an
+//!   error names its column) and evaluated against a probe's result.
+//! - [`threshold::Streak`]: `failure_threshold` consecutive failures take a check down,
+//!   `success_threshold` consecutive successes bring it back up.
+
+pub mod condition;
+pub mod threshold;
