@@ -29,6 +29,21 @@ pub enum Op {
     Ge,
 }
 
+impl Placeholder {
+    /// As written in a condition, without a path: `[STATUS]`, `[BODY]`, …
+    pub fn name(&self) -> &'static str {
+        match self {
+            Placeholder::Status => "[STATUS]",
+            Placeholder::ResponseTime => "[RESPONSE_TIME]",
+            Placeholder::Body(_) => "[BODY]",
+            Placeholder::Connected => "[CONNECTED]",
+            Placeholder::CertificateExpiration => "[CERTIFICATE_EXPIRATION]",
+            Placeholder::Ip => "[IP]",
+            Placeholder::DnsRcode => "[DNS_RCODE]",
+        }
+    }
+}
+
 impl Op {
     fn text(self) -> &'static str {
         match self {
@@ -153,6 +168,19 @@ impl Condition {
             op,
             right,
         })
+    }
+
+    /// The placeholders it reads (for checking them against what a probe kind gives).
+    pub fn placeholders(&self) -> Vec<&Placeholder> {
+        [&self.left, &self.right]
+            .into_iter()
+            .filter_map(|s| match s {
+                Side::Value(Value::Placeholder(p, _))
+                | Side::Len(Value::Placeholder(p, _))
+                | Side::Has(Value::Placeholder(p, _)) => Some(p),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Judges `probe`.

@@ -27,6 +27,60 @@ pub struct Pipeline {
     pub retention: Option<Retention>,
     /// Where artifacts are deployed (default branch only).
     pub environments: Vec<Environment>,
+    /// Health checks (default branch only).
+    pub checks: Vec<HealthCheck>,
+}
+
+/// A health check (`checks:`), in Gatus's terms: a probe every `interval`, judged by its
+/// `conditions` (Gatus's condition language, parsed at lint time by `takt-monitor`);
+/// `failure_threshold` failures in a row take it down, `success_threshold` successes bring it
+/// back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub name: String,
+    /// Default: the project's name.
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub probe: ProbeSpec,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Each one parses (lint checked it), and reads only what its probe gives.
+    pub conditions: Vec<String>,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    /// Shown on the public status page.
+    pub public: bool,
+    pub pos: Pos,
+}
+
+/// What a health check probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeSpec {
+    /// `url`, or `path` on the check's environment's public address.
+    Http {
+        url: Option<String>,
+        path: Option<String>,
+        method: String,
+        headers: Vec<(String, String)>,
+        body: Option<String>,
+        follow_redirects: bool,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Dns {
+        name: String,
+        record: String,
+        server: Option<String>,
+    },
+    /// A shell command: it connects when it exits 0; its output is `[BODY]`.
+    Command(String),
+    /// Pushed beats (`POST /api/v1/heartbeats/...`): one missed for `every` + `grace` fails it.
+    Heartbeat {
+        every: Duration,
+        grace: Duration,
+    },
 }
 
 /// `retention`: keep the newest `keep_last` versions of each artifact, and whatever an

@@ -1,5 +1,6 @@
 //! `takt.yml` text → [`Pipeline`], collecting every problem with its position.
 
+mod checks;
 mod environments;
 
 use crate::diag::{Diagnostic, Diagnostics, Pos, did_you_mean};
@@ -33,8 +34,9 @@ const TOP_KEYS: &[&str] = &[
     "notify",
     "retention",
     "environments",
+    "checks",
 ];
-const RESERVED: &[&str] = &["checks", "flags"];
+const RESERVED: &[&str] = &["flags"];
 const JOB_KEYS: &[&str] = &[
     "stage",
     "script",
@@ -429,6 +431,7 @@ impl Cx {
         let mut notify = Vec::new();
         let mut retention = None;
         let mut environments = Vec::new();
+        let mut checks = Vec::new();
         for (k, v) in top {
             match key(k) {
                 "version" => {
@@ -473,6 +476,11 @@ impl Cx {
                 "notify" => notify = self.notify(v),
                 "retention" => retention = self.retention(v),
                 "environments" => environments = self.environments(v),
+                "checks" => {
+                    checks = self.checks(v);
+                    // Checked in full, but nothing runs them yet (the monitoring issue).
+                    reserved.push(("checks".to_string(), k.pos));
+                }
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {
@@ -494,6 +502,19 @@ impl Cx {
         if !stages.iter().any(|s| s == ".post") {
             stages.push(".post".into());
         }
+        for c in &checks {
+            if let Some(e) = &c.environment
+                && !environments.iter().any(|x| x.name == *e)
+            {
+                self.err(
+                    c.pos,
+                    format!(
+                        "check `{}` names environment `{e}`, which is not defined under `environments`",
+                        c.name
+                    ),
+                );
+            }
+        }
         let defaults = default.map(|d| self.defaults(d)).unwrap_or_default();
         let Some(jobs_node) = jobs_node else {
             self.err_help(
@@ -514,6 +535,7 @@ impl Cx {
             notify,
             retention,
             environments,
+            checks,
         })
     }
 

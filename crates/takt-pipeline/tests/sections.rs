@@ -179,3 +179,81 @@ fn bad_environments_say_where_and_why() {
         );
     }
 }
+
+#[test]
+fn checks_parse_in_gatus_terms_with_their_defaults() {
+    let yml = "environments:\n  prod: {port: 8080}\njobs:\n  a: {script: [x]}\nchecks:\n  api:\n    environment: prod\n    http: {path: /healthz}\n    interval: 30s\n    conditions:\n      - \"[STATUS] == 200\"\n      - \"[BODY].status == ok\"\n      - '[RESPONSE_TIME] < 500'\n  db:\n    tcp: {host: 127.0.0.1, port: 5432}\n  backup:\n    heartbeat: {every: 24h}\n  dns:\n    dns: {name: example.org, type: aaaa}\n    conditions: [\"[DNS_RCODE] == NOERROR\"]\n";
+    let p = takt_pipeline::parse("takt.yml", yml.as_bytes()).unwrap();
+    let c = |n: &str| p.checks.iter().find(|c| c.name == n).unwrap();
+    let api = c("api");
+    assert_eq!(api.environment.as_deref(), Some("prod"));
+    assert_eq!(api.interval, std::time::Duration::from_secs(30));
+    assert_eq!((api.failure_threshold, api.success_threshold), (3, 2));
+    assert_eq!(api.conditions.len(), 3);
+    assert!(
+        matches!(&api.probe, takt_pipeline::ProbeSpec::Http { path: Some(p), method, .. } if p == "/healthz" && method == "GET")
+    );
+    // Without conditions a check passes when it connects, as in Gatus.
+    assert_eq!(c("db").conditions, ["[CONNECTED] == true"]);
+    assert!(
+        matches!(c("backup").probe, takt_pipeline::ProbeSpec::Heartbeat { grace, .. } if grace == std::time::Duration::from_secs(8640))
+    );
+    assert!(matches!(&c("dns").probe, takt_pipeline::ProbeSpec::Dns { record, .. } if record == "AAAA"));
+    // Parsed in full, but nothing runs them yet: lint says so.
+    assert!(p.reserved.iter().any(|(s, _)| s == "checks"), "{:?}", p.reserved);
+}
+
+#[test]
+fn bad_checks_say_where_and_why() {
+    let head = "jobs:\n  a: {script: [x]}\nchecks:\n";
+    for (body, want) in [
+        // The condition's own column, after the quote: line 6, column 9 + 1 + 0.
+        (
+            "  c:\n    http: {url: http://x}\n    conditions:\n      - \"[STAUTS] == 200\"\n",
+            "takt.yml:7:10: error: invalid condition `[STAUTS] == 200`: unknown placeholder [STAUTS]: did you mean [STATUS]?",
+        ),
+        (
+            "  c:\n    http: {url: http://x}\n    conditions:\n      - '[BODY].a[x] == 1'\n",
+            "takt.yml:7:19: error: invalid condition",
+        ),
+        (
+            "  c:\n    tcp: {host: h, port: 1}\n    conditions: [\"[STATUS] == 200\"]\n",
+            "a tcp check has no [STATUS]",
+        ),
+        ("  c:\n    interval: 1m\n", "check `c` has no probe"),
+        (
+            "  c:\n    tcp: {host: h, port: 1}\n    command: x\n",
+            "has more than one probe",
+        ),
+        ("  c:\n    http: {path: /h}\n", "names no `environment`"),
+        (
+            "  c:\n    environment: nowhere\n    http: {path: /h}\n",
+            "names environment `nowhere`, which is not defined",
+        ),
+        (
+            "  c:\n    http: {url: ftp://x}\n",
+            "must start with http:// or https://",
+        ),
+        (
+            "  c:\n    http: {url: http://x, path: /x}\n",
+            "needs a `url` or a `path`, not both",
+        ),
+        ("  c:\n    tcp: {host: h, port: 0}\n", "a port number from 1 to 65535"),
+        (
+            "  c:\n    heartbeat: {every: 1h}\n    conditions: [\"[CONNECTED] == true\"]\n",
+            "is a heartbeat: it has no `conditions`",
+        ),
+        (
+            "  c:\n    http: {url: http://x}\n    failure_threshold: 0\n",
+            "`failure_threshold` must be a whole number from 1 to 1000",
+        ),
+        (
+            "  c:\n    http: {url: http://x}\n    intervall: 1m\n",
+            "did you mean `interval`?",
+        ),
+        ("  c:\n    dns: {name: x, type: ZZ}\n", "unknown DNS record type `ZZ`"),
+    ] {
+        let err = errors(&format!("{head}{body}"));
+        assert!(err.contains(want), "{body}\n→ {err}");
+    }
+}

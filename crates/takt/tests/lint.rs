@@ -68,6 +68,11 @@ const CORPUS: &[(&str, &str)] = &[
         "51-on-restart-unknown",
         "`on_restart` is `rollback` or `continue`, not `resume`",
     ),
+    // The monitoring issue: the condition's own line and column.
+    (
+        "52-check-bad-condition",
+        "52-check-bad-condition.yml:9:10: error: invalid condition `[RESPONSE_TIEM] < 500`: unknown placeholder [RESPONSE_TIEM]: did you mean [RESPONSE_TIME]?",
+    ),
 ];
 
 fn lint(path: &Path) -> (Option<i32>, String) {

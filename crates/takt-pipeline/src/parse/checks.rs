@@ -1,0 +1,349 @@
+//! `checks:`: health checks in Gatus's terms, every key checked, every condition parsed with
+//! `takt-monitor` and its errors placed at their line and column.
+
+use super::{Cx, key};
+use crate::model::*;
+use crate::yaml::{Node, NodeKind};
+use std::time::Duration;
+use takt_monitor::condition::{Condition, Placeholder};
+
+const CHECK_KEYS: &[&str] = &[
+    "service",
+    "environment",
+    "http",
+    "tcp",
+    "dns",
+    "command",
+    "heartbeat",
+    "interval",
+    "timeout",
+    "conditions",
+    "failure_threshold",
+    "success_threshold",
+    "public",
+];
+const PROBES: &[&str] = &["http", "tcp", "dns", "command", "heartbeat"];
+
+impl Cx {
+    pub(super) fn checks(&mut self, n: &Node) -> Vec<HealthCheck> {
+        let mut out = Vec::new();
+        let Some(cs) = self.map(n, "`checks`") else {
+            return out;
+        };
+        for (k, v) in cs {
+            let name = key(k).to_string();
+            if crate::check_artifact_name(&name).is_err() || name.contains(char::is_whitespace) {
+                self.err(
+                    k.pos,
+                    format!("check name `{name}` is not allowed: use letters, digits, . _ -"),
+                );
+                continue;
+            }
+            if let Some(c) = self.health_check(&name, k, v) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn health_check(&mut self, name: &str, k: &Node, v: &Node) -> Option<HealthCheck> {
+        let ctx = format!("check `{name}`");
+        let fields = self.map(v, &ctx)?;
+        let mut probe: Option<ProbeSpec> = None;
+        let mut c = HealthCheck {
+            name: name.to_string(),
+            service: None,
+            environment: None,
+            probe: ProbeSpec::Command(String::new()),
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+            conditions: Vec::new(),
+            failure_threshold: 3,
+            success_threshold: 2,
+            public: false,
+            pos: k.pos,
+        };
+        let mut conditions = None;
+        for (fk, fv) in fields {
+            let field = key(fk);
+            if PROBES.contains(&field) && probe.is_some() {
+                self.err_help(
+                    fk.pos,
+                    format!("{ctx} has more than one probe"),
+                    "give each check one of http, tcp, dns, command or heartbeat",
+                );
+                continue;
+            }
+            match field {
+                "service" => c.service = self.string(fv, "`service`"),
+                "environment" => c.environment = self.string(fv, "`environment`"),
+                "http" => probe = self.http(fv),
+                "tcp" => probe = self.tcp(fv),
+                "dns" => probe = self.dns(fv),
+                "command" => probe = self.string(fv, "`command`").map(ProbeSpec::Command),
+                "heartbeat" => probe = self.heartbeat(fv),
+                "interval" => c.interval = self.positive(fv, "`interval`").unwrap_or(c.interval),
+                "timeout" => c.timeout = self.positive(fv, "`timeout`").unwrap_or(c.timeout),
+                "conditions" => conditions = Some(fv),
+                "failure_threshold" | "success_threshold" => {
+                    let t = fv
+                        .as_str()
+                        .and_then(|t| t.parse::<u32>().ok())
+                        .filter(|t| (1..=1000).contains(t));
+                    match t {
+                        None => self.err(fv.pos, format!("`{field}` must be a whole number from 1 to 1000")),
+                        Some(t) if field == "failure_threshold" => c.failure_threshold = t,
+                        Some(t) => c.success_threshold = t,
+                    }
+                }
+                "public" => c.public = self.bool(fv, "`public`").unwrap_or(false),
+                _ => self.unknown_key(fk, CHECK_KEYS, &ctx),
+            }
+        }
+        let Some(probe) = probe else {
+            self.err_help(
+                k.pos,
+                format!("{ctx} has no probe"),
+                "add one of http: {url: ...}, tcp: {host, port}, dns: {name}, command: ... or heartbeat: {every: 24h}",
+            );
+            return None;
+        };
+        if let ProbeSpec::Http { path: Some(_), .. } = &probe
+            && c.environment.is_none()
+        {
+            self.err_help(
+                k.pos,
+                format!("{ctx} probes a `path` but names no `environment`"),
+                "add `environment: NAME` (the path is sent to its public address) or give a full `url`",
+            );
+        }
+        if let Some(list) = conditions {
+            c.conditions = self.conditions(list, &probe, &ctx);
+        } else if !matches!(probe, ProbeSpec::Heartbeat { .. }) {
+            // As Gatus: without conditions, a check passes when it connects (and, over HTTP,
+            // answers below 400).
+            c.conditions = match probe {
+                ProbeSpec::Http { .. } => vec!["[STATUS] < 400".into()],
+                _ => vec!["[CONNECTED] == true".into()],
+            };
+        }
+        c.probe = probe;
+        Some(c)
+    }
+
+    fn positive(&mut self, n: &Node, what: &str) -> Option<Duration> {
+        let d = self.duration(n, what)?;
+        if d.is_zero() {
+            self.err(n.pos, format!("{what} must be more than zero"));
+            return None;
+        }
+        Some(d)
+    }
+
+    fn conditions(&mut self, n: &Node, probe: &ProbeSpec, ctx: &str) -> Vec<String> {
+        let NodeKind::Seq(items) = &n.kind else {
+            self.err(n.pos, "`conditions` must be a list such as [\"[STATUS] == 200\"]");
+            return Vec::new();
+        };
+        if matches!(probe, ProbeSpec::Heartbeat { .. }) {
+            self.err(
+                n.pos,
+                format!("{ctx} is a heartbeat: it has no `conditions` (a missed beat fails it)"),
+            );
+            return Vec::new();
+        }
+        let gives: &[&str] = match probe {
+            ProbeSpec::Http { .. } => &[
+                "[STATUS]",
+                "[RESPONSE_TIME]",
+                "[BODY]",
+                "[CONNECTED]",
+                "[CERTIFICATE_EXPIRATION]",
+                "[IP]",
+            ],
+            ProbeSpec::Tcp { .. } => &["[CONNECTED]", "[RESPONSE_TIME]", "[IP]"],
+            ProbeSpec::Dns { .. } => &["[DNS_RCODE]", "[BODY]", "[IP]", "[RESPONSE_TIME]", "[CONNECTED]"],
+            ProbeSpec::Command(_) => &["[CONNECTED]", "[BODY]", "[RESPONSE_TIME]"],
+            ProbeSpec::Heartbeat { .. } => &[],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Some(text) = self.string(item, "a condition") else {
+                continue;
+            };
+            // Where the condition's first character is: after the opening quote if quoted.
+            let quoted = matches!(item.kind, NodeKind::Scalar { plain: false, .. });
+            let at = |column: usize| crate::Pos {
+                line: item.pos.line,
+                col: item.pos.col + usize::from(quoted) + column - 1,
+            };
+            match Condition::parse(&text) {
+                Err(e) => self.err_help(
+                    at(e.column),
+                    format!("invalid condition `{text}`: {}", e.message),
+                    "Gatus's condition language: `[STATUS] == 200`, `[BODY].status == ok`, `[RESPONSE_TIME] < 500`",
+                ),
+                Ok(c) => {
+                    let kind = match probe {
+                        ProbeSpec::Http { .. } => "an http",
+                        ProbeSpec::Tcp { .. } => "a tcp",
+                        ProbeSpec::Dns { .. } => "a dns",
+                        _ => "a command",
+                    };
+                    let wrong: Vec<&'static str> = c
+                        .placeholders()
+                        .into_iter()
+                        .map(Placeholder::name)
+                        .filter(|p| !gives.contains(p))
+                        .collect();
+                    if let Some(p) = wrong.first() {
+                        self.err_help(
+                            at(text.find(p).map_or(1, |i| text[..i].chars().count() + 1)),
+                            format!("{kind} check has no {p}"),
+                            format!("it gives {}", gives.join(", ")),
+                        );
+                    } else {
+                        out.push(text);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn http(&mut self, n: &Node) -> Option<ProbeSpec> {
+        let fields = self.map(n, "`http`")?;
+        let (mut url, mut path, mut method, mut headers, mut body, mut follow) =
+            (None, None, "GET".to_string(), Vec::new(), None, true);
+        for (fk, fv) in fields {
+            match key(fk) {
+                "url" => {
+                    if let Some(u) = self.string(fv, "`url`") {
+                        if !(u.starts_with("http://") || u.starts_with("https://")) {
+                            self.err(fv.pos, "`url` must start with http:// or https://");
+                        }
+                        url = Some(u);
+                    }
+                }
+                "path" => {
+                    if let Some(p) = self.string(fv, "`path`") {
+                        if !p.starts_with('/') {
+                            self.err(fv.pos, "`path` is a path starting with /");
+                        }
+                        path = Some(p);
+                    }
+                }
+                "method" => {
+                    if let Some(m) = self.string(fv, "`method`") {
+                        let up = m.to_ascii_uppercase();
+                        if !["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&up.as_str()) {
+                            self.err(fv.pos, format!("unknown HTTP method `{m}`"));
+                        }
+                        method = up;
+                    }
+                }
+                "headers" => headers = self.variables(fv, "`headers`"),
+                "body" => body = self.string(fv, "`body`"),
+                "follow_redirects" => follow = self.bool(fv, "`follow_redirects`").unwrap_or(true),
+                _ => self.unknown_key(
+                    fk,
+                    &["url", "path", "method", "headers", "body", "follow_redirects"],
+                    "`http`",
+                ),
+            }
+        }
+        if url.is_some() == path.is_some() {
+            self.err_help(
+                n.pos,
+                "`http` needs a `url` or a `path`, not both",
+                "`url: https://shop.example/healthz`, or `path: /healthz` with the check's `environment`",
+            );
+            return None;
+        }
+        Some(ProbeSpec::Http {
+            url,
+            path,
+            method,
+            headers,
+            body,
+            follow_redirects: follow,
+        })
+    }
+
+    fn tcp(&mut self, n: &Node) -> Option<ProbeSpec> {
+        let fields = self.map(n, "`tcp`")?;
+        let (mut host, mut port) = (None, None);
+        for (fk, fv) in fields {
+            match key(fk) {
+                "host" => host = self.string(fv, "`host`"),
+                "port" => {
+                    port = fv.as_str().and_then(|p| p.parse::<u16>().ok()).filter(|p| *p > 0);
+                    if port.is_none() {
+                        self.err(fv.pos, "`port` must be a port number from 1 to 65535");
+                    }
+                }
+                _ => self.unknown_key(fk, &["host", "port"], "`tcp`"),
+            }
+        }
+        match (host, port) {
+            (Some(host), Some(port)) => Some(ProbeSpec::Tcp { host, port }),
+            _ => {
+                self.err(n.pos, "`tcp` needs a `host` and a `port`");
+                None
+            }
+        }
+    }
+
+    fn dns(&mut self, n: &Node) -> Option<ProbeSpec> {
+        let fields = self.map(n, "`dns`")?;
+        let (mut name, mut record, mut server) = (None, "A".to_string(), None);
+        for (fk, fv) in fields {
+            match key(fk) {
+                "name" => name = self.string(fv, "`name`"),
+                "type" => {
+                    if let Some(t) = self.string(fv, "`type`") {
+                        let up = t.to_ascii_uppercase();
+                        if !["A", "AAAA", "CNAME", "MX", "NS", "TXT", "SRV", "PTR"].contains(&up.as_str()) {
+                            self.err(
+                                fv.pos,
+                                format!("unknown DNS record type `{t}`: use A, AAAA, CNAME, MX, NS, TXT, SRV or PTR"),
+                            );
+                        }
+                        record = up;
+                    }
+                }
+                "server" => server = self.string(fv, "`server`"),
+                _ => self.unknown_key(fk, &["name", "type", "server"], "`dns`"),
+            }
+        }
+        let Some(name) = name else {
+            self.err(n.pos, "`dns` needs the `name` to resolve");
+            return None;
+        };
+        Some(ProbeSpec::Dns { name, record, server })
+    }
+
+    fn heartbeat(&mut self, n: &Node) -> Option<ProbeSpec> {
+        let fields = self.map(n, "`heartbeat`")?;
+        let (mut every, mut grace) = (None, None);
+        for (fk, fv) in fields {
+            match key(fk) {
+                "every" => every = self.positive(fv, "`every`"),
+                "grace" => grace = self.duration(fv, "`grace`"),
+                _ => self.unknown_key(fk, &["every", "grace"], "`heartbeat`"),
+            }
+        }
+        let Some(every) = every else {
+            self.err(
+                n.pos,
+                "`heartbeat` needs `every`, how often a beat is expected (such as 24h)",
+            );
+            return None;
+        };
+        Some(ProbeSpec::Heartbeat {
+            every,
+            // A tenth of the period late is still on time, unless said otherwise.
+            grace: grace.unwrap_or(every / 10),
+        })
+    }
+}
