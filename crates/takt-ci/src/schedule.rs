@@ -22,6 +22,8 @@ pub struct BranchConfig {
     pub notify: Vec<Subscriber>,
     pub retention: Option<takt_pipeline::Retention>,
     pub environments: Vec<takt_pipeline::Environment>,
+    /// Health checks (`checks:`).
+    pub checks: Vec<takt_pipeline::HealthCheck>,
     /// Why the file could not be read, if it could not (the previous settings stay).
     pub error: Option<String>,
 }
@@ -82,6 +84,7 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
                 cfg.notify = pipe.notify;
                 cfg.retention = pipe.retention;
                 cfg.environments = pipe.environments;
+                cfg.checks = pipe.checks;
                 cfg.error = None;
             }
             Err(e) => {

@@ -506,6 +506,23 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
+    /// A health check crossed a threshold: `down` after `failure_threshold` failing results in
+    /// a row (`since`: the first of them), `up` after `success_threshold` passing ones. Only
+    /// these changes are events; raw results are not.
+    CheckStateChanged {
+        check: String,
+        /// The check's `service:` (default: the project's name).
+        service: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        environment: Option<String>,
+        state: CheckState,
+        /// The results in a row that made the change.
+        streak: u32,
+        /// The last result, explained (`[STATUS] (503) == 200`).
+        reason: String,
+        #[serde(with = "time::serde::rfc3339")]
+        since: OffsetDateTime,
+    },
     /// The deployment (`PROJECT/ENV#N`) marked as the incident's cause, or none (`deploy`
     /// absent: the mark is taken back). The last mark wins.
     IncidentCauseMarked {
@@ -514,6 +531,15 @@ pub enum EventKind {
         deploy: Option<String>,
         by: String,
     },
+}
+
+/// Whether a health check passes, as its thresholds decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum CheckState {
+    Up,
+    Down,
 }
 
 /// How bad an incident is.
@@ -874,6 +900,15 @@ mod tests {
                 id: "p#1".into(),
                 deploy: None,
                 by: "x".into(),
+            },
+            EventKind::CheckStateChanged {
+                check: "api".into(),
+                service: "shop".into(),
+                environment: Some("production".into()),
+                state: CheckState::Down,
+                streak: 3,
+                reason: "[STATUS] (503) == 200".into(),
+                since: OffsetDateTime::UNIX_EPOCH,
             },
         ];
         for k in kinds {

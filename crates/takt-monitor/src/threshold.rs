@@ -45,6 +45,12 @@ impl Streak {
         }
     }
 
+    /// The same, starting from `health` (what the last recorded change said).
+    pub fn starting(mut self, health: Health) -> Streak {
+        self.health = health;
+        self
+    }
+
     pub fn health(&self) -> Health {
         self.health
     }

@@ -478,8 +478,10 @@ impl Cx {
                 "environments" => environments = self.environments(v),
                 "checks" => {
                     checks = self.checks(v);
-                    // Checked in full, but nothing runs them yet (the monitoring issue).
-                    reserved.push(("checks".to_string(), k.pos));
+                    // Heartbeats are checked in full, but nothing receives their beats yet.
+                    if checks.iter().any(|c| matches!(c.probe, ProbeSpec::Heartbeat { .. })) {
+                        reserved.push(("heartbeat".to_string(), k.pos));
+                    }
                 }
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {

@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod isolation;
 pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod project_routes;
 pub mod system;
 pub mod tokens;
@@ -91,13 +92,9 @@ impl AppState {
             .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "this server does not run pipelines"))
     }
 
-    /// Appends an event and applies it to the projections it changes.
+    /// Appends an event (the projects view is a store observer: it sees it inside the append).
     pub(crate) async fn record(&self, e: Event) -> Result<(), ApiError> {
         self.store.append(&e).await?;
-        {
-            let mut p = self.projects.write();
-            p.apply(&e);
-        }
         Ok(())
     }
 }

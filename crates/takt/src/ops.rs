@@ -92,9 +92,15 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
     let (project, run) = split_run(&a.run)?;
     let show = format!("/api/v1/runs/{project}/{run}");
     let mut v: takt_views::RunView = api.get(&show).await?;
-    // Following a run that was just triggered: wait until its jobs are planned.
+    // Following a run that was just triggered: wait until all its jobs are planned, which they
+    // are once one has started (every `job_queued` comes before the first job starts).
+    let started = |v: &takt_views::RunView| {
+        v.jobs.iter().any(|j| {
+            !matches!(j.status, None | Some(takt_views::JobState::Pending(takt_views::Pending::Queued)))
+        })
+    };
     let mut after = api.head().await?;
-    while a.follow && v.jobs.is_empty() && v.finished_at.is_none() {
+    while a.follow && !started(&v) && v.finished_at.is_none() {
         after = api
             .next_event(&format!("project={}&run={run}", encode(&project)), after)
             .await?;

@@ -199,6 +199,16 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         takt_server::secrets::SecretKey::load(&data.root, config.secret_key.as_deref()).map_err(|e| (2, e.into()))?;
     let key = Arc::new(key);
     let projects = Arc::new(RwLock::new(projects));
+    // Applied inside each append, before it returns: whoever follows the log finds a project
+    // the moment its `project_added` is there (the monitoring service does).
+    store.observe(takt_store::Observer(Arc::new({
+        let projects = projects.clone();
+        move |e| {
+            if <takt_views::Projects as takt_views::Projection>::wants(e) {
+                projects.write().apply(e);
+            }
+        }
+    })));
     let runs = Arc::new(
         takt_server::runs::RunIndex::load(&store)
             .await
@@ -280,6 +290,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     takt_server::schedule::start(ci.clone());
     takt_server::notify::start(state.clone());
     takt_cd::auto::start(state.cd.clone());
+    takt_server::observe::start(&state);
     takt_server::artifacts::start_replication(state.clone());
     {
         let cd = state.cd.clone();

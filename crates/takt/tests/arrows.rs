@@ -59,12 +59,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "takt-exec",
             "takt-cd",
             "takt-ci",
+            "takt-observe",
+        ],
+    ),
+    ("takt-probe", &["takt-monitor", "takt-pipeline"]),
+    (
+        "takt-observe",
+        &[
+            "takt-model",
+            "takt-monitor",
+            "takt-pipeline",
+            "takt-probe",
+            "takt-store",
         ],
     ),
 ];
 
 /// Pure crates: functions over values. None of these may appear among their dependencies.
-const PURE: &[&str] = &["takt-pipeline", "takt-views", "takt-deploy", "takt-api"];
+const PURE: &[&str] = &["takt-pipeline", "takt-views", "takt-deploy", "takt-api", "takt-monitor"];
 const IMPURE_DEPS: &[&str] = &["tokio", "sqlx", "axum", "hyper", "reqwest", "nix", "object_store"];
 /// Nor these in their code (before its `#[cfg(test)]` part).
 const IMPURE_CODE: &[&str] = &[

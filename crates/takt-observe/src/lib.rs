@@ -1,0 +1,221 @@
+//! The monitoring service: runs the health checks of every project's default branch (one task
+//! per check, at its `interval`), judges each result with the check's conditions
+//! (`takt-monitor`), and records `check_state_changed` when a check crosses its
+//! `failure_threshold` or `success_threshold`. Raw results are not events.
+//!
+//! The set of checks is reconciled when a project is added or changed and whenever a run is
+//! queued (the default branch may have moved), never on a timer. A check restarts from the
+//! state its last recorded change gave it, so a restart does not record a second `down`.
+//!
+//! Not yet (the monitoring issue): heartbeat checks (they need their endpoint), incidents
+//! opened from a check, raw results and aggregates, the status page.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use takt_model::{CheckState, Event, EventKind, OffsetDateTime};
+use takt_monitor::condition::Condition;
+use takt_monitor::threshold::{Health, Streak};
+use takt_pipeline::{HealthCheck, ProbeSpec};
+use takt_store::{EventFilter, Store};
+
+pub type HostFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the monitoring service needs from the rest of takt.
+pub trait Host: Send + Sync {
+    /// Every project's name.
+    fn projects(&self) -> Vec<String>;
+    /// The checks of `project`'s default branch (re-read if the branch moved), and each of its
+    /// environments' public address (name → URL).
+    fn checks<'a>(&'a self, project: &'a str) -> HostFuture<'a, (Vec<HealthCheck>, HashMap<String, String>)>;
+}
+
+/// Event kinds after which the checks are looked at again.
+pub const RECONCILE_ON: &[&str] = &["project_added", "project_updated", "run_queued"];
+
+struct Running {
+    check: HealthCheck,
+    base: Option<String>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub struct Observe {
+    store: Store,
+    host: Arc<dyn Host>,
+    prober: takt_probe::Prober,
+    running: Mutex<HashMap<(String, String), Running>>,
+}
+
+impl Observe {
+    pub fn new(store: Store, host: Arc<dyn Host>) -> Result<Observe, String> {
+        Ok(Observe {
+            store,
+            host,
+            prober: takt_probe::Prober::new().map_err(|e| e.to_string())?,
+            running: Mutex::default(),
+        })
+    }
+
+    /// Starts the service: every project's checks now, then again after each event that may
+    /// change them.
+    pub fn start(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let head = self.store.head().await.unwrap_or(0);
+            for p in self.host.projects() {
+                self.reconcile(&p).await;
+            }
+            let mut events = self.store.subscribe(head, RECONCILE_ON);
+            loop {
+                match events.next().await {
+                    Ok(e) => self.reconcile(&e.project).await,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the monitoring service cannot follow the log");
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    /// The checks running for `project`, per name.
+    pub fn running(&self, project: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .running
+            .lock()
+            .keys()
+            .filter(|(p, _)| p == project)
+            .map(|(_, c)| c.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn reconcile(&self, project: &str) {
+        let (checks, urls) = self.host.checks(project).await;
+        let last = self.last_states(project).await;
+        let mut running = self.running.lock();
+        let wanted: Vec<&HealthCheck> = checks
+            .iter()
+            .filter(|c| !matches!(c.probe, ProbeSpec::Heartbeat { .. }))
+            .collect();
+        running.retain(|(p, name), r| {
+            let keep = p != project || wanted.iter().any(|c| c.name == *name);
+            if !keep {
+                r.task.abort();
+            }
+            keep
+        });
+        for c in wanted {
+            let base = c.environment.as_ref().and_then(|e| urls.get(e).cloned());
+            let key = (project.to_string(), c.name.clone());
+            if running.get(&key).is_some_and(|r| r.check == *c && r.base == base) {
+                continue;
+            }
+            if let Some(old) = running.remove(&key) {
+                old.task.abort();
+            }
+            let health = match last.get(&c.name) {
+                Some(CheckState::Down) => Health::Down,
+                _ => Health::Up,
+            };
+            let task = tokio::spawn(watch(
+                self.store.clone(),
+                self.prober.clone(),
+                project.to_string(),
+                c.clone(),
+                base.clone(),
+                health,
+            ));
+            running.insert(
+                key,
+                Running {
+                    check: c.clone(),
+                    base,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// Each check's state as its last recorded change left it.
+    async fn last_states(&self, project: &str) -> HashMap<String, CheckState> {
+        let filter = EventFilter {
+            project: Some(project.to_string()),
+            kind: Some("check_state_changed".into()),
+            ..Default::default()
+        };
+        let mut out = HashMap::new();
+        match self.store.events(&filter).await {
+            Ok(events) => {
+                for e in events {
+                    if let EventKind::CheckStateChanged { check, state, .. } = e.kind {
+                        out.insert(check, state);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot read the checks' last states"),
+        }
+        out
+    }
+}
+
+/// One check, forever: probe at its interval, judge, record a crossed threshold.
+async fn watch(
+    store: Store,
+    prober: takt_probe::Prober,
+    project: String,
+    c: HealthCheck,
+    base: Option<String>,
+    health: Health,
+) {
+    let conditions: Vec<Condition> = c.conditions.iter().filter_map(|t| Condition::parse(t).ok()).collect();
+    let mut streak = Streak::new(c.failure_threshold, c.success_threshold).starting(health);
+    let mut tick = tokio::time::interval(c.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the current run of equal results began.
+    let mut run_began: Option<(bool, OffsetDateTime)> = None;
+    loop {
+        tick.tick().await;
+        let at = OffsetDateTime::now_utc();
+        let probe = prober.probe(&c.probe, base.as_deref(), c.timeout).await;
+        let verdicts: Vec<_> = conditions.iter().map(|k| k.evaluate(&probe)).collect();
+        let success = verdicts.iter().all(|v| v.success);
+        let since = match run_began {
+            Some((s, t)) if s == success => t,
+            _ => {
+                run_began = Some((success, at));
+                at
+            }
+        };
+        let Some(change) = streak.record(success) else {
+            continue;
+        };
+        // Down: the first condition that failed; up: the first that passed.
+        let reason = verdicts
+            .iter()
+            .find(|v| v.success == success)
+            .map(|v| v.explained.clone())
+            .unwrap_or_else(|| "no conditions".into());
+        let e = Event::now(
+            &project,
+            None,
+            EventKind::CheckStateChanged {
+                check: c.name.clone(),
+                service: c.service.clone().unwrap_or_else(|| project.clone()),
+                environment: c.environment.clone(),
+                state: match change.to {
+                    Health::Up => CheckState::Up,
+                    Health::Down => CheckState::Down,
+                },
+                streak: change.streak,
+                reason,
+                since,
+            },
+        );
+        if let Err(err) = store.append(&e).await {
+            tracing::error!(error = %err, check = %c.name, "cannot record a check's change");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The probes of health checks: HTTP, TCP, DNS and command, each filling a
+//! [`takt_monitor::condition::Probe`] that the check's conditions then judge. A probe never
+//! fails as such: what it could not do shows in what it saw (not connected, no status).
+//!
+//! Not yet: `[CERTIFICATE_EXPIRATION]` (the peer certificate is not read), DNS record types
+//! other than A and AAAA, and a DNS `server` other than the system's resolver.
+
+use std::time::{Duration, Instant};
+use takt_monitor::condition::Probe;
+use takt_pipeline::ProbeSpec;
+
+/// The most of a body or a command's output a condition sees.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Probes with shared HTTP clients (one that follows redirects, one that does not).
+#[derive(Clone)]
+pub struct Prober {
+    follow: reqwest::Client,
+    stay: reqwest::Client,
+}
+
+impl Prober {
+    pub fn new() -> Result<Prober, reqwest::Error> {
+        let client = |redirects| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .redirect(redirects)
+                .user_agent(concat!("takt-check/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
+        Ok(Prober {
+            follow: client(reqwest::redirect::Policy::limited(10))?,
+            stay: client(reqwest::redirect::Policy::none())?,
+        })
+    }
+
+    /// Probes `spec` within `timeout`; an HTTP `path` goes to `base` (the environment's public
+    /// address). A heartbeat is not probed: it is pushed.
+    pub async fn probe(&self, spec: &ProbeSpec, base: Option<&str>, timeout: Duration) -> Probe {
+        let started = Instant::now();
+        // Out of time: nothing seen.
+        let mut p: Probe = tokio::time::timeout(timeout, self.run(spec, base))
+            .await
+            .unwrap_or_default();
+        p.response_time = started.elapsed();
+        p
+    }
+
+    async fn run(&self, spec: &ProbeSpec, base: Option<&str>) -> Probe {
+        match spec {
+            ProbeSpec::Http {
+                url,
+                path,
+                method,
+                headers,
+                body,
+                follow_redirects,
+            } => {
+                let target = match (url, path, base) {
+                    (Some(u), _, _) => u.clone(),
+                    (None, Some(p), Some(b)) => format!("{}{p}", b.trim_end_matches('/')),
+                    _ => return Probe::default(),
+                };
+                let client = if *follow_redirects { &self.follow } else { &self.stay };
+                let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+                let mut req = client.request(method, &target);
+                for (k, v) in headers {
+                    req = req.header(k, v);
+                }
+                if let Some(b) = body {
+                    req = req.body(b.clone());
+                }
+                let Ok(mut res) = req.send().await else {
+                    return Probe::default();
+                };
+                let mut p = Probe {
+                    status: Some(res.status().as_u16()),
+                    connected: true,
+                    ip: res.remote_addr().map(|a| a.ip().to_string()),
+                    ..Probe::default()
+                };
+                let mut bytes = Vec::new();
+                while let Ok(Some(chunk)) = res.chunk().await {
+                    bytes.extend_from_slice(&chunk);
+                    if bytes.len() >= MAX_BODY {
+                        bytes.truncate(MAX_BODY);
+                        break;
+                    }
+                }
+                p.body = Some(String::from_utf8_lossy(&bytes).into_owned());
+                p
+            }
+            ProbeSpec::Tcp { host, port } => match tokio::net::TcpStream::connect((host.as_str(), *port)).await {
+                Ok(s) => Probe {
+                    connected: true,
+                    ip: s.peer_addr().ok().map(|a| a.ip().to_string()),
+                    ..Probe::default()
+                },
+                Err(_) => Probe::default(),
+            },
+            ProbeSpec::Dns { name, record, .. } => {
+                let want_v6 = match record.as_str() {
+                    "A" => false,
+                    "AAAA" => true,
+                    _ => return Probe::default(),
+                };
+                match tokio::net::lookup_host((name.as_str(), 0)).await {
+                    Ok(addrs) => {
+                        let ips: Vec<String> = addrs
+                            .filter(|a| a.is_ipv6() == want_v6)
+                            .map(|a| a.ip().to_string())
+                            .collect();
+                        Probe {
+                            connected: true,
+                            dns_rcode: Some(if ips.is_empty() { "NXDOMAIN" } else { "NOERROR" }.into()),
+                            ip: ips.first().cloned(),
+                            body: Some(ips.join(",")),
+                            ..Probe::default()
+                        }
+                    }
+                    Err(_) => Probe {
+                        connected: true,
+                        dns_rcode: Some("NXDOMAIN".into()),
+                        ..Probe::default()
+                    },
+                }
+            }
+            ProbeSpec::Command(script) => {
+                let out = tokio::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(script)
+                    .stdin(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .output()
+                    .await;
+                match out {
+                    Ok(o) => {
+                        let mut stdout = o.stdout;
+                        stdout.truncate(MAX_BODY);
+                        Probe {
+                            connected: o.status.success(),
+                            body: Some(String::from_utf8_lossy(&stdout).into_owned()),
+                            ..Probe::default()
+                        }
+                    }
+                    Err(_) => Probe::default(),
+                }
+            }
+            ProbeSpec::Heartbeat { .. } => Probe::default(),
+        }
+    }
+}

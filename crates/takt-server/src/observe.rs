@@ -1,0 +1,57 @@
+//! The monitoring service's view of the server: projects, and their default branch's checks and
+//! environments' public addresses.
+
+use crate::AppState;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use takt_observe::HostFuture;
+use takt_pipeline::HealthCheck;
+
+pub struct ObserveHost {
+    pub state: Weak<AppState>,
+}
+
+/// Starts the monitoring service for `state`'s projects.
+pub fn start(state: &Arc<AppState>) {
+    let host = Arc::new(ObserveHost {
+        state: Arc::downgrade(state),
+    });
+    match takt_observe::Observe::new(state.store.clone(), host) {
+        Ok(o) => Arc::new(o).start(),
+        Err(e) => tracing::error!(error = %e, "the monitoring service cannot start"),
+    }
+}
+
+impl takt_observe::Host for ObserveHost {
+    fn projects(&self) -> Vec<String> {
+        match self.state.upgrade() {
+            Some(s) => s.projects.read().list().iter().map(|p| p.name.clone()).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn checks<'a>(&'a self, project: &'a str) -> HostFuture<'a, (Vec<HealthCheck>, HashMap<String, String>)> {
+        Box::pin(async move {
+            let Some(state) = self.state.upgrade() else {
+                return Default::default();
+            };
+            let Ok(p) = state.project(project) else {
+                return Default::default();
+            };
+            takt_ci::schedule::refresh(&state.ci, &p).await;
+            let cfg = state.ci.branch_config(project).unwrap_or_default();
+            let urls = cfg
+                .environments
+                .iter()
+                .filter_map(|e| {
+                    let url = e
+                        .url
+                        .clone()
+                        .or_else(|| e.port.map(|p| format!("http://127.0.0.1:{p}")))?;
+                    Some((e.name.clone(), url))
+                })
+                .collect();
+            (cfg.checks, urls)
+        })
+    }
+}
