@@ -96,7 +96,10 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
     // are once one has started (every `job_queued` comes before the first job starts).
     let started = |v: &takt_views::RunView| {
         v.jobs.iter().any(|j| {
-            !matches!(j.status, None | Some(takt_views::JobState::Pending(takt_views::Pending::Queued)))
+            !matches!(
+                j.status,
+                None | Some(takt_views::JobState::Pending(takt_views::Pending::Queued))
+            )
         })
     };
     let mut after = api.head().await?;
