@@ -76,14 +76,14 @@ fn drive(
     for _ in 0..turns {
         let r = roll();
         // A person steps in now and then: halts, rollbacks.
-        if r % 23 == 0 {
+        if r.is_multiple_of(23) {
             d.halt(*now, "the andon cord");
         }
         if r % 97 == 1 {
             action = d.abort(*now, "rolled back by hand");
             continue;
         }
-        let ok = r % 7 != 0;
+        let ok = !r.is_multiple_of(7);
         let res = if ok { Ok(()) } else { Err(format!("failure {r}")) };
         action = match action {
             Action::Done(end) => return Ok(Some(end)),
