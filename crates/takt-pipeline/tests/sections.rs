@@ -225,6 +225,10 @@ fn bad_checks_say_where_and_why() {
         ),
         ("  c:\n    interval: 1m\n", "check `c` has no probe"),
         (
+            "  c:\n    http: \"http://x\"\n",
+            "takt.yml:5:11: error: `http` must be a mapping, found a scalar",
+        ),
+        (
             "  c:\n    tcp: {host: h, port: 1}\n    command: x\n",
             "has more than one probe",
         ),
@@ -259,4 +263,7 @@ fn bad_checks_say_where_and_why() {
         let err = errors(&format!("{head}{body}"));
         assert!(err.contains(want), "{body}\n→ {err}");
     }
+    // A probe that does not parse says so, without a second error that there is none.
+    let err = errors(&format!("{head}  c:\n    http: \"http://x\"\n"));
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
 }

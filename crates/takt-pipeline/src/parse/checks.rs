@@ -64,8 +64,11 @@ impl Cx {
             pos: k.pos,
         };
         let mut conditions = None;
+        // A probe was named, even if it did not parse (its own error says why).
+        let mut named = false;
         for (fk, fv) in fields {
             let field = key(fk);
+            named |= PROBES.contains(&field);
             if PROBES.contains(&field) && probe.is_some() {
                 self.err_help(
                     fk.pos,
@@ -101,6 +104,9 @@ impl Cx {
             }
         }
         let Some(probe) = probe else {
+            if named {
+                return None;
+            }
             self.err_help(
                 k.pos,
                 format!("{ctx} has no probe"),
