@@ -92,27 +92,43 @@ impl Observe {
         v
     }
 
+    /// Starts, restarts or stops `project`'s check tasks to match its default branch. Runs on
+    /// the service's one follower task only, so nothing else changes `running` meanwhile.
     async fn reconcile(&self, project: &str) {
         let (checks, urls) = self.host.checks(project).await;
+        let wanted: Vec<(HealthCheck, Option<String>)> = checks
+            .into_iter()
+            .filter(|c| !matches!(c.probe, ProbeSpec::Heartbeat { .. }))
+            .map(|c| {
+                let base = c.environment.as_ref().and_then(|e| urls.get(e).cloned());
+                (c, base)
+            })
+            .collect();
+        // The checks that are new or changed; those already running as they are stay.
+        let changed: Vec<(HealthCheck, Option<String>)> = {
+            let mut running = self.running.lock();
+            running.retain(|(p, name), r| {
+                let keep = p != project || wanted.iter().any(|(c, _)| c.name == *name);
+                if !keep {
+                    r.task.abort();
+                }
+                keep
+            });
+            wanted
+                .into_iter()
+                .filter(|(c, base)| {
+                    let key = (project.to_string(), c.name.clone());
+                    !running.get(&key).is_some_and(|r| r.check == *c && r.base == *base)
+                })
+                .collect()
+        };
+        if changed.is_empty() {
+            return;
+        }
         let last = self.last_states(project).await;
         let mut running = self.running.lock();
-        let wanted: Vec<&HealthCheck> = checks
-            .iter()
-            .filter(|c| !matches!(c.probe, ProbeSpec::Heartbeat { .. }))
-            .collect();
-        running.retain(|(p, name), r| {
-            let keep = p != project || wanted.iter().any(|c| c.name == *name);
-            if !keep {
-                r.task.abort();
-            }
-            keep
-        });
-        for c in wanted {
-            let base = c.environment.as_ref().and_then(|e| urls.get(e).cloned());
+        for (c, base) in changed {
             let key = (project.to_string(), c.name.clone());
-            if running.get(&key).is_some_and(|r| r.check == *c && r.base == base) {
-                continue;
-            }
             if let Some(old) = running.remove(&key) {
                 old.task.abort();
             }
@@ -128,14 +144,7 @@ impl Observe {
                 base.clone(),
                 health,
             ));
-            running.insert(
-                key,
-                Running {
-                    check: c.clone(),
-                    base,
-                    task,
-                },
-            );
+            running.insert(key, Running { check: c, base, task });
         }
     }
 

@@ -94,16 +94,8 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
     let mut v: takt_views::RunView = api.get(&show).await?;
     // Following a run that was just triggered: wait until all its jobs are planned, which they
     // are once one has started (every `job_queued` comes before the first job starts).
-    let started = |v: &takt_views::RunView| {
-        v.jobs.iter().any(|j| {
-            !matches!(
-                j.status,
-                None | Some(takt_views::JobState::Pending(takt_views::Pending::Queued))
-            )
-        })
-    };
     let mut after = api.head().await?;
-    while a.follow && !started(&v) && v.finished_at.is_none() {
+    while a.follow && v.jobs.iter().all(not_started) && v.finished_at.is_none() {
         after = api
             .next_event(&format!("project={}&run={run}", encode(&project)), after)
             .await?;
@@ -151,6 +143,14 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Not started yet: not even queued, or waiting for its turn.
+fn not_started(j: &takt_views::JobView) -> bool {
+    matches!(
+        j.status,
+        None | Some(takt_views::JobState::Pending(takt_views::Pending::Queued))
+    )
+}
+
 /// The logs of one run's jobs.
 struct JobLogs {
     api: std::sync::Arc<Api>,
@@ -181,14 +181,7 @@ impl JobLogs {
             if job.is_some_and(|j| j.log.is_some() || j.exit_code.is_some()) {
                 return Ok(true);
             }
-            // Not started yet (not even queued, or waiting for its turn).
-            let queued = job.is_none_or(|j| {
-                matches!(
-                    j.status,
-                    None | Some(takt_views::JobState::Pending(takt_views::Pending::Queued))
-                )
-            });
-            if !follow || !queued || v.finished_at.is_some() {
+            if !follow || !job.is_none_or(not_started) || v.finished_at.is_some() {
                 return Ok(false);
             }
             let events = format!("project={}&run={}", encode(&self.project), self.run);

@@ -26,24 +26,7 @@ const PROBES: &[&str] = &["http", "tcp", "dns", "command", "heartbeat"];
 
 impl Cx {
     pub(super) fn checks(&mut self, n: &Node) -> Vec<HealthCheck> {
-        let mut out = Vec::new();
-        let Some(cs) = self.map(n, "`checks`") else {
-            return out;
-        };
-        for (k, v) in cs {
-            let name = key(k).to_string();
-            if crate::check_artifact_name(&name).is_err() || name.contains(char::is_whitespace) {
-                self.err(
-                    k.pos,
-                    format!("check name `{name}` is not allowed: use letters, digits, . _ -"),
-                );
-                continue;
-            }
-            if let Some(c) = self.health_check(&name, k, v) {
-                out.push(c);
-            }
-        }
-        out
+        self.named("`checks`", "check", n, Cx::health_check)
     }
 
     fn health_check(&mut self, name: &str, k: &Node, v: &Node) -> Option<HealthCheck> {

@@ -38,24 +38,37 @@ impl Cx {
         v
     }
 
-    pub(super) fn environments(&mut self, n: &Node) -> Vec<Environment> {
+    /// A mapping of named things (`environments`, `checks`): each name checked (letters,
+    /// digits, `. _ -`), each value read by `read`.
+    pub(super) fn named<T>(
+        &mut self,
+        section: &str,
+        what: &str,
+        n: &Node,
+        mut read: impl FnMut(&mut Cx, &str, &Node, &Node) -> Option<T>,
+    ) -> Vec<T> {
         let mut out = Vec::new();
-        let Some(es) = self.map(n, "`environments`") else {
+        let Some(entries) = self.map(n, section) else {
             return out;
         };
-        for (k, v) in es {
+        for (k, v) in entries {
             let name = key(k).to_string();
             if crate::check_artifact_name(&name).is_err() || name.contains(char::is_whitespace) {
                 self.err(
                     k.pos,
-                    format!("environment name `{name}` is not allowed: use letters, digits, . _ -"),
+                    format!("{what} name `{name}` is not allowed: use letters, digits, . _ -"),
                 );
                 continue;
             }
-            if let Some(e) = self.environment(&name, k, v) {
-                out.push(e);
+            if let Some(x) = read(self, &name, k, v) {
+                out.push(x);
             }
         }
+        out
+    }
+
+    pub(super) fn environments(&mut self, n: &Node) -> Vec<Environment> {
+        let out = self.named("`environments`", "environment", n, Cx::environment);
         let names: Vec<String> = out.iter().map(|e| e.name.clone()).collect();
         for e in &out {
             for r in &e.requires {
