@@ -68,6 +68,13 @@ pub enum Op {
     Resume,
     Approve,
     StopEnvironment,
+    ListIncidents,
+    OpenIncident,
+    ShowIncident,
+    UpdateIncident,
+    AckIncident,
+    ResolveIncident,
+    MarkCause,
 }
 
 impl Op {
@@ -448,6 +455,67 @@ pub const ROUTES: &[Route] = &[
         "Retire an environment: stop what runs there (the next deploy starts it again)",
     )
     .answers(Body::json::<EnvironmentStopped>()),
+    route(
+        Op::ListIncidents,
+        Get,
+        "/api/v1/incidents",
+        Some(Read),
+        "Incidents, newest first (open ones unless `all`)",
+    )
+    .query(params::<IncidentsQuery>)
+    .answers(Body::json::<IncidentList>()),
+    route(
+        Op::OpenIncident,
+        Post,
+        "/api/v1/projects/{name}/incidents",
+        Some(Deploy),
+        "Open an incident by hand",
+    )
+    .takes(Body::json::<NewIncidentBody>())
+    .answers(Body::json::<IncidentAnswer>()),
+    route(
+        Op::ShowIncident,
+        Get,
+        "/api/v1/projects/{name}/incidents/{number}",
+        Some(Read),
+        "One incident: its timeline and its suspects",
+    )
+    .answers(Body::json::<IncidentDetail>()),
+    route(
+        Op::UpdateIncident,
+        Post,
+        "/api/v1/projects/{name}/incidents/{number}/update",
+        Some(Deploy),
+        "Move an incident on: a status, a note on its timeline",
+    )
+    .takes(Body::json::<IncidentChange>())
+    .answers(Body::json::<IncidentAnswer>()),
+    route(
+        Op::AckIncident,
+        Post,
+        "/api/v1/projects/{name}/incidents/{number}/ack",
+        Some(Deploy),
+        "Acknowledge an incident (reminders stop)",
+    )
+    .answers(Body::json::<IncidentAnswer>()),
+    route(
+        Op::ResolveIncident,
+        Post,
+        "/api/v1/projects/{name}/incidents/{number}/resolve",
+        Some(Deploy),
+        "Resolve an incident",
+    )
+    .takes(Body::json::<IncidentChange>())
+    .answers(Body::json::<IncidentAnswer>()),
+    route(
+        Op::MarkCause,
+        Post,
+        "/api/v1/projects/{name}/incidents/{number}/cause",
+        Some(Deploy),
+        "Mark the deployment that caused an incident (the last mark wins)",
+    )
+    .takes(Body::json::<CauseBody>())
+    .answers(Body::json::<IncidentAnswer>()),
 ];
 
 /// The path parameters of a route, in order.

@@ -436,3 +436,79 @@ pub struct EnvironmentStatus {
 pub struct EnvironmentList {
     pub environments: Vec<EnvironmentStatus>,
 }
+
+// ---- incidents ----
+
+/// `POST /api/v1/projects/{name}/incidents`: a person opens an incident.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewIncidentBody {
+    pub environment: String,
+    /// What is wrong, as users see it.
+    pub reason: String,
+    /// `minor`, `major` or `critical` (default `major`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub severity: Option<takt_model::Severity>,
+    /// The services affected (default: the project's own).
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+/// `POST .../incidents/{n}/update`: a status, a note, or both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentChange {
+    /// `investigating`, `identified`, `monitoring` or `resolved`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub status: Option<takt_model::IncidentStatus>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// `POST .../incidents/{n}/cause`: the deployment that caused it (`PROJECT/ENV#N`), or none.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CauseBody {
+    #[serde(default)]
+    pub deploy: Option<String>,
+}
+
+/// Query of `GET /api/v1/incidents`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct IncidentsQuery {
+    /// Only this project's.
+    pub project: Option<String>,
+    /// Resolved ones too (default: open ones only).
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IncidentList {
+    /// Newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub incidents: Vec<takt_views::Incident>,
+}
+
+/// One incident, with its suspects: the deployments that most likely caused it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IncidentDetail {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub incident: takt_views::Incident,
+    #[schema(value_type = Vec<Object>)]
+    pub suspects: Vec<takt_monitor::suspect::Suspect>,
+}
+
+/// The answer to every change of an incident: its id and where it stands now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IncidentAnswer {
+    /// `PROJECT#N`.
+    pub id: String,
+    #[schema(value_type = String)]
+    pub status: takt_model::IncidentStatus,
+}

@@ -7,6 +7,7 @@
 //! secrets, commit ranges) it asks its [`Host`] for.
 
 pub mod auto;
+pub mod incidents;
 pub mod rollout;
 pub mod watchdog;
 
@@ -114,6 +115,11 @@ impl EnvIndex {
 
     pub fn all(&self) -> Vec<EnvView> {
         self.envs.lock().envs.values().cloned().collect()
+    }
+
+    /// `f` of every environment's view, without copying them.
+    pub fn with<R>(&self, f: impl FnOnce(&takt_views::Environments) -> R) -> R {
+        f(&self.envs.lock())
     }
 
     pub fn apply(&self, e: &Event) {
@@ -596,35 +602,5 @@ impl Cd {
         *ctl.abort.lock() = Some(reason);
         ctl.signal();
         Some(in_flight)
-    }
-
-    /// Opens an incident in `project` (id `PROJECT#N`, the next number), e.g. for a rollback
-    /// whose smoke checks failed.
-    pub async fn open_incident(&self, project: &str, env: &str, reason: &str) -> Result<String, CdError> {
-        // One at a time, so that two incidents never get the same number.
-        let _one = self.incidents.lock().await;
-        let opened = self
-            .store
-            .events(&EventFilter {
-                project: Some(project.to_string()),
-                kind: Some("incident_opened".into()),
-                ..Default::default()
-            })
-            .await?;
-        let id = takt_views::Incidents::fold(&opened).next_id(project);
-        self.record(Event::now(
-            project,
-            None,
-            EventKind::IncidentOpened {
-                environment: env.to_string(),
-                reason: reason.to_string(),
-                id: Some(id.clone()),
-                severity: takt_model::Severity::Critical,
-                services: Vec::new(),
-                impact_started_at: None,
-            },
-        ))
-        .await?;
-        Ok(id)
     }
 }

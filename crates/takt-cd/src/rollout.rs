@@ -20,7 +20,10 @@ use takt_driver::protocol::Traffic;
 use takt_driver::{
     CommandDriver, Driver, DriverError, NginxDriver, ProcessDriver, ProcessSettings, Release, checks, slot_for,
 };
-use takt_model::{ArtifactRef, DeployOutcome, DeployStrategy, Event, EventKind, StepAction, StepPosition, StepVerdict};
+use takt_model::{
+    ArtifactRef, DeployOutcome, DeployStrategy, Event, EventKind, IncidentTrigger, NewIncident, Severity, StepAction,
+    StepPosition, StepVerdict,
+};
 use takt_pipeline::{CanaryStep, Environment, Metric, Strategy};
 
 /// How long instances get to answer their health path.
@@ -864,12 +867,23 @@ impl Cx {
         let (outcome, running, reason) = match end {
             End::Succeeded { reason } => (DeployOutcome::Succeeded, new, reason),
             End::Failed { reason } => (DeployOutcome::Failed, old, Some(reason)),
-            End::RolledBack { reason } => (DeployOutcome::RolledBack, old, Some(reason)),
+            End::RolledBack { reason, failed } => {
+                if failed {
+                    // Users of the new version were affected until the rollback: an incident,
+                    // caused by this deployment, over once the old version passed its checks.
+                    let mut new = NewIncident::by_takt(&self.env.name, &reason, IncidentTrigger::Analysis);
+                    new.severity = Severity::Major;
+                    let rolled_back = format!("rolled back: {} runs the previous version again", self.env.name);
+                    self.incident(new, Some(rolled_back)).await;
+                }
+                (DeployOutcome::RolledBack, old, Some(reason))
+            }
             End::Cancelled { reason } => (DeployOutcome::Cancelled, old, Some(reason)),
             End::RollbackFailed { reason, problem } => {
                 let env = self.env.name.clone();
                 let _ = self.cd.halt(&self.project, &env, &problem, "takt").await;
-                let _ = self.cd.open_incident(&self.project, &env, &problem).await;
+                let new = NewIncident::by_takt(&env, &problem, IncidentTrigger::RollbackFailed);
+                self.incident(new, None).await;
                 let reason = format!("{reason}; then {problem} (environment halted, incident opened)");
                 (DeployOutcome::RollbackFailed, old, Some(reason))
             }
@@ -878,6 +892,36 @@ impl Cx {
             outcome,
             running,
             reason,
+        }
+    }
+
+    /// Opens an incident this deployment caused (marked as its cause), resolved at once with
+    /// `resolved` if the rollback already ended it.
+    async fn incident(&self, new: NewIncident, resolved: Option<String>) {
+        let id = match self.cd.open_incident(&self.project, new).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, project = %self.project, "cannot open an incident");
+                return;
+            }
+        };
+        let mut then = vec![EventKind::IncidentCauseMarked {
+            id: id.clone(),
+            deploy: Some(format!("{}/{}#{}", self.project, self.env.name, self.deploy)),
+            by: "takt".into(),
+        }];
+        if let Some(note) = resolved {
+            then.push(EventKind::IncidentResolved {
+                id,
+                auto: true,
+                by: "takt".into(),
+                note: Some(note),
+            });
+        }
+        for kind in then {
+            if let Err(e) = self.cd.record(Event::now(&self.project, None, kind)).await {
+                tracing::error!(error = %e, project = %self.project, "cannot record an incident's change");
+            }
         }
     }
 

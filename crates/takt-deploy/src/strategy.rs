@@ -166,8 +166,10 @@ pub enum End {
     Succeeded { reason: Option<String> },
     /// It never kept traffic: it was stopped, and the old version (if any) runs as before.
     Failed { reason: String },
-    /// Back to the old version, which passed its smoke checks.
-    RolledBack { reason: String },
+    /// Back to the old version, which passed its smoke checks. `failed`: because the new
+    /// version failed a check or its analysis after it took traffic (not only because a person
+    /// asked): takt opens an incident for it.
+    RolledBack { reason: String, failed: bool },
     /// The rollback itself failed (`problem`), or traffic could not be taken away from a failed
     /// version with nothing to go back to: the caller halts the environment and opens an
     /// incident; nothing more happens automatically, and nothing that holds traffic is stopped.
@@ -208,6 +210,8 @@ enum Phase {
     },
     RollingBack {
         reason: String,
+        /// The new version failed after it took traffic (see [`End::RolledBack`]).
+        failed: bool,
     },
     /// The new version is stopped (it never kept traffic, or there is nothing to go back to).
     Stopping {
@@ -407,20 +411,20 @@ impl Deploy {
             Phase::Forward if self.spec.pause_on_failure => {
                 self.switch(Phase::PausedOnFailure { reason }, Vec::new());
             }
-            Phase::Forward => self.roll_back(reason),
+            Phase::Forward => self.roll_back(reason, true),
             Phase::Keeping { reason: kept } => {
                 let reason = format!("{kept}; then the new version could not be kept: {reason}");
-                self.roll_back(reason)
+                self.roll_back(reason, true)
             }
             _ => {}
         }
     }
 
-    fn roll_back(&mut self, reason: String) {
+    fn roll_back(&mut self, reason: String, failed: bool) {
         if self.spec.has_old {
             let smoke = Op::Smoke(Target::Public, "after rollback".into(), Side::Old);
             let ops = vec![Op::StartOld, Op::RouteBack, Op::StopNew, smoke];
-            self.switch(Phase::RollingBack { reason }, ops);
+            self.switch(Phase::RollingBack { reason, failed }, ops);
         } else {
             let reason = format!("{reason}; nothing earlier to roll back to");
             self.switch(Phase::Stopping { reason }, vec![Op::Unroute, Op::StopNew]);
@@ -428,7 +432,7 @@ impl Deploy {
     }
 
     fn rollback_failed(&mut self, problem: String) {
-        if let Phase::RollingBack { reason } | Phase::Stopping { reason } = &self.phase {
+        if let Phase::RollingBack { reason, .. } | Phase::Stopping { reason } = &self.phase {
             let reason = reason.clone();
             self.switch(Phase::Over(End::RollbackFailed { reason, problem }), Vec::new());
         }
@@ -469,7 +473,10 @@ impl Deploy {
                     Phase::Keeping { reason } => End::Succeeded {
                         reason: Some(format!("kept by a person after: {reason}")),
                     },
-                    Phase::RollingBack { reason } => End::RolledBack { reason: reason.clone() },
+                    Phase::RollingBack { reason, failed } => End::RolledBack {
+                        reason: reason.clone(),
+                        failed: *failed,
+                    },
                     Phase::Stopping { reason } => End::Failed { reason: reason.clone() },
                     _ => End::Succeeded { reason: None },
                 };
@@ -500,7 +507,7 @@ impl Deploy {
                 }
                 Op::RouteBack => Action::RouteBack {
                     reason: match &self.phase {
-                        Phase::RollingBack { reason } => reason.clone(),
+                        Phase::RollingBack { reason, .. } => reason.clone(),
                         _ => String::new(),
                     },
                 },
@@ -698,10 +705,10 @@ impl Deploy {
             Phase::Forward if self.ops.get(self.pc) == Some(&Op::Approval) => {
                 self.switch(Phase::Over(End::Cancelled { reason: why }), Vec::new());
             }
-            Phase::Forward => self.roll_back(why),
+            Phase::Forward => self.roll_back(why, false),
             Phase::PausedOnFailure { reason } => {
                 let reason = format!("{reason}; then {why}");
-                self.roll_back(reason)
+                self.roll_back(reason, true)
             }
             _ => {}
         }
@@ -817,8 +824,30 @@ mod tests {
         assert!(matches!(d.done(t, Ok(())), Action::RouteBack { reason } if reason == "smoke check failed: 500"));
         assert_eq!(d.done(t, Ok(())), Action::StopNew);
         assert!(matches!(d.done(t, Ok(())), Action::Smoke { of: Side::Old, .. }));
-        assert!(matches!(d.done(t, Ok(())), Action::Done(End::RolledBack { .. })));
+        assert!(matches!(
+            d.done(t, Ok(())),
+            Action::Done(End::RolledBack { failed: true, .. })
+        ));
         assert_eq!(d.weight(), 0);
+    }
+
+    #[test]
+    fn a_rollback_a_person_asked_for_is_not_a_failure() {
+        let mut d = Deploy::new(spec(Plan::Recreate));
+        let t = Duration::ZERO;
+        assert_eq!(d.next(t), Action::Start);
+        d.abort(t, "by hand");
+        let mut a = d.done(t, Ok(()));
+        for _ in 0..6 {
+            if matches!(a, Action::Done(_)) {
+                break;
+            }
+            a = d.done(t, Ok(()));
+        }
+        assert!(
+            matches!(a, Action::Done(End::RolledBack { failed: false, .. })),
+            "{a:?}"
+        );
     }
 
     #[test]

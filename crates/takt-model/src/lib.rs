@@ -488,6 +488,15 @@ pub enum EventKind {
             with = "time::serde::rfc3339::option"
         )]
         impact_started_at: Option<OffsetDateTime>,
+        /// What opened it (absent before 0.2: a rollback whose smoke checks failed).
+        #[serde(default)]
+        trigger: IncidentTrigger,
+        /// The checks whose failure opened it (`trigger: check`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<String>,
+        /// Who opened it (`trigger: person`: the token's name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// A person or takt moved an incident on (a status, a note on its timeline).
     IncidentUpdated {
@@ -495,6 +504,15 @@ pub enum EventKind {
         status: IncidentStatus,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
+        by: String,
+        /// Checks that failed after it opened and joined it (it resolves when all of its
+        /// checks pass again).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<String>,
+    },
+    /// A person took the incident on: reminders stop.
+    IncidentAcknowledged {
+        id: String,
         by: String,
     },
     /// The incident is over; `auto`: takt saw its checks pass again (else a person said so).
@@ -542,9 +560,70 @@ pub enum CheckState {
     Down,
 }
 
-/// How bad an incident is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+/// What opened an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum IncidentTrigger {
+    /// Health checks crossed their failure threshold; resolved by takt when they pass again.
+    Check,
+    /// A deploy's analysis (or smoke checks) failed and it was rolled back.
+    Analysis,
+    /// A rollback's own smoke checks failed: the environment is halted.
+    #[default]
+    RollbackFailed,
+    /// A person opened it (`takt incident open`).
+    Person,
+}
+
+/// An incident to open; its id is given when it is recorded (numbered per project).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewIncident {
+    pub environment: String,
+    pub reason: String,
+    pub severity: Severity,
+    pub services: Vec<String>,
+    pub impact_started_at: Option<OffsetDateTime>,
+    pub trigger: IncidentTrigger,
+    pub checks: Vec<String>,
+    pub by: Option<String>,
+}
+
+impl NewIncident {
+    /// What takt opens itself: critical, impact from now, no checks.
+    pub fn by_takt(environment: &str, reason: &str, trigger: IncidentTrigger) -> NewIncident {
+        NewIncident {
+            environment: environment.to_string(),
+            reason: reason.to_string(),
+            severity: Severity::Critical,
+            services: Vec::new(),
+            impact_started_at: None,
+            trigger,
+            checks: Vec::new(),
+            by: None,
+        }
+    }
+
+    /// Its `incident_opened` event, as `id`.
+    pub fn opened(self, id: &str) -> EventKind {
+        EventKind::IncidentOpened {
+            environment: self.environment,
+            reason: self.reason,
+            id: Some(id.to_string()),
+            severity: self.severity,
+            services: self.services,
+            impact_started_at: self.impact_started_at,
+            trigger: self.trigger,
+            checks: self.checks,
+            by: self.by,
+        }
+    }
+}
+
+/// How bad an incident is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Severity {
     Minor,
     Major,
@@ -554,8 +633,9 @@ pub enum Severity {
 }
 
 /// Where an incident stands (the statuses of Statuspage and Gatus's announcements).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum IncidentStatus {
     Investigating,
     Identified,
@@ -888,6 +968,11 @@ mod tests {
                 id: "p#1".into(),
                 status: IncidentStatus::Identified,
                 note: None,
+                by: "x".into(),
+                checks: vec![],
+            },
+            EventKind::IncidentAcknowledged {
+                id: "p#1".into(),
                 by: "x".into(),
             },
             EventKind::IncidentResolved {

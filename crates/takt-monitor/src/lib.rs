@@ -8,6 +8,10 @@
 //!   error names its column) and evaluated against a probe's result.
 //! - [`threshold::Streak`]: `failure_threshold` consecutive failures take a check down,
 //!   `success_threshold` consecutive successes bring it back up.
+//! - [`incident`]: which incidents the checks' states open, join or resolve.
+//! - [`suspect`]: the deployments an incident most likely comes from, ranked.
 
 pub mod condition;
+pub mod incident;
+pub mod suspect;
 pub mod threshold;

@@ -7,19 +7,26 @@
 //! queued (the default branch may have moved), never on a timer. A check restarts from the
 //! state its last recorded change gave it, so a restart does not record a second `down`.
 //!
-//! Not yet (the monitoring issue): heartbeat checks (they need their endpoint), incidents
-//! opened from a check, raw results and aggregates, the status page.
+//! Incidents: after every `check_state_changed` (and once when it starts, so a crash between
+//! a change and its incident loses nothing), the service folds the project's checks and
+//! incidents and records what `takt_monitor::incident::reconcile` asks: open (through the
+//! host, which numbers incidents), join, resolve.
+//!
+//! Not yet (the monitoring issue): heartbeat checks (they need their endpoint), raw results
+//! and aggregates, the status page.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use takt_model::{CheckState, Event, EventKind, OffsetDateTime};
+use takt_model::{CheckState, Event, EventKind, IncidentStatus, NewIncident, OffsetDateTime};
 use takt_monitor::condition::Condition;
+use takt_monitor::incident::Act;
 use takt_monitor::threshold::{Health, Streak};
 use takt_pipeline::{HealthCheck, ProbeSpec};
 use takt_store::{EventFilter, Store};
+use takt_views::{Checks, Incidents, Projection};
 
 pub type HostFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -30,7 +37,13 @@ pub trait Host: Send + Sync {
     /// The checks of `project`'s default branch (re-read if the branch moved), and each of its
     /// environments' public address (name → URL).
     fn checks<'a>(&'a self, project: &'a str) -> HostFuture<'a, (Vec<HealthCheck>, HashMap<String, String>)>;
+    /// Opens an incident in `project` and returns its id (the host numbers them, so that
+    /// incidents opened elsewhere never share a number).
+    fn open_incident<'a>(&'a self, project: &'a str, new: NewIncident) -> HostFuture<'a, Result<String, String>>;
 }
+
+/// Event kinds after which `project`'s incidents are brought in line with its checks.
+pub const INCIDENTS_ON: &[&str] = &["check_state_changed"];
 
 /// Event kinds after which the checks are looked at again.
 pub const RECONCILE_ON: &[&str] = &["project_added", "project_updated", "run_queued"];
@@ -58,25 +71,53 @@ impl Observe {
         })
     }
 
-    /// Starts the service: every project's checks now, then again after each event that may
-    /// change them.
+    /// Starts the service: every project's checks and incidents now, then the checks again
+    /// after each event that may change them, and the incidents after each check's change.
     pub fn start(self: Arc<Self>) {
-        tokio::spawn(async move {
-            let head = self.store.head().await.unwrap_or(0);
-            for p in self.host.projects() {
-                self.reconcile(&p).await;
-            }
-            let mut events = self.store.subscribe(head, RECONCILE_ON);
-            loop {
-                match events.next().await {
-                    Ok(e) => self.reconcile(&e.project).await,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "the monitoring service cannot follow the log");
-                        break;
-                    }
-                }
-            }
+        follow(self.clone(), RECONCILE_ON, |me, project| async move {
+            me.reconcile(&project).await
         });
+        follow(
+            self,
+            INCIDENTS_ON,
+            |me, project| async move { me.incidents(&project).await },
+        );
+    }
+
+    /// Opens, joins and resolves `project`'s check incidents to match its checks' states. Runs
+    /// on one task only, so two passes never open the same incident.
+    async fn incidents(&self, project: &str) {
+        let filter = EventFilter {
+            project: Some(project.to_string()),
+            kinds: Checks::KINDS.iter().chain(Incidents::KINDS).copied().collect(),
+            ..Default::default()
+        };
+        let events = match self.store.events(&filter).await {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!(error = %err, project, "cannot read the checks and incidents");
+                return;
+            }
+        };
+        let checks = Checks::fold(&events);
+        let incidents = Incidents::fold(&events);
+        let acts = takt_monitor::incident::reconcile(project, checks.checks.values(), incidents.incidents.values());
+        for act in acts {
+            if let Act::Open(new) = act {
+                if let Err(err) = self.host.open_incident(project, new).await {
+                    tracing::error!(error = %err, project, "cannot open an incident");
+                }
+                continue;
+            }
+            let status = match &act {
+                Act::Join { id, .. } => incidents.get(id).map_or(IncidentStatus::Investigating, |i| i.status),
+                _ => IncidentStatus::Resolved,
+            };
+            let Some(kind) = act.change(status) else { continue };
+            if let Err(err) = self.store.append(&Event::now(project, None, kind)).await {
+                tracing::error!(error = %err, project, "cannot record an incident's change");
+            }
+        }
     }
 
     /// The checks running for `project`, per name.
@@ -227,4 +268,29 @@ async fn watch(
             tracing::error!(error = %err, check = %c.name, "cannot record a check's change");
         }
     }
+}
+
+/// Runs `f` for every project now, then for the project of each event of `kinds` after that
+/// (the head is read first: nothing appended meanwhile is missed).
+fn follow<F, Fut>(me: Arc<Observe>, kinds: &'static [&'static str], f: F)
+where
+    F: Fn(Arc<Observe>, String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let head = me.store.head().await.unwrap_or(0);
+        for p in me.host.projects() {
+            f(me.clone(), p).await;
+        }
+        let mut events = me.store.subscribe(head, kinds);
+        loop {
+            match events.next().await {
+                Ok(e) => f(me.clone(), e.project).await,
+                Err(err) => {
+                    tracing::warn!(error = %err, "the monitoring service cannot follow the log");
+                    break;
+                }
+            }
+        }
+    });
 }

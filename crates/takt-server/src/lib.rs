@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod environments;
 pub mod hooks;
+pub mod incidents;
 pub mod isolation;
 pub mod metrics;
 pub mod notify;
@@ -183,6 +184,13 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::Resume => on(m, environments::resume),
         Op::Approve => on(m, environments::approve),
         Op::StopEnvironment => on(m, environments::stop),
+        Op::ListIncidents => on(m, incidents::list),
+        Op::OpenIncident => on(m, incidents::open),
+        Op::ShowIncident => on(m, incidents::show),
+        Op::UpdateIncident => on(m, incidents::update),
+        Op::AckIncident => on(m, incidents::ack),
+        Op::ResolveIncident => on(m, incidents::resolve),
+        Op::MarkCause => on(m, incidents::cause),
     }
 }
 

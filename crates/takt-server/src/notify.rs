@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use takt_model::{Event, EventKind, RunStatus};
+use takt_model::{Event, EventKind, IncidentTrigger, RunStatus};
 use tokio::sync::mpsc;
 
 /// Attempts per delivery: the first wait between them, doubling up to the longest, so the last
@@ -39,9 +39,16 @@ fn private(kind: &str) -> bool {
     )
 }
 
-/// The CDEvents type for an event kind, or takt's own type where CDEvents has none.
-pub fn event_type(kind: &str) -> String {
-    match kind {
+/// The CDEvents type for an event, or takt's own type where CDEvents has none.
+pub fn event_type(e: &Event) -> String {
+    if let EventKind::IncidentOpened {
+        trigger: IncidentTrigger::Person,
+        ..
+    } = e.kind
+    {
+        return "dev.cdevents.incident.reported.0.2.0".into();
+    }
+    match e.kind.name() {
         "run_queued" => "dev.cdevents.pipelinerun.queued.0.2.0".into(),
         "run_started" => "dev.cdevents.pipelinerun.started.0.2.0".into(),
         "run_finished" => "dev.cdevents.pipelinerun.finished.0.2.0".into(),
@@ -51,13 +58,14 @@ pub fn event_type(kind: &str) -> String {
         "commit_seen" => "dev.cdevents.change.merged.0.2.0".into(),
         "deploy_finished" => "dev.cdevents.service.deployed.0.2.0".into(),
         "incident_opened" => "dev.cdevents.incident.detected.0.2.0".into(),
+        "incident_resolved" => "dev.cdevents.incident.resolved.0.2.0".into(),
         other => format!("dev.takt.{other}.v1"),
     }
 }
 
 /// The CloudEvents document of an event.
 pub fn cloudevent(e: &Event) -> Value {
-    let kind = e.kind.name();
+    let kind = event_type(e);
     let at = takt_model::timefmt::rfc3339(e.at);
     let id = e.seq.map(|s| s.to_string()).unwrap_or_default();
     let source = format!("/takt/projects/{}", e.project);
@@ -73,19 +81,19 @@ pub fn cloudevent(e: &Event) -> Value {
         EventKind::JobStarted { .. } => ("taskRun", None),
         EventKind::ArtifactStored { .. } => ("artifact", None),
         EventKind::DeployFinished { outcome, .. } => ("service", Some(outcome.to_string())),
-        EventKind::IncidentOpened { .. } => ("incident", None),
+        EventKind::IncidentOpened { .. } | EventKind::IncidentResolved { .. } => ("incident", None),
         _ => ("takt", None),
     };
     json!({
         "specversion": "1.0",
         "id": id,
         "source": source,
-        "type": event_type(kind),
+        "type": kind,
         "time": at,
         "subject": subject,
         "datacontenttype": "application/json",
         "data": {
-            "context": {"version": "0.4.1", "id": id, "source": source, "type": event_type(kind), "timestamp": at},
+            "context": {"version": "0.4.1", "id": id, "source": source, "type": kind, "timestamp": at},
             "subject": {"id": subject, "source": source, "type": subject_type, "content": {"pipelineName": e.project, "outcome": outcome}},
             "takt": body,
         },
@@ -95,10 +103,32 @@ pub fn cloudevent(e: &Event) -> Value {
 /// The Slack message for an event, if it is one Slack hears about.
 pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Option<Value> {
     if let EventKind::IncidentOpened {
-        environment, reason, ..
+        environment,
+        reason,
+        trigger,
+        id,
+        ..
     } = &e.kind
     {
-        let text = format!(":rotating_light: {}/{environment} is halted: {reason}", e.project);
+        let id = id.clone().or_else(|| takt_model::incident_id(e)).unwrap_or_default();
+        let text = match trigger {
+            IncidentTrigger::RollbackFailed => {
+                format!(
+                    ":rotating_light: {}/{environment} is halted: {reason} (incident {id})",
+                    e.project
+                )
+            }
+            _ => format!(
+                ":rotating_light: incident {id} in {}/{environment}: {reason}",
+                e.project
+            ),
+        };
+        return Some(json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}));
+    }
+    if let EventKind::IncidentResolved { id, auto, note, .. } = &e.kind {
+        let how = if *auto { " automatically" } else { "" };
+        let note = note.as_ref().map(|n| format!(": {n}")).unwrap_or_default();
+        let text = format!(":white_check_mark: incident {id} resolved{how}{note}");
         return Some(json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}));
     }
     let EventKind::RunFinished {

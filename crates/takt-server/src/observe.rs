@@ -4,6 +4,7 @@
 use crate::AppState;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
+use takt_model::NewIncident;
 use takt_observe::HostFuture;
 use takt_pipeline::HealthCheck;
 
@@ -52,6 +53,16 @@ impl takt_observe::Host for ObserveHost {
                 })
                 .collect();
             (cfg.checks, urls)
+        })
+    }
+
+    fn open_incident<'a>(&'a self, project: &'a str, new: NewIncident) -> HostFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let state = self
+                .state
+                .upgrade()
+                .ok_or_else(|| "the server is stopping".to_string())?;
+            state.cd.open_incident(project, new).await.map_err(|e| e.to_string())
         })
     }
 }

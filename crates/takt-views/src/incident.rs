@@ -4,7 +4,7 @@
 use crate::Projection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use takt_model::{Event, EventKind, IncidentStatus, OffsetDateTime, Severity, incident_id, timefmt};
+use takt_model::{Event, EventKind, IncidentStatus, IncidentTrigger, OffsetDateTime, Severity, incident_id, timefmt};
 
 /// One entry of an incident's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +43,30 @@ pub struct Incident {
     /// The deployment marked as its cause (`PROJECT/ENV#N`); the last mark wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+    pub trigger: IncidentTrigger,
+    /// The checks whose failure it is about (those that opened it, then those that joined).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    /// When each of its checks joined it (the opening, for those that opened it).
+    #[serde(skip)]
+    pub joined: BTreeMap<String, OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<Acknowledged>,
     pub timeline: Vec<IncidentEntry>,
+}
+
+/// Who took an incident on, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acknowledged {
+    pub by: String,
+    #[serde(with = "timefmt::ms")]
+    pub at: OffsetDateTime,
+}
+
+impl Incident {
+    pub fn is_open(&self) -> bool {
+        self.status != IncidentStatus::Resolved
+    }
 }
 
 /// Every incident, by id.
@@ -75,6 +98,7 @@ impl Projection for Incidents {
     const KINDS: &'static [&'static str] = &[
         "incident_opened",
         "incident_updated",
+        "incident_acknowledged",
         "incident_resolved",
         "incident_cause_marked",
     ];
@@ -94,6 +118,9 @@ impl Projection for Incidents {
                 severity,
                 services,
                 impact_started_at,
+                trigger,
+                checks,
+                by,
                 ..
             } => {
                 let Some(id) = incident_id(e) else { return };
@@ -110,17 +137,48 @@ impl Projection for Incidents {
                     resolved_at: None,
                     auto_resolved: false,
                     cause: None,
-                    timeline: vec![entry(Some(IncidentStatus::Investigating), Some(reason), None)],
+                    trigger: *trigger,
+                    checks: checks.clone(),
+                    joined: checks.iter().map(|c| (c.clone(), e.at)).collect(),
+                    acknowledged: None,
+                    timeline: vec![entry(Some(IncidentStatus::Investigating), Some(reason), by.as_ref())],
                 };
                 self.incidents.insert(id, incident);
             }
-            EventKind::IncidentUpdated { id, status, note, by } => {
+            EventKind::IncidentUpdated {
+                id,
+                status,
+                note,
+                by,
+                checks,
+            } => {
                 if let Some(i) = self.incidents.get_mut(id) {
+                    for c in checks {
+                        if !i.joined.contains_key(c) {
+                            i.checks.push(c.clone());
+                        }
+                        i.joined.insert(c.clone(), e.at);
+                    }
                     i.status = *status;
                     if *status == IncidentStatus::Resolved && i.resolved_at.is_none() {
                         i.resolved_at = Some(e.at);
                     }
                     i.timeline.push(entry(Some(*status), note.as_ref(), Some(by)));
+                }
+            }
+            EventKind::IncidentAcknowledged { id, by } => {
+                if let Some(i) = self.incidents.get_mut(id) {
+                    i.acknowledged = Some(Acknowledged {
+                        by: by.clone(),
+                        at: e.at,
+                    });
+                    i.timeline.push(IncidentEntry {
+                        at: e.at,
+                        kind: e.kind.name().to_string(),
+                        status: None,
+                        note: Some("acknowledged".into()),
+                        by: Some(by.clone()),
+                    });
                 }
             }
             EventKind::IncidentResolved { id, auto, by, note } => {
@@ -163,6 +221,9 @@ mod tests {
                 severity: Severity::default(),
                 services: vec![],
                 impact_started_at: None,
+                trigger: IncidentTrigger::default(),
+                checks: vec![],
+                by: None,
             },
         );
         legacy.seq = Some(41);
@@ -176,6 +237,9 @@ mod tests {
                 severity: Severity::Major,
                 services: vec!["web".into()],
                 impact_started_at: Some(legacy.at - time::Duration::minutes(3)),
+                trigger: IncidentTrigger::Check,
+                checks: vec!["home".into()],
+                by: None,
             },
         );
         let later = |kind| Event::now("p", None, kind);
@@ -187,6 +251,11 @@ mod tests {
                 status: IncidentStatus::Identified,
                 note: Some("bad config".into()),
                 by: "token 1".into(),
+                checks: vec!["api".into(), "home".into()],
+            }),
+            later(EventKind::IncidentAcknowledged {
+                id: "p#42".into(),
+                by: "ann".into(),
             }),
             later(EventKind::IncidentCauseMarked {
                 id: "p#42".into(),
@@ -224,7 +293,10 @@ mod tests {
         assert_eq!(i.status, IncidentStatus::Resolved);
         assert!(i.auto_resolved);
         assert_eq!(i.cause, None, "the last mark wins");
-        assert_eq!(i.timeline.len(), 5);
+        assert_eq!(i.timeline.len(), 6);
+        assert_eq!(i.checks, ["home", "api"], "a check joins once, in order");
+        assert_eq!(i.acknowledged.as_ref().map(|a| a.by.as_str()), Some("ann"));
+        assert!(old.is_open() && !i.is_open());
         assert!(i.impact_started_at < i.opened_at);
         assert_eq!(view.next_id("p"), "p#43");
         assert_eq!(view.next_id("q"), "q#1");

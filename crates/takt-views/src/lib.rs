@@ -6,6 +6,8 @@
 //! form. Views are rebuilt from the log when the server starts (see ARCHITECTURE.md, "Views").
 
 pub mod artifact;
+pub mod check;
+pub mod commit;
 pub mod environment;
 pub mod incident;
 pub mod project;
@@ -13,8 +15,10 @@ pub mod run;
 pub mod token;
 
 pub use artifact::{ArtifactView, Artifacts};
+pub use check::{CheckView, Checks};
+pub use commit::{CommitView, Commits};
 pub use environment::{Deployment, EnvView, Environments, Halt, InFlight, StepView, Stopped};
-pub use incident::{Incident, IncidentEntry, Incidents};
+pub use incident::{Acknowledged, Incident, IncidentEntry, Incidents};
 pub use project::{Project, Projects, Sealed};
 pub use run::{JobState, JobView, Pending, RunState, RunView, Runs};
 pub use token::{TokenInfo, Tokens};

@@ -5,6 +5,7 @@ mod output;
 mod artifact_cli;
 mod client;
 mod env_cli;
+mod incident_cli;
 mod ops;
 mod serve;
 
@@ -92,6 +93,10 @@ enum Command {
     /// Environments: what runs where, since when, and any deploy in progress.
     #[command(subcommand)]
     Env(env_cli::EnvCommand),
+    /// Incidents: opened by failing checks, rolled-back deploys or people; their timelines,
+    /// suspects and causes.
+    #[command(subcommand)]
+    Incident(incident_cli::IncidentCommand),
     /// The process driver's supervisor for one environment (started by `takt serve`).
     #[command(hide = true)]
     Supervise(env_cli::SuperviseArgs),
@@ -201,6 +206,7 @@ fn main() -> ExitCode {
         Command::Halt(a) => client::block_on(env_cli::halt(a)),
         Command::Rollback(a) => client::block_on(env_cli::rollback(a)),
         Command::Env(c) => client::block_on(env_cli::env(c)),
+        Command::Incident(c) => client::block_on(incident_cli::incident(c)),
         Command::Supervise(a) => env_cli::supervise(a),
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -12,9 +12,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("takt-model", &[]),
     ("takt-pipeline", &["takt-model", "takt-monitor"]),
     ("takt-views", &["takt-model"]),
-    ("takt-api", &["takt-model", "takt-views"]),
+    ("takt-api", &["takt-model", "takt-views", "takt-monitor"]),
     ("takt-deploy", &[]),
-    ("takt-monitor", &[]),
+    ("takt-monitor", &["takt-model", "takt-views"]),
     ("takt-store", &["takt-model"]),
     ("takt-blob", &["takt-model"]),
     ("takt-exec", &["takt-model"]),
@@ -33,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "takt-pipeline",
             "takt-deploy",
             "takt-driver",
+            "takt-monitor",
         ],
     ),
     (
@@ -71,6 +72,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "takt-pipeline",
             "takt-probe",
             "takt-store",
+            "takt-views",
         ],
     ),
 ];

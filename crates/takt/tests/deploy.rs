@@ -201,6 +201,31 @@ async fn commit_to_staging_to_production_with_blue_green_and_a_canary_rolled_bac
         d["reason"].as_str().unwrap().contains("analysis at step 2 failed"),
         "{d:#}"
     );
+    // The rollback opened an incident: caused by this deploy, over once v2 ran again; the
+    // deploy heads its suspects, with the commit it shipped.
+    let this = format!("shop/production#{}", d["deploy"]);
+    let list = get_json(&s, "/api/v1/incidents?project=shop&all=true", &deployer).await;
+    let i = &list["incidents"][0];
+    assert_eq!(
+        (&i["trigger"], &i["status"], &i["auto_resolved"], &i["severity"]),
+        (&json!("analysis"), &json!("resolved"), &json!(true), &json!("major")),
+        "{list:#}"
+    );
+    assert_eq!(i["cause"], this.as_str(), "{i:#}");
+    let open = get_json(&s, "/api/v1/incidents?project=shop", &deployer).await;
+    assert_eq!(
+        open["incidents"],
+        json!([]),
+        "resolved ones are listed with all=true only"
+    );
+    let id = i["id"].as_str().unwrap();
+    let n = id.rsplit('#').next().unwrap();
+    let detail = get_json(&s, &format!("/api/v1/projects/shop/incidents/{n}"), &deployer).await;
+    assert_eq!(detail["suspects"][0]["deployment"], this.as_str(), "{detail:#}");
+    assert_eq!(
+        detail["suspects"][0]["commits"][0]["subject"], "v3: broken",
+        "{detail:#}"
+    );
     assert!(
         d["steps"]
             .as_array()

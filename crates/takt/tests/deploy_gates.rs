@@ -252,8 +252,14 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
         v["halted"]["reason"].as_str().unwrap().contains("smoke checks failed"),
         "{v:#}"
     );
-    let inc = get_json(&s, "/api/v1/events?kind=incident_opened", &admin).await;
-    assert_eq!(inc["events"][0]["environment"], "stage", "{inc:#}");
+    let inc = get_json(&s, "/api/v1/incidents?project=app", &admin).await;
+    let i = &inc["incidents"][0];
+    assert_eq!(
+        (&i["environment"], &i["trigger"], &i["status"]),
+        (&json!("stage"), &json!("rollback_failed"), &json!("investigating")),
+        "a failed rollback's incident stays open for a person: {inc:#}"
+    );
+    assert_eq!(i["cause"], format!("app/stage#{}", d["deploy"]), "{i:#}");
     // Halted: no new deploy until resumed.
     std::fs::remove_file(dir.path().join("broken")).unwrap();
     let (st, b) = post_json(

@@ -1,6 +1,8 @@
 //! Health checks for real: a service on 127.0.0.1 that the test turns unhealthy and healthy
 //! again; takt probes it at its interval and records `check_state_changed` only when the check
 //! crosses a threshold (3 failures down, 2 successes up), with the result that did it explained.
+//! The check going down opens an incident (impact from its first failing result) that people
+//! move on with `takt incident`; the check coming back resolves it.
 
 #![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
 
@@ -10,6 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use common::server::*;
 use common::*;
+use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
@@ -26,20 +29,29 @@ async fn healthz(State(s): State<Arc<Service>>) -> (StatusCode, String) {
     (code, format!("{{\"status\":\"{body}\"}}"))
 }
 
-/// The next `check_state_changed` after `after` (a long poll: no sleeping here either).
-async fn next_change(s: &Server, token: &str, after: i64) -> serde_json::Value {
+/// The next event of `kind` after `after` (a long poll: no sleeping here either).
+async fn next(s: &Server, token: &str, kind: &str, after: i64) -> serde_json::Value {
     for _ in 0..4 {
-        let page = get_json(
-            s,
-            &format!("/api/v1/events?kind=check_state_changed&after={after}&wait=20"),
-            token,
-        )
-        .await;
+        let page = get_json(s, &format!("/api/v1/events?kind={kind}&after={after}&wait=20"), token).await;
         if let Some(e) = page["events"].as_array().and_then(|a| a.first()) {
             return e.clone();
         }
     }
-    panic!("no check_state_changed after {after} within 80 s");
+    panic!("no {kind} after {after} within 80 s");
+}
+
+async fn next_change(s: &Server, token: &str, after: i64) -> serde_json::Value {
+    next(s, token, "check_state_changed", after).await
+}
+
+fn cli(s: &Server, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = takt()
+        .args(args)
+        .args(["--server", &s.base, "--token", token])
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,9 +103,127 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
         "the streak began before it was recorded: {down:#}"
     );
 
+    // The check going down opened an incident, its impact from the first failing result.
+    let opened = next(&s, &admin, "incident_opened", head).await;
+    assert!(opened["seq"].as_i64() > down["seq"].as_i64(), "{opened:#}");
+    let list = get_json(&s, "/api/v1/incidents", &admin).await;
+    let i = &list["incidents"][0];
+    assert_eq!(list["incidents"].as_array().unwrap().len(), 1, "{list:#}");
+    assert_eq!(
+        (&i["id"], &i["trigger"], &i["status"], &i["severity"]),
+        (
+            &json!("web#1"),
+            &json!("check"),
+            &json!("investigating"),
+            &json!("critical")
+        ),
+        "its only check is down: critical; {list:#}"
+    );
+    assert_eq!(
+        (&i["checks"], &i["services"]),
+        (&json!(["api"]), &json!(["shop"])),
+        "{i:#}"
+    );
+    let impact = takt_model::timefmt::parse_rfc3339(i["impact_started_at"].as_str().unwrap()).unwrap();
+    assert!(
+        (impact - time("since")).abs() < time::Duration::milliseconds(1),
+        "{i:#} {down:#}"
+    );
+
+    // People move it on.
+    let deployer = new_token(&s, &admin, takt_server::auth::Scope::Deploy).await;
+    let reader = new_token(&s, &admin, takt_server::auth::Scope::Read).await;
+    let (code, out, err) = cli(&s, &deployer, &["incident", "ack", "web#1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("web#1: acknowledged; investigating"), "{out}");
+    let (code, _, err) = cli(
+        &s,
+        &deployer,
+        &[
+            "incident",
+            "status",
+            "web#1",
+            "identified",
+            "--note",
+            "the disk is full",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = cli(&s, &reader, &["incident", "note", "web#1", "reading may not change it"]);
+    assert_eq!(code, Some(2), "a read token cannot change an incident: {out}{err}");
+    let (code, out, err) = cli(&s, &reader, &["incident", "show", "web#1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("incident web#1  critical  identified  in web/"), "{out}");
+    assert!(
+        out.contains("the disk is full") && out.contains("acknowledged by token"),
+        "{out}"
+    );
+    assert!(out.contains("suspects: no deployment"), "{out}");
+    let (code, out, _) = cli(&s, &reader, &["incident", "ls"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("web#1") && out.contains("identified"), "{out}");
+
+    // Bad input says what is wrong, exit 2, and changes nothing.
+    for (args, says) in [
+        (&["incident", "show", "web"][..], "give PROJECT#N"),
+        (&["incident", "show", "web#99"], "no incident web#99"),
+        (
+            &["incident", "cause", "web#1", "web/production#9"],
+            "no deployment web/production#9",
+        ),
+        (&["incident", "cause", "web#1", "production"], "give PROJECT/ENV#N"),
+        (&["incident", "status", "web#1", "fixed"], "invalid value 'fixed'"),
+    ] {
+        let (code, out, err) = cli(&s, &deployer, args);
+        assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/projects/web/incidents/1/update",
+        &deployer,
+        json!({"stauts": "resolved"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "unknown fields are refused: {b}");
+    assert!(b["error"].as_str().unwrap().contains("unknown field `stauts`"), "{b}");
+
+    // The check coming back resolves it, automatically.
     svc.status.store(200, Ordering::SeqCst);
     let up = next_change(&s, &admin, down["seq"].as_i64().unwrap()).await;
     assert_eq!(up["state"], "up", "{up:#}");
     assert_eq!(up["streak"], 2, "{up:#}");
     assert_eq!(up["reason"], "[STATUS] (200) == 200", "{up:#}");
+    let resolved = next(&s, &admin, "incident_resolved", up["seq"].as_i64().unwrap()).await;
+    assert_eq!(
+        (&resolved["id"], &resolved["auto"]),
+        (&json!("web#1"), &json!(true)),
+        "{resolved:#}"
+    );
+    let (code, out, err) = cli(&s, &deployer, &["incident", "ack", "web#1"]);
+    assert_eq!(
+        code,
+        Some(1),
+        "a resolved incident is refused, not bad input: {out}{err}"
+    );
+    assert!(err.contains("is resolved"), "{err}");
+    let (_, out, _) = cli(&s, &reader, &["incident", "ls"]);
+    assert!(out.contains("no open incidents"), "{out}");
+    let detail = get_json(&s, "/api/v1/projects/web/incidents/1", &reader).await;
+    let kinds: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "incident_opened",
+            "incident_acknowledged",
+            "incident_updated",
+            "incident_resolved"
+        ],
+        "{detail:#}"
+    );
 }
