@@ -75,6 +75,9 @@ pub enum Op {
     AckIncident,
     ResolveIncident,
     MarkCause,
+    ListChecks,
+    HeartbeatToken,
+    Heartbeat,
 }
 
 impl Op {
@@ -516,6 +519,30 @@ pub const ROUTES: &[Route] = &[
     )
     .takes(Body::json::<CauseBody>())
     .answers(Body::json::<IncidentAnswer>()),
+    route(
+        Op::ListChecks,
+        Get,
+        "/api/v1/projects/{name}/checks",
+        Some(Read),
+        "The default branch's health checks and their states",
+    )
+    .answers(Body::json::<CheckList>()),
+    route(
+        Op::HeartbeatToken,
+        Get,
+        "/api/v1/projects/{name}/checks/{check}/heartbeat",
+        Some(Admin),
+        "A heartbeat check's URL and its own token",
+    )
+    .answers(Body::json::<HeartbeatToken>()),
+    route(
+        Op::Heartbeat,
+        Post,
+        "/api/v1/heartbeats/{project}/{check}",
+        None,
+        "A heartbeat check's beat (its own token as the bearer)",
+    )
+    .answers(Body::json::<BeatTaken>()),
 ];
 
 /// The path parameters of a route, in order.

@@ -512,3 +512,48 @@ pub struct IncidentAnswer {
     #[schema(value_type = String)]
     pub status: takt_model::IncidentStatus,
 }
+
+// ---- checks ----
+
+/// One health check of a project's default branch, and its state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CheckStatus {
+    pub name: String,
+    /// `http`, `tcp`, `dns`, `command` or `heartbeat`.
+    pub probe: String,
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// `up` or `down` as its last change left it; none: it never crossed a threshold (up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub state: Option<takt_model::CheckState>,
+    /// RFC 3339: the first result of the streak that made the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CheckList {
+    pub project: String,
+    pub checks: Vec<CheckStatus>,
+}
+
+/// Where and how a heartbeat check gets its beats.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatToken {
+    /// `POST` here, with `Authorization: Bearer TOKEN`.
+    pub url: String,
+    /// This check's own token: it can send this check's beats, and nothing else.
+    pub token: String,
+}
+
+/// `POST /api/v1/heartbeats/{project}/{check}`: the beat was taken.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BeatTaken {
+    pub project: String,
+    pub check: String,
+}

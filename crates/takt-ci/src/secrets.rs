@@ -7,10 +7,15 @@
 
 use chacha20poly1305::XChaCha20Poly1305;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 
 pub struct SecretKey {
     cipher: XChaCha20Poly1305,
+    /// For tags (HMAC-SHA256): a key of its own, derived from the secret key, so that a tag
+    /// never reveals anything about the key that seals secrets.
+    tags: [u8; 32],
 }
 
 /// Shortest value that can be masked in logs without masking ordinary text (GitLab: 8).
@@ -55,7 +60,38 @@ impl SecretKey {
             return Err(SecretError::BadEnvKey);
         }
         let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| SecretError::BadEnvKey)?;
-        Ok(SecretKey { cipher })
+        let tags = Sha256::new()
+            .chain_update(b"takt tag key v1\0")
+            .chain_update(&bytes)
+            .finalize()
+            .into();
+        Ok(SecretKey { cipher, tags })
+    }
+
+    /// A token that proves knowledge of the secret key for `purpose` and `parts` (e.g. a
+    /// heartbeat check's: `heartbeat`, project, check): HMAC-SHA256, hex. Stable while the key
+    /// is; it changes when the key does.
+    pub fn tag(&self, purpose: &str, parts: &[&str]) -> String {
+        hex::encode(self.mac(purpose, parts).finalize().into_bytes())
+    }
+
+    /// Whether `token` is the tag of `purpose` and `parts` (compared in constant time).
+    pub fn verify_tag(&self, purpose: &str, parts: &[&str], token: &str) -> bool {
+        match hex::decode(token.trim()) {
+            Ok(bytes) => self.mac(purpose, parts).verify_slice(&bytes).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    fn mac(&self, purpose: &str, parts: &[&str]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.tags).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        for p in parts {
+            // Lengths first: ("a", "bc") and ("ab", "c") never share a tag.
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p.as_bytes());
+        }
+        mac
     }
 
     /// (nonce, ciphertext), both hex.
@@ -137,5 +173,34 @@ mod tests {
         assert!(SecretKey::load(dir.path(), Some("abc")).is_err());
         assert!(check_name("API_TOKEN").is_ok());
         assert!(check_name("1X").is_err() && check_name("a-b").is_err());
+    }
+
+    #[test]
+    fn tags_are_stable_per_key_and_bound_to_every_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = SecretKey::load(dir.path(), None).unwrap();
+        let t = k.tag("heartbeat", &["p", "backup"]);
+        assert_eq!(t.len(), 64);
+        assert!(k.verify_tag("heartbeat", &["p", "backup"], &t));
+        assert_eq!(
+            SecretKey::load(dir.path(), None)
+                .unwrap()
+                .tag("heartbeat", &["p", "backup"]),
+            t
+        );
+        for (purpose, parts) in [
+            ("heartbeat", &["p", "backups"][..]),
+            ("heartbeat", &["pb", "ackup"]),
+            ("other", &["p", "backup"]),
+        ] {
+            assert!(!k.verify_tag(purpose, parts, &t), "{purpose} {parts:?}");
+        }
+        assert!(!k.verify_tag("heartbeat", &["p", "backup"], "not hex"));
+        assert!(!k.verify_tag("heartbeat", &["p", "backup"], &t[..62]));
+        let other = SecretKey::load(tempfile::tempdir().unwrap().path(), None).unwrap();
+        assert!(
+            !other.verify_tag("heartbeat", &["p", "backup"], &t),
+            "another key, another tag"
+        );
     }
 }

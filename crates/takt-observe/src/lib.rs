@@ -12,8 +12,11 @@
 //! incidents and records what `takt_monitor::incident::reconcile` asks: open (through the
 //! host, which numbers incidents), join, resolve.
 //!
-//! Not yet (the monitoring issue): heartbeat checks (they need their endpoint), raw results
-//! and aggregates, the status page.
+//! Heartbeat checks have a task each too: a beat ([`Observe::beat`], kept as a cursor so that
+//! a restart counts from it) is a passing result, and `every` + `grace` without one a failing
+//! result.
+//!
+//! Not yet (the monitoring issue): raw results and aggregates, the status page.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -52,6 +55,25 @@ struct Running {
     check: HealthCheck,
     base: Option<String>,
     task: tokio::task::JoinHandle<()>,
+    /// A heartbeat's beats, to its task.
+    beats: Option<tokio::sync::watch::Sender<OffsetDateTime>>,
+}
+
+/// Why a beat was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BeatError {
+    #[error("project `{project}` has no heartbeat check `{check}` on its default branch")]
+    NotFound { project: String, check: String },
+    #[error("check `{check}` of `{project}` is probed by takt, not fed by heartbeats")]
+    NotHeartbeat { project: String, check: String },
+    #[error("the event log is unavailable: {0}")]
+    Store(String),
+}
+
+/// The cursor that keeps a heartbeat's last beat (milliseconds since the epoch) across
+/// restarts.
+fn beat_cursor(project: &str, check: &str) -> String {
+    format!("heartbeat:{project}/{check}")
 }
 
 pub struct Observe {
@@ -139,7 +161,6 @@ impl Observe {
         let (checks, urls) = self.host.checks(project).await;
         let wanted: Vec<(HealthCheck, Option<String>)> = checks
             .into_iter()
-            .filter(|c| !matches!(c.probe, ProbeSpec::Heartbeat { .. }))
             .map(|c| {
                 let base = c.environment.as_ref().and_then(|e| urls.get(e).cloned());
                 (c, base)
@@ -167,6 +188,22 @@ impl Observe {
             return;
         }
         let last = self.last_states(project).await;
+        // Each heartbeat's last beat (none yet: its time counts from now).
+        let mut beats = HashMap::new();
+        for (c, _) in &changed {
+            if matches!(c.probe, ProbeSpec::Heartbeat { .. }) {
+                let at = match self.store.cursor(&beat_cursor(project, &c.name)).await {
+                    Ok(ms) => {
+                        ms.and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, check = %c.name, "cannot read a heartbeat's last beat");
+                        None
+                    }
+                };
+                beats.insert(c.name.clone(), at.unwrap_or_else(OffsetDateTime::now_utc));
+            }
+        }
         let mut running = self.running.lock();
         for (c, base) in changed {
             let key = (project.to_string(), c.name.clone());
@@ -177,16 +214,73 @@ impl Observe {
                 Some(CheckState::Down) => Health::Down,
                 _ => Health::Up,
             };
-            let task = tokio::spawn(watch(
-                self.store.clone(),
-                self.prober.clone(),
-                project.to_string(),
-                c.clone(),
-                base.clone(),
-                health,
-            ));
-            running.insert(key, Running { check: c, base, task });
+            let (task, beats) = match (&c.probe, beats.get(&c.name)) {
+                (ProbeSpec::Heartbeat { every, grace }, Some(at)) => {
+                    let (tx, rx) = tokio::sync::watch::channel(*at);
+                    let task = tokio::spawn(heartbeat(
+                        self.store.clone(),
+                        project.to_string(),
+                        c.clone(),
+                        *every + *grace,
+                        health,
+                        rx,
+                    ));
+                    (task, Some(tx))
+                }
+                _ => {
+                    let task = tokio::spawn(watch(
+                        self.store.clone(),
+                        self.prober.clone(),
+                        project.to_string(),
+                        c.clone(),
+                        base.clone(),
+                        health,
+                    ));
+                    (task, None)
+                }
+            };
+            running.insert(
+                key,
+                Running {
+                    check: c,
+                    base,
+                    task,
+                    beats,
+                },
+            );
         }
+    }
+
+    /// A beat of heartbeat check `check` of `project`, now: kept (so that a restart counts
+    /// from it), then passed to the check's task.
+    pub async fn beat(&self, project: &str, check: &str) -> Result<(), BeatError> {
+        let key = (project.to_string(), check.to_string());
+        let is_heartbeat = self.running.lock().get(&key).map(|r| r.beats.is_some());
+        match is_heartbeat {
+            None => {
+                return Err(BeatError::NotFound {
+                    project: project.into(),
+                    check: check.into(),
+                });
+            }
+            Some(false) => {
+                return Err(BeatError::NotHeartbeat {
+                    project: project.into(),
+                    check: check.into(),
+                });
+            }
+            Some(true) => {}
+        }
+        let now = OffsetDateTime::now_utc();
+        let ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        self.store
+            .save_cursor(&beat_cursor(project, check), ms)
+            .await
+            .map_err(|e| BeatError::Store(e.to_string()))?;
+        if let Some(tx) = self.running.lock().get(&key).and_then(|r| r.beats.as_ref()) {
+            tx.send_replace(now);
+        }
+        Ok(())
     }
 
     /// Each check's state as its last recorded change left it.
@@ -248,25 +342,74 @@ async fn watch(
             .find(|v| v.success == success)
             .map(|v| v.explained.clone())
             .unwrap_or_else(|| "no conditions".into());
-        let e = Event::now(
-            &project,
-            None,
-            EventKind::CheckStateChanged {
-                check: c.name.clone(),
-                service: c.service.clone().unwrap_or_else(|| project.clone()),
-                environment: c.environment.clone(),
-                state: match change.to {
-                    Health::Up => CheckState::Up,
-                    Health::Down => CheckState::Down,
-                },
-                streak: change.streak,
-                reason,
-                since,
-            },
-        );
-        if let Err(err) = store.append(&e).await {
-            tracing::error!(error = %err, check = %c.name, "cannot record a check's change");
+        record_change(&store, &project, &c, change, reason, since).await;
+    }
+}
+
+/// A heartbeat check, forever: each beat (from `beats`) is a passing result; each `due` (its
+/// `every` plus `grace`) without one is a failing result, after which the next is due one
+/// `due` later.
+async fn heartbeat(
+    store: Store,
+    project: String,
+    c: HealthCheck,
+    due: std::time::Duration,
+    health: Health,
+    mut beats: tokio::sync::watch::Receiver<OffsetDateTime>,
+) {
+    let mut streak = Streak::new(c.failure_threshold, c.success_threshold).starting(health);
+    let mut last = *beats.borrow_and_update();
+    let human = takt_model::timefmt::human(due);
+    loop {
+        let deadline = last + due;
+        let wait = (deadline - OffsetDateTime::now_utc()).try_into().unwrap_or_default();
+        let (success, reason, since) = tokio::select! {
+            changed = beats.changed() => {
+                if changed.is_err() {
+                    return; // the check was stopped
+                }
+                last = *beats.borrow_and_update();
+                (true, "a beat arrived".to_string(), last)
+            }
+            () = tokio::time::sleep(wait) => {
+                let reason = format!("no beat within {human} (the last at {})", takt_model::timefmt::rfc3339(last));
+                last = deadline;
+                (false, reason, deadline)
+            }
+        };
+        if let Some(change) = streak.record(success) {
+            record_change(&store, &project, &c, change, reason, since).await;
         }
+    }
+}
+
+/// Records that check `c` crossed a threshold.
+async fn record_change(
+    store: &Store,
+    project: &str,
+    c: &HealthCheck,
+    change: takt_monitor::threshold::Change,
+    reason: String,
+    since: OffsetDateTime,
+) {
+    let e = Event::now(
+        project,
+        None,
+        EventKind::CheckStateChanged {
+            check: c.name.clone(),
+            service: c.service.clone().unwrap_or_else(|| project.to_string()),
+            environment: c.environment.clone(),
+            state: match change.to {
+                Health::Up => CheckState::Up,
+                Health::Down => CheckState::Down,
+            },
+            streak: change.streak,
+            reason,
+            since,
+        },
+    );
+    if let Err(err) = store.append(&e).await {
+        tracing::error!(error = %err, check = %c.name, "cannot record a check's change");
     }
 }
 

@@ -476,13 +476,7 @@ impl Cx {
                 "notify" => notify = self.notify(v),
                 "retention" => retention = self.retention(v),
                 "environments" => environments = self.environments(v),
-                "checks" => {
-                    checks = self.checks(v);
-                    // Heartbeats are checked in full, but nothing receives their beats yet.
-                    if checks.iter().any(|c| matches!(c.probe, ProbeSpec::Heartbeat { .. })) {
-                        reserved.push(("heartbeat".to_string(), k.pos));
-                    }
-                }
+                "checks" => checks = self.checks(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {

@@ -199,11 +199,9 @@ fn checks_parse_in_gatus_terms_with_their_defaults() {
         matches!(c("backup").probe, takt_pipeline::ProbeSpec::Heartbeat { grace, .. } if grace == std::time::Duration::from_secs(8640))
     );
     assert!(matches!(&c("dns").probe, takt_pipeline::ProbeSpec::Dns { record, .. } if record == "AAAA"));
-    // Heartbeats are parsed in full, but nothing receives their beats yet: lint says so.
-    assert_eq!(
-        p.reserved.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
-        ["heartbeat"]
-    );
+    // One missed beat fails a heartbeat and one beat brings it back, unless it says otherwise.
+    assert_eq!((c("backup").failure_threshold, c("backup").success_threshold), (1, 1));
+    assert!(p.reserved.is_empty(), "{:?}", p.reserved);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 pub mod artifacts;
 pub mod auth;
+pub mod checks;
 pub mod config;
 pub mod environments;
 pub mod hooks;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub exclusive: tokio::sync::Mutex<()>,
     /// Names of projects being added (their clone under way).
     pub adding_projects: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// The monitoring service, once started (it takes heartbeats).
+    pub observe: std::sync::OnceLock<Arc<takt_observe::Observe>>,
 }
 
 impl AppState {
@@ -191,6 +194,9 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::AckIncident => on(m, incidents::ack),
         Op::ResolveIncident => on(m, incidents::resolve),
         Op::MarkCause => on(m, incidents::cause),
+        Op::ListChecks => on(m, checks::list),
+        Op::HeartbeatToken => on(m, checks::token),
+        Op::Heartbeat => on(m, checks::beat),
     }
 }
 

@@ -18,7 +18,11 @@ pub fn start(state: &Arc<AppState>) {
         state: Arc::downgrade(state),
     });
     match takt_observe::Observe::new(state.store.clone(), host) {
-        Ok(o) => Arc::new(o).start(),
+        Ok(o) => {
+            let o = Arc::new(o);
+            let _ = state.observe.set(o.clone());
+            o.start();
+        }
         Err(e) => tracing::error!(error = %e, "the monitoring service cannot start"),
     }
 }

@@ -3,6 +3,7 @@
 #[macro_use]
 mod output;
 mod artifact_cli;
+mod check_cli;
 mod client;
 mod env_cli;
 mod incident_cli;
@@ -97,6 +98,9 @@ enum Command {
     /// suspects and causes.
     #[command(subcommand)]
     Incident(incident_cli::IncidentCommand),
+    /// Health checks: their states, and heartbeat checks' URLs and tokens.
+    #[command(subcommand)]
+    Check(check_cli::CheckCommand),
     /// The process driver's supervisor for one environment (started by `takt serve`).
     #[command(hide = true)]
     Supervise(env_cli::SuperviseArgs),
@@ -207,6 +211,7 @@ fn main() -> ExitCode {
         Command::Rollback(a) => client::block_on(env_cli::rollback(a)),
         Command::Env(c) => client::block_on(env_cli::env(c)),
         Command::Incident(c) => client::block_on(incident_cli::incident(c)),
+        Command::Check(c) => client::block_on(check_cli::check(c)),
         Command::Supervise(a) => env_cli::supervise(a),
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

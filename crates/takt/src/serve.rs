@@ -270,6 +270,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         mirror,
         exclusive: Default::default(),
         adding_projects: Default::default(),
+        observe: Default::default(),
         isolation,
     });
     {

@@ -44,6 +44,19 @@ async fn next_change(s: &Server, token: &str, after: i64) -> serde_json::Value {
     next(s, token, "check_state_changed", after).await
 }
 
+/// A server with project `web` whose takt.yml is `yml`; the log's head before it was added.
+async fn serve_project(yml: &str) -> (Repo, tempfile::TempDir, Server, String, i64) {
+    let repo = Repo::new(&[("takt.yml", yml)]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let head = get_json(&s, &format!("/api/v1/events?after={}&limit=1", i64::MAX), &admin).await["head"]
+        .as_i64()
+        .unwrap();
+    add_project(&s, &admin, "web", repo.path()).await;
+    (repo, dir, s, admin, head)
+}
+
 fn cli(s: &Server, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let out = takt()
         .args(args)
@@ -68,14 +81,7 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
     let yml = format!(
         "jobs:\n  a: {{script: [x]}}\nchecks:\n  api:\n    service: shop\n    http: {{url: \"http://127.0.0.1:{port}/healthz\"}}\n    interval: 100ms\n    timeout: 2s\n    conditions:\n      - \"[STATUS] == 200\"\n      - \"[BODY].status == ok\"\n"
     );
-    let repo = Repo::new(&[("takt.yml", &yml)]);
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(&dir.path().join("data"), &[]);
-    let admin = s.printed_token.clone().unwrap();
-    let head = get_json(&s, &format!("/api/v1/events?after={}&limit=1", i64::MAX), &admin).await["head"]
-        .as_i64()
-        .unwrap();
-    add_project(&s, &admin, "web", repo.path()).await;
+    let (_repo, _dir, s, admin, head) = serve_project(&yml).await;
     // Probed while healthy: nothing is recorded (only changes are events).
     until("the check probes the service", || async {
         svc.hits.load(Ordering::SeqCst) >= 3
@@ -226,4 +232,86 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
         ],
         "{detail:#}"
     );
+}
+
+/// A heartbeat check: beats sent with its own token keep it up; a missed one (`every` +
+/// `grace`) takes it down at once and opens an incident; the next beat brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_goes_down_when_a_beat_is_missed_and_up_with_the_next() {
+    let yml = "jobs:\n  a: {script: [x]}\nchecks:\n  backup:\n    heartbeat: {every: 1s, grace: 500ms}\n  api:\n    tcp: {host: 127.0.0.1, port: 9}\n    interval: 1h\n";
+    let (_repo, _dir, s, admin, head) = serve_project(yml).await;
+
+    let (code, out, err) = cli(&s, &admin, &["check", "heartbeat", "web", "backup", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let hb: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = hb["token"].as_str().unwrap().to_string();
+    assert_eq!(hb["url"], format!("{}/api/v1/heartbeats/web/backup", s.base), "{hb:#}");
+    let beat = |token: Option<String>| {
+        let url = format!("{}/api/v1/heartbeats/web/backup", s.base);
+        async move {
+            let mut req = client().post(url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            req.send().await.unwrap().status()
+        }
+    };
+    // Only the check's own token is taken; a probed check has none.
+    assert_eq!(beat(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(beat(Some(admin.clone())).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(beat(Some(format!("{}0", &token[..63]))).await, StatusCode::UNAUTHORIZED);
+    let (code, _, err) = cli(&s, &admin, &["check", "heartbeat", "web", "api"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("only `heartbeat:` checks take beats"), "{err}");
+    let reader = new_token(&s, &admin, takt_server::auth::Scope::Read).await;
+    let (code, _, err) = cli(&s, &reader, &["check", "heartbeat", "web", "backup"]);
+    assert_eq!(code, Some(2), "a check's token is an admin's to hand out: {err}");
+
+    // Beats every 300 ms for 2 s: the check stays up, nothing is recorded.
+    until("the service takes beats", || async {
+        beat(Some(token.clone())).await == StatusCode::OK
+    })
+    .await;
+    for _ in 0..7 {
+        assert_eq!(beat(Some(token.clone())).await, StatusCode::OK);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let page = get_json(
+        &s,
+        &format!("/api/v1/events?kind=check_state_changed&after={head}"),
+        &admin,
+    )
+    .await;
+    assert_eq!(page["events"], json!([]), "{page:#}");
+
+    // No beat: down within 1.5 s of the last one, and an incident opens.
+    let down = next_change(&s, &admin, head).await;
+    assert_eq!(
+        (&down["check"], &down["state"], &down["streak"]),
+        (&json!("backup"), &json!("down"), &json!(1)),
+        "{down:#}"
+    );
+    assert!(
+        down["reason"].as_str().unwrap().starts_with("no beat within 1.5s"),
+        "{down:#}"
+    );
+    let opened = next(&s, &admin, "incident_opened", head).await;
+    assert_eq!(opened["checks"], json!(["backup"]), "{opened:#}");
+    let (_, out, _) = cli(&s, &reader, &["check", "ls", "web"]);
+    assert!(
+        out.lines()
+            .any(|l| l.contains("backup") && l.contains("heartbeat") && l.contains("down")),
+        "{out}"
+    );
+
+    // One beat brings it back and resolves the incident.
+    assert_eq!(beat(Some(token.clone())).await, StatusCode::OK);
+    let up = next_change(&s, &admin, down["seq"].as_i64().unwrap()).await;
+    assert_eq!(
+        (&up["state"], &up["reason"]),
+        (&json!("up"), &json!("a beat arrived")),
+        "{up:#}"
+    );
+    let resolved = next(&s, &admin, "incident_resolved", up["seq"].as_i64().unwrap()).await;
+    assert_eq!(resolved["auto"], true, "{resolved:#}");
 }

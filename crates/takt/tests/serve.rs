@@ -38,6 +38,9 @@ async fn every_route_refuses_missing_wrong_and_insufficient_tokens() {
             if path.contains("/hooks/") {
                 // Signed by the sender, not by a token: an unknown provider/project is 404.
                 assert_eq!(st, StatusCode::NOT_FOUND, "{method} {path}");
+            } else if path.contains("/heartbeats/") {
+                // A heartbeat check's own token is its proof: none, none taken.
+                assert_eq!(st, StatusCode::UNAUTHORIZED, "{method} {path}");
             } else {
                 assert_eq!(st, StatusCode::OK, "{method} {path} is public");
             }

@@ -47,6 +47,7 @@ impl Cx {
             pos: k.pos,
         };
         let mut conditions = None;
+        let mut thresholds = (false, false);
         // A probe was named, even if it did not parse (its own error says why).
         let mut named = false;
         for (fk, fv) in fields {
@@ -78,8 +79,14 @@ impl Cx {
                         .filter(|t| (1..=1000).contains(t));
                     match t {
                         None => self.err(fv.pos, format!("`{field}` must be a whole number from 1 to 1000")),
-                        Some(t) if field == "failure_threshold" => c.failure_threshold = t,
-                        Some(t) => c.success_threshold = t,
+                        Some(t) if field == "failure_threshold" => {
+                            c.failure_threshold = t;
+                            thresholds.0 = true;
+                        }
+                        Some(t) => {
+                            c.success_threshold = t;
+                            thresholds.1 = true;
+                        }
                     }
                 }
                 "public" => c.public = self.bool(fv, "`public`").unwrap_or(false),
@@ -115,6 +122,16 @@ impl Cx {
                 ProbeSpec::Http { .. } => vec!["[STATUS] < 400".into()],
                 _ => vec!["[CONNECTED] == true".into()],
             };
+        }
+        if matches!(probe, ProbeSpec::Heartbeat { .. }) {
+            // One missed beat fails a heartbeat, one beat brings it back (as Gatus's external
+            // endpoints' heartbeats), unless the check says otherwise.
+            if !thresholds.0 {
+                c.failure_threshold = 1;
+            }
+            if !thresholds.1 {
+                c.success_threshold = 1;
+            }
         }
         c.probe = probe;
         Some(c)
