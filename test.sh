@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: installs what the tests run for real when it is
-# missing (Debian packages: PostgreSQL, nginx, Prometheus, bubblewrap; needs root or sudo),
+# missing (Debian packages: PostgreSQL, nginx, Prometheus, bubblewrap, python3-feedparser;
+# needs root or sudo),
 # then runs every test. A test whose component is still missing fails, naming it.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,6 +14,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx-light)
 [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 [ -x /usr/bin/bwrap ] || missing+=(bubblewrap)
+# The status page's Atom feed is read by a real Atom parser (Debian's, for /usr/bin/python3).
+/usr/bin/python3 -c "import feedparser" 2>/dev/null || missing+=(python3-feedparser)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo=""

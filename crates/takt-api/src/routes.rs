@@ -78,6 +78,9 @@ pub enum Op {
     ListChecks,
     HeartbeatToken,
     Heartbeat,
+    StatusPage,
+    StatusJson,
+    StatusFeed,
 }
 
 impl Op {
@@ -543,6 +546,30 @@ pub const ROUTES: &[Route] = &[
         "A heartbeat check's beat (its own token as the bearer)",
     )
     .answers(Body::json::<BeatTaken>()),
+    route(
+        Op::StatusPage,
+        Get,
+        "/status",
+        None,
+        "The public status page (HTML, no JavaScript)",
+    )
+    .answers(Body::raw("text/html; charset=utf-8")),
+    route(
+        Op::StatusJson,
+        Get,
+        "/status.json",
+        None,
+        "The public status page's data",
+    )
+    .answers(JSON_OBJECT),
+    route(
+        Op::StatusFeed,
+        Get,
+        "/status/feed.xml",
+        None,
+        "The public status page's incidents as an Atom feed",
+    )
+    .answers(Body::raw("application/atom+xml")),
 ];
 
 /// The path parameters of a route, in order.

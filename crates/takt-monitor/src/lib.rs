@@ -10,8 +10,13 @@
 //!   `success_threshold` consecutive successes bring it back up.
 //! - [`incident`]: which incidents the checks' states open, join or resolve.
 //! - [`suspect`]: the deployments an incident most likely comes from, ranked.
+//! - [`aggregate`]: results summed into hour and day buckets, retention, uptime bars.
+//! - [`status`] and [`render`]: the public status page's model, its HTML and Atom feed.
 
+pub mod aggregate;
 pub mod condition;
 pub mod incident;
+pub mod render;
+pub mod status;
 pub mod suspect;
 pub mod threshold;

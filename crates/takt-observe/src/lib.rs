@@ -18,6 +18,8 @@
 //!
 //! Not yet (the monitoring issue): raw results and aggregates, the status page.
 
+pub mod results;
+
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
@@ -81,15 +83,17 @@ pub struct Observe {
     host: Arc<dyn Host>,
     prober: takt_probe::Prober,
     running: Mutex<HashMap<(String, String), Running>>,
+    results: results::Recorder,
 }
 
 impl Observe {
     pub fn new(store: Store, host: Arc<dyn Host>) -> Result<Observe, String> {
         Ok(Observe {
-            store,
+            store: store.clone(),
             host,
             prober: takt_probe::Prober::new().map_err(|e| e.to_string())?,
             running: Mutex::default(),
+            results: results::Recorder::start(store.clone()),
         })
     }
 
@@ -219,6 +223,7 @@ impl Observe {
                     let (tx, rx) = tokio::sync::watch::channel(*at);
                     let task = tokio::spawn(heartbeat(
                         self.store.clone(),
+                        self.results.clone(),
                         project.to_string(),
                         c.clone(),
                         *every + *grace,
@@ -230,6 +235,7 @@ impl Observe {
                 _ => {
                     let task = tokio::spawn(watch(
                         self.store.clone(),
+                        self.results.clone(),
                         self.prober.clone(),
                         project.to_string(),
                         c.clone(),
@@ -308,6 +314,7 @@ impl Observe {
 /// One check, forever: probe at its interval, judge, record a crossed threshold.
 async fn watch(
     store: Store,
+    results: results::Recorder,
     prober: takt_probe::Prober,
     project: String,
     c: HealthCheck,
@@ -326,6 +333,13 @@ async fn watch(
         let probe = prober.probe(&c.probe, base.as_deref(), c.timeout).await;
         let verdicts: Vec<_> = conditions.iter().map(|k| k.evaluate(&probe)).collect();
         let success = verdicts.iter().all(|v| v.success);
+        results.record(results::Sample {
+            project: project.clone(),
+            check: c.name.clone(),
+            at,
+            success,
+            latency_ms: u64::try_from(probe.response_time.as_millis()).unwrap_or(u64::MAX),
+        });
         let since = match run_began {
             Some((s, t)) if s == success => t,
             _ => {
@@ -351,6 +365,7 @@ async fn watch(
 /// `due` later.
 async fn heartbeat(
     store: Store,
+    results: results::Recorder,
     project: String,
     c: HealthCheck,
     due: std::time::Duration,
@@ -377,6 +392,13 @@ async fn heartbeat(
                 (false, reason, deadline)
             }
         };
+        results.record(results::Sample {
+            project: project.clone(),
+            check: c.name.clone(),
+            at: OffsetDateTime::now_utc(),
+            success,
+            latency_ms: 0,
+        });
         if let Some(change) = streak.record(success) {
             record_change(&store, &project, &c, change, reason, since).await;
         }
@@ -436,4 +458,56 @@ where
             }
         }
     });
+}
+
+impl Observe {
+    /// The public status page now: every project's checks marked `public: true`, their states,
+    /// 90 days of their results, and the incidents that concern their services.
+    pub async fn status(&self) -> Result<takt_monitor::status::StatusPage, takt_store::StoreError> {
+        use takt_monitor::aggregate::{DAY, HOUR};
+        let now = OffsetDateTime::now_utc();
+        let mut public = Vec::new();
+        for p in self.host.projects() {
+            let (checks, _) = self.host.checks(&p).await;
+            for c in checks.into_iter().filter(|c| c.public) {
+                public.push(takt_monitor::status::PublicCheck {
+                    service: c.service.clone().unwrap_or_else(|| p.clone()),
+                    project: p.clone(),
+                    check: c.name,
+                });
+            }
+        }
+        let events = self
+            .store
+            .events(&EventFilter {
+                kinds: Checks::KINDS.iter().chain(Incidents::KINDS).copied().collect(),
+                ..Default::default()
+            })
+            .await?;
+        let checks = Checks::fold(&events);
+        let incidents = Incidents::fold(&events);
+        let t = now.unix_timestamp();
+        let today = t - t.rem_euclid(DAY);
+        let from = today - takt_monitor::status::DAYS * DAY;
+        let mut rows = self.store.buckets(None, DAY, from, t + DAY).await?;
+        // Hours not yet merged into their days (the last 48 h or so).
+        rows.extend(self.store.buckets(None, HOUR, today - 3 * DAY, t + HOUR).await?);
+        let mut buckets: std::collections::BTreeMap<(String, String), Vec<takt_monitor::aggregate::Bucket>> =
+            Default::default();
+        for r in &rows {
+            if public.iter().any(|c| c.project == r.project && c.check == r.check) {
+                buckets
+                    .entry((r.project.clone(), r.check.clone()))
+                    .or_default()
+                    .push(results::from_row(r));
+            }
+        }
+        Ok(takt_monitor::status::page(
+            &public,
+            &checks,
+            &buckets,
+            incidents.incidents.values(),
+            now,
+        ))
+    }
 }

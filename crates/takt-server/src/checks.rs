@@ -5,6 +5,7 @@ use crate::{ApiError, AppState};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
 use std::sync::Arc;
 use takt_api::{BeatTaken, CheckList, CheckStatus, HeartbeatToken};
 use takt_observe::BeatError;
@@ -130,12 +131,50 @@ pub async fn beat(
             format!("that is not the token of heartbeat check `{check}` of `{project}`"),
         ));
     }
-    let Some(observe) = state.observe.get() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the monitoring service is not running",
-        ));
-    };
-    observe.beat(&project, &check).await?;
+    observe(&state)?.beat(&project, &check).await?;
     Ok(Json(BeatTaken { project, check }))
+}
+
+/// The monitoring service, or 503.
+fn observe(state: &AppState) -> Result<Arc<takt_observe::Observe>, ApiError> {
+    state
+        .observe
+        .get()
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the monitoring service is not running"))
+}
+
+/// The page's title.
+const TITLE: &str = "Service status";
+
+/// `GET /status`: public, plain HTML.
+pub async fn status_page(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let page = observe(&state)?.status().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        takt_monitor::render::html(&page, TITLE),
+    ))
+}
+
+/// `GET /status.json`.
+pub async fn status_json(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<takt_monitor::status::StatusPage>, ApiError> {
+    Ok(Json(observe(&state)?.status().await?))
+}
+
+/// `GET /status/feed.xml`: the incidents as Atom.
+pub async fn status_feed(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let page = observe(&state)?.status().await?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:8080");
+    Ok((
+        [(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")],
+        takt_monitor::render::atom(&page, TITLE, &format!("http://{host}")),
+    ))
 }

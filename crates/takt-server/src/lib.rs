@@ -197,6 +197,9 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::ListChecks => on(m, checks::list),
         Op::HeartbeatToken => on(m, checks::token),
         Op::Heartbeat => on(m, checks::beat),
+        Op::StatusPage => on(m, checks::status_page),
+        Op::StatusJson => on(m, checks::status_json),
+        Op::StatusFeed => on(m, checks::status_feed),
     }
 }
 

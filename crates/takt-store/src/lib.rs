@@ -6,10 +6,12 @@
 //! Events are never updated or deleted.
 
 mod follow;
+pub mod results;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use follow::{CATCH_UP_BATCH, Cursor, SAVE_EVERY, Subscription, Watermark};
+pub use results::{BucketRow, ResultRow};
 
 use parking_lot::RwLock;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -213,7 +215,7 @@ impl Store {
             url: redact(url),
             source,
         })?;
-        for stmt in backend.schema() {
+        for stmt in backend.schema().iter().chain(results::SCHEMA) {
             sqlx::query(*stmt)
                 .execute(&pool)
                 .await

@@ -245,6 +245,83 @@ async fn follow_suite(url: &str, project: &str) {
     again.close().await;
 }
 
+/// Check results and buckets: written in one go, replaced by key, compacted by cut-offs.
+async fn results_suite(url: &str) {
+    use takt_store::{BucketRow, ResultRow};
+    let store = Store::connect(url).await.unwrap();
+    let result = |at_ms| ResultRow {
+        project: "p".into(),
+        check: "api".into(),
+        at_ms,
+        success: true,
+        latency_ms: 12,
+    };
+    let bucket = |width_s, start_s, count| BucketRow {
+        project: "p".into(),
+        check: "api".into(),
+        width_s,
+        start_s,
+        count,
+        successes: count,
+        latency_sum: 12 * count,
+        latency_min: 12,
+        latency_max: 12,
+        sketch: "15:1".into(),
+    };
+    store
+        .write_results(&[result(1_000), result(90_000_000)], &[bucket(3600, 0, 1)])
+        .await
+        .unwrap();
+    // The same key again replaces the bucket.
+    store
+        .write_results(&[], &[bucket(3600, 0, 2), bucket(3600, 3600, 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bucket("p", "api", 3600, 0).await.unwrap(),
+        Some(bucket(3600, 0, 2))
+    );
+    assert_eq!(store.bucket("p", "api", 3600, 7200).await.unwrap(), None);
+    assert_eq!(store.buckets(Some("p"), 3600, 0, 7200).await.unwrap().len(), 2);
+    assert_eq!(
+        store.buckets(None, 3600, 3600, 7200).await.unwrap(),
+        [bucket(3600, 3600, 1)]
+    );
+    assert_eq!(store.buckets(Some("q"), 3600, 0, 7200).await.unwrap(), []);
+    assert_eq!(store.result_count().await.unwrap(), 2);
+    store
+        .compact_results(2_000, &[bucket(86_400, 0, 3)], 86_400, 0)
+        .await
+        .unwrap();
+    assert_eq!(store.result_count().await.unwrap(), 1, "the old result went");
+    assert_eq!(
+        store.buckets(None, 3600, 0, i64::MAX).await.unwrap(),
+        [],
+        "merged hours went"
+    );
+    assert_eq!(
+        store.buckets(None, 86_400, 0, i64::MAX).await.unwrap(),
+        [bucket(86_400, 0, 3)]
+    );
+    store.compact_results(0, &[], 0, 86_400).await.unwrap();
+    assert_eq!(
+        store.buckets(None, 86_400, 0, i64::MAX).await.unwrap(),
+        [],
+        "past retention"
+    );
+    store.vacuum().await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_results_are_kept_and_compacted_on_sqlite_and_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    results_suite(&format!("sqlite://{}?mode=rwc", dir.path().join("takt.db").display())).await;
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    results_suite(&pg.url()).await;
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_see_every_event_once_in_order_on_sqlite_and_postgresql() {
     let dir = tempfile::tempdir().unwrap();

@@ -61,6 +61,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "takt-cd",
             "takt-ci",
             "takt-observe",
+            "takt-monitor",
         ],
     ),
     ("takt-probe", &["takt-monitor", "takt-pipeline"]),

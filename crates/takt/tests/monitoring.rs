@@ -44,6 +44,42 @@ async fn next_change(s: &Server, token: &str, after: i64) -> serde_json::Value {
     next(s, token, "check_state_changed", after).await
 }
 
+/// `/status.json`, fetched with no token.
+async fn status(s: &Server) -> serde_json::Value {
+    let r = client().get(url(s, "/status.json")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+/// The status page's Atom feed's entries, as Python's `feedparser` (Debian's
+/// python3-feedparser) reads them: id and title.
+async fn atom_entries(s: &Server) -> Vec<serde_json::Value> {
+    let r = client().get(url(s, "/status/feed.xml")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/atom+xml")
+    );
+    let xml = r.text().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("feed.xml");
+    std::fs::write(&file, &xml).unwrap();
+    let script = "import feedparser, json, sys\nd = feedparser.parse(sys.argv[1])\nassert not d.bozo, d.bozo_exception\nassert d.version == 'atom10', d.version\nprint(json.dumps([{'id': e.id, 'title': e.title} for e in d.entries]))";
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .expect("/usr/bin/python3 (with python3-feedparser: ./test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "feedparser: {}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A server with project `web` whose takt.yml is `yml`; the log's head before it was added.
 async fn serve_project(yml: &str) -> (Repo, tempfile::TempDir, Server, String, i64) {
     let repo = Repo::new(&[("takt.yml", yml)]);
@@ -79,7 +115,7 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let yml = format!(
-        "jobs:\n  a: {{script: [x]}}\nchecks:\n  api:\n    service: shop\n    http: {{url: \"http://127.0.0.1:{port}/healthz\"}}\n    interval: 100ms\n    timeout: 2s\n    conditions:\n      - \"[STATUS] == 200\"\n      - \"[BODY].status == ok\"\n"
+        "jobs:\n  a: {{script: [x]}}\nchecks:\n  api:\n    service: shop\n    http: {{url: \"http://127.0.0.1:{port}/healthz\"}}\n    interval: 100ms\n    timeout: 2s\n    public: true\n    conditions:\n      - \"[STATUS] == 200\"\n      - \"[BODY].status == ok\"\n"
     );
     let (_repo, _dir, s, admin, head) = serve_project(&yml).await;
     // Probed while healthy: nothing is recorded (only changes are events).
@@ -135,6 +171,41 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
         (impact - time("since")).abs() < time::Duration::milliseconds(1),
         "{i:#} {down:#}"
     );
+
+    // The public status page shows it, with no token: HTML, JSON and an Atom feed that a real
+    // Atom parser reads.
+    // Results are written in batches of up to a second.
+    until("the failing results are kept", || async {
+        status(&s).await["services"][0]["uptime"]
+            .as_f64()
+            .is_some_and(|u| u < 1.0)
+    })
+    .await;
+    let page = status(&s).await;
+    assert_eq!(page["state"], "major_outage", "{page:#}");
+    assert_eq!(page["services"][0]["name"], "shop", "{page:#}");
+    assert_eq!(page["services"][0]["days"].as_array().unwrap().len(), 90, "{page:#}");
+    let uptime = page["services"][0]["uptime"].as_f64().unwrap();
+    assert!(
+        uptime > 0.0 && uptime < 1.0,
+        "some results passed, some failed: {page:#}"
+    );
+    assert_eq!(page["open_incidents"][0]["id"], "web#1", "{page:#}");
+    let html = client().get(url(&s, "/status")).send().await.unwrap();
+    assert_eq!(html.status(), StatusCode::OK);
+    let html = html.text().await.unwrap();
+    assert!(
+        html.contains("Major outage") && html.contains("Current incidents"),
+        "{html}"
+    );
+    assert!(!html.contains("<script"), "plain HTML: {html}");
+    let feed = atom_entries(&s).await;
+    assert_eq!(feed.len(), 1, "{feed:?}");
+    assert!(
+        feed[0]["title"].as_str().unwrap().contains("check `api` failing"),
+        "{feed:?}"
+    );
+    assert_eq!(feed[0]["id"], format!("{}/status#web#1", s.base));
 
     // People move it on.
     let deployer = new_token(&s, &admin, takt_server::auth::Scope::Deploy).await;
@@ -215,6 +286,10 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
     assert!(err.contains("is resolved"), "{err}");
     let (_, out, _) = cli(&s, &reader, &["incident", "ls"]);
     assert!(out.contains("no open incidents"), "{out}");
+    let page = status(&s).await;
+    assert_eq!(page["state"], "operational", "{page:#}");
+    assert_eq!(page["open_incidents"], json!([]), "{page:#}");
+    assert_eq!(page["resolved_incidents"][0]["status"], "resolved", "{page:#}");
     let detail = get_json(&s, "/api/v1/projects/web/incidents/1", &reader).await;
     let kinds: Vec<&str> = detail["timeline"]
         .as_array()
@@ -259,7 +334,9 @@ async fn a_heartbeat_goes_down_when_a_beat_is_missed_and_up_with_the_next() {
     // Only the check's own token is taken; a probed check has none.
     assert_eq!(beat(None).await, StatusCode::UNAUTHORIZED);
     assert_eq!(beat(Some(admin.clone())).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(beat(Some(format!("{}0", &token[..63]))).await, StatusCode::UNAUTHORIZED);
+    let last = if token.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &token[..63]);
+    assert_eq!(beat(Some(forged)).await, StatusCode::UNAUTHORIZED);
     let (code, _, err) = cli(&s, &admin, &["check", "heartbeat", "web", "api"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("only `heartbeat:` checks take beats"), "{err}");

@@ -1,0 +1,286 @@
+//! The status page's model, pure: each public service's state from its checks, its uptime over
+//! the last 90 days from the result buckets, and the incidents that concern it. The server
+//! reads the views and buckets, this module decides, and [`crate::render`] writes the page.
+
+use crate::aggregate::{Bar, Bucket, bars};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use takt_model::{CheckState, IncidentStatus, OffsetDateTime, Severity, timefmt};
+use takt_views::{Checks, Incident};
+
+/// A service's state, as Statuspage and Gatus name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ServiceState {
+    Operational,
+    UnderMaintenance,
+    Degraded,
+    PartialOutage,
+    MajorOutage,
+}
+
+impl ServiceState {
+    /// For people: `Partial outage`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ServiceState::Operational => "Operational",
+            ServiceState::UnderMaintenance => "Under maintenance",
+            ServiceState::Degraded => "Degraded performance",
+            ServiceState::PartialOutage => "Partial outage",
+            ServiceState::MajorOutage => "Major outage",
+        }
+    }
+}
+
+/// A service's state from its checks (`true`: down; `degraded`: a check passes but reports
+/// degraded performance). Maintenance wins; then all down is a major outage, some down a
+/// partial one.
+pub fn service_state(down: &[bool], degraded: bool, maintenance: bool) -> ServiceState {
+    if maintenance {
+        ServiceState::UnderMaintenance
+    } else if !down.is_empty() && down.iter().all(|d| *d) {
+        ServiceState::MajorOutage
+    } else if down.iter().any(|d| *d) {
+        ServiceState::PartialOutage
+    } else if degraded {
+        ServiceState::Degraded
+    } else {
+        ServiceState::Operational
+    }
+}
+
+/// A check the status page shows (`public: true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicCheck {
+    pub project: String,
+    pub check: String,
+    pub service: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckLine {
+    pub name: String,
+    pub state: CheckState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub state: ServiceState,
+    pub checks: Vec<CheckLine>,
+    /// Successes over results in the last 90 days; none without results.
+    pub uptime: Option<f64>,
+    /// The last 90 days, oldest first.
+    pub days: Vec<Bar>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<IncidentStatus>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentLine {
+    pub id: String,
+    pub title: String,
+    pub status: IncidentStatus,
+    pub severity: Severity,
+    pub services: Vec<String>,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// Newest first.
+    pub updates: Vec<Update>,
+}
+
+/// What `/status` and `/status.json` show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusPage {
+    pub generated_at: String,
+    /// The worst state of any service.
+    pub state: ServiceState,
+    pub services: Vec<ServiceStatus>,
+    /// Open incidents of public services, newest first.
+    pub open_incidents: Vec<IncidentLine>,
+    /// Those resolved in the last 14 days, newest first.
+    pub resolved_incidents: Vec<IncidentLine>,
+}
+
+/// Days of uptime bars.
+pub const DAYS: i64 = 90;
+/// How long a resolved incident stays on the page.
+pub const RESOLVED_DAYS: i64 = 14;
+
+/// The page at `now`. `buckets`: hour and day buckets of the public checks, by (project, check).
+pub fn page<'a>(
+    public: &[PublicCheck],
+    checks: &Checks,
+    buckets: &BTreeMap<(String, String), Vec<Bucket>>,
+    incidents: impl IntoIterator<Item = &'a Incident>,
+    now: OffsetDateTime,
+) -> StatusPage {
+    let mut by_service: BTreeMap<&str, Vec<&PublicCheck>> = BTreeMap::new();
+    for c in public {
+        by_service.entry(&c.service).or_default().push(c);
+    }
+    let services: Vec<ServiceStatus> = by_service
+        .iter()
+        .map(|(name, cs)| {
+            let lines: Vec<CheckLine> = cs
+                .iter()
+                .map(|c| CheckLine {
+                    name: c.check.clone(),
+                    state: checks.get(&c.project, &c.check).map_or(CheckState::Up, |v| v.state),
+                })
+                .collect();
+            let down: Vec<bool> = lines.iter().map(|l| l.state == CheckState::Down).collect();
+            let mut all: Vec<Bucket> = Vec::new();
+            for c in cs {
+                if let Some(b) = buckets.get(&(c.project.clone(), c.check.clone())) {
+                    all.extend(b.iter().cloned());
+                }
+            }
+            let since = now.unix_timestamp() - DAYS * crate::aggregate::DAY;
+            let mut total = Bucket::default();
+            for b in all
+                .iter()
+                .filter(|b| b.start >= since - since.rem_euclid(crate::aggregate::DAY))
+            {
+                total.merge(b);
+            }
+            ServiceStatus {
+                name: name.to_string(),
+                state: service_state(&down, false, false),
+                checks: lines,
+                uptime: total.uptime(),
+                days: bars(&all, now.unix_timestamp(), DAYS),
+            }
+        })
+        .collect();
+    let concerns = |i: &Incident| {
+        let own = [i.project.clone()];
+        let names: &[String] = if i.services.is_empty() { &own } else { &i.services };
+        names.iter().any(|s| by_service.contains_key(s.as_str()))
+    };
+    let mut open = Vec::new();
+    let mut resolved = Vec::new();
+    let recent = now - time::Duration::days(RESOLVED_DAYS);
+    for i in incidents.into_iter().filter(|i| concerns(i)) {
+        let line = IncidentLine {
+            id: i.id.clone(),
+            title: i.reason.clone(),
+            status: i.status,
+            severity: i.severity,
+            services: if i.services.is_empty() {
+                vec![i.project.clone()]
+            } else {
+                i.services.clone()
+            },
+            started_at: timefmt::rfc3339(i.impact_started_at),
+            resolved_at: i.resolved_at.map(timefmt::rfc3339),
+            updates: i
+                .timeline
+                .iter()
+                .rev()
+                .filter(|t| t.note.is_some() || t.status.is_some())
+                .map(|t| Update {
+                    at: timefmt::rfc3339(t.at),
+                    status: t.status,
+                    text: t.note.clone().unwrap_or_default(),
+                })
+                .collect(),
+        };
+        match i.resolved_at {
+            None => open.push((i.opened_at, line)),
+            Some(at) if at >= recent => resolved.push((at, line)),
+            Some(_) => {}
+        }
+    }
+    open.sort_by_key(|b| std::cmp::Reverse(b.0));
+    resolved.sort_by_key(|b| std::cmp::Reverse(b.0));
+    StatusPage {
+        generated_at: timefmt::rfc3339(now),
+        state: services
+            .iter()
+            .map(|s| s.state)
+            .max()
+            .unwrap_or(ServiceState::Operational),
+        services,
+        open_incidents: open.into_iter().map(|(_, l)| l).collect(),
+        resolved_incidents: resolved.into_iter().map(|(_, l)| l).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use takt_model::{Event, EventKind, IncidentTrigger, NewIncident};
+    use takt_views::{Incidents, Projection};
+
+    #[test]
+    fn a_service_is_as_bad_as_its_checks_say() {
+        use ServiceState::*;
+        assert_eq!(service_state(&[false, false], false, false), Operational);
+        assert_eq!(service_state(&[false, false], true, false), Degraded);
+        assert_eq!(service_state(&[true, false], true, false), PartialOutage);
+        assert_eq!(service_state(&[true, true], false, false), MajorOutage);
+        assert_eq!(service_state(&[true, true], false, true), UnderMaintenance);
+        assert_eq!(service_state(&[], false, false), Operational);
+        assert!(MajorOutage > PartialOutage && PartialOutage > Degraded && Degraded > Operational);
+    }
+
+    #[test]
+    fn the_page_shows_public_services_and_only_their_incidents() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(100);
+        let at = |mut e: Event, days_ago: i64| {
+            e.at = now - time::Duration::days(days_ago);
+            e
+        };
+        let open = |id: &str, services: Vec<String>| {
+            let mut n = NewIncident::by_takt("production", "it broke", IncidentTrigger::Check);
+            n.services = services;
+            n.opened(id)
+        };
+        let resolve = |id: &str| EventKind::IncidentResolved {
+            id: id.into(),
+            auto: true,
+            by: "takt".into(),
+            note: Some("passing again".into()),
+        };
+        let log = vec![
+            at(Event::now("p", None, open("p#1", vec!["shop".into()])), 3),
+            at(Event::now("p", None, open("p#2", vec!["internal".into()])), 2),
+            at(Event::now("p", None, open("p#3", vec![])), 30),
+            at(Event::now("p", None, resolve("p#3")), 29),
+            at(Event::now("p", None, open("p#4", vec!["shop".into()])), 5),
+            at(Event::now("p", None, resolve("p#4")), 4),
+        ];
+        let public = [PublicCheck {
+            project: "p".into(),
+            check: "home".into(),
+            service: "shop".into(),
+        }];
+        let mut b = Bucket::new(now.unix_timestamp() - 3600, crate::aggregate::HOUR);
+        b.record(true, 5);
+        b.record(false, 5);
+        let buckets = BTreeMap::from([(("p".to_string(), "home".to_string()), vec![b])]);
+        let incidents = Incidents::fold(&log);
+        let p = page(&public, &Checks::default(), &buckets, incidents.incidents.values(), now);
+        assert_eq!(p.state, ServiceState::Operational);
+        assert_eq!(p.services.len(), 1);
+        assert_eq!(p.services[0].uptime, Some(0.5));
+        assert_eq!(p.services[0].days.len(), 90);
+        let ids = |v: &[IncidentLine]| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&p.open_incidents), ["p#1"], "not the internal service's");
+        assert_eq!(
+            ids(&p.resolved_incidents),
+            ["p#4"],
+            "p#3 (the project's) was resolved 29 days ago"
+        );
+        assert_eq!(p.resolved_incidents[0].updates[0].text, "passing again");
+    }
+}
