@@ -90,6 +90,35 @@ fn start_request(s: &ProcessSettings, r: &Release) -> Request {
     }
 }
 
+/// A port free on 127.0.0.1 now, for an instance to listen on: from below the kernel's range
+/// of ephemeral ports (`/proc/sys/net/ipv4/ip_local_port_range`, 32768 up by default), so that
+/// no outgoing connection can take it between now and the instance's bind, starting at a place
+/// that differs per process and call; the kernel's own choice if that range is too small.
+pub fn free_port() -> Option<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const FROM: u32 = 10_000;
+    if low > FROM + 1000 {
+        let span = low - FROM;
+        let seed = std::process::id().wrapping_mul(2_654_435_761) ^ NEXT.fetch_add(7919, Ordering::Relaxed);
+        for i in 0..200 {
+            let port = FROM + (seed.wrapping_add(i * 104_729)) % span;
+            let Ok(port) = u16::try_from(port) else { continue };
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Some(port);
+            }
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port())
+}
+
 /// The name a release has in a driver: its digest's first 12 hex digits.
 pub fn slot_for(digest: &str) -> String {
     digest.trim_start_matches("sha256:").chars().take(12).collect()

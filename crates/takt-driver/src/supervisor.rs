@@ -164,7 +164,7 @@ impl Supervisor {
                 });
                 let mut started = Vec::new();
                 for _ in 0..instances.max(1) {
-                    let Some(port) = free_port() else {
+                    let Some(port) = crate::free_port() else {
                         self.drop_instances(&started).await;
                         return fail("no free port for an instance".into());
                     };
@@ -389,13 +389,6 @@ struct Spec {
     command: String,
     env: Vec<(String, String)>,
     log: PathBuf,
-}
-
-fn free_port() -> Option<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.port())
 }
 
 /// Keeps one instance running until told to stop: a process that exits is started again

@@ -33,6 +33,18 @@ struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    project: String,
+    check: String,
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabel {
+    trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuthLabels {
     via: String,
 }
@@ -49,6 +61,9 @@ pub struct Metrics {
     webhooks: Family<WebhookLabels, Counter>,
     http: Family<HttpLabels, Counter>,
     failed_auth: Family<AuthLabels, Counter>,
+    checks_up: Family<CheckLabels, Gauge>,
+    incidents_opened: Family<TriggerLabel, Counter>,
+    incidents_resolved: Counter,
     pub waiting: Gauge,
     pub running: Gauge,
     /// The event log's size (database, and SQLite's write-ahead log), set when scraped.
@@ -91,6 +106,9 @@ impl Metrics {
             webhooks: Family::default(),
             http: Family::default(),
             failed_auth: Family::default(),
+            checks_up: Family::default(),
+            incidents_opened: Family::default(),
+            incidents_resolved: Counter::default(),
             waiting: Gauge::default(),
             running: Gauge::default(),
             store_bytes: Gauge::default(),
@@ -146,14 +164,45 @@ impl Metrics {
             "Requests refused for a missing or wrong token or signature",
             m.failed_auth.clone(),
         );
+        registry.register(
+            "check_up",
+            "Whether a health check passes (1) or is down (0), as its last state change since the server started said",
+            m.checks_up.clone(),
+        );
+        registry.register(
+            "incidents_opened",
+            "Incidents opened, by what opened them",
+            m.incidents_opened.clone(),
+        );
+        registry.register("incidents_resolved", "Incidents resolved", m.incidents_resolved.clone());
         registry.register("runs_waiting", "Runs waiting in the queue", m.waiting.clone());
         registry.register("runs_running", "Runs running now", m.running.clone());
         Metrics { registry, ..m }
     }
 
+    /// The Prometheus text format (0.0.4). prometheus-client writes OpenMetrics, where a
+    /// counter family `x` has samples `x_total`; in 0.0.4 its HELP and TYPE name `x_total` too
+    /// (promtool says "no help text" otherwise), and there is no `# EOF`.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let mut open = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut open, &self.registry);
+        let counters: std::collections::HashSet<&str> = open
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(open.len() + 256);
+        for line in open.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+                let rest = line.strip_prefix(p)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
+        }
         out
     }
 
@@ -196,6 +245,35 @@ impl Metrics {
 
     /// Folds one appended event into the figures.
     pub fn observe(&self, e: &Event) {
+        match &e.kind {
+            EventKind::CheckStateChanged {
+                check, service, state, ..
+            } => {
+                let labels = CheckLabels {
+                    project: e.project.clone(),
+                    check: check.clone(),
+                    service: service.clone(),
+                };
+                self.checks_up
+                    .get_or_create(&labels)
+                    .set(i64::from(*state == takt_model::CheckState::Up));
+                return;
+            }
+            EventKind::IncidentOpened { trigger, .. } => {
+                let trigger: &str = trigger.into();
+                self.incidents_opened
+                    .get_or_create(&TriggerLabel {
+                        trigger: trigger.to_string(),
+                    })
+                    .inc();
+                return;
+            }
+            EventKind::IncidentResolved { .. } => {
+                self.incidents_resolved.inc();
+                return;
+            }
+            _ => {}
+        }
         let Some(run) = e.run else { return };
         let key = (e.project.clone(), run);
         let mut p = self.pending.lock();

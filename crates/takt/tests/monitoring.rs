@@ -44,6 +44,74 @@ async fn next_change(s: &Server, token: &str, after: i64) -> serde_json::Value {
     next(s, token, "check_state_changed", after).await
 }
 
+/// What `promtool check metrics` (Debian's prometheus package) says about an exposition;
+/// empty when it has nothing to say.
+fn promtool_check_metrics(text: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("/usr/bin/promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/promtool (Debian's prometheus: ./test.sh installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        said.trim().to_string()
+    } else {
+        format!("exit {:?}: {said}", out.status.code())
+    }
+}
+
+/// A Prometheus server scraping takt's `/metrics` every 100 ms, stopped when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(s: &Server, token: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let target = s.base.trim_start_matches("http://");
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            format!(
+                "global: {{scrape_interval: 100ms}}\nscrape_configs:\n  - job_name: takt\n    authorization: {{credentials: {token}}}\n    static_configs: [{{targets: ['{target}']}}]\n"
+            ),
+        )
+        .unwrap();
+        let d = dir.path().display();
+        let child = std::process::Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={d}/prometheus.yml"))
+            .arg(format!("--storage.tsdb.path={d}/tsdb"))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `/status.json`, fetched with no token.
 async fn status(s: &Server) -> serde_json::Value {
     let r = client().get(url(s, "/status.json")).send().await.unwrap();
@@ -144,6 +212,27 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
         time("since") <= time("at"),
         "the streak began before it was recorded: {down:#}"
     );
+
+    // A real Prometheus scrapes takt's /metrics and sees the check down; promtool finds
+    // nothing to say about the exposition.
+    let text = get_text(&s, "/metrics", &admin).await;
+    let lint = promtool_check_metrics(&text);
+    assert!(lint.is_empty(), "promtool check metrics: {lint}\n{text}");
+    let prom = Prometheus::start(&s, &admin);
+    let query = format!("{}/api/v1/query?query=takt_check_up%7Bcheck%3D%22api%22%7D", prom.url);
+    until("prometheus scraped the check's state", || {
+        let query = query.clone();
+        async move {
+            match client().get(&query).send().await {
+                Ok(r) => r.text().await.unwrap_or_default().contains("\"service\":\"shop\""),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    let v: serde_json::Value = client().get(&query).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["data"]["result"][0]["value"][1], "0", "down: {v:#}");
+    drop(prom);
 
     // The check going down opened an incident, its impact from the first failing result.
     let opened = next(&s, &admin, "incident_opened", head).await;

@@ -245,12 +245,11 @@ pub async fn get_status(s: &Server, path: &str, token: &str) -> StatusCode {
 }
 
 /// A port nothing listens on now.
+/// A free port from below the ephemeral range, as the supervisor picks its instances' (a
+/// port the kernel hands out for port 0 may be taken by any test's outgoing connection before
+/// it is bound).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    takt_driver::free_port().unwrap()
 }
 
 /// Waits until environment `project/env` has no deploy in flight and has finished at least `n`.
