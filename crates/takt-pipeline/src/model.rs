@@ -64,6 +64,9 @@ pub enum ProbeSpec {
         headers: Vec<(String, String)>,
         body: Option<String>,
         follow_redirects: bool,
+        /// Accept any certificate (self-signed, expired, another name), as Gatus's
+        /// `client.insecure`: `[CERTIFICATE_EXPIRATION]` is still read.
+        insecure: bool,
     },
     Tcp {
         host: String,

@@ -17,20 +17,32 @@ pub const MAX_BODY: usize = 1 << 20;
 pub struct Prober {
     follow: reqwest::Client,
     stay: reqwest::Client,
+    /// The same, accepting any certificate (`insecure: true`).
+    follow_insecure: reqwest::Client,
+    stay_insecure: reqwest::Client,
 }
 
 impl Prober {
     pub fn new() -> Result<Prober, reqwest::Error> {
-        let client = |redirects| {
+        let client = |follow: bool, insecure: bool| {
+            let redirects = if follow {
+                reqwest::redirect::Policy::limited(10)
+            } else {
+                reqwest::redirect::Policy::none()
+            };
             reqwest::Client::builder()
                 .no_proxy()
                 .redirect(redirects)
+                .tls_info(true)
+                .tls_danger_accept_invalid_certs(insecure)
                 .user_agent(concat!("takt-check/", env!("CARGO_PKG_VERSION")))
                 .build()
         };
         Ok(Prober {
-            follow: client(reqwest::redirect::Policy::limited(10))?,
-            stay: client(reqwest::redirect::Policy::none())?,
+            follow: client(true, false)?,
+            stay: client(false, false)?,
+            follow_insecure: client(true, true)?,
+            stay_insecure: client(false, true)?,
         })
     }
 
@@ -55,13 +67,19 @@ impl Prober {
                 headers,
                 body,
                 follow_redirects,
+                insecure,
             } => {
                 let target = match (url, path, base) {
                     (Some(u), _, _) => u.clone(),
                     (None, Some(p), Some(b)) => format!("{}{p}", b.trim_end_matches('/')),
                     _ => return Probe::default(),
                 };
-                let client = if *follow_redirects { &self.follow } else { &self.stay };
+                let client = match (*follow_redirects, *insecure) {
+                    (true, false) => &self.follow,
+                    (false, false) => &self.stay,
+                    (true, true) => &self.follow_insecure,
+                    (false, true) => &self.stay_insecure,
+                };
                 let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
                 let mut req = client.request(method, &target);
                 for (k, v) in headers {
@@ -73,10 +91,16 @@ impl Prober {
                 let Ok(mut res) = req.send().await else {
                     return Probe::default();
                 };
+                let certificate_expiration = res
+                    .extensions()
+                    .get::<reqwest::tls::TlsInfo>()
+                    .and_then(|t| t.peer_certificate())
+                    .and_then(expires_in);
                 let mut p = Probe {
                     status: Some(res.status().as_u16()),
                     connected: true,
                     ip: res.remote_addr().map(|a| a.ip().to_string()),
+                    certificate_expiration,
                     ..Probe::default()
                 };
                 let mut bytes = Vec::new();
@@ -149,4 +173,16 @@ impl Prober {
             ProbeSpec::Heartbeat { .. } => Probe::default(),
         }
     }
+}
+
+/// How long until the DER certificate `der` expires (zero once it has); none if it does not
+/// parse.
+fn expires_in(der: &[u8]) -> Option<Duration> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let not_after = cert.tbs_certificate().validity().not_after.to_unix_duration();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(not_after.saturating_sub(now))
 }

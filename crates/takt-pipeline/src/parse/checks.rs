@@ -221,6 +221,7 @@ impl Cx {
         let fields = self.map(n, "`http`")?;
         let (mut url, mut path, mut method, mut headers, mut body, mut follow) =
             (None, None, "GET".to_string(), Vec::new(), None, true);
+        let mut insecure = false;
         for (fk, fv) in fields {
             match key(fk) {
                 "url" => {
@@ -251,9 +252,18 @@ impl Cx {
                 "headers" => headers = self.variables(fv, "`headers`"),
                 "body" => body = self.string(fv, "`body`"),
                 "follow_redirects" => follow = self.bool(fv, "`follow_redirects`").unwrap_or(true),
+                "insecure" => insecure = self.bool(fv, "`insecure`").unwrap_or(false),
                 _ => self.unknown_key(
                     fk,
-                    &["url", "path", "method", "headers", "body", "follow_redirects"],
+                    &[
+                        "url",
+                        "path",
+                        "method",
+                        "headers",
+                        "body",
+                        "follow_redirects",
+                        "insecure",
+                    ],
                     "`http`",
                 ),
             }
@@ -273,6 +283,7 @@ impl Cx {
             headers,
             body,
             follow_redirects: follow,
+            insecure,
         })
     }
 
