@@ -90,6 +90,8 @@ impl Cd {
     /// Makes `change` to incident `id` as `by`; returns its status afterwards. A resolved
     /// incident takes notes and cause marks only.
     pub async fn change_incident(&self, id: &str, change: Change, by: &str) -> Result<IncidentStatus, CdError> {
+        // One change at a time, checked against the view as it is then.
+        let _one = self.incidents.lock().await;
         let i = self.incident(id).await?;
         let closed = |what: &str| {
             CdError::Conflict(format!(
@@ -106,7 +108,7 @@ impl Cd {
                 return Err(CdError::BadRequest("give a status, a note, or both".into()));
             }
             Change::Update { status, note } => {
-                if !i.is_open() && status.is_some_and(|s| s != IncidentStatus::Resolved) {
+                if !i.is_open() && status.is_some() {
                     return Err(closed("moved on"));
                 }
                 if status == Some(IncidentStatus::Resolved) && i.is_open() {

@@ -24,6 +24,8 @@ pub struct BranchConfig {
     pub environments: Vec<takt_pipeline::Environment>,
     /// Health checks (`checks:`).
     pub checks: Vec<takt_pipeline::HealthCheck>,
+    /// Their services' maintenance windows (`maintenance:`).
+    pub maintenance: Vec<takt_monitor::maintenance::Window>,
     /// Why the file could not be read, if it could not (the previous settings stay).
     pub error: Option<String>,
 }
@@ -85,6 +87,7 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
                 cfg.retention = pipe.retention;
                 cfg.environments = pipe.environments;
                 cfg.checks = pipe.checks;
+                cfg.maintenance = pipe.maintenance;
                 cfg.error = None;
             }
             Err(e) => {

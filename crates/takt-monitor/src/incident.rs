@@ -9,6 +9,8 @@
 //!   joins the group's open check incident, or opens one (impact: the earliest `since`).
 //! - An open check incident all of whose checks are up again is resolved, automatically.
 //! - Severity: `critical` when every check of the group is down, else `major`.
+//! - A check the caller calls `quiet` (its service is under maintenance) opens nothing and
+//!   joins nothing; once its window is over it does, at the next pass.
 
 use std::collections::BTreeMap;
 use takt_model::{CheckState, EventKind, IncidentStatus, IncidentTrigger, NewIncident, Severity};
@@ -60,6 +62,7 @@ pub fn reconcile<'a>(
     project: &str,
     checks: impl IntoIterator<Item = &'a CheckView>,
     incidents: impl IntoIterator<Item = &'a Incident>,
+    quiet: impl Fn(&CheckView) -> bool,
 ) -> Vec<Act> {
     let checks: Vec<&CheckView> = checks.into_iter().filter(|c| c.project == project).collect();
     let ours: Vec<&Incident> = incidents
@@ -93,7 +96,7 @@ pub fn reconcile<'a>(
         let uncovered: Vec<&CheckView> = group
             .iter()
             .copied()
-            .filter(|c| c.state == CheckState::Down)
+            .filter(|c| c.state == CheckState::Down && !quiet(c))
             .filter(|c| {
                 !ours
                     .iter()
@@ -192,7 +195,7 @@ mod tests {
     fn step(log: &mut Vec<Event>, now: i64) -> Vec<Act> {
         let checks = Checks::fold(log.iter());
         let incidents = Incidents::fold(log.iter());
-        let acts = reconcile("p", checks.checks.values(), incidents.incidents.values());
+        let acts = reconcile("p", checks.checks.values(), incidents.incidents.values(), |_| false);
         record(log, &acts, now);
         acts
     }

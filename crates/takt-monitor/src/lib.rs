@@ -16,6 +16,7 @@
 pub mod aggregate;
 pub mod condition;
 pub mod incident;
+pub mod maintenance;
 pub mod render;
 pub mod status;
 pub mod suspect;

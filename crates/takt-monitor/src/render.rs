@@ -4,11 +4,14 @@
 use crate::status::{IncidentLine, ServiceState, StatusPage};
 use std::fmt::Write;
 
-/// Escapes text for HTML and XML content and attributes.
+/// Escapes text for HTML and XML content and attributes; characters XML 1.0 forbids
+/// (control characters other than tab and newlines, U+FFFE, U+FFFF) become U+FFFD.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
+            '\t' | '\n' | '\r' => out.push(ch),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -17,6 +20,20 @@ pub fn escape(s: &str) -> String {
             c => out.push(c),
         }
     }
+    out
+}
+
+/// An incident's place on the page, `incident-shop-3` for `shop#3`: letters, digits, `-`,
+/// `_` and `.` only, so it is a valid HTML id, URL fragment and part of a tag URI.
+fn anchor(id: &str) -> String {
+    let mut out = String::from("incident-");
+    out.extend(id.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+            c
+        } else {
+            '-'
+        }
+    }));
     out
 }
 
@@ -38,7 +55,7 @@ fn incident_html(out: &mut String, i: &IncidentLine) {
     let _ = write!(
         out,
         "<article class=\"incident\" id=\"{id}\"><h3>{title}</h3><p class=\"meta\">{status} · {severity} · {services} · since {start}{end}</p><ul>",
-        id = escape(&i.id),
+        id = anchor(&i.id),
         title = escape(&i.title),
         status = status_name(i.status),
         severity = <&str>::from(i.severity),
@@ -89,6 +106,20 @@ pub fn html(p: &StatusPage, title: &str) -> String {
             incident_html(&mut out, i);
         }
         out.push_str("</section>");
+    }
+    if !p.maintenance.is_empty() {
+        out.push_str("<section><h2>Maintenance</h2><ul>");
+        for m in &p.maintenance {
+            let _ = write!(
+                out,
+                "<li>{}{}: {} to {}</li>",
+                if m.active { "<b>Under way</b> · " } else { "" },
+                escape(&m.services.join(", ")),
+                escape(&m.starts_at),
+                escape(&m.ends_at)
+            );
+        }
+        out.push_str("</ul></section>");
     }
     out.push_str("<section><h2>Services</h2>");
     if p.services.is_empty() {
@@ -155,10 +186,10 @@ pub fn atom(p: &StatusPage, title: &str, base: &str) -> String {
         incident_html(&mut body, i);
         let _ = write!(
             out,
-            "<entry><id>{b}/status#{id}</id><title>{title} ({status})</title><updated>{up}</updated><published>{start}</published>\
+            "<entry><id>tag:takt,2026:{id}</id><title>{title} ({status})</title><updated>{up}</updated><published>{start}</published>\
 <link rel=\"alternate\" href=\"{b}/status#{id}\"/><content type=\"html\">{content}</content></entry>",
             b = escape(base),
-            id = escape(&i.id),
+            id = anchor(&i.id),
             title = escape(&i.title),
             status = status_name(i.status),
             up = escape(updated),
@@ -180,5 +211,8 @@ mod tests {
             escape("<a href=\"x\">&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
         );
+        assert_eq!(escape("bell\u{7}\ttab\u{FFFF}"), "bell\u{FFFD}\ttab\u{FFFD}");
+        assert_eq!(anchor("shop#3"), "incident-shop-3");
+        assert_eq!(anchor("a b<c>#1"), "incident-a-b-c--1");
     }
 }

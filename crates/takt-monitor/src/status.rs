@@ -3,9 +3,10 @@
 //! reads the views and buckets, this module decides, and [`crate::render`] writes the page.
 
 use crate::aggregate::{Bar, Bucket, bars};
+use crate::maintenance::{Window, under_maintenance};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use takt_model::{CheckState, IncidentStatus, OffsetDateTime, Severity, timefmt};
+use takt_model::{CheckState, IncidentStatus, IncidentTrigger, OffsetDateTime, Severity, timefmt};
 use takt_views::{Checks, Incident};
 
 /// A service's state, as Statuspage and Gatus name them.
@@ -108,6 +109,17 @@ pub struct StatusPage {
     pub open_incidents: Vec<IncidentLine>,
     /// Those resolved in the last 14 days, newest first.
     pub resolved_incidents: Vec<IncidentLine>,
+    /// Maintenance under way or starting within a week, soonest first.
+    pub maintenance: Vec<PlannedMaintenance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedMaintenance {
+    pub services: Vec<String>,
+    pub starts_at: String,
+    pub ends_at: String,
+    /// Under way now.
+    pub active: bool,
 }
 
 /// Days of uptime bars.
@@ -121,6 +133,7 @@ pub fn page<'a>(
     checks: &Checks,
     buckets: &BTreeMap<(String, String), Vec<Bucket>>,
     incidents: impl IntoIterator<Item = &'a Incident>,
+    windows: &[Window],
     now: OffsetDateTime,
 ) -> StatusPage {
     let mut by_service: BTreeMap<&str, Vec<&PublicCheck>> = BTreeMap::new();
@@ -144,27 +157,32 @@ pub fn page<'a>(
                     all.extend(b.iter().cloned());
                 }
             }
-            let since = now.unix_timestamp() - DAYS * crate::aggregate::DAY;
+            // The 90 days of the bars: today and the 89 before it.
+            let t = now.unix_timestamp();
+            let since = t - t.rem_euclid(crate::aggregate::DAY) - (DAYS - 1) * crate::aggregate::DAY;
             let mut total = Bucket::default();
-            for b in all
-                .iter()
-                .filter(|b| b.start >= since - since.rem_euclid(crate::aggregate::DAY))
-            {
+            for b in all.iter().filter(|b| b.start >= since) {
                 total.merge(b);
             }
             ServiceStatus {
                 name: name.to_string(),
-                state: service_state(&down, false, false),
+                state: service_state(&down, false, under_maintenance(windows, name, now.unix_timestamp())),
                 checks: lines,
                 uptime: total.uptime(),
                 days: bars(&all, now.unix_timestamp(), DAYS),
             }
         })
         .collect();
-    let concerns = |i: &Incident| {
-        let own = [i.project.clone()];
-        let names: &[String] = if i.services.is_empty() { &own } else { &i.services };
-        names.iter().any(|s| by_service.contains_key(s.as_str()))
+    // Public: an incident opened (or joined) by a public check of its project, or one a
+    // person opened naming a public service. Rollbacks', analyses' and other checks'
+    // incidents stay internal.
+    let concerns = |i: &Incident| match i.trigger {
+        IncidentTrigger::Check => i
+            .checks
+            .iter()
+            .any(|c| public.iter().any(|p| p.project == i.project && p.check == *c)),
+        IncidentTrigger::Person => i.services.iter().any(|s| by_service.contains_key(s.as_str())),
+        IncidentTrigger::Analysis | IncidentTrigger::RollbackFailed => false,
     };
     let mut open = Vec::new();
     let mut resolved = Vec::new();
@@ -202,7 +220,38 @@ pub fn page<'a>(
     }
     open.sort_by_key(|b| std::cmp::Reverse(b.0));
     resolved.sort_by_key(|b| std::cmp::Reverse(b.0));
+    let t = now.unix_timestamp();
+    let stamp = |s: i64| {
+        OffsetDateTime::from_unix_timestamp(s)
+            .map(timefmt::rfc3339)
+            .unwrap_or_default()
+    };
+    let mut maintenance: Vec<(i64, PlannedMaintenance)> = windows
+        .iter()
+        .filter_map(|w| {
+            let (start, end) = w.around(t)?;
+            let services: Vec<String> = w
+                .services
+                .iter()
+                .filter(|s| by_service.contains_key(s.as_str()))
+                .cloned()
+                .collect();
+            (!services.is_empty()).then(|| {
+                (
+                    start,
+                    PlannedMaintenance {
+                        services,
+                        starts_at: stamp(start),
+                        ends_at: stamp(end),
+                        active: start <= t && t < end,
+                    },
+                )
+            })
+        })
+        .collect();
+    maintenance.sort_by_key(|m| m.0);
     StatusPage {
+        maintenance: maintenance.into_iter().map(|(_, m)| m).collect(),
         generated_at: timefmt::rfc3339(now),
         state: services
             .iter()
@@ -242,6 +291,13 @@ mod tests {
         };
         let open = |id: &str, services: Vec<String>| {
             let mut n = NewIncident::by_takt("production", "it broke", IncidentTrigger::Check);
+            // The public check is `home` (service shop); `internal`'s check `db` is not public.
+            let check = if services.iter().any(|s| s == "internal") {
+                "db"
+            } else {
+                "home"
+            };
+            n.checks = vec![check.into()];
             n.services = services;
             n.opened(id)
         };
@@ -258,6 +314,16 @@ mod tests {
             at(Event::now("p", None, resolve("p#3")), 29),
             at(Event::now("p", None, open("p#4", vec!["shop".into()])), 5),
             at(Event::now("p", None, resolve("p#4")), 4),
+            // A rollback's incident is internal, whatever its services.
+            at(
+                Event::now(
+                    "p",
+                    None,
+                    NewIncident::by_takt("production", "rollback failed", IncidentTrigger::RollbackFailed)
+                        .opened("p#5"),
+                ),
+                1,
+            ),
         ];
         let public = [PublicCheck {
             project: "p".into(),
@@ -269,7 +335,14 @@ mod tests {
         b.record(false, 5);
         let buckets = BTreeMap::from([(("p".to_string(), "home".to_string()), vec![b])]);
         let incidents = Incidents::fold(&log);
-        let p = page(&public, &Checks::default(), &buckets, incidents.incidents.values(), now);
+        let p = page(
+            &public,
+            &Checks::default(),
+            &buckets,
+            incidents.incidents.values(),
+            &[],
+            now,
+        );
         assert_eq!(p.state, ServiceState::Operational);
         assert_eq!(p.services.len(), 1);
         assert_eq!(p.services[0].uptime, Some(0.5));
@@ -282,5 +355,26 @@ mod tests {
             "p#3 (the project's) was resolved 29 days ago"
         );
         assert_eq!(p.resolved_incidents[0].updates[0].text, "passing again");
+
+        // A window under way: the service shows it, and the page lists it.
+        let w = Window {
+            start: crate::maintenance::Start::Once {
+                at: now.unix_timestamp() - 60,
+            },
+            duration_s: 3600,
+            services: vec!["shop".into(), "internal".into()],
+        };
+        let p = page(
+            &public,
+            &Checks::default(),
+            &buckets,
+            incidents.incidents.values(),
+            &[w],
+            now,
+        );
+        assert_eq!(p.services[0].state, ServiceState::UnderMaintenance);
+        assert_eq!(p.maintenance.len(), 1);
+        assert_eq!(p.maintenance[0].services, ["shop"], "only public services are named");
+        assert!(p.maintenance[0].active);
     }
 }

@@ -39,12 +39,21 @@ pub type HostFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Host: Send + Sync {
     /// Every project's name.
     fn projects(&self) -> Vec<String>;
-    /// The checks of `project`'s default branch (re-read if the branch moved), and each of its
-    /// environments' public address (name → URL).
-    fn checks<'a>(&'a self, project: &'a str) -> HostFuture<'a, (Vec<HealthCheck>, HashMap<String, String>)>;
+    /// The checks of `project`'s default branch (re-read if the branch moved), its
+    /// environments' public addresses and its maintenance windows.
+    fn checks<'a>(&'a self, project: &'a str) -> HostFuture<'a, ProjectChecks>;
     /// Opens an incident in `project` and returns its id (the host numbers them, so that
     /// incidents opened elsewhere never share a number).
     fn open_incident<'a>(&'a self, project: &'a str, new: NewIncident) -> HostFuture<'a, Result<String, String>>;
+}
+
+/// What a project's default branch says about monitoring.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectChecks {
+    pub checks: Vec<HealthCheck>,
+    /// Each environment's public address (name → URL).
+    pub urls: HashMap<String, String>,
+    pub maintenance: Vec<takt_monitor::maintenance::Window>,
 }
 
 /// Event kinds after which `project`'s incidents are brought in line with its checks.
@@ -84,7 +93,11 @@ pub struct Observe {
     prober: takt_probe::Prober,
     running: Mutex<HashMap<(String, String), Running>>,
     results: results::Recorder,
+    status_cache: tokio::sync::Mutex<Option<(std::time::Instant, takt_monitor::status::StatusPage)>>,
 }
+
+/// How long a built status page is served as it is.
+pub const STATUS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Observe {
     pub fn new(store: Store, host: Arc<dyn Host>) -> Result<Observe, String> {
@@ -94,6 +107,7 @@ impl Observe {
             prober: takt_probe::Prober::new().map_err(|e| e.to_string())?,
             running: Mutex::default(),
             results: results::Recorder::start(store.clone()),
+            status_cache: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -125,9 +139,32 @@ impl Observe {
                 return;
             }
         };
-        let checks = Checks::fold(&events);
+        let mut checks = Checks::fold(&events);
         let incidents = Incidents::fold(&events);
-        let acts = takt_monitor::incident::reconcile(project, checks.checks.values(), incidents.incidents.values());
+        let config = self.host.checks(project).await;
+        // Only the checks the default branch has: one removed no longer holds its incident
+        // open; one that never changed state is up (it counts when all of a group is down).
+        checks
+            .checks
+            .retain(|(p, c), _| p != project || config.checks.iter().any(|k| k.name == *c));
+        for c in &config.checks {
+            let key = (project.to_string(), c.name.clone());
+            checks.checks.entry(key).or_insert_with(|| takt_views::CheckView {
+                project: project.to_string(),
+                check: c.name.clone(),
+                service: c.service.clone().unwrap_or_else(|| project.to_string()),
+                environment: c.environment.clone(),
+                state: CheckState::Up,
+                since: OffsetDateTime::UNIX_EPOCH,
+                changed_at: OffsetDateTime::UNIX_EPOCH,
+                reason: String::new(),
+            });
+        }
+        let windows = config.maintenance;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let quiet = |c: &takt_views::CheckView| takt_monitor::maintenance::under_maintenance(&windows, &c.service, now);
+        let acts =
+            takt_monitor::incident::reconcile(project, checks.checks.values(), incidents.incidents.values(), quiet);
         for act in acts {
             if let Act::Open(new) = act {
                 if let Err(err) = self.host.open_incident(project, new).await {
@@ -162,7 +199,7 @@ impl Observe {
     /// Starts, restarts or stops `project`'s check tasks to match its default branch. Runs on
     /// the service's one follower task only, so nothing else changes `running` meanwhile.
     async fn reconcile(&self, project: &str) {
-        let (checks, urls) = self.host.checks(project).await;
+        let ProjectChecks { checks, urls, .. } = self.host.checks(project).await;
         let wanted: Vec<(HealthCheck, Option<String>)> = checks
             .into_iter()
             .map(|c| {
@@ -376,7 +413,9 @@ async fn heartbeat(
     let mut last = *beats.borrow_and_update();
     let human = takt_model::timefmt::human(due);
     loop {
-        let deadline = last + due;
+        let deadline = last
+            .checked_add(due.try_into().unwrap_or(time::Duration::MAX))
+            .unwrap_or(OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT));
         let wait = (deadline - OffsetDateTime::now_utc()).try_into().unwrap_or_default();
         let (success, reason, since) = tokio::select! {
             changed = beats.changed() => {
@@ -388,7 +427,9 @@ async fn heartbeat(
             }
             () = tokio::time::sleep(wait) => {
                 let reason = format!("no beat within {human} (the last at {})", takt_model::timefmt::rfc3339(last));
-                last = deadline;
+                // The next result is due a period from now: after a long silence (or a restart
+                // with an old last beat) that is one failure, not one per period missed.
+                last = deadline.max(OffsetDateTime::now_utc());
                 (false, reason, deadline)
             }
         };
@@ -443,17 +484,34 @@ where
     Fut: Future<Output = ()> + Send,
 {
     tokio::spawn(async move {
-        let head = me.store.head().await.unwrap_or(0);
+        // A store that does not answer is waited for (1 s, doubling to 30 s), never given up on.
+        let mut pause = std::time::Duration::from_secs(1);
+        let mut wait = |what: &str, err: &dyn std::fmt::Display| {
+            tracing::warn!(error = %err, "the monitoring service cannot {what}; trying again in {pause:?}");
+            let p = pause;
+            pause = (pause * 2).min(std::time::Duration::from_secs(30));
+            tokio::time::sleep(p)
+        };
+        let head = loop {
+            match me.store.head().await {
+                Ok(h) => break h,
+                Err(err) => wait("read the log's head", &err).await,
+            }
+        };
         for p in me.host.projects() {
             f(me.clone(), p).await;
         }
-        let mut events = me.store.subscribe(head, kinds);
+        let mut last = head;
+        let mut events = me.store.subscribe(last, kinds);
         loop {
             match events.next().await {
-                Ok(e) => f(me.clone(), e.project).await,
+                Ok(e) => {
+                    last = e.seq.unwrap_or(last);
+                    f(me.clone(), e.project).await;
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "the monitoring service cannot follow the log");
-                    break;
+                    wait("follow the log", &err).await;
+                    events = me.store.subscribe(last, kinds);
                 }
             }
         }
@@ -464,11 +522,40 @@ impl Observe {
     /// The public status page now: every project's checks marked `public: true`, their states,
     /// 90 days of their results, and the incidents that concern their services.
     pub async fn status(&self) -> Result<takt_monitor::status::StatusPage, takt_store::StoreError> {
+        // Built at most once a second: the page is public, and building it reads the log.
+        let mut cache = self.status_cache.lock().await;
+        if let Some((at, page)) = cache.as_ref()
+            && at.elapsed() < STATUS_FRESH
+        {
+            return Ok(page.clone());
+        }
+        let page = self.build_status().await?;
+        *cache = Some((std::time::Instant::now(), page.clone()));
+        Ok(page)
+    }
+
+    async fn build_status(&self) -> Result<takt_monitor::status::StatusPage, takt_store::StoreError> {
         use takt_monitor::aggregate::{DAY, HOUR};
         let now = OffsetDateTime::now_utc();
         let mut public = Vec::new();
+        let mut windows = Vec::new();
         for p in self.host.projects() {
-            let (checks, _) = self.host.checks(&p).await;
+            let ProjectChecks {
+                checks, maintenance, ..
+            } = self.host.checks(&p).await;
+            let services: Vec<String> = checks
+                .iter()
+                .filter(|c| c.public)
+                .map(|c| c.service.clone().unwrap_or_else(|| p.clone()))
+                .collect();
+            for w in maintenance {
+                // A window of all the project's services covers its public ones, by name.
+                let mut w = w;
+                if w.services.is_empty() {
+                    w.services = services.clone();
+                }
+                windows.push(w);
+            }
             for c in checks.into_iter().filter(|c| c.public) {
                 public.push(takt_monitor::status::PublicCheck {
                     service: c.service.clone().unwrap_or_else(|| p.clone()),
@@ -507,6 +594,7 @@ impl Observe {
             &checks,
             &buckets,
             incidents.incidents.values(),
+            &windows,
             now,
         ))
     }

@@ -77,15 +77,24 @@ impl Writer {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut touched: Vec<(String, String, i64)> = Vec::new();
-        for s in samples {
+        let key_of = |s: &Sample| {
             let start = secs(s.at) - secs(s.at).rem_euclid(HOUR);
-            let key = (s.project.clone(), s.check.clone(), start);
-            if !self.hours.contains_key(&key) {
-                // A restart (or a late result): carry on from what is stored.
-                let stored = store.bucket(&s.project, &s.check, HOUR, start).await?;
-                let b = stored.map_or_else(|| Bucket::new(start, HOUR), |r| from_row(&r));
-                self.hours.insert(key.clone(), b);
+            (s.project.clone(), s.check.clone(), start)
+        };
+        // Hours not in memory (a restart, a late result) carry on from what is stored: all read
+        // before any is changed, so a failed read leaves the counts as they were.
+        let mut loaded = HashMap::new();
+        for s in samples {
+            let key = key_of(s);
+            if !self.hours.contains_key(&key) && !loaded.contains_key(&key) {
+                let stored = store.bucket(&key.0, &key.1, HOUR, key.2).await?;
+                let b = stored.map_or_else(|| Bucket::new(key.2, HOUR), |r| from_row(&r));
+                loaded.insert(key, b);
             }
+        }
+        self.hours.extend(loaded);
+        for s in samples {
+            let key = key_of(s);
             if let Some(b) = self.hours.get_mut(&key) {
                 b.record(s.success, s.latency_ms);
             }
@@ -200,7 +209,7 @@ impl Recorder {
     pub fn record(&self, s: Sample) {
         if self.tx.try_send(s).is_err() {
             let n = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n.is_power_of_two() {
+            if (n + 1).is_power_of_two() {
                 tracing::warn!(dropped = n + 1, "check results dropped: the writer is behind");
             }
         }

@@ -29,6 +29,8 @@ pub struct Pipeline {
     pub environments: Vec<Environment>,
     /// Health checks (default branch only).
     pub checks: Vec<HealthCheck>,
+    /// Maintenance windows of the checks' services (default branch only).
+    pub maintenance: Vec<takt_monitor::maintenance::Window>,
 }
 
 /// A health check (`checks:`), in Gatus's terms: a probe every `interval`, judged by its

@@ -35,6 +35,7 @@ const TOP_KEYS: &[&str] = &[
     "retention",
     "environments",
     "checks",
+    "maintenance",
 ];
 const RESERVED: &[&str] = &["flags"];
 const JOB_KEYS: &[&str] = &[
@@ -432,6 +433,7 @@ impl Cx {
         let mut retention = None;
         let mut environments = Vec::new();
         let mut checks = Vec::new();
+        let mut maintenance = Vec::new();
         for (k, v) in top {
             match key(k) {
                 "version" => {
@@ -477,6 +479,7 @@ impl Cx {
                 "retention" => retention = self.retention(v),
                 "environments" => environments = self.environments(v),
                 "checks" => checks = self.checks(v),
+                "maintenance" => maintenance = self.maintenance(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {
@@ -532,6 +535,7 @@ impl Cx {
             retention,
             environments,
             checks,
+            maintenance,
         })
     }
 

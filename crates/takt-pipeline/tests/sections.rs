@@ -244,6 +244,7 @@ fn bad_checks_say_where_and_why() {
             "needs a `url` or a `path`, not both",
         ),
         ("  c:\n    tcp: {host: h, port: 0}\n", "a port number from 1 to 65535"),
+        ("  c:\n    heartbeat: {every: 5000000d}\n", "`every` is at most 366d"),
         (
             "  c:\n    heartbeat: {every: 1h}\n    conditions: [\"[CONNECTED] == true\"]\n",
             "is a heartbeat: it has no `conditions`",
@@ -264,4 +265,64 @@ fn bad_checks_say_where_and_why() {
     // A probe that does not parse says so, without a second error that there is none.
     let err = errors(&format!("{head}  c:\n    http: \"http://x\"\n"));
     assert_eq!(err.matches("error:").count(), 1, "{err}");
+}
+
+#[test]
+fn maintenance_windows_daily_or_once_and_their_errors() {
+    use takt_monitor::maintenance::Start;
+    let yml = "jobs:\n  a: {script: [x]}\nmaintenance:\n  - {start: \"23:30\", duration: 2h, every: [sunday, Mon], services: [shop]}\n  - {at: 2026-12-24T22:00:00Z, duration: 30m}\n";
+    let p = takt_pipeline::parse("takt.yml", yml.as_bytes()).unwrap();
+    assert_eq!(p.maintenance.len(), 2);
+    assert_eq!(
+        p.maintenance[0].start,
+        Start::Daily {
+            minute: 23 * 60 + 30,
+            days: vec![6, 0]
+        }
+    );
+    assert_eq!(
+        (p.maintenance[0].duration_s, &p.maintenance[0].services[..]),
+        (7200, &["shop".to_string()][..])
+    );
+    assert_eq!(p.maintenance[1].start, Start::Once { at: 1_798_149_600 });
+    assert!(p.maintenance[1].services.is_empty());
+    let head = "jobs:\n  a: {script: [x]}\nmaintenance:\n";
+    for (body, want) in [
+        (
+            "  - {start: \"25:00\", duration: 1h}\n",
+            "4:13: error: `start` is a UTC time of day such as \"23:00\", not `25:00`",
+        ),
+        (
+            "  - {start: \"23:00\", duration: 1h, every: [someday]}\n",
+            "`every` lists weekdays such as monday, not `someday`",
+        ),
+        ("  - {at: tomorrow, duration: 1h}\n", "`at` is an RFC 3339 time"),
+        (
+            "  - {start: \"23:00\"}\n",
+            "4:5: error: a maintenance window needs a `duration`",
+        ),
+        (
+            "  - {duration: 1h}\n",
+            "a maintenance window needs a `start` or an `at`",
+        ),
+        (
+            "  - {start: \"23:00\", at: 2026-12-24T22:00:00Z, duration: 1h}\n",
+            "not both",
+        ),
+        (
+            "  - {at: 2026-12-24T22:00:00Z, duration: 1h, every: [monday]}\n",
+            "`every` goes with a daily `start`",
+        ),
+        (
+            "  - {start: \"23:00\", duration: 1h, when: now}\n",
+            "unknown key `when`",
+        ),
+        ("  {start: \"23:00\"}\n", "`maintenance` must be a list of windows"),
+    ] {
+        let yml = format!("{head}{body}");
+        let err = takt_pipeline::parse("takt.yml", yml.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{body:?}: {err}");
+    }
 }

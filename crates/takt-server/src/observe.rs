@@ -2,11 +2,9 @@
 //! environments' public addresses.
 
 use crate::AppState;
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use takt_model::NewIncident;
-use takt_observe::HostFuture;
-use takt_pipeline::HealthCheck;
+use takt_observe::{HostFuture, ProjectChecks};
 
 pub struct ObserveHost {
     pub state: Weak<AppState>,
@@ -35,7 +33,7 @@ impl takt_observe::Host for ObserveHost {
         }
     }
 
-    fn checks<'a>(&'a self, project: &'a str) -> HostFuture<'a, (Vec<HealthCheck>, HashMap<String, String>)> {
+    fn checks<'a>(&'a self, project: &'a str) -> HostFuture<'a, ProjectChecks> {
         Box::pin(async move {
             let Some(state) = self.state.upgrade() else {
                 return Default::default();
@@ -56,7 +54,11 @@ impl takt_observe::Host for ObserveHost {
                     Some((e.name.clone(), url))
                 })
                 .collect();
-            (cfg.checks, urls)
+            ProjectChecks {
+                checks: cfg.checks,
+                urls,
+                maintenance: cfg.maintenance,
+            }
         })
     }
 

@@ -45,6 +45,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "takt-pipeline",
             "takt-engine",
             "takt-exec",
+            "takt-monitor",
         ],
     ),
     (

@@ -344,10 +344,27 @@ impl Cx {
         let fields = self.map(n, "`heartbeat`")?;
         let (mut every, mut grace) = (None, None);
         for (fk, fv) in fields {
-            match key(fk) {
-                "every" => every = self.positive(fv, "`every`"),
-                "grace" => grace = self.duration(fv, "`grace`"),
-                _ => self.unknown_key(fk, &["every", "grace"], "`heartbeat`"),
+            // Beyond a year a beat is not a heartbeat (and far beyond, no clock can hold it).
+            const MOST: Duration = Duration::from_secs(366 * 86_400);
+            let (field, d) = match key(fk) {
+                "every" => ("every", self.positive(fv, "`every`")),
+                "grace" => ("grace", self.duration(fv, "`grace`")),
+                _ => {
+                    self.unknown_key(fk, &["every", "grace"], "`heartbeat`");
+                    continue;
+                }
+            };
+            let d = match d {
+                Some(d) if d > MOST => {
+                    self.err(fv.pos, format!("`{field}` is at most 366d"));
+                    None
+                }
+                d => d,
+            };
+            if field == "every" {
+                every = d;
+            } else {
+                grace = d;
             }
         }
         let Some(every) = every else {
@@ -363,4 +380,147 @@ impl Cx {
             grace: grace.unwrap_or(every / 10),
         })
     }
+}
+
+impl Cx {
+    /// `maintenance:`: a list of windows, each `start: "HH:MM"` (UTC, daily, or on the weekdays
+    /// of `every`) or `at: RFC 3339` (once), with a `duration` and the `services` it covers.
+    pub(super) fn maintenance(&mut self, n: &Node) -> Vec<takt_monitor::maintenance::Window> {
+        use takt_monitor::maintenance::{Start, Window};
+        let NodeKind::Seq(items) = &n.kind else {
+            self.err_help(
+                n.pos,
+                "`maintenance` must be a list of windows",
+                "- {start: \"23:00\", duration: 1h, every: [sunday]}   or   - {at: 2026-12-24T22:00:00Z, duration: 2h}",
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Some(fields) = self.map(item, "a maintenance window") else {
+                continue;
+            };
+            let (mut start, mut at, mut duration, mut every, mut services) = (None, None, None, Vec::new(), Vec::new());
+            let mut ok = true;
+            for (fk, fv) in fields {
+                match key(fk) {
+                    "start" => match self.string(fv, "`start`") {
+                        Some(t) => match hh_mm(&t) {
+                            Some(m) => start = Some(m),
+                            None => {
+                                self.err(
+                                    fv.pos,
+                                    format!("`start` is a UTC time of day such as \"23:00\", not `{t}`"),
+                                );
+                                ok = false;
+                            }
+                        },
+                        None => ok = false,
+                    },
+                    "at" => match self.string(fv, "`at`") {
+                        Some(t) => match takt_model::timefmt::parse_rfc3339(&t) {
+                            Some(when) => at = Some(when.unix_timestamp()),
+                            None => {
+                                self.err(
+                                    fv.pos,
+                                    format!("`at` is an RFC 3339 time such as 2026-12-24T22:00:00Z, not `{t}`"),
+                                );
+                                ok = false;
+                            }
+                        },
+                        None => ok = false,
+                    },
+                    "duration" => {
+                        duration = self.positive(fv, "`duration`");
+                        ok &= duration.is_some();
+                    }
+                    "every" => {
+                        for d in self.strings(fv, "`every`").unwrap_or_default() {
+                            match weekday(&d) {
+                                Some(w) => every.push(w),
+                                None => {
+                                    self.err(fv.pos, format!("`every` lists weekdays such as monday, not `{d}`"));
+                                    ok = false;
+                                }
+                            }
+                        }
+                    }
+                    "services" => services = self.strings(fv, "`services`").unwrap_or_default(),
+                    _ => self.unknown_key(
+                        fk,
+                        &["start", "at", "duration", "every", "services"],
+                        "a maintenance window",
+                    ),
+                }
+            }
+            let begins = match (start, at) {
+                (Some(minute), None) => Some(Start::Daily { minute, days: every }),
+                (None, Some(at)) if every.is_empty() => Some(Start::Once { at }),
+                (None, Some(_)) => {
+                    self.err(
+                        item.pos,
+                        "`every` goes with a daily `start`, not with `at` (a window once)",
+                    );
+                    None
+                }
+                (Some(_), Some(_)) => {
+                    self.err(
+                        item.pos,
+                        "a maintenance window has a `start` (daily) or an `at` (once), not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    if ok {
+                        self.err_help(
+                            item.pos,
+                            "a maintenance window needs a `start` or an `at`",
+                            "start: \"23:00\" (daily, UTC) or at: 2026-12-24T22:00:00Z",
+                        );
+                    }
+                    None
+                }
+            };
+            let Some(begins) = begins else { continue };
+            let Some(duration) = duration else {
+                if ok {
+                    self.err(item.pos, "a maintenance window needs a `duration` (such as 1h)");
+                }
+                continue;
+            };
+            if ok {
+                out.push(Window {
+                    start: begins,
+                    duration_s: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+                    services,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Minutes past midnight of `HH:MM`.
+fn hh_mm(t: &str) -> Option<i64> {
+    let (h, m) = t.split_once(':')?;
+    if h.is_empty() || h.len() > 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..24).contains(&h) && (0..60).contains(&m)).then_some(h * 60 + m)
+}
+
+/// 0 Monday .. 6 Sunday.
+fn weekday(d: &str) -> Option<u8> {
+    const DAYS: [&str; 7] = [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let d = d.to_ascii_lowercase();
+    DAYS.iter().position(|x| *x == d || x[..3] == d).map(|i| i as u8)
 }
