@@ -360,7 +360,12 @@ async fn watch(
 ) {
     let conditions: Vec<Condition> = c.conditions.iter().filter_map(|t| Condition::parse(t).ok()).collect();
     let mut streak = Streak::new(c.failure_threshold, c.success_threshold).starting(health);
-    let mut tick = tokio::time::interval(c.interval);
+    // Checks start spread over their interval (by their name, as Prometheus spreads its
+    // targets), so that 500 checks of one interval are not 500 requests at once.
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + spread(&project, &c.name, c.interval),
+        c.interval,
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When the current run of equal results began.
     let mut run_began: Option<(bool, OffsetDateTime)> = None;
@@ -395,6 +400,17 @@ async fn watch(
             .unwrap_or_else(|| "no conditions".into());
         record_change(&store, &project, &c, change, reason, since).await;
     }
+}
+
+/// Where in `interval` check `check` of `project` is probed: the same place every time (an
+/// FNV-1a hash of the names), different for different checks.
+fn spread(project: &str, check: &str, interval: std::time::Duration) -> std::time::Duration {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in project.bytes().chain([0]).chain(check.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
+    std::time::Duration::from_millis(h % ms)
 }
 
 /// A heartbeat check, forever: each beat (from `beats`) is a passing result; each `due` (its
