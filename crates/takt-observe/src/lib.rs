@@ -551,7 +551,7 @@ impl Observe {
     }
 
     async fn build_status(&self) -> Result<takt_monitor::status::StatusPage, takt_store::StoreError> {
-        use takt_monitor::aggregate::{DAY, HOUR};
+        use takt_monitor::aggregate::DAY;
         let now = OffsetDateTime::now_utc();
         let mut public = Vec::new();
         let mut windows = Vec::new();
@@ -592,17 +592,16 @@ impl Observe {
         let t = now.unix_timestamp();
         let today = t - t.rem_euclid(DAY);
         let from = today - takt_monitor::status::DAYS * DAY;
-        let mut rows = self.store.buckets(None, DAY, from, t + DAY).await?;
-        // Hours not yet merged into their days (the last 48 h or so).
-        rows.extend(self.store.buckets(None, HOUR, today - 3 * DAY, t + HOUR).await?);
+        // Per-day counts summed by the database (hours and days alike): the page needs no
+        // latency sketches.
         let mut buckets: std::collections::BTreeMap<(String, String), Vec<takt_monitor::aggregate::Bucket>> =
             Default::default();
-        for r in &rows {
-            if public.iter().any(|c| c.project == r.project && c.check == r.check) {
-                buckets
-                    .entry((r.project.clone(), r.check.clone()))
-                    .or_default()
-                    .push(results::from_row(r));
+        for (project, check, day, count, successes) in self.store.daily_counts(from).await? {
+            if public.iter().any(|c| c.project == project && c.check == check) {
+                let mut b = takt_monitor::aggregate::Bucket::new(day, DAY);
+                b.count = u64::try_from(count).unwrap_or(0);
+                b.successes = u64::try_from(successes).unwrap_or(0);
+                buckets.entry((project, check)).or_default().push(b);
             }
         }
         Ok(takt_monitor::status::page(

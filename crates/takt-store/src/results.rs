@@ -142,6 +142,33 @@ impl Store {
         rows.iter().map(bucket).collect::<Result<_, _>>().map_err(q(doing))
     }
 
+    /// Each check's results per day (UTC) from `from_s` on, hours and days together, summed by
+    /// the database: (project, check, day start, count, successes). What the status page's
+    /// bars need, without the sketches.
+    pub async fn daily_counts(&self, from_s: i64) -> Result<Vec<(String, String, i64, i64, i64)>, StoreError> {
+        let doing = "reading checks' daily counts";
+        let rows = sqlx::query(
+            "SELECT project, check_name, start_s - (start_s % 86400) AS day, CAST(SUM(count) AS BIGINT), CAST(SUM(successes) AS BIGINT) \
+             FROM check_buckets WHERE start_s >= $1 GROUP BY project, check_name, start_s - (start_s % 86400)",
+        )
+        .bind(from_s)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q(doing))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(q(doing))
+    }
+
     /// Compaction, in one transaction: deletes raw results before `results_before_ms`, puts
     /// `days` in place (hour buckets merged into them), deletes the hour buckets that start
     /// before `hours_before_s` (those merged) and day buckets before `days_before_s`.

@@ -309,6 +309,28 @@ async fn results_suite(url: &str) {
         [],
         "past retention"
     );
+    // Per-day counts: the hours of a day add up with the day's own bucket.
+    store
+        .write_results(
+            &[],
+            &[
+                bucket(86_400, 86_400, 5),
+                bucket(3600, 86_400 + 3600, 2),
+                bucket(3600, 0, 3),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut days = store.daily_counts(0).await.unwrap();
+    days.sort();
+    assert_eq!(
+        days,
+        [
+            ("p".into(), "api".into(), 0, 3, 3),
+            ("p".into(), "api".into(), 86_400, 7, 7)
+        ]
+    );
+    assert_eq!(store.daily_counts(86_400).await.unwrap().len(), 1);
     store.vacuum().await.unwrap();
     store.close().await;
 }
