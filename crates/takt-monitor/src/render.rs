@@ -174,7 +174,7 @@ pub fn atom(p: &StatusPage, title: &str, base: &str) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let _ = write!(
         out,
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\"><title>{t}</title><id>{b}/status</id>\
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\"><title>{t}</title><id>tag:takt,2026:status</id>\
 <link rel=\"alternate\" href=\"{b}/status\"/><link rel=\"self\" href=\"{b}/status/feed.xml\"/><updated>{u}</updated><author><name>takt</name></author>",
         t = escape(title),
         b = escape(base),

@@ -265,6 +265,10 @@ fn bad_checks_say_where_and_why() {
     // A probe that does not parse says so, without a second error that there is none.
     let err = errors(&format!("{head}  c:\n    http: \"http://x\"\n"));
     assert_eq!(err.matches("error:").count(), 1, "{err}");
+    // Nor does an `every` that does not parse get a second error that there is none.
+    let err = errors(&format!("{head}  c:\n    heartbeat: {{every: 0s}}\n"));
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(err.contains("`every` must be more than zero"), "{err}");
 }
 
 #[test]

@@ -343,7 +343,9 @@ impl Cx {
     fn heartbeat(&mut self, n: &Node) -> Option<ProbeSpec> {
         let fields = self.map(n, "`heartbeat`")?;
         let (mut every, mut grace) = (None, None);
+        let mut named = false;
         for (fk, fv) in fields {
+            named |= key(fk) == "every";
             // Beyond a year a beat is not a heartbeat (and far beyond, no clock can hold it).
             const MOST: Duration = Duration::from_secs(366 * 86_400);
             let (field, d) = match key(fk) {
@@ -368,10 +370,13 @@ impl Cx {
             }
         }
         let Some(every) = every else {
-            self.err(
-                n.pos,
-                "`heartbeat` needs `every`, how often a beat is expected (such as 24h)",
-            );
+            // An `every` that did not parse has said why already.
+            if !named {
+                self.err(
+                    n.pos,
+                    "`heartbeat` needs `every`, how often a beat is expected (such as 24h)",
+                );
+            }
             return None;
         };
         Some(ProbeSpec::Heartbeat {
