@@ -93,6 +93,7 @@ pub struct Observe {
     prober: takt_probe::Prober,
     running: Mutex<HashMap<(String, String), Running>>,
     results: results::Recorder,
+    days: results::SharedDays,
     status_cache: tokio::sync::Mutex<Option<(std::time::Instant, takt_monitor::status::StatusPage)>>,
 }
 
@@ -101,12 +102,14 @@ pub const STATUS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Observe {
     pub fn new(store: Store, host: Arc<dyn Host>) -> Result<Observe, String> {
+        let days = results::SharedDays::default();
         Ok(Observe {
             store: store.clone(),
             host,
             prober: takt_probe::Prober::new().map_err(|e| e.to_string())?,
             running: Mutex::default(),
-            results: results::Recorder::start(store.clone()),
+            results: results::Recorder::start(store.clone(), days.clone()),
+            days,
             status_cache: tokio::sync::Mutex::new(None),
         })
     }
@@ -592,16 +595,35 @@ impl Observe {
         let t = now.unix_timestamp();
         let today = t - t.rem_euclid(DAY);
         let from = today - takt_monitor::status::DAYS * DAY;
-        // Per-day counts summed by the database (hours and days alike): the page needs no
-        // latency sketches.
+        // Per-day counts: read once, then kept by the results writer.
+        if !self.days.lock().loaded {
+            let rows = self.store.daily_counts(from).await?;
+            let mut d = self.days.lock();
+            if !d.loaded {
+                for (project, check, day, count, successes) in rows {
+                    let u = |n: i64| u64::try_from(n).unwrap_or(0);
+                    d.add(&project, &check, day, u(count), u(successes));
+                }
+                d.loaded = true;
+            }
+        }
         let mut buckets: std::collections::BTreeMap<(String, String), Vec<takt_monitor::aggregate::Bucket>> =
             Default::default();
-        for (project, check, day, count, successes) in self.store.daily_counts(from).await? {
-            if public.iter().any(|c| c.project == project && c.check == check) {
-                let mut b = takt_monitor::aggregate::Bucket::new(day, DAY);
-                b.count = u64::try_from(count).unwrap_or(0);
-                b.successes = u64::try_from(successes).unwrap_or(0);
-                buckets.entry((project, check)).or_default().push(b);
+        {
+            let d = self.days.lock();
+            for c in &public {
+                let key = (c.project.clone(), c.check.clone());
+                let Some(days) = d.days.get(&key) else { continue };
+                let list = days
+                    .range(from..)
+                    .map(|(day, (count, successes))| {
+                        let mut b = takt_monitor::aggregate::Bucket::new(*day, DAY);
+                        b.count = *count;
+                        b.successes = *successes;
+                        b
+                    })
+                    .collect();
+                buckets.insert(key, list);
             }
         }
         Ok(takt_monitor::status::page(

@@ -160,6 +160,31 @@ pub async fn compact(store: &Store, now: OffsetDateTime, retention: Retention) -
         .await
 }
 
+/// Each check's results per day (count, successes), for the status page: read from the store
+/// once, when the page is first built, then kept current by the writer, so the page does not
+/// read 90 days of buckets each time. (Results written between that read and the moment the
+/// counts are marked loaded are not counted: a handful, once.)
+#[derive(Debug, Default)]
+pub struct DayCounts {
+    pub loaded: bool,
+    pub days: HashMap<(String, String), std::collections::BTreeMap<i64, (u64, u64)>>,
+}
+
+impl DayCounts {
+    pub fn add(&mut self, project: &str, check: &str, day: i64, count: u64, successes: u64) {
+        let e = self
+            .days
+            .entry((project.to_string(), check.to_string()))
+            .or_default()
+            .entry(day)
+            .or_default();
+        e.0 += count;
+        e.1 += successes;
+    }
+}
+
+pub type SharedDays = std::sync::Arc<parking_lot::Mutex<DayCounts>>;
+
 /// Takes results and writes them in batches; compacts every hour (and once at start).
 #[derive(Clone)]
 pub struct Recorder {
@@ -168,7 +193,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn start(store: Store) -> Recorder {
+    pub fn start(store: Store, days: SharedDays) -> Recorder {
         let (tx, mut rx) = mpsc::channel::<Sample>(QUEUE);
         let writer_store = store.clone();
         tokio::spawn(async move {
@@ -184,8 +209,17 @@ impl Recorder {
                         Ok(None) | Err(_) => break,
                     }
                 }
-                if let Err(e) = w.flush(&writer_store, &batch, true, OffsetDateTime::now_utc()).await {
-                    tracing::warn!(error = %e, results = batch.len(), "cannot keep check results");
+                match w.flush(&writer_store, &batch, true, OffsetDateTime::now_utc()).await {
+                    Ok(()) => {
+                        let mut d = days.lock();
+                        if d.loaded {
+                            for s in &batch {
+                                let day = secs(s.at) - secs(s.at).rem_euclid(DAY);
+                                d.add(&s.project, &s.check, day, 1, u64::from(s.success));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, results = batch.len(), "cannot keep check results"),
                 }
                 batch.clear();
             }
