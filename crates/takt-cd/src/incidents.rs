@@ -11,13 +11,9 @@ use takt_views::{Commits, Incident, Incidents, Projection};
 
 /// An incident id, `PROJECT#N`, split (`N` must be a number).
 pub fn parse_id(id: &str) -> Result<(String, u64), CdError> {
-    let bad = || CdError::BadRequest(format!("`{id}` is not an incident id: give PROJECT#N (e.g. shop#3)"));
-    let (project, n) = id.rsplit_once('#').ok_or_else(bad)?;
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    if project.is_empty() {
-        return Err(bad());
-    }
-    Ok((project.to_string(), n))
+    takt_model::parse_incident_id(id)
+        .map(|(p, n)| (p.to_string(), n))
+        .ok_or_else(|| CdError::BadRequest(takt_model::bad_incident_id(id)))
 }
 
 /// A change a person or takt makes to an open incident.

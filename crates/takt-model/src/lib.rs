@@ -653,6 +653,19 @@ pub fn incident_id(e: &Event) -> Option<String> {
     }
 }
 
+/// An incident id, `PROJECT#N`, split at its last `#` (`N` a number, `PROJECT` not empty);
+/// none if it is not one.
+pub fn parse_incident_id(id: &str) -> Option<(&str, u64)> {
+    let (project, n) = id.rsplit_once('#')?;
+    let n = n.parse().ok()?;
+    (!project.is_empty()).then_some((project, n))
+}
+
+/// What a malformed incident id is told.
+pub fn bad_incident_id(id: &str) -> String {
+    format!("`{id}` is not an incident id: give PROJECT#N (e.g. shop#3)")
+}
+
 /// The most commits one `deploy_started` lists (a first deploy of a long history would
 /// otherwise list all of it); the rest are counted in its `truncated`.
 pub const MAX_DEPLOY_COMMITS: usize = 10_000;

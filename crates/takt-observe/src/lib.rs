@@ -333,21 +333,20 @@ impl Observe {
     async fn last_states(&self, project: &str) -> HashMap<String, CheckState> {
         let filter = EventFilter {
             project: Some(project.to_string()),
-            kind: Some("check_state_changed".into()),
+            kinds: Checks::KINDS.to_vec(),
             ..Default::default()
         };
-        let mut out = HashMap::new();
         match self.store.events(&filter).await {
-            Ok(events) => {
-                for e in events {
-                    if let EventKind::CheckStateChanged { check, state, .. } = e.kind {
-                        out.insert(check, state);
-                    }
-                }
+            Ok(events) => Checks::fold(&events)
+                .checks
+                .into_values()
+                .map(|c| (c.check, c.state))
+                .collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the checks' last states");
+                HashMap::new()
             }
-            Err(err) => tracing::warn!(error = %err, "cannot read the checks' last states"),
         }
-        out
     }
 }
 

@@ -13,6 +13,14 @@ use takt_pipeline::ProbeSpec;
 use takt_store::EventFilter;
 use takt_views::{Checks, Projection};
 
+/// The host the request was sent to (its `Host` header), for the URLs the answer gives.
+fn request_host(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:8080")
+}
+
 /// What a heartbeat token is the tag of (with the project and the check).
 const HEARTBEAT: &str = "heartbeat";
 
@@ -97,10 +105,7 @@ pub async fn token(
             format!("check `{check}` is probed by takt; only `heartbeat:` checks take beats"),
         ));
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1:8080");
+    let host = request_host(&headers);
     Ok(Json(HeartbeatToken {
         url: format!("http://{host}/api/v1/heartbeats/{project}/{check}"),
         token: state.key.tag(HEARTBEAT, &[&project, &check]),
@@ -173,10 +178,7 @@ pub async fn status_feed(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let page = observe(&state)?.status().await?;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1:8080");
+    let host = request_host(&headers);
     Ok((
         [(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")],
         takt_monitor::render::atom(&page, TITLE, &format!("http://{host}")),

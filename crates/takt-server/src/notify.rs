@@ -100,6 +100,11 @@ pub fn cloudevent(e: &Event) -> Value {
     })
 }
 
+/// A Slack message of one section of `text`.
+fn slack_text(text: &str) -> Value {
+    json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]})
+}
+
 /// The Slack message for an event, if it is one Slack hears about.
 pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Option<Value> {
     if let EventKind::IncidentOpened {
@@ -123,13 +128,13 @@ pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Op
                 e.project
             ),
         };
-        return Some(json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}));
+        return Some(slack_text(&text));
     }
     if let EventKind::IncidentResolved { id, auto, note, .. } = &e.kind {
         let how = if *auto { " automatically" } else { "" };
         let note = note.as_ref().map(|n| format!(": {n}")).unwrap_or_default();
         let text = format!(":white_check_mark: incident {id} resolved{how}{note}");
-        return Some(json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}));
+        return Some(slack_text(&text));
     }
     let EventKind::RunFinished {
         status,

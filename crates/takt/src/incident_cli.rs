@@ -115,11 +115,7 @@ pub enum StatusArg {
 
 /// The API path of incident `PROJECT#N` (and what after it).
 fn path(id: &str, what: &str) -> anyhow::Result<String> {
-    let bad = || BadInput(format!("`{id}` is not an incident id: give PROJECT#N (e.g. shop#3)"));
-    let (p, n) = id.rsplit_once('#').ok_or_else(bad)?;
-    if p.is_empty() || n.parse::<u64>().is_err() {
-        return Err(bad().into());
-    }
+    let (p, n) = takt_model::parse_incident_id(id).ok_or_else(|| BadInput(takt_model::bad_incident_id(id)))?;
     let base = format!("/api/v1/projects/{}/incidents/{n}", encode(p));
     Ok(if what.is_empty() {
         base
