@@ -541,6 +541,25 @@ pub enum EventKind {
         #[serde(with = "time::serde::rfc3339")]
         since: OffsetDateTime,
     },
+    /// A service's state, as its checks (and maintenance windows) make it, changed. Recorded by
+    /// the monitoring service; what status-page subscribers hear about.
+    ServiceStateChanged {
+        service: String,
+        state: ServiceState,
+        from: ServiceState,
+        /// It has a check marked `public: true` (it is on the status page).
+        #[serde(default)]
+        public: bool,
+        /// Its checks that are not up, at the change.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<String>,
+    },
+    /// Incident `id` is still open and nobody has acknowledged it: reminder number `count`
+    /// (the environment's `remind_every`).
+    IncidentReminder {
+        id: String,
+        count: u32,
+    },
     /// The deployment (`PROJECT/ENV#N`) marked as the incident's cause, or none (`deploy`
     /// absent: the mark is taken back). The last mark wins.
     IncidentCauseMarked {
@@ -557,7 +576,35 @@ pub enum EventKind {
 #[strum(serialize_all = "snake_case")]
 pub enum CheckState {
     Up,
+    /// Passing, but slow or reporting trouble (`degraded_latency`, `degraded_when`).
+    Degraded,
     Down,
+}
+
+/// A service's state, as Statuspage and Gatus name them, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ServiceState {
+    #[default]
+    Operational,
+    UnderMaintenance,
+    Degraded,
+    PartialOutage,
+    MajorOutage,
+}
+
+impl ServiceState {
+    /// For people: `Partial outage`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ServiceState::Operational => "Operational",
+            ServiceState::UnderMaintenance => "Under maintenance",
+            ServiceState::Degraded => "Degraded performance",
+            ServiceState::PartialOutage => "Partial outage",
+            ServiceState::MajorOutage => "Major outage",
+        }
+    }
 }
 
 /// What opened an incident.

@@ -147,6 +147,16 @@ fn list(names: &[String]) -> String {
     }
 }
 
+/// When incident `i` is next reminded of, reminding `every` so often: a period after it opened
+/// or after the last reminder (after a long pause, one reminder, not one per period missed).
+/// None once it is resolved or acknowledged, or when a person opened it (they know).
+pub fn next_reminder(i: &Incident, every: std::time::Duration) -> Option<takt_model::OffsetDateTime> {
+    if !i.is_open() || i.acknowledged.is_some() || i.trigger == IncidentTrigger::Person {
+        return None;
+    }
+    i.reminded_at.unwrap_or(i.opened_at).checked_add(every.try_into().ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +200,35 @@ mod tests {
             };
             log.push(at(Event::now("p", None, kind), now));
         }
+    }
+
+    #[test]
+    fn reminders_come_a_period_after_the_last_until_acknowledged() {
+        let every = std::time::Duration::from_secs(60);
+        let mut log = vec![change("home", "production", CheckState::Down, 0, 10)];
+        step(&mut log, 10);
+        let view = |log: &Vec<Event>| Incidents::fold(log.iter()).get("p#1").cloned().unwrap();
+        assert_eq!(next_reminder(&view(&log), every), Some(T0 + Duration::seconds(70)));
+        // Sent late (the server was down): the next is a period after it, not after the first.
+        let reminded = EventKind::IncidentReminder {
+            id: "p#1".into(),
+            count: 1,
+        };
+        log.push(at(Event::now("p", None, reminded), 500));
+        assert_eq!(view(&log).reminders, 1);
+        assert_eq!(next_reminder(&view(&log), every), Some(T0 + Duration::seconds(560)));
+        let ack = EventKind::IncidentAcknowledged {
+            id: "p#1".into(),
+            by: "ana".into(),
+        };
+        log.push(at(Event::now("p", None, ack), 510));
+        assert_eq!(next_reminder(&view(&log), every), None, "acknowledged");
+        // A person's incident: they know.
+        let mut new = NewIncident::by_takt("production", "slow checkout", IncidentTrigger::Person);
+        new.by = Some("ana".into());
+        log.push(at(Event::now("p", None, new.opened("p#2")), 600));
+        let i = Incidents::fold(log.iter()).get("p#2").cloned().unwrap();
+        assert_eq!(next_reminder(&i, every), None);
     }
 
     fn step(log: &mut Vec<Event>, now: i64) -> Vec<Act> {

@@ -9,30 +9,7 @@ use std::collections::BTreeMap;
 use takt_model::{CheckState, IncidentStatus, IncidentTrigger, OffsetDateTime, Severity, timefmt};
 use takt_views::{Checks, Incident};
 
-/// A service's state, as Statuspage and Gatus name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ServiceState {
-    Operational,
-    UnderMaintenance,
-    Degraded,
-    PartialOutage,
-    MajorOutage,
-}
-
-impl ServiceState {
-    /// For people: `Partial outage`.
-    pub fn label(self) -> &'static str {
-        match self {
-            ServiceState::Operational => "Operational",
-            ServiceState::UnderMaintenance => "Under maintenance",
-            ServiceState::Degraded => "Degraded performance",
-            ServiceState::PartialOutage => "Partial outage",
-            ServiceState::MajorOutage => "Major outage",
-        }
-    }
-}
+pub use takt_model::ServiceState;
 
 /// A service's state from its checks (`true`: down; `degraded`: a check passes but reports
 /// degraded performance). Maintenance wins; then all down is a major outage, some down a
@@ -49,6 +26,43 @@ pub fn service_state(down: &[bool], degraded: bool, maintenance: bool) -> Servic
     } else {
         ServiceState::Operational
     }
+}
+
+/// The `service_state_changed` events that bring the recorded states (`last`, by service; a
+/// service never recorded was operational) in line with `checks` (one project's, each with
+/// whether it is public) at unix seconds `now`. A service whose checks are all gone is left
+/// as it was recorded.
+pub fn service_changes<'a>(
+    checks: impl IntoIterator<Item = (&'a takt_views::CheckView, bool)>,
+    last: &BTreeMap<String, ServiceState>,
+    windows: &[Window],
+    now: i64,
+) -> Vec<takt_model::EventKind> {
+    let mut by_service: BTreeMap<&str, Vec<(&takt_views::CheckView, bool)>> = BTreeMap::new();
+    for (c, public) in checks {
+        by_service.entry(&c.service).or_default().push((c, public));
+    }
+    let mut out = Vec::new();
+    for (service, cs) in by_service {
+        let down: Vec<bool> = cs.iter().map(|(c, _)| c.state == CheckState::Down).collect();
+        let degraded = cs.iter().any(|(c, _)| c.state == CheckState::Degraded);
+        let state = service_state(&down, degraded, under_maintenance(windows, service, now));
+        let from = last.get(service).copied().unwrap_or_default();
+        if state != from {
+            out.push(takt_model::EventKind::ServiceStateChanged {
+                service: service.to_string(),
+                state,
+                from,
+                public: cs.iter().any(|(_, p)| *p),
+                checks: cs
+                    .iter()
+                    .filter(|(c, _)| c.state != CheckState::Up)
+                    .map(|(c, _)| c.check.clone())
+                    .collect(),
+            });
+        }
+    }
+    out
 }
 
 /// A check the status page shows (`public: true`).
@@ -166,7 +180,11 @@ pub fn page<'a>(
             }
             ServiceStatus {
                 name: name.to_string(),
-                state: service_state(&down, false, under_maintenance(windows, name, now.unix_timestamp())),
+                state: service_state(
+                    &down,
+                    lines.iter().any(|l| l.state == CheckState::Degraded),
+                    under_maintenance(windows, name, now.unix_timestamp()),
+                ),
                 checks: lines,
                 uptime: total.uptime(),
                 days: bars(&all, now.unix_timestamp(), DAYS),
@@ -266,6 +284,64 @@ pub fn page<'a>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn service_changes_follow_the_checks_and_stop_when_recorded() {
+        use takt_model::EventKind;
+        let view = |check: &str, service: &str, state| takt_views::CheckView {
+            project: "shop".into(),
+            check: check.into(),
+            service: service.into(),
+            environment: None,
+            state,
+            since: OffsetDateTime::UNIX_EPOCH,
+            changed_at: OffsetDateTime::UNIX_EPOCH,
+            reason: String::new(),
+        };
+        let checks = [
+            view("home", "web", CheckState::Down),
+            view("api", "web", CheckState::Up),
+            view("slow", "search", CheckState::Degraded),
+            view("db", "db", CheckState::Up),
+        ];
+        let with_public = || checks.iter().map(|c| (c, c.check != "db"));
+        let mut last = BTreeMap::new();
+        let changes = service_changes(with_public(), &last, &[], 0);
+        assert_eq!(
+            changes,
+            [
+                EventKind::ServiceStateChanged {
+                    service: "search".into(),
+                    state: ServiceState::Degraded,
+                    from: ServiceState::Operational,
+                    public: true,
+                    checks: vec!["slow".into()],
+                },
+                EventKind::ServiceStateChanged {
+                    service: "web".into(),
+                    state: ServiceState::PartialOutage,
+                    from: ServiceState::Operational,
+                    public: true,
+                    checks: vec!["home".into()],
+                },
+            ],
+            "db is operational, as never recorded"
+        );
+        last.insert("search".to_string(), ServiceState::Degraded);
+        last.insert("web".to_string(), ServiceState::PartialOutage);
+        assert_eq!(service_changes(with_public(), &last, &[], 0), []);
+        // A maintenance window of all services, open now, wins.
+        let all = Window {
+            start: crate::maintenance::Start::Once { at: 0 },
+            duration_s: 60,
+            services: vec![],
+        };
+        let changes = service_changes(with_public(), &last, std::slice::from_ref(&all), 30);
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        assert!(changes.iter().all(
+            |c| matches!(c, EventKind::ServiceStateChanged { state, .. } if *state == ServiceState::UnderMaintenance)
+        ));
+    }
     use super::*;
     use takt_model::{Event, EventKind, IncidentTrigger, NewIncident};
     use takt_views::{Incidents, Projection};

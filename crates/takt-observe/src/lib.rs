@@ -28,7 +28,7 @@ use std::sync::Arc;
 use takt_model::{CheckState, Event, EventKind, IncidentStatus, NewIncident, OffsetDateTime};
 use takt_monitor::condition::Condition;
 use takt_monitor::incident::Act;
-use takt_monitor::threshold::{Health, Streak};
+use takt_monitor::threshold::{Outcome, Streak};
 use takt_pipeline::{HealthCheck, ProbeSpec};
 use takt_store::{EventFilter, Store};
 use takt_views::{Checks, Incidents, Projection};
@@ -54,6 +54,8 @@ pub struct ProjectChecks {
     /// Each environment's public address (name → URL).
     pub urls: HashMap<String, String>,
     pub maintenance: Vec<takt_monitor::maintenance::Window>,
+    /// Each environment's `remind_every` (those that have one).
+    pub remind: HashMap<String, std::time::Duration>,
 }
 
 /// Event kinds after which `project`'s incidents are brought in line with its checks.
@@ -95,6 +97,10 @@ pub struct Observe {
     results: results::Recorder,
     days: results::SharedDays,
     status_cache: tokio::sync::Mutex<Option<(std::time::Instant, takt_monitor::status::StatusPage)>>,
+    /// Held by each incidents pass: two never run at once (so none opens an incident twice).
+    incidents_pass: tokio::sync::Mutex<()>,
+    /// Signalled when a project's checks were looked at again (its windows may have changed).
+    reconciled: tokio::sync::Notify,
 }
 
 /// How long a built status page is served as it is.
@@ -111,6 +117,8 @@ impl Observe {
             results: results::Recorder::start(store.clone(), days.clone()),
             days,
             status_cache: tokio::sync::Mutex::new(None),
+            incidents_pass: tokio::sync::Mutex::new(()),
+            reconciled: tokio::sync::Notify::new(),
         })
     }
 
@@ -120,19 +128,154 @@ impl Observe {
         follow(self.clone(), RECONCILE_ON, |me, project| async move {
             me.reconcile(&project).await
         });
-        follow(
-            self,
-            INCIDENTS_ON,
-            |me, project| async move { me.incidents(&project).await },
-        );
+        follow(self.clone(), INCIDENTS_ON, |me, project| async move {
+            me.incidents(&project).await
+        });
+        tokio::spawn(self.clone().windows());
+        tokio::spawn(self.reminders());
+    }
+
+    /// Reminds of each open, unacknowledged incident of an environment with `remind_every`
+    /// (an `incident_reminder` event, which the notifier sends on), a period after it opened
+    /// or after the last reminder. The reminders are events, so a restart neither repeats nor
+    /// forgets one. Sleeps until the next is due, an incident changes, or checks change.
+    async fn reminders(self: Arc<Self>) {
+        let mut pause = std::time::Duration::from_secs(1);
+        let mut after = loop {
+            match self.store.head().await {
+                Ok(h) => break h,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reminders wait for the event log");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(30));
+                }
+            }
+        };
+        let mut events = self.store.subscribe(after, Incidents::KINDS);
+        loop {
+            let changed = self.reconciled.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let next = self.remind().await;
+            let wait = next.map(|at| {
+                (at - OffsetDateTime::now_utc())
+                    .try_into()
+                    .unwrap_or(std::time::Duration::ZERO)
+            });
+            let sleep = tokio::time::sleep(wait.unwrap_or(std::time::Duration::MAX / 4));
+            tokio::select! {
+                e = events.next() => match e {
+                    Ok(e) => after = e.seq.unwrap_or(after),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "reminders cannot follow the log; trying again in 1s");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        events = self.store.subscribe(after, Incidents::KINDS);
+                    }
+                },
+                () = changed => {}
+                () = sleep => {}
+            }
+        }
+    }
+
+    /// Sends the reminders due now; returns when the next one is due.
+    async fn remind(&self) -> Option<OffsetDateTime> {
+        let filter = EventFilter {
+            kinds: Incidents::KINDS.to_vec(),
+            ..Default::default()
+        };
+        let incidents = match self.store.events(&filter).await {
+            Ok(events) => Incidents::fold(&events),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the incidents to remind of");
+                return Some(OffsetDateTime::now_utc() + time::Duration::seconds(5));
+            }
+        };
+        let mut remind: HashMap<String, HashMap<String, std::time::Duration>> = HashMap::new();
+        let mut next: Option<OffsetDateTime> = None;
+        for i in incidents
+            .incidents
+            .values()
+            .filter(|i| i.is_open() && i.acknowledged.is_none())
+        {
+            if !remind.contains_key(&i.project) {
+                let r = self.host.checks(&i.project).await.remind;
+                remind.insert(i.project.clone(), r);
+            }
+            let Some(every) = remind.get(&i.project).and_then(|r| r.get(&i.environment)).copied() else {
+                continue;
+            };
+            let Some(mut due) = takt_monitor::incident::next_reminder(i, every) else {
+                continue;
+            };
+            let now = OffsetDateTime::now_utc();
+            if due <= now {
+                let kind = EventKind::IncidentReminder {
+                    id: i.id.clone(),
+                    count: i.reminders + 1,
+                };
+                if let Err(err) = self.store.append(&Event::now(&i.project, None, kind)).await {
+                    tracing::error!(error = %err, incident = %i.id, "cannot record a reminder");
+                }
+                due = now + every;
+            }
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+        next
+    }
+
+    /// At each maintenance window's start and end, every project's services and incidents
+    /// again (a window changes a service's state, and a check still down when it ends opens
+    /// its incident then). Sleeps until the next such time, or until checks change.
+    async fn windows(self: Arc<Self>) {
+        loop {
+            // Listening before the windows are read: a change meanwhile is not missed.
+            let changed = self.reconciled.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let mut next: Option<i64> = None;
+            for p in self.host.projects() {
+                for w in self.host.checks(&p).await.maintenance {
+                    if let Some((start, end)) = w.around(now) {
+                        let at = if start > now { start } else { end };
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                    }
+                }
+            }
+            match next {
+                Some(at) => {
+                    let wait = std::time::Duration::from_secs(u64::try_from(at - now).unwrap_or(0));
+                    tokio::select! {
+                        () = changed => continue,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                None => {
+                    changed.await;
+                    continue;
+                }
+            }
+            // Just past the boundary (windows end at `start + duration`, exclusive).
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            for p in self.host.projects() {
+                self.incidents(&p).await;
+            }
+        }
     }
 
     /// Opens, joins and resolves `project`'s check incidents to match its checks' states. Runs
     /// on one task only, so two passes never open the same incident.
     async fn incidents(&self, project: &str) {
+        let _pass = self.incidents_pass.lock().await;
         let filter = EventFilter {
             project: Some(project.to_string()),
-            kinds: Checks::KINDS.iter().chain(Incidents::KINDS).copied().collect(),
+            kinds: Checks::KINDS
+                .iter()
+                .chain(Incidents::KINDS)
+                .chain(&["service_state_changed"])
+                .copied()
+                .collect(),
             ..Default::default()
         };
         let events = match self.store.events(&filter).await {
@@ -165,6 +308,20 @@ impl Observe {
         }
         let windows = config.maintenance;
         let now = OffsetDateTime::now_utc().unix_timestamp();
+        // Services first: their subscribers hear of the outage before its incident.
+        let mut last = std::collections::BTreeMap::new();
+        for e in &events {
+            if let EventKind::ServiceStateChanged { service, state, .. } = &e.kind {
+                last.insert(service.clone(), *state);
+            }
+        }
+        let public = |c: &takt_views::CheckView| config.checks.iter().any(|k| k.name == c.check && k.public);
+        let ours = checks.checks.values().filter(|c| c.project == project);
+        for kind in takt_monitor::status::service_changes(ours.map(|c| (c, public(c))), &last, &windows, now) {
+            if let Err(err) = self.store.append(&Event::now(project, None, kind)).await {
+                tracing::error!(error = %err, project, "cannot record a service's change");
+            }
+        }
         let quiet = |c: &takt_views::CheckView| takt_monitor::maintenance::under_maintenance(&windows, &c.service, now);
         let acts =
             takt_monitor::incident::reconcile(project, checks.checks.values(), incidents.incidents.values(), quiet);
@@ -202,6 +359,7 @@ impl Observe {
     /// Starts, restarts or stops `project`'s check tasks to match its default branch. Runs on
     /// the service's one follower task only, so nothing else changes `running` meanwhile.
     async fn reconcile(&self, project: &str) {
+        self.reconciled.notify_waiters();
         let ProjectChecks { checks, urls, .. } = self.host.checks(project).await;
         let wanted: Vec<(HealthCheck, Option<String>)> = checks
             .into_iter()
@@ -254,10 +412,7 @@ impl Observe {
             if let Some(old) = running.remove(&key) {
                 old.task.abort();
             }
-            let health = match last.get(&c.name) {
-                Some(CheckState::Down) => Health::Down,
-                _ => Health::Up,
-            };
+            let health = last.get(&c.name).copied().unwrap_or(CheckState::Up);
             let (task, beats) = match (&c.probe, beats.get(&c.name)) {
                 (ProbeSpec::Heartbeat { every, grace }, Some(at)) => {
                     let (tx, rx) = tokio::sync::watch::channel(*at);
@@ -358,9 +513,11 @@ async fn watch(
     project: String,
     c: HealthCheck,
     base: Option<String>,
-    health: Health,
+    health: CheckState,
 ) {
-    let conditions: Vec<Condition> = c.conditions.iter().filter_map(|t| Condition::parse(t).ok()).collect();
+    let parse = |list: &[String]| -> Vec<Condition> { list.iter().filter_map(|t| Condition::parse(t).ok()).collect() };
+    let conditions = parse(&c.conditions);
+    let degraded_when = parse(&c.degraded_when);
     let mut streak = Streak::new(c.failure_threshold, c.success_threshold).starting(health);
     // Checks start spread over their interval (by their name, as Prometheus spreads its
     // targets), so that 500 checks of one interval are not 500 requests at once.
@@ -370,36 +527,29 @@ async fn watch(
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When the current run of equal results began.
-    let mut run_began: Option<(bool, OffsetDateTime)> = None;
+    let mut run_began: Option<(Outcome, OffsetDateTime)> = None;
     loop {
         tick.tick().await;
         let at = OffsetDateTime::now_utc();
         let probe = prober.probe(&c.probe, base.as_deref(), c.timeout).await;
-        let verdicts: Vec<_> = conditions.iter().map(|k| k.evaluate(&probe)).collect();
-        let success = verdicts.iter().all(|v| v.success);
+        let (outcome, reason) = takt_monitor::threshold::judge(&probe, &conditions, &degraded_when, c.degraded_latency);
         results.record(results::Sample {
             project: project.clone(),
             check: c.name.clone(),
             at,
-            success,
+            success: outcome.success(),
             latency_ms: u64::try_from(probe.response_time.as_millis()).unwrap_or(u64::MAX),
         });
         let since = match run_began {
-            Some((s, t)) if s == success => t,
+            Some((o, t)) if o == outcome => t,
             _ => {
-                run_began = Some((success, at));
+                run_began = Some((outcome, at));
                 at
             }
         };
-        let Some(change) = streak.record(success) else {
+        let Some(change) = streak.record(outcome) else {
             continue;
         };
-        // Down: the first condition that failed; up: the first that passed.
-        let reason = verdicts
-            .iter()
-            .find(|v| v.success == success)
-            .map(|v| v.explained.clone())
-            .unwrap_or_else(|| "no conditions".into());
         record_change(&store, &project, &c, change, reason, since).await;
     }
 }
@@ -424,7 +574,7 @@ async fn heartbeat(
     project: String,
     c: HealthCheck,
     due: std::time::Duration,
-    health: Health,
+    health: CheckState,
     mut beats: tokio::sync::watch::Receiver<OffsetDateTime>,
 ) {
     let mut streak = Streak::new(c.failure_threshold, c.success_threshold).starting(health);
@@ -458,7 +608,7 @@ async fn heartbeat(
             success,
             latency_ms: 0,
         });
-        if let Some(change) = streak.record(success) {
+        if let Some(change) = streak.record(if success { Outcome::Pass } else { Outcome::Fail }) {
             record_change(&store, &project, &c, change, reason, since).await;
         }
     }
@@ -480,10 +630,7 @@ async fn record_change(
             check: c.name.clone(),
             service: c.service.clone().unwrap_or_else(|| project.to_string()),
             environment: c.environment.clone(),
-            state: match change.to {
-                Health::Up => CheckState::Up,
-                Health::Down => CheckState::Down,
-            },
+            state: change.to,
             streak: change.streak,
             reason,
             since,

@@ -48,6 +48,11 @@ pub struct HealthCheck {
     pub timeout: Duration,
     /// Each one parses (lint checked it), and reads only what its probe gives.
     pub conditions: Vec<String>,
+    /// Conditions that, when one holds of a result that passed `conditions`, make it degraded
+    /// (the service's state is then `degraded`, and no incident opens).
+    pub degraded_when: Vec<String>,
+    /// A passing result slower than this is degraded.
+    pub degraded_latency: Option<Duration>,
     pub failure_threshold: u32,
     pub success_threshold: u32,
     /// Shown on the public status page.
@@ -304,7 +309,21 @@ pub struct Environment {
     /// `on_restart: continue`: a deploy cut off by a server restart continues where it was
     /// (default `rollback`: its traffic goes back to what ran before).
     pub continue_on_restart: bool,
+    /// `production: true|false`; unset: production when no other environment `requires` it.
+    pub production: Option<bool>,
+    /// While one of its incidents is open and unacknowledged, a reminder this often.
+    pub remind_every: Option<Duration>,
     pub pos: Pos,
+}
+
+/// Whether environment `name` is production: it says `production: true`, or it says nothing
+/// and no other environment `requires` it (the end of the promotion path).
+pub fn is_production(environments: &[Environment], name: &str) -> bool {
+    let Some(e) = environments.iter().find(|e| e.name == name) else {
+        return false;
+    };
+    e.production
+        .unwrap_or_else(|| !environments.iter().any(|o| o.requires.iter().any(|r| r == name)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

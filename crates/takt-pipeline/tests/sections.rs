@@ -258,6 +258,18 @@ fn bad_checks_say_where_and_why() {
             "did you mean `interval`?",
         ),
         ("  c:\n    dns: {name: x, type: ZZ}\n", "unknown DNS record type `ZZ`"),
+        (
+            "  c:\n    tcp: {host: h, port: 1}\n    degraded_when: [\"[STATUS] == 429\"]\n",
+            "a tcp check has no [STATUS]",
+        ),
+        (
+            "  c:\n    heartbeat: {every: 1h}\n    degraded_latency: 1s\n",
+            "it has no latency, so no `degraded_latency`",
+        ),
+        (
+            "  c:\n    http: {url: http://x}\n    degraded_when: \"[STATUS] == 429\"\n",
+            "`degraded_when` must be a list",
+        ),
     ] {
         let err = errors(&format!("{head}{body}"));
         assert!(err.contains(want), "{body}\n→ {err}");
@@ -269,6 +281,40 @@ fn bad_checks_say_where_and_why() {
     let err = errors(&format!("{head}  c:\n    heartbeat: {{every: 0s}}\n"));
     assert_eq!(err.matches("error:").count(), 1, "{err}");
     assert!(err.contains("`every` must be more than zero"), "{err}");
+}
+
+#[test]
+fn a_check_may_say_when_it_is_degraded() {
+    let yml = "jobs:\n  a: {script: [x]}\nchecks:\n  api:\n    http: {url: \"http://127.0.0.1:1/\"}\n    degraded_when: [\"[STATUS] == 429\", \"[BODY].degraded == true\"]\n    degraded_latency: 300ms\n";
+    let p = takt_pipeline::parse("takt.yml", yml.as_bytes()).unwrap();
+    let c = &p.checks[0];
+    assert_eq!(c.degraded_when, ["[STATUS] == 429", "[BODY].degraded == true"]);
+    assert_eq!(c.degraded_latency, Some(std::time::Duration::from_millis(300)));
+    assert_eq!(
+        c.conditions,
+        ["[STATUS] < 400"],
+        "its own conditions keep Gatus's default"
+    );
+}
+
+#[test]
+fn production_is_what_says_so_or_what_nothing_requires() {
+    let yml = "jobs:\n  a: {script: [x]}\nenvironments:\n  staging: {port: 1}\n  production: {port: 2, requires: [staging], remind_every: 30m}\n  eu: {port: 3, requires: [staging]}\n  lab: {port: 4, production: false}\n  qa: {port: 5, production: true}\n  pre: {port: 6}\n  last: {port: 7, requires: [pre]}\n";
+    let p = takt_pipeline::parse("takt.yml", yml.as_bytes()).unwrap();
+    let prod: Vec<&str> = p
+        .environments
+        .iter()
+        .filter(|e| takt_pipeline::is_production(&p.environments, &e.name))
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(prod, ["production", "eu", "qa", "last"]);
+    let e = |n: &str| p.environments.iter().find(|e| e.name == n).unwrap();
+    assert_eq!(e("production").remind_every, Some(std::time::Duration::from_secs(1800)));
+    assert_eq!(e("staging").remind_every, None);
+    let err =
+        errors("jobs:\n  a: {script: [x]}\nenvironments:\n  s: {port: 1, production: maybe, remind_every: 10ms}\n");
+    assert!(err.contains("`production` must be true or false"), "{err}");
+    assert!(err.contains("`remind_every` must be at least 1s"), "{err}");
 }
 
 #[test]

@@ -256,7 +256,7 @@ impl Metrics {
                 };
                 self.checks_up
                     .get_or_create(&labels)
-                    .set(i64::from(*state == takt_model::CheckState::Up));
+                    .set(i64::from(*state != takt_model::CheckState::Down));
                 return;
             }
             EventKind::IncidentOpened { trigger, .. } => {

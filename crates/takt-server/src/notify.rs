@@ -81,7 +81,10 @@ pub fn cloudevent(e: &Event) -> Value {
         EventKind::JobStarted { .. } => ("taskRun", None),
         EventKind::ArtifactStored { .. } => ("artifact", None),
         EventKind::DeployFinished { outcome, .. } => ("service", Some(outcome.to_string())),
-        EventKind::IncidentOpened { .. } | EventKind::IncidentResolved { .. } => ("incident", None),
+        EventKind::IncidentOpened { .. } | EventKind::IncidentResolved { .. } | EventKind::IncidentReminder { .. } => {
+            ("incident", None)
+        }
+        EventKind::ServiceStateChanged { state, .. } => ("service", Some(<&str>::from(state).to_string())),
         _ => ("takt", None),
     };
     json!({
@@ -128,6 +131,30 @@ pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Op
                 e.project
             ),
         };
+        return Some(slack_text(&text));
+    }
+    if let EventKind::IncidentReminder { id, count } = &e.kind {
+        let text = format!(
+            ":bell: incident {id} is still open and nobody has acknowledged it (reminder {count}): `takt incident ack {id}`"
+        );
+        return Some(slack_text(&text));
+    }
+    if let EventKind::ServiceStateChanged {
+        service, state, from, ..
+    } = &e.kind
+    {
+        let icon = match state {
+            takt_model::ServiceState::Operational => ":large_green_circle:",
+            takt_model::ServiceState::UnderMaintenance => ":wrench:",
+            takt_model::ServiceState::Degraded => ":large_yellow_circle:",
+            takt_model::ServiceState::PartialOutage | takt_model::ServiceState::MajorOutage => ":red_circle:",
+        };
+        let text = format!(
+            "{icon} {}/{service}: {} (was {})",
+            e.project,
+            state.label(),
+            from.label().to_lowercase()
+        );
         return Some(slack_text(&text));
     }
     if let EventKind::IncidentResolved { id, auto, note, .. } = &e.kind {

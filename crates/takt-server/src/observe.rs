@@ -58,6 +58,11 @@ impl takt_observe::Host for ObserveHost {
                 checks: cfg.checks,
                 urls,
                 maintenance: cfg.maintenance,
+                remind: cfg
+                    .environments
+                    .iter()
+                    .filter_map(|e| Some((e.name.clone(), e.remind_every?)))
+                    .collect(),
             }
         })
     }

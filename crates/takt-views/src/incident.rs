@@ -52,7 +52,16 @@ pub struct Incident {
     pub joined: BTreeMap<String, OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged: Option<Acknowledged>,
+    /// Reminders sent while it was open and unacknowledged (`remind_every`), and the last.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reminders: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timefmt::ms::option")]
+    pub reminded_at: Option<OffsetDateTime>,
     pub timeline: Vec<IncidentEntry>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Who took an incident on, and when.
@@ -101,6 +110,7 @@ impl Projection for Incidents {
         "incident_acknowledged",
         "incident_resolved",
         "incident_cause_marked",
+        "incident_reminder",
     ];
 
     fn apply(&mut self, e: &Event) {
@@ -141,6 +151,8 @@ impl Projection for Incidents {
                     checks: checks.clone(),
                     joined: checks.iter().map(|c| (c.clone(), e.at)).collect(),
                     acknowledged: None,
+                    reminders: 0,
+                    reminded_at: None,
                     timeline: vec![entry(Some(IncidentStatus::Investigating), Some(reason), by.as_ref())],
                 };
                 self.incidents.insert(id, incident);
@@ -179,6 +191,12 @@ impl Projection for Incidents {
                         note: Some("acknowledged".into()),
                         by: Some(by.clone()),
                     });
+                }
+            }
+            EventKind::IncidentReminder { id, count } => {
+                if let Some(i) = self.incidents.get_mut(id) {
+                    i.reminders = i.reminders.max(*count);
+                    i.reminded_at = Some(e.at);
                 }
             }
             EventKind::IncidentResolved { id, auto, by, note } => {

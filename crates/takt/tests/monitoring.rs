@@ -14,16 +14,22 @@ use common::server::*;
 use common::*;
 use serde_json::json;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 #[derive(Default)]
 struct Service {
     status: AtomicU16,
     hits: AtomicU32,
+    /// How long each answer takes (milliseconds): slow is degraded.
+    delay_ms: AtomicU64,
 }
 
 async fn healthz(State(s): State<Arc<Service>>) -> (StatusCode, String) {
     s.hits.fetch_add(1, Ordering::SeqCst);
+    let delay = s.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let code = StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap();
     let body = if code == StatusCode::OK { "ok" } else { "down" };
     (code, format!("{{\"status\":\"{body}\"}}"))
@@ -190,7 +196,7 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let yml = format!(
-        "jobs:\n  a: {{script: [x]}}\nchecks:\n  api:\n    service: shop\n    http: {{url: \"http://127.0.0.1:{port}/healthz\"}}\n    interval: 100ms\n    timeout: 2s\n    public: true\n    conditions:\n      - \"[STATUS] == 200\"\n      - \"[BODY].status == ok\"\n  port:\n    service: shop\n    tcp: {{host: 127.0.0.1, port: {port}}}\n    interval: 1h\n"
+        "jobs:\n  a: {{script: [x]}}\nchecks:\n  api:\n    service: shop\n    http: {{url: \"http://127.0.0.1:{port}/healthz\"}}\n    interval: 100ms\n    timeout: 2s\n    public: true\n    degraded_latency: 300ms\n    conditions:\n      - \"[STATUS] == 200\"\n      - \"[BODY].status == ok\"\n  port:\n    service: shop\n    tcp: {{host: 127.0.0.1, port: {port}}}\n    interval: 1h\n"
     );
     let (_repo, _dir, s, admin, head) = serve_project(&yml).await;
     // Probed while healthy: nothing is recorded (only changes are events).
@@ -244,6 +250,30 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
     // The check going down opened an incident, its impact from the first failing result.
     let opened = next(&s, &admin, "incident_opened", head).await;
     assert!(opened["seq"].as_i64() > down["seq"].as_i64(), "{opened:#}");
+    // Its service's state changed first (what status-page subscribers hear of): one check of
+    // two down is a partial outage.
+    let service = next(&s, &admin, "service_state_changed", head).await;
+    assert_eq!(
+        (
+            &service["service"],
+            &service["state"],
+            &service["from"],
+            &service["public"],
+            &service["checks"]
+        ),
+        (
+            &json!("shop"),
+            &json!("partial_outage"),
+            &json!("operational"),
+            &json!(true),
+            &json!(["api"])
+        ),
+        "{service:#}"
+    );
+    assert!(
+        service["seq"].as_i64() < opened["seq"].as_i64(),
+        "{service:#} {opened:#}"
+    );
     let list = get_json(&s, "/api/v1/incidents", &admin).await;
     let i = &list["incidents"][0];
     assert_eq!(list["incidents"].as_array().unwrap().len(), 1, "{list:#}");
@@ -388,6 +418,12 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
     let page = status(&s).await;
     assert_eq!(page["open_incidents"], json!([]), "{page:#}");
     assert_eq!(page["resolved_incidents"][0]["status"], "resolved", "{page:#}");
+    let recovered = next(&s, &admin, "service_state_changed", service["seq"].as_i64().unwrap()).await;
+    assert_eq!(
+        (&recovered["state"], &recovered["from"]),
+        (&json!("operational"), &json!("partial_outage")),
+        "{recovered:#}"
+    );
     let detail = get_json(&s, "/api/v1/projects/web/incidents/1", &reader).await;
     let kinds: Vec<&str> = detail["timeline"]
         .as_array()
@@ -405,13 +441,44 @@ async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
         ],
         "{detail:#}"
     );
+
+    // Slow (over `degraded_latency`), three results in a row: degraded, which the status
+    // page shows and subscribers hear of, but no incident opens.
+    svc.delay_ms.store(400, Ordering::SeqCst);
+    let degraded = next_change(&s, &admin, up["seq"].as_i64().unwrap()).await;
+    assert_eq!(
+        (&degraded["state"], &degraded["streak"]),
+        (&json!("degraded"), &json!(3)),
+        "{degraded:#}"
+    );
+    let reason = degraded["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("degraded: [RESPONSE_TIME] (") && reason.ends_with(") > 300 (degraded_latency)"),
+        "{degraded:#}"
+    );
+    let service = next(&s, &admin, "service_state_changed", recovered["seq"].as_i64().unwrap()).await;
+    assert_eq!(service["state"], "degraded", "{service:#}");
+    until("the status page shows the service degraded", || async {
+        status(&s).await["state"] == "degraded"
+    })
+    .await;
+    assert!(status_html(&s).await.contains("Degraded performance"));
+    svc.delay_ms.store(0, Ordering::SeqCst);
+    let up = next_change(&s, &admin, degraded["seq"].as_i64().unwrap()).await;
+    assert_eq!((&up["state"], &up["streak"]), (&json!("up"), &json!(2)), "{up:#}");
+    let list = get_json(&s, "/api/v1/incidents?all=true", &admin).await;
+    assert_eq!(
+        list["incidents"].as_array().unwrap().len(),
+        1,
+        "degraded opens none: {list:#}"
+    );
 }
 
 /// A heartbeat check: beats sent with its own token keep it up; a missed one (`every` +
 /// `grace`) takes it down at once and opens an incident; the next beat brings it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeat_goes_down_when_a_beat_is_missed_and_up_with_the_next() {
-    let yml = "jobs:\n  a: {script: [x]}\nchecks:\n  backup:\n    heartbeat: {every: 1s, grace: 500ms}\n  api:\n    tcp: {host: 127.0.0.1, port: 9}\n    interval: 1h\n";
+    let yml = "jobs:\n  a: {script: [x]}\nenvironments:\n  production: {driver: command, deploy: \"true\", remind_every: 1s}\nchecks:\n  backup:\n    environment: production\n    heartbeat: {every: 1s, grace: 500ms}\n  api:\n    tcp: {host: 127.0.0.1, port: 9}\n    interval: 1h\n";
     let (_repo, _dir, s, admin, head) = serve_project(yml).await;
 
     let (code, out, err) = cli(&s, &admin, &["check", "heartbeat", "web", "backup", "--json"]);
@@ -472,6 +539,30 @@ async fn a_heartbeat_goes_down_when_a_beat_is_missed_and_up_with_the_next() {
     );
     let opened = next(&s, &admin, "incident_opened", head).await;
     assert_eq!(opened["checks"], json!(["backup"]), "{opened:#}");
+    // Nobody acknowledges it: a reminder each `remind_every` (1 s), until someone does.
+    let first = next(&s, &admin, "incident_reminder", opened["seq"].as_i64().unwrap()).await;
+    let second = next(&s, &admin, "incident_reminder", first["seq"].as_i64().unwrap()).await;
+    assert_eq!(
+        (&first["id"], &first["count"], &second["count"]),
+        (&json!("web#1"), &json!(1), &json!(2)),
+        "{first:#} {second:#}"
+    );
+    let t = |e: &serde_json::Value| takt_model::timefmt::parse_rfc3339(e["at"].as_str().unwrap()).unwrap();
+    assert!(
+        t(&second) - t(&first) >= time::Duration::seconds(1),
+        "{first:#} {second:#}"
+    );
+    let (code, out, err) = cli(&s, &admin, &["incident", "ack", "web#1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // The third would have come a second after the second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let page = get_json(
+        &s,
+        &format!("/api/v1/events?kind=incident_reminder&after={}", second["seq"]),
+        &admin,
+    )
+    .await;
+    assert_eq!(page["events"], json!([]), "acknowledged: no more reminders; {page:#}");
     let (_, out, _) = cli(&s, &reader, &["check", "ls", "web"]);
     assert!(
         out.lines()
@@ -534,4 +625,46 @@ async fn inside_a_maintenance_window_a_failing_check_opens_no_incident() {
         html.contains("Under maintenance") && html.contains("Under way"),
         "{html}"
     );
+}
+
+/// A window that ends while its service's check is still down: the incident opens when the
+/// window ends (not at the check's next change), and subscribers hear the service go from
+/// under maintenance to its outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_still_down_when_its_window_ends_opens_its_incident_then() {
+    let now = takt_model::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    // It ends 3 to 4 s from now.
+    let from = now - time::Duration::seconds(56);
+    let end = from + time::Duration::minutes(1);
+    let yml = format!(
+        "jobs:\n  a: {{script: [x]}}\nchecks:\n  backup:\n    service: shop\n    heartbeat: {{every: 300ms, grace: 100ms}}\nmaintenance:\n  - {{at: \"{}\", duration: 1m}}\n",
+        takt_model::timefmt::rfc3339(from)
+    );
+    let (_repo, _dir, s, admin, head) = serve_project(&yml).await;
+    let down = next_change(&s, &admin, head).await;
+    assert_eq!(down["state"], "down", "{down:#}");
+    let t = |e: &serde_json::Value| takt_model::timefmt::parse_rfc3339(e["at"].as_str().unwrap()).unwrap();
+    assert!(
+        t(&down) < end,
+        "the test's window was over before the check went down: {down:#}"
+    );
+    let service = next(&s, &admin, "service_state_changed", head).await;
+    assert_eq!(
+        (&service["state"], &service["from"]),
+        (&json!("under_maintenance"), &json!("operational")),
+        "{service:#}"
+    );
+    let opened = next(&s, &admin, "incident_opened", head).await;
+    assert!(
+        t(&opened) >= end,
+        "opened at the window's end, not inside it: {opened:#}"
+    );
+    assert_eq!(opened["checks"], json!(["backup"]), "{opened:#}");
+    let outage = next(&s, &admin, "service_state_changed", service["seq"].as_i64().unwrap()).await;
+    assert_eq!(
+        (&outage["state"], &outage["from"]),
+        (&json!("major_outage"), &json!("under_maintenance")),
+        "{outage:#}"
+    );
+    assert!(t(&outage) >= end, "{outage:#}");
 }

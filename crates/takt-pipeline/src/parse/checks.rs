@@ -18,6 +18,8 @@ const CHECK_KEYS: &[&str] = &[
     "interval",
     "timeout",
     "conditions",
+    "degraded_when",
+    "degraded_latency",
     "failure_threshold",
     "success_threshold",
     "public",
@@ -41,12 +43,15 @@ impl Cx {
             interval: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
             conditions: Vec::new(),
+            degraded_when: Vec::new(),
+            degraded_latency: None,
             failure_threshold: 3,
             success_threshold: 2,
             public: false,
             pos: k.pos,
         };
         let mut conditions = None;
+        let mut degraded_when = None;
         let mut thresholds = (false, false);
         // A probe was named, even if it did not parse (its own error says why).
         let mut named = false;
@@ -72,6 +77,8 @@ impl Cx {
                 "interval" => c.interval = self.positive(fv, "`interval`").unwrap_or(c.interval),
                 "timeout" => c.timeout = self.positive(fv, "`timeout`").unwrap_or(c.timeout),
                 "conditions" => conditions = Some(fv),
+                "degraded_when" => degraded_when = Some(fv),
+                "degraded_latency" => c.degraded_latency = self.positive(fv, "`degraded_latency`"),
                 "failure_threshold" | "success_threshold" => {
                     let t = fv
                         .as_str()
@@ -113,8 +120,17 @@ impl Cx {
                 "add `environment: NAME` (the path is sent to its public address) or give a full `url`",
             );
         }
+        if let Some(list) = degraded_when {
+            c.degraded_when = self.conditions(list, &probe, &ctx, "degraded_when");
+        }
+        if c.degraded_latency.is_some() && matches!(probe, ProbeSpec::Heartbeat { .. }) {
+            self.err(
+                k.pos,
+                format!("{ctx} is a heartbeat: it has no latency, so no `degraded_latency`"),
+            );
+        }
         if let Some(list) = conditions {
-            c.conditions = self.conditions(list, &probe, &ctx);
+            c.conditions = self.conditions(list, &probe, &ctx, "conditions");
         } else if !matches!(probe, ProbeSpec::Heartbeat { .. }) {
             // As Gatus: without conditions, a check passes when it connects (and, over HTTP,
             // answers below 400).
@@ -146,15 +162,15 @@ impl Cx {
         Some(d)
     }
 
-    fn conditions(&mut self, n: &Node, probe: &ProbeSpec, ctx: &str) -> Vec<String> {
+    fn conditions(&mut self, n: &Node, probe: &ProbeSpec, ctx: &str, field: &str) -> Vec<String> {
         let NodeKind::Seq(items) = &n.kind else {
-            self.err(n.pos, "`conditions` must be a list such as [\"[STATUS] == 200\"]");
+            self.err(n.pos, format!("`{field}` must be a list such as [\"[STATUS] == 200\"]"));
             return Vec::new();
         };
         if matches!(probe, ProbeSpec::Heartbeat { .. }) {
             self.err(
                 n.pos,
-                format!("{ctx} is a heartbeat: it has no `conditions` (a missed beat fails it)"),
+                format!("{ctx} is a heartbeat: it has no `{field}` (a missed beat fails it)"),
             );
             return Vec::new();
         }

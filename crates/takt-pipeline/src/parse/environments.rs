@@ -27,6 +27,8 @@ const ENV_KEYS: &[&str] = &[
     "reload",
     "on_failure",
     "on_restart",
+    "production",
+    "remind_every",
 ];
 
 impl Cx {
@@ -110,6 +112,8 @@ impl Cx {
             reload: None,
             pause_on_failure: false,
             continue_on_restart: false,
+            production: None,
+            remind_every: None,
             pos: k.pos,
         };
         let ctx = format!("environment `{name}`");
@@ -192,6 +196,14 @@ impl Cx {
                     ),
                     None => {}
                 },
+                "production" => e.production = self.bool(fv, "`production`"),
+                "remind_every" => {
+                    e.remind_every = self.duration(fv, "`remind_every`");
+                    if e.remind_every.is_some_and(|d| d < Duration::from_secs(1)) {
+                        self.err(fv.pos, "`remind_every` must be at least 1s");
+                        e.remind_every = None;
+                    }
+                }
                 _ => self.unknown_key(fk, ENV_KEYS, &ctx),
             }
         }
