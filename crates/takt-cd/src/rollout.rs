@@ -758,11 +758,7 @@ impl Cx {
                             None => d.direct_url(&new).await,
                         },
                     };
-                    let commands_only = self
-                        .env
-                        .smoke
-                        .iter()
-                        .all(|c| matches!(c, takt_pipeline::Check::Command(_)));
+                    let commands_only = self.env.smoke.iter().all(takt_pipeline::Check::is_command);
                     let release = match (of, &old) {
                         (Side::Old, Some(o)) => o,
                         _ => &new,

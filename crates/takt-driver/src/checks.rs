@@ -148,6 +148,7 @@ pub async fn smoke(check: &Check, base: Option<&str>, env: &[(String, String)], 
             }
             Ok(format!("GET {url} → {code} in {} ms", took.as_millis()))
         }
+        Check::Health(c) => health(c, base).await,
         Check::Command(script) => {
             let out = shell(script, env, Some(dir), Duration::from_secs(60))
                 .await
@@ -158,6 +159,49 @@ pub async fn smoke(check: &Check, base: Option<&str>, env: &[(String, String)], 
                 Err(format!("`{script}` failed ({}): {}", out.code_text, out.output))
             }
         }
+    }
+}
+
+/// Probes health check `c` once, an HTTP `path` sent to `base`, and judges it by its own
+/// conditions: a degraded result passes (it says so), a failing one fails with the condition
+/// that failed.
+async fn health(c: &takt_pipeline::HealthCheck, base: Option<&str>) -> Result<String, String> {
+    use takt_monitor::condition::Condition;
+    use takt_monitor::threshold::{Outcome, judge};
+    static PROBER: std::sync::OnceLock<Result<takt_probe::Prober, String>> = std::sync::OnceLock::new();
+    let prober = PROBER
+        .get_or_init(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default(); // see Cargo.toml
+            takt_probe::Prober::new().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| format!("cannot probe check `{}`: {e}", c.name))?;
+    if let takt_pipeline::ProbeSpec::Http { path: Some(_), .. } = &c.probe
+        && base.is_none()
+    {
+        return Err(format!(
+            "check `{}` probes a path, and this deploy has no address to send it to",
+            c.name
+        ));
+    }
+    let probe = prober.probe(&c.probe, base, c.timeout).await;
+    let parse = |list: &[String]| -> Vec<Condition> { list.iter().filter_map(|t| Condition::parse(t).ok()).collect() };
+    let (outcome, why) = judge(
+        &probe,
+        &parse(&c.conditions),
+        &parse(&c.degraded_when),
+        c.degraded_latency,
+    );
+    let took = probe.response_time.as_millis();
+    let at = match &c.probe {
+        takt_pipeline::ProbeSpec::Http { url: Some(u), .. } => format!(" at {u}"),
+        takt_pipeline::ProbeSpec::Http { path: Some(p), .. } => format!(" at {}{p}", base.unwrap_or_default()),
+        _ => String::new(),
+    };
+    let said = format!("check `{}`{at}: {why} (in {took} ms)", c.name);
+    match outcome {
+        Outcome::Fail => Err(said),
+        Outcome::Degraded | Outcome::Pass => Ok(said),
     }
 }
 

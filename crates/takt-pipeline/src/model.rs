@@ -37,7 +37,7 @@ pub struct Pipeline {
 /// `conditions` (Gatus's condition language, parsed at lint time by `takt-monitor`);
 /// `failure_threshold` failures in a row take it down, `success_threshold` successes bring it
 /// back.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub name: String,
     /// Default: the project's name.
@@ -58,6 +58,28 @@ pub struct HealthCheck {
     /// Shown on the public status page.
     pub public: bool,
     pub pos: Pos,
+}
+
+impl HealthCheck {
+    /// A check named `name` with Gatus's defaults (probed every minute, 10 s timeout, 3 failures
+    /// down, 2 successes up), probing nothing yet.
+    pub fn named(name: &str, pos: Pos) -> HealthCheck {
+        HealthCheck {
+            name: name.to_string(),
+            service: None,
+            environment: None,
+            probe: ProbeSpec::Command(String::new()),
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+            conditions: Vec::new(),
+            degraded_when: Vec::new(),
+            degraded_latency: None,
+            failure_threshold: 3,
+            success_threshold: 2,
+            public: false,
+            pos,
+        }
+    }
 }
 
 /// What a health check probes.
@@ -383,7 +405,9 @@ pub enum Metric {
     Command(String),
 }
 
-/// A smoke check: an HTTP request with conditions, or a command that must exit 0.
+/// A smoke check or an analysis measurement: an HTTP request with conditions, a command that
+/// must exit 0, or one of the project's health checks (`check: NAME`), judged by its own
+/// conditions against the deploy's target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     Http {
@@ -393,6 +417,38 @@ pub enum Check {
         max_latency: Option<Duration>,
     },
     Command(String),
+    /// A check of `checks:`, as defined there; an HTTP `path` goes to the deploy's target (the
+    /// new instance, the preview port, the canary's backend) instead of the public address.
+    Health(Box<HealthCheck>),
+}
+
+impl Check {
+    /// It runs a command (needs no address to check).
+    pub fn is_command(&self) -> bool {
+        match self {
+            Check::Command(_) => true,
+            Check::Health(c) => matches!(c.probe, ProbeSpec::Command(_)),
+            Check::Http { .. } => false,
+        }
+    }
+}
+
+impl Environment {
+    /// Its smoke checks and the checks its analyses measure, to resolve `check: NAME`.
+    pub fn checks_mut(&mut self) -> impl Iterator<Item = &mut Check> {
+        let steps: &mut [CanaryStep] = match &mut self.strategy {
+            Strategy::Canary { steps, .. } => steps,
+            _ => &mut [],
+        };
+        let metrics = steps.iter_mut().filter_map(|s| match s {
+            CanaryStep::Analysis(AnalysisStep {
+                metric: Metric::Http(c),
+                ..
+            }) => Some(c),
+            _ => None,
+        });
+        self.smoke.iter_mut().chain(metrics)
+    }
 }
 
 /// A freeze window: from each `cron` time, for `duration`, in `timezone` (default UTC).

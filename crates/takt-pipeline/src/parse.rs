@@ -514,6 +514,7 @@ impl Cx {
                 );
             }
         }
+        self.resolve_checks(&mut environments, &checks);
         let defaults = default.map(|d| self.defaults(d)).unwrap_or_default();
         let Some(jobs_node) = jobs_node else {
             self.err_help(
@@ -537,6 +538,40 @@ impl Cx {
             checks,
             maintenance,
         })
+    }
+
+    /// Each `check: NAME` of the environments' smoke checks and analyses becomes that check of
+    /// `checks:`, or an error where it is named.
+    fn resolve_checks(&mut self, environments: &mut [Environment], checks: &[HealthCheck]) {
+        for e in environments {
+            let env = e.name.clone();
+            for c in e.checks_mut() {
+                let Check::Health(named) = c else { continue };
+                let pos = named.pos;
+                match checks.iter().find(|k| k.name == named.name) {
+                    Some(k) if matches!(k.probe, ProbeSpec::Heartbeat { .. }) => self.err(
+                        pos,
+                        format!("check `{}` is a heartbeat: takt cannot probe it for a deploy", k.name),
+                    ),
+                    Some(k) => **named = k.clone(),
+                    None => {
+                        let names: Vec<&str> = checks.iter().map(|k| k.name.as_str()).collect();
+                        let help = match crate::diag::did_you_mean(&named.name, &names) {
+                            Some(n) => format!("did you mean `{n}`?"),
+                            None => "define it under the top-level `checks:`".to_string(),
+                        };
+                        self.err_help(
+                            pos,
+                            format!(
+                                "environment `{}` names check `{}`, which `checks:` does not define",
+                                env, named.name
+                            ),
+                            help,
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// `retention: {keep_last: N, keep_deployed_days: D}`.

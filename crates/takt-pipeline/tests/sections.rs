@@ -298,6 +298,47 @@ fn a_check_may_say_when_it_is_degraded() {
 }
 
 #[test]
+fn smoke_checks_and_analyses_may_name_a_health_check() {
+    let yml = "jobs:\n  a: {script: [x]}\nenvironments:\n  prod:\n    port: 1\n    smoke: [{check: api}, {command: ./t.sh}]\n    strategy:\n      canary:\n        steps:\n          - analysis: {metric: {check: api}}\nchecks:\n  api:\n    environment: prod\n    http: {path: /healthz}\n    conditions: [\"[STATUS] == 200\"]\n";
+    let p = takt_pipeline::parse("takt.yml", yml.as_bytes()).unwrap();
+    let e = &p.environments[0];
+    let takt_pipeline::Check::Health(c) = &e.smoke[0] else {
+        panic!("{:?}", e.smoke)
+    };
+    assert_eq!(
+        **c, p.checks[0],
+        "the check as `checks:` defines it (defined after, too)"
+    );
+    assert!(!e.smoke[0].is_command() && e.smoke[1].is_command());
+    let takt_pipeline::Strategy::Canary { steps, .. } = &e.strategy else {
+        panic!()
+    };
+    assert!(matches!(
+        &steps[0],
+        takt_pipeline::CanaryStep::Analysis(a) if matches!(&a.metric, takt_pipeline::Metric::Http(takt_pipeline::Check::Health(c)) if c.name == "api")
+    ));
+    let head = "jobs:\n  a: {script: [x]}\nchecks:\n  api: {http: {url: \"http://x/\"}}\n  beat: {heartbeat: {every: 1h}}\nenvironments:\n  s:\n    port: 1\n";
+    for (body, want) in [
+        (
+            "    smoke: [{check: apj}]\n",
+            "takt.yml:9:21: error: environment `s` names check `apj`, which `checks:` does not define",
+        ),
+        ("    smoke: [{check: apj}]\n", "did you mean `api`?"),
+        (
+            "    smoke: [{check: beat}]\n",
+            "check `beat` is a heartbeat: takt cannot probe it for a deploy",
+        ),
+        (
+            "    strategy: {canary: {steps: [{analysis: {metric: {check: nope}}}]}}\n",
+            "names check `nope`",
+        ),
+    ] {
+        let err = errors(&format!("{head}{body}"));
+        assert!(err.contains(want), "{body}\n→ {err}");
+    }
+}
+
+#[test]
 fn production_is_what_says_so_or_what_nothing_requires() {
     let yml = "jobs:\n  a: {script: [x]}\nenvironments:\n  staging: {port: 1}\n  production: {port: 2, requires: [staging], remind_every: 30m}\n  eu: {port: 3, requires: [staging]}\n  lab: {port: 4, production: false}\n  qa: {port: 5, production: true}\n  pre: {port: 6}\n  last: {port: 7, requires: [pre]}\n";
     let p = takt_pipeline::parse("takt.yml", yml.as_bytes()).unwrap();

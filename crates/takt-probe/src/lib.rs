@@ -2,8 +2,9 @@
 //! [`takt_monitor::condition::Probe`] that the check's conditions then judge. A probe never
 //! fails as such: what it could not do shows in what it saw (not connected, no status).
 //!
-//! Not yet: `[CERTIFICATE_EXPIRATION]` (the peer certificate is not read), DNS record types
-//! other than A and AAAA, and a DNS `server` other than the system's resolver.
+//! Not yet: DNS record types other than A and AAAA, and a DNS `server` other than the system's
+//! resolver. The CD service uses the same probes for smoke checks and analyses that name a
+//! check (`crates/takt-driver/src/checks.rs`).
 
 use std::time::{Duration, Instant};
 use takt_monitor::condition::Probe;

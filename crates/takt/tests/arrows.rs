@@ -19,7 +19,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("takt-blob", &["takt-model"]),
     ("takt-exec", &["takt-model"]),
     ("takt-proxy", &["takt-deploy"]),
-    ("takt-driver", &["takt-deploy", "takt-proxy", "takt-pipeline"]),
+    (
+        "takt-driver",
+        &[
+            "takt-deploy",
+            "takt-monitor",
+            "takt-pipeline",
+            "takt-probe",
+            "takt-proxy",
+        ],
+    ),
     (
         "takt-engine",
         &["takt-model", "takt-pipeline", "takt-store", "takt-blob", "takt-exec"],

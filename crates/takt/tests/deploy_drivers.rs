@@ -446,14 +446,18 @@ async fn a_canary_analysis_by_prometheus_query_promotes_or_rolls_back() {
 async fn rolling_blue_green_with_a_preview_port_and_a_canary_with_a_timed_pause_and_an_http_metric() {
     let dir = tempfile::tempdir().unwrap();
     let (roll, bg, preview, can) = (free_port(), free_port(), free_port(), free_port());
-    let common = "    start: exec python3 \"$TAKT_ARTIFACT_PATH\"\n    instances: 2\n    smoke: [{http: {path: /healthz, body: ok}}]\n";
+    let launch = "    start: exec python3 \"$TAKT_ARTIFACT_PATH\"\n    instances: 2\n";
+    let common = format!("{launch}    smoke: [{{http: {{path: /healthz, body: ok}}}}]\n");
+    // Blue/green's smoke check and the canary's measurement are the monitoring check `health`,
+    // sent to the preview port and to the canary's backend.
     let yml = format!(
-        "{JOBS}environments:\n\
+        "{JOBS}checks:\n  health:\n    environment: bg\n    http: {{path: /healthz}}\n    interval: 1h\n    conditions: [\"[STATUS] == 200\", \"[BODY] == pat(*ok*)\"]\n\
+         environments:\n\
          \x20 roll:\n    port: {roll}\n{common}    strategy: {{rolling: {{batch: 1, pause: 700ms}}}}\n\
-         \x20 bg:\n    port: {bg}\n{common}    strategy: {{blue_green: {{preview_port: {preview}, keep_old: 1s}}}}\n\
+         \x20 bg:\n    port: {bg}\n{launch}    smoke: [{{check: health}}]\n    strategy: {{blue_green: {{preview_port: {preview}, keep_old: 1s}}}}\n\
          \x20 can:\n    port: {can}\n{common}    strategy:\n      canary:\n        steps:\n\
          \x20         - set_weight: 50\n          - pause: 1s\n\
-         \x20         - analysis: {{count: 2, interval: 100ms, metric: {{http: {{path: /healthz, status: 200}}}}}}\n"
+         \x20         - analysis: {{count: 2, interval: 100ms, metric: {{check: health}}}}\n"
     );
     let repo = Repo::new(&[("takt.yml", &yml), ("app.py", &app())]);
     let s = start(&dir.path().join("data"), &[]);
@@ -525,10 +529,9 @@ async fn rolling_blue_green_with_a_preview_port_and_a_canary_with_a_timed_pause_
     let d = &v["history"][0]["steps"];
     assert!(
         d.as_array().unwrap().iter().any(|st| st["action"] == "smoke preview"
-            && st["detail"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("GET http://127.0.0.1:{preview}/healthz → 200"))),
+            && st["detail"].as_str().unwrap().starts_with(&format!(
+                "check `health` at http://127.0.0.1:{preview}/healthz: [STATUS] (200) == 200"
+            ))),
         "{d:#}"
     );
     until("the old colour is stopped after keep_old", || async {
@@ -558,6 +561,14 @@ async fn rolling_blue_green_with_a_preview_port_and_a_canary_with_a_timed_pause_
         .map(|st| st["verdict"].as_str().unwrap())
         .collect();
     assert_eq!(verdicts, ["successful", "successful"]);
+    // Measured on the canary's own backend, not through the public port.
+    let detail = all.iter().find(|st| st["action"] == "analysis").unwrap()["detail"]
+        .as_str()
+        .unwrap();
+    assert!(
+        detail.starts_with("check `health` at http://127.0.0.1:") && !detail.contains(&format!(":{can}/")),
+        "{detail}"
+    );
     for env in ["roll", "bg", "can"] {
         let _ = std::fs::remove_file(
             dir.path()

@@ -35,21 +35,7 @@ impl Cx {
         let ctx = format!("check `{name}`");
         let fields = self.map(v, &ctx)?;
         let mut probe: Option<ProbeSpec> = None;
-        let mut c = HealthCheck {
-            name: name.to_string(),
-            service: None,
-            environment: None,
-            probe: ProbeSpec::Command(String::new()),
-            interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(10),
-            conditions: Vec::new(),
-            degraded_when: Vec::new(),
-            degraded_latency: None,
-            failure_threshold: 3,
-            success_threshold: 2,
-            public: false,
-            pos: k.pos,
-        };
+        let mut c = HealthCheck::named(name, k.pos);
         let mut conditions = None;
         let mut degraded_when = None;
         let mut thresholds = (false, false);

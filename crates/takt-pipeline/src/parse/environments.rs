@@ -429,7 +429,7 @@ impl Cx {
         }
         let fields = self.map(n, "`metric`")?;
         let [(k, v)] = fields else {
-            self.err(n.pos, "`metric` is one of proxy, prometheus, http, command");
+            self.err(n.pos, "`metric` is one of proxy, prometheus, http, check, command");
             return None;
         };
         match key(k) {
@@ -451,13 +451,13 @@ impl Cx {
                     }
                 }
             }
-            "http" => self.check(n, "`metric`").map(Metric::Http),
+            "http" | "check" => self.check(n, "`metric`").map(Metric::Http),
             "command" => self.string(v, "`command`").map(Metric::Command),
             other => {
                 self.err_help(
                     k.pos,
                     format!("unknown metric `{other}`"),
-                    "use proxy, prometheus, http or command",
+                    "use proxy, prometheus, http, check or command",
                 );
                 None
             }
@@ -467,11 +467,18 @@ impl Cx {
     fn check(&mut self, n: &Node, what: &str) -> Option<Check> {
         let fields = self.map(n, what)?;
         let [(k, v)] = fields else {
-            self.err(n.pos, format!("{what} is one of `http: {{...}}` or `command: ...`"));
+            self.err(
+                n.pos,
+                format!("{what} is one of `http: {{...}}`, `command: ...` or `check: NAME`"),
+            );
             return None;
         };
         match key(k) {
             "command" => self.string(v, "`command`").map(Check::Command),
+            // Resolved once `checks:` is read (see `Cx::resolve_checks`).
+            "check" => self
+                .string(v, "`check`")
+                .map(|name| Check::Health(Box::new(HealthCheck::named(&name, v.pos)))),
             "http" => {
                 let f = self.map(v, "`http`")?;
                 let (mut path, mut status, mut body, mut latency) = (None, 200u16, None, None);
@@ -496,7 +503,7 @@ impl Cx {
                 })
             }
             other => {
-                self.err_help(k.pos, format!("unknown check `{other}`"), "use http or command");
+                self.err_help(k.pos, format!("unknown check `{other}`"), "use http, command or check");
                 None
             }
         }
