@@ -76,6 +76,7 @@ pub enum Op {
     ResolveIncident,
     MarkCause,
     ListChecks,
+    FlowMetrics,
     HeartbeatToken,
     Heartbeat,
     StatusPage,
@@ -522,6 +523,15 @@ pub const ROUTES: &[Route] = &[
     )
     .takes(Body::json::<CauseBody>())
     .answers(Body::json::<IncidentAnswer>()),
+    route(
+        Op::FlowMetrics,
+        Get,
+        "/api/v1/metrics",
+        Some(Read),
+        "Flow metrics: the five DORA keys of the production environments and the bottleneck stage",
+    )
+    .query(params::<FlowQuery>)
+    .answers(Body::json::<FlowReport>()),
     route(
         Op::ListChecks,
         Get,

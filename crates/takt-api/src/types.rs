@@ -475,6 +475,39 @@ pub struct CauseBody {
     pub deploy: Option<String>,
 }
 
+/// Query of `GET /api/v1/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FlowQuery {
+    /// Only this project's (default: every project).
+    pub project: Option<String>,
+    /// Only this environment (default: the production ones: `production: true`, or what no
+    /// other environment requires).
+    pub env: Option<String>,
+    /// The window: this long before now (`30d`, `12w`, `36h`; default 30d).
+    pub since: Option<String>,
+}
+
+/// The flow metrics of a window, and those of the window before it (for the trend).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FlowReport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The environments counted as production (`PROJECT/ENV`).
+    pub environments: Vec<String>,
+    /// The window, RFC 3339, `[from, to)`.
+    pub from: String,
+    pub to: String,
+    #[schema(value_type = Object)]
+    pub dora: takt_flow::dora::Dora,
+    /// The same keys over the window of the same length before.
+    #[schema(value_type = Object)]
+    pub previous: takt_flow::dora::Dora,
+    #[schema(value_type = Object)]
+    pub bottleneck: takt_flow::bottleneck::Bottleneck,
+}
+
 /// Query of `GET /api/v1/incidents`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod checks;
 pub mod config;
 pub mod environments;
+pub mod flow;
 pub mod hooks;
 pub mod incidents;
 pub mod isolation;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Every run's summary, current with the log.
     pub runs: Arc<runs::RunIndex>,
+    /// The flow metrics' view, current with the log.
+    pub flow: Arc<flow::FlowIndex>,
     /// Largest artifact accepted by a push.
     pub max_artifact_bytes: u64,
     /// When each token's use was last recorded.
@@ -195,6 +198,7 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::ResolveIncident => on(m, incidents::resolve),
         Op::MarkCause => on(m, incidents::cause),
         Op::ListChecks => on(m, checks::list),
+        Op::FlowMetrics => on(m, flow::report),
         Op::HeartbeatToken => on(m, checks::token),
         Op::Heartbeat => on(m, checks::beat),
         Op::StatusPage => on(m, checks::status_page),

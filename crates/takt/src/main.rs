@@ -7,6 +7,7 @@ mod check_cli;
 mod client;
 mod env_cli;
 mod incident_cli;
+mod metrics_cli;
 mod ops;
 mod serve;
 
@@ -101,6 +102,9 @@ enum Command {
     /// Health checks: their states, and heartbeat checks' URLs and tokens.
     #[command(subcommand)]
     Check(check_cli::CheckCommand),
+    /// Flow metrics: the five DORA keys of the production environments, with their bands and
+    /// trends, and the bottleneck stage (docs/metrics.md).
+    Metrics(metrics_cli::MetricsArgs),
     /// The process driver's supervisor for one environment (started by `takt serve`).
     #[command(hide = true)]
     Supervise(env_cli::SuperviseArgs),
@@ -212,6 +216,7 @@ fn main() -> ExitCode {
         Command::Env(c) => client::block_on(env_cli::env(c)),
         Command::Incident(c) => client::block_on(incident_cli::incident(c)),
         Command::Check(c) => client::block_on(check_cli::check(c)),
+        Command::Metrics(a) => client::block_on(metrics_cli::metrics(a)),
         Command::Supervise(a) => env_cli::supervise(a),
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -218,6 +218,15 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         let runs = runs.clone();
         move |e| runs.apply(e)
     })));
+    let flow = Arc::new(
+        takt_server::flow::FlowIndex::load(&store)
+            .await
+            .map_err(|e| (1, e.into()))?,
+    );
+    store.observe(takt_store::Observer(Arc::new({
+        let flow = flow.clone();
+        move |e| flow.apply(e)
+    })));
     let envs = Arc::new(takt_cd::EnvIndex::load(&store).await.map_err(|e| (1, e.into()))?);
     store.observe(takt_store::Observer(Arc::new({
         let envs = envs.clone();
@@ -259,6 +268,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         ci: ci.clone(),
         max_artifact_bytes: config.max_artifact_bytes,
         runs,
+        flow,
         token_uses: Default::default(),
         data_dir: data.root.clone(),
         cd: Arc::new(takt_cd::Cd::new(

@@ -12,7 +12,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("takt-model", &[]),
     ("takt-pipeline", &["takt-model", "takt-monitor"]),
     ("takt-views", &["takt-model"]),
-    ("takt-api", &["takt-model", "takt-views", "takt-monitor"]),
+    ("takt-api", &["takt-model", "takt-views", "takt-monitor", "takt-flow"]),
+    ("takt-flow", &["takt-model", "takt-views"]),
     ("takt-deploy", &[]),
     ("takt-monitor", &["takt-model", "takt-views"]),
     ("takt-store", &["takt-model"]),
@@ -60,6 +61,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "takt-server",
         &[
+            "takt-flow",
             "takt-model",
             "takt-views",
             "takt-api",
@@ -89,7 +91,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
 ];
 
 /// Pure crates: functions over values. None of these may appear among their dependencies.
-const PURE: &[&str] = &["takt-pipeline", "takt-views", "takt-deploy", "takt-api", "takt-monitor"];
+const PURE: &[&str] = &[
+    "takt-pipeline",
+    "takt-views",
+    "takt-deploy",
+    "takt-api",
+    "takt-monitor",
+    "takt-flow",
+];
 const IMPURE_DEPS: &[&str] = &["tokio", "sqlx", "axum", "hyper", "reqwest", "nix", "object_store"];
 /// Nor these in their code (before its `#[cfg(test)]` part).
 const IMPURE_CODE: &[&str] = &[

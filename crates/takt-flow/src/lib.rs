@@ -1,0 +1,338 @@
+//! Flow metrics, pure: how well a team delivers and where its flow is stuck, from takt's own
+//! event log. [`Flow`] folds the facts the metrics need (deployments, commit times, runs and
+//! their stages, incidents) as the log goes by; [`dora::report`] computes the five DORA keys
+//! and [`bottleneck::report`] the share of lead time each stage and wait takes, for a time
+//! window given by the caller. No I/O, no clock: the formulas are in `docs/metrics.md`.
+
+pub mod bottleneck;
+pub mod dora;
+pub mod stats;
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use takt_model::{
+    ArtifactRef, DeployOutcome, DeployTrigger, Event, EventKind, OffsetDateTime, RunStatus, StepAction, StepVerdict,
+};
+use takt_views::{Incidents, Projection};
+
+/// One deployment, as its events tell it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub project: String,
+    pub environment: String,
+    pub deploy: u64,
+    pub started_at: OffsetDateTime,
+    pub finished_at: Option<OffsetDateTime>,
+    pub outcome: Option<DeployOutcome>,
+    pub artifact: ArtifactRef,
+    pub previous: Option<ArtifactRef>,
+    /// The commits it shipped since the previous deployment there, newest first.
+    pub commits: Vec<String>,
+    pub rollback: bool,
+    pub trigger: DeployTrigger,
+    /// The highest traffic weight any of its steps reached.
+    pub max_weight: u8,
+    /// How long it waited for a person's approval (from the approval step to the next).
+    pub approval_wait: time::Duration,
+    approval_since: Option<OffsetDateTime>,
+}
+
+impl Deployment {
+    /// It took production traffic: it ran (and passed or was rolled back), or was cut off after
+    /// some traffic reached it. A deploy that failed before traffic, or found its artifact
+    /// already running, did not.
+    pub fn took_traffic(&self) -> bool {
+        match self.outcome {
+            Some(DeployOutcome::Succeeded | DeployOutcome::RolledBack | DeployOutcome::RollbackFailed) => true,
+            Some(DeployOutcome::Cancelled | DeployOutcome::Interrupted) => self.max_weight > 0,
+            Some(DeployOutcome::Failed | DeployOutcome::Unchanged) | None => false,
+        }
+    }
+
+    /// A change: not a rollback, and not the artifact that already ran there.
+    pub fn is_change(&self) -> bool {
+        !self.rollback
+            && self.outcome != Some(DeployOutcome::Unchanged)
+            && self.previous.as_ref().is_none_or(|p| p.digest != self.artifact.digest)
+    }
+}
+
+/// One run: its commit and when it was queued, started and finished; per stage, when its first
+/// job started and its last finished.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFacts {
+    pub commit: String,
+    pub queued_at: Option<OffsetDateTime>,
+    pub started_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    pub status: Option<RunStatus>,
+    /// Stage → (first job start, last job finish).
+    pub stages: BTreeMap<String, (OffsetDateTime, OffsetDateTime)>,
+    jobs: HashMap<String, String>,
+}
+
+/// The facts of the whole log that the flow metrics read.
+#[derive(Debug, Clone, Default)]
+pub struct Flow {
+    /// By (project, environment, deploy number).
+    pub deployments: BTreeMap<(String, String, u64), Deployment>,
+    /// When each commit of each project was committed (the committer date).
+    pub commits: HashMap<(String, String), OffsetDateTime>,
+    pub runs: HashMap<(String, u64), RunFacts>,
+    /// Which run stored each artifact (project, digest).
+    pub artifacts: HashMap<(String, String), u64>,
+    pub incidents: Incidents,
+    /// Events folded.
+    pub events: u64,
+}
+
+impl Projection for Flow {
+    const KINDS: &'static [&'static str] = &[
+        "commit_info",
+        "run_queued",
+        "run_started",
+        "run_finished",
+        "job_queued",
+        "job_started",
+        "job_finished",
+        "artifact_stored",
+        "deploy_started",
+        "deploy_step",
+        "deploy_finished",
+        "incident_opened",
+        "incident_updated",
+        "incident_acknowledged",
+        "incident_resolved",
+        "incident_cause_marked",
+    ];
+
+    fn apply(&mut self, e: &Event) {
+        self.events += 1;
+        fn run<'a>(flow: &'a mut Flow, e: &Event) -> Option<&'a mut RunFacts> {
+            e.run.map(|r| flow.runs.entry((e.project.clone(), r)).or_default())
+        }
+        match &e.kind {
+            EventKind::CommitInfo {
+                commit, committed_at, ..
+            } => {
+                self.commits
+                    .entry((e.project.clone(), commit.clone()))
+                    .or_insert(*committed_at);
+            }
+            EventKind::RunQueued { commit, .. } => {
+                if let Some(r) = run(self, e) {
+                    r.commit = commit.clone();
+                    r.queued_at = Some(e.at);
+                }
+            }
+            EventKind::RunStarted => {
+                if let Some(r) = run(self, e) {
+                    r.started_at.get_or_insert(e.at);
+                }
+            }
+            EventKind::RunFinished { status, .. } => {
+                if let Some(r) = run(self, e) {
+                    r.finished_at = Some(e.at);
+                    r.status = Some(*status);
+                }
+            }
+            EventKind::JobQueued { job, stage, .. } => {
+                if let Some(r) = run(self, e) {
+                    r.jobs.insert(job.clone(), stage.clone());
+                }
+            }
+            EventKind::JobStarted { job, .. } | EventKind::JobFinished { job, .. } => {
+                if let Some(r) = run(self, e)
+                    && let Some(stage) = r.jobs.get(job).cloned()
+                {
+                    let span = r.stages.entry(stage).or_insert((e.at, e.at));
+                    span.0 = span.0.min(e.at);
+                    span.1 = span.1.max(e.at);
+                }
+            }
+            EventKind::ArtifactStored { digest, .. } => {
+                if let Some(r) = e.run {
+                    self.artifacts.entry((e.project.clone(), digest.clone())).or_insert(r);
+                }
+            }
+            EventKind::DeployStarted {
+                environment,
+                deploy,
+                artifact,
+                previous,
+                commits,
+                trigger,
+                rollback,
+                ..
+            } => {
+                self.deployments.insert(
+                    (e.project.clone(), environment.clone(), *deploy),
+                    Deployment {
+                        project: e.project.clone(),
+                        environment: environment.clone(),
+                        deploy: *deploy,
+                        started_at: e.at,
+                        finished_at: None,
+                        outcome: None,
+                        artifact: artifact.clone(),
+                        previous: previous.clone(),
+                        commits: commits.clone(),
+                        rollback: *rollback,
+                        trigger: trigger.clone(),
+                        max_weight: 0,
+                        approval_wait: time::Duration::ZERO,
+                        approval_since: None,
+                    },
+                );
+            }
+            EventKind::DeployStep {
+                environment,
+                deploy,
+                action,
+                weight,
+                verdict,
+                ..
+            } => {
+                if let Some(d) = self
+                    .deployments
+                    .get_mut(&(e.project.clone(), environment.clone(), *deploy))
+                {
+                    d.max_weight = d.max_weight.max(*weight);
+                    if let Some(since) = d.approval_since.take() {
+                        d.approval_wait += e.at - since;
+                    }
+                    if *action == StepAction::Approval && *verdict == Some(StepVerdict::Waiting) {
+                        d.approval_since = Some(e.at);
+                    }
+                }
+            }
+            EventKind::DeployFinished {
+                environment,
+                deploy,
+                outcome,
+                ..
+            } => {
+                if let Some(d) = self
+                    .deployments
+                    .get_mut(&(e.project.clone(), environment.clone(), *deploy))
+                {
+                    d.finished_at = Some(e.at);
+                    d.outcome = Some(*outcome);
+                    if let Some(since) = d.approval_since.take() {
+                        d.approval_wait += e.at - since;
+                    }
+                }
+            }
+            _ if Incidents::wants(e) => self.incidents.apply(e),
+            _ => {}
+        }
+    }
+}
+
+/// What a report covers: a project (or all), the environments that count as production, and a
+/// window `[from, to)`.
+pub struct Scope<'a> {
+    pub project: Option<&'a str>,
+    /// Whether (project, environment) is production (see `takt_pipeline::is_production`).
+    pub production: &'a dyn Fn(&str, &str) -> bool,
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+}
+
+impl Scope<'_> {
+    pub fn covers(&self, project: &str, environment: &str) -> bool {
+        self.project.is_none_or(|p| p == project) && (self.production)(project, environment)
+    }
+
+    pub fn within(&self, t: OffsetDateTime) -> bool {
+        self.from <= t && t < self.to
+    }
+}
+
+/// A commit a production deployment shipped.
+pub struct ShippedCommit<'a> {
+    pub deployment: &'a Deployment,
+    pub commit: &'a str,
+    pub committed_at: OffsetDateTime,
+    /// When the deployment finished.
+    pub done: OffsetDateTime,
+    /// The run that built the deployed artifact.
+    pub run: Option<&'a RunFacts>,
+}
+
+impl ShippedCommit<'_> {
+    pub fn lead(&self) -> time::Duration {
+        self.done - self.committed_at
+    }
+}
+
+/// The commits shipped to production in the window, and those left out.
+pub struct Shipped<'a> {
+    pub commits: Vec<ShippedCommit<'a>>,
+    /// A lead time of zero or less (a commit clock ahead of takt's).
+    pub non_positive: usize,
+    /// No `commit_info` for it.
+    pub unknown_commit: usize,
+    /// Successful deployments in the window that shipped no commit range.
+    pub without_commits: usize,
+}
+
+/// Each commit at the first successful production deployment of a change that shipped it, if
+/// that deployment finished in the window.
+pub fn shipped<'a>(flow: &'a Flow, scope: &Scope) -> Shipped<'a> {
+    let mut done: Vec<(&Deployment, OffsetDateTime)> = flow
+        .deployments
+        .values()
+        .filter(|d| scope.covers(&d.project, &d.environment))
+        .filter(|d| d.is_change() && d.outcome == Some(DeployOutcome::Succeeded))
+        .filter_map(|d| Some((d, d.finished_at?)))
+        .collect();
+    done.sort_by_key(|(d, f)| (*f, d.deploy));
+    let mut seen: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    let mut out = Shipped {
+        commits: Vec::new(),
+        non_positive: 0,
+        unknown_commit: 0,
+        without_commits: 0,
+    };
+    for (d, finished) in done {
+        let within = scope.within(finished);
+        if within && d.commits.is_empty() {
+            out.without_commits += 1;
+        }
+        let run = flow
+            .artifacts
+            .get(&(d.project.clone(), d.artifact.digest.clone()))
+            .and_then(|r| flow.runs.get(&(d.project.clone(), *r)));
+        for c in &d.commits {
+            if !seen.insert((d.project.as_str(), c.as_str())) || !within {
+                continue;
+            }
+            let Some(at) = flow.commits.get(&(d.project.clone(), c.clone())) else {
+                out.unknown_commit += 1;
+                continue;
+            };
+            if finished <= *at {
+                out.non_positive += 1;
+                continue;
+            }
+            out.commits.push(ShippedCommit {
+                deployment: d,
+                commit: c,
+                committed_at: *at,
+                done: finished,
+                run,
+            });
+        }
+    }
+    out
+}
+
+/// A figure with how many values it rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Seconds.
+    pub p50: f64,
+    pub p90: f64,
+    pub sample: usize,
+}

@@ -1,0 +1,114 @@
+//! `GET /api/v1/metrics`: the flow metrics (`takt-flow`), from a view of the log kept current
+//! by a store observer, so a report costs its computation, not a replay of the log.
+
+use crate::{ApiError, AppState};
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use std::collections::HashMap;
+use std::sync::Arc;
+use takt_api::{FlowQuery, FlowReport};
+use takt_flow::{Flow, Scope};
+use takt_model::OffsetDateTime;
+use takt_store::EventFilter;
+use takt_views::Projection;
+
+/// The flow view, current with the log.
+#[derive(Default)]
+pub struct FlowIndex {
+    flow: parking_lot::RwLock<Flow>,
+}
+
+impl FlowIndex {
+    pub fn apply(&self, e: &takt_model::Event) {
+        if Flow::wants(e) {
+            self.flow.write().apply(e);
+        }
+    }
+
+    /// Builds the view from the log.
+    pub async fn load(store: &takt_store::Store) -> Result<FlowIndex, takt_store::StoreError> {
+        let index = FlowIndex::default();
+        let filter = EventFilter {
+            kinds: Flow::KINDS.to_vec(),
+            ..Default::default()
+        };
+        store.scan(&filter, |e| index.apply(&e)).await?;
+        Ok(index)
+    }
+}
+
+/// The default window.
+const DEFAULT_SINCE: &str = "30d";
+
+pub async fn report(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<FlowQuery>, QueryRejection>,
+) -> Result<Json<FlowReport>, ApiError> {
+    let q = crate::query(q)?;
+    if let Some(p) = &q.project {
+        state.project(p)?;
+    }
+    let since = q.since.as_deref().unwrap_or(DEFAULT_SINCE);
+    let length = takt_pipeline::duration::parse(since)
+        .ok()
+        .filter(|d| !d.is_zero() && d.as_secs() <= 10 * 366 * 86_400)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`since` must be a duration from 1s to 10 years such as 30d or 12w, not `{since}`"),
+            )
+        })?;
+    let length = time::Duration::try_from(length).unwrap_or(time::Duration::days(30));
+    // Which environments are production, per project, from each default branch's settings.
+    let mut production: HashMap<String, Vec<String>> = HashMap::new();
+    let projects: Vec<String> = state.projects.read().list().iter().map(|p| p.name.clone()).collect();
+    for p in projects.iter().filter(|p| q.project.as_ref().is_none_or(|w| w == *p)) {
+        let envs = state.ci.branch_config(p).unwrap_or_default().environments;
+        let names: Vec<String> = envs
+            .iter()
+            .filter(|e| match &q.env {
+                Some(want) => e.name == *want,
+                None => takt_pipeline::is_production(&envs, &e.name),
+            })
+            .map(|e| e.name.clone())
+            .collect();
+        production.insert(p.clone(), names);
+    }
+    let is_production = |p: &str, e: &str| production.get(p).is_some_and(|v| v.iter().any(|x| x == e));
+    let to = OffsetDateTime::now_utc();
+    let from = to - length;
+    let scope = Scope {
+        project: q.project.as_deref(),
+        production: &is_production,
+        from,
+        to,
+    };
+    let before = Scope {
+        project: q.project.as_deref(),
+        production: &is_production,
+        from: from - length,
+        to: from,
+    };
+    let thresholds = takt_flow::dora::Thresholds::default();
+    let flow = state.flow.flow.read();
+    let dora = takt_flow::dora::report(&flow, &scope, &thresholds);
+    let previous = takt_flow::dora::report(&flow, &before, &thresholds);
+    let bottleneck = takt_flow::bottleneck::report(&flow, &scope);
+    drop(flow);
+    let mut environments: Vec<String> = production
+        .iter()
+        .flat_map(|(p, envs)| envs.iter().map(move |e| format!("{p}/{e}")))
+        .collect();
+    environments.sort();
+    Ok(Json(FlowReport {
+        project: q.project,
+        environments,
+        from: takt_model::timefmt::rfc3339(from),
+        to: takt_model::timefmt::rfc3339(to),
+        dora,
+        previous,
+        bottleneck,
+    }))
+}

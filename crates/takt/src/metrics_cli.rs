@@ -1,0 +1,138 @@
+//! `takt metrics`: the flow metrics of a window as a table (value, band, trend, sample) and the
+//! bottleneck in a sentence, from `GET /api/v1/metrics`.
+
+use crate::client::{Api, Remote, encode, table};
+use takt_api::FlowReport;
+use takt_flow::Spread;
+use takt_flow::dora::{Band, Dora, Rate};
+
+#[derive(clap::Args)]
+pub struct MetricsArgs {
+    /// Only this project's [default: every project].
+    #[arg(long)]
+    project: Option<String>,
+    /// Only this environment [default: the production ones: `production: true`, or those no
+    /// other environment requires].
+    #[arg(long)]
+    env: Option<String>,
+    /// The window: this long before now (30d, 12w, 36h).
+    #[arg(long, default_value = "30d")]
+    since: String,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+fn human_secs(s: f64) -> String {
+    takt_model::timefmt::human(std::time::Duration::from_secs_f64(s.max(0.0)))
+}
+
+fn band(b: Option<Band>) -> String {
+    b.map_or_else(|| "- (too few)".to_string(), |b| <&str>::from(b).to_string())
+}
+
+/// ↑ when the value grew since the window before, ↓ when it shrank, → when equal, blank when
+/// either is missing.
+fn trend(now: Option<f64>, before: Option<f64>) -> String {
+    match (now, before) {
+        (Some(a), Some(b)) if (a - b).abs() < 1e-9 => "→".into(),
+        (Some(a), Some(b)) if a > b => "↑".into(),
+        (Some(_), Some(_)) => "↓".into(),
+        _ => String::new(),
+    }
+}
+
+fn spread(s: Option<Spread>) -> String {
+    s.map_or_else(
+        || "-".to_string(),
+        |s| format!("{} (p90 {})", human_secs(s.p50), human_secs(s.p90)),
+    )
+}
+
+fn rate(r: &Rate) -> String {
+    r.rate.map_or_else(
+        || "-".to_string(),
+        |x| format!("{:.0}% ({} of {})", x * 100.0, r.count, r.of),
+    )
+}
+
+fn rows(d: &Dora, p: &Dora) -> Vec<Vec<String>> {
+    let f = &d.deployment_frequency;
+    let l = &d.change_lead_time;
+    let r = &d.recovery_time;
+    vec![
+        vec![
+            "deployment frequency".into(),
+            format!("{:.1}/week ({})", f.per_week, <&str>::from(f.bucket).replace('_', " ")),
+            <&str>::from(f.band).to_string(),
+            trend(Some(f.per_week), Some(p.deployment_frequency.per_week)),
+            format!("{} deployments", f.deployments),
+        ],
+        vec![
+            "change lead time".into(),
+            spread(l.total),
+            band(l.band),
+            trend(l.total.map(|s| s.p50), p.change_lead_time.total.map(|s| s.p50)),
+            format!("{} commits", l.total.map_or(0, |s| s.sample)),
+        ],
+        vec![
+            "change fail rate".into(),
+            rate(&d.change_fail_rate),
+            band(d.change_fail_rate.band),
+            trend(d.change_fail_rate.rate, p.change_fail_rate.rate),
+            format!("{} deployments", d.change_fail_rate.of),
+        ],
+        vec![
+            "recovery time".into(),
+            spread(r.time),
+            band(r.band),
+            trend(r.time.map(|s| s.p50), p.recovery_time.time.map(|s| s.p50)),
+            format!("{} failures", r.time.map_or(0, |s| s.sample) + r.unrestored),
+        ],
+        vec![
+            "rework rate".into(),
+            rate(&d.rework_rate),
+            band(d.rework_rate.band),
+            trend(d.rework_rate.rate, p.rework_rate.rate),
+            format!("{} deployments", d.rework_rate.of),
+        ],
+    ]
+}
+
+pub async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.remote)?;
+    let mut path = format!("/api/v1/metrics?since={}", encode(&a.since));
+    if let Some(p) = &a.project {
+        path.push_str(&format!("&project={}", encode(p)));
+    }
+    if let Some(e) = &a.env {
+        path.push_str(&format!("&env={}", encode(e)));
+    }
+    let v: FlowReport = api.get(&path).await?;
+    if a.json {
+        outln!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    let envs = if v.environments.is_empty() {
+        "no production environment".to_string()
+    } else {
+        v.environments.join(", ")
+    };
+    outln!("Flow of {envs}, the last {} (to {})", a.since, v.to);
+    outln!(
+        "{}",
+        table(&["key", "value", "band", "trend", "sample"], rows(&v.dora, &v.previous))
+    );
+    let l = &v.dora.change_lead_time;
+    if l.non_positive + l.unknown_commit + l.without_commits > 0 {
+        outln!(
+            "Left out of lead time: {} commits with a time after their deploy (clock skew), {} with no commit time, {} deployments with no commit range.",
+            l.non_positive,
+            l.unknown_commit,
+            l.without_commits
+        );
+    }
+    outln!("Bottleneck: {}.", v.bottleneck.summary);
+    Ok(())
+}
