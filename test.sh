@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: installs what the tests run for real when it is
-# missing (Debian packages: PostgreSQL, nginx, Prometheus, bubblewrap, python3-feedparser;
+# missing (Debian packages: PostgreSQL, nginx, Prometheus, bubblewrap, python3-feedparser, dnsmasq;
 # needs root or sudo),
 # then runs every test. A test whose component is still missing fails, naming it.
 set -euo pipefail
@@ -16,6 +16,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/bin/bwrap ] || missing+=(bubblewrap)
 # The status page's Atom feed is read by a real Atom parser (Debian's, for /usr/bin/python3).
 /usr/bin/python3 -c "import feedparser" 2>/dev/null || missing+=(python3-feedparser)
+# DNS checks ask a real DNS server (dnsmasq, started by the test on a local port).
+[ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo=""

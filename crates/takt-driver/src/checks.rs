@@ -170,10 +170,7 @@ async fn health(c: &takt_pipeline::HealthCheck, base: Option<&str>) -> Result<St
     use takt_monitor::threshold::{Outcome, judge};
     static PROBER: std::sync::OnceLock<Result<takt_probe::Prober, String>> = std::sync::OnceLock::new();
     let prober = PROBER
-        .get_or_init(|| {
-            let _ = rustls::crypto::ring::default_provider().install_default(); // see Cargo.toml
-            takt_probe::Prober::new().map_err(|e| e.to_string())
-        })
+        .get_or_init(|| takt_probe::Prober::new().map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| format!("cannot probe check `{}`: {e}", c.name))?;
     if let takt_pipeline::ProbeSpec::Http { path: Some(_), .. } = &c.probe

@@ -2,9 +2,10 @@
 //! [`takt_monitor::condition::Probe`] that the check's conditions then judge. A probe never
 //! fails as such: what it could not do shows in what it saw (not connected, no status).
 //!
-//! Not yet: DNS record types other than A and AAAA, and a DNS `server` other than the system's
-//! resolver. The CD service uses the same probes for smoke checks and analyses that name a
+//! The CD service uses the same probes for smoke checks and analyses that name a
 //! check (`crates/takt-driver/src/checks.rs`).
+
+mod dns;
 
 use std::time::{Duration, Instant};
 use takt_monitor::condition::Probe;
@@ -25,6 +26,7 @@ pub struct Prober {
 
 impl Prober {
     pub fn new() -> Result<Prober, reqwest::Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default(); // TLS on ring: see Cargo.toml
         let client = |follow: bool, insecure: bool| {
             let redirects = if follow {
                 reqwest::redirect::Policy::limited(10)
@@ -123,33 +125,7 @@ impl Prober {
                 },
                 Err(_) => Probe::default(),
             },
-            ProbeSpec::Dns { name, record, .. } => {
-                let want_v6 = match record.as_str() {
-                    "A" => false,
-                    "AAAA" => true,
-                    _ => return Probe::default(),
-                };
-                match tokio::net::lookup_host((name.as_str(), 0)).await {
-                    Ok(addrs) => {
-                        let ips: Vec<String> = addrs
-                            .filter(|a| a.is_ipv6() == want_v6)
-                            .map(|a| a.ip().to_string())
-                            .collect();
-                        Probe {
-                            connected: true,
-                            dns_rcode: Some(if ips.is_empty() { "NXDOMAIN" } else { "NOERROR" }.into()),
-                            ip: ips.first().cloned(),
-                            body: Some(ips.join(",")),
-                            ..Probe::default()
-                        }
-                    }
-                    Err(_) => Probe {
-                        connected: true,
-                        dns_rcode: Some("NXDOMAIN".into()),
-                        ..Probe::default()
-                    },
-                }
-            }
+            ProbeSpec::Dns { name, record, server } => dns::probe(name, record, server.as_deref()).await,
             ProbeSpec::Command(script) => {
                 let out = tokio::process::Command::new("sh")
                     .arg("-c")
