@@ -77,6 +77,7 @@ pub enum Op {
     MarkCause,
     ListChecks,
     FlowMetrics,
+    FlakyTests,
     HeartbeatToken,
     Heartbeat,
     StatusPage,
@@ -532,6 +533,15 @@ pub const ROUTES: &[Route] = &[
     )
     .query(params::<FlowQuery>)
     .answers(Body::json::<FlowReport>()),
+    route(
+        Op::FlakyTests,
+        Get,
+        "/api/v1/flaky",
+        Some(Read),
+        "Flaky tests: test cases that failed and passed on the same commit",
+    )
+    .query(params::<FlakyQuery>)
+    .answers(Body::json::<FlakyList>()),
     route(
         Op::ListChecks,
         Get,

@@ -508,6 +508,22 @@ pub struct FlowReport {
     pub bottleneck: takt_flow::bottleneck::Bottleneck,
 }
 
+/// Query of `GET /api/v1/flaky`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FlakyQuery {
+    /// Only this project's (default: every project).
+    pub project: Option<String>,
+}
+
+/// The flaky tests, most often flaky first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FlakyList {
+    #[schema(value_type = Vec<Object>)]
+    pub tests: Vec<takt_flow::flaky::Flaky>,
+}
+
 /// Query of `GET /api/v1/incidents`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -5,6 +5,7 @@
 use crate::stats::{secs, spread};
 use crate::{Deployment, Flow, Scope, Spread};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use takt_model::{DeployOutcome, DeployTrigger, OffsetDateTime};
 use takt_views::Incident;
 
@@ -154,31 +155,111 @@ pub fn deploy_id(d: &Deployment) -> String {
     format!("{}/{}#{}", d.project, d.environment, d.deploy)
 }
 
-/// The production deployments of `scope`, in the order they started.
-fn production<'a>(flow: &'a Flow, scope: &Scope) -> Vec<&'a Deployment> {
-    let mut v: Vec<&Deployment> = flow
-        .deployments
-        .values()
-        .filter(|d| scope.covers(&d.project, &d.environment))
-        .collect();
-    v.sort_by_key(|d| (d.started_at, d.deploy));
-    v
+/// The production deployments of `scope` by environment, each in the order they started, and
+/// the incidents by environment and by the deployment marked as their cause: every lookup of
+/// the keys is then within one environment.
+struct Ctx<'a> {
+    by_env: HashMap<(&'a str, &'a str), Vec<&'a Deployment>>,
+    incidents: HashMap<(&'a str, &'a str), Vec<&'a Incident>>,
+    caused: HashMap<&'a str, &'a Incident>,
 }
 
-/// Incidents of `d`'s environment.
-fn incidents_of<'a>(flow: &'a Flow, d: &'a Deployment) -> impl Iterator<Item = &'a Incident> {
-    flow.incidents
-        .incidents
-        .values()
-        .filter(move |i| i.project == d.project && i.environment == d.environment)
-}
+impl<'a> Ctx<'a> {
+    fn new(flow: &'a Flow, scope: &Scope) -> Ctx<'a> {
+        let mut by_env: HashMap<(&str, &str), Vec<&Deployment>> = HashMap::new();
+        for d in flow.deployments.values() {
+            if scope.covers(&d.project, &d.environment) {
+                by_env.entry((&d.project, &d.environment)).or_default().push(d);
+            }
+        }
+        for v in by_env.values_mut() {
+            v.sort_by_key(|d| (d.started_at, d.deploy));
+        }
+        let mut incidents: HashMap<(&str, &str), Vec<&Incident>> = HashMap::new();
+        let mut caused = HashMap::new();
+        for i in flow.incidents.incidents.values() {
+            if !by_env.contains_key(&(i.project.as_str(), i.environment.as_str())) {
+                continue;
+            }
+            incidents.entry((&i.project, &i.environment)).or_default().push(i);
+            if let Some(c) = &i.cause {
+                caused.entry(c.as_str()).or_insert(i);
+            }
+        }
+        Ctx {
+            by_env,
+            incidents,
+            caused,
+        }
+    }
 
-/// A fix deployment: a change made by hand or by a pipeline while an incident of its
-/// environment was open.
-fn is_fix(flow: &Flow, d: &Deployment) -> bool {
-    d.is_change()
-        && !matches!(d.trigger, DeployTrigger::Automatic { .. })
-        && incidents_of(flow, d).any(|i| i.opened_at <= d.started_at && i.resolved_at.is_none_or(|r| d.started_at < r))
+    /// Incidents of `d`'s environment.
+    fn incidents_of<'s>(&'s self, d: &'a Deployment) -> &'s [&'a Incident] {
+        self.incidents
+            .get(&(d.project.as_str(), d.environment.as_str()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// A fix deployment: a change made by hand or by a pipeline while an incident of its
+    /// environment was open.
+    fn is_fix(&self, d: &'a Deployment) -> bool {
+        d.is_change()
+            && !matches!(d.trigger, DeployTrigger::Automatic { .. })
+            && self
+                .incidents_of(d)
+                .iter()
+                .any(|i| i.opened_at <= d.started_at && i.resolved_at.is_none_or(|r| d.started_at < r))
+    }
+
+    /// Whether change deployment `env[k]` needed immediate intervention, and how it ended.
+    fn failure(&self, env: &[&'a Deployment], k: usize) -> Option<Failure> {
+        let d = env[k];
+        let id = deploy_id(d);
+        // What came after it in its environment, up to the next change.
+        let later = &env[k + 1..];
+        let next_change = later.iter().position(|o| o.is_change());
+        let before_next = &later[..next_change.unwrap_or(later.len())];
+        let rolled_back_by_hand = before_next
+            .iter()
+            .find(|o| o.rollback && o.outcome == Some(DeployOutcome::Succeeded));
+        let fix = next_change.map(|n| later[n]).filter(|o| self.is_fix(o));
+        let end = next_change.map_or(OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT), |n| {
+            later[n].started_at
+        });
+        // Its incident: the one marked as caused by it, or else one of its environment opened
+        // while it ran (before the next change).
+        let marked = self.caused.get(id.as_str()).copied();
+        let incident = marked.or_else(|| {
+            self.incidents_of(d)
+                .iter()
+                .find(|i| d.started_at <= i.opened_at && i.opened_at < end)
+                .copied()
+        });
+        let auto_rolled_back = matches!(
+            d.outcome,
+            Some(DeployOutcome::RolledBack | DeployOutcome::RollbackFailed)
+        );
+        if !(auto_rolled_back || rolled_back_by_hand.is_some() || marked.is_some() || fix.is_some()) {
+            return None;
+        }
+        let impact_from = incident
+            .map(|i| i.impact_started_at)
+            .or(d.finished_at)
+            .unwrap_or(d.started_at);
+        let restores = [
+            (d.outcome == Some(DeployOutcome::RolledBack))
+                .then_some(d.finished_at)
+                .flatten(),
+            rolled_back_by_hand.and_then(|o| o.finished_at),
+            fix.filter(|f| f.outcome == Some(DeployOutcome::Succeeded))
+                .and_then(|f| f.finished_at),
+            incident.and_then(|i| i.resolved_at),
+        ];
+        Some(Failure {
+            impact_from,
+            restored_at: restores.into_iter().flatten().min(),
+        })
+    }
 }
 
 /// How one failed deployment failed and when it was restored.
@@ -187,63 +268,17 @@ struct Failure {
     restored_at: Option<OffsetDateTime>,
 }
 
-/// Whether change deployment `all[k]` needed immediate intervention, and how it ended.
-fn failure(flow: &Flow, all: &[&Deployment], k: usize) -> Option<Failure> {
-    let d = all[k];
-    let id = deploy_id(d);
-    let same_env = |o: &&&Deployment| o.project == d.project && o.environment == d.environment;
-    // What came after it in its environment, up to the next change.
-    let later: Vec<&Deployment> = all[k + 1..].iter().filter(same_env).copied().collect();
-    let next_change = later.iter().position(|o| o.is_change());
-    let before_next = &later[..next_change.unwrap_or(later.len())];
-    let rolled_back_by_hand = before_next
-        .iter()
-        .find(|o| o.rollback && o.outcome == Some(DeployOutcome::Succeeded));
-    let fix = next_change.map(|n| later[n]).filter(|o| is_fix(flow, o));
-    let end = next_change.map_or(OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT), |n| {
-        later[n].started_at
-    });
-    // Its incident: the one marked as caused by it, or else one of its environment opened
-    // while it ran (before the next change).
-    let incident = incidents_of(flow, d)
-        .find(|i| i.cause.as_deref() == Some(id.as_str()))
-        .or_else(|| incidents_of(flow, d).find(|i| d.started_at <= i.opened_at && i.opened_at < end));
-    let marked = incidents_of(flow, d).any(|i| i.cause.as_deref() == Some(id.as_str()));
-    let auto_rolled_back = matches!(
-        d.outcome,
-        Some(DeployOutcome::RolledBack | DeployOutcome::RollbackFailed)
-    );
-    if !(auto_rolled_back || rolled_back_by_hand.is_some() || marked || fix.is_some()) {
-        return None;
-    }
-    let impact_from = incident
-        .map(|i| i.impact_started_at)
-        .or(d.finished_at)
-        .unwrap_or(d.started_at);
-    let restores = [
-        (d.outcome == Some(DeployOutcome::RolledBack))
-            .then_some(d.finished_at)
-            .flatten(),
-        rolled_back_by_hand.and_then(|o| o.finished_at),
-        fix.filter(|f| f.outcome == Some(DeployOutcome::Succeeded))
-            .and_then(|f| f.finished_at),
-        incident.and_then(|i| i.resolved_at),
-    ];
-    Some(Failure {
-        impact_from,
-        restored_at: restores.into_iter().flatten().min(),
-    })
-}
-
 /// The five keys for `scope`.
 pub fn report(flow: &Flow, scope: &Scope, t: &Thresholds) -> Dora {
-    let all = production(flow, scope);
+    let ctx = Ctx::new(flow, scope);
     let finished_within = |d: &Deployment| d.finished_at.is_some_and(|f| scope.within(f));
     let days = ((scope.to - scope.from).as_seconds_f64() / DAY).max(1.0 / 24.0);
 
     // Deployment frequency.
-    let succeeded = all
-        .iter()
+    let succeeded = ctx
+        .by_env
+        .values()
+        .flatten()
         .filter(|d| finished_within(d) && d.is_change() && d.outcome == Some(DeployOutcome::Succeeded))
         .count();
     let per_day = succeeded as f64 / days;
@@ -312,23 +347,31 @@ pub fn report(flow: &Flow, scope: &Scope, t: &Thresholds) -> Dora {
     let (mut failed, mut fixes) = (Vec::new(), Vec::new());
     let mut recovery = Vec::new();
     let mut unrestored = 0;
-    for (k, d) in all.iter().enumerate() {
-        if !(finished_within(d) && d.is_change() && d.took_traffic()) {
-            continue;
-        }
-        took += 1;
-        if is_fix(flow, d) {
-            fixes.push(deploy_id(d));
-        }
-        if let Some(f) = failure(flow, &all, k) {
-            failed.push(deploy_id(d));
-            match f.restored_at {
-                Some(r) if r >= f.impact_from => recovery.push(secs(r - f.impact_from)),
-                Some(_) => recovery.push(0.0),
-                None => unrestored += 1,
+    for env in ctx.by_env.values() {
+        for (k, d) in env.iter().enumerate() {
+            if !(finished_within(d) && d.is_change() && d.took_traffic()) {
+                continue;
+            }
+            took += 1;
+            if ctx.is_fix(d) {
+                fixes.push((d.started_at, deploy_id(d)));
+            }
+            if let Some(f) = ctx.failure(env, k) {
+                failed.push((d.started_at, deploy_id(d)));
+                match f.restored_at {
+                    Some(r) if r >= f.impact_from => recovery.push(secs(r - f.impact_from)),
+                    Some(_) => recovery.push(0.0),
+                    None => unrestored += 1,
+                }
             }
         }
     }
+    // In the order they started.
+    let ordered = |mut v: Vec<(OffsetDateTime, String)>| {
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect::<Vec<String>>()
+    };
+    let (failed, fixes) = (ordered(failed), ordered(fixes));
     let rate = |count: Vec<String>, bounds: [f64; 3]| {
         let r = (took > 0).then(|| count.len() as f64 / took as f64);
         Rate {

@@ -6,6 +6,7 @@
 
 pub mod bottleneck;
 pub mod dora;
+pub mod flaky;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,8 @@ pub struct Flow {
     /// Which run stored each artifact (project, digest).
     pub artifacts: HashMap<(String, String), u64>,
     pub incidents: Incidents,
+    /// Every test case's outcomes by commit (flaky tests).
+    pub tests: flaky::Tests,
     /// Events folded.
     pub events: u64,
 }
@@ -96,6 +99,7 @@ impl Projection for Flow {
         "job_started",
         "job_finished",
         "artifact_stored",
+        "test_report",
         "deploy_started",
         "deploy_step",
         "deploy_finished",
@@ -148,6 +152,21 @@ impl Projection for Flow {
                     let span = r.stages.entry(stage).or_insert((e.at, e.at));
                     span.0 = span.0.min(e.at);
                     span.1 = span.1.max(e.at);
+                }
+            }
+            EventKind::TestReport { job, cases, .. } => {
+                let Some(r) = e.run else { return };
+                let Some(commit) = self.runs.get(&(e.project.clone(), r)).map(|f| f.commit.clone()) else {
+                    return;
+                };
+                for c in cases {
+                    let id = flaky::TestId {
+                        project: e.project.clone(),
+                        job: job.clone(),
+                        suite: c.suite.clone(),
+                        name: c.name.clone(),
+                    };
+                    self.tests.record(id, &commit, r, c.outcome, e.at);
                 }
             }
             EventKind::ArtifactStored { digest, .. } => {

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use std::collections::HashMap;
 use std::sync::Arc;
-use takt_api::{FlowQuery, FlowReport};
+use takt_api::{FlakyList, FlakyQuery, FlowQuery, FlowReport};
 use takt_flow::{Flow, Scope};
 use takt_model::OffsetDateTime;
 use takt_store::EventFilter;
@@ -111,4 +111,17 @@ pub async fn report(
         previous,
         bottleneck,
     }))
+}
+
+/// `GET /api/v1/flaky?project=P`.
+pub async fn flaky(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<FlakyQuery>, QueryRejection>,
+) -> Result<Json<FlakyList>, ApiError> {
+    let q = crate::query(q)?;
+    if let Some(p) = &q.project {
+        state.project(p)?;
+    }
+    let tests = takt_flow::flaky::flaky(&state.flow.flow.read().tests, q.project.as_deref());
+    Ok(Json(FlakyList { tests }))
 }

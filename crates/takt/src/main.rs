@@ -105,6 +105,9 @@ enum Command {
     /// Flow metrics: the five DORA keys of the production environments, with their bands and
     /// trends, and the bottleneck stage (docs/metrics.md).
     Metrics(metrics_cli::MetricsArgs),
+    /// Flaky tests: JUnit test cases that both failed and passed on one commit (in a run's
+    /// retries or across its runs), with counts, first and last seen, and the runs.
+    Flaky(metrics_cli::FlakyArgs),
     /// The process driver's supervisor for one environment (started by `takt serve`).
     #[command(hide = true)]
     Supervise(env_cli::SuperviseArgs),
@@ -217,6 +220,7 @@ fn main() -> ExitCode {
         Command::Incident(c) => client::block_on(incident_cli::incident(c)),
         Command::Check(c) => client::block_on(check_cli::check(c)),
         Command::Metrics(a) => client::block_on(metrics_cli::metrics(a)),
+        Command::Flaky(a) => client::block_on(metrics_cli::flaky(a)),
         Command::Supervise(a) => env_cli::supervise(a),
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

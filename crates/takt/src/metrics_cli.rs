@@ -2,7 +2,7 @@
 //! bottleneck in a sentence, from `GET /api/v1/metrics`.
 
 use crate::client::{Api, Remote, encode, table};
-use takt_api::FlowReport;
+use takt_api::{FlakyList, FlowReport};
 use takt_flow::Spread;
 use takt_flow::dora::{Band, Dora, Rate};
 
@@ -134,5 +134,55 @@ pub async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
         );
     }
     outln!("Bottleneck: {}.", v.bottleneck.summary);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct FlakyArgs {
+    /// Only this project's [default: every project].
+    #[arg(long)]
+    project: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+pub async fn flaky(a: FlakyArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.remote)?;
+    let path = match &a.project {
+        Some(p) => format!("/api/v1/flaky?project={}", encode(p)),
+        None => "/api/v1/flaky".to_string(),
+    };
+    let v: FlakyList = api.get(&path).await?;
+    if a.json {
+        outln!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    if v.tests.is_empty() {
+        outln!("no flaky tests: no test case both failed and passed on one commit");
+        return Ok(());
+    }
+    let rows = v
+        .tests
+        .iter()
+        .map(|t| {
+            vec![
+                format!("{} {} · {}", t.id.project, t.id.job, t.id.suite),
+                t.id.name.clone(),
+                format!("{} of {} commits", t.flaky_commits, t.commits),
+                t.first_seen.clone(),
+                t.last_seen.clone(),
+                t.runs.iter().map(|r| format!("#{r}")).collect::<Vec<_>>().join(" "),
+            ]
+        })
+        .collect();
+    outln!(
+        "{}",
+        table(
+            &["job · suite", "test", "flaky on", "first seen", "last seen", "runs"],
+            rows
+        )
+    );
     Ok(())
 }

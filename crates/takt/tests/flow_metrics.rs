@@ -100,3 +100,47 @@ async fn a_promoted_commit_shows_in_the_production_keys() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// A test case that fails, then passes on the job's retry, on one commit: `takt flaky` lists
+/// it (and not its steady neighbour), with the run and when it was seen.
+#[tokio::test]
+async fn a_test_that_passes_on_retry_is_flaky() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("failed-once");
+    let pass = r#"<testsuite name="cart" tests="2"><testcase classname="shop.Cart" name="adds"/><testcase classname="shop.Cart" name="totals"/></testsuite>"#;
+    let fail = r#"<testsuite name="cart" tests="2" failures="1"><testcase classname="shop.Cart" name="adds"/><testcase classname="shop.Cart" name="totals"><failure message="off by one"/></testcase></testsuite>"#;
+    let yml = format!(
+        "jobs:\n  unit:\n    retry: 1\n    script:\n      - if [ -f {m} ]; then echo '{pass}' > report.xml; else touch {m}; echo '{fail}' > report.xml; exit 1; fi\n    artifacts:\n      when: always\n      reports: {{junit: report.xml}}\n",
+        m = mark.display()
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "app", repo.path()).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/app/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let run = finished_run(&s, &admin, "app", 1).await;
+    assert_eq!(run["status"], "success", "passed on retry: {run:#}");
+
+    let (code, out, err) = cli(&s, &admin, &["flaky", "--project", "app", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tests = v["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 1, "only `totals` flaked: {v:#}");
+    let t = &tests[0];
+    assert_eq!(
+        (&t["job"], &t["name"], &t["flaky_commits"], &t["commits"], &t["runs"]),
+        (&json!("unit"), &json!("totals"), &json!(1), &json!(1), &json!([1])),
+        "{v:#}"
+    );
+    assert!(
+        t["suite"].as_str().unwrap().contains("Cart") || t["suite"] == "cart",
+        "{v:#}"
+    );
+    let (code, out, _) = cli(&s, &admin, &["flaky"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("totals") && out.contains("1 of 1 commits") && out.contains("#1"),
+        "{out}"
+    );
+}
