@@ -133,6 +133,25 @@ pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Op
         };
         return Some(slack_text(&text));
     }
+    if let EventKind::IncidentUpdated {
+        id,
+        status,
+        note,
+        by,
+        checks,
+    } = &e.kind
+    {
+        let status: &str = status.into();
+        let text = match (note, checks.as_slice()) {
+            (Some(n), _) => format!(":memo: incident {id} is {status}: {n} ({by})"),
+            (None, []) => format!(":memo: incident {id} is {status} ({by})"),
+            (None, joined) => format!(":memo: incident {id}: check `{}` failing too", joined.join("`, `")),
+        };
+        return Some(slack_text(&text));
+    }
+    if let EventKind::IncidentAcknowledged { id, by } = &e.kind {
+        return Some(slack_text(&format!(":eyes: incident {id} acknowledged by {by}")));
+    }
     if let EventKind::IncidentReminder { id, count } = &e.kind {
         let text = format!(
             ":bell: incident {id} is still open and nobody has acknowledged it (reminder {count}): `takt incident ack {id}`"
@@ -390,6 +409,58 @@ async fn record(
 mod tests {
     use super::*;
     use backon::BackoffBuilder;
+
+    #[test]
+    fn slack_hears_of_every_change_of_an_incident_and_of_services() {
+        let text = |kind: EventKind| {
+            let m = slack_message(&Event::now("shop", None, kind), None).unwrap();
+            m["text"].as_str().unwrap().to_string()
+        };
+        assert_eq!(
+            text(EventKind::IncidentUpdated {
+                id: "shop#3".into(),
+                status: takt_model::IncidentStatus::Identified,
+                note: Some("disk full".into()),
+                by: "token ab12".into(),
+                checks: vec![],
+            }),
+            ":memo: incident shop#3 is identified: disk full (token ab12)"
+        );
+        assert_eq!(
+            text(EventKind::IncidentUpdated {
+                id: "shop#3".into(),
+                status: takt_model::IncidentStatus::Investigating,
+                note: None,
+                by: "takt".into(),
+                checks: vec!["api".into()],
+            }),
+            ":memo: incident shop#3: check `api` failing too"
+        );
+        assert_eq!(
+            text(EventKind::IncidentAcknowledged {
+                id: "shop#3".into(),
+                by: "token ab12".into(),
+            }),
+            ":eyes: incident shop#3 acknowledged by token ab12"
+        );
+        assert!(
+            text(EventKind::IncidentReminder {
+                id: "shop#3".into(),
+                count: 2
+            })
+            .contains("reminder 2")
+        );
+        assert_eq!(
+            text(EventKind::ServiceStateChanged {
+                service: "web".into(),
+                state: takt_model::ServiceState::PartialOutage,
+                from: takt_model::ServiceState::Operational,
+                public: true,
+                checks: vec!["home".into()],
+            }),
+            ":red_circle: shop/web: Partial outage (was operational)"
+        );
+    }
 
     #[test]
     fn only_failures_that_may_pass_are_retried_for_about_an_hour() {
