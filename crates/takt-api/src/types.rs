@@ -506,6 +506,9 @@ pub struct FlowReport {
     pub previous: takt_flow::dora::Dora,
     #[schema(value_type = Object)]
     pub bottleneck: takt_flow::bottleneck::Bottleneck,
+    /// Runs within their pipeline's `budget`, and the jobs that pushed runs over it.
+    #[schema(value_type = Object)]
+    pub coffee: takt_flow::coffee::Coffee,
 }
 
 /// Query of `GET /api/v1/flaky`.

@@ -292,6 +292,8 @@ impl Queue {
                             reason: Some(
                                 "the server stopped while it was planning this run's takt.yml; the run is not planned again, in case the file is what stopped it (check it with `takt lint`, then push a fix or `takt trigger --force`)".into(),
                             ),
+                            budget_ms: None,
+                            slowest_job: None,
                         },
                     ))
                     .await?;
@@ -344,6 +346,8 @@ impl Queue {
                                 "not run again (on_restart = fail)"
                             }
                         )),
+                        budget_ms: None,
+                        slowest_job: None,
                     },
                 ))
                 .await?;
@@ -478,6 +482,8 @@ impl Queue {
                     status: RunStatus::Cancelled,
                     duration_ms: 0,
                     reason: Some(reason),
+                    budget_ms: None,
+                    slowest_job: None,
                 },
             ))
             .await?;
@@ -637,6 +643,8 @@ impl Queue {
                     status: RunStatus::Failed,
                     duration_ms: 0,
                     reason: Some(reason),
+                    budget_ms: None,
+                    slowest_job: None,
                 },
             ))
             .await?;

@@ -609,6 +609,8 @@ impl<E: Executor + 'static> Engine<E> {
                 status,
                 duration_ms: wall.as_millis() as u64,
                 reason: None,
+                budget_ms: Some(budget.as_millis() as u64),
+                slowest_job: over_budget.as_ref().map(|o| o.slowest_job.clone()),
             },
         )
         .await?;

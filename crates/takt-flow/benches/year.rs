@@ -112,6 +112,8 @@ fn year() -> Vec<Event> {
                     status: RunStatus::Success,
                     duration_ms: 900_000,
                     reason: None,
+                    budget_ms: None,
+                    slowest_job: None,
                 };
                 out.push(event(&project, r, m(17), finished));
                 // Staging every commit; production two commits in three, one in twenty rolled back.

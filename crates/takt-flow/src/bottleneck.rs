@@ -107,7 +107,7 @@ fn shares(sums: BTreeMap<Part, f64>) -> Vec<Share> {
 }
 
 /// The Monday of `t`'s week.
-fn monday(t: takt_model::OffsetDateTime) -> String {
+pub(crate) fn monday(t: takt_model::OffsetDateTime) -> String {
     let d = t.date();
     let m = d - time::Duration::days(i64::from(d.weekday().number_days_from_monday()));
     format!("{:04}-{:02}-{:02}", m.year(), u8::from(m.month()), m.day())

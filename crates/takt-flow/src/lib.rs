@@ -5,6 +5,7 @@
 //! window given by the caller. No I/O, no clock: the formulas are in `docs/metrics.md`.
 
 pub mod bottleneck;
+pub mod coffee;
 pub mod dora;
 pub mod flaky;
 pub mod stats;
@@ -67,6 +68,10 @@ pub struct RunFacts {
     pub started_at: Option<OffsetDateTime>,
     pub finished_at: Option<OffsetDateTime>,
     pub status: Option<RunStatus>,
+    /// Its wall time, its pipeline's budget, and the job that pushed it over (coffee test).
+    pub duration_ms: Option<u64>,
+    pub budget_ms: Option<u64>,
+    pub slowest_job: Option<String>,
     /// Stage → (first job start, last job finish).
     pub stages: BTreeMap<String, (OffsetDateTime, OffsetDateTime)>,
     jobs: HashMap<String, String>,
@@ -134,10 +139,19 @@ impl Projection for Flow {
                     r.started_at.get_or_insert(e.at);
                 }
             }
-            EventKind::RunFinished { status, .. } => {
+            EventKind::RunFinished {
+                status,
+                duration_ms,
+                budget_ms,
+                slowest_job,
+                ..
+            } => {
                 if let Some(r) = run(self, e) {
                     r.finished_at = Some(e.at);
                     r.status = Some(*status);
+                    r.duration_ms = Some(*duration_ms);
+                    r.budget_ms = *budget_ms;
+                    r.slowest_job = slowest_job.clone();
                 }
             }
             EventKind::JobQueued { job, stage, .. } => {

@@ -95,10 +95,15 @@ impl Log {
             size: 1,
         };
         self.push("shop", r, t, stored);
+        // A budget of 30 minutes: over it, its longest job pushed it over.
+        let took: i64 = stages.iter().map(|(_, m)| m).sum();
+        let longest = stages.iter().max_by_key(|(_, m)| *m).map(|(s, _)| format!("{s}-job"));
         let finished = EventKind::RunFinished {
             status: RunStatus::Success,
-            duration_ms: 1,
+            duration_ms: took as u64 * 60_000,
             reason: None,
+            budget_ms: Some(30 * 60_000),
+            slowest_job: longest.filter(|_| took > 30),
         };
         self.push("shop", r, t, finished);
     }
@@ -402,4 +407,16 @@ fn the_view_folds_events_one_at_a_time_as_the_log_does() {
     let t = Thresholds::default();
     assert_eq!(dora::report(&live, &scope, &t), dora::report(&flow(), &scope, &t));
     assert_eq!(live.events, events.len() as u64);
+}
+
+#[test]
+fn the_coffee_test_counts_runs_within_their_budget() {
+    let flow = flow();
+    let c = takt_flow::coffee::report(&flow, &week(Some("shop")));
+    // Runs of 40, 60, 60 and 30 minutes against 30: only the last is within.
+    assert_eq!((c.runs, c.within, c.share), (4, 1, Some(0.25)));
+    assert_eq!(c.weeks.len(), 1);
+    assert_eq!((c.weeks[0].week.as_str(), c.weeks[0].runs), ("2026-11-02", 4));
+    let over: Vec<(&str, usize)> = c.over.iter().map(|p| (p.job.as_str(), p.runs)).collect();
+    assert_eq!(over, [("test-job", 2), ("build-job", 1)]);
 }

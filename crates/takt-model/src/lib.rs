@@ -214,6 +214,12 @@ pub enum EventKind {
         /// Why a run failed before any job could start (e.g. an invalid takt.yml).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// Its pipeline's `budget` (the coffee test), when it ran.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget_ms: Option<u64>,
+        /// Over budget: the slowest job on its critical path (what pushed it over).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slowest_job: Option<String>,
     },
     JobQueued {
         job: String,

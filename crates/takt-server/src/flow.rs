@@ -96,6 +96,7 @@ pub async fn report(
     let dora = takt_flow::dora::report(&flow, &scope, &thresholds);
     let previous = takt_flow::dora::report(&flow, &before, &thresholds);
     let bottleneck = takt_flow::bottleneck::report(&flow, &scope);
+    let coffee = takt_flow::coffee::report(&flow, &scope);
     drop(flow);
     let mut environments: Vec<String> = production
         .iter()
@@ -110,6 +111,7 @@ pub async fn report(
         dora,
         previous,
         bottleneck,
+        coffee,
     }))
 }
 

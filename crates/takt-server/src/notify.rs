@@ -186,6 +186,7 @@ pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Op
         status,
         duration_ms,
         reason,
+        ..
     } = &e.kind
     else {
         return None;

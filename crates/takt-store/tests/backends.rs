@@ -45,6 +45,8 @@ async fn suite(url: &str, project: &str) {
                 status: RunStatus::Success,
                 duration_ms: 9,
                 reason: None,
+                budget_ms: None,
+                slowest_job: None,
             },
         ))
         .await

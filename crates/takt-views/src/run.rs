@@ -164,6 +164,7 @@ impl RunView {
                 status,
                 duration_ms,
                 reason,
+                ..
             } => {
                 if reason.is_some() {
                     self.reason = reason.clone();
@@ -354,6 +355,8 @@ mod tests {
                     status: RunStatus::Failed,
                     duration_ms: 20,
                     reason: None,
+                    budget_ms: None,
+                    slowest_job: None,
                 },
             ),
             // Another run's events and events without a run change nothing here.

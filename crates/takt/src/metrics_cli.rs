@@ -134,6 +134,25 @@ pub async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
         );
     }
     outln!("Bottleneck: {}.", v.bottleneck.summary);
+    let c = &v.coffee;
+    if let Some(share) = c.share {
+        let mut line = format!(
+            "Coffee test: {:.0}% of runs within their budget ({} of {})",
+            share * 100.0,
+            c.within,
+            c.runs
+        );
+        let pushers: Vec<String> = c
+            .over
+            .iter()
+            .take(3)
+            .map(|p| format!("{} `{}` {}×", p.project, p.job, p.runs))
+            .collect();
+        if !pushers.is_empty() {
+            line.push_str(&format!("; pushed over by {}", pushers.join(", ")));
+        }
+        outln!("{line}.");
+    }
     Ok(())
 }
 

@@ -68,6 +68,12 @@ async fn a_promoted_commit_shows_in_the_production_keys() {
         "the run's test stage is a part of lead time: {m:#}"
     );
     assert_eq!(m["bottleneck"]["commits"], 1, "{m:#}");
+    // One run of a few seconds, within the default budget of 5 minutes.
+    assert_eq!(
+        (&m["coffee"]["runs"], &m["coffee"]["within"], &m["coffee"]["share"]),
+        (&json!(1), &json!(1), &json!(1.0)),
+        "{m:#}"
+    );
 
     let (code, out, err) = cli(&s, &reader, &["metrics", "--project", "app"]);
     assert_eq!(code, Some(0), "{err}");
@@ -81,6 +87,10 @@ async fn a_promoted_commit_shows_in_the_production_keys() {
         "one deployment is too few for a band: {out}"
     );
     assert!(out.contains("Bottleneck: "), "{out}");
+    assert!(
+        out.contains("Coffee test: 100% of runs within their budget (1 of 1)."),
+        "{out}"
+    );
 
     // Staging, asked for by name.
     let (_, out, _) = cli(
