@@ -127,3 +127,26 @@ pub async fn flaky(
     let tests = takt_flow::flaky::flaky(&state.flow.flow.read().tests, q.project.as_deref());
     Ok(Json(FlakyList { tests }))
 }
+
+/// Sets each project's flow gauges in `/metrics`: its production environments, the last 30
+/// days, from the view (what `GET /api/v1/metrics` reports).
+pub fn gauges(state: &AppState) {
+    let projects: Vec<String> = state.projects.read().list().iter().map(|p| p.name.clone()).collect();
+    let to = OffsetDateTime::now_utc();
+    let thresholds = takt_flow::dora::Thresholds::default();
+    for p in projects {
+        let envs = state.ci.branch_config(&p).unwrap_or_default().environments;
+        let is_production = |_: &str, e: &str| takt_pipeline::is_production(&envs, e);
+        let scope = Scope {
+            project: Some(&p),
+            production: &is_production,
+            from: to - time::Duration::days(30),
+            to,
+        };
+        let flow = state.flow.flow.read();
+        let dora = takt_flow::dora::report(&flow, &scope, &thresholds);
+        let coffee = takt_flow::coffee::report(&flow, &scope);
+        drop(flow);
+        state.metrics.flow.set(&p, &dora, &coffee);
+    }
+}

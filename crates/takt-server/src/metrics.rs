@@ -15,6 +15,51 @@ use takt_model::{Event, EventKind, OffsetDateTime};
 use takt_store::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectLabel {
+    project: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The flow metrics of each project's production environments over the last 30 days, set at
+/// each scrape from the flow view (`crate::flow::gauges`).
+#[derive(Default)]
+pub struct FlowGauges {
+    deploys_per_day: Family<ProjectLabel, FloatGauge>,
+    lead_time: Family<ProjectLabel, FloatGauge>,
+    change_fail_rate: Family<ProjectLabel, FloatGauge>,
+    recovery: Family<ProjectLabel, FloatGauge>,
+    rework_rate: Family<ProjectLabel, FloatGauge>,
+    coffee: Family<ProjectLabel, FloatGauge>,
+}
+
+impl FlowGauges {
+    /// Sets `project`'s gauges; a figure without a value (no deployment, no failure) has no
+    /// sample.
+    pub fn set(&self, project: &str, d: &takt_flow::dora::Dora, coffee: &takt_flow::coffee::Coffee) {
+        let l = ProjectLabel {
+            project: project.to_string(),
+        };
+        self.deploys_per_day
+            .get_or_create(&l)
+            .set(d.deployment_frequency.per_day);
+        let put = |f: &Family<ProjectLabel, FloatGauge>, v: Option<f64>| match v {
+            Some(v) => {
+                f.get_or_create(&l).set(v);
+            }
+            None => {
+                f.remove(&l);
+            }
+        };
+        put(&self.lead_time, d.change_lead_time.total.map(|s| s.p50));
+        put(&self.change_fail_rate, d.change_fail_rate.rate);
+        put(&self.recovery, d.recovery_time.time.map(|s| s.p50));
+        put(&self.rework_rate, d.rework_rate.rate);
+        put(&self.coffee, coffee.share);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: String,
 }
@@ -51,6 +96,7 @@ struct AuthLabels {
 
 pub struct Metrics {
     registry: Registry,
+    pub flow: FlowGauges,
     runs: Family<StatusLabel, Counter>,
     jobs: Family<StatusLabel, Counter>,
     job_duration: Histogram,
@@ -115,6 +161,7 @@ impl Metrics {
             store_wal_bytes: Gauge::default(),
             pending: Mutex::new(Pending::default()),
             registry: Registry::default(),
+            flow: FlowGauges::default(),
         };
         registry.register("store_bytes", "Size of the event log's database", m.store_bytes.clone());
         registry.register(
@@ -175,6 +222,41 @@ impl Metrics {
             m.incidents_opened.clone(),
         );
         registry.register("incidents_resolved", "Incidents resolved", m.incidents_resolved.clone());
+        let flow = [
+            (
+                "flow_deployments_per_day",
+                "Successful production deployments of a change per day, the last 30 days (docs/metrics.md)",
+                &m.flow.deploys_per_day,
+            ),
+            (
+                "flow_lead_time_p50_seconds",
+                "Change lead time to production, p50, the last 30 days",
+                &m.flow.lead_time,
+            ),
+            (
+                "flow_change_fail_rate",
+                "Failed production deployments over those that took traffic, the last 30 days",
+                &m.flow.change_fail_rate,
+            ),
+            (
+                "flow_recovery_time_p50_seconds",
+                "Failed deployment recovery time, p50, the last 30 days",
+                &m.flow.recovery,
+            ),
+            (
+                "flow_rework_rate",
+                "Fix deployments over production deployments that took traffic, the last 30 days",
+                &m.flow.rework_rate,
+            ),
+            (
+                "flow_runs_within_budget_ratio",
+                "Runs within their pipeline's budget (the coffee test), the last 30 days",
+                &m.flow.coffee,
+            ),
+        ];
+        for (name, help, family) in flow {
+            registry.register(name, help, family.clone());
+        }
         registry.register("runs_waiting", "Runs waiting in the queue", m.waiting.clone());
         registry.register("runs_running", "Runs running now", m.running.clone());
         Metrics { registry, ..m }

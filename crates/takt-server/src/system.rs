@@ -27,6 +27,7 @@ pub(crate) async fn metrics_text(State(state): State<Arc<AppState>>) -> Result<R
             .store_wal_bytes
             .set(size.wal_bytes.unwrap_or(0).min(i64::MAX as u64) as i64);
     }
+    crate::flow::gauges(&state);
     let mut resp = state.metrics.render().into_response();
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

@@ -92,6 +92,27 @@ async fn a_promoted_commit_shows_in_the_production_keys() {
         "{out}"
     );
 
+    // The same figures as gauges in /metrics.
+    let text = get_text(&s, "/metrics", &admin).await;
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{project=\"app\"}} ")))
+            .map(|v| v.parse::<f64>().unwrap())
+    };
+    assert!(
+        (sample("takt_flow_deployments_per_day").unwrap() - 1.0 / 30.0).abs() < 1e-9,
+        "{text}"
+    );
+    assert_eq!(sample("takt_flow_change_fail_rate"), Some(0.0), "{text}");
+    assert_eq!(sample("takt_flow_runs_within_budget_ratio"), Some(1.0), "{text}");
+    assert!(sample("takt_flow_lead_time_p50_seconds").unwrap() > 0.0, "{text}");
+    assert_eq!(
+        sample("takt_flow_recovery_time_p50_seconds"),
+        None,
+        "no failure, no sample: {text}"
+    );
+    assert!(text.contains("# TYPE takt_flow_rework_rate gauge"), "{text}");
+
     // Staging, asked for by name.
     let (_, out, _) = cli(
         &s,
