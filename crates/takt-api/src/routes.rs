@@ -418,8 +418,9 @@ pub const ROUTES: &[Route] = &[
         Post,
         "/api/v1/environments/{project}/{env}/promote",
         Some(Deploy),
-        "Deploy what runs healthy in the required environment",
+        "Deploy what runs healthy in the required environment (`fixes`: the incident it fixes)",
     )
+    .takes(Body::json::<DeployBody>())
     .answers(Body::json::<DeployAnswer>()),
     route(
         Op::Rollback,

@@ -332,6 +332,10 @@ pub struct DeployBody {
     /// Why (halt: required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// deploy, promote: the incident (`PROJECT#N`) this deploy fixes (a fix deployment for the
+    /// flow metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixes: Option<String>,
 }
 
 /// What a deploy request did.

@@ -217,6 +217,7 @@ async fn settle(cd: &Arc<Cd>, project: &str, ctl: &Control, slot: &Slot, w: Want
             trigger: DeployTrigger::Pipeline { run: w.run },
             rollback: false,
             restore: false,
+            fixes: None,
         };
         match cd.begin(ask).await {
             Ok(Some(_)) => return,

@@ -234,6 +234,8 @@ pub struct Ask {
     pub rollback: bool,
     /// Start again what the log says runs (its supervisor is gone): no gates, no idempotence.
     pub restore: bool,
+    /// The incident it fixes (`takt deploy|promote --fixes`).
+    pub fixes: Option<String>,
 }
 
 fn conflict(msg: impl Into<String>) -> CdError {
@@ -422,6 +424,7 @@ impl Cd {
                     strategy_of(&ask.env, ask.rollback)
                 },
                 rollback: ask.rollback,
+                fixes: ask.fixes.clone(),
             },
         );
         if let Err(e) = self.record(started).await {
@@ -482,6 +485,7 @@ impl Cd {
             },
             rollback: f.rollback,
             restore: false,
+            fixes: None,
         };
         let resume = crate::rollout::Resume {
             at,

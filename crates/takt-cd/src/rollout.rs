@@ -263,6 +263,7 @@ pub(crate) async fn restore(
         trigger: takt_model::DeployTrigger::Automatic { reason: reason.into() },
         rollback: true,
         restore: true,
+        fixes: None,
     })
     .await
 }

@@ -139,6 +139,7 @@ fn year() -> Vec<Event> {
                         trigger: DeployTrigger::Pipeline { run },
                         strategy: DeployStrategy::Canary,
                         rollback: false,
+                        fixes: None,
                     };
                     out.push(event(&project, None, start, started));
                     for (step, w) in [(1u32, 20u8), (2, 50), (3, 100)] {

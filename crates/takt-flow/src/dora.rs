@@ -200,15 +200,17 @@ impl<'a> Ctx<'a> {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// A fix deployment: a change made by hand or by a pipeline while an incident of its
-    /// environment was open.
+    /// A fix deployment: a change that says which incident it fixes (`--fixes`), or one made
+    /// by hand or by a pipeline while an incident of its environment was open.
     fn is_fix(&self, d: &'a Deployment) -> bool {
-        d.is_change()
-            && !matches!(d.trigger, DeployTrigger::Automatic { .. })
-            && self
-                .incidents_of(d)
+        let during_incident = || {
+            self.incidents_of(d)
                 .iter()
                 .any(|i| i.opened_at <= d.started_at && i.resolved_at.is_none_or(|r| d.started_at < r))
+        };
+        d.is_change()
+            && !matches!(d.trigger, DeployTrigger::Automatic { .. })
+            && (d.fixes.is_some() || during_incident())
     }
 
     /// Whether change deployment `env[k]` needed immediate intervention, and how it ended.

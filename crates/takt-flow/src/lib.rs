@@ -32,6 +32,8 @@ pub struct Deployment {
     pub commits: Vec<String>,
     pub rollback: bool,
     pub trigger: DeployTrigger,
+    /// The incident it says it fixes (`--fixes`).
+    pub fixes: Option<String>,
     /// The highest traffic weight any of its steps reached.
     pub max_weight: u8,
     /// How long it waited for a person's approval (from the approval step to the next).
@@ -196,6 +198,7 @@ impl Projection for Flow {
                 commits,
                 trigger,
                 rollback,
+                fixes,
                 ..
             } => {
                 self.deployments.insert(
@@ -212,6 +215,7 @@ impl Projection for Flow {
                         commits: commits.clone(),
                         rollback: *rollback,
                         trigger: trigger.clone(),
+                        fixes: fixes.clone(),
                         max_weight: 0,
                         approval_wait: time::Duration::ZERO,
                         approval_since: None,

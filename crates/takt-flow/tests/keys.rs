@@ -139,6 +139,7 @@ impl Log {
             },
             strategy: DeployStrategy::Canary,
             rollback,
+            fixes: None,
         };
         self.push("shop", None, start, started);
         let step = EventKind::DeployStep {

@@ -405,6 +405,10 @@ pub enum EventKind {
         strategy: DeployStrategy,
         #[serde(default)]
         rollback: bool,
+        /// The incident (`PROJECT#N`) it fixes, as `takt deploy|promote --fixes` said: a fix
+        /// deployment for the flow metrics.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fixes: Option<String>,
     },
     /// One step of a deployment: what was done, the canary's weight after it, and its verdict.
     DeployStep {

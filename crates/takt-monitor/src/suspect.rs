@@ -128,6 +128,7 @@ mod tests {
             trigger: DeployTrigger::Pipeline { run: deploy },
             strategy: DeployStrategy::Canary,
             rollback: false,
+            fixes: None,
         };
         let finished = EventKind::DeployFinished {
             environment: env.into(),

@@ -255,6 +255,7 @@ async fn by_token(
     artifact: ArtifactRef,
     token: &str,
     command: &str,
+    fixes: Option<String>,
 ) -> Result<(StatusCode, Json<DeployAnswer>), ApiError> {
     let name = env.name.clone();
     let ask = Ask {
@@ -267,6 +268,7 @@ async fn by_token(
         },
         rollback: command == "rollback",
         restore: false,
+        fixes,
     };
     let id = state.cd.begin(ask).await?;
     Ok(accepted(project, &name, id, &artifact))
@@ -312,16 +314,39 @@ pub async fn deploy(
         )
     })?;
     let artifact = artifact_ref(&state, &spec).await?;
-    by_token(&state, &project, e, artifact, &who.id, "deploy").await
+    let fixes = fixes(&state, &project, b.fixes).await?;
+    by_token(&state, &project, e, artifact, &who.id, "deploy", fixes).await
 }
 
-/// `POST .../promote`: deploys what runs healthy in the environment this one requires.
+/// The incident a deploy says it fixes: `PROJECT#N` of this project, one that exists.
+async fn fixes(state: &AppState, project: &str, fixes: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(id) = fixes else { return Ok(None) };
+    let Some((p, _)) = takt_model::parse_incident_id(&id) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`fixes` is an incident id such as {project}#3, not `{id}`"),
+        ));
+    };
+    if p != project {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("incident {id} is not one of `{project}`'s"),
+        ));
+    }
+    state.cd.incident(&id).await?;
+    Ok(Some(id))
+}
+
+/// `POST .../promote {"fixes"?}`: deploys what runs healthy in the environment this one requires.
 pub async fn promote(
     State(state): State<Arc<AppState>>,
     Caller(who): Caller,
     Path((project, env)): Path<(String, String)>,
+    b: Result<Option<Json<DeployBody>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<DeployAnswer>), ApiError> {
+    let b = b.map_err(crate::body_error)?.map(|j| j.0).unwrap_or_default();
     let e = environment(&state, &project, &env).await?;
+    let fixes = fixes(&state, &project, b.fixes).await?;
     let Some(from) = e.requires.first().cloned() else {
         return Err(conflict(format!(
             "environment `{env}` requires no other environment, so there is nothing to promote from; use `takt deploy {env} NAME@VERSION`"
@@ -331,7 +356,7 @@ pub async fn promote(
     let Some(artifact) = there.running.clone().filter(|_| there.healthy) else {
         return Err(conflict(format!("nothing runs healthy in `{from}` to promote")));
     };
-    by_token(&state, &project, e, artifact, &who.id, "promote").await
+    by_token(&state, &project, e, artifact, &who.id, "promote", fixes).await
 }
 
 /// `POST .../rollback {"artifact"?}`: a deploy in flight goes back to what ran before it; an
@@ -372,7 +397,7 @@ pub async fn rollback(
             .cloned()
             .ok_or_else(|| conflict(format!("environment `{env}` has nothing earlier to roll back to")))?,
     };
-    by_token(&state, &project, e, artifact, &who.id, "rollback").await
+    by_token(&state, &project, e, artifact, &who.id, "rollback", None).await
 }
 
 /// `POST .../halt {"reason"}`: the andon cord.

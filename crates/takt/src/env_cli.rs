@@ -24,6 +24,10 @@ pub struct DeployArgs {
     target: Target,
     /// The artifact: NAME@VERSION (`takt artifact ls`).
     artifact: String,
+    /// The incident (PROJECT#N) this deploy fixes: it counts as a fix deployment in the flow
+    /// metrics (docs/metrics.md).
+    #[arg(long, value_name = "INCIDENT")]
+    fixes: Option<String>,
     #[command(flatten)]
     wait: Wait,
     #[command(flatten)]
@@ -38,6 +42,20 @@ pub struct Wait {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The incident (PROJECT#N) this deploy fixes: it counts as a fix deployment in the flow
+    /// metrics (docs/metrics.md).
+    #[arg(long, value_name = "INCIDENT")]
+    fixes: Option<String>,
+    #[command(flatten)]
+    wait: Wait,
+    #[command(flatten)]
+    remote: Remote,
 }
 
 #[derive(clap::Args)]
@@ -246,15 +264,20 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
     let body = DeployBody {
         artifact: Some(a.artifact),
         reason: None,
+        fixes: a.fixes,
     };
     let v = api.send_json(Method::POST, &path(&p, &e, "deploy"), &body).await?;
     follow(&api, &p, &e, v, a.wait).await
 }
 
-pub async fn promote(a: EnvArgs) -> anyhow::Result<()> {
+pub async fn promote(a: PromoteArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.remote)?;
     let (p, e) = resolve(&api, &a.target).await?;
-    let v = api.post(&path(&p, &e, "promote")).await?;
+    let body = DeployBody {
+        fixes: a.fixes,
+        ..DeployBody::default()
+    };
+    let v = api.send_json(Method::POST, &path(&p, &e, "promote"), &body).await?;
     follow(&api, &p, &e, v, a.wait).await
 }
 
@@ -264,6 +287,7 @@ pub async fn rollback(a: RollbackArgs) -> anyhow::Result<()> {
     let body = DeployBody {
         artifact: a.artifact,
         reason: None,
+        fixes: None,
     };
     let v: DeployAnswer = api.send_json(Method::POST, &path(&p, &e, "rollback"), &body).await?;
     if v.outcome == DeployAnswerOutcome::RollingBack {
@@ -307,6 +331,7 @@ pub async fn halt(a: HaltArgs) -> anyhow::Result<()> {
     let body = DeployBody {
         artifact: None,
         reason: Some(a.reason),
+        fixes: None,
     };
     let _: takt_api::Halted = api.send_json(Method::POST, &path(&p, &e, "halt"), &body).await?;
     outln!("{p}/{e}: halted; deploys stop at their next safe point until `takt resume {p}/{e}`");

@@ -82,7 +82,7 @@ enum Command {
     /// follow the deploy to its end (exit 1 if it did not succeed; --detach returns at once).
     Deploy(env_cli::DeployArgs),
     /// Deploy to ENV what runs healthy in the environment it `requires`.
-    Promote(env_cli::EnvArgs),
+    Promote(env_cli::PromoteArgs),
     /// Let a deploy to an environment with `approval: manual` go on.
     Approve(env_cli::EnvArgs),
     /// The andon cord: stop an environment's deploy at its next safe point; block new ones.

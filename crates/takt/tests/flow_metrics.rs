@@ -113,6 +113,46 @@ async fn a_promoted_commit_shows_in_the_production_keys() {
     );
     assert!(text.contains("# TYPE takt_flow_rework_rate gauge"), "{text}");
 
+    // A fix: `--fixes` names the incident it fixes (resolved by then: only the flag says so).
+    for args in [
+        &["incident", "open", "app", "production", "checkout fails"][..],
+        &["incident", "resolve", "app#1"],
+    ] {
+        let (code, out, err) = cli(&s, &admin, args);
+        assert_eq!(code, Some(0), "{args:?}: {out}{err}");
+    }
+    for (fixes, says) in [
+        ("app", "is an incident id such as app#3"),
+        ("app#9", "no incident app#9"),
+    ] {
+        let (code, _, err) = cli(&s, &admin, &["promote", "production", "--fixes", fixes]);
+        assert_eq!(code, Some(2), "{fixes}: {err}");
+        assert!(err.contains(says), "{fixes}: {err}");
+    }
+    repo.commit(&[("fix.txt", "1")], "the fix");
+    post_json(&s, "/api/v1/projects/app/trigger", &admin, json!({"rev": "main"})).await;
+    finished_run(&s, &admin, "app", 2).await;
+    settled(&s, &admin, "app", "staging", 2).await;
+    let (code, out, err) = cli(&s, &admin, &["promote", "production", "--fixes", "app#1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let started = get_json(&s, "/api/v1/events?kind=deploy_started", &admin).await;
+    let last = started["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&last["environment"], &last["fixes"]),
+        (&json!("production"), &json!("app#1")),
+        "{last:#}"
+    );
+    let (_, out, _) = cli(&s, &reader, &["metrics", "--project", "app", "--json"]);
+    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rework = &m["dora"]["rework_rate"];
+    assert_eq!(rework["deployments"], json!(["app/production#2"]), "{m:#}");
+    // The deploy it followed needed a fix: it failed.
+    assert_eq!(
+        m["dora"]["change_fail_rate"]["deployments"],
+        json!(["app/production#1"]),
+        "{m:#}"
+    );
+
     // Staging, asked for by name.
     let (_, out, _) = cli(
         &s,
