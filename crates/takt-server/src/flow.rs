@@ -42,6 +42,69 @@ impl FlowIndex {
 /// The default window.
 const DEFAULT_SINCE: &str = "30d";
 
+/// The window `since` names (`30d`, `12w`): a duration from 1 s to 10 years.
+pub fn window(since: Option<&str>) -> Result<time::Duration, String> {
+    let since = since.unwrap_or(DEFAULT_SINCE);
+    takt_pipeline::duration::parse(since)
+        .ok()
+        .filter(|d| !d.is_zero() && d.as_secs() <= 10 * 366 * 86_400)
+        .and_then(|d| time::Duration::try_from(d).ok())
+        .ok_or_else(|| format!("`since` must be a duration from 1s to 10 years such as 30d or 12w, not `{since}`"))
+}
+
+/// The report of `flow` for `project` (or all), the environments `production` lists per
+/// project, over `length` up to `to`, with the window before it for the trend.
+pub fn build(
+    flow: &Flow,
+    project: Option<&str>,
+    production: &HashMap<String, Vec<String>>,
+    length: time::Duration,
+    to: OffsetDateTime,
+) -> FlowReport {
+    let is_production = |p: &str, e: &str| production.get(p).is_some_and(|v| v.iter().any(|x| x == e));
+    let from = to - length;
+    let scope = Scope {
+        project,
+        production: &is_production,
+        from,
+        to,
+    };
+    let before = Scope {
+        project,
+        production: &is_production,
+        from: from - length,
+        to: from,
+    };
+    let thresholds = takt_flow::dora::Thresholds::default();
+    let mut environments: Vec<String> = production
+        .iter()
+        .filter(|(p, _)| project.is_none_or(|w| w == p.as_str()))
+        .flat_map(|(p, envs)| envs.iter().map(move |e| format!("{p}/{e}")))
+        .collect();
+    environments.sort();
+    FlowReport {
+        project: project.map(str::to_string),
+        environments,
+        from: takt_model::timefmt::rfc3339(from),
+        to: takt_model::timefmt::rfc3339(to),
+        dora: takt_flow::dora::report(flow, &scope, &thresholds),
+        previous: takt_flow::dora::report(flow, &before, &thresholds),
+        bottleneck: takt_flow::bottleneck::report(flow, &scope),
+        coffee: takt_flow::coffee::report(flow, &scope),
+    }
+}
+
+/// The environments of `envs` that count: `only` by name, or else the production ones.
+pub fn production_of(envs: &[takt_pipeline::Environment], only: Option<&str>) -> Vec<String> {
+    envs.iter()
+        .filter(|e| match only {
+            Some(want) => e.name == want,
+            None => takt_pipeline::is_production(envs, &e.name),
+        })
+        .map(|e| e.name.clone())
+        .collect()
+}
+
 pub async fn report(
     State(state): State<Arc<AppState>>,
     q: Result<Query<FlowQuery>, QueryRejection>,
@@ -50,69 +113,22 @@ pub async fn report(
     if let Some(p) = &q.project {
         state.project(p)?;
     }
-    let since = q.since.as_deref().unwrap_or(DEFAULT_SINCE);
-    let length = takt_pipeline::duration::parse(since)
-        .ok()
-        .filter(|d| !d.is_zero() && d.as_secs() <= 10 * 366 * 86_400)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("`since` must be a duration from 1s to 10 years such as 30d or 12w, not `{since}`"),
-            )
-        })?;
-    let length = time::Duration::try_from(length).unwrap_or(time::Duration::days(30));
+    let length = window(q.since.as_deref()).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     // Which environments are production, per project, from each default branch's settings.
     let mut production: HashMap<String, Vec<String>> = HashMap::new();
     let projects: Vec<String> = state.projects.read().list().iter().map(|p| p.name.clone()).collect();
     for p in projects.iter().filter(|p| q.project.as_ref().is_none_or(|w| w == *p)) {
         let envs = state.ci.branch_config(p).unwrap_or_default().environments;
-        let names: Vec<String> = envs
-            .iter()
-            .filter(|e| match &q.env {
-                Some(want) => e.name == *want,
-                None => takt_pipeline::is_production(&envs, &e.name),
-            })
-            .map(|e| e.name.clone())
-            .collect();
-        production.insert(p.clone(), names);
+        production.insert(p.clone(), production_of(&envs, q.env.as_deref()));
     }
-    let is_production = |p: &str, e: &str| production.get(p).is_some_and(|v| v.iter().any(|x| x == e));
-    let to = OffsetDateTime::now_utc();
-    let from = to - length;
-    let scope = Scope {
-        project: q.project.as_deref(),
-        production: &is_production,
-        from,
-        to,
-    };
-    let before = Scope {
-        project: q.project.as_deref(),
-        production: &is_production,
-        from: from - length,
-        to: from,
-    };
-    let thresholds = takt_flow::dora::Thresholds::default();
     let flow = state.flow.flow.read();
-    let dora = takt_flow::dora::report(&flow, &scope, &thresholds);
-    let previous = takt_flow::dora::report(&flow, &before, &thresholds);
-    let bottleneck = takt_flow::bottleneck::report(&flow, &scope);
-    let coffee = takt_flow::coffee::report(&flow, &scope);
-    drop(flow);
-    let mut environments: Vec<String> = production
-        .iter()
-        .flat_map(|(p, envs)| envs.iter().map(move |e| format!("{p}/{e}")))
-        .collect();
-    environments.sort();
-    Ok(Json(FlowReport {
-        project: q.project,
-        environments,
-        from: takt_model::timefmt::rfc3339(from),
-        to: takt_model::timefmt::rfc3339(to),
-        dora,
-        previous,
-        bottleneck,
-        coffee,
-    }))
+    Ok(Json(build(
+        &flow,
+        q.project.as_deref(),
+        &production,
+        length,
+        OffsetDateTime::now_utc(),
+    )))
 }
 
 /// `GET /api/v1/flaky?project=P`.

@@ -21,7 +21,55 @@ pub struct MetricsArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    local: Local,
+    #[command(flatten)]
     remote: Remote,
+}
+
+/// Where the figures come from: a server (default), or `takt run`'s own log.
+#[derive(clap::Args)]
+pub struct Local {
+    /// Read `takt run`'s local event log instead of a server's (the current repository's, or
+    /// `--data-dir`'s); its environments are the working tree's takt.yml's.
+    #[arg(long)]
+    local: bool,
+    /// With `--local`: the data directory [default: <git common dir>/takt].
+    #[arg(long, value_name = "DIR", requires = "local")]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+/// `takt run`'s local log folded into the flow view, and the working tree's environments.
+async fn local_flow(l: &Local) -> anyhow::Result<(takt_flow::Flow, Vec<takt_pipeline::Environment>)> {
+    use anyhow::Context;
+    use takt_views::Projection;
+    let (root, tree) = match &l.data_dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let repo = takt_engine::git::Repo::open(std::path::Path::new("."))
+                .await
+                .context("--local reads the current repository's runs: run it inside one, or give --data-dir")?;
+            (repo.common_dir.join("takt"), Some(repo.root))
+        }
+    };
+    let db = root.join("takt.db");
+    if !db.exists() {
+        anyhow::bail!("no local event log at {}: `takt run` records one there", db.display());
+    }
+    let store = takt_store::Store::open_sqlite(&db)
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    let mut flow = takt_flow::Flow::default();
+    let filter = takt_store::EventFilter {
+        kinds: takt_flow::Flow::KINDS.to_vec(),
+        ..Default::default()
+    };
+    store.scan(&filter, |e| flow.apply(&e)).await?;
+    let envs = tree
+        .and_then(|t| std::fs::read(t.join("takt.yml")).ok())
+        .and_then(|b| takt_pipeline::parse("takt.yml", &b).ok())
+        .map(|p| p.environments)
+        .unwrap_or_default();
+    Ok((flow, envs))
 }
 
 fn human_secs(s: f64) -> String {
@@ -101,15 +149,31 @@ fn rows(d: &Dora, p: &Dora) -> Vec<Vec<String>> {
 }
 
 pub async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
-    let api = Api::new(&a.remote)?;
-    let mut path = format!("/api/v1/metrics?since={}", encode(&a.since));
-    if let Some(p) = &a.project {
-        path.push_str(&format!("&project={}", encode(p)));
-    }
-    if let Some(e) = &a.env {
-        path.push_str(&format!("&env={}", encode(e)));
-    }
-    let v: FlowReport = api.get(&path).await?;
+    let v: FlowReport = if a.local.local {
+        let length = takt_server::flow::window(Some(&a.since)).map_err(crate::client::BadInput)?;
+        let (flow, envs) = local_flow(&a.local).await?;
+        let names = takt_server::flow::production_of(&envs, a.env.as_deref());
+        let mut projects: Vec<String> = flow.runs.keys().map(|(p, _)| p.clone()).collect();
+        projects.extend(flow.deployments.keys().map(|(p, _, _)| p.clone()));
+        let production = projects.into_iter().map(|p| (p, names.clone())).collect();
+        takt_server::flow::build(
+            &flow,
+            a.project.as_deref(),
+            &production,
+            length,
+            takt_model::OffsetDateTime::now_utc(),
+        )
+    } else {
+        let api = Api::new(&a.remote)?;
+        let mut path = format!("/api/v1/metrics?since={}", encode(&a.since));
+        if let Some(p) = &a.project {
+            path.push_str(&format!("&project={}", encode(p)));
+        }
+        if let Some(e) = &a.env {
+            path.push_str(&format!("&env={}", encode(e)));
+        }
+        api.get(&path).await?
+    };
     if a.json {
         outln!("{}", serde_json::to_string(&v)?);
         return Ok(());
@@ -164,16 +228,25 @@ pub struct FlakyArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    local: Local,
+    #[command(flatten)]
     remote: Remote,
 }
 
 pub async fn flaky(a: FlakyArgs) -> anyhow::Result<()> {
-    let api = Api::new(&a.remote)?;
-    let path = match &a.project {
-        Some(p) => format!("/api/v1/flaky?project={}", encode(p)),
-        None => "/api/v1/flaky".to_string(),
+    let v: FlakyList = if a.local.local {
+        let (flow, _) = local_flow(&a.local).await?;
+        FlakyList {
+            tests: takt_flow::flaky::flaky(&flow.tests, a.project.as_deref()),
+        }
+    } else {
+        let api = Api::new(&a.remote)?;
+        let path = match &a.project {
+            Some(p) => format!("/api/v1/flaky?project={}", encode(p)),
+            None => "/api/v1/flaky".to_string(),
+        };
+        api.get(&path).await?
     };
-    let v: FlakyList = api.get(&path).await?;
     if a.json {
         outln!("{}", serde_json::to_string(&v)?);
         return Ok(());

@@ -215,3 +215,49 @@ async fn a_test_that_passes_on_retry_is_flaky() {
         "{out}"
     );
 }
+
+/// `takt run`'s own log: the same flaky test found with `--local`, and its run in the coffee
+/// test, without a server.
+#[test]
+fn local_runs_have_their_flaky_tests_and_coffee_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("failed-once");
+    let pass = r#"<testsuite name="cart" tests="1"><testcase classname="shop.Cart" name="totals"/></testsuite>"#;
+    let fail = r#"<testsuite name="cart" tests="1" failures="1"><testcase classname="shop.Cart" name="totals"><failure message="off by one"/></testcase></testsuite>"#;
+    let yml = format!(
+        "jobs:\n  unit:\n    retry: 1\n    script:\n      - if [ -f {m} ]; then echo '{pass}' > report.xml; else touch {m}; echo '{fail}' > report.xml; exit 1; fi\n    artifacts:\n      when: always\n      reports: {{junit: report.xml}}\n",
+        m = mark.display()
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    let (out, report) = repo.run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(report["status"], "success");
+    let local = |args: &[&str]| {
+        let out = takt().args(args).current_dir(repo.path()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    };
+    let (code, out, err) = local(&["flaky", "--local", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["tests"][0]["name"], "totals", "{v:#}");
+    assert_eq!(v["tests"][0]["runs"], json!([1]), "{v:#}");
+    let (code, out, err) = local(&["metrics", "--local", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&m["coffee"]["runs"], &m["coffee"]["within"]),
+        (&json!(1), &json!(1)),
+        "{m:#}"
+    );
+    assert_eq!(m["dora"]["deployment_frequency"]["deployments"], 0, "{m:#}");
+    // Another directory has no log: said, exit 1.
+    let empty = tempfile::tempdir().unwrap();
+    let data = empty.path().display().to_string();
+    let (code, _, err) = local(&["metrics", "--local", "--data-dir", &data]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no local event log at"), "{err}");
+}
