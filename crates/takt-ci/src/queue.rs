@@ -595,6 +595,7 @@ impl Queue {
         };
         let mirror = projects::mirror_path(&self.data, &w.project);
         let repo = Repo::bare(&mirror);
+        let quarantine = default_quarantine(&repo, &project.branch).await;
         let req = RunRequest {
             path: mirror.clone(),
             rev: w.commit.clone(),
@@ -609,6 +610,7 @@ impl Queue {
             queued: Some(w.run),
             carry: w.carry.clone(),
             secrets: self.secrets_for(&project, w.branch.as_deref()),
+            quarantine: Some(quarantine),
         };
         // Recorded before the file is read: if planning brings the server down, its restart
         // fails this run instead of planning it again.
@@ -669,4 +671,20 @@ fn kill_orphan(pid: u32) {
     {
         tracing::warn!(pid, "killed the processes of a job interrupted by a server stop");
     }
+}
+
+/// The tests the default branch's takt.yml quarantines: a branch cannot excuse its own
+/// failures (none when the file is missing or invalid).
+async fn default_quarantine(repo: &Repo, branch: &str) -> Vec<takt_pipeline::Quarantined> {
+    let Ok(tip) = repo.resolve(&format!("refs/heads/{branch}")).await else {
+        return Vec::new();
+    };
+    let Some(bytes) = repo.file_at(&tip, "takt.yml").await else {
+        return Vec::new();
+    };
+    tokio::task::spawn_blocking(move || takt_pipeline::parse("takt.yml", &bytes).map(|p| p.quarantine))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }

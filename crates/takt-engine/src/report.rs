@@ -40,6 +40,9 @@ pub struct JobReport {
     pub cache: Option<CacheReport>,
     /// Why the job did not run (skipped, manual, cancelled) or why it could not start.
     pub reason: Option<String>,
+    /// Failed test cases that quarantine let pass (`suite name`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

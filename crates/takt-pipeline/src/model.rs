@@ -31,6 +31,38 @@ pub struct Pipeline {
     pub checks: Vec<HealthCheck>,
     /// Maintenance windows of the checks' services (default branch only).
     pub maintenance: Vec<takt_monitor::maintenance::Window>,
+    /// Flaky tests that may fail without failing their job, until a date (`quarantine:`).
+    pub quarantine: Vec<Quarantined>,
+}
+
+/// A `quarantine:` entry: test case `name` (of `suite`, in `job`, when given) may fail without
+/// failing its job until the end of `until` (a UTC date, `YYYY-MM-DD`); after that it counts
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    pub name: String,
+    pub suite: Option<String>,
+    pub job: Option<String>,
+    pub until: String,
+    pub reason: Option<String>,
+    pub pos: Pos,
+}
+
+impl Quarantined {
+    /// It names this test case of `job` (a job's name with its matrix values, or its base name).
+    pub fn covers(&self, job: &str, suite: &str, name: &str) -> bool {
+        self.name == name
+            && self.suite.as_deref().is_none_or(|s| s == suite)
+            && self
+                .job
+                .as_deref()
+                .is_none_or(|j| j == job || job.strip_prefix(j).is_some_and(|rest| rest.starts_with(" [")))
+    }
+
+    /// Past its date on `today` (`YYYY-MM-DD`, UTC).
+    pub fn expired(&self, today: &str) -> bool {
+        self.until.as_str() < today
+    }
 }
 
 /// A health check (`checks:`), in Gatus's terms: a probe every `interval`, judged by its

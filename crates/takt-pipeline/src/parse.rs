@@ -36,6 +36,7 @@ const TOP_KEYS: &[&str] = &[
     "environments",
     "checks",
     "maintenance",
+    "quarantine",
 ];
 const RESERVED: &[&str] = &["flags"];
 const JOB_KEYS: &[&str] = &[
@@ -434,6 +435,7 @@ impl Cx {
         let mut environments = Vec::new();
         let mut checks = Vec::new();
         let mut maintenance = Vec::new();
+        let mut quarantine = Vec::new();
         for (k, v) in top {
             match key(k) {
                 "version" => {
@@ -480,6 +482,7 @@ impl Cx {
                 "environments" => environments = self.environments(v),
                 "checks" => checks = self.checks(v),
                 "maintenance" => maintenance = self.maintenance(v),
+                "quarantine" => quarantine = self.quarantine(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {
@@ -537,7 +540,63 @@ impl Cx {
             environments,
             checks,
             maintenance,
+            quarantine,
         })
+    }
+
+    /// `quarantine: [{name, suite?, job?, until: YYYY-MM-DD, reason?}]`.
+    fn quarantine(&mut self, n: &Node) -> Vec<Quarantined> {
+        const KEYS: &[&str] = &["name", "suite", "job", "until", "reason"];
+        let NodeKind::Seq(items) = &n.kind else {
+            self.err_help(
+                n.pos,
+                "`quarantine` must be a list of test cases",
+                "e.g. `- {name: totals, suite: shop.Cart, until: 2026-12-31}`",
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            let Some(fields) = self.map(item, "a quarantined test") else {
+                continue;
+            };
+            let (mut name, mut suite, mut job, mut until, mut reason) = (None, None, None, None, None);
+            for (k, v) in fields {
+                match key(k) {
+                    "name" => name = self.string(v, "`name`"),
+                    "suite" => suite = self.string(v, "`suite`"),
+                    "job" => job = self.string(v, "`job`"),
+                    "reason" => reason = self.string(v, "`reason`"),
+                    "until" => {
+                        until = self.string(v, "`until`");
+                        if let Some(u) = &until
+                            && !is_date(u)
+                        {
+                            self.err(v.pos, format!("`until` must be a date such as 2026-12-31, not `{u}`"));
+                            until = None;
+                        }
+                    }
+                    _ => self.unknown_key(k, KEYS, "a quarantined test"),
+                }
+            }
+            match (name, until) {
+                (Some(name), Some(until)) => out.push(Quarantined {
+                    name,
+                    suite,
+                    job,
+                    until,
+                    reason,
+                    pos: item.pos,
+                }),
+                (None, _) => self.err(item.pos, "a quarantined test needs the test case's `name`"),
+                (Some(_), None) => self.err_help(
+                    item.pos,
+                    "a quarantined test needs `until`, the date after which it counts again",
+                    "quarantine is for a while: e.g. `until: 2026-12-31`",
+                ),
+            }
+        }
+        out
     }
 
     /// Each `check: NAME` of the environments' smoke checks and analyses becomes that check of
@@ -1713,4 +1772,16 @@ pub fn artifact_name_for_job(job: &str) -> String {
         name = "artifact".into();
     }
     name
+}
+
+/// `YYYY-MM-DD` with a month from 1 to 12 and a day from 1 to 31.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) || !digits(5..7) || !digits(8..10) {
+        return false;
+    }
+    let month: u8 = s[5..7].parse().unwrap_or(0);
+    let day: u8 = s[8..10].parse().unwrap_or(0);
+    (1..=12).contains(&month) && (1..=31).contains(&day)
 }

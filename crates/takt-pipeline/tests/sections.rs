@@ -417,3 +417,30 @@ fn maintenance_windows_daily_or_once_and_their_errors() {
         assert!(err.contains(want), "{body:?}: {err}");
     }
 }
+
+#[test]
+fn quarantine_entries_and_their_errors() {
+    let yml = "quarantine:\n  - {name: totals, suite: shop.Cart, job: unit, until: 2026-12-31, reason: flaky}\njobs:\n  a: {script: [x]}\n";
+    let p = takt_pipeline::parse("takt.yml", yml.as_bytes()).unwrap();
+    let q = &p.quarantine[0];
+    assert_eq!((q.name.as_str(), q.until.as_str()), ("totals", "2026-12-31"));
+    assert!(q.covers("unit", "shop.Cart", "totals") && q.covers("unit [A=1]", "shop.Cart", "totals"));
+    assert!(!q.covers("units", "shop.Cart", "totals") && !q.covers("unit", "shop.Other", "totals"));
+    assert!(!q.expired("2026-12-31") && q.expired("2027-01-01"));
+    for (body, want) in [
+        ("quarantine: totals\n", "`quarantine` must be a list of test cases"),
+        (
+            "quarantine:\n  - {name: t, until: 31.12.2026}\n",
+            "`until` must be a date such as 2026-12-31",
+        ),
+        ("quarantine:\n  - {name: t}\n", "needs `until`"),
+        ("quarantine:\n  - {until: 2026-12-31}\n", "needs the test case's `name`"),
+        (
+            "quarantine:\n  - {name: t, until: 2026-12-31, expires: x}\n",
+            "unknown key `expires`",
+        ),
+    ] {
+        let err = errors(&format!("{body}jobs:\n  a: {{script: [x]}}\n"));
+        assert!(err.contains(want), "{body}\n→ {err}");
+    }
+}

@@ -17,13 +17,15 @@ impl Drop for Killed {
     }
 }
 
-/// A UDP port nothing listens on now.
+/// A port nothing listens on now, over UDP nor TCP (dnsmasq takes both).
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 async fn ask(server: &str, name: &str, record: &str) -> Probe {
@@ -60,7 +62,7 @@ async fn records_of_a_real_dns_server() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("dnsmasq (Debian's dnsmasq-base; ./test.sh installs it)");
-    let _dnsmasq = Killed(dnsmasq);
+    let mut dnsmasq = Killed(dnsmasq);
     let server = format!("127.0.0.1:{port}");
     // Until it answers (it binds within milliseconds; 100 tries of 50 ms at most).
     let mut a = Probe::default();
@@ -71,7 +73,14 @@ async fn records_of_a_real_dns_server() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(a.connected, "dnsmasq did not answer on {server}");
+    if !a.connected {
+        let _ = dnsmasq.0.kill();
+        let out = std::mem::replace(&mut dnsmasq.0, Command::new("true").spawn().unwrap());
+        let said = out
+            .wait_with_output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
+        panic!("dnsmasq did not answer on {server}: {said:?}");
+    }
     assert_eq!(a.dns_rcode.as_deref(), Some("NOERROR"), "{a:?}");
     assert_eq!(a.ip.as_deref(), Some("127.0.0.7"), "{a:?}");
     assert_eq!(a.body.as_deref(), Some("127.0.0.7"), "{a:?}");

@@ -263,6 +263,12 @@ fn lint(a: LintArgs) -> ExitCode {
                         pos.line, pos.col
                     );
                 }
+                for q in expired_quarantine(&p) {
+                    eprintln!(
+                        "{name}:{}:{}: warning: the quarantine of test `{}` ended on {}; it fails its job again (remove it, or fix the test)",
+                        q.pos.line, q.pos.col, q.name, q.until
+                    );
+                }
                 outln!("{name}: ok ({} jobs in {} stages)", p.jobs.len(), p.stages.len());
             }
             ExitCode::SUCCESS
@@ -301,6 +307,13 @@ async fn run(a: RunArgs) -> ExitCode {
     }
 }
 
+/// The entries of `quarantine:` whose date has passed (today, UTC).
+fn expired_quarantine(p: &takt_pipeline::Pipeline) -> Vec<&takt_pipeline::Quarantined> {
+    let d = takt_model::OffsetDateTime::now_utc().date();
+    let today = format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
+    p.quarantine.iter().filter(|q| q.expired(&today)).collect()
+}
+
 async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
     let repo = Repo::open(&a.path).await?;
     let data_root = a.data_dir.clone().unwrap_or_else(|| repo.common_dir.join("takt"));
@@ -322,12 +335,19 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
         queued: None,
         carry: None,
         secrets: Vec::new(),
+        quarantine: None,
     };
     let prep = Prepared::new(&req, repo, &data.root.join("tmp")).await?;
     for (section, pos) in &prep.pipeline.reserved {
         eprintln!(
             "takt.yml:{}:{}: note: `{section}` is accepted but not supported yet; it has no effect",
             pos.line, pos.col
+        );
+    }
+    for q in expired_quarantine(&prep.pipeline) {
+        eprintln!(
+            "takt.yml:{}:{}: warning: the quarantine of test `{}` ended on {}; it fails its job again",
+            q.pos.line, q.pos.col, q.name, q.until
         );
     }
     for j in prep.plan.jobs.iter().filter(|j| !j.job.secrets.is_empty()) {

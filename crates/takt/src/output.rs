@@ -83,6 +83,11 @@ fn line_for(p: &Progress) -> String {
                 JobStatus::Success if r.flaky => {
                     format!("✓ {} passed on retry in {d} (flaky)", r.name)
                 }
+                JobStatus::Success if !r.quarantined.is_empty() => format!(
+                    "✓ {} passed in {d}; quarantined tests failed: {}",
+                    r.name,
+                    r.quarantined.join(", ")
+                ),
                 JobStatus::Success => format!("✓ {} passed in {d}", r.name),
                 JobStatus::Failed if r.allow_failure => {
                     format!("! {} failed in {d} (allowed to fail)", r.name)
@@ -211,6 +216,13 @@ pub fn summary(r: &RunReport) {
         ]);
     }
     outln!("{t}");
+    for j in r.jobs.iter().filter(|j| !j.quarantined.is_empty()) {
+        outln!(
+            "quarantined: `{}` passed although these failed: {}",
+            j.name,
+            j.quarantined.join(", ")
+        );
+    }
     for j in r.jobs.iter().filter(|j| j.status == JobStatus::Failed) {
         if let Some(l) = &j.log {
             outln!("log of `{}`: {}/{l}", j.name, r.data_dir);

@@ -261,3 +261,63 @@ fn local_runs_have_their_flaky_tests_and_coffee_test() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no local event log at"), "{err}");
 }
+
+/// `quarantine:`: a job that failed only by quarantined tests passes, listing them; a test
+/// whose quarantine ended fails its job again, and lint says the entry expired.
+#[test]
+fn quarantined_tests_may_fail_until_their_date() {
+    let report = |failing: &[&str]| {
+        let cases: String = ["totals", "rounds", "adds"]
+            .iter()
+            .map(|n| {
+                if failing.contains(n) {
+                    format!(r#"<testcase classname="shop.Cart" name="{n}"><failure message="no"/></testcase>"#)
+                } else {
+                    format!(r#"<testcase classname="shop.Cart" name="{n}"/></testcase>"#).replace("/></testcase>", "/>")
+                }
+            })
+            .collect();
+        format!(r#"<testsuite name="cart" tests="3">{cases}</testsuite>"#)
+    };
+    let yml = |failing: &[&str]| {
+        format!(
+            "quarantine:\n  - {{name: totals, suite: shop.Cart, until: 2099-12-31, reason: flaky since run 12}}\n  - {{name: rounds, job: unit, until: 2000-01-01}}\njobs:\n  unit:\n    script:\n      - echo '{}' > report.xml\n      - exit 1\n    artifacts:\n      when: always\n      reports: {{junit: report.xml}}\n",
+            report(failing)
+        )
+    };
+    let repo = Repo::new(&[("takt.yml", &yml(&["totals"]))]);
+    let (out, r) = repo.run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unit = job(&r, "unit");
+    assert_eq!(unit["status"], "success", "{r:#}");
+    assert_eq!(unit["quarantined"], json!(["shop.Cart totals"]), "{r:#}");
+    assert!(
+        stderr(&out).contains("warning: the quarantine of test `rounds` ended on 2000-01-01"),
+        "{}",
+        stderr(&out)
+    );
+    let text = takt().args(["run"]).arg(repo.path()).output().unwrap();
+    let said = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        said.contains("quarantined: `unit` passed although these failed: shop.Cart totals"),
+        "{said}"
+    );
+
+    // `rounds`' quarantine is over: its failure fails the job.
+    repo.commit(&[("takt.yml", &yml(&["totals", "rounds"]))], "rounds fails too");
+    let (out, r) = repo.run(&[]);
+    assert!(!out.status.success(), "{r:#}");
+    assert_eq!(job(&r, "unit")["status"], "failed", "{r:#}");
+    // A test failing outside quarantine fails it too.
+    repo.commit(&[("takt.yml", &yml(&["totals", "adds"]))], "adds fails");
+    let (_, r) = repo.run(&[]);
+    assert_eq!(job(&r, "unit")["status"], "failed", "{r:#}");
+
+    let lint = takt().args(["lint"]).arg(repo.path()).output().unwrap();
+    assert_eq!(lint.status.code(), Some(0), "{}", stderr(&lint));
+    assert!(
+        stderr(&lint).contains(":3:5: warning: the quarantine of test `rounds` ended on 2000-01-01"),
+        "{}",
+        stderr(&lint)
+    );
+}

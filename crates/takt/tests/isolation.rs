@@ -258,7 +258,8 @@ async fn a_killed_server_leaves_no_sandboxed_job_running() {
         log_of(&s, &admin, "demo", 1, "hold").await.contains("held")
     })
     .await;
-    assert_eq!(processes_with(&left).len(), 1);
+    let running = processes_with(&left);
+    assert_eq!(running.len(), 1, "{running:?}");
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
     until("the sandbox is gone", || {
