@@ -78,6 +78,7 @@ pub enum Op {
     ListChecks,
     FlowMetrics,
     FlakyTests,
+    ImportHistory,
     HeartbeatToken,
     Heartbeat,
     StatusPage,
@@ -543,6 +544,15 @@ pub const ROUTES: &[Route] = &[
     )
     .query(params::<FlakyQuery>)
     .answers(Body::json::<FlakyList>()),
+    route(
+        Op::ImportHistory,
+        Post,
+        "/api/v1/projects/{name}/import",
+        Some(Admin),
+        "Load deployments and incidents from before takt (only the flow metrics read them)",
+    )
+    .takes(Body::json::<ImportBody>())
+    .answers(Body::json::<ImportAnswer>()),
     route(
         Op::ListChecks,
         Get,

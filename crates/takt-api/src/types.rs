@@ -515,6 +515,26 @@ pub struct FlowReport {
     pub coffee: takt_flow::coffee::Coffee,
 }
 
+/// `POST /api/v1/projects/{name}/import`: history from before takt (docs/metrics.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub deployments: Vec<takt_model::ImportedDeployment>,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub incidents: Vec<takt_model::ImportedIncident>,
+}
+
+/// What an import recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImportAnswer {
+    pub project: String,
+    pub deployments: usize,
+    pub incidents: usize,
+}
+
 /// Query of `GET /api/v1/flaky`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

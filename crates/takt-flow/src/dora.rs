@@ -150,9 +150,12 @@ pub struct Dora {
     pub rework_rate: Rate,
 }
 
-/// `PROJECT/ENV#N`.
+/// `PROJECT/ENV#N` (`PROJECT/ENV#import:ID` for an imported one).
 pub fn deploy_id(d: &Deployment) -> String {
-    format!("{}/{}#{}", d.project, d.environment, d.deploy)
+    match &d.imported {
+        Some(id) => format!("{}/{}#import:{id}", d.project, d.environment),
+        None => format!("{}/{}#{}", d.project, d.environment, d.deploy),
+    }
 }
 
 /// The production deployments of `scope` by environment, each in the order they started, and

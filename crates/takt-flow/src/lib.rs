@@ -34,6 +34,8 @@ pub struct Deployment {
     pub trigger: DeployTrigger,
     /// The incident it says it fixes (`--fixes`).
     pub fixes: Option<String>,
+    /// Loaded by `takt import`: its id in the source.
+    pub imported: Option<String>,
     /// The highest traffic weight any of its steps reached.
     pub max_weight: u8,
     /// How long it waited for a person's approval (from the approval step to the next).
@@ -115,6 +117,8 @@ impl Projection for Flow {
         "incident_acknowledged",
         "incident_resolved",
         "incident_cause_marked",
+        "imported_deployment",
+        "imported_incident",
     ];
 
     fn apply(&mut self, e: &Event) {
@@ -216,6 +220,7 @@ impl Projection for Flow {
                         rollback: *rollback,
                         trigger: trigger.clone(),
                         fixes: fixes.clone(),
+                        imported: None,
                         max_weight: 0,
                         approval_wait: time::Duration::ZERO,
                         approval_since: None,
@@ -260,9 +265,107 @@ impl Projection for Flow {
                     }
                 }
             }
+            EventKind::ImportedDeployment { deployment } => self.import_deployment(&e.project, deployment),
+            EventKind::ImportedIncident { incident } => self.import_incident(&e.project, incident, e.at),
             _ if Incidents::wants(e) => self.incidents.apply(e),
             _ => {}
         }
+    }
+}
+
+/// Imported deployments are numbered from here (their own ids name them).
+const IMPORTED: u64 = 1 << 48;
+
+impl Flow {
+    fn import_deployment(&mut self, project: &str, d: &takt_model::ImportedDeployment) {
+        let art = |a: Option<&String>| ArtifactRef {
+            name: "imported".into(),
+            version: a.cloned().unwrap_or_default(),
+            digest: a.cloned().unwrap_or_else(|| format!("imported:{}", d.id)),
+            commit: None,
+        };
+        // Imported again: replaced.
+        let same = |x: &Deployment| x.project == project && x.imported.as_deref() == Some(d.id.as_str());
+        let n = match self.deployments.values().find(|x| same(x)) {
+            Some(x) => x.deploy,
+            None => IMPORTED + self.deployments.values().filter(|x| x.imported.is_some()).count() as u64,
+        };
+        // What ran there before: the imported deployment that finished last before it started.
+        let previous = self
+            .deployments
+            .values()
+            .filter(|x| x.project == project && x.environment == d.environment && x.imported.is_some() && !same(x))
+            .filter(|x| x.finished_at.is_some_and(|f| f <= d.started_at))
+            .filter(|x| x.outcome == Some(DeployOutcome::Succeeded))
+            .max_by_key(|x| x.finished_at)
+            .map(|x| x.artifact.clone());
+        for c in &d.commits {
+            self.commits
+                .entry((project.to_string(), c.sha.clone()))
+                .or_insert(c.committed_at);
+        }
+        let deployment = Deployment {
+            project: project.to_string(),
+            environment: d.environment.clone(),
+            deploy: n,
+            started_at: d.started_at,
+            finished_at: Some(d.finished_at),
+            outcome: Some(d.outcome),
+            artifact: art(d.artifact.as_ref()),
+            previous,
+            commits: d.commits.iter().map(|c| c.sha.clone()).collect(),
+            rollback: d.rollback,
+            trigger: DeployTrigger::Token {
+                token: "import".into(),
+                command: "import".into(),
+            },
+            fixes: d.fixes.clone(),
+            imported: Some(d.id.clone()),
+            max_weight: 100,
+            approval_wait: time::Duration::ZERO,
+            approval_since: None,
+        };
+        self.deployments
+            .insert((project.to_string(), d.environment.clone(), n), deployment);
+    }
+
+    fn import_incident(&mut self, project: &str, i: &takt_model::ImportedIncident, at: OffsetDateTime) {
+        let id = format!("{project}#import:{}", i.id);
+        let incident = takt_views::Incident {
+            id: id.clone(),
+            project: project.to_string(),
+            environment: i.environment.clone(),
+            reason: "imported".into(),
+            severity: takt_model::Severity::Major,
+            services: Vec::new(),
+            status: if i.resolved_at.is_some() {
+                takt_model::IncidentStatus::Resolved
+            } else {
+                takt_model::IncidentStatus::Investigating
+            },
+            opened_at: i.opened_at,
+            impact_started_at: i.impact_started_at.filter(|t| *t < i.opened_at).unwrap_or(i.opened_at),
+            resolved_at: i.resolved_at,
+            auto_resolved: false,
+            cause: i
+                .cause
+                .as_ref()
+                .map(|c| format!("{project}/{}#import:{c}", i.environment)),
+            trigger: takt_model::IncidentTrigger::Person,
+            checks: Vec::new(),
+            joined: Default::default(),
+            acknowledged: None,
+            reminders: 0,
+            reminded_at: None,
+            timeline: vec![takt_views::IncidentEntry {
+                at,
+                kind: "imported_incident".into(),
+                status: None,
+                note: None,
+                by: None,
+            }],
+        };
+        self.incidents.incidents.insert(id, incident);
     }
 }
 

@@ -570,6 +570,14 @@ pub enum EventKind {
         id: String,
         count: u32,
     },
+    /// A deployment from before takt, loaded by `takt import`: only the flow metrics read it.
+    ImportedDeployment {
+        deployment: ImportedDeployment,
+    },
+    /// An incident from before takt, loaded by `takt import`: only the flow metrics read it.
+    ImportedIncident {
+        incident: ImportedIncident,
+    },
     /// The deployment (`PROJECT/ENV#N`) marked as the incident's cause, or none (`deploy`
     /// absent: the mark is taken back). The last mark wins.
     IncidentCauseMarked {
@@ -615,6 +623,65 @@ impl ServiceState {
             ServiceState::MajorOutage => "Major outage",
         }
     }
+}
+
+/// A deployment of a project's history before takt (`takt import`, docs/metrics.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedDeployment {
+    /// The source's own id: importing it again replaces it.
+    pub id: String,
+    pub environment: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub outcome: DeployOutcome,
+    /// What was deployed (a digest, a version): the same as the one before it is no change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    #[serde(default)]
+    pub rollback: bool,
+    /// The incident (an imported incident's id) it fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixes: Option<String>,
+    /// The commits it shipped, with their times.
+    #[serde(default)]
+    pub commits: Vec<ImportedCommit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedCommit {
+    pub sha: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub committed_at: OffsetDateTime,
+}
+
+/// An incident of a project's history before takt (`takt import`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedIncident {
+    pub id: String,
+    pub environment: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub opened_at: OffsetDateTime,
+    /// When users began to be affected (default: the opening).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub impact_started_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub resolved_at: Option<OffsetDateTime>,
+    /// The imported deployment (its `id`) that caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 /// What opened an incident.

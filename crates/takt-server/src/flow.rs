@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use std::collections::HashMap;
 use std::sync::Arc;
-use takt_api::{FlakyList, FlakyQuery, FlowQuery, FlowReport};
+use takt_api::{FlakyList, FlakyQuery, FlowQuery, FlowReport, ImportAnswer, ImportBody};
 use takt_flow::{Flow, Scope};
 use takt_model::OffsetDateTime;
 use takt_store::EventFilter;
@@ -165,4 +165,59 @@ pub fn gauges(state: &AppState) {
         drop(flow);
         state.metrics.flow.set(&p, &dora, &coffee);
     }
+}
+
+/// `POST /api/v1/projects/{name}/import {"deployments": [...], "incidents": [...]}`: each item
+/// checked, then each recorded as its own `imported_*` event, which only the flow view reads
+/// (no deploy, notification or remediation acts on them). An item imported again (same id)
+/// replaces the earlier one.
+pub async fn import(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(project): axum::extract::Path<String>,
+    b: Result<Json<ImportBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<ImportAnswer>, ApiError> {
+    let b = b.map_err(crate::body_error)?.0;
+    state.project(&project)?;
+    let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, msg);
+    let mut ids = std::collections::HashSet::new();
+    for (k, d) in b.deployments.iter().enumerate() {
+        let at = format!("deployments[{k}] (id `{}`)", d.id);
+        if d.id.trim().is_empty() || d.environment.trim().is_empty() {
+            return Err(bad(format!(
+                "deployments[{k}]: `id` and `environment` must not be empty"
+            )));
+        }
+        if !ids.insert(("d", d.id.as_str())) {
+            return Err(bad(format!("{at}: the id is given twice")));
+        }
+        if d.finished_at < d.started_at {
+            return Err(bad(format!("{at}: `finished_at` is before `started_at`")));
+        }
+    }
+    for (k, i) in b.incidents.iter().enumerate() {
+        let at = format!("incidents[{k}] (id `{}`)", i.id);
+        if i.id.trim().is_empty() || i.environment.trim().is_empty() {
+            return Err(bad(format!("incidents[{k}]: `id` and `environment` must not be empty")));
+        }
+        if !ids.insert(("i", i.id.as_str())) {
+            return Err(bad(format!("{at}: the id is given twice")));
+        }
+        if i.resolved_at.is_some_and(|r| r < i.opened_at) {
+            return Err(bad(format!("{at}: `resolved_at` is before `opened_at`")));
+        }
+    }
+    let (deployments, incidents) = (b.deployments.len(), b.incidents.len());
+    for deployment in b.deployments {
+        let e = takt_model::Event::now(&project, None, takt_model::EventKind::ImportedDeployment { deployment });
+        state.store.append(&e).await?;
+    }
+    for incident in b.incidents {
+        let e = takt_model::Event::now(&project, None, takt_model::EventKind::ImportedIncident { incident });
+        state.store.append(&e).await?;
+    }
+    Ok(Json(ImportAnswer {
+        project,
+        deployments,
+        incidents,
+    }))
 }

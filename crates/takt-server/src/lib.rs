@@ -200,6 +200,7 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::ListChecks => on(m, checks::list),
         Op::FlowMetrics => on(m, flow::report),
         Op::FlakyTests => on(m, flow::flaky),
+        Op::ImportHistory => on(m, flow::import),
         Op::HeartbeatToken => on(m, checks::token),
         Op::Heartbeat => on(m, checks::beat),
         Op::StatusPage => on(m, checks::status_page),

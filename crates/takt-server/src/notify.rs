@@ -35,7 +35,13 @@ pub const QUEUE: usize = 10_000;
 fn private(kind: &str) -> bool {
     matches!(
         kind,
-        "notification_sent" | "token_created" | "token_revoked" | "secret_set" | "secret_removed"
+        "notification_sent"
+            | "token_created"
+            | "token_revoked"
+            | "secret_set"
+            | "secret_removed"
+            | "imported_deployment"
+            | "imported_incident"
     )
 }
 

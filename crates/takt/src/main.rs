@@ -108,6 +108,9 @@ enum Command {
     /// Flaky tests: JUnit test cases that both failed and passed on one commit (in a run's
     /// retries or across its runs), with counts, first and last seen, and the runs.
     Flaky(metrics_cli::FlakyArgs),
+    /// Load a project's deployments and incidents from before takt (a JSON file), so its flow
+    /// metrics start with its history; nothing else acts on them.
+    Import(metrics_cli::ImportArgs),
     /// The process driver's supervisor for one environment (started by `takt serve`).
     #[command(hide = true)]
     Supervise(env_cli::SuperviseArgs),
@@ -221,6 +224,7 @@ fn main() -> ExitCode {
         Command::Check(c) => client::block_on(check_cli::check(c)),
         Command::Metrics(a) => client::block_on(metrics_cli::metrics(a)),
         Command::Flaky(a) => client::block_on(metrics_cli::flaky(a)),
+        Command::Import(a) => client::block_on(metrics_cli::import(a)),
         Command::Supervise(a) => env_cli::supervise(a),
         Command::Run(a) => {
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

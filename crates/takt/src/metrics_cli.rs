@@ -278,3 +278,48 @@ pub async fn flaky(a: FlakyArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// The project the history is of.
+    project: String,
+    /// A JSON file: `{"deployments": [...], "incidents": [...]}` (docs/metrics.md).
+    file: std::path::PathBuf,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+pub async fn import(a: ImportArgs) -> anyhow::Result<()> {
+    use crate::client::BadInput;
+    let name = a.file.display().to_string();
+    let text = std::fs::read_to_string(&a.file).map_err(|e| BadInput(format!("cannot read {name}: {e}")))?;
+    // Read here first: a mistake is said with its line and column, and nothing is sent.
+    let body: takt_api::ImportBody = serde_json::from_str(&text).map_err(|e| {
+        BadInput(format!(
+            "{name}:{}:{}: {e} (the format is in docs/metrics.md, `takt import`)",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let api = Api::new(&a.remote)?;
+    let v: takt_api::ImportAnswer = api
+        .send_json(
+            reqwest::Method::POST,
+            &format!("/api/v1/projects/{}/import", encode(&a.project)),
+            &body,
+        )
+        .await?;
+    if a.json {
+        outln!("{}", serde_json::to_string(&v)?);
+    } else {
+        outln!(
+            "{}: {} deployments and {} incidents imported (only the flow metrics read them)",
+            v.project,
+            v.deployments,
+            v.incidents
+        );
+    }
+    Ok(())
+}

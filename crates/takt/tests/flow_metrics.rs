@@ -321,3 +321,90 @@ fn quarantined_tests_may_fail_until_their_date() {
         stderr(&lint)
     );
 }
+
+/// `takt import`: a project's history from before takt shows in its flow metrics from day
+/// one; importing it again changes nothing; a bad file is refused with where and why.
+#[tokio::test]
+async fn imported_history_counts_in_the_flow_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo::new(&[(
+        "takt.yml",
+        "jobs:\n  a: {script: [x]}\nenvironments:\n  production: {driver: command, deploy: \"true\"}\n",
+    )]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "app", repo.path()).await;
+    let now = takt_model::OffsetDateTime::now_utc();
+    let t = |days: i64, hours: i64| {
+        takt_model::timefmt::rfc3339(now - time::Duration::days(days) + time::Duration::hours(hours))
+    };
+    let deploy = |id: &str, day: i64, outcome: &str, artifact: &str, commits: serde_json::Value| {
+        json!({"id": id, "environment": "production", "started_at": t(day, 0), "finished_at": t(day, 1),
+               "outcome": outcome, "artifact": artifact, "commits": commits})
+    };
+    let history = json!({
+        "deployments": [
+            deploy("d1", 20, "succeeded", "v1", json!([{"sha": "c1", "committed_at": t(21, 0)}])),
+            // Rolled back: failed (its incident says so too).
+            deploy("d2", 15, "rolled_back", "v2", json!([{"sha": "c2", "committed_at": t(16, 0)}])),
+            deploy("d3", 10, "succeeded", "v3", json!([{"sha": "c2", "committed_at": t(16, 0)}, {"sha": "c3", "committed_at": t(11, 0)}])),
+            // The same artifact again: not a change.
+            deploy("d4", 9, "succeeded", "v3", json!([])),
+        ],
+        "incidents": [
+            {"id": "i1", "environment": "production", "opened_at": t(15, 1), "impact_started_at": t(15, 0), "resolved_at": t(15, 1), "cause": "d2"},
+        ],
+    });
+    let file = dir.path().join("history.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&history).unwrap()).unwrap();
+    let path = file.display().to_string();
+    let (code, out, err) = cli(&s, &admin, &["import", "app", &path]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("app: 4 deployments and 1 incidents imported"), "{out}");
+    // Again: replaced, not doubled.
+    let (code, _, err) = cli(&s, &admin, &["import", "app", &path]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let (code, out, err) = cli(&s, &admin, &["metrics", "--project", "app", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let d = &m["dora"];
+    assert_eq!(d["deployment_frequency"]["deployments"], 2, "d1 and d3: {m:#}");
+    assert_eq!(
+        d["change_fail_rate"]["deployments"],
+        json!(["app/production#import:d2"]),
+        "{m:#}"
+    );
+    assert_eq!(d["change_fail_rate"]["of"], 3, "d1, d2, d3 took traffic: {m:#}");
+    // c1: 20d+1h after 21d = 25 h; c2 ships with d3 (d2 was rolled back): 6 days + 1 h; c3: 1 day + 1 h.
+    let lead = &d["change_lead_time"]["total"];
+    assert_eq!((&lead["sample"], &lead["p50"]), (&json!(3), &json!(90000.0)), "{m:#}");
+    // d2's impact began at its start; it was restored when it finished (1 h).
+    assert_eq!(d["recovery_time"]["time"]["p50"], json!(3600.0), "{m:#}");
+
+    // Bad files: nothing is imported.
+    for (text, says) in [
+        ("{\"deployments\": [{\"id\": 1}]}", "history.json:1:"),
+        ("{\"deployment\": []}", "unknown field `deployment`"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let (code, _, err) = cli(&s, &admin, &["import", "app", &path]);
+        assert_eq!(code, Some(2), "{text}: {err}");
+        assert!(err.contains(says), "{text}: {err}");
+    }
+    let backwards = json!({"deployments": [{"id": "x", "environment": "production", "started_at": t(1, 1), "finished_at": t(1, 0), "outcome": "succeeded"}]});
+    std::fs::write(&file, backwards.to_string()).unwrap();
+    let (code, _, err) = cli(&s, &admin, &["import", "app", &path]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("deployments[0] (id `x`): `finished_at` is before `started_at`"),
+        "{err}"
+    );
+    let reader = new_token(&s, &admin, takt_server::auth::Scope::Read).await;
+    std::fs::write(&file, "{}").unwrap();
+    let (code, _, err) = cli(&s, &reader, &["import", "app", &path]);
+    assert_eq!(code, Some(2), "an import is an admin's: {err}");
+    let (_, out, _) = cli(&s, &admin, &["metrics", "--project", "app", "--json"]);
+    let after: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(after["dora"], m["dora"], "the refused imports changed nothing");
+}
