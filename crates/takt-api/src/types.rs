@@ -513,6 +513,10 @@ pub struct FlowReport {
     /// Runs within their pipeline's `budget`, and the jobs that pushed runs over it.
     #[schema(value_type = Object)]
     pub coffee: takt_flow::coffee::Coffee,
+    /// Runs along their critical paths: flow efficiency, each job's work and wait there, the
+    /// job that would shorten runs most.
+    #[schema(value_type = Object)]
+    pub paths: takt_flow::path::Paths,
 }
 
 /// `POST /api/v1/projects/{name}/import`: history from before takt (docs/metrics.md).

@@ -79,7 +79,10 @@ fn split(c: &ShippedCommit) -> Option<Vec<(Part, f64)>> {
     let spans: f64 = r.stages.values().map(|(a, b)| secs(*b - *a).max(0.0)).sum();
     if spans > 0.0 {
         for (stage, (a, b)) in &r.stages {
-            parts.push((Part::Stage(stage.clone()), pipeline * secs(*b - *a).max(0.0) / spans));
+            parts.push((
+                Part::Stage(stage.to_string()),
+                pipeline * secs(*b - *a).max(0.0) / spans,
+            ));
         }
     } else {
         parts.push((Part::Stage("pipeline".into()), pipeline));

@@ -8,6 +8,7 @@ pub mod bottleneck;
 pub mod coffee;
 pub mod dora;
 pub mod flaky;
+pub mod path;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
@@ -77,8 +78,27 @@ pub struct RunFacts {
     pub budget_ms: Option<u64>,
     pub slowest_job: Option<String>,
     /// Stage → (first job start, last job finish).
-    pub stages: BTreeMap<String, (OffsetDateTime, OffsetDateTime)>,
-    jobs: HashMap<String, String>,
+    pub stages: BTreeMap<Name, (OffsetDateTime, OffsetDateTime)>,
+    /// Each job: its stage, `needs`, and its last attempt's start, finish and wait.
+    pub jobs: BTreeMap<Name, JobTimes>,
+}
+
+/// A job's or stage's name, shared by every run that has it (a year of runs repeats a few
+/// names hundreds of thousands of times).
+pub type Name = std::sync::Arc<str>;
+
+/// One job of a run, as its events tell it (its last attempt).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobTimes {
+    pub stage: Name,
+    /// Its position in the queue (jobs are queued in stage order).
+    pub order: usize,
+    /// `needs:`; `None`: it waits for every job of the stages before its own.
+    pub needs: Option<Vec<Name>>,
+    pub started: Option<OffsetDateTime>,
+    pub finished: Option<OffsetDateTime>,
+    /// From ready to started, in milliseconds.
+    pub wait_ms: u64,
 }
 
 /// The facts of the whole log that the flow metrics read.
@@ -87,15 +107,28 @@ pub struct Flow {
     /// By (project, environment, deploy number).
     pub deployments: BTreeMap<(String, String, u64), Deployment>,
     /// When each commit of each project was committed (the committer date).
-    pub commits: HashMap<(String, String), OffsetDateTime>,
+    pub commits: HashMap<String, HashMap<String, OffsetDateTime>>,
     pub runs: HashMap<(String, u64), RunFacts>,
     /// Which run stored each artifact (project, digest).
-    pub artifacts: HashMap<(String, String), u64>,
+    pub artifacts: HashMap<String, HashMap<String, u64>>,
     pub incidents: Incidents,
     /// Every test case's outcomes by commit (flaky tests).
     pub tests: flaky::Tests,
     /// Events folded.
     pub events: u64,
+    names: std::collections::HashSet<Name>,
+}
+
+impl Flow {
+    /// The shared copy of `s`.
+    fn intern(&mut self, s: &str) -> Name {
+        if let Some(n) = self.names.get(s) {
+            return n.clone();
+        }
+        let n: Name = s.into();
+        self.names.insert(n.clone());
+        n
+    }
 }
 
 impl Projection for Flow {
@@ -131,7 +164,9 @@ impl Projection for Flow {
                 commit, committed_at, ..
             } => {
                 self.commits
-                    .entry((e.project.clone(), commit.clone()))
+                    .entry(e.project.clone())
+                    .or_default()
+                    .entry(commit.clone())
                     .or_insert(*committed_at);
             }
             EventKind::RunQueued { commit, .. } => {
@@ -160,16 +195,34 @@ impl Projection for Flow {
                     r.slowest_job = slowest_job.clone();
                 }
             }
-            EventKind::JobQueued { job, stage, .. } => {
+            EventKind::JobQueued { job, stage, needs } => {
+                let (job, stage) = (self.intern(job), self.intern(stage));
+                let needs = needs.as_ref().map(|n| n.iter().map(|x| self.intern(x)).collect());
                 if let Some(r) = run(self, e) {
-                    r.jobs.insert(job.clone(), stage.clone());
+                    let order = r.jobs.len();
+                    r.jobs.insert(
+                        job,
+                        JobTimes {
+                            stage,
+                            order,
+                            needs,
+                            ..JobTimes::default()
+                        },
+                    );
                 }
             }
-            EventKind::JobStarted { job, .. } | EventKind::JobFinished { job, .. } => {
+            EventKind::JobStarted { job, wait_ms, .. } | EventKind::JobFinished { job, wait_ms, .. } => {
                 if let Some(r) = run(self, e)
-                    && let Some(stage) = r.jobs.get(job).cloned()
+                    && let Some(j) = r.jobs.get_mut(job.as_str())
                 {
-                    let span = r.stages.entry(stage).or_insert((e.at, e.at));
+                    if matches!(e.kind, EventKind::JobStarted { .. }) {
+                        j.started = Some(e.at);
+                        j.finished = None;
+                        j.wait_ms = *wait_ms;
+                    } else {
+                        j.finished = Some(e.at);
+                    }
+                    let span = r.stages.entry(j.stage.clone()).or_insert((e.at, e.at));
                     span.0 = span.0.min(e.at);
                     span.1 = span.1.max(e.at);
                 }
@@ -191,7 +244,11 @@ impl Projection for Flow {
             }
             EventKind::ArtifactStored { digest, .. } => {
                 if let Some(r) = e.run {
-                    self.artifacts.entry((e.project.clone(), digest.clone())).or_insert(r);
+                    self.artifacts
+                        .entry(e.project.clone())
+                        .or_default()
+                        .entry(digest.clone())
+                        .or_insert(r);
                 }
             }
             EventKind::DeployStarted {
@@ -301,7 +358,9 @@ impl Flow {
             .map(|x| x.artifact.clone());
         for c in &d.commits {
             self.commits
-                .entry((project.to_string(), c.sha.clone()))
+                .entry(project.to_string())
+                .or_default()
+                .entry(c.sha.clone())
                 .or_insert(c.committed_at);
         }
         let deployment = Deployment {
@@ -442,13 +501,15 @@ pub fn shipped<'a>(flow: &'a Flow, scope: &Scope) -> Shipped<'a> {
         }
         let run = flow
             .artifacts
-            .get(&(d.project.clone(), d.artifact.digest.clone()))
+            .get(&d.project)
+            .and_then(|a| a.get(&d.artifact.digest))
             .and_then(|r| flow.runs.get(&(d.project.clone(), *r)));
+        let times = flow.commits.get(&d.project);
         for c in &d.commits {
             if !seen.insert((d.project.as_str(), c.as_str())) || !within {
                 continue;
             }
-            let Some(at) = flow.commits.get(&(d.project.clone(), c.clone())) else {
+            let Some(at) = times.and_then(|t| t.get(c)) else {
                 out.unknown_commit += 1;
                 continue;
             };

@@ -91,6 +91,7 @@ pub fn build(
         previous: takt_flow::dora::report(flow, &before, &thresholds),
         bottleneck: takt_flow::bottleneck::report(flow, &scope),
         coffee: takt_flow::coffee::report(flow, &scope),
+        paths: takt_flow::path::report(flow, &scope),
     }
 }
 

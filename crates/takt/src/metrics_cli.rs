@@ -198,6 +198,23 @@ pub async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
         );
     }
     outln!("Bottleneck: {}.", v.bottleneck.summary);
+    let p = &v.paths;
+    if let Some(e) = p.run_efficiency {
+        let mut line = format!(
+            "Flow efficiency: runs {:.0}% (p50, work on the critical path over the run's time)",
+            e.p50 * 100.0
+        );
+        if let Some(c) = p.commit_to_production_efficiency {
+            line.push_str(&format!("; commit to production {:.0}%", c.p50 * 100.0));
+        }
+        if let Some(j) = p.jobs.first().filter(|j| j.shortens > 0) {
+            line.push_str(&format!(
+                ". The job that would shorten runs most: {} `{}` (the longest on {} of {} critical paths)",
+                j.project, j.job, j.shortens, p.runs
+            ));
+        }
+        outln!("{line}.");
+    }
     let c = &v.coffee;
     if let Some(share) = c.share {
         let mut line = format!(

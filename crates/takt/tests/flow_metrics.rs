@@ -25,7 +25,7 @@ async fn a_promoted_commit_shows_in_the_production_keys() {
     let dir = tempfile::tempdir().unwrap();
     let env = |name: &str, extra: &str| format!("  {name}:\n    driver: command\n    deploy: \"true\"\n{extra}");
     let yml = format!(
-        "jobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\n  test:\n    stage: test\n    script: [\"sleep 0.3\"]\nenvironments:\n{}{}",
+        "jobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\n  test:\n    stage: test\n    needs: [build]\n    script: [\"sleep 0.5\"]\nenvironments:\n{}{}",
         env("staging", "    auto: true\n"),
         env("production", "    requires: [staging]\n"),
     );
@@ -68,6 +68,13 @@ async fn a_promoted_commit_shows_in_the_production_keys() {
         "the run's test stage is a part of lead time: {m:#}"
     );
     assert_eq!(m["bottleneck"]["commits"], 1, "{m:#}");
+    // `test` needs `build`: the path is both, and `test` (it sleeps) the longest on it.
+    let run = &m["paths"]["recent"][0];
+    assert_eq!(
+        (&run["path"], &run["shorten"]),
+        (&json!(["build", "test"]), &json!("test")),
+        "{m:#}"
+    );
     // One run of a few seconds, within the default budget of 5 minutes.
     assert_eq!(
         (&m["coffee"]["runs"], &m["coffee"]["within"], &m["coffee"]["share"]),
@@ -91,6 +98,7 @@ async fn a_promoted_commit_shows_in_the_production_keys() {
         out.contains("Coffee test: 100% of runs within their budget (1 of 1)."),
         "{out}"
     );
+    assert!(out.contains("Flow efficiency: runs "), "{out}");
 
     // The same figures as gauges in /metrics.
     let text = get_text(&s, "/metrics", &admin).await;
