@@ -1258,13 +1258,7 @@ impl<E: Executor + 'static> JobRun<E> {
         note: &(dyn Fn(String) + Sync),
         started_at: OffsetDateTime,
     ) -> Result<(), EngineError> {
-        let ok = result.status == JobStatus::Success;
         if let Some(a) = &pj.job.artifacts {
-            let wanted = match a.when {
-                ArtifactWhen::Always => true,
-                ArtifactWhen::OnSuccess => ok,
-                ArtifactWhen::OnFailure => result.status == JobStatus::Failed,
-            };
             if !a.junit.is_empty() {
                 let (src2, globs) = (src.to_path_buf(), a.junit.clone());
                 let parsed = tokio::task::spawn_blocking(move || {
@@ -1320,6 +1314,8 @@ impl<E: Executor + 'static> JobRun<E> {
                         && result.reason == Some(FailureReason::ScriptFailure)
                         && !failed.is_empty()
                         && failed.iter().all(|c| excused(c))
+                        // A report that could not be read may hold other failures.
+                        && parsed.1.is_empty()
                     {
                         result.quarantined = failed.iter().map(|c| format!("{} {}", c.suite, c.name)).collect();
                         note(format!(
@@ -1344,6 +1340,12 @@ impl<E: Executor + 'static> JobRun<E> {
                     result.tests = Some(counts);
                 }
             }
+            // After the reports: quarantine may have made the job pass.
+            let wanted = match a.when {
+                ArtifactWhen::Always => true,
+                ArtifactWhen::OnSuccess => result.status == JobStatus::Success,
+                ArtifactWhen::OnFailure => result.status == JobStatus::Failed,
+            };
             if wanted && !a.paths.is_empty() {
                 let name = match &a.name {
                     // Variables may bring characters outside the safe set (a branch's `/`).

@@ -178,9 +178,12 @@ impl<'a> Ctx<'a> {
         for v in by_env.values_mut() {
             v.sort_by_key(|d| (d.started_at, d.deploy));
         }
+        // Incidents in the order they opened (ids sort `#10` before `#9`).
+        let mut all: Vec<&Incident> = flow.incidents.incidents.values().collect();
+        all.sort_by_key(|i| (i.opened_at, i.id.clone()));
         let mut incidents: HashMap<(&str, &str), Vec<&Incident>> = HashMap::new();
         let mut caused = HashMap::new();
-        for i in flow.incidents.incidents.values() {
+        for i in all {
             if !by_env.contains_key(&(i.project.as_str(), i.environment.as_str())) {
                 continue;
             }

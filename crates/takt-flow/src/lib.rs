@@ -73,6 +73,8 @@ pub struct RunFacts {
     pub started_at: Option<OffsetDateTime>,
     pub finished_at: Option<OffsetDateTime>,
     pub status: Option<RunStatus>,
+    /// It included uncommitted changes (`takt run --dirty`): its tests say nothing of its commit.
+    pub dirty: bool,
     /// Its wall time, its pipeline's budget, and the job that pushed it over (coffee test).
     pub duration_ms: Option<u64>,
     pub budget_ms: Option<u64>,
@@ -169,9 +171,10 @@ impl Projection for Flow {
                     .entry(commit.clone())
                     .or_insert(*committed_at);
             }
-            EventKind::RunQueued { commit, .. } => {
+            EventKind::RunQueued { commit, dirty, .. } => {
                 if let Some(r) = run(self, e) {
                     r.commit = commit.clone();
+                    r.dirty = *dirty;
                     r.queued_at = Some(e.at);
                 }
             }
@@ -229,7 +232,12 @@ impl Projection for Flow {
             }
             EventKind::TestReport { job, cases, .. } => {
                 let Some(r) = e.run else { return };
-                let Some(commit) = self.runs.get(&(e.project.clone(), r)).map(|f| f.commit.clone()) else {
+                let Some(commit) = self
+                    .runs
+                    .get(&(e.project.clone(), r))
+                    .filter(|f| !f.dirty)
+                    .map(|f| f.commit.clone())
+                else {
                     return;
                 };
                 for c in cases {

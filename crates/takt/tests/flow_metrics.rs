@@ -289,7 +289,7 @@ fn quarantined_tests_may_fail_until_their_date() {
     };
     let yml = |failing: &[&str]| {
         format!(
-            "quarantine:\n  - {{name: totals, suite: shop.Cart, until: 2099-12-31, reason: flaky since run 12}}\n  - {{name: rounds, job: unit, until: 2000-01-01}}\njobs:\n  unit:\n    script:\n      - echo '{}' > report.xml\n      - exit 1\n    artifacts:\n      when: always\n      reports: {{junit: report.xml}}\n",
+            "quarantine:\n  - {{name: totals, suite: shop.Cart, until: 2099-12-31, reason: flaky since run 12}}\n  - {{name: rounds, job: unit, until: 2000-01-01}}\njobs:\n  unit:\n    script:\n      - echo '{}' > report.xml\n      - exit 1\n    artifacts:\n      paths: [report.xml]\n      reports: {{junit: report.xml}}\n",
             report(failing)
         )
     };
@@ -299,6 +299,10 @@ fn quarantined_tests_may_fail_until_their_date() {
     let unit = job(&r, "unit");
     assert_eq!(unit["status"], "success", "{r:#}");
     assert_eq!(unit["quarantined"], json!(["shop.Cart totals"]), "{r:#}");
+    assert!(
+        unit["artifact"]["digest"].is_string(),
+        "it passed, so its artifact (on success) is stored: {r:#}"
+    );
     assert!(
         stderr(&out).contains("warning: the quarantine of test `rounds` ended on 2000-01-01"),
         "{}",
