@@ -1290,10 +1290,7 @@ impl<E: Executor + 'static> JobRun<E> {
                 } else {
                     // Its script failed, and only by test cases under quarantine: it passes, and
                     // says which.
-                    let today = {
-                        let d = started_at.date();
-                        format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-                    };
+                    let today = timefmt::ymd(started_at.date());
                     let failed: Vec<&takt_model::TestCase> = parsed
                         .0
                         .iter()

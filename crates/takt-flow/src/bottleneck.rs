@@ -113,7 +113,7 @@ fn shares(sums: BTreeMap<Part, f64>) -> Vec<Share> {
 pub(crate) fn monday(t: takt_model::OffsetDateTime) -> String {
     let d = t.date();
     let m = d - time::Duration::days(i64::from(d.weekday().number_days_from_monday()));
-    format!("{:04}-{:02}-{:02}", m.year(), u8::from(m.month()), m.day())
+    takt_model::timefmt::ymd(m)
 }
 
 pub fn report(flow: &Flow, scope: &Scope) -> Bottleneck {

@@ -20,6 +20,11 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 /// Parses RFC 3339 (any offset) into UTC.
+/// A date as `YYYY-MM-DD` (quarantine dates, week starts).
+pub fn ymd(d: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
 pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339)
         .ok()

@@ -314,7 +314,7 @@ async fn run(a: RunArgs) -> ExitCode {
 /// The entries of `quarantine:` whose date has passed (today, UTC).
 fn expired_quarantine(p: &takt_pipeline::Pipeline) -> Vec<&takt_pipeline::Quarantined> {
     let d = takt_model::OffsetDateTime::now_utc().date();
-    let today = format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
+    let today = takt_model::timefmt::ymd(d);
     p.quarantine.iter().filter(|q| q.expired(&today)).collect()
 }
 

@@ -10,16 +10,6 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 
-fn cli(s: &Server, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = takt()
-        .args(args)
-        .args(["--server", &s.base, "--token", token])
-        .output()
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
-
 #[tokio::test]
 async fn a_promoted_commit_shows_in_the_production_keys() {
     let dir = tempfile::tempdir().unwrap();

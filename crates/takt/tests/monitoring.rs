@@ -174,16 +174,6 @@ async fn serve_project(yml: &str) -> (Repo, tempfile::TempDir, Server, String, i
     (repo, dir, s, admin, head)
 }
 
-fn cli(s: &Server, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = takt()
-        .args(args)
-        .args(["--server", &s.base, "--token", token])
-        .output()
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_goes_down_after_three_failures_and_up_after_two_successes() {
     let svc = Arc::new(Service::default());

@@ -268,3 +268,14 @@ pub async fn settled(s: &Server, token: &str, project: &str, env: &str, n: usize
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
 }
+
+/// The `takt` CLI against server `s` with `token`: exit code, stdout, stderr.
+pub fn cli(s: &Server, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = takt()
+        .args(args)
+        .args(["--server", &s.base, "--token", token])
+        .output()
+        .expect("takt runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
