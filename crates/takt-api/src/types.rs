@@ -517,6 +517,9 @@ pub struct FlowReport {
     /// job that would shorten runs most.
     #[schema(value_type = Object)]
     pub paths: takt_flow::path::Paths,
+    /// The band thresholds the keys were judged by (`metrics:` in takt.yml, or the defaults).
+    #[schema(value_type = Object)]
+    pub thresholds: takt_flow::dora::Thresholds,
 }
 
 /// `POST /api/v1/projects/{name}/import`: history from before takt (docs/metrics.md).

@@ -26,6 +26,8 @@ pub struct BranchConfig {
     pub checks: Vec<takt_pipeline::HealthCheck>,
     /// Their services' maintenance windows (`maintenance:`).
     pub maintenance: Vec<takt_monitor::maintenance::Window>,
+    /// The flow metrics' band thresholds (`metrics:`).
+    pub metrics: takt_pipeline::MetricsConfig,
     /// Why the file could not be read, if it could not (the previous settings stay).
     pub error: Option<String>,
 }
@@ -88,6 +90,7 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
                 cfg.environments = pipe.environments;
                 cfg.checks = pipe.checks;
                 cfg.maintenance = pipe.maintenance;
+                cfg.metrics = pipe.metrics;
                 cfg.error = None;
             }
             Err(e) => {

@@ -4,6 +4,9 @@
 //! ≤ 200 ms), and the memory the view holds (target ≤ 200 MiB). The baseline, measured in the
 //! same run, is answering a report by folding the log again. Run with
 //! `cargo bench -p takt-flow`.
+//!
+//! `cargo bench -p takt-flow --bench year -- --jsonl FILE` writes the same events to FILE, one
+//! JSON event a line, and stops: `bench/metrics.py` loads them into a server's store.
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic: that is how it fails
 
@@ -215,6 +218,18 @@ fn rss_kib() -> u64 {
 
 fn main() {
     let events = year();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--jsonl") {
+        let path = args.get(i + 1).expect("--jsonl FILE");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        for e in &events {
+            serde_json::to_writer(&mut out, e).unwrap();
+            std::io::Write::write_all(&mut out, b"\n").unwrap();
+        }
+        std::io::Write::flush(&mut out).unwrap();
+        println!("wrote {} events to {path}", events.len());
+        return;
+    }
     println!("{} events: {PROJECTS} projects, {DAYS} days", events.len());
     let before = rss_kib();
     let started = Instant::now();

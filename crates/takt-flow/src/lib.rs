@@ -422,6 +422,9 @@ impl Flow {
             checks: Vec::new(),
             joined: Default::default(),
             acknowledged: None,
+            remediation: None,
+            pages: 0,
+            paged_at: None,
             reminders: 0,
             reminded_at: None,
             timeline: vec![takt_views::IncidentEntry {

@@ -61,6 +61,35 @@ pub fn critical_path(r: &RunFacts) -> Vec<Step> {
     path
 }
 
+/// One run's critical path, with the job that would shorten it most and its flow efficiency
+/// (what a run's page shows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCriticalPath {
+    pub steps: Vec<Step>,
+    /// The longest job on it.
+    pub shorten: String,
+    /// Work on the path over the run's time (from its start to its finish, or to its last
+    /// job's finish while it runs), at most 1.
+    pub efficiency: f64,
+}
+
+/// `r`'s critical path, or none while no job has finished.
+pub fn run_path(r: &RunFacts) -> Option<RunCriticalPath> {
+    let steps = critical_path(r);
+    let longest = steps.iter().max_by(|a, b| a.work.total_cmp(&b.work))?.job.clone();
+    let last = r
+        .finished_at
+        .or_else(|| r.jobs.values().filter_map(|j| j.finished).max());
+    let took = r.started_at.zip(last).map_or(0.0, |(s, f)| secs(f - s));
+    let work: f64 = steps.iter().map(|s| s.work).sum();
+    let efficiency = if took > 0.0 { (work / took).min(1.0) } else { 1.0 };
+    Some(RunCriticalPath {
+        steps,
+        shorten: longest,
+        efficiency,
+    })
+}
+
 /// One run's path, summed up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunPath {
@@ -120,28 +149,24 @@ pub fn report(flow: &Flow, scope: &Scope) -> Paths {
     let mut recent = Vec::new();
     let mut counted = 0;
     for ((project, run), r) in runs {
-        let path = critical_path(r);
-        let Some(longest) = path.iter().max_by(|a, b| a.work.total_cmp(&b.work)) else {
+        let Some(p) = run_path(r) else {
             continue;
         };
         counted += 1;
-        let took = r.started_at.zip(r.finished_at).map_or(0.0, |(s, f)| secs(f - s));
-        let work: f64 = path.iter().map(|s| s.work).sum();
-        let e = if took > 0.0 { (work / took).min(1.0) } else { 1.0 };
-        efficiency.push(e);
-        for s in &path {
+        efficiency.push(p.efficiency);
+        for s in &p.steps {
             let j = jobs.entry((project.clone(), s.job.clone())).or_default();
             j.0 += 1;
-            j.1 += usize::from(s.job == longest.job);
+            j.1 += usize::from(s.job == p.shorten);
             j.2.push(s.work);
             j.3.push(s.wait);
         }
         recent.push(RunPath {
             project: project.clone(),
             run: *run,
-            path: path.iter().map(|s| s.job.clone()).collect(),
-            shorten: longest.job.clone(),
-            efficiency: e,
+            path: p.steps.iter().map(|s| s.job.clone()).collect(),
+            shorten: p.shorten,
+            efficiency: p.efficiency,
         });
     }
     recent.reverse();

@@ -564,6 +564,25 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         checks: Vec<String>,
     },
+    /// What takt did about incident `id` by its environment's `remediate:`: began `action` on
+    /// deployment `deploy` (`PROJECT/ENV#N`), how it ended, or why it did nothing. One
+    /// remediation per incident.
+    IncidentRemediation {
+        id: String,
+        action: RemedyAction,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deploy: Option<String>,
+        outcome: RemedyOutcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// Incident `id` escalated: page number `count` to the on-call subscribers (`on_call:
+    /// true`), repeated until someone acknowledges it.
+    IncidentPaged {
+        id: String,
+        count: u32,
+        reason: PageReason,
+    },
     /// Incident `id` is still open and nobody has acknowledged it: reminder number `count`
     /// (the environment's `remind_every`).
     IncidentReminder {
@@ -682,6 +701,40 @@ pub struct ImportedIncident {
     /// The imported deployment (its `id`) that caused it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+}
+
+/// What remediation does (an environment's `remediate:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum RemedyAction {
+    Rollback,
+    Restart,
+    Command,
+}
+
+/// How a remediation went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum RemedyOutcome {
+    Started,
+    Succeeded,
+    Failed,
+    /// Nothing was done (`detail` says why: the environment is halted, no deployment
+    /// finished within `remediate_window` before the incident, nothing to roll back to).
+    Skipped,
+}
+
+/// Why an incident paged its on-call subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum PageReason {
+    /// Open and unacknowledged `escalate_after` after it opened (or since the last page).
+    Unresolved,
+    /// Its remediation failed.
+    RemediationFailed,
 }
 
 /// What opened an incident.
@@ -997,6 +1050,18 @@ pub enum DeployOutcome {
 }
 
 impl DeployOutcome {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl RemedyAction {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl RemedyOutcome {
     pub fn name(self) -> &'static str {
         self.into()
     }

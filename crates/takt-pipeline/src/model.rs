@@ -33,6 +33,30 @@ pub struct Pipeline {
     pub maintenance: Vec<takt_monitor::maintenance::Window>,
     /// Flaky tests that may fail without failing their job, until a date (`quarantine:`).
     pub quarantine: Vec<Quarantined>,
+    /// How the flow metrics judge (default branch only).
+    pub metrics: MetricsConfig,
+}
+
+/// `metrics:`: the flow metrics' band thresholds (docs/metrics.md, "Bands"); what is not set
+/// keeps its default.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricsConfig {
+    pub bands: Bands,
+    /// No band below this many values.
+    pub min_sample: Option<u32>,
+}
+
+/// The bounds of elite, high and medium per key (beyond medium: low).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Bands {
+    /// Successful deployments per day, at least.
+    pub deployment_frequency: Option<[f64; 3]>,
+    /// Lead time p50 in seconds, at most.
+    pub lead_time_s: Option<[f64; 3]>,
+    pub change_fail_rate: Option<[f64; 3]>,
+    /// Recovery time p50 in seconds, at most.
+    pub recovery_s: Option<[f64; 3]>,
+    pub rework_rate: Option<[f64; 3]>,
 }
 
 /// A `quarantine:` entry: test case `name` (of `suite`, in `job`, when given) may fail without
@@ -196,6 +220,9 @@ pub struct Subscriber {
     pub url: String,
     /// Event kinds to send (empty: all; Slack: runs, deploys and incidents).
     pub events: Vec<String>,
+    /// `on_call: true`: it is paged when an incident escalates (`incident_paged`, which only
+    /// on-call subscribers get).
+    pub on_call: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,8 +394,36 @@ pub struct Environment {
     pub production: Option<bool>,
     /// While one of its incidents is open and unacknowledged, a reminder this often.
     pub remind_every: Option<Duration>,
+    /// What takt does itself when a check opens an incident here soon after a deployment
+    /// (`remediate:`, production environments only; default none).
+    pub remediate: Remedy,
+    /// How soon after a deployment finished an incident counts as its doing (default 30 min).
+    pub remediate_window: Duration,
+    /// An incident still open and unacknowledged this long pages the on-call subscribers
+    /// (default 10 min; production environments only).
+    pub escalate_after: Duration,
     pub pos: Pos,
 }
+
+/// `remediate:`: what takt does when a check opens an incident in a production environment
+/// within `remediate_window` after a deployment there finished.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Remedy {
+    #[default]
+    None,
+    /// Roll that deployment back (as `takt rollback` does, smoke checks included).
+    Rollback,
+    /// Restart its instances, one at a time (process and nginx drivers).
+    Restart,
+    /// Run this command (`sh -c`, in the server's data directory, with `TAKT_INCIDENT`,
+    /// `TAKT_ENVIRONMENT`, `TAKT_DEPLOY` and the environment's variables).
+    Command(String),
+}
+
+/// The default `remediate_window`.
+pub const DEFAULT_REMEDIATE_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// The default `escalate_after`.
+pub const DEFAULT_ESCALATE_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// Whether environment `name` is production: it says `production: true`, or it says nothing
 /// and no other environment `requires` it (the end of the promotion path).

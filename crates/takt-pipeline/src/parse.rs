@@ -2,6 +2,7 @@
 
 mod checks;
 mod environments;
+mod metrics;
 
 use crate::diag::{Diagnostic, Diagnostics, Pos, did_you_mean};
 use crate::duration;
@@ -37,6 +38,7 @@ const TOP_KEYS: &[&str] = &[
     "checks",
     "maintenance",
     "quarantine",
+    "metrics",
 ];
 const RESERVED: &[&str] = &["flags"];
 const JOB_KEYS: &[&str] = &[
@@ -436,6 +438,7 @@ impl Cx {
         let mut checks = Vec::new();
         let mut maintenance = Vec::new();
         let mut quarantine = Vec::new();
+        let mut metrics = MetricsConfig::default();
         for (k, v) in top {
             match key(k) {
                 "version" => {
@@ -483,6 +486,7 @@ impl Cx {
                 "checks" => checks = self.checks(v),
                 "maintenance" => maintenance = self.maintenance(v),
                 "quarantine" => quarantine = self.quarantine(v),
+                "metrics" => metrics = self.metrics(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {
@@ -541,6 +545,7 @@ impl Cx {
             checks,
             maintenance,
             quarantine,
+            metrics,
         })
     }
 
@@ -726,7 +731,7 @@ impl Cx {
             let Some(fields) = self.map(item, "a `notify` entry") else {
                 continue;
             };
-            let (mut target, mut events) = (None, Vec::new());
+            let (mut target, mut events, mut on_call) = (None, Vec::new(), false);
             for (fk, fv) in fields {
                 match key(fk) {
                     k @ ("webhook" | "slack") => {
@@ -741,11 +746,17 @@ impl Cx {
                         }
                     }
                     "events" => events = self.strings(fv, "`events`").unwrap_or_default(),
-                    _ => self.unknown_key(fk, &["webhook", "slack", "events"], "a `notify` entry"),
+                    "on_call" => on_call = self.bool(fv, "`on_call`").unwrap_or(false),
+                    _ => self.unknown_key(fk, &["webhook", "slack", "events", "on_call"], "a `notify` entry"),
                 }
             }
             match target {
-                Some((slack, url)) => out.push(crate::model::Subscriber { slack, url, events }),
+                Some((slack, url)) => out.push(crate::model::Subscriber {
+                    slack,
+                    url,
+                    events,
+                    on_call,
+                }),
                 None => self.err(item.pos, "a `notify` entry needs `webhook: URL` or `slack: URL`"),
             }
         }

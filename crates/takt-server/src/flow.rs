@@ -58,6 +58,7 @@ pub fn build(
     flow: &Flow,
     project: Option<&str>,
     production: &HashMap<String, Vec<String>>,
+    thresholds: &takt_flow::dora::Thresholds,
     length: time::Duration,
     to: OffsetDateTime,
 ) -> FlowReport {
@@ -75,7 +76,6 @@ pub fn build(
         from: from - length,
         to: from,
     };
-    let thresholds = takt_flow::dora::Thresholds::default();
     let mut environments: Vec<String> = production
         .iter()
         .filter(|(p, _)| project.is_none_or(|w| w == p.as_str()))
@@ -87,12 +87,34 @@ pub fn build(
         environments,
         from: takt_model::timefmt::rfc3339(from),
         to: takt_model::timefmt::rfc3339(to),
-        dora: takt_flow::dora::report(flow, &scope, &thresholds),
-        previous: takt_flow::dora::report(flow, &before, &thresholds),
+        dora: takt_flow::dora::report(flow, &scope, thresholds),
+        previous: takt_flow::dora::report(flow, &before, thresholds),
         bottleneck: takt_flow::bottleneck::report(flow, &scope),
         coffee: takt_flow::coffee::report(flow, &scope),
         paths: takt_flow::path::report(flow, &scope),
+        thresholds: thresholds.clone(),
     }
+}
+
+/// The band thresholds `metrics:` sets, over the defaults.
+pub fn thresholds(m: &takt_pipeline::MetricsConfig) -> takt_flow::dora::Thresholds {
+    let mut t = takt_flow::dora::Thresholds::default();
+    let b = &m.bands;
+    for (slot, set) in [
+        (&mut t.frequency_per_day, b.deployment_frequency),
+        (&mut t.lead_time_s, b.lead_time_s),
+        (&mut t.change_fail_rate, b.change_fail_rate),
+        (&mut t.recovery_s, b.recovery_s),
+        (&mut t.rework_rate, b.rework_rate),
+    ] {
+        if let Some(v) = set {
+            *slot = v;
+        }
+    }
+    if let Some(n) = m.min_sample {
+        t.min_sample = n as usize;
+    }
+    t
 }
 
 /// The environments of `envs` that count: `only` by name, or else the production ones.
@@ -116,17 +138,29 @@ pub async fn report(
     }
     let length = window(q.since.as_deref()).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     // Which environments are production, per project, from each default branch's settings.
+    // A report over several projects uses the bands they all set alike, or else the defaults.
     let mut production: HashMap<String, Vec<String>> = HashMap::new();
+    let mut bands: Option<takt_pipeline::MetricsConfig> = None;
+    let mut alike = true;
     let projects: Vec<String> = state.projects.read().list().iter().map(|p| p.name.clone()).collect();
     for p in projects.iter().filter(|p| q.project.as_ref().is_none_or(|w| w == *p)) {
-        let envs = state.ci.branch_config(p).unwrap_or_default().environments;
-        production.insert(p.clone(), production_of(&envs, q.env.as_deref()));
+        let cfg = state.ci.branch_config(p).unwrap_or_default();
+        production.insert(p.clone(), production_of(&cfg.environments, q.env.as_deref()));
+        match &bands {
+            None => bands = Some(cfg.metrics),
+            Some(b) => alike &= *b == cfg.metrics,
+        }
     }
+    let thresholds = match bands {
+        Some(b) if alike => thresholds(&b),
+        _ => takt_flow::dora::Thresholds::default(),
+    };
     let flow = state.flow.flow.read();
     Ok(Json(build(
         &flow,
         q.project.as_deref(),
         &production,
+        &thresholds,
         length,
         OffsetDateTime::now_utc(),
     )))
@@ -150,9 +184,10 @@ pub async fn flaky(
 pub fn gauges(state: &AppState) {
     let projects: Vec<String> = state.projects.read().list().iter().map(|p| p.name.clone()).collect();
     let to = OffsetDateTime::now_utc();
-    let thresholds = takt_flow::dora::Thresholds::default();
     for p in projects {
-        let envs = state.ci.branch_config(&p).unwrap_or_default().environments;
+        let cfg = state.ci.branch_config(&p).unwrap_or_default();
+        let thresholds = thresholds(&cfg.metrics);
+        let envs = cfg.environments;
         let is_production = |_: &str, e: &str| takt_pipeline::is_production(&envs, e);
         let scope = Scope {
             project: Some(&p),

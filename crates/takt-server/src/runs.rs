@@ -115,7 +115,16 @@ pub async fn show_run(
 ) -> Result<Json<Value>, ApiError> {
     // The run is parsed here, not by a typed path: authorization (the route layer) comes first.
     let run = parse_run(&run)?;
-    Ok(Json(json!(load_run(&state, &project, run).await?.1)))
+    let (events, view) = load_run(&state, &project, run).await?;
+    let mut v = json!(view);
+    // Its critical path through the job graph (takt-flow), once a job has finished.
+    let flow = <takt_flow::Flow as Projection>::fold(&events);
+    if let Some(path) = flow.runs.get(&(project, run)).and_then(takt_flow::path::run_path)
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("critical_path".into(), json!(path));
+    }
+    Ok(Json(v))
 }
 
 pub(crate) fn queue_error(e: crate::queue::QueueError) -> ApiError {

@@ -4,7 +4,10 @@
 use crate::Projection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use takt_model::{Event, EventKind, IncidentStatus, IncidentTrigger, OffsetDateTime, Severity, incident_id, timefmt};
+use takt_model::{
+    Event, EventKind, IncidentStatus, IncidentTrigger, OffsetDateTime, PageReason, RemedyAction, RemedyOutcome,
+    Severity, incident_id, timefmt,
+};
 
 /// One entry of an incident's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,7 +60,28 @@ pub struct Incident {
     pub reminders: u32,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "timefmt::ms::option")]
     pub reminded_at: Option<OffsetDateTime>,
+    /// What remediation did about it (`remediate:`), as it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<Remediation>,
+    /// Pages to the on-call subscribers, and the last.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pages: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timefmt::ms::option")]
+    pub paged_at: Option<OffsetDateTime>,
     pub timeline: Vec<IncidentEntry>,
+}
+
+/// An incident's remediation: what takt did, on which deployment, and how it went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Remediation {
+    pub action: RemedyAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<String>,
+    pub outcome: RemedyOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(with = "timefmt::ms")]
+    pub at: OffsetDateTime,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -111,6 +135,8 @@ impl Projection for Incidents {
         "incident_resolved",
         "incident_cause_marked",
         "incident_reminder",
+        "incident_remediation",
+        "incident_paged",
     ];
 
     fn apply(&mut self, e: &Event) {
@@ -153,6 +179,9 @@ impl Projection for Incidents {
                     acknowledged: None,
                     reminders: 0,
                     reminded_at: None,
+                    remediation: None,
+                    pages: 0,
+                    paged_at: None,
                     timeline: vec![entry(Some(IncidentStatus::Investigating), Some(reason), by.as_ref())],
                 };
                 self.incidents.insert(id, incident);
@@ -206,6 +235,39 @@ impl Projection for Incidents {
                     i.auto_resolved = *auto;
                     i.timeline
                         .push(entry(Some(IncidentStatus::Resolved), note.as_ref(), Some(by)));
+                }
+            }
+            EventKind::IncidentRemediation {
+                id,
+                action,
+                deploy,
+                outcome,
+                detail,
+            } => {
+                if let Some(i) = self.incidents.get_mut(id) {
+                    let on = deploy.as_deref().map(|d| format!(" of {d}")).unwrap_or_default();
+                    let why = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+                    let note = format!("remediation: {}{on} {}{why}", action.name(), outcome.name());
+                    i.timeline.push(entry(None, Some(&note), Some(&"takt".to_string())));
+                    i.remediation = Some(Remediation {
+                        action: *action,
+                        deploy: deploy.clone(),
+                        outcome: *outcome,
+                        detail: detail.clone(),
+                        at: e.at,
+                    });
+                }
+            }
+            EventKind::IncidentPaged { id, count, reason } => {
+                if let Some(i) = self.incidents.get_mut(id) {
+                    i.pages = i.pages.max(*count);
+                    i.paged_at = Some(e.at);
+                    let why = match reason {
+                        PageReason::Unresolved => "still unresolved",
+                        PageReason::RemediationFailed => "remediation failed",
+                    };
+                    let note = format!("paged on call (page {count}: {why})");
+                    i.timeline.push(entry(None, Some(&note), Some(&"takt".to_string())));
                 }
             }
             EventKind::IncidentCauseMarked { id, deploy, by } => {

@@ -708,7 +708,11 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
                 let v: serde_json::Value = api.get(&path).await?;
                 outln!("{v}");
             } else {
-                let v: takt_views::RunView = api.get(&path).await?;
+                let raw: serde_json::Value = api.get(&path).await?;
+                let critical: Option<takt_flow::path::RunCriticalPath> = raw
+                    .get("critical_path")
+                    .and_then(|c| serde_json::from_value(c.clone()).ok());
+                let v: takt_views::RunView = serde_json::from_value(raw)?;
                 outln!("run #{run} of {project}: {} at {}", v.status.name(), v.commit);
                 // Why it ended before any job ran: superseded, an invalid takt.yml, ...
                 if let Some(reason) = &v.reason {
@@ -727,6 +731,20 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
                     })
                     .collect();
                 outln!("{}", table(&["job", "status", "exit", "reason"], rows));
+                if let Some(c) = critical {
+                    let work = |s: f64| takt_model::timefmt::human(std::time::Duration::from_secs_f64(s.max(0.0)));
+                    let path: Vec<String> = c
+                        .steps
+                        .iter()
+                        .map(|s| format!("{} ({})", s.job, work(s.work)))
+                        .collect();
+                    outln!(
+                        "critical path: {}; `{}` would shorten the run most; flow efficiency {:.0}%",
+                        path.join(" → "),
+                        c.shorten,
+                        c.efficiency * 100.0
+                    );
+                }
             }
         }
         RunsCommand::Cancel { project, run, remote } => {

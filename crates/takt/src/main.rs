@@ -6,6 +6,7 @@ mod artifact_cli;
 mod check_cli;
 mod client;
 mod env_cli;
+mod import_csv;
 mod incident_cli;
 mod metrics_cli;
 mod ops;

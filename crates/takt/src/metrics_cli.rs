@@ -38,8 +38,9 @@ pub struct Local {
     data_dir: Option<std::path::PathBuf>,
 }
 
-/// `takt run`'s local log folded into the flow view, and the working tree's environments.
-async fn local_flow(l: &Local) -> anyhow::Result<(takt_flow::Flow, Vec<takt_pipeline::Environment>)> {
+/// `takt run`'s local log folded into the flow view, and the working tree's takt.yml (its
+/// environments and `metrics:`), when it reads.
+async fn local_flow(l: &Local) -> anyhow::Result<(takt_flow::Flow, Option<takt_pipeline::Pipeline>)> {
     use anyhow::Context;
     use takt_views::Projection;
     let (root, tree) = match &l.data_dir {
@@ -64,12 +65,10 @@ async fn local_flow(l: &Local) -> anyhow::Result<(takt_flow::Flow, Vec<takt_pipe
         ..Default::default()
     };
     store.scan(&filter, |e| flow.apply(&e)).await?;
-    let envs = tree
+    let pipeline = tree
         .and_then(|t| std::fs::read(t.join("takt.yml")).ok())
-        .and_then(|b| takt_pipeline::parse("takt.yml", &b).ok())
-        .map(|p| p.environments)
-        .unwrap_or_default();
-    Ok((flow, envs))
+        .and_then(|b| takt_pipeline::parse("takt.yml", &b).ok());
+    Ok((flow, pipeline))
 }
 
 fn human_secs(s: f64) -> String {
@@ -151,8 +150,10 @@ fn rows(d: &Dora, p: &Dora) -> Vec<Vec<String>> {
 pub async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
     let v: FlowReport = if a.local.local {
         let length = takt_server::flow::window(Some(&a.since)).map_err(crate::client::BadInput)?;
-        let (flow, envs) = local_flow(&a.local).await?;
-        let names = takt_server::flow::production_of(&envs, a.env.as_deref());
+        let (flow, pipeline) = local_flow(&a.local).await?;
+        let envs = pipeline.as_ref().map(|p| p.environments.as_slice()).unwrap_or_default();
+        let names = takt_server::flow::production_of(envs, a.env.as_deref());
+        let thresholds = takt_server::flow::thresholds(&pipeline.map(|p| p.metrics).unwrap_or_default());
         let mut projects: Vec<String> = flow.runs.keys().map(|(p, _)| p.clone()).collect();
         projects.extend(flow.deployments.keys().map(|(p, _, _)| p.clone()));
         let production = projects.into_iter().map(|p| (p, names.clone())).collect();
@@ -160,6 +161,7 @@ pub async fn metrics(a: MetricsArgs) -> anyhow::Result<()> {
             &flow,
             a.project.as_deref(),
             &production,
+            &thresholds,
             length,
             takt_model::OffsetDateTime::now_utc(),
         )
@@ -300,8 +302,11 @@ pub async fn flaky(a: FlakyArgs) -> anyhow::Result<()> {
 pub struct ImportArgs {
     /// The project the history is of.
     project: String,
-    /// A JSON file: `{"deployments": [...], "incidents": [...]}` (docs/metrics.md).
-    file: std::path::PathBuf,
+    /// JSON files (`{"deployments": [...], "incidents": [...]}`) or CSV files (a deployments,
+    /// incidents or commits table each, told apart by their header): docs/metrics.md has both
+    /// formats. All of them go in one import.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<std::path::PathBuf>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -310,16 +315,26 @@ pub struct ImportArgs {
 
 pub async fn import(a: ImportArgs) -> anyhow::Result<()> {
     use crate::client::BadInput;
-    let name = a.file.display().to_string();
-    let text = std::fs::read_to_string(&a.file).map_err(|e| BadInput(format!("cannot read {name}: {e}")))?;
-    // Read here first: a mistake is said with its line and column, and nothing is sent.
-    let body: takt_api::ImportBody = serde_json::from_str(&text).map_err(|e| {
-        BadInput(format!(
-            "{name}:{}:{}: {e} (the format is in docs/metrics.md, `takt import`)",
-            e.line(),
-            e.column()
-        ))
-    })?;
+    // Read here first: a mistake is said with its file and line, and nothing is sent.
+    let mut tables = crate::import_csv::Tables::default();
+    for file in &a.files {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(file).map_err(|e| BadInput(format!("cannot read {name}: {e}")))?;
+        if file.extension().is_some_and(|x| x.eq_ignore_ascii_case("csv")) {
+            tables.read(&name, &text)?;
+            continue;
+        }
+        let body: takt_api::ImportBody = serde_json::from_str(&text).map_err(|e| {
+            BadInput(format!(
+                "{name}:{}:{}: {e} (the format is in docs/metrics.md, `takt import`)",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        tables.deployments.extend(body.deployments);
+        tables.incidents.extend(body.incidents);
+    }
+    let body = tables.finish()?;
     let api = Api::new(&a.remote)?;
     let v: takt_api::ImportAnswer = api
         .send_json(

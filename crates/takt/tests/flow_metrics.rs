@@ -26,6 +26,23 @@ async fn a_promoted_commit_shows_in_the_production_keys() {
     let (st, b) = post_json(&s, "/api/v1/projects/app/trigger", &admin, json!({"rev": "main"})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
     finished_run(&s, &admin, "app", 1).await;
+    // The run's page: its critical path, build then the test that needed it (the longest).
+    let (code, out, err) = cli(&s, &admin, &["runs", "show", "app", "1", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let run: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let steps: Vec<&str> = run["critical_path"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["job"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["build", "test"], "{run:#}");
+    assert_eq!(run["critical_path"]["shorten"], "test", "{run:#}");
+    let (_, out, _) = cli(&s, &admin, &["runs", "show", "app", "1"]);
+    assert!(
+        out.contains("critical path: build (") && out.contains("`test` would shorten the run most"),
+        "{out}"
+    );
     settled(&s, &admin, "app", "staging", 1).await;
     let (st, b) = post_json(&s, "/api/v1/environments/app/production/promote", &admin, json!({})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
@@ -325,14 +342,14 @@ fn quarantined_tests_may_fail_until_their_date() {
 }
 
 /// `takt import`: a project's history from before takt shows in its flow metrics from day
-/// one; importing it again changes nothing; a bad file is refused with where and why.
+/// one, judged by the bands its takt.yml sets; importing it again changes nothing; the same
+/// history as CSV tables counts the same; a bad file is refused with where and why.
 #[tokio::test]
 async fn imported_history_counts_in_the_flow_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repo::new(&[(
-        "takt.yml",
-        "jobs:\n  a: {script: [x]}\nenvironments:\n  production: {driver: command, deploy: \"true\"}\n",
-    )]);
+    let yml = "jobs:\n  a: {script: [x]}\nenvironments:\n  production: {driver: command, deploy: \"true\"}\n\
+               metrics:\n  bands: {lead_time: [1h, 2h, 3h], deployment_frequency: [1/day, 1/week, 1/month]}\n  min_sample: 1\n";
+    let repo = Repo::new(&[("takt.yml", yml)]);
     let s = start(&dir.path().join("data"), &[]);
     let admin = s.printed_token.clone().unwrap();
     add_project(&s, &admin, "app", repo.path()).await;
@@ -383,6 +400,99 @@ async fn imported_history_counts_in_the_flow_metrics() {
     assert_eq!((&lead["sample"], &lead["p50"]), (&json!(3), &json!(90000.0)), "{m:#}");
     // d2's impact began at its start; it was restored when it finished (1 h).
     assert_eq!(d["recovery_time"]["time"]["p50"], json!(3600.0), "{m:#}");
+    // takt.yml's bands: 25 h is beyond medium (3 h), where the default bands say high (≤ 7 d);
+    // one sample is enough (`min_sample: 1`).
+    assert_eq!(
+        m["thresholds"]["lead_time_s"],
+        json!([3600.0, 7200.0, 10800.0]),
+        "{m:#}"
+    );
+    assert_eq!(m["thresholds"]["min_sample"], 1, "{m:#}");
+    assert_eq!(d["change_lead_time"]["band"], "low", "{m:#}");
+    // 2 deployments in 30 days: 1/15 a day, between 1/week and 1/month.
+    assert_eq!(d["deployment_frequency"]["band"], "medium", "{m:#}");
+
+    // The same history as CSV tables, into a second project: the same keys.
+    add_project(&s, &admin, "app2", repo.path()).await;
+    let csv = |name: &str, text: String| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f.display().to_string()
+    };
+    let deployments = csv(
+        "deployments.csv",
+        format!(
+            "id,environment,started_at,finished_at,outcome,artifact\n\
+             d1,production,{},{},succeeded,v1\nd2,production,{},{},rolled_back,v2\n\
+             d3,production,{},{},succeeded,v3\nd4, production ,{},{},succeeded,v3\n",
+            t(20, 0),
+            t(20, 1),
+            t(15, 0),
+            t(15, 1),
+            t(10, 0),
+            t(10, 1),
+            t(9, 0),
+            t(9, 1)
+        ),
+    );
+    let commits = csv(
+        "commits.csv",
+        format!(
+            "deployment,sha,committed_at\nd1,c1,{}\nd2,c2,{}\nd3,c2,{}\nd3,c3,{}\n",
+            t(21, 0),
+            t(16, 0),
+            t(16, 0),
+            t(11, 0)
+        ),
+    );
+    let incidents = csv(
+        "incidents.csv",
+        format!(
+            "id,environment,opened_at,impact_started_at,resolved_at,cause\ni1,production,{},{},{},d2\n",
+            t(15, 1),
+            t(15, 0),
+            t(15, 1)
+        ),
+    );
+    let (code, out, err) = cli(&s, &admin, &["import", "app2", &deployments, &commits, &incidents]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("app2: 4 deployments and 1 incidents imported"), "{out}");
+    let (_, out, _) = cli(&s, &admin, &["metrics", "--project", "app2", "--json"]);
+    let m2: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut d2 = m2["dora"].clone();
+    // The names differ by project only.
+    d2["change_fail_rate"]["deployments"] = json!(["app/production#import:d2"]);
+    assert_eq!(d2, m["dora"], "{m2:#}");
+    for (file, text, says) in [
+        (
+            "bad1.csv",
+            "id,environment,when\n".to_string(),
+            "bad1.csv:1: the header names neither",
+        ),
+        (
+            "bad2.csv",
+            format!(
+                "id,environment,started_at,finished_at,outcome\nd9,production,{},yesterday,succeeded\n",
+                t(1, 0)
+            ),
+            "bad2.csv:2: column `finished_at`",
+        ),
+        (
+            "bad3.csv",
+            format!("deployment,sha,committed_at\nnope,c9,{}\n", t(1, 0)),
+            "bad3.csv:2: commit `c9` names deployment `nope`",
+        ),
+        (
+            "bad4.csv",
+            format!("id,environment,opened_at,colour\ni9,production,{},red\n", t(1, 0)),
+            "bad4.csv:2:",
+        ),
+    ] {
+        let f = csv(file, text);
+        let (code, _, err) = cli(&s, &admin, &["import", "app2", &f]);
+        assert_eq!(code, Some(2), "{file}: {err}");
+        assert!(err.contains(says), "{file}: {err}");
+    }
 
     // Bad files: nothing is imported.
     for (text, says) in [

@@ -73,6 +73,11 @@ const CORPUS: &[(&str, &str)] = &[
         "52-check-bad-condition",
         "52-check-bad-condition.yml:9:10: error: invalid condition `[RESPONSE_TIEM] < 500`: unknown placeholder [RESPONSE_TIEM]: did you mean [RESPONSE_TIME]?",
     ),
+    // The flow metrics issue: bands in the wrong order.
+    (
+        "53-metrics-bands-backwards",
+        "53-metrics-bands-backwards.yml:7:23: error: `metrics.bands.change_fail_rate`: the bounds must go from the smallest (elite) to the largest (medium)",
+    ),
 ];
 
 fn lint(path: &Path) -> (Option<i32>, String) {

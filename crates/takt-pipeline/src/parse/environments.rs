@@ -29,6 +29,9 @@ const ENV_KEYS: &[&str] = &[
     "on_restart",
     "production",
     "remind_every",
+    "remediate",
+    "remediate_window",
+    "escalate_after",
 ];
 
 impl Cx {
@@ -114,6 +117,9 @@ impl Cx {
             continue_on_restart: false,
             production: None,
             remind_every: None,
+            remediate: Remedy::None,
+            remediate_window: DEFAULT_REMEDIATE_WINDOW,
+            escalate_after: DEFAULT_ESCALATE_AFTER,
             pos: k.pos,
         };
         let ctx = format!("environment `{name}`");
@@ -204,8 +210,29 @@ impl Cx {
                         e.remind_every = None;
                     }
                 }
+                "remediate" => e.remediate = self.remedy(fv),
+                k @ ("remediate_window" | "escalate_after") => {
+                    if let Some(d) = self.duration(fv, &format!("`{k}`")) {
+                        if d < Duration::from_secs(1) {
+                            self.err(fv.pos, format!("`{k}` must be at least 1s"));
+                        } else if k == "remediate_window" {
+                            e.remediate_window = d;
+                        } else {
+                            e.escalate_after = d;
+                        }
+                    }
+                }
                 _ => self.unknown_key(fk, ENV_KEYS, &ctx),
             }
+        }
+        if e.remediate == Remedy::Restart && e.driver == Driver::Command {
+            self.err_help(
+                k.pos,
+                format!(
+                    "environment `{name}` has `remediate: restart`, but the command driver runs no instances to restart"
+                ),
+                "use `remediate: rollback`, or `remediate: {command: ...}` with a command that restarts the service",
+            );
         }
         if e.driver == Driver::Command && e.deploy.is_none() {
             self.err_help(
@@ -229,6 +256,48 @@ impl Cx {
             );
         }
         Some(e)
+    }
+
+    /// `remediate: rollback | restart | none | {command: SCRIPT}`.
+    fn remedy(&mut self, n: &Node) -> Remedy {
+        let help = "write `remediate: rollback`, `restart`, `none`, or `{command: ./fix.sh}`";
+        match &n.kind {
+            NodeKind::Map(fields) => {
+                let mut out = Remedy::None;
+                for (k, v) in fields {
+                    match key(k) {
+                        "command" => {
+                            if let Some(c) = self.string(v, "`remediate.command`") {
+                                if c.trim().is_empty() {
+                                    self.err(v.pos, "`remediate.command` is empty");
+                                } else {
+                                    out = Remedy::Command(c);
+                                }
+                            }
+                        }
+                        _ => self.unknown_key(k, &["command"], "`remediate`"),
+                    }
+                }
+                if out == Remedy::None && fields.is_empty() {
+                    self.err_help(n.pos, "`remediate` is an empty mapping", help);
+                }
+                out
+            }
+            _ => match self.string(n, "`remediate`").as_deref() {
+                Some("rollback") => Remedy::Rollback,
+                Some("restart") => Remedy::Restart,
+                Some("none") => Remedy::None,
+                Some(other) => {
+                    self.err_help(
+                        n.pos,
+                        format!("`remediate` is rollback, restart, none or {{command: ...}}, not `{other}`"),
+                        help,
+                    );
+                    Remedy::None
+                }
+                None => Remedy::None,
+            },
+        }
     }
 
     fn strategy(&mut self, n: &Node) -> Option<Strategy> {
