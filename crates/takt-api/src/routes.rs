@@ -71,6 +71,7 @@ pub enum Op {
     ListIncidents,
     OpenIncident,
     ShowIncident,
+    Postmortem,
     UpdateIncident,
     AckIncident,
     ResolveIncident,
@@ -491,6 +492,14 @@ pub const ROUTES: &[Route] = &[
         "One incident: its timeline and its suspects",
     )
     .answers(Body::json::<IncidentDetail>()),
+    route(
+        Op::Postmortem,
+        Get,
+        "/api/v1/projects/{name}/incidents/{number}/postmortem",
+        Some(Read),
+        "A blameless postmortem draft of an incident, from the event log (`takt postmortem` renders it as Markdown)",
+    )
+    .answers(Body::json::<PostmortemDraft>()),
     route(
         Op::UpdateIncident,
         Post,

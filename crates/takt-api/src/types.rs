@@ -522,6 +522,15 @@ pub struct FlowReport {
     pub thresholds: takt_flow::dora::Thresholds,
 }
 
+/// `GET /api/v1/projects/{name}/incidents/{number}/postmortem`: the draft, typed and as
+/// Markdown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PostmortemDraft {
+    #[schema(value_type = Object)]
+    pub postmortem: takt_monitor::postmortem::Postmortem,
+    pub markdown: String,
+}
+
 /// `POST /api/v1/projects/{name}/import`: history from before takt (docs/metrics.md).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

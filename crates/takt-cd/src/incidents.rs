@@ -74,6 +74,28 @@ impl Cd {
             .with(|envs| suspects(incident, envs, &commits, DEFAULT_WINDOW)))
     }
 
+    /// A blameless postmortem draft of incident `id`, from the log around it.
+    pub async fn postmortem(&self, id: &str) -> Result<takt_monitor::postmortem::Postmortem, CdError> {
+        let incident = self.incident(id).await?;
+        let suspects = self.suspects(&incident).await?;
+        let events = self
+            .store
+            .events(&EventFilter {
+                project: Some(incident.project.clone()),
+                kinds: takt_monitor::postmortem::KINDS.to_vec(),
+                since: Some(incident.impact_started_at - takt_monitor::postmortem::LEAD_IN),
+                until: incident.resolved_at.map(|r| r + time::Duration::seconds(1)),
+                ..Default::default()
+            })
+            .await?;
+        Ok(takt_monitor::postmortem::draft(
+            &incident,
+            &events,
+            &suspects,
+            takt_model::OffsetDateTime::now_utc(),
+        ))
+    }
+
     /// Opens an incident in `project` (id `PROJECT#N`, the next number).
     pub async fn open_incident(&self, project: &str, new: NewIncident) -> Result<String, CdError> {
         // One at a time, so that two incidents never get the same number.

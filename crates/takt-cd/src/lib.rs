@@ -8,6 +8,7 @@
 
 pub mod auto;
 pub mod incidents;
+pub mod remedy;
 pub mod rollout;
 pub mod watchdog;
 

@@ -27,7 +27,7 @@ use takt_model::{
 use takt_pipeline::{CanaryStep, Environment, Metric, Strategy};
 
 /// How long instances get to answer their health path.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An environment's directory under the data directory.
 pub fn env_dir(data: &Path, project: &str, env: &str) -> PathBuf {
@@ -1048,7 +1048,7 @@ fn settings(env: &Environment) -> ProcessSettings {
     }
 }
 
-fn base_env() -> Vec<(String, String)> {
+pub(crate) fn base_env() -> Vec<(String, String)> {
     vec![
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
         ("HOME".into(), std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())),

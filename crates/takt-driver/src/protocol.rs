@@ -34,6 +34,13 @@ pub enum Request {
     Stop {
         slot: String,
     },
+    /// Restarts a slot's instances one at a time (remediation): each is stopped, started
+    /// again on its port, and answers its health path before the next.
+    Restart {
+        slot: String,
+        health: String,
+        ready_timeout_ms: u64,
+    },
     Status,
     /// Stops every instance and the supervisor.
     Shutdown,

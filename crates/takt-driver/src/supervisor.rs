@@ -42,6 +42,8 @@ struct Instance {
     pid: AtomicU32,
     restarts: AtomicU32,
     stop: watch::Sender<bool>,
+    /// How many processes it has started (a restart waits for the next).
+    spawned: watch::Sender<u64>,
 }
 
 struct Slot {
@@ -174,6 +176,7 @@ impl Supervisor {
                         pid: AtomicU32::new(0),
                         restarts: AtomicU32::new(0),
                         stop,
+                        spawned: watch::Sender::new(0),
                     });
                     tokio::spawn(keep_running(inst.clone(), spec.clone(), stop_rx));
                     started.push(inst);
@@ -245,6 +248,25 @@ impl Supervisor {
                     // load balancer's deregistration delay) before the instances are stopped.
                     tokio::time::sleep(DRAIN).await;
                     self.drop_instances(&s.instances).await;
+                }
+                ok(Some(self.status()))
+            }
+            Request::Restart {
+                slot,
+                health,
+                ready_timeout_ms,
+            } => {
+                let Some(instances) = self.slots.lock().get(&slot).map(|s| s.instances.clone()) else {
+                    return fail(format!("no slot `{slot}` runs here"));
+                };
+                let deadline = Instant::now() + Duration::from_millis(ready_timeout_ms);
+                for inst in &instances {
+                    if let Err(e) = restart(inst, &health, deadline).await {
+                        return fail(format!(
+                            "an instance of {slot} on port {} did not come back: {e}",
+                            inst.port
+                        ));
+                    }
                 }
                 ok(Some(self.status()))
             }
@@ -431,6 +453,7 @@ async fn keep_running(inst: Arc<Instance>, spec: Arc<Spec>, mut stop: watch::Rec
         };
         let pid = child.id().unwrap_or(0);
         inst.pid.store(pid, Ordering::Relaxed);
+        inst.spawned.send_modify(|n| *n += 1);
         let started = Instant::now();
         tokio::select! {
             status = child.wait() => {
@@ -453,6 +476,31 @@ async fn keep_running(inst: Arc<Instance>, spec: Arc<Spec>, mut stop: watch::Rec
             }
         }
     }
+}
+
+/// Ends an instance's process (SIGTERM to its group) so that [`keep_running`] starts it
+/// again, then waits for the new process to answer its health path.
+async fn restart(inst: &Instance, health: &str, deadline: Instant) -> Result<(), String> {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    let mut spawned = inst.spawned.subscribe();
+    let before = *spawned.borrow_and_update();
+    if let Ok(raw) = i32::try_from(inst.pid.load(Ordering::Relaxed))
+        && raw > 0
+    {
+        let _ = killpg(Pid::from_raw(raw), Signal::SIGTERM);
+    }
+    // Until keep_running has seen it exit and started another.
+    let again = tokio::time::timeout_at(
+        tokio::time::Instant::from_std(deadline),
+        spawned.wait_for(|n| *n > before),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if !again {
+        return Err("it did not start again in time".into());
+    }
+    wait_healthy(inst.port, health, deadline).await
 }
 
 /// SIGTERM to the instance's process group; SIGKILL if it is still there after 5 s.

@@ -56,6 +56,8 @@ pub struct ProjectChecks {
     pub maintenance: Vec<takt_monitor::maintenance::Window>,
     /// Each environment's `remind_every` (those that have one).
     pub remind: HashMap<String, std::time::Duration>,
+    /// Each production environment's `escalate_after` (the others page no one).
+    pub escalate: HashMap<String, std::time::Duration>,
 }
 
 /// Event kinds after which `project`'s incidents are brought in line with its checks.
@@ -178,7 +180,7 @@ impl Observe {
         }
     }
 
-    /// Sends the reminders due now; returns when the next one is due.
+    /// Sends the reminders and pages due now; returns when the next one is due.
     async fn remind(&self) -> Option<OffsetDateTime> {
         let filter = EventFilter {
             kinds: Incidents::KINDS.to_vec(),
@@ -191,18 +193,38 @@ impl Observe {
                 return Some(OffsetDateTime::now_utc() + time::Duration::seconds(5));
             }
         };
-        let mut remind: HashMap<String, HashMap<String, std::time::Duration>> = HashMap::new();
+        let mut settings: HashMap<String, ProjectChecks> = HashMap::new();
         let mut next: Option<OffsetDateTime> = None;
         for i in incidents
             .incidents
             .values()
             .filter(|i| i.is_open() && i.acknowledged.is_none())
         {
-            if !remind.contains_key(&i.project) {
-                let r = self.host.checks(&i.project).await.remind;
-                remind.insert(i.project.clone(), r);
+            if !settings.contains_key(&i.project) {
+                let c = self.host.checks(&i.project).await;
+                settings.insert(i.project.clone(), c);
             }
-            let Some(every) = remind.get(&i.project).and_then(|r| r.get(&i.environment)).copied() else {
+            let Some(c) = settings.get(&i.project) else { continue };
+            let every = c.remind.get(&i.environment).copied();
+            // Escalation: the on-call subscribers, paged until someone acknowledges.
+            if let Some(after) = c.escalate.get(&i.environment).copied()
+                && let Some((mut due, reason)) = takt_monitor::remedy::next_page(i, true, after, every)
+            {
+                let now = OffsetDateTime::now_utc();
+                if due <= now {
+                    let kind = EventKind::IncidentPaged {
+                        id: i.id.clone(),
+                        count: i.pages + 1,
+                        reason,
+                    };
+                    if let Err(err) = self.store.append(&Event::now(&i.project, None, kind)).await {
+                        tracing::error!(error = %err, incident = %i.id, "cannot record a page");
+                    }
+                    due = now + every.unwrap_or(after);
+                }
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+            let Some(every) = every else {
                 continue;
             };
             let Some(mut due) = takt_monitor::incident::next_reminder(i, every) else {

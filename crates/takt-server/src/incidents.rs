@@ -53,6 +53,16 @@ pub async fn show(
     Ok(Json(IncidentDetail { incident, suspects }))
 }
 
+/// `GET /api/v1/projects/{name}/incidents/{number}/postmortem`.
+pub async fn postmortem(
+    State(state): State<Arc<AppState>>,
+    Path((project, number)): Path<(String, String)>,
+) -> Result<Json<takt_api::PostmortemDraft>, ApiError> {
+    let postmortem = state.cd.postmortem(&id(&project, &number)?).await?;
+    let markdown = takt_monitor::postmortem::markdown(&postmortem);
+    Ok(Json(takt_api::PostmortemDraft { postmortem, markdown }))
+}
+
 /// `POST /api/v1/projects/{name}/incidents {"environment", "reason", "severity"?, "services"?}`.
 pub async fn open(
     State(state): State<Arc<AppState>>,

@@ -193,6 +193,7 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::ListIncidents => on(m, incidents::list),
         Op::OpenIncident => on(m, incidents::open),
         Op::ShowIncident => on(m, incidents::show),
+        Op::Postmortem => on(m, incidents::postmortem),
         Op::UpdateIncident => on(m, incidents::update),
         Op::AckIncident => on(m, incidents::ack),
         Op::ResolveIncident => on(m, incidents::resolve),

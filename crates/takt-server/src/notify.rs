@@ -110,6 +110,15 @@ pub fn cloudevent(e: &Event) -> Value {
 }
 
 /// A Slack message of one section of `text`.
+/// Whether `sub` hears of events of `kind`: those its `events` names (all when it names
+/// none), and pages only when it is on call (then whatever `events` says).
+pub fn wants(sub: &takt_pipeline::Subscriber, kind: &str) -> bool {
+    if kind == "incident_paged" {
+        return sub.on_call;
+    }
+    sub.events.is_empty() || sub.events.iter().any(|k| k == kind)
+}
+
 fn slack_text(text: &str) -> Value {
     json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]})
 }
@@ -157,6 +166,37 @@ pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Op
     }
     if let EventKind::IncidentAcknowledged { id, by } = &e.kind {
         return Some(slack_text(&format!(":eyes: incident {id} acknowledged by {by}")));
+    }
+    if let EventKind::IncidentPaged { id, count, reason } = &e.kind {
+        let why = match reason {
+            takt_model::PageReason::Unresolved => "it is still unresolved and nobody has acknowledged it",
+            takt_model::PageReason::RemediationFailed => "its automatic remediation failed",
+        };
+        let text =
+            format!(":rotating_light: page {count} for incident {id}: {why}. `takt incident ack {id}` stops the pages");
+        return Some(slack_text(&text));
+    }
+    if let EventKind::IncidentRemediation {
+        id,
+        action,
+        deploy,
+        outcome,
+        detail,
+    } = &e.kind
+    {
+        let on = deploy.as_deref().map(|d| format!(" of {d}")).unwrap_or_default();
+        let detail = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+        let icon = match outcome {
+            takt_model::RemedyOutcome::Succeeded => ":white_check_mark:",
+            takt_model::RemedyOutcome::Failed => ":x:",
+            _ => ":hammer_and_wrench:",
+        };
+        let text = format!(
+            "{icon} incident {id}: remediation ({}{on}) {}{detail}",
+            action.name(),
+            outcome.name()
+        );
+        return Some(slack_text(&text));
     }
     if let EventKind::IncidentReminder { id, count } = &e.kind {
         let text = format!(
@@ -275,7 +315,7 @@ pub fn start(state: Arc<AppState>) {
                 .map(|x| x.notify.clone())
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|sub| sub.events.is_empty() || sub.events.iter().any(|k| k == kind))
+                .filter(|sub| wants(sub, kind))
                 .collect();
             let commit = e
                 .run

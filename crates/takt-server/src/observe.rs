@@ -63,6 +63,12 @@ impl takt_observe::Host for ObserveHost {
                     .iter()
                     .filter_map(|e| Some((e.name.clone(), e.remind_every?)))
                     .collect(),
+                escalate: cfg
+                    .environments
+                    .iter()
+                    .filter(|e| takt_pipeline::is_production(&cfg.environments, &e.name))
+                    .map(|e| (e.name.clone(), e.escalate_after))
+                    .collect(),
             }
         })
     }

@@ -333,3 +333,42 @@ fn show(v: &IncidentDetail) {
         }
     }
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PostmortemFormat {
+    Md,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct PostmortemArgs {
+    /// The incident, `PROJECT#N` (`takt incident ls --all` lists them).
+    id: String,
+    /// Write it to FILE instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+    /// Markdown for people, or the draft's JSON.
+    #[arg(long, value_enum, default_value = "md")]
+    format: PostmortemFormat,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// `takt postmortem ID`: the server's blameless draft of an incident.
+pub async fn postmortem(a: PostmortemArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let api = Api::new(&a.remote)?;
+    let v: takt_api::PostmortemDraft = api.get(&path(&a.id, "postmortem")?).await?;
+    let text = match a.format {
+        PostmortemFormat::Md => v.markdown,
+        PostmortemFormat::Json => format!("{}\n", serde_json::to_string_pretty(&v.postmortem)?),
+    };
+    match &a.output {
+        Some(file) => {
+            std::fs::write(file, &text).with_context(|| format!("writing {}", file.display()))?;
+            outln!("the postmortem draft of {} is in {}", a.id, file.display());
+        }
+        None => crate::output::write_stdout(format_args!("{text}"), false),
+    }
+    Ok(())
+}

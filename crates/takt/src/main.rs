@@ -100,6 +100,9 @@ enum Command {
     /// suspects and causes.
     #[command(subcommand)]
     Incident(incident_cli::IncidentCommand),
+    /// A blameless postmortem draft of an incident: summary, impact, a UTC timeline from the
+    /// event log, suspects, five whys, detection and resolution times, action items
+    Postmortem(incident_cli::PostmortemArgs),
     /// Health checks: their states, and heartbeat checks' URLs and tokens.
     #[command(subcommand)]
     Check(check_cli::CheckCommand),
@@ -222,6 +225,7 @@ fn main() -> ExitCode {
         Command::Rollback(a) => client::block_on(env_cli::rollback(a)),
         Command::Env(c) => client::block_on(env_cli::env(c)),
         Command::Incident(c) => client::block_on(incident_cli::incident(c)),
+        Command::Postmortem(a) => client::block_on(incident_cli::postmortem(a)),
         Command::Check(c) => client::block_on(check_cli::check(c)),
         Command::Metrics(a) => client::block_on(metrics_cli::metrics(a)),
         Command::Flaky(a) => client::block_on(metrics_cli::flaky(a)),

@@ -301,6 +301,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     takt_server::schedule::start(ci.clone());
     takt_server::notify::start(state.clone());
     takt_cd::auto::start(state.cd.clone());
+    takt_cd::remedy::start(state.cd.clone());
     takt_server::observe::start(&state);
     takt_server::artifacts::start_replication(state.clone());
     {

@@ -1,0 +1,291 @@
+//! Remediation and escalation for real: a version that passes its canary breaks production
+//! later (a switch the test flips); the check that sees it opens an incident, and takt rolls
+//! that deployment back itself, marks it as the cause, and the incident resolves when the
+//! check passes again. An incident nobody acknowledges pages the on-call subscriber (and only
+//! it) until someone does.
+
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
+mod common;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use common::server::*;
+use common::*;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+use takt_server::auth::Scope;
+
+/// The deploy example's service, with a bug in `v2` that only shows once the switch file
+/// exists.
+fn app(version: &str, switch: &std::path::Path) -> String {
+    let app = std::fs::read_to_string(format!("{}/../../examples/deploy/app.py", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let bug = format!(
+        "        elif {broken} and os.path.exists({path:?}):\n            self.reply(500, \"broken\\n\")\n",
+        broken = if version == "v2" { "True" } else { "False" },
+        path = switch.display().to_string()
+    );
+    app.replace("        elif BROKEN:\n", &format!("{bug}        elif BROKEN:\n"))
+        .replace("BROKEN = False", &format!("BROKEN = False  # {version}"))
+}
+
+/// The events of `kind` after `after`, waiting (long poll) for at least one.
+async fn next(s: &Server, token: &str, kind: &str, after: i64) -> Value {
+    for _ in 0..4 {
+        let page = get_json(s, &format!("/api/v1/events?kind={kind}&after={after}&wait=20"), token).await;
+        if let Some(e) = page["events"].as_array().and_then(|a| a.first()) {
+            return e.clone();
+        }
+    }
+    panic!("no {kind} after {after} within 80 s");
+}
+
+async fn head(s: &Server, token: &str) -> i64 {
+    get_json(s, &format!("/api/v1/events?after={}&limit=1", i64::MAX), token).await["head"]
+        .as_i64()
+        .unwrap()
+}
+
+/// `PROJECT#N` → its API path.
+fn incident_path(id: &str) -> String {
+    let (project, n) = id.rsplit_once('#').unwrap();
+    format!("/api/v1/projects/{project}/incidents/{n}")
+}
+
+fn at(e: &Value) -> time::OffsetDateTime {
+    takt_model::timefmt::parse_rfc3339(e["at"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_after_the_canary_is_rolled_back_by_remediation() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = dir.path().join("break-now");
+    let port = free_port();
+    let yml = format!(
+        "stages: [package]\njobs:\n  package:\n    stage: package\n    script: [cp app.py app]\n    artifacts: {{name: app, paths: [app]}}\n\
+         environments:\n  production:\n    driver: process\n    port: {port}\n    start: exec python3 \"$TAKT_ARTIFACT_PATH\"\n    auto: true\n\
+         \x20   remediate: rollback\n    strategy:\n      canary:\n        steps: [{{set_weight: 50}}]\n    smoke:\n      - http: {{path: /, status: 200}}\n\
+         checks:\n  home:\n    environment: production\n    http: {{url: \"http://127.0.0.1:{port}/\"}}\n    interval: 200ms\n    failure_threshold: 2\n    success_threshold: 1\n"
+    );
+    let repo = Repo::new(&[("takt.yml", &yml), ("app.py", &app("v1", &switch))]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let reader = new_token(&s, &admin, Scope::Read).await;
+    add_project(&s, &admin, "shop", repo.path()).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/shop/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    settled(&s, &reader, "shop", "production", 1).await;
+    repo.commit(&[("app.py", &app("v2", &switch))], "v2: a bug behind a switch");
+    let (st, b) = post_json(&s, "/api/v1/projects/shop/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let v = settled(&s, &reader, "shop", "production", 2).await;
+    assert_eq!(v["history"][0]["outcome"], "succeeded", "v2 passed its canary: {v:#}");
+    let v2 = v["running"]["version"].as_str().unwrap().to_string();
+    assert!(v2.starts_with("2-"), "{v:#}");
+
+    // Production breaks later: the check fails twice, an incident opens, takt rolls v2 back.
+    let after = head(&s, &reader).await;
+    let flipped = time::OffsetDateTime::now_utc();
+    std::fs::write(&switch, "").unwrap();
+    let opened = next(&s, &reader, "incident_opened", after).await;
+    let id = opened["id"].as_str().unwrap().to_string();
+    // Detected within two results (200 ms apart) and a probe's time.
+    assert!(at(&opened) - flipped < time::Duration::seconds(3), "{opened:#}");
+    let started = next(&s, &reader, "incident_remediation", after).await;
+    assert_eq!(started["outcome"], "started", "{started:#}");
+    assert_eq!(started["action"], "rollback");
+    assert_eq!(started["deploy"], "shop/production#2");
+    assert!(
+        at(&started) - at(&opened) < time::Duration::seconds(1),
+        "at once: {started:#}"
+    );
+    let seq = started["seq"].as_i64().unwrap();
+    let done = next(&s, &reader, "incident_remediation", seq).await;
+    assert_eq!(done["outcome"], "succeeded", "{done:#}");
+    let v = get_json(&s, "/api/v1/environments/shop/production", &reader).await;
+    assert!(
+        v["running"]["version"].as_str().unwrap().starts_with("1-"),
+        "back on v1: {v:#}"
+    );
+    assert_eq!(v["history"][0]["rollback"], true, "{v:#}");
+    // The check passes again on v1: the incident resolves itself, v2 marked as its cause.
+    let resolved = next(&s, &reader, "incident_resolved", seq).await;
+    assert_eq!(resolved["id"], id.as_str());
+    let i = get_json(&s, &incident_path(&id), &reader).await;
+    assert_eq!(i["cause"], "shop/production#2", "{i:#}");
+    assert_eq!(i["remediation"]["outcome"], "succeeded", "{i:#}");
+    let notes: Vec<&str> = i["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["note"].as_str())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("remediation: rollback of shop/production#2 started")),
+        "{notes:?}"
+    );
+    // One remediation per incident: no second rollback.
+    let page = get_json(
+        &s,
+        &format!("/api/v1/events?kind=incident_remediation&after={after}"),
+        &reader,
+    )
+    .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 2, "{page:#}");
+}
+
+/// What a notify subscriber received: each CloudEvent's `type`.
+#[derive(Default)]
+struct Inbox {
+    types: parking_lot::Mutex<Vec<String>>,
+    changed: tokio::sync::Notify,
+}
+
+async fn receive(State(inbox): State<Arc<Inbox>>, body: axum::body::Bytes) -> StatusCode {
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    inbox
+        .types
+        .lock()
+        .push(v["type"].as_str().unwrap_or_default().to_string());
+    inbox.changed.notify_waiters();
+    StatusCode::OK
+}
+
+async fn inbox() -> (Arc<Inbox>, String) {
+    let inbox = Arc::new(Inbox::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/hook", post(receive))
+        .with_state(inbox.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (inbox, url)
+}
+
+fn pages(inbox: &Inbox) -> usize {
+    inbox
+        .types
+        .lock()
+        .iter()
+        .filter(|t| t.contains("incident_paged"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_incident_pages_on_call_until_someone_acknowledges_it() {
+    // A service the test breaks; a deploy command that succeeds; a remediation that fails.
+    let status = Arc::new(AtomicU16::new(200));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let svc = status.clone();
+    let app = axum::Router::new().route(
+        "/healthz",
+        get(move || {
+            let svc = svc.clone();
+            async move { StatusCode::from_u16(svc.load(Ordering::SeqCst)).unwrap() }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (on_call, on_call_url) = inbox().await;
+    let (others, others_url) = inbox().await;
+    let yml = format!(
+        "jobs:\n  build: {{script: [echo app > app], artifacts: {{name: app, paths: [app]}}}}\n\
+         environments:\n  production:\n    driver: command\n    deploy: \"true\"\n    auto: true\n\
+         \x20   remediate: {{command: \"echo cannot fix $TAKT_DEPLOY >&2; exit 3\"}}\n    escalate_after: 1h\n    remind_every: 1s\n\
+         checks:\n  api:\n    environment: production\n    http: {{url: \"http://127.0.0.1:{port}/healthz\"}}\n    interval: 100ms\n    failure_threshold: 2\n\
+         notify:\n  - {{webhook: \"{on_call_url}\", on_call: true, events: [incident_opened]}}\n  - {{webhook: \"{others_url}\"}}\n"
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "shop", repo.path()).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/shop/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    settled(&s, &admin, "shop", "production", 1).await;
+
+    let after = head(&s, &admin).await;
+    status.store(500, Ordering::SeqCst);
+    let opened = next(&s, &admin, "incident_opened", after).await;
+    let id = opened["id"].as_str().unwrap().to_string();
+    let seq = opened["seq"].as_i64().unwrap();
+    let started = next(&s, &admin, "incident_remediation", seq).await;
+    assert_eq!(started["outcome"], "started", "{started:#}");
+    let failed = next(&s, &admin, "incident_remediation", started["seq"].as_i64().unwrap()).await;
+    assert_eq!(failed["outcome"], "failed", "{failed:#}");
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot fix shop/production#1"),
+        "the command's error: {failed:#}"
+    );
+    // The failed remediation pages at once (not after the hour of escalate_after), then once
+    // a second (remind_every) while nobody acknowledges.
+    let first = next(&s, &admin, "incident_paged", seq).await;
+    assert_eq!(first["reason"], "remediation_failed", "{first:#}");
+    assert!(at(&first) - at(&failed) < time::Duration::seconds(1), "{first:#}");
+    let second = next(&s, &admin, "incident_paged", first["seq"].as_i64().unwrap()).await;
+    assert_eq!(
+        (second["count"].as_u64(), &second["reason"]),
+        (Some(2), &json!("unresolved"))
+    );
+    let gap = at(&second) - at(&first);
+    assert!(gap >= time::Duration::milliseconds(900), "{gap}");
+    // Pages reach the on-call subscriber only.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pages(&on_call) < 2 && Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(500), on_call.changed.notified()).await;
+    }
+    assert!(pages(&on_call) >= 2, "{:?}", on_call.types.lock());
+    let (code, out, err) = cli(&s, &admin, &["incident", "ack", &id]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let acked = head(&s, &admin).await;
+    // No page after the acknowledgement (three remind_every periods).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let page = get_json(&s, &format!("/api/v1/events?kind=incident_paged&after={acked}"), &admin).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 0, "{page:#}");
+    assert_eq!(pages(&others), 0, "{:?}", others.types.lock());
+    assert!(
+        others.types.lock().iter().any(|t| t.contains("incident")),
+        "the other subscriber hears of the incident: {:?}",
+        others.types.lock()
+    );
+    let i = get_json(&s, &incident_path(&id), &admin).await;
+    assert_eq!(i["pages"], 2, "{i:#}");
+
+    // The postmortem draft names the deploy, the remediation and every page, in order.
+    let file = dir.path().join("postmortem.md");
+    let (code, out, err) = cli(&s, &admin, &["postmortem", &id, "-o", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let md = std::fs::read_to_string(&file).unwrap();
+    let order = [
+        "deploy shop/production#1 started",
+        "shop/production#1 succeeded",
+        "check `api` fails",
+        &format!("incident {id} opened"),
+        "remediation (command of shop/production#1) started",
+        "remediation (command of shop/production#1) failed",
+        "on call paged (page 1, remediation_failed)",
+        "on call paged (page 2, unresolved)",
+        "acknowledged by token",
+    ];
+    let mut from = 0;
+    for want in order {
+        let Some(k) = md[from..].find(want) else {
+            panic!("`{want}` after byte {from} of:\n{md}");
+        };
+        from += k + want.len();
+    }
+    assert!(md.contains("- Pages to on call: 2"), "{md}");
+    assert!(md.contains("## Root cause") && md.contains("5. Why?"), "{md}");
+    let (code, out, _) = cli(&s, &admin, &["postmortem", &id, "--format", "json"]);
+    assert_eq!(code, Some(0));
+    let pm: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pm["pages"], 2, "{pm:#}");
+    assert!(pm["time_to_acknowledge_s"].as_i64().is_some(), "{pm:#}");
+}
