@@ -1067,6 +1067,18 @@ impl RemedyOutcome {
     }
 }
 
+/// A remediation step in words: `rollback of shop/production#2 failed: smoke checks failed`.
+pub fn describe_remediation(
+    action: RemedyAction,
+    deploy: Option<&str>,
+    outcome: RemedyOutcome,
+    detail: Option<&str>,
+) -> String {
+    let on = deploy.map(|d| format!(" of {d}")).unwrap_or_default();
+    let detail = detail.map(|d| format!(": {d}")).unwrap_or_default();
+    format!("{}{on} {}{detail}", action.name(), outcome.name())
+}
+
 impl std::fmt::Display for DeployOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

@@ -189,9 +189,8 @@ fn line(e: &Event, i: &Incident) -> Option<String> {
             outcome,
             detail,
         } if mine(id) => {
-            let on = deploy.as_deref().map(|d| format!(" of {d}")).unwrap_or_default();
-            let detail = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
-            format!("remediation ({}{on}) {}{detail}", action.name(), outcome.name())
+            let what = takt_model::describe_remediation(*action, deploy.as_deref(), *outcome, detail.as_deref());
+            format!("remediation: {what}")
         }
         EventKind::IncidentPaged { id, count, reason } if mine(id) => {
             format!("on call paged (page {count}, {})", <&str>::from(*reason))
@@ -263,11 +262,10 @@ pub fn draft(i: &Incident, events: &[Event], suspects: &[Suspect], now: OffsetDa
         time_to_restore_s: i.resolved_at.map(|r| secs(i.impact_started_at, r)),
         cause: i.cause.clone(),
         suspects: suspects.to_vec(),
-        remediation: i.remediation.as_ref().map(|r| {
-            let on = r.deploy.as_deref().map(|d| format!(" of {d}")).unwrap_or_default();
-            let detail = r.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
-            format!("{}{on} {}{detail}", r.action.name(), r.outcome.name())
-        }),
+        remediation: i
+            .remediation
+            .as_ref()
+            .map(|r| takt_model::describe_remediation(r.action, r.deploy.as_deref(), r.outcome, r.detail.as_deref())),
         remediation_outcome: i.remediation.as_ref().map(|r| r.outcome),
         pages: i.pages,
         timeline,

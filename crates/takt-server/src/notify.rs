@@ -184,18 +184,13 @@ pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Op
         detail,
     } = &e.kind
     {
-        let on = deploy.as_deref().map(|d| format!(" of {d}")).unwrap_or_default();
-        let detail = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+        let what = takt_model::describe_remediation(*action, deploy.as_deref(), *outcome, detail.as_deref());
         let icon = match outcome {
             takt_model::RemedyOutcome::Succeeded => ":white_check_mark:",
             takt_model::RemedyOutcome::Failed => ":x:",
             _ => ":hammer_and_wrench:",
         };
-        let text = format!(
-            "{icon} incident {id}: remediation ({}{on}) {}{detail}",
-            action.name(),
-            outcome.name()
-        );
+        let text = format!("{icon} incident {id}: remediation: {what}");
         return Some(slack_text(&text));
     }
     if let EventKind::IncidentReminder { id, count } = &e.kind {

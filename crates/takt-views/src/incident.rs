@@ -245,9 +245,9 @@ impl Projection for Incidents {
                 detail,
             } => {
                 if let Some(i) = self.incidents.get_mut(id) {
-                    let on = deploy.as_deref().map(|d| format!(" of {d}")).unwrap_or_default();
-                    let why = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
-                    let note = format!("remediation: {}{on} {}{why}", action.name(), outcome.name());
+                    let what =
+                        takt_model::describe_remediation(*action, deploy.as_deref(), *outcome, detail.as_deref());
+                    let note = format!("remediation: {what}");
                     i.timeline.push(entry(None, Some(&note), Some(&"takt".to_string())));
                     i.remediation = Some(Remediation {
                         action: *action,
