@@ -65,6 +65,9 @@ pub enum Op {
     Promote,
     Rollback,
     Halt,
+    StartDrill,
+    ListDrills,
+    ShowDrill,
     Resume,
     Approve,
     StopEnvironment,
@@ -433,6 +436,31 @@ pub const ROUTES: &[Route] = &[
     )
     .takes(Body::json::<DeployBody>())
     .answers(Body::json::<DeployAnswer>()),
+    route(
+        Op::StartDrill,
+        Post,
+        "/api/v1/environments/{project}/{env}/drill",
+        Some(Deploy),
+        "Start a disaster-recovery drill: turn down instances or the supervisor under load, and measure",
+    )
+    .takes(Body::json::<DrillBody>())
+    .answers(Body::json::<DrillAnswer>()),
+    route(
+        Op::ListDrills,
+        Get,
+        "/api/v1/projects/{name}/drills",
+        Some(Read),
+        "A project's drills and what each measured",
+    )
+    .answers(Body::json::<DrillList>()),
+    route(
+        Op::ShowDrill,
+        Get,
+        "/api/v1/projects/{name}/drills/{number}",
+        Some(Read),
+        "One drill",
+    )
+    .answers(Body::json::<DrillList>()),
     route(
         Op::Halt,
         Post,

@@ -522,6 +522,37 @@ pub struct FlowReport {
     pub thresholds: takt_flow::dora::Thresholds,
 }
 
+/// `POST /api/v1/environments/{project}/{env}/drill`: a disaster-recovery drill.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrillBody {
+    /// `instance`, `all_instances` or `supervisor`.
+    #[schema(value_type = String)]
+    pub kill: takt_model::DrillKill,
+    /// Instances to turn down (`instance`; default 1).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Requests a second sent to the public address meanwhile (default 20).
+    #[serde(default)]
+    pub load: Option<u32>,
+    /// Run it in a production environment too.
+    #[serde(default)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DrillAnswer {
+    pub project: String,
+    pub environment: String,
+    pub drill: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DrillList {
+    #[schema(value_type = Vec<Object>)]
+    pub drills: Vec<takt_views::DrillView>,
+}
+
 /// `GET /api/v1/projects/{name}/incidents/{number}/postmortem`: the draft, typed and as
 /// Markdown.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

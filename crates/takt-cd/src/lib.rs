@@ -7,6 +7,7 @@
 //! secrets, commit ranges) it asks its [`Host`] for.
 
 pub mod auto;
+pub mod drill;
 pub mod incidents;
 pub mod remedy;
 pub mod rollout;
@@ -224,6 +225,8 @@ pub struct Cd {
     pub deployments: Deployments,
     /// Held while an incident is numbered and recorded.
     incidents: tokio::sync::Mutex<()>,
+    /// Held while a drill is numbered and recorded.
+    drills_lock: tokio::sync::Mutex<()>,
 }
 
 /// What a deploy request asks for.
@@ -291,6 +294,7 @@ impl Cd {
             data_dir,
             deployments,
             incidents: tokio::sync::Mutex::new(()),
+            drills_lock: tokio::sync::Mutex::new(()),
         }
     }
 

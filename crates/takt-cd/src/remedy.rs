@@ -79,23 +79,56 @@ async fn remediate(cd: &Arc<Cd>, project: &str, id: &str) {
             tracing::error!(error = %err, incident = id, "cannot record a remediation step");
         }
     };
-    // One plan at a time (with the incidents' other changes), checked against the view as
-    // it is then: the plan's first event is recorded before the lock is let go.
-    let (plan, env, name) = {
+    // The settings first (a git read), outside the incidents' lock.
+    let Ok(i) = cd.incident(id).await else {
+        tracing::warn!(incident = id, "remediation cannot read the incident");
+        return;
+    };
+    let all = match cd.environments(project).await {
+        Ok(all) => all,
+        Err(err) => {
+            let why = format!("the default branch's environments cannot be read: {err}");
+            tracing::warn!(incident = id, error = %why, "no remediation");
+            return;
+        }
+    };
+    let Some(env) = all.iter().find(|e| e.name == i.environment).cloned() else {
+        return;
+    };
+    // One remediation at a time per environment, from its plan to its end: two incidents
+    // never act on one environment at once.
+    let guard = env_lock(project, &env.name);
+    let _acting = guard.lock().await;
+    // One plan at a time (with the incidents' other changes), checked against the view as it
+    // is then: the plan's first event is recorded before the lock is let go. Where the log
+    // stands is read before the view, so the end of a deploy seen in flight is not missed.
+    let (plan, name, after) = {
         let _one = cd.incidents.lock().await;
+        let Ok(after) = cd.store.head().await else { return };
         let Ok(i) = cd.incident(id).await else { return };
-        let Ok(all) = cd.environments(project).await else {
-            return;
-        };
-        let Some(env) = all.iter().find(|e| e.name == i.environment).cloned() else {
-            return;
-        };
         let view = cd.view(project, &env.name);
-        let Some(plan) = takt_monitor::remedy::plan(&i, &policy(&env, &all), &view) else {
+        let Some(mut plan) = takt_monitor::remedy::plan(&i, &policy(&env, &all), &view) else {
             return;
         };
         let env_name = env.name.clone();
         let name = move |n: u64| format!("{project}/{env_name}#{n}");
+        // A deployment is remediated once, whichever of its incidents came first (a check
+        // that flaps would otherwise restart a service, or run a command, again and again).
+        if let Plan::Act { action, deploy, .. } = &plan
+            && let Ok(others) = cd.incidents(Some(project)).await
+            && let Some(other) = others.incidents.values().find(|o| {
+                o.id != id
+                    && o.remediation.as_ref().is_some_and(|r| {
+                        r.outcome != RemedyOutcome::Skipped && r.deploy.as_deref() == Some(&name(*deploy))
+                    })
+            })
+        {
+            plan = Plan::Skip {
+                action: *action,
+                deploy: Some(*deploy),
+                why: format!("{} was remediated already, for incident {}", name(*deploy), other.id),
+            };
+        }
         let first = match &plan {
             Plan::Skip { action, deploy, why } => EventKind::IncidentRemediation {
                 id: id.to_string(),
@@ -133,7 +166,7 @@ async fn remediate(cd: &Arc<Cd>, project: &str, id: &str) {
                 tracing::error!(error = %err, incident = id, "cannot mark the incident's cause");
             }
         }
-        (plan, env, name)
+        (plan, name, after)
     };
     let Plan::Act {
         action,
@@ -145,7 +178,7 @@ async fn remediate(cd: &Arc<Cd>, project: &str, id: &str) {
     };
     let reason = format!("remediation of incident {id}");
     let done = match action {
-        RemedyAction::Rollback => rollback(cd, project, &env, in_flight, &reason).await,
+        RemedyAction::Rollback => rollback(cd, project, &env, (in_flight, deploy), after, &reason).await,
         RemedyAction::Restart => restart(cd, project, &env).await,
         RemedyAction::Command => command(cd, project, &env, id, &name(deploy)).await,
     };
@@ -163,76 +196,83 @@ async fn remediate(cd: &Arc<Cd>, project: &str, id: &str) {
     .await;
 }
 
-/// Rolls the deployment back: stops it if it is in flight, else deploys what ran healthy
-/// before it. Returns once that rollback finished.
+/// Rolls the deployment back: stops it if it is in flight (`(true, its number)`), else
+/// deploys what ran healthy before it. Returns once that rollback finished; `after` is where
+/// the log stood before the plan looked at the environment.
 async fn rollback(
     cd: &Arc<Cd>,
     project: &str,
     env: &Environment,
-    in_flight: bool,
+    (in_flight, deploy): (bool, u64),
+    after: i64,
     reason: &str,
 ) -> Result<Option<String>, String> {
-    // Listening before acting: its end is not missed.
-    let after = cd.store.head().await.map_err(|e| e.to_string())?;
     let mut log = cd.store.subscribe(after, &["deploy_finished"]);
-    let waiting_for = if in_flight {
-        cd.abort_in_flight(project, &env.name, reason.to_string())
-            .ok_or("the deploy had finished before it could be stopped")?
-    } else {
-        let view = cd.view(project, &env.name);
-        let running = view.running.as_ref().map(|r| r.digest.clone());
-        let artifact = view
-            .previous
-            .iter()
-            .find(|p| Some(&p.digest) != running.as_ref())
-            .cloned()
-            .ok_or("nothing ran healthy here before: nothing to roll back to")?;
-        let ask = Ask {
-            project: project.to_string(),
-            env: env.clone(),
-            artifact,
-            trigger: DeployTrigger::Automatic {
-                reason: reason.to_string(),
-            },
-            rollback: true,
-            restore: false,
-            fixes: None,
-        };
-        match cd.begin(ask).await {
-            Ok(Some(n)) => n,
-            Ok(None) => return Ok(Some("what ran before already runs".into())),
-            Err(e) => return Err(format!("the rollback was refused: {e}")),
-        }
-    };
-    let finished = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            match log.next().await {
-                Ok(Event {
-                    kind:
-                        EventKind::DeployFinished {
-                            environment,
-                            deploy: n,
-                            outcome,
-                            reason,
-                            ..
-                        },
-                    project: p,
-                    ..
-                }) if p == project && environment == env.name && n == waiting_for => return Ok((outcome, reason)),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
+    if in_flight {
+        match cd.abort_in_flight(project, &env.name, reason.to_string()) {
+            Some(n) if n == deploy => {
+                // Stopped: it goes back to what ran before (or never took traffic).
+                match finished(&mut log, project, &env.name, n).await? {
+                    (DeployOutcome::RolledBack | DeployOutcome::Cancelled | DeployOutcome::Failed, _) => {
+                        return Ok(Some(format!("{project}/{}#{n} was stopped and rolled back", env.name)));
+                    }
+                    (DeployOutcome::Succeeded, _) => {} // it finished first: roll it back below
+                    (outcome, reason) => {
+                        return Err(format!(
+                            "stopping {project}/{}#{n} ended {}{}",
+                            env.name,
+                            outcome.name(),
+                            reason.map(|r| format!(": {r}")).unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(format!(
+                    "{project}/{}#{other} is in flight now, not #{deploy}: left alone",
+                    env.name
+                ));
+            }
+            None => {
+                // It ended before it could be stopped: as it ended, it runs or not.
+                let view = cd.view(project, &env.name);
+                let ended = view.history.iter().find(|d| d.deploy == deploy).and_then(|d| d.outcome);
+                if ended != Some(DeployOutcome::Succeeded) {
+                    return Ok(Some(format!(
+                        "{project}/{}#{deploy} had ended by itself ({})",
+                        env.name,
+                        ended.map_or("unknown", |o| o.name())
+                    )));
+                }
             }
         }
-    })
-    .await
-    .map_err(|_| {
-        format!(
-            "the rollback did not finish within {}",
-            takt_model::timefmt::human(TIMEOUT)
-        )
-    })??;
-    let rollback_deploy = format!("{project}/{}#{waiting_for}", env.name);
-    match finished {
+    }
+    let view = cd.view(project, &env.name);
+    let running = view.running.as_ref().map(|r| r.digest.clone());
+    let artifact = view
+        .previous
+        .iter()
+        .find(|p| Some(&p.digest) != running.as_ref())
+        .cloned()
+        .ok_or("nothing ran healthy here before: nothing to roll back to")?;
+    let ask = Ask {
+        project: project.to_string(),
+        env: env.clone(),
+        artifact,
+        trigger: DeployTrigger::Automatic {
+            reason: reason.to_string(),
+        },
+        rollback: true,
+        restore: false,
+        fixes: None,
+    };
+    let n = match cd.begin(ask).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return Ok(Some("what ran before already runs".into())),
+        Err(e) => return Err(format!("the rollback was refused: {e}")),
+    };
+    let rollback_deploy = format!("{project}/{}#{n}", env.name);
+    match finished(&mut log, project, &env.name, n).await? {
         (DeployOutcome::Succeeded | DeployOutcome::RolledBack, _) => {
             Ok(Some(format!("rolled back by {rollback_deploy}")))
         }
@@ -244,25 +284,96 @@ async fn rollback(
     }
 }
 
+/// Waits (at most [`TIMEOUT`]) for deploy `n` of `env` to finish: its outcome and reason.
+async fn finished(
+    log: &mut takt_store::Subscription,
+    project: &str,
+    env: &str,
+    n: u64,
+) -> Result<(DeployOutcome, Option<String>), String> {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match log.next().await {
+                Ok(Event {
+                    kind:
+                        EventKind::DeployFinished {
+                            environment,
+                            deploy,
+                            outcome,
+                            reason,
+                            ..
+                        },
+                    project: p,
+                    ..
+                }) if p == project && environment == env && deploy == n => return Ok((outcome, reason)),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| {
+        format!(
+            "{project}/{env}#{n} did not finish within {}",
+            takt_model::timefmt::human(TIMEOUT)
+        )
+    })?
+}
+
+/// An environment's lock, by (project, environment).
+type Locks = parking_lot::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
+
+/// Each environment's remediation lock.
+fn env_lock(project: &str, env: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::OnceLock<Locks> = std::sync::OnceLock::new();
+    LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .entry((project.to_string(), env.to_string()))
+        .or_default()
+        .clone()
+}
+
 /// Restarts the running version's instances, one at a time, each healthy before the next.
 async fn restart(cd: &Arc<Cd>, project: &str, env: &Environment) -> Result<Option<String>, String> {
     let view = cd.view(project, &env.name);
     let running = view.running.ok_or("nothing runs here to restart")?;
     let slot = takt_driver::slot_for(&running.digest);
+    let supervisor = crate::supervisor(cd, project, env);
+    // Only a supervisor that runs: a request to one that does not would start an empty one.
+    let status = supervisor
+        .status()
+        .await
+        .ok_or("the environment's supervisor is not running")?;
+    let instances = status
+        .slots
+        .iter()
+        .find(|s| s.slot == slot)
+        .map_or(0, |s| s.instances.len());
+    if instances == 0 {
+        return Err(format!("{} does not run under the supervisor", running.version));
+    }
     let req = takt_driver::protocol::Request::Restart {
-        slot,
+        slot: slot.clone(),
         health: env.health.clone(),
         ready_timeout_ms: crate::rollout::READY_TIMEOUT.as_millis() as u64,
     };
-    let status = crate::supervisor(cd, project, env)
-        .request(&req)
+    let each = crate::rollout::READY_TIMEOUT + Duration::from_secs(10);
+    let status = tokio::time::timeout(each * instances as u32, supervisor.request(&req))
         .await
+        .map_err(|_| "the supervisor did not answer the restart in time".to_string())?
         .map_err(|e| format!("the restart failed: {e}"))?;
-    let n: usize = status.slots.iter().map(|s| s.instances.len()).sum();
-    Ok(Some(format!("{} restarted ({n} instances running)", running.version)))
+    let n = status
+        .slots
+        .iter()
+        .find(|s| s.slot == slot)
+        .map_or(0, |s| s.instances.len());
+    Ok(Some(format!("{} restarted ({n} instances)", running.version)))
 }
 
-/// Runs `remediate: {command}` (`sh -c`, in the environment's directory), at most 10 minutes.
+/// Runs `remediate: {command}` (`sh -c`, in the environment's directory, its own process
+/// group), at most 10 minutes; its output goes to `remediate-<incident>.log` there (not into
+/// the log or Slack: it may print the secrets it was given).
 async fn command(
     cd: &Arc<Cd>,
     project: &str,
@@ -275,10 +386,13 @@ async fn command(
     };
     let dir = crate::env_dir(&cd.data_dir, project, &env.name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    let log_path = dir.join(format!("remediate-{}.log", id.replace(['#', '/'], "-")));
+    let log = std::fs::File::create(&log_path).map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
+    let err = log.try_clone().map_err(|e| e.to_string())?;
     let mut vars = crate::rollout::base_env();
     vars.extend(env.variables.iter().cloned());
     vars.extend(cd.host.secrets(project, &env.secrets));
-    let child = tokio::process::Command::new("sh")
+    let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(script)
         .current_dir(&dir)
@@ -289,27 +403,34 @@ async fn command(
         .env("TAKT_INCIDENT", id)
         .env("TAKT_DEPLOY", deploy)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run the command: {e}"))?;
-    let out = tokio::time::timeout(Duration::from_secs(600), child.wait_with_output())
-        .await
-        .map_err(|_| "the command did not finish within 10 minutes".to_string())?
-        .map_err(|e| format!("the command failed: {e}"))?;
-    let tail = |b: &[u8]| {
-        let s = String::from_utf8_lossy(b);
-        let s = s.trim();
-        let start = s.char_indices().rev().nth(300).map_or(0, |(i, _)| i);
-        s[start..].to_string()
+    let pgid = child.id();
+    let status = match tokio::time::timeout(Duration::from_secs(600), child.wait()).await {
+        Ok(s) => s.map_err(|e| format!("the command failed: {e}"))?,
+        Err(_) => {
+            if let Some(raw) = pgid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGKILL);
+            }
+            return Err(format!(
+                "the command did not finish within 10 minutes (its output: {})",
+                log_path.display()
+            ));
+        }
     };
-    if out.status.success() {
-        Ok(Some(format!("the command succeeded{}", {
-            let t = tail(&out.stdout);
-            if t.is_empty() { String::new() } else { format!(": {t}") }
-        })))
+    if status.success() {
+        Ok(Some(format!(
+            "the command succeeded (its output: {})",
+            log_path.display()
+        )))
     } else {
-        Err(format!("the command exited with {}: {}", out.status, tail(&out.stderr)))
+        Err(format!(
+            "the command exited with {status} (its output: {})",
+            log_path.display()
+        ))
     }
 }

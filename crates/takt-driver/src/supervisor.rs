@@ -259,12 +259,14 @@ impl Supervisor {
                 let Some(instances) = self.slots.lock().get(&slot).map(|s| s.instances.clone()) else {
                     return fail(format!("no slot `{slot}` runs here"));
                 };
-                let deadline = Instant::now() + Duration::from_millis(ready_timeout_ms);
                 for inst in &instances {
+                    // Each its own time to come back.
+                    let deadline = Instant::now() + Duration::from_millis(ready_timeout_ms);
                     if let Err(e) = restart(inst, &health, deadline).await {
                         return fail(format!(
-                            "an instance of {slot} on port {} did not come back: {e}",
-                            inst.port
+                            "an instance of {slot} on port {} did not come back: {e} (its log: {})",
+                            inst.port,
+                            self.dir.join(format!("{slot}.log")).display()
                         ));
                     }
                 }
@@ -485,20 +487,30 @@ async fn restart(inst: &Instance, health: &str, deadline: Instant) -> Result<(),
     use nix::unistd::Pid;
     let mut spawned = inst.spawned.subscribe();
     let before = *spawned.borrow_and_update();
-    if let Ok(raw) = i32::try_from(inst.pid.load(Ordering::Relaxed))
-        && raw > 0
-    {
-        let _ = killpg(Pid::from_raw(raw), Signal::SIGTERM);
+    let old = inst.pid.load(Ordering::Relaxed);
+    let group = i32::try_from(old).ok().filter(|p| *p > 0).map(Pid::from_raw);
+    if let Some(g) = group {
+        let _ = killpg(g, Signal::SIGTERM);
     }
-    // Until keep_running has seen it exit and started another.
-    let again = tokio::time::timeout_at(
-        tokio::time::Instant::from_std(deadline),
-        spawned.wait_for(|n| *n > before),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
+    // Until keep_running has seen it exit and started another; SIGKILL after 5 s.
+    let term = (Instant::now() + Duration::from_secs(5)).min(deadline);
+    let mut again = tokio::time::timeout_at(tokio::time::Instant::from_std(term), spawned.wait_for(|n| *n > before))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !again && let Some(g) = group {
+        let _ = killpg(g, Signal::SIGKILL);
+        again = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(deadline),
+            spawned.wait_for(|n| *n > before),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+    }
     if !again {
-        return Err("it did not start again in time".into());
+        return Err("it did not exit and start again in time".into());
+    }
+    if inst.pid.load(Ordering::Relaxed) == old {
+        return Err("the same process still runs".into());
     }
     wait_healthy(inst.port, health, deadline).await
 }

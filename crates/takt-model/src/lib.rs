@@ -597,6 +597,49 @@ pub enum EventKind {
     ImportedIncident {
         incident: ImportedIncident,
     },
+    /// Disaster-recovery drill number `drill` of the project began in `environment`: takt
+    /// sends `load_rps` requests a second to its public address and turns down `kill`
+    /// (`count` of them, for instances).
+    DrillStarted {
+        drill: u64,
+        environment: String,
+        kill: DrillKill,
+        count: u32,
+        load_rps: u32,
+        by: String,
+    },
+    /// The drill ended: what it measured (docs/monitoring.md, "Drills"), or why it could not.
+    DrillFinished {
+        drill: u64,
+        environment: String,
+        outcome: DrillOutcome,
+        #[serde(default)]
+        requests: u64,
+        #[serde(default)]
+        failed: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detect_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detected_by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recover_ms: Option<u64>,
+        /// Processes it turned down.
+        #[serde(default)]
+        killed: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// Requests the server refused in the minute from `from`, counted (one event a minute at
+    /// most, and only when there were any; never one per request): failed logins (a missing
+    /// or wrong token), bad webhook signatures, and every 401 and 403 answer. Project `""`.
+    SecuritySummary {
+        #[serde(with = "time::serde::rfc3339")]
+        from: OffsetDateTime,
+        failed_logins: u64,
+        bad_signatures: u64,
+        unauthorized: u64,
+        forbidden: u64,
+    },
     /// The deployment (`PROJECT/ENV#N`) marked as the incident's cause, or none (`deploy`
     /// absent: the mark is taken back). The last mark wins.
     IncidentCauseMarked {
@@ -701,6 +744,32 @@ pub struct ImportedIncident {
     /// The imported deployment (its `id`) that caused it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+}
+
+/// What a drill turns down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum DrillKill {
+    /// `count` instances of the running version (SIGKILL); the supervisor starts them again.
+    Instance,
+    /// Every instance at once.
+    AllInstances,
+    /// The environment's supervisor (its proxy with it); the server's watchdog restores it.
+    Supervisor,
+}
+
+/// How a drill ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum DrillOutcome {
+    /// Service came back (`recover_ms`).
+    Recovered,
+    /// It had not recovered when the drill gave up (60 s after the kill).
+    NotRecovered,
+    /// The drill could not turn anything down (`detail` says why).
+    Failed,
 }
 
 /// What remediation does (an environment's `remediate:`).

@@ -9,6 +9,7 @@
 //! - [`threshold::Streak`]: `failure_threshold` consecutive failures take a check down,
 //!   `success_threshold` consecutive successes bring it back up.
 //! - [`incident`]: which incidents the checks' states open, join or resolve.
+//! - [`drill`]: a disaster-recovery drill's figures from its load and checks.
 //! - [`postmortem`]: a blameless draft of an incident, from the log around it.
 //! - [`remedy`]: what remediation does about an incident, and when it pages on call.
 //! - [`suspect`]: the deployments an incident most likely comes from, ranked.
@@ -17,6 +18,7 @@
 
 pub mod aggregate;
 pub mod condition;
+pub mod drill;
 pub mod incident;
 pub mod maintenance;
 pub mod postmortem;

@@ -101,10 +101,10 @@ fn line(e: &Event, i: &Incident) -> Option<String> {
             subject,
             ..
         } => {
-            format!("commit {} by {author}: {subject}", &commit[..commit.len().min(8)])
+            format!("commit {} by {author}: {subject}", commit.get(..8).unwrap_or(commit))
         }
         EventKind::RunQueued { commit, .. } => {
-            format!("run #{} queued for {}", e.run?, &commit[..commit.len().min(8)])
+            format!("run #{} queued for {}", e.run?, commit.get(..8).unwrap_or(commit))
         }
         EventKind::RunFinished { status, .. } => {
             format!("run #{} {}", e.run?, serde_json::to_value(status).ok()?.as_str()?)
@@ -350,7 +350,7 @@ pub fn markdown(p: &Postmortem) -> String {
             let _ = writeln!(
                 m,
                 "  - {} {} ({})",
-                &c.commit[..c.commit.len().min(8)],
+                c.commit.get(..8).unwrap_or(&c.commit),
                 c.subject.as_deref().unwrap_or(""),
                 c.author.as_deref().unwrap_or("unknown")
             );

@@ -64,16 +64,21 @@ pub fn plan(i: &Incident, policy: &Policy, env: &EnvView) -> Option<Plan> {
             in_flight: true,
         });
     }
-    // The newest deployment that finished; it must be what runs now.
-    let Some(last) = env.history.iter().find(|d| d.outcome.is_some()) else {
-        return skip(None, "no deployment has run here".into());
+    // The newest deployment that succeeded with what runs now (a later one that failed or was
+    // rolled back changed nothing; a restore after a restart is no one's change).
+    let running = env.running.as_ref().map(|r| r.digest.as_str());
+    let last = env.history.iter().find(|d| {
+        d.outcome == Some(DeployOutcome::Succeeded)
+            && Some(d.artifact.digest.as_str()) == running
+            && d.strategy != takt_model::DeployStrategy::Restore
+    });
+    let Some(last) = last else {
+        return skip(None, "no deployment that succeeded runs here".into());
     };
     let window = time::Duration::try_from(policy.window).unwrap_or(time::Duration::MAX);
     let finished = last.finished_at.as_deref().and_then(takt_model::timefmt::parse_rfc3339);
     let recent = finished.is_some_and(|f| f <= i.opened_at && i.opened_at - f <= window);
-    let runs = last.outcome == Some(DeployOutcome::Succeeded)
-        && env.running.as_ref().is_some_and(|r| r.digest == last.artifact.digest);
-    if !recent || !runs {
+    if !recent {
         return skip(
             None,
             format!(
@@ -122,6 +127,13 @@ pub fn next_page(
         };
     }
     let last = i.paged_at.unwrap_or(i.opened_at);
+    // A remediation that failed after the last page pages at once.
+    if let Some(r) = &i.remediation
+        && r.outcome == RemedyOutcome::Failed
+        && r.at > last
+    {
+        return Some((r.at, PageReason::RemediationFailed));
+    }
     Some((after(last, repeat.unwrap_or(escalate_after))?, PageReason::Unresolved))
 }
 

@@ -400,6 +400,71 @@ pub async fn rollback(
     by_token(&state, &project, e, artifact, &who.id, "rollback", None).await
 }
 
+/// `POST .../drill {"kill", "count"?, "load"?, "yes"?}`: 202 with the drill's number; it
+/// runs in the background (`drill_finished` ends it).
+pub async fn drill(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path((project, env)): Path<(String, String)>,
+    b: Result<Json<takt_api::DrillBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<takt_api::DrillAnswer>), ApiError> {
+    let b = b.map_err(crate::body_error)?.0;
+    state.project(&project)?;
+    let ask = takt_cd::drill::DrillAsk {
+        project: project.clone(),
+        environment: env.clone(),
+        kill: b.kill,
+        count: b.count.unwrap_or(1),
+        load_rps: b.load.unwrap_or(20),
+        production_ok: b.yes,
+        by: format!("token {}", who.id),
+    };
+    let drill = state.cd.drill(ask).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(takt_api::DrillAnswer {
+            project,
+            environment: env,
+            drill,
+        }),
+    ))
+}
+
+/// `GET /api/v1/projects/{name}/drills`: newest first.
+pub async fn drills(
+    State(state): State<Arc<AppState>>,
+    Path(project): Path<String>,
+) -> Result<Json<takt_api::DrillList>, ApiError> {
+    state.project(&project)?;
+    let mut drills: Vec<_> = state.cd.drills(Some(&project)).await?.drills.into_values().collect();
+    drills.reverse();
+    Ok(Json(takt_api::DrillList { drills }))
+}
+
+/// `GET /api/v1/projects/{name}/drills/{number}`.
+pub async fn show_drill(
+    State(state): State<Arc<AppState>>,
+    Path((project, number)): Path<(String, String)>,
+) -> Result<Json<takt_api::DrillList>, ApiError> {
+    state.project(&project)?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("drill `{number}` is not a number")))?;
+    let d = state
+        .cd
+        .drills(Some(&project))
+        .await?
+        .drills
+        .remove(&(project.clone(), n))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no drill {n} of `{project}`; `takt drill ls` lists them"),
+            )
+        })?;
+    Ok(Json(takt_api::DrillList { drills: vec![d] }))
+}
+
 /// `POST .../halt {"reason"}`: the andon cord.
 pub async fn halt(
     State(state): State<Arc<AppState>>,

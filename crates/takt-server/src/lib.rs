@@ -20,6 +20,7 @@ pub mod notify;
 pub mod observe;
 pub mod project_routes;
 pub mod system;
+pub mod system_metrics;
 pub mod tokens;
 pub use takt_ci::projects;
 pub use takt_ci::queue;
@@ -187,6 +188,9 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::Promote => on(m, environments::promote),
         Op::Rollback => on(m, environments::rollback),
         Op::Halt => on(m, environments::halt),
+        Op::StartDrill => on(m, environments::drill),
+        Op::ListDrills => on(m, environments::drills),
+        Op::ShowDrill => on(m, environments::show_drill),
         Op::Resume => on(m, environments::resume),
         Op::Approve => on(m, environments::approve),
         Op::StopEnvironment => on(m, environments::stop),

@@ -117,6 +117,37 @@ pub struct Metrics {
     pub store_wal_bytes: Gauge,
     /// (project, run) → when its trigger arrived; (project, run, job, attempt) → job start.
     pending: Mutex<Pending>,
+    /// Refused requests since the last security summary.
+    pub security: Security,
+}
+
+/// Refused requests counted for the next `security_summary` event.
+#[derive(Default)]
+pub struct Security {
+    failed_logins: std::sync::atomic::AtomicU64,
+    bad_signatures: std::sync::atomic::AtomicU64,
+    unauthorized: std::sync::atomic::AtomicU64,
+    forbidden: std::sync::atomic::AtomicU64,
+    /// Signalled at each refused request (a permit is kept when nobody waits).
+    seen: tokio::sync::Notify,
+}
+
+impl Security {
+    /// Waits for a refused request, then `period`, and returns what was counted meanwhile (the
+    /// counts start again from zero) with when the period began.
+    pub async fn next_summary(&self, period: std::time::Duration) -> takt_model::EventKind {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.seen.notified().await;
+        let from = OffsetDateTime::now_utc();
+        tokio::time::sleep(period).await;
+        takt_model::EventKind::SecuritySummary {
+            from,
+            failed_logins: self.failed_logins.swap(0, Relaxed),
+            bad_signatures: self.bad_signatures.swap(0, Relaxed),
+            unauthorized: self.unauthorized.swap(0, Relaxed),
+            forbidden: self.forbidden.swap(0, Relaxed),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -160,6 +191,7 @@ impl Metrics {
             store_bytes: Gauge::default(),
             store_wal_bytes: Gauge::default(),
             pending: Mutex::new(Pending::default()),
+            security: Security::default(),
             registry: Registry::default(),
             flow: FlowGauges::default(),
         };
@@ -295,6 +327,15 @@ impl Metrics {
             "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
         ];
         let method = if KNOWN.contains(&method) { method } else { "other" };
+        let refused = match code {
+            401 => Some(&self.security.unauthorized),
+            403 => Some(&self.security.forbidden),
+            _ => None,
+        };
+        if let Some(count) = refused {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.security.seen.notify_one();
+        }
         self.http
             .get_or_create(&HttpLabels {
                 method: method.into(),
@@ -306,6 +347,13 @@ impl Metrics {
 
     pub fn failed_auth(&self, via: &str) {
         self.failed_auth.get_or_create(&AuthLabels { via: via.into() }).inc();
+        let count = if via.starts_with("webhook_") {
+            &self.security.bad_signatures
+        } else {
+            &self.security.failed_logins
+        };
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.security.seen.notify_one();
     }
 
     pub fn webhook(&self, provider: &str, outcome: &str) {
@@ -412,4 +460,36 @@ impl Metrics {
 /// follower: it cannot fall behind, so the counts equal the events appended since the start).
 pub fn start(metrics: std::sync::Arc<Metrics>, store: &Store) {
     store.observe(takt_store::Observer(std::sync::Arc::new(move |e| metrics.observe(e))));
+}
+
+/// Records a `security_summary` event a period (`TAKT_SECURITY_SUMMARY_SECONDS`, default 60)
+/// after each first refused request, with what was refused in that period: one event a
+/// minute at most, none in a quiet minute.
+pub fn start_security_summaries(state: std::sync::Arc<crate::AppState>) {
+    let period = std::env::var("TAKT_SECURITY_SUMMARY_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(std::time::Duration::from_secs(60), std::time::Duration::from_secs);
+    tokio::spawn(async move {
+        loop {
+            let kind = state.metrics.security.next_summary(period).await;
+            let quiet = matches!(
+                kind,
+                takt_model::EventKind::SecuritySummary {
+                    failed_logins: 0,
+                    bad_signatures: 0,
+                    unauthorized: 0,
+                    forbidden: 0,
+                    ..
+                }
+            );
+            if quiet {
+                continue;
+            }
+            if let Err(e) = state.store.append(&Event::now("", None, kind)).await {
+                tracing::warn!(error = %e, "cannot record a security summary");
+            }
+        }
+    });
 }

@@ -28,7 +28,9 @@ pub(crate) async fn metrics_text(State(state): State<Arc<AppState>>) -> Result<R
             .set(size.wal_bytes.unwrap_or(0).min(i64::MAX as u64) as i64);
     }
     crate::flow::gauges(&state);
-    let mut resp = state.metrics.render().into_response();
+    let mut text = state.metrics.render();
+    text.push_str(&crate::system_metrics::render(&state.data_dir));
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

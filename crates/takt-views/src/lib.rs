@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod check;
 pub mod commit;
+pub mod drill;
 pub mod environment;
 pub mod incident;
 pub mod project;
@@ -17,6 +18,7 @@ pub mod token;
 pub use artifact::{ArtifactView, Artifacts};
 pub use check::{CheckView, Checks};
 pub use commit::{CommitView, Commits};
+pub use drill::{DrillView, Drills};
 pub use environment::{Deployment, EnvView, Environments, Halt, InFlight, StepView, Stopped};
 pub use incident::{Acknowledged, Incident, IncidentEntry, Incidents};
 pub use project::{Project, Projects, Sealed};

@@ -132,7 +132,7 @@ pub struct SuperviseArgs {
     port: Option<u16>,
 }
 
-async fn resolve(api: &Api, t: &Target) -> anyhow::Result<(String, String)> {
+pub(crate) async fn resolve(api: &Api, t: &Target) -> anyhow::Result<(String, String)> {
     if let Some((p, e)) = t.env.split_once('/') {
         return Ok((p.to_string(), e.to_string()));
     }

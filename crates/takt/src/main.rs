@@ -5,6 +5,7 @@ mod output;
 mod artifact_cli;
 mod check_cli;
 mod client;
+mod drill_cli;
 mod env_cli;
 mod import_csv;
 mod incident_cli;
@@ -100,6 +101,10 @@ enum Command {
     /// suspects and causes.
     #[command(subcommand)]
     Incident(incident_cli::IncidentCommand),
+    /// Disaster-recovery drills: turn down instances or a supervisor under load, and measure
+    /// time to detect, time to recover and requests failed.
+    #[command(subcommand)]
+    Drill(drill_cli::DrillCommand),
     /// A blameless postmortem draft of an incident: summary, impact, a UTC timeline from the
     /// event log, suspects, five whys, detection and resolution times, action items
     Postmortem(incident_cli::PostmortemArgs),
@@ -226,6 +231,7 @@ fn main() -> ExitCode {
         Command::Env(c) => client::block_on(env_cli::env(c)),
         Command::Incident(c) => client::block_on(incident_cli::incident(c)),
         Command::Postmortem(a) => client::block_on(incident_cli::postmortem(a)),
+        Command::Drill(c) => client::block_on(drill_cli::drill(c)),
         Command::Check(c) => client::block_on(check_cli::check(c)),
         Command::Metrics(a) => client::block_on(metrics_cli::metrics(a)),
         Command::Flaky(a) => client::block_on(metrics_cli::flaky(a)),

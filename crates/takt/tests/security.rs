@@ -215,6 +215,82 @@ async fn made_up_paths_and_methods_create_no_metric_series() {
     // The store's size is shown (item 8).
     assert!(text.contains("takt_store_bytes "), "{text}");
     assert!(text.contains("takt_store_wal_bytes "), "{text}");
+    // The machine's and the process's own figures (the remediation issue's system area).
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let rss = value("process_resident_memory_bytes");
+    assert!(rss > 1e6 && rss < 1e9, "{rss}");
+    assert!(value("process_open_fds") >= 3.0);
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    assert!(value("takt_disk_free_bytes") > 0.0 && value("takt_disk_free_bytes") <= value("takt_disk_total_bytes"));
+    assert!(value("takt_host_memory_available_bytes") <= value("takt_host_memory_total_bytes"));
+    assert!(text.contains("takt_host_cpu_seconds_total{mode=\"idle\"} "), "{text}");
+}
+
+/// Failed logins, bad webhook signatures and refusals are counted, and summed up in one
+/// `security_summary` event per period (1 s here, a minute by default) when there were any:
+/// never one event per request.
+#[tokio::test]
+async fn refused_requests_are_summed_up_once_a_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[("TAKT_SECURITY_SUMMARY_SECONDS", "1")]);
+    let admin = s.printed_token.clone().unwrap();
+    let reader = new_token(&s, &admin, takt_server::auth::Scope::Read).await;
+    let repo = Repo::new(&[("takt.yml", "jobs:\n  a: {script: [x]}\n")]);
+    add_project(&s, &admin, "app", repo.path()).await;
+    let head = get_json(&s, &format!("/api/v1/events?after={}&limit=1", i64::MAX), &admin).await["head"]
+        .as_i64()
+        .unwrap();
+    let c = client();
+    for _ in 0..5 {
+        let r = c
+            .get(format!("{}/api/v1/runs", s.base))
+            .bearer_auth("takt_wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = c
+        .post(format!("{}/api/v1/tokens", s.base))
+        .bearer_auth(&reader)
+        .json(&json!({"name": "x", "scope": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = c
+        .post(format!("{}/api/v1/hooks/github/app", s.base))
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", "sha256=00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let page = get_json(
+        &s,
+        &format!("/api/v1/events?kind=security_summary&after={head}&wait=20"),
+        &admin,
+    )
+    .await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page:#}");
+    let e = &events[0];
+    assert_eq!(e["failed_logins"], 5, "{e:#}");
+    assert_eq!(e["bad_signatures"], 1, "{e:#}");
+    assert_eq!(e["unauthorized"], 6, "the 5 logins and the webhook: {e:#}");
+    assert_eq!(e["forbidden"], 1, "{e:#}");
+    // A quiet period records nothing.
+    let seq = e["seq"].as_i64().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let page = get_json(&s, &format!("/api/v1/events?kind=security_summary&after={seq}"), &admin).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 0, "{page:#}");
 }
 
 /// Item 7: a remote that accepts a connection and never answers hung `project add` forever.
