@@ -54,9 +54,19 @@ pub fn plan(i: &Incident, policy: &Policy, env: &EnvView) -> Option<Plan> {
     if let Some(h) = &env.halted {
         return skip(None, format!("the environment is halted ({})", h.reason));
     }
+    let parse = |t: &str| takt_model::timefmt::parse_rfc3339(t);
+    // A deployment is a suspect only when the impact began after it started: a check that
+    // was failing before (say, before anything ran here) is not its doing.
+    let before_it = |started: &str| parse(started).is_some_and(|s| i.impact_started_at < s);
     if let Some(f) = &env.deploying {
         if f.rollback {
             return skip(Some(f.deploy), "a rollback is already in flight".into());
+        }
+        if before_it(&f.started_at) {
+            return skip(
+                Some(f.deploy),
+                "the impact began before the deploy in flight started: not its doing".into(),
+            );
         }
         return Some(Plan::Act {
             action: RemedyAction::Rollback,
@@ -76,8 +86,14 @@ pub fn plan(i: &Incident, policy: &Policy, env: &EnvView) -> Option<Plan> {
         return skip(None, "no deployment that succeeded runs here".into());
     };
     let window = time::Duration::try_from(policy.window).unwrap_or(time::Duration::MAX);
-    let finished = last.finished_at.as_deref().and_then(takt_model::timefmt::parse_rfc3339);
+    let finished = last.finished_at.as_deref().and_then(parse);
     let recent = finished.is_some_and(|f| f <= i.opened_at && i.opened_at - f <= window);
+    if recent && before_it(&last.started_at) {
+        return skip(
+            Some(last.deploy),
+            "the impact began before the last deployment started: not its doing".into(),
+        );
+    }
     if !recent {
         return skip(
             None,
@@ -278,6 +294,28 @@ mod tests {
             plan(&incident(65, IncidentTrigger::Check, &[]), &POLICY, &env(&back)),
             Some(Plan::Skip { .. })
         ));
+    }
+
+    #[test]
+    fn an_impact_that_began_before_the_deploy_is_not_its_doing() {
+        let log = [
+            deploy(1, "v1", 0, Some(DeployOutcome::Succeeded)),
+            deploy(2, "v2", 60, None),
+        ]
+        .concat();
+        let mut new = NewIncident::by_takt("production", "check `home` failing", IncidentTrigger::Check);
+        new.impact_started_at = Some(T0 + time::Duration::minutes(59));
+        let i = Incidents::fold(&[at(new.opened("shop#1"), 62)])
+            .get("shop#1")
+            .cloned()
+            .unwrap();
+        let Some(Plan::Skip {
+            why, deploy: Some(2), ..
+        }) = plan(&i, &POLICY, &env(&log))
+        else {
+            panic!("skipped");
+        };
+        assert!(why.contains("before the deploy in flight started"), "{why}");
     }
 
     #[test]

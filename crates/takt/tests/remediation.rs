@@ -76,7 +76,8 @@ async fn a_break_after_the_canary_is_rolled_back_by_remediation() {
     add_project(&s, &admin, "shop", repo.path()).await;
     let (st, b) = post_json(&s, "/api/v1/projects/shop/trigger", &admin, json!({"rev": "main"})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
-    settled(&s, &reader, "shop", "production", 1).await;
+    let v = settled(&s, &reader, "shop", "production", 1).await;
+    assert_eq!(v["history"][0]["outcome"], "succeeded", "v1: {v:#}");
     repo.commit(&[("app.py", &app("v2", &switch))], "v2: a bug behind a switch");
     let (st, b) = post_json(&s, "/api/v1/projects/shop/trigger", &admin, json!({"rev": "main"})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
@@ -94,7 +95,8 @@ async fn a_break_after_the_canary_is_rolled_back_by_remediation() {
     // Detected within two results (200 ms apart) and a probe's time.
     assert!(at(&opened) - flipped < time::Duration::seconds(3), "{opened:#}");
     let started = next(&s, &reader, "incident_remediation", after).await;
-    assert_eq!(started["outcome"], "started", "{started:#}");
+    let v = get_json(&s, "/api/v1/environments/shop/production", &reader).await;
+    assert_eq!(started["outcome"], "started", "{started:#}\n{v:#}");
     assert_eq!(started["action"], "rollback");
     assert_eq!(started["deploy"], "shop/production#2");
     assert!(
@@ -136,6 +138,78 @@ async fn a_break_after_the_canary_is_rolled_back_by_remediation() {
     )
     .await;
     assert_eq!(page["events"].as_array().unwrap().len(), 2, "{page:#}");
+}
+
+/// The deploy example's service, which goes bad once the switch file is newer than its
+/// process (a leak that a restart cures).
+fn leaky_app(switch: &std::path::Path) -> String {
+    let app = std::fs::read_to_string(format!("{}/../../examples/deploy/app.py", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let bug = format!(
+        "        elif os.path.exists({path:?}) and os.path.getmtime({path:?}) > STARTED:\n            self.reply(500, \"leaked\\n\")\n",
+        path = switch.display().to_string()
+    );
+    app.replace("        elif BROKEN:\n", &format!("{bug}        elif BROKEN:\n"))
+        .replace("BROKEN = False", "BROKEN = False\nimport time\nSTARTED = time.time()")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_goes_bad_is_restarted_by_remediation() {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = dir.path().join("leak-now");
+    let port = free_port();
+    let yml = format!(
+        "stages: [package]\njobs:\n  package:\n    stage: package\n    script: [cp app.py app]\n    artifacts: {{name: app, paths: [app]}}\n\
+         environments:\n  production:\n    driver: process\n    port: {port}\n    instances: 2\n    start: exec python3 \"$TAKT_ARTIFACT_PATH\"\n    auto: true\n\
+         \x20   remediate: restart\n\
+         checks:\n  home:\n    environment: production\n    http: {{url: \"http://127.0.0.1:{port}/\"}}\n    interval: 200ms\n    failure_threshold: 2\n    success_threshold: 1\n"
+    );
+    let repo = Repo::new(&[("takt.yml", &yml), ("app.py", &leaky_app(&switch))]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "shop", repo.path()).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/shop/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    settled(&s, &admin, "shop", "production", 1).await;
+    let before = get_json(&s, "/api/v1/environments/shop/production", &admin).await;
+
+    let after = head(&s, &admin).await;
+    std::fs::write(&switch, "").unwrap();
+    let opened = next(&s, &admin, "incident_opened", after).await;
+    let started = next(&s, &admin, "incident_remediation", opened["seq"].as_i64().unwrap()).await;
+    assert_eq!(
+        (&started["action"], &started["outcome"]),
+        (&json!("restart"), &json!("started")),
+        "{started:#}"
+    );
+    assert_eq!(started["deploy"], "shop/production#1");
+    let done = next(&s, &admin, "incident_remediation", started["seq"].as_i64().unwrap()).await;
+    assert_eq!(done["outcome"], "succeeded", "{done:#}");
+    assert!(
+        done["detail"].as_str().unwrap().contains("restarted (2 instances)"),
+        "{done:#}"
+    );
+    // Resolved once the check passes again (perhaps already while the second instance
+    // restarted: the first one answers half of the requests by then).
+    let resolved = next(&s, &admin, "incident_resolved", opened["seq"].as_i64().unwrap()).await;
+    assert_eq!(resolved["id"], opened["id"]);
+    // New processes on the same ports; no new deployment.
+    let now = get_json(&s, "/api/v1/environments/shop/production", &admin).await;
+    let instances = |v: &Value| -> Vec<(u64, u64)> {
+        v["supervisor"]["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["instances"].as_array().unwrap().iter())
+            .map(|i| (i["port"].as_u64().unwrap(), i["pid"].as_u64().unwrap_or(0)))
+            .collect()
+    };
+    let (old, new) = (instances(&before), instances(&now));
+    assert_eq!(old.len(), 2);
+    for ((port, pid), (port2, pid2)) in old.iter().zip(&new) {
+        assert_eq!(port, port2);
+        assert_ne!(pid, pid2, "{old:?} {new:?}");
+    }
+    assert_eq!(now["history"].as_array().unwrap().len(), 1, "{now:#}");
 }
 
 /// What a notify subscriber received: each CloudEvent's `type`.
