@@ -45,6 +45,38 @@ pub trait Host: Send + Sync {
     /// Opens an incident in `project` and returns its id (the host numbers them, so that
     /// incidents opened elsewhere never share a number).
     fn open_incident<'a>(&'a self, project: &'a str, new: NewIncident) -> HostFuture<'a, Result<String, String>>;
+    /// The instances of the version taking traffic in `project`'s environment `env`, as its
+    /// supervisor and their ports say; `None`: no supervisor answers (or not that driver).
+    fn instances<'a>(&'a self, project: &'a str, env: &'a str) -> HostFuture<'a, Option<Vec<Instance>>>;
+}
+
+/// One instance of a running version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Instance {
+    pub port: u16,
+    /// Its process runs.
+    pub alive: bool,
+    /// Its port takes connections.
+    pub open: bool,
+    pub restarts: u32,
+}
+
+/// What a `process` check sees: connected when there are instances and every one is alive
+/// with its port open; `[BODY]` counts them.
+pub fn process_probe(instances: Option<&[Instance]>, took: std::time::Duration) -> takt_monitor::condition::Probe {
+    let list = instances.unwrap_or_default();
+    let alive = list.iter().filter(|i| i.alive).count();
+    let open = list.iter().filter(|i| i.open).count();
+    let restarts: u32 = list.iter().map(|i| i.restarts).sum();
+    takt_monitor::condition::Probe {
+        connected: !list.is_empty() && alive == list.len() && open == list.len(),
+        body: Some(
+            serde_json::json!({"instances": list.len(), "alive": alive, "open": open, "restarts": restarts})
+                .to_string(),
+        ),
+        response_time: took,
+        ..Default::default()
+    }
 }
 
 /// What a project's default branch says about monitoring.
@@ -450,15 +482,13 @@ impl Observe {
                     (task, Some(tx))
                 }
                 _ => {
-                    let task = tokio::spawn(watch(
-                        self.store.clone(),
-                        self.results.clone(),
-                        self.prober.clone(),
-                        project.to_string(),
-                        c.clone(),
-                        base.clone(),
-                        health,
-                    ));
+                    let probing = Probing {
+                        host: self.host.clone(),
+                        store: self.store.clone(),
+                        results: self.results.clone(),
+                        prober: self.prober.clone(),
+                    };
+                    let task = tokio::spawn(watch(probing, project.to_string(), c.clone(), base.clone(), health));
                     (task, None)
                 }
             };
@@ -527,16 +557,22 @@ impl Observe {
     }
 }
 
-/// One check, forever: probe at its interval, judge, record a crossed threshold.
-async fn watch(
+/// What a check's task probes with and records to.
+struct Probing {
+    host: Arc<dyn Host>,
     store: Store,
     results: results::Recorder,
     prober: takt_probe::Prober,
-    project: String,
-    c: HealthCheck,
-    base: Option<String>,
-    health: CheckState,
-) {
+}
+
+/// One check, forever: probe at its interval, judge, record a crossed threshold.
+async fn watch(p: Probing, project: String, c: HealthCheck, base: Option<String>, health: CheckState) {
+    let Probing {
+        host,
+        store,
+        results,
+        prober,
+    } = p;
     let parse = |list: &[String]| -> Vec<Condition> { list.iter().filter_map(|t| Condition::parse(t).ok()).collect() };
     let conditions = parse(&c.conditions);
     let degraded_when = parse(&c.degraded_when);
@@ -553,7 +589,17 @@ async fn watch(
     loop {
         tick.tick().await;
         let at = OffsetDateTime::now_utc();
-        let probe = prober.probe(&c.probe, base.as_deref(), c.timeout).await;
+        let probe = match &c.probe {
+            ProbeSpec::Process { environment } => {
+                let started = std::time::Instant::now();
+                let seen = tokio::time::timeout(c.timeout, host.instances(&project, environment))
+                    .await
+                    .ok()
+                    .flatten();
+                process_probe(seen.as_deref(), started.elapsed())
+            }
+            _ => prober.probe(&c.probe, base.as_deref(), c.timeout).await,
+        };
         let (outcome, reason) = takt_monitor::threshold::judge(&probe, &conditions, &degraded_when, c.degraded_latency);
         results.record(results::Sample {
             project: project.clone(),
@@ -802,5 +848,28 @@ impl Observe {
             &windows,
             now,
         ))
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn a_process_check_connects_when_every_instance_is_alive_and_open() {
+        let i = |alive, open| Instance {
+            port: 1,
+            alive,
+            open,
+            restarts: 1,
+        };
+        let d = std::time::Duration::ZERO;
+        assert!(process_probe(Some(&[i(true, true), i(true, true)]), d).connected);
+        assert!(!process_probe(Some(&[i(true, true), i(true, false)]), d).connected);
+        assert!(!process_probe(Some(&[i(false, false)]), d).connected);
+        assert!(!process_probe(Some(&[]), d).connected, "nothing runs");
+        assert!(!process_probe(None, d).connected, "no supervisor");
+        let body = process_probe(Some(&[i(true, true), i(false, true)]), d).body.unwrap();
+        assert_eq!(body, r#"{"alive":1,"instances":2,"open":2,"restarts":2}"#);
     }
 }

@@ -164,6 +164,12 @@ pub enum ProbeSpec {
     },
     /// A shell command: it connects when it exits 0; its output is `[BODY]`.
     Command(String),
+    /// The instances of `environment` (process and nginx drivers), from its supervisor: it
+    /// connects when every instance of the version taking traffic is alive and its port open;
+    /// `[BODY]` is `{"instances", "alive", "open", "restarts"}`.
+    Process {
+        environment: String,
+    },
     /// Pushed beats (`POST /api/v1/heartbeats/...`): one missed for `every` + `grace` fails it.
     Heartbeat {
         every: Duration,

@@ -147,7 +147,8 @@ impl Prober {
                     Err(_) => Probe::default(),
                 }
             }
-            ProbeSpec::Heartbeat { .. } => Probe::default(),
+            // Heartbeats are pushed; instances are asked of their supervisor (takt-observe's host).
+            ProbeSpec::Heartbeat { .. } | ProbeSpec::Process { .. } => Probe::default(),
         }
     }
 }

@@ -41,6 +41,7 @@ fn probe_name(p: &ProbeSpec) -> &'static str {
         ProbeSpec::Tcp { .. } => "tcp",
         ProbeSpec::Dns { .. } => "dns",
         ProbeSpec::Command(_) => "command",
+        ProbeSpec::Process { .. } => "process",
         ProbeSpec::Heartbeat { .. } => "heartbeat",
     }
 }

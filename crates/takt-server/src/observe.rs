@@ -73,6 +73,13 @@ impl takt_observe::Host for ObserveHost {
         })
     }
 
+    fn instances<'a>(&'a self, project: &'a str, env: &'a str) -> HostFuture<'a, Option<Vec<takt_observe::Instance>>> {
+        Box::pin(async move {
+            let state = self.state.upgrade()?;
+            instances(&state, project, env).await
+        })
+    }
+
     fn open_incident<'a>(&'a self, project: &'a str, new: NewIncident) -> HostFuture<'a, Result<String, String>> {
         Box::pin(async move {
             let state = self
@@ -82,4 +89,40 @@ impl takt_observe::Host for ObserveHost {
             state.cd.open_incident(project, new).await.map_err(|e| e.to_string())
         })
     }
+}
+
+/// The instances of the version taking traffic in `project`/`env`, from its supervisor (none
+/// for the command driver, or when no supervisor answers): alive when its process runs, open
+/// when its port takes a connection within a second.
+pub async fn instances(state: &AppState, project: &str, env: &str) -> Option<Vec<takt_observe::Instance>> {
+    let e = state.cd.environment(project, env).await.ok()?;
+    if e.driver == takt_pipeline::Driver::Command {
+        return None;
+    }
+    let status = takt_cd::supervisor(&state.cd, project, &e).status().await?;
+    let mut out = Vec::new();
+    for i in status
+        .slots
+        .iter()
+        .filter(|s| s.weight > 0)
+        .flat_map(|s| s.instances.iter())
+    {
+        let alive = i
+            .pid
+            .and_then(|p| i32::try_from(p).ok())
+            .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+        let open = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tokio::net::TcpStream::connect(("127.0.0.1", i.port)),
+        )
+        .await
+        .is_ok_and(|c| c.is_ok());
+        out.push(takt_observe::Instance {
+            port: i.port,
+            alive,
+            open,
+            restarts: i.restarts,
+        });
+    }
+    Some(out)
 }

@@ -30,12 +30,60 @@ pub(crate) async fn metrics_text(State(state): State<Arc<AppState>>) -> Result<R
     crate::flow::gauges(&state);
     let mut text = state.metrics.render();
     text.push_str(&crate::system_metrics::render(&state.data_dir));
+    text.push_str(&components(&state).await);
     let mut resp = text.into_response();
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// The components of every process/nginx environment that runs something: its instances
+/// alive and with their ports open, and their restarts, from its supervisor.
+async fn components(state: &AppState) -> String {
+    use std::fmt::Write;
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut rows = Vec::new();
+    let projects: Vec<String> = state.projects.read().list().iter().map(|p| p.name.clone()).collect();
+    for p in projects {
+        let envs = state.ci.branch_config(&p).unwrap_or_default().environments;
+        for e in envs.iter().filter(|e| e.driver != takt_pipeline::Driver::Command) {
+            if state.cd.view(&p, &e.name).running.is_none() {
+                continue;
+            }
+            if let Some(list) = crate::observe::instances(state, &p, &e.name).await {
+                rows.push((
+                    format!("project=\"{}\",environment=\"{}\"", esc(&p), esc(&e.name)),
+                    list,
+                ));
+            }
+        }
+    }
+    let mut out = String::new();
+    if rows.is_empty() {
+        return out;
+    }
+    out.push_str("# HELP takt_instances Instances of the version taking traffic, by state (from the supervisor)\n# TYPE takt_instances gauge\n");
+    for (labels, list) in &rows {
+        let count = |f: fn(&takt_observe::Instance) -> bool| list.iter().filter(|i| f(i)).count();
+        let _ = writeln!(out, "takt_instances{{{labels},state=\"running\"}} {}", list.len());
+        let _ = writeln!(out, "takt_instances{{{labels},state=\"alive\"}} {}", count(|i| i.alive));
+        let _ = writeln!(
+            out,
+            "takt_instances{{{labels},state=\"port_open\"}} {}",
+            count(|i| i.open)
+        );
+    }
+    out.push_str("# HELP takt_instance_restarts Restarts of those instances since their supervisor started them\n# TYPE takt_instance_restarts gauge\n");
+    for (labels, list) in &rows {
+        let _ = writeln!(
+            out,
+            "takt_instance_restarts{{{labels}}} {}",
+            list.iter().map(|i| i.restarts).sum::<u32>()
+        );
+    }
+    out
 }
 
 pub(crate) async fn log_request(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {

@@ -377,7 +377,8 @@ async fn a_drill_that_kills_all_instances_measures_detection_and_recovery() {
     };
     let yml = format!(
         "stages: [package]\njobs:\n  package:\n    stage: package\n    script: [cp app.py app]\n    artifacts: {{name: app, paths: [app]}}\n\
-         environments:\n{}{}",
+         environments:\n{}{}\
+         checks:\n  prod_instances:\n    process: {{environment: production}}\n    interval: 100ms\n    failure_threshold: 1\n",
         env("staging", staging, "    auto: true\n"),
         env("production", production, "    requires: [staging]\n"),
     );
@@ -436,6 +437,29 @@ async fn a_drill_that_kills_all_instances_measures_detection_and_recovery() {
     let (code, out, _) = cli(&s, &admin, &["drill", "ls", "--project", "shop"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("all_instances") && out.contains("recovered"), "{out}");
+    // The components in /metrics: both instances alive and open again, each restarted once.
+    let text = get_text(&s, "/metrics", &admin).await;
+    let labels = "project=\"shop\",environment=\"staging\"";
+    for want in [
+        format!("takt_instances{{{labels},state=\"alive\"}} 2"),
+        format!("takt_instances{{{labels},state=\"port_open\"}} 2"),
+        format!("takt_instance_restarts{{{labels}}} 2"),
+    ] {
+        assert!(text.contains(&want), "{want} in:\n{text}");
+    }
+    // A process check of an environment where nothing runs is down, and says so.
+    let page = get_json(&s, "/api/v1/events?kind=check_state_changed", &admin).await;
+    let down = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["check"] == "prod_instances")
+        .unwrap_or_else(|| panic!("{page:#}"));
+    assert_eq!(down["state"], "down", "{down:#}");
+    assert!(
+        down["reason"].as_str().unwrap().contains("[CONNECTED] (false) == true"),
+        "{down:#}"
+    );
 
     // Production is refused without --yes (and nothing runs there, which it says too).
     let (code, _, err) = cli(&s, &admin, &["drill", "run", "production", "--kill", "instance"]);

@@ -14,6 +14,7 @@ const CHECK_KEYS: &[&str] = &[
     "tcp",
     "dns",
     "command",
+    "process",
     "heartbeat",
     "interval",
     "timeout",
@@ -24,7 +25,7 @@ const CHECK_KEYS: &[&str] = &[
     "success_threshold",
     "public",
 ];
-const PROBES: &[&str] = &["http", "tcp", "dns", "command", "heartbeat"];
+const PROBES: &[&str] = &["http", "tcp", "dns", "command", "process", "heartbeat"];
 
 impl Cx {
     pub(super) fn checks(&mut self, n: &Node) -> Vec<HealthCheck> {
@@ -48,7 +49,7 @@ impl Cx {
                 self.err_help(
                     fk.pos,
                     format!("{ctx} has more than one probe"),
-                    "give each check one of http, tcp, dns, command or heartbeat",
+                    "give each check one of http, tcp, dns, command, process or heartbeat",
                 );
                 continue;
             }
@@ -59,6 +60,7 @@ impl Cx {
                 "tcp" => probe = self.tcp(fv),
                 "dns" => probe = self.dns(fv),
                 "command" => probe = self.string(fv, "`command`").map(ProbeSpec::Command),
+                "process" => probe = self.process(fv),
                 "heartbeat" => probe = self.heartbeat(fv),
                 "interval" => c.interval = self.positive(fv, "`interval`").unwrap_or(c.interval),
                 "timeout" => c.timeout = self.positive(fv, "`timeout`").unwrap_or(c.timeout),
@@ -93,10 +95,26 @@ impl Cx {
             self.err_help(
                 k.pos,
                 format!("{ctx} has no probe"),
-                "add one of http: {url: ...}, tcp: {host, port}, dns: {name}, command: ... or heartbeat: {every: 24h}",
+                "add one of http: {url: ...}, tcp: {host, port}, dns: {name}, command: ..., process: {environment: E} or heartbeat: {every: 24h}",
             );
             return None;
         };
+        let mut probe = probe;
+        if let ProbeSpec::Process { environment } = &mut probe
+            && environment.is_empty()
+        {
+            match &c.environment {
+                Some(e) => *environment = e.clone(),
+                None => {
+                    self.err_help(
+                        k.pos,
+                        format!("{ctx}: `process` needs the environment whose instances it watches"),
+                        "write `process: {environment: production}`",
+                    );
+                    return None;
+                }
+            }
+        }
         if let ProbeSpec::Http { path: Some(_), .. } = &probe
             && c.environment.is_none()
         {
@@ -171,7 +189,7 @@ impl Cx {
             ],
             ProbeSpec::Tcp { .. } => &["[CONNECTED]", "[RESPONSE_TIME]", "[IP]"],
             ProbeSpec::Dns { .. } => &["[DNS_RCODE]", "[BODY]", "[IP]", "[RESPONSE_TIME]", "[CONNECTED]"],
-            ProbeSpec::Command(_) => &["[CONNECTED]", "[BODY]", "[RESPONSE_TIME]"],
+            ProbeSpec::Command(_) | ProbeSpec::Process { .. } => &["[CONNECTED]", "[BODY]", "[RESPONSE_TIME]"],
             ProbeSpec::Heartbeat { .. } => &[],
         };
         let mut out = Vec::new();
@@ -196,6 +214,7 @@ impl Cx {
                         ProbeSpec::Http { .. } => "an http",
                         ProbeSpec::Tcp { .. } => "a tcp",
                         ProbeSpec::Dns { .. } => "a dns",
+                        ProbeSpec::Process { .. } => "a process",
                         _ => "a command",
                     };
                     let wrong: Vec<&'static str> = c
@@ -286,6 +305,23 @@ impl Cx {
             body,
             follow_redirects: follow,
             insecure,
+        })
+    }
+
+    /// `process: {environment: E}` (or `process: {}` with the check's `environment`).
+    fn process(&mut self, n: &Node) -> Option<ProbeSpec> {
+        let mut environment = None;
+        if !n.is_null() {
+            for (k, v) in self.map(n, "`process`")? {
+                match key(k) {
+                    "environment" => environment = self.string(v, "`process.environment`"),
+                    _ => self.unknown_key(k, &["environment"], "`process`"),
+                }
+            }
+        }
+        // Empty: the check's own `environment`, wherever it is written (filled in below).
+        Some(ProbeSpec::Process {
+            environment: environment.unwrap_or_default(),
         })
     }
 
