@@ -79,7 +79,17 @@ impl Cd {
         if self.view(&ask.project, &env.name).running.is_none() {
             return Err(CdError::Conflict(format!("nothing runs in `{}` to drill", env.name)));
         }
-        let n = {
+        // One drill at a time per environment (this server's; one cut off by a restart ends
+        // with it).
+        let key = (ask.project.clone(), env.name.clone());
+        if !running().lock().insert(key.clone()) {
+            return Err(CdError::Conflict(format!(
+                "a drill is running in `{}` already; `takt drill ls --project {}` shows it",
+                env.name, ask.project
+            )));
+        }
+        let done = Running(key);
+        let n = async {
             let _one = self.drills_lock.lock().await;
             let n = self.drills(Some(&ask.project)).await?.next_number(&ask.project);
             let started = EventKind::DrillStarted {
@@ -91,16 +101,34 @@ impl Cd {
                 by: ask.by.clone(),
             };
             self.record(Event::now(&ask.project, None, started)).await?;
-            n
-        };
+            Ok::<u64, CdError>(n)
+        }
+        .await?;
         let cd = self.clone();
         tokio::spawn(async move {
+            let _done = done;
             let finished = run(&cd, &ask, &env, &url, n).await;
             if let Err(e) = cd.record(Event::now(&ask.project, None, finished)).await {
                 tracing::error!(error = %e, drill = n, "cannot record a drill's end");
             }
         });
         Ok(n)
+    }
+}
+
+/// The environments a drill runs in now.
+fn running() -> &'static parking_lot::Mutex<std::collections::HashSet<(String, String)>> {
+    static RUNNING: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashSet<(String, String)>>> =
+        std::sync::OnceLock::new();
+    RUNNING.get_or_init(Default::default)
+}
+
+/// Takes its environment off [`running`] when dropped (the drill ended, or never started).
+struct Running((String, String));
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        running().lock().remove(&self.0);
     }
 }
 

@@ -28,6 +28,8 @@ pub struct BranchConfig {
     pub maintenance: Vec<takt_monitor::maintenance::Window>,
     /// The flow metrics' band thresholds (`metrics:`).
     pub metrics: takt_pipeline::MetricsConfig,
+    /// Recurring drills (`drills:`).
+    pub drills: Vec<takt_pipeline::ScheduledDrill>,
     /// Why the file could not be read, if it could not (the previous settings stay).
     pub error: Option<String>,
 }
@@ -91,6 +93,7 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
                 cfg.checks = pipe.checks;
                 cfg.maintenance = pipe.maintenance;
                 cfg.metrics = pipe.metrics;
+                cfg.drills = pipe.drills;
                 cfg.error = None;
             }
             Err(e) => {

@@ -35,6 +35,23 @@ pub struct Pipeline {
     pub quarantine: Vec<Quarantined>,
     /// How the flow metrics judge (default branch only).
     pub metrics: MetricsConfig,
+    /// Recurring disaster-recovery drills (default branch only).
+    pub drills: Vec<ScheduledDrill>,
+}
+
+/// A `drills:` entry: drill `environment` by `kill` at every `schedule` time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledDrill {
+    pub name: String,
+    pub environment: String,
+    pub kill: takt_model::DrillKill,
+    pub count: u32,
+    pub load: u32,
+    /// Its cron and time zone (`branch` unused).
+    pub schedule: CronSchedule,
+    /// `production: true`: it may drill a production environment.
+    pub production: bool,
+    pub pos: Pos,
 }
 
 /// `metrics:`: the flow metrics' band thresholds (docs/metrics.md, "Bands"); what is not set

@@ -39,6 +39,7 @@ const TOP_KEYS: &[&str] = &[
     "maintenance",
     "quarantine",
     "metrics",
+    "drills",
 ];
 const RESERVED: &[&str] = &["flags"];
 const JOB_KEYS: &[&str] = &[
@@ -439,6 +440,7 @@ impl Cx {
         let mut maintenance = Vec::new();
         let mut quarantine = Vec::new();
         let mut metrics = MetricsConfig::default();
+        let mut drills_node = None;
         for (k, v) in top {
             match key(k) {
                 "version" => {
@@ -487,6 +489,7 @@ impl Cx {
                 "maintenance" => maintenance = self.maintenance(v),
                 "quarantine" => quarantine = self.quarantine(v),
                 "metrics" => metrics = self.metrics(v),
+                "drills" => drills_node = Some(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {
@@ -522,6 +525,7 @@ impl Cx {
             }
         }
         self.resolve_checks(&mut environments, &checks);
+        let drills = drills_node.map(|n| self.drills(n, &environments)).unwrap_or_default();
         let defaults = default.map(|d| self.defaults(d)).unwrap_or_default();
         let Some(jobs_node) = jobs_node else {
             self.err_help(
@@ -546,6 +550,7 @@ impl Cx {
             maintenance,
             quarantine,
             metrics,
+            drills,
         })
     }
 
@@ -711,6 +716,108 @@ impl Cx {
                 cron,
                 branch,
                 timezone,
+            });
+        }
+        out
+    }
+
+    /// `drills: {NAME: {environment, kill, count?, load?, cron, timezone?, production?}}`.
+    fn drills(&mut self, n: &Node, environments: &[Environment]) -> Vec<crate::model::ScheduledDrill> {
+        const KEYS: &[&str] = &["environment", "kill", "count", "load", "cron", "timezone", "production"];
+        let mut out = Vec::new();
+        let Some(es) = self.map(n, "`drills`") else {
+            return out;
+        };
+        for (k, v) in es {
+            let name = key(k).to_string();
+            let what = format!("drill `{name}`");
+            let Some(fields) = self.map(v, &what) else { continue };
+            let (mut env, mut kill, mut cron, mut timezone) = (None, None, None, None);
+            let (mut count, mut load, mut production) = (1u32, 20u32, false);
+            for (fk, fv) in fields {
+                match key(fk) {
+                    "environment" => env = self.string(fv, "`environment`").map(|e| (e, fv.pos)),
+                    "kill" => match self.string(fv, "`kill`").as_deref() {
+                        Some("instance") => kill = Some(takt_model::DrillKill::Instance),
+                        Some("all_instances") => kill = Some(takt_model::DrillKill::AllInstances),
+                        Some("supervisor") => kill = Some(takt_model::DrillKill::Supervisor),
+                        Some(other) => self.err(
+                            fv.pos,
+                            format!("`kill` is instance, all_instances or supervisor, not `{other}`"),
+                        ),
+                        None => {}
+                    },
+                    f @ ("count" | "load") => match fv.as_str().and_then(|t| t.parse::<u32>().ok()) {
+                        Some(x) if f == "count" && x >= 1 => count = x,
+                        Some(x) if f == "load" && (1..=1000).contains(&x) => load = x,
+                        _ => self.err(
+                            fv.pos,
+                            if f == "count" {
+                                "`count` must be a whole number of at least 1".to_string()
+                            } else {
+                                "`load` must be 1 to 1000 requests a second".to_string()
+                            },
+                        ),
+                    },
+                    "cron" => cron = self.string(fv, "`cron`").map(|c| (c, fv.pos)),
+                    "timezone" => timezone = self.string(fv, "`timezone`"),
+                    "production" => production = self.bool(fv, "`production`").unwrap_or(false),
+                    _ => self.unknown_key(fk, KEYS, &what),
+                }
+            }
+            let (Some((env, env_pos)), Some(kill), Some((cron, cron_pos))) = (env, kill, cron) else {
+                self.err_help(
+                    k.pos,
+                    format!("{what} needs `environment`, `kill` and `cron`"),
+                    "e.g. `weekly: {environment: staging, kill: all_instances, cron: \"0 10 * * MON\"}`",
+                );
+                continue;
+            };
+            if let Err(e) = crate::model::CronSchedule::check(&cron) {
+                self.err(cron_pos, format!("{what}: `{cron}` is not a cron expression: {e}"));
+                continue;
+            }
+            match environments.iter().find(|e| e.name == env) {
+                None => {
+                    self.err(
+                        env_pos,
+                        format!("{what} names environment `{env}`, which `environments:` does not define"),
+                    );
+                    continue;
+                }
+                Some(e) if e.driver == Driver::Command => {
+                    self.err(
+                        env_pos,
+                        format!(
+                            "{what}: environment `{env}` uses the command driver, which runs no instances to turn down"
+                        ),
+                    );
+                    continue;
+                }
+                Some(_) if is_production(environments, &env) && !production => {
+                    self.err_help(
+                        env_pos,
+                        format!("{what} turns down production environment `{env}`"),
+                        "say `production: true` in the drill to mean it",
+                    );
+                    continue;
+                }
+                Some(_) => {}
+            }
+            out.push(crate::model::ScheduledDrill {
+                schedule: crate::model::CronSchedule {
+                    name: name.clone(),
+                    cron,
+                    branch: None,
+                    timezone,
+                },
+                name,
+                environment: env,
+                kill,
+                count,
+                load,
+                production,
+                pos: k.pos,
             });
         }
         out

@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod checks;
 pub mod config;
+pub mod drill_schedule;
 pub mod environments;
 pub mod flow;
 pub mod hooks;

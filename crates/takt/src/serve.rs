@@ -303,6 +303,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     takt_cd::auto::start(state.cd.clone());
     takt_cd::remedy::start(state.cd.clone());
     takt_server::metrics::start_security_summaries(state.clone());
+    takt_server::drill_schedule::start(state.clone());
     takt_server::observe::start(&state);
     takt_server::artifacts::start_replication(state.clone());
     {

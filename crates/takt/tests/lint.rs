@@ -78,6 +78,11 @@ const CORPUS: &[(&str, &str)] = &[
         "53-metrics-bands-backwards",
         "53-metrics-bands-backwards.yml:7:23: error: `metrics.bands.change_fail_rate`: the bounds must go from the smallest (elite) to the largest (medium)",
     ),
+    // The remediation issue: a recurring drill must mean it to turn production down.
+    (
+        "54-drill-production",
+        "54-drill-production.yml:10:18: error: drill `weekly` turns down production environment `production`",
+    ),
 ];
 
 fn lint(path: &Path) -> (Option<i32>, String) {

@@ -468,4 +468,19 @@ async fn a_drill_that_kills_all_instances_measures_detection_and_recovery() {
         err.contains("is a production environment") && err.contains("--yes"),
         "{err}"
     );
+
+    // A recurring drill (`drills:`, every 2 s here) starts by itself once the default branch
+    // has it.
+    let scheduled = format!(
+        "{yml}drills:\n  often:\n    environment: staging\n    kill: instance\n    load: 20\n    cron: \"*/2 * * * * *\"\n"
+    );
+    let at = head(&s, &admin).await;
+    repo.commit(&[("takt.yml", &scheduled)], "a recurring drill");
+    let (st, b) = post_json(&s, "/api/v1/projects/shop/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let started = next(&s, &admin, "drill_started", at).await;
+    assert_eq!(started["by"], "drill schedule often", "{started:#}");
+    assert_eq!(started["kill"], "instance");
+    let finished = next(&s, &admin, "drill_finished", started["seq"].as_i64().unwrap()).await;
+    assert_eq!(finished["killed"], 1, "{finished:#}");
 }
