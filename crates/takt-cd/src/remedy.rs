@@ -46,6 +46,7 @@ pub fn start(cd: Arc<Cd>) {
                 return;
             }
         };
+        interrupted(&cd).await;
         let mut log = cd.store.subscribe(after, &["incident_opened"]);
         loop {
             let e = match log.next().await {
@@ -70,6 +71,31 @@ pub fn start(cd: Arc<Cd>) {
             });
         }
     });
+}
+
+/// Remediations the last server left `started` (it stopped meanwhile) end as failed, so
+/// that their incidents page at once: nothing carries them on.
+async fn interrupted(cd: &Arc<Cd>) {
+    let Ok(incidents) = cd.incidents(None).await else {
+        return;
+    };
+    for i in incidents.incidents.values().filter(|i| i.is_open()) {
+        let Some(r) = i.remediation.as_ref().filter(|r| r.outcome == RemedyOutcome::Started) else {
+            continue;
+        };
+        let kind = EventKind::IncidentRemediation {
+            id: i.id.clone(),
+            action: r.action,
+            deploy: r.deploy.clone(),
+            outcome: RemedyOutcome::Failed,
+            detail: Some(
+                "interrupted: the server stopped while it ran (what it started is recovered as every deploy is)".into(),
+            ),
+        };
+        if let Err(e) = cd.record(Event::now(&i.project, None, kind)).await {
+            tracing::error!(error = %e, incident = %i.id, "cannot record an interrupted remediation");
+        }
+    }
 }
 
 /// Plans and carries out the remediation of incident `id` of `project`.

@@ -484,3 +484,54 @@ async fn a_drill_that_kills_all_instances_measures_detection_and_recovery() {
     let finished = next(&s, &admin, "drill_finished", started["seq"].as_i64().unwrap()).await;
     assert_eq!(finished["killed"], 1, "{finished:#}");
 }
+
+/// A server killed while a remediation runs: when it starts again, that remediation is
+/// recorded as failed (nothing carries it on), which pages on call at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remediation_cut_off_by_a_restart_ends_failed_and_pages() {
+    let status = Arc::new(AtomicU16::new(200));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let svc = status.clone();
+    let app = axum::Router::new().route(
+        "/healthz",
+        get(move || {
+            let svc = svc.clone();
+            async move { StatusCode::from_u16(svc.load(Ordering::SeqCst)).unwrap() }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let yml = format!(
+        "jobs:\n  build: {{script: [echo app > app], artifacts: {{name: app, paths: [app]}}}}\n\
+         environments:\n  production:\n    driver: command\n    deploy: \"true\"\n    auto: true\n\
+         \x20   remediate: {{command: \"sleep 30\"}}\n    escalate_after: 1h\n\
+         checks:\n  api:\n    environment: production\n    http: {{url: \"http://127.0.0.1:{port}/healthz\"}}\n    interval: 100ms\n    failure_threshold: 2\n"
+    );
+    let repo = Repo::new(&[("takt.yml", &yml)]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = start(&data, &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "shop", repo.path()).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/shop/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    settled(&s, &admin, "shop", "production", 1).await;
+    let after = head(&s, &admin).await;
+    status.store(500, Ordering::SeqCst);
+    let started = next(&s, &admin, "incident_remediation", after).await;
+    assert_eq!(started["outcome"], "started", "{started:#}");
+    let seq = started["seq"].as_i64().unwrap();
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    drop(s);
+
+    let s = start(&data, &[]);
+    let ended = next(&s, &admin, "incident_remediation", seq).await;
+    assert_eq!(ended["outcome"], "failed", "{ended:#}");
+    assert!(
+        ended["detail"].as_str().unwrap().starts_with("interrupted"),
+        "{ended:#}"
+    );
+    let page = next(&s, &admin, "incident_paged", seq).await;
+    assert_eq!(page["reason"], "remediation_failed", "{page:#}");
+}
