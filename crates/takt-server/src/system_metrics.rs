@@ -59,7 +59,9 @@ pub fn render(data_dir: &Path) -> String {
         .map_or(100.0, |t| t as f64);
     let mut out = String::new();
     let stat = read("/proc/self/stat").and_then(|s| parse_stat(&s, ticks));
-    let boot = read("/proc/stat").and_then(|s| {
+    // Read once: the boot time and the machine's CPU both come from it.
+    let proc_stat = read("/proc/stat").unwrap_or_default();
+    let boot = Some(&proc_stat).and_then(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("btime "))
             .and_then(|b| b.trim().parse::<f64>().ok())
@@ -111,14 +113,10 @@ pub fn render(data_dir: &Path) -> String {
         "Start time of the process since unix epoch in seconds.",
         &one(stat.zip(boot).map(|(s, b)| b + s.1)),
     );
-    let cpu: Vec<(String, f64)> = read("/proc/stat")
-        .map(|s| {
-            parse_cpu(&s, ticks)
-                .into_iter()
-                .map(|(mode, v)| (format!("{{mode=\"{mode}\"}}"), v))
-                .collect()
-        })
-        .unwrap_or_default();
+    let cpu: Vec<(String, f64)> = parse_cpu(&proc_stat, ticks)
+        .into_iter()
+        .map(|(mode, v)| (format!("{{mode=\"{mode}\"}}"), v))
+        .collect();
     metric(
         &mut out,
         "takt_host_cpu_seconds_total",

@@ -18,17 +18,23 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 use takt_server::auth::Scope;
 
+/// The deploy example's service, answering 500 to `/` whenever the Python expression `when`
+/// holds; `preamble` goes after its `BROKEN = False` line.
+fn example_app_failing_when(when: &str, preamble: &str) -> String {
+    let app = std::fs::read_to_string(format!("{}/../../examples/deploy/app.py", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let bug = format!("        elif {when}:\n            self.reply(500, \"broken\\n\")\n");
+    app.replace("        elif BROKEN:\n", &format!("{bug}        elif BROKEN:\n"))
+        .replace("BROKEN = False", &format!("BROKEN = False{preamble}"))
+}
+
 /// The deploy example's service, with a bug in `v2` that only shows once the switch file
 /// exists.
 fn app(version: &str, switch: &std::path::Path) -> String {
-    let app = std::fs::read_to_string(format!("{}/../../examples/deploy/app.py", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let bug = format!(
-        "        elif {broken} and os.path.exists({path:?}):\n            self.reply(500, \"broken\\n\")\n",
-        broken = if version == "v2" { "True" } else { "False" },
-        path = switch.display().to_string()
-    );
-    app.replace("        elif BROKEN:\n", &format!("{bug}        elif BROKEN:\n"))
-        .replace("BROKEN = False", &format!("BROKEN = False  # {version}"))
+    let broken = if version == "v2" { "True" } else { "False" };
+    example_app_failing_when(
+        &format!("{broken} and os.path.exists({:?})", switch.display().to_string()),
+        &format!("  # {version}"),
+    )
 }
 
 /// The events of `kind` after `after`, waiting (long poll) for at least one.
@@ -143,13 +149,11 @@ async fn a_break_after_the_canary_is_rolled_back_by_remediation() {
 /// The deploy example's service, which goes bad once the switch file is newer than its
 /// process (a leak that a restart cures).
 fn leaky_app(switch: &std::path::Path) -> String {
-    let app = std::fs::read_to_string(format!("{}/../../examples/deploy/app.py", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let bug = format!(
-        "        elif os.path.exists({path:?}) and os.path.getmtime({path:?}) > STARTED:\n            self.reply(500, \"leaked\\n\")\n",
-        path = switch.display().to_string()
-    );
-    app.replace("        elif BROKEN:\n", &format!("{bug}        elif BROKEN:\n"))
-        .replace("BROKEN = False", "BROKEN = False\nimport time\nSTARTED = time.time()")
+    let path = format!("{:?}", switch.display().to_string());
+    example_app_failing_when(
+        &format!("os.path.exists({path}) and os.path.getmtime({path}) > STARTED"),
+        "\nimport time\nSTARTED = time.time()",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,18 +244,9 @@ async fn inbox() -> (Arc<Inbox>, String) {
     (inbox, url)
 }
 
-fn pages(inbox: &Inbox) -> usize {
-    inbox
-        .types
-        .lock()
-        .iter()
-        .filter(|t| t.contains("incident_paged"))
-        .count()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unacknowledged_incident_pages_on_call_until_someone_acknowledges_it() {
-    // A service the test breaks; a deploy command that succeeds; a remediation that fails.
+/// A service on 127.0.0.1 whose `/healthz` answers the status the test sets (200 first):
+/// the status, and its port.
+async fn switchable_service() -> (Arc<AtomicU16>, u16) {
     let status = Arc::new(AtomicU16::new(200));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -264,6 +259,22 @@ async fn an_unacknowledged_incident_pages_on_call_until_someone_acknowledges_it(
         }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (status, port)
+}
+
+fn pages(inbox: &Inbox) -> usize {
+    inbox
+        .types
+        .lock()
+        .iter()
+        .filter(|t| t.contains("incident_paged"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_incident_pages_on_call_until_someone_acknowledges_it() {
+    // A service the test breaks; a deploy command that succeeds; a remediation that fails.
+    let (status, port) = switchable_service().await;
     let (on_call, on_call_url) = inbox().await;
     let (others, others_url) = inbox().await;
     let yml = format!(
@@ -489,18 +500,7 @@ async fn a_drill_that_kills_all_instances_measures_detection_and_recovery() {
 /// recorded as failed (nothing carries it on), which pages on call at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remediation_cut_off_by_a_restart_ends_failed_and_pages() {
-    let status = Arc::new(AtomicU16::new(200));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let svc = status.clone();
-    let app = axum::Router::new().route(
-        "/healthz",
-        get(move || {
-            let svc = svc.clone();
-            async move { StatusCode::from_u16(svc.load(Ordering::SeqCst)).unwrap() }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (status, port) = switchable_service().await;
     let yml = format!(
         "jobs:\n  build: {{script: [echo app > app], artifacts: {{name: app, paths: [app]}}}}\n\
          environments:\n  production:\n    driver: command\n    deploy: \"true\"\n    auto: true\n\
