@@ -83,6 +83,7 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
                         takt_pipeline::Pos { line: 1, col: 1 },
                         format!("the parser stopped: {e}"),
                     )],
+                    includes: Vec::new(),
                 })
             }) {
             Ok(pipe) => {

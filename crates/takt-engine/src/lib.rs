@@ -13,7 +13,7 @@ mod workspace;
 
 pub use datadir::DataDir;
 pub use report::{ArtifactReport, BudgetWarning, CacheReport, JobReport, RunReport};
-pub use run::{Carry, Engine, Live, LiveJob, Prepared, Progress, RunRequest};
+pub use run::{Carry, Engine, Live, LiveJob, PIPELINE_FILES, Prepared, Progress, RunRequest};
 
 use std::path::PathBuf;
 
@@ -23,7 +23,7 @@ pub enum EngineError {
     NotARepo { path: PathBuf, reason: String },
     #[error("unknown revision `{rev}`: {reason}")]
     UnknownRevision { rev: String, reason: String },
-    #[error("no {file} in {root} (commit {commit}); create one — see docs/pipeline.md")]
+    #[error("no {file} (nor .gitlab-ci.yml) in {root} (commit {commit}); create one — see docs/pipeline.md")]
     NoPipelineFile {
         root: PathBuf,
         file: String,

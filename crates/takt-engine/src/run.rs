@@ -7,7 +7,7 @@ use crate::report::*;
 use crate::workspace::{self, Stored, sanitize};
 use crate::{DataDir, EngineError, junit};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,42 +83,32 @@ impl Prepared {
             (b, t) => (b.clone(), t.clone()),
         };
         let subdir = project_subdir(&repo, &req.path, &commit, req.dirty).await;
-        let file = if subdir.is_empty() {
-            "takt.yml".to_string()
-        } else {
-            format!("{subdir}/takt.yml")
-        };
         let mut changed = repo.changed_files(&commit).await?;
-        let (bytes, dirty_tree) = if req.dirty {
+        let dirty_tree = if req.dirty {
             let (tree, dirty_changes) = repo.dirty_tree(scratch).await?;
             changed.extend(dirty_changes);
-            let p = repo.root.join(&file);
-            let bytes = std::fs::read(&p).map_err(|_| EngineError::NoPipelineFile {
-                root: repo.root.clone(),
-                file: file.clone(),
-                commit: "working tree".into(),
-            })?;
-            (bytes, Some(tree))
+            Some(tree)
         } else {
-            let bytes = repo
-                .file_at(&commit, &file)
-                .await
-                .ok_or_else(|| EngineError::NoPipelineFile {
-                    root: repo.root.clone(),
-                    file: file.clone(),
-                    commit: commit.clone(),
-                })?;
-            (bytes, None)
+            None
         };
+        let source = Source {
+            repo: &repo,
+            commit: &commit,
+            dirty: req.dirty,
+        };
+        let (file, bytes) = source.pipeline_file(&subdir).await?;
+        let mut files = repo.files(dirty_tree.as_deref().unwrap_or(&commit)).await?;
+        let includes = source.includes(&bytes, &files).await;
         // Parsing and planning are pure CPU work over input: off the async runtime.
         let pipeline = {
             let file = file.clone();
-            tokio::task::spawn_blocking(move || takt_pipeline::parse(&file, &bytes))
-                .await
-                .map_err(blocking_err)?
-                .map_err(EngineError::InvalidPipeline)?
+            tokio::task::spawn_blocking(move || {
+                takt_pipeline::parse_with(&file, &bytes, &takt_pipeline::ParseOptions::default(), &includes)
+            })
+            .await
+            .map_err(blocking_err)?
+            .map_err(EngineError::InvalidPipeline)?
         };
-        let mut files = repo.files(dirty_tree.as_deref().unwrap_or(&commit)).await?;
         if !subdir.is_empty() {
             // Rules see paths relative to the project directory.
             let prefix = format!("{subdir}/");
@@ -140,7 +130,10 @@ impl Prepared {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "project".into())
         });
-        let mut variables: HashMap<String, String> = facts(&project, 0, &commit, &branch, &tag).into_iter().collect();
+        let mut variables: HashMap<String, String> =
+            facts(&project, 0, &commit, &branch, &tag, req.trigger.pipeline_source())
+                .into_iter()
+                .collect();
         for (k, v) in &pipeline.variables {
             variables.insert(k.clone(), v.clone());
         }
@@ -171,6 +164,79 @@ impl Prepared {
     }
 }
 
+/// Where a run's pipeline file and what it includes are read: a commit, or the working tree.
+struct Source<'a> {
+    repo: &'a Repo,
+    commit: &'a str,
+    dirty: bool,
+}
+
+impl Source<'_> {
+    async fn read(&self, path: &str) -> Option<Vec<u8>> {
+        if self.dirty {
+            std::fs::read(self.repo.root.join(path)).ok()
+        } else {
+            self.repo.file_at(self.commit, path).await
+        }
+    }
+
+    /// `takt.yml` of the project directory, or else its `.gitlab-ci.yml` (GitLab's layout).
+    async fn pipeline_file(&self, subdir: &str) -> Result<(String, Vec<u8>), EngineError> {
+        let at = |name: &str| {
+            if subdir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{subdir}/{name}")
+            }
+        };
+        for name in PIPELINE_FILES {
+            if let Some(bytes) = self.read(&at(name)).await {
+                return Ok((at(name), bytes));
+            }
+        }
+        Err(EngineError::NoPipelineFile {
+            root: self.repo.root.clone(),
+            file: at("takt.yml"),
+            commit: if self.dirty {
+                "working tree".into()
+            } else {
+                self.commit.to_string()
+            },
+        })
+    }
+
+    /// Every file `include: local` reaches from `bytes` (paths from the repository root; globs
+    /// matched against `files`), at most GitLab's 150. A missing one is left out: the parser
+    /// says which.
+    async fn includes(&self, bytes: &[u8], files: &[String]) -> BTreeMap<String, Vec<u8>> {
+        let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut todo: Vec<Vec<u8>> = vec![bytes.to_vec()];
+        while let Some(b) = todo.pop() {
+            for inc in takt_pipeline::gitlab::local_includes(&b) {
+                let paths: Vec<String> = if inc.contains('*') {
+                    let g = takt_pipeline::glob::GlobList::new(std::slice::from_ref(&inc));
+                    files.iter().filter(|f| g.is_match(f)).cloned().collect()
+                } else {
+                    vec![inc]
+                };
+                for p in paths {
+                    if out.len() >= takt_pipeline::gitlab::MAX_INCLUDES || out.contains_key(&p) {
+                        continue;
+                    }
+                    if let Some(content) = self.read(&p).await {
+                        todo.push(content.clone());
+                        out.insert(p, content);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The pipeline files a project directory may hold, the first found is read.
+pub const PIPELINE_FILES: [&str; 2] = ["takt.yml", ".gitlab-ci.yml"];
+
 /// The directory of `path` relative to the repository root if it holds its own takt.yml in
 /// the commit (or the working tree, with `--dirty`); otherwise the root (`""`).
 async fn project_subdir(repo: &Repo, path: &Path, commit: &str, dirty: bool) -> String {
@@ -185,11 +251,15 @@ async fn project_subdir(repo: &Repo, path: &Path, commit: &str, dirty: bool) -> 
     if rel.is_empty() {
         return rel;
     }
-    let found = if dirty {
-        abs.join("takt.yml").is_file()
-    } else {
-        repo.file_at(commit, &format!("{rel}/takt.yml")).await.is_some()
-    };
+    let mut found = false;
+    for name in PIPELINE_FILES {
+        found = found
+            || if dirty {
+                abs.join(name).is_file()
+            } else {
+                repo.file_at(commit, &format!("{rel}/{name}")).await.is_some()
+            };
+    }
     if found { rel } else { String::new() }
 }
 
@@ -200,10 +270,12 @@ fn facts(
     commit: &str,
     branch: &Option<String>,
     tag: &Option<String>,
+    source: &str,
 ) -> Vec<(String, String)> {
     let short = &commit[..commit.len().min(8)];
     let mut v = vec![
         ("CI".to_string(), "true".to_string()),
+        ("CI_PIPELINE_SOURCE".into(), source.into()),
         ("CI_COMMIT_SHA".into(), commit.into()),
         ("CI_COMMIT_SHORT_SHA".into(), short.into()),
         ("CI_PIPELINE_ID".into(), run.to_string()),
@@ -454,6 +526,7 @@ impl<E: Executor + 'static> Engine<E> {
             secrets: req.secrets.clone(),
             variables: prep.pipeline.variables.clone(),
             subdir: prep.subdir.clone(),
+            source: req.trigger.pipeline_source(),
             quarantine: req
                 .quarantine
                 .clone()
@@ -714,6 +787,8 @@ struct RunCtx {
     variables: Vec<(String, String)>,
     subdir: String,
     quarantine: Vec<takt_pipeline::Quarantined>,
+    /// `CI_PIPELINE_SOURCE`.
+    source: &'static str,
 }
 
 struct JobRun<E> {
@@ -905,7 +980,7 @@ impl<E: Executor + 'static> JobRun<E> {
             ("HOME".into(), host("HOME", "/")),
             ("LANG".into(), host("LANG", "C.UTF-8")),
         ];
-        env.extend(facts(&c.project, c.run, &c.commit, &c.branch, &c.tag));
+        env.extend(facts(&c.project, c.run, &c.commit, &c.branch, &c.tag, c.source));
         let dir = project_dir.display().to_string();
         env.extend([
             ("CI_JOB_NAME".into(), pj.job.name.clone()),
@@ -975,6 +1050,11 @@ impl<E: Executor + 'static> JobRun<E> {
             &self.ctx.commit[..self.ctx.commit.len().min(8)],
             self.ctx.project
         ));
+        if let Some(image) = &pj.job.image {
+            note(format!(
+                "image `{image}` is not used: the local executor runs jobs on this machine"
+            ));
+        }
         if !missing.is_empty() {
             note(format!(
                 "secrets {} are not given to this run: not set for the project, or the branch is neither the default branch nor protected",

@@ -96,6 +96,22 @@ pub enum Trigger {
     Restart { of: u64 },
 }
 
+impl Trigger {
+    /// GitLab's `CI_PIPELINE_SOURCE` for a run started this way: `push` for a commit reported
+    /// (or run locally), `api` for `takt trigger` and retries, `schedule` for cron.
+    pub fn pipeline_source(&self) -> &'static str {
+        match self {
+            Trigger::Local
+            | Trigger::Webhook { .. }
+            | Trigger::Poll
+            | Trigger::Hook { .. }
+            | Trigger::Restart { .. } => "push",
+            Trigger::Api { .. } | Trigger::Retry { .. } => "api",
+            Trigger::Schedule { .. } => "schedule",
+        }
+    }
+}
+
 /// How a project's queue treats commits that arrive while earlier ones wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

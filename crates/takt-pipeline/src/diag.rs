@@ -9,6 +9,15 @@ pub struct Pos {
     pub col: usize,
 }
 
+/// Whether a problem stops the file from being used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub enum Severity {
+    #[default]
+    Error,
+    /// The file works, but not quite as written (e.g. GitLab's `tags` before takt has agents).
+    Warning,
+}
+
 /// One problem found in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -16,6 +25,7 @@ pub struct Diagnostic {
     pub message: String,
     /// How to fix it, when takt can tell.
     pub help: Option<String>,
+    pub severity: Severity,
 }
 
 impl Diagnostic {
@@ -24,7 +34,29 @@ impl Diagnostic {
             pos,
             message: message.into(),
             help: None,
+            severity: Severity::Error,
         }
+    }
+
+    pub fn warning(pos: Pos, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::new(pos, message)
+        }
+    }
+
+    /// `file:line:col: error: message` and the help on a second line.
+    pub fn render(&self, file: &str) -> String {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut s = format!("{file}:{}:{}: {level}: {}", self.pos.line, self.pos.col, self.message);
+        if let Some(h) = &self.help {
+            s.push_str("\n  help: ");
+            s.push_str(h);
+        }
+        s
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
@@ -33,11 +65,37 @@ impl Diagnostic {
     }
 }
 
-/// All the problems of one file, reported together.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// All the problems of one file (and the files it includes), reported together.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Diagnostics {
     pub file: String,
     pub items: Vec<Diagnostic>,
+    /// The files `include:` read, in the order their line numbers are offset by
+    /// [`crate::gitlab::INCLUDE_LINE_BASE`].
+    pub includes: Vec<String>,
+}
+
+impl Diagnostics {
+    /// The file a position is in, and the position within it.
+    pub fn locate(&self, pos: Pos) -> (&str, Pos) {
+        let base = crate::gitlab::INCLUDE_LINE_BASE;
+        match (pos.line / base).checked_sub(1).and_then(|i| self.includes.get(i)) {
+            Some(f) => (
+                f,
+                Pos {
+                    line: pos.line % base,
+                    col: pos.col,
+                },
+            ),
+            None => (&self.file, pos),
+        }
+    }
+
+    /// One diagnostic as `file:line:col: level: message`, in the file it is in.
+    pub fn render(&self, d: &Diagnostic) -> String {
+        let (file, pos) = self.locate(d.pos);
+        Diagnostic { pos, ..d.clone() }.render(file)
+    }
 }
 
 impl fmt::Display for Diagnostics {
@@ -46,10 +104,7 @@ impl fmt::Display for Diagnostics {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}:{}: error: {}", self.file, d.pos.line, d.pos.col, d.message)?;
-            if let Some(h) = &d.help {
-                write!(f, "\n  help: {h}")?;
-            }
+            f.write_str(&self.render(d))?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 pub mod diag;
 pub mod duration;
 pub mod expr;
+pub mod gitlab;
 pub mod glob;
 pub mod limits;
 pub mod model;
@@ -13,7 +14,8 @@ pub mod parse;
 pub mod plan;
 pub mod yaml;
 
-pub use diag::{Diagnostic, Diagnostics, Pos};
+pub use diag::{Diagnostic, Diagnostics, Pos, Severity};
+pub use gitlab::Layout;
 pub use model::*;
-pub use parse::{artifact_name_for_job, check_artifact_name, parse};
+pub use parse::{ParseOptions, artifact_name_for_job, check_artifact_name, parse, parse_with};
 pub use plan::{Plan, PlanContext, PlanError, PlannedJob, Schedule, Skip, critical_path, plan};

@@ -1,7 +1,8 @@
 //! The validated pipeline: what `takt.yml` means once every key has been checked.
 
-use crate::diag::Pos;
+use crate::diag::{Diagnostics, Pos};
 use crate::expr::Expr;
+use crate::gitlab::Layout;
 use std::time::Duration;
 
 /// The default stages, in order (`.pre` and `.post` are always added around them, as in GitLab).
@@ -37,6 +38,12 @@ pub struct Pipeline {
     pub metrics: MetricsConfig,
     /// Recurring disaster-recovery drills (default branch only).
     pub drills: Vec<ScheduledDrill>,
+    /// `workflow: rules`: whether a run is made at all (empty: always).
+    pub workflow: Vec<Rule>,
+    /// The layout the file was written in.
+    pub layout: Layout,
+    /// What works, but not as written (shown by `takt lint` and in each run's log).
+    pub warnings: Diagnostics,
 }
 
 /// A `drills:` entry: drill `environment` by `kill` at every `schedule` time.
@@ -319,6 +326,13 @@ pub struct Artifacts {
     pub when: ArtifactWhen,
     pub expire_in: Option<Duration>,
     pub junit: Vec<String>,
+    /// Every `reports:` entry but `junit` (GitLab's report type → its paths): stored with the
+    /// run and listed; their paths are collected with the artifacts.
+    pub reports: Vec<(String, Vec<String>)>,
+    /// `expose_as`: the name the run page shows the artifacts under.
+    pub expose_as: Option<String>,
+    /// `public: false`: only tokens that may read the project's secrets download them.
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,6 +383,29 @@ pub struct Job {
     pub secrets: Vec<String>,
     /// `network: false`: the job runs without a network (where the executor isolates jobs).
     pub network: bool,
+    /// GitLab's `tags`: which agents may take the job (none yet: every job runs here).
+    pub tags: Vec<String>,
+    /// GitLab's `interruptible`: a newer run of the branch may cancel it.
+    pub interruptible: bool,
+    /// GitLab's `environment`: what the job deploys to (recorded on the run).
+    pub environment: Option<JobEnvironment>,
+    /// GitLab's `coverage`: a regex whose first match in the log is the coverage percentage.
+    pub coverage: Option<String>,
+    /// GitLab's `resource_group`: at most one job of the group runs at a time.
+    pub resource_group: Option<String>,
+    /// `image`: the container image the job asks for (the local executor does not use it).
+    pub image: Option<String>,
+    /// `when: delayed` with `start_in`.
+    pub start_in: Option<Duration>,
+}
+
+/// A job's `environment:` (GitLab's keyword): its name and what the job does to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEnvironment {
+    pub name: String,
+    /// `start` (the default), `prepare`, `stop`, `verify` or `access`.
+    pub action: String,
+    pub url: Option<String>,
 }
 
 /// `environments.NAME`: where an artifact is deployed, how, and when (default branch only).

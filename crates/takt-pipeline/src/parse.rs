@@ -4,15 +4,16 @@ mod checks;
 mod environments;
 mod metrics;
 
-use crate::diag::{Diagnostic, Diagnostics, Pos, did_you_mean};
+use crate::diag::{Diagnostic, Diagnostics, Pos, Severity, did_you_mean};
 use crate::duration;
 use crate::expr::Expr;
+use crate::gitlab::{self, Layout};
 use crate::limits::{
     MAX_DIAGNOSTICS, MAX_EXPANDED_NODES, MAX_EXTENDS_DEPTH, MAX_JOBS, MAX_NEED_EDGES, MAX_NEEDS, MAX_SCRIPT_LINES,
     MAX_STAGES,
 };
 use crate::model::*;
-use crate::yaml::{self, Node, NodeKind};
+use crate::yaml::{Node, NodeKind};
 use globset::Glob;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -40,6 +41,7 @@ const TOP_KEYS: &[&str] = &[
     "quarantine",
     "metrics",
     "drills",
+    "workflow",
 ];
 const RESERVED: &[&str] = &["flags"];
 const JOB_KEYS: &[&str] = &[
@@ -63,6 +65,15 @@ const JOB_KEYS: &[&str] = &[
     "network",
     "image",
     "services",
+    "tags",
+    "only",
+    "except",
+    "environment",
+    "coverage",
+    "interruptible",
+    "resource_group",
+    "inherit",
+    "start_in",
 ];
 const DEFAULT_KEYS: &[&str] = &[
     "before_script",
@@ -73,40 +84,78 @@ const DEFAULT_KEYS: &[&str] = &[
     "timeout",
     "image",
     "services",
+    "tags",
+    "interruptible",
+];
+/// GitLab's `artifacts: reports` types other than `junit` (kept with the run and listed).
+const REPORT_TYPES: &[&str] = &[
+    "accessibility",
+    "annotations",
+    "api_fuzzing",
+    "browser_performance",
+    "coverage_report",
+    "codequality",
+    "container_scanning",
+    "coverage_fuzzing",
+    "cyclonedx",
+    "dast",
+    "dependency_scanning",
+    "dotenv",
+    "load_performance",
+    "metrics",
+    "requirements",
+    "repository_xray",
+    "sast",
+    "secret_detection",
+    "terraform",
 ];
 /// GitLab keys a pasted job may carry that takt knows but does not implement.
 const GITLAB_UNSUPPORTED: &[&str] = &[
-    "tags",
-    "only",
-    "except",
-    "environment",
-    "coverage",
-    "interruptible",
-    "resource_group",
     "trigger",
     "release",
     "pages",
     "id_tokens",
-    "inherit",
     "hooks",
-    "include",
-    "workflow",
     "identity",
     "inputs",
     "manual_confirmation",
     "dast_configuration",
-    "start_in",
 ];
 
-/// Parses and validates a pipeline file. `file` is the name used in messages.
+/// How to read a pipeline file.
+#[derive(Debug, Clone, Default)]
+pub struct ParseOptions {
+    /// `None`: by the file's name ([`Layout::of`]).
+    pub layout: Option<Layout>,
+    /// Make what the local executor cannot honour (`image`, `services`) an error, not a warning.
+    pub strict: bool,
+}
+
+/// Parses and validates a pipeline file, its layout by its name, without includes. `file` is
+/// the name used in messages.
 pub fn parse(file: &str, bytes: &[u8]) -> Result<Pipeline, Diagnostics> {
-    let fail = |items: Vec<Diagnostic>| Diagnostics {
+    parse_with(file, bytes, &ParseOptions::default(), &BTreeMap::new())
+}
+
+/// Parses and validates a pipeline file with the files its `include: local` names (path from
+/// the repository root → contents; [`crate::gitlab::local_includes`] says which).
+pub fn parse_with(
+    file: &str,
+    bytes: &[u8],
+    opts: &ParseOptions,
+    includes: &BTreeMap<String, Vec<u8>>,
+) -> Result<Pipeline, Diagnostics> {
+    let layout = opts.layout.unwrap_or_else(|| Layout::of(file));
+    let mut table = Vec::new();
+    let fail = |items: Vec<Diagnostic>, table: &[String]| Diagnostics {
         file: file.to_string(),
         items,
+        includes: table.to_vec(),
     };
     let start = Pos { line: 1, col: 1 };
     if bytes.len() > MAX_FILE_BYTES {
-        return Err(fail(vec![
+        return Err(fail(
+            vec![
             Diagnostic::new(
                 start,
                 format!(
@@ -116,7 +165,9 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Pipeline, Diagnostics> {
                 ),
             )
             .help("a pipeline file this large is almost certainly not hand-written; generate less, or split templates"),
-        ]));
+        ],
+            &table,
+        ));
     }
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
@@ -124,31 +175,47 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Pipeline, Diagnostics> {
             let valid = &bytes[..e.valid_up_to()];
             let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
             let col = valid.len() - valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
-            return Err(fail(vec![
-                Diagnostic::new(Pos { line, col }, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
-                    .help("save the file as UTF-8"),
-            ]));
+            return Err(fail(
+                vec![
+                    Diagnostic::new(Pos { line, col }, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+                        .help("save the file as UTF-8"),
+                ],
+                &table,
+            ));
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let root = match yaml::load(text) {
-        Ok(Some(n)) => n,
-        Ok(None) => {
-            return Err(fail(vec![Diagnostic::new(start, "the file is empty").help(
-                "a pipeline needs at least `jobs:` with one job, e.g.\njobs:\n  build:\n    script: [make]",
-            )]));
-        }
-        Err(d) => return Err(fail(capped(d, 0))),
+    let normalized = match gitlab::normalize(text, layout, includes, &mut table) {
+        Ok(n) => n,
+        Err(d) => return Err(fail(capped(d, 0), &table)),
     };
     let mut cx = Cx {
         errors: Vec::new(),
+        warnings: Vec::new(),
         dropped: 0,
         expanded: 0,
+        layout,
+        strict: opts.strict,
+    };
+    for d in normalized.problems {
+        cx.push(d);
+    }
+    let Some(root) = normalized.root else {
+        let example = match layout {
+            Layout::Takt => "a pipeline needs at least `jobs:` with one job, e.g.\njobs:\n  build:\n    script: [make]",
+            Layout::Gitlab => "a pipeline needs at least one job, e.g.\nbuild:\n  script: [make]",
+        };
+        cx.push(Diagnostic::new(start, "the file is empty").help(example));
+        return Err(fail(capped(cx.errors, cx.dropped), &table));
     };
     let pipeline = cx.pipeline(&root);
     match pipeline {
-        Some(p) if cx.errors.is_empty() => Ok(p),
-        _ => Err(fail(capped(cx.errors, cx.dropped))),
+        Some(mut p) if cx.errors.is_empty() => {
+            p.layout = layout;
+            p.warnings = fail(capped(cx.warnings, 0), &table);
+            Ok(p)
+        }
+        _ => Err(fail(capped(cx.errors, cx.dropped), &table)),
     }
 }
 
@@ -173,6 +240,9 @@ fn capped(mut items: Vec<Diagnostic>, mut dropped: usize) -> Vec<Diagnostic> {
 
 struct Cx {
     errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    layout: Layout,
+    strict: bool,
     /// Problems found beyond [`MAX_DIAGNOSTICS`]: counted, not kept.
     dropped: usize,
     /// YAML nodes made by `extends`, `default` and matrix copies so far
@@ -199,6 +269,49 @@ fn valid_var_name(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+}
+
+fn ctx_of(job: &str) -> String {
+    format!("job `{job}`")
+}
+
+/// One or several alternatives (an empty list matches nothing).
+fn any_of(mut any: Vec<Expr>) -> Expr {
+    match any.len() {
+        0 => Expr::Cmp(
+            Box::new(Expr::Str("a".into())),
+            crate::expr::Op::Eq,
+            Box::new(Expr::Str("b".into())),
+        ),
+        1 => any.remove(0),
+        _ => Expr::Or(any),
+    }
+}
+
+/// One `only: refs` entry as a condition: GitLab's keywords (`branches`, `tags`,
+/// `merge_requests`, `schedules`, ...), a `/regex/`, or a ref name.
+fn only_ref(r: &str) -> Result<Expr, String> {
+    use crate::expr::Op;
+    let var = |v: &str| Box::new(Expr::Var(v.into()));
+    let source = |s: &str| Expr::Cmp(var("CI_PIPELINE_SOURCE"), Op::Eq, Box::new(Expr::Str(s.into())));
+    // `ref@group/project` limits the ref to one project: takt runs one project per file.
+    let r = r.split('@').next().unwrap_or(r);
+    Ok(match r {
+        "branches" => Expr::Cmp(var("CI_COMMIT_BRANCH"), Op::Ne, Box::new(Expr::Null)),
+        "tags" => Expr::Cmp(var("CI_COMMIT_TAG"), Op::Ne, Box::new(Expr::Null)),
+        "merge_requests" => source("merge_request_event"),
+        "external_pull_requests" => source("external_pull_request_event"),
+        "pushes" => source("push"),
+        "schedules" => source("schedule"),
+        "triggers" => source("trigger"),
+        "pipelines" => source("pipeline"),
+        "api" | "web" | "chat" | "external" => source(r),
+        _ if r.len() >= 2 && r.starts_with('/') => {
+            let e = Expr::parse(&format!("$CI_COMMIT_REF_NAME =~ {r}"))?;
+            return Ok(e);
+        }
+        _ => Expr::Cmp(var("CI_COMMIT_REF_NAME"), Op::Eq, Box::new(Expr::Str(r.into()))),
+    })
 }
 
 /// Deep-merges `over` onto `base` (mappings merge, everything else is replaced), as `extends` does.
@@ -232,6 +345,12 @@ fn deep_merge(base: &Node, over: &Node) -> Node {
 
 impl Cx {
     fn push(&mut self, d: Diagnostic) {
+        if d.severity == Severity::Warning {
+            if self.warnings.len() < MAX_DIAGNOSTICS {
+                self.warnings.push(d);
+            }
+            return;
+        }
         if self.errors.len() < MAX_DIAGNOSTICS {
             self.errors.push(d);
         } else {
@@ -251,6 +370,10 @@ impl Cx {
 
     fn err_help(&mut self, pos: Pos, msg: impl Into<String>, help: impl Into<String>) {
         self.push(Diagnostic::new(pos, msg).help(help));
+    }
+
+    fn warn(&mut self, pos: Pos, msg: impl Into<String>, help: impl Into<String>) {
+        self.push(Diagnostic::warning(pos, msg).help(help));
     }
 
     fn map<'a>(&mut self, n: &'a Node, what: &str) -> Option<&'a [(Node, Node)]> {
@@ -441,6 +564,7 @@ impl Cx {
         let mut quarantine = Vec::new();
         let mut metrics = MetricsConfig::default();
         let mut drills_node = None;
+        let mut workflow = Vec::new();
         for (k, v) in top {
             match key(k) {
                 "version" => {
@@ -490,6 +614,7 @@ impl Cx {
                 "quarantine" => quarantine = self.quarantine(v),
                 "metrics" => metrics = self.metrics(v),
                 "drills" => drills_node = Some(v),
+                "workflow" => workflow = self.workflow(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {
@@ -551,7 +676,26 @@ impl Cx {
             quarantine,
             metrics,
             drills,
+            workflow,
+            layout: self.layout,
+            warnings: Diagnostics::default(),
         })
+    }
+
+    /// `workflow: {rules: [...], name: ...}`.
+    fn workflow(&mut self, n: &Node) -> Vec<Rule> {
+        let Some(es) = self.map(n, "`workflow`") else {
+            return Vec::new();
+        };
+        let mut rules = Vec::new();
+        for (k, v) in es {
+            match key(k) {
+                "rules" => rules = self.rules(v, "`workflow`"),
+                "name" | "auto_cancel" => {}
+                _ => self.unknown_key(k, &["rules", "name", "auto_cancel"], "`workflow`"),
+            }
+        }
+        rules
     }
 
     /// `quarantine: [{name, suite?, job?, until: YYYY-MM-DD, reason?}]`.
@@ -1021,6 +1165,10 @@ impl Cx {
                 continue;
             }
             if !matches!(v.kind, NodeKind::Map(_)) {
+                if key(k).starts_with('.') {
+                    // A hidden key may hold any YAML for anchors and `!reference` to use.
+                    continue;
+                }
                 self.err_help(
                     v.pos,
                     format!("job `{}` must be a mapping, found {}", key(k), v.type_name()),
@@ -1041,11 +1189,13 @@ impl Cx {
             let Some((node, _, size)) = self.resolve_extends(name, &raw, &mut Vec::new(), &mut memo) else {
                 continue;
             };
-            // `default` fills keys the job does not set.
+            // `default` fills keys the job does not set (those `inherit: default` lets through).
             let mut es: Vec<(Node, Node)> = entries(&node).to_vec();
             let mut size = size;
+            let inherited = self.inherit(&node, &ctx_of(name));
             for (dk, dv) in defaults {
-                if !es.iter().any(|(k, _)| key(k) == key(dk)) {
+                let wanted = inherited.as_ref().is_none_or(|keys| keys.iter().any(|i| i == key(dk)));
+                if wanted && !es.iter().any(|(k, _)| key(k) == key(dk)) {
                     size = size.saturating_add(dv.size());
                     es.push((dk.clone(), dv.clone()));
                 }
@@ -1085,6 +1235,37 @@ impl Cx {
         jobs
     }
 
+    /// `inherit: {default: bool | [keys], variables: bool | [names]}`: `None` when every
+    /// `default` key is inherited, else the ones that are.
+    fn inherit(&mut self, job: &Node, ctx: &str) -> Option<Vec<String>> {
+        let n = job.get("inherit")?;
+        let es = self.map(n, &format!("`inherit` of {ctx}"))?;
+        let mut out = None;
+        for (k, v) in es {
+            let value = match &v.kind {
+                NodeKind::Seq(_) => Some(self.strings(v, "`inherit`").unwrap_or_default()),
+                _ => match self.bool(v, "`inherit`") {
+                    Some(true) | None => None,
+                    Some(false) => Some(Vec::new()),
+                },
+            };
+            match key(k) {
+                "default" => out = value,
+                "variables" => {
+                    if value.is_some() {
+                        self.warn(
+                            v.pos,
+                            "`inherit: variables` is not honoured yet: the job sees every top-level variable",
+                            "set the variables the job must not see to empty values in its own `variables:`",
+                        );
+                    }
+                }
+                _ => self.unknown_key(k, &["default", "variables"], "`inherit`"),
+            }
+        }
+        out
+    }
+
     fn job(&mut self, name: &str, n: &Node, stage_set: &HashSet<&str>, stages: &[String]) -> Vec<Job> {
         let ctx = format!("job `{name}`");
         let mut job = Job {
@@ -1108,7 +1289,17 @@ impl Cx {
             cache: None,
             secrets: Vec::new(),
             network: true,
+            tags: Vec::new(),
+            interruptible: false,
+            environment: None,
+            coverage: None,
+            resource_group: None,
+            image: None,
+            start_in: None,
         };
+        let mut only: Option<&Node> = None;
+        let mut except: Option<&Node> = None;
+        let mut delayed = false;
         let mut matrix: Vec<Vec<(String, String)>> = Vec::new();
         let mut has_script = false;
         for (k, v) in entries(n) {
@@ -1162,6 +1353,10 @@ impl Cx {
                 "rules" => job.rules = self.rules(v, &ctx),
                 "when" => {
                     if let Some(s) = self.string(v, &what) {
+                        if s == "delayed" {
+                            delayed = true;
+                            continue;
+                        }
                         match When::parse(&s) {
                             Some(When::Never) | None => self.err_help(
                                 v.pos,
@@ -1218,13 +1413,94 @@ impl Cx {
                     }
                 }
                 "network" => job.network = self.bool(v, &what).unwrap_or(true),
-                "image" | "services" => self.err_help(
-                    k.pos,
-                    format!("`{}` in {ctx} is not supported by the process executor yet", key(k)),
-                    "remove it: takt runs jobs as local processes; install what the job needs on the machine",
-                ),
-                "extends" => {}
+                "image" | "services" => {
+                    let what = match (&v.kind, key(k)) {
+                        (NodeKind::Map(_), "image") => v.get("name").and_then(Node::as_str).map(str::to_string),
+                        (_, "image") => v.as_str().map(str::to_string),
+                        _ => None,
+                    };
+                    if key(k) == "image" {
+                        job.image = what.clone();
+                    }
+                    let msg = match what {
+                        Some(i) => format!("image `{i}` is not used: the local executor runs jobs on this machine"),
+                        None => format!("`{}` is not used: the local executor runs jobs on this machine", key(k)),
+                    };
+                    let help = "install what the job needs on the machine (an executor that runs images comes with the scale-out work)";
+                    if self.strict {
+                        self.err_help(v.pos, msg, format!("{help}; without --strict this is a warning"));
+                    } else {
+                        self.warn(v.pos, msg, help);
+                    }
+                }
+                "tags" => {
+                    job.tags = self.strings(v, &what).unwrap_or_default();
+                    self.warn(
+                        v.pos,
+                        "`tags` have no effect yet: every job runs on this machine",
+                        "they will pick agents once takt has them; nothing to change",
+                    );
+                }
+                "interruptible" => job.interruptible = self.bool(v, &what).unwrap_or(false),
+                "environment" => job.environment = self.job_environment(v, &ctx),
+                "coverage" => {
+                    if let Some(c) = self.string(v, &what) {
+                        let body = c.strip_prefix('/').and_then(|r| r.strip_suffix('/'));
+                        match body.map(regex::Regex::new) {
+                            Some(Ok(_)) => job.coverage = body.map(str::to_string),
+                            Some(Err(e)) => self.err(v.pos, format!("{what} is not a valid regex: {e}")),
+                            None => self.err_help(
+                                v.pos,
+                                format!("{what} must be a regex between slashes"),
+                                "e.g. `coverage: '/TOTAL.*\\s(\\d+%)$/'`",
+                            ),
+                        }
+                    }
+                }
+                "resource_group" => {
+                    job.resource_group = self.string(v, &what);
+                    self.warn(
+                        v.pos,
+                        "`resource_group` is not enforced yet: jobs of the group may run at the same time in different runs",
+                        "for deployments, use takt's environments: they deploy one at a time",
+                    );
+                }
+                "start_in" => job.start_in = self.duration(v, &what),
+                "only" => only = Some(v),
+                "except" => except = Some(v),
+                "inherit" | "extends" => {}
                 _ => self.unknown_key(k, JOB_KEYS, &ctx),
+            }
+        }
+        if delayed {
+            match job.start_in {
+                None => self.err_help(
+                    n.pos,
+                    format!("{ctx} has `when: delayed` without `start_in`"),
+                    "add e.g. `start_in: 30 minutes`",
+                ),
+                Some(_) => self.warn(
+                    n.pos,
+                    format!("`when: delayed` is not honoured yet: {ctx} starts as soon as it may"),
+                    "a job that must wait can `sleep` in its script",
+                ),
+            }
+        } else if job.start_in.is_some() {
+            self.err_help(
+                n.pos,
+                format!("{ctx} has `start_in` without `when: delayed`"),
+                "add `when: delayed`",
+            );
+        }
+        if only.is_some() || except.is_some() {
+            if !job.rules.is_empty() {
+                self.err_help(
+                    n.pos,
+                    format!("{ctx} has both `rules` and `only`/`except`"),
+                    "GitLab refuses this too: keep `rules`",
+                );
+            } else {
+                job.rules = self.only_except(only, except, &ctx);
             }
         }
         if !has_script {
@@ -1258,6 +1534,167 @@ impl Cx {
             out.push(j);
         }
         out
+    }
+
+    /// A job's `environment:`: a name, or `{name, action, url, ...}`.
+    fn job_environment(&mut self, v: &Node, ctx: &str) -> Option<JobEnvironment> {
+        if let NodeKind::Scalar { .. } = v.kind {
+            return self
+                .string(v, &format!("`environment` of {ctx}"))
+                .map(|name| JobEnvironment {
+                    name,
+                    action: "start".into(),
+                    url: None,
+                });
+        }
+        let es = self.map(v, &format!("`environment` of {ctx}"))?;
+        const KEYS: &[&str] = &[
+            "name",
+            "action",
+            "url",
+            "on_stop",
+            "auto_stop_in",
+            "deployment_tier",
+            "kubernetes",
+        ];
+        let mut env = JobEnvironment {
+            name: String::new(),
+            action: "start".into(),
+            url: None,
+        };
+        for (k, val) in es {
+            match key(k) {
+                "name" => env.name = self.string(val, "`environment: name`").unwrap_or_default(),
+                "action" => {
+                    let a = self.string(val, "`environment: action`").unwrap_or_default();
+                    if ["start", "prepare", "stop", "verify", "access"].contains(&a.as_str()) {
+                        env.action = a;
+                    } else {
+                        self.err_help(
+                            val.pos,
+                            format!("`{a}` is not an environment action"),
+                            "use start, prepare, stop, verify or access",
+                        );
+                    }
+                }
+                "url" => env.url = self.string(val, "`environment: url`"),
+                "on_stop" | "auto_stop_in" | "deployment_tier" | "kubernetes" => {}
+                _ => self.unknown_key(k, KEYS, "`environment`"),
+            }
+        }
+        if env.name.is_empty() {
+            self.err(v.pos, format!("`environment` of {ctx} has no `name`"));
+            return None;
+        }
+        Some(env)
+    }
+
+    /// GitLab's `only`/`except` as `rules`: `except` first (`when: never`), then `only`, then
+    /// (with `only`) a last rule that leaves the job out. Keys under one of them must all match
+    /// (refs: any of them; variables: any expression; changes: any path).
+    fn only_except(&mut self, only: Option<&Node>, except: Option<&Node>, ctx: &str) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        if let Some(e) = except
+            && let Some(mut r) = self.only_rule(e, &format!("`except` of {ctx}"))
+        {
+            r.when = Some(When::Never);
+            rules.push(r);
+        }
+        match only {
+            Some(o) => {
+                if let Some(r) = self.only_rule(o, &format!("`only` of {ctx}")) {
+                    rules.push(r);
+                }
+                rules.push(Rule {
+                    pos: o.pos,
+                    condition: None,
+                    changes: None,
+                    exists: None,
+                    when: Some(When::Never),
+                    allow_failure: None,
+                    variables: Vec::new(),
+                });
+            }
+            None => rules.push(Rule {
+                pos: except.map_or(Pos::default(), |e| e.pos),
+                condition: None,
+                changes: None,
+                exists: None,
+                when: None,
+                allow_failure: None,
+                variables: Vec::new(),
+            }),
+        }
+        rules
+    }
+
+    fn only_rule(&mut self, v: &Node, what: &str) -> Option<Rule> {
+        let mut all: Vec<Expr> = Vec::new();
+        let mut changes = None;
+        let refs_expr = |cx: &mut Cx, n: &Node| -> Option<Expr> {
+            let refs = cx.strings(n, &format!("refs of {what}"))?;
+            let mut any = Vec::new();
+            for r in refs {
+                match only_ref(&r) {
+                    Ok(e) => any.push(e),
+                    Err(e) => cx.err(n.pos, format!("{what}: {e}")),
+                }
+            }
+            Some(any_of(any))
+        };
+        match &v.kind {
+            NodeKind::Map(es) => {
+                for (k, val) in es {
+                    match key(k) {
+                        "refs" => all.extend(refs_expr(self, val)),
+                        "variables" => {
+                            let mut any = Vec::new();
+                            for s in self.strings(val, &format!("`variables` of {what}")).unwrap_or_default() {
+                                match Expr::parse(&s) {
+                                    Ok(e) => any.push(e),
+                                    Err(e) => self.err(val.pos, format!("bad expression in {what}: {e}")),
+                                }
+                            }
+                            all.push(any_of(any));
+                        }
+                        "changes" => {
+                            let list = match &val.kind {
+                                NodeKind::Map(_) => val.get("paths").unwrap_or(val),
+                                _ => val,
+                            };
+                            changes = self.globs(list, "`changes`");
+                        }
+                        "kubernetes" => {
+                            if val.as_str() == Some("active") {
+                                all.push(Expr::Cmp(
+                                    Box::new(Expr::Var("KUBECONFIG".into())),
+                                    crate::expr::Op::Ne,
+                                    Box::new(Expr::Null),
+                                ));
+                            } else {
+                                self.err(val.pos, format!("{what}: `kubernetes` takes only `active`"));
+                            }
+                        }
+                        _ => self.unknown_key(k, &["refs", "variables", "changes", "kubernetes"], what),
+                    }
+                }
+            }
+            _ => all.extend(refs_expr(self, v)),
+        }
+        let condition = match all.len() {
+            0 => None,
+            1 => all.pop(),
+            _ => Some(Expr::And(all)),
+        };
+        Some(Rule {
+            pos: v.pos,
+            condition,
+            changes,
+            exists: None,
+            when: None,
+            allow_failure: None,
+            variables: Vec::new(),
+        })
     }
 
     fn needs(&mut self, v: &Node, ctx: &str) -> Option<Vec<Need>> {
@@ -1455,6 +1892,9 @@ impl Cx {
             when: ArtifactWhen::OnSuccess,
             expire_in: None,
             junit: Vec::new(),
+            reports: Vec::new(),
+            expose_as: None,
+            public: true,
         };
         const KEYS: &[&str] = &[
             "paths",
@@ -1496,7 +1936,7 @@ impl Cx {
                 },
                 "expire_in" => {
                     if val.as_str() != Some("never") {
-                        a.expire_in = self.duration(val, "`artifacts: expire_in`");
+                        a.expire_in = self.expire_in(val);
                     }
                 }
                 "reports" => {
@@ -1504,24 +1944,58 @@ impl Cx {
                         continue;
                     };
                     for (rk, rv) in rs {
-                        if key(rk) == "junit" {
-                            a.junit = self.globs(rv, "`reports: junit`").unwrap_or_default();
+                        let kind = key(rk);
+                        let what = format!("`reports: {kind}`");
+                        if kind == "junit" {
+                            a.junit = self.globs(rv, &what).unwrap_or_default();
+                        } else if REPORT_TYPES.contains(&kind) {
+                            // `coverage_report: {coverage_format, path}`; every other type is paths.
+                            let paths = match rv.get("path") {
+                                Some(p) if kind == "coverage_report" => self.globs(p, &what),
+                                _ => self.globs(rv, &what),
+                            };
+                            a.reports.push((kind.to_string(), paths.unwrap_or_default()));
                         } else {
-                            self.err_help(
-                                rk.pos,
-                                format!("report type `{}` is not supported", key(rk)),
-                                "takt reads `junit` reports",
-                            );
+                            let mut d = Diagnostic::new(rk.pos, format!("`{kind}` is not a GitLab report type"));
+                            if let Some(m) = did_you_mean(kind, REPORT_TYPES) {
+                                d = d.help(format!("did you mean `{m}`?"));
+                            }
+                            self.push(d);
                         }
                     }
                 }
-                "untracked" | "expose_as" | "public" | "access" => {
-                    self.err(k.pos, format!("`artifacts: {}` is not supported by takt yet", key(k)))
+                "expose_as" => a.expose_as = self.string(val, "`artifacts: expose_as`"),
+                "public" => a.public = self.bool(val, "`artifacts: public`").unwrap_or(true),
+                "access" => match self.string(val, "`artifacts: access`").as_deref() {
+                    Some("all") | None => {}
+                    Some("developer" | "maintainer" | "none") => a.public = false,
+                    Some(o) => self.err_help(
+                        val.pos,
+                        format!("`{o}` is not an `artifacts: access`"),
+                        "use all, developer, maintainer or none",
+                    ),
+                },
+                "untracked" => {
+                    if self.bool(val, "`artifacts: untracked`") == Some(true) {
+                        self.warn(
+                            val.pos,
+                            "`artifacts: untracked` is not honoured: takt's checkout has no `.git` to tell what is untracked",
+                            "list the paths under `paths:`",
+                        );
+                    }
                 }
                 _ => self.unknown_key(k, KEYS, "`artifacts`"),
             }
         }
-        if a.paths.is_empty() && a.junit.is_empty() {
+        // Reports are kept with the run: their files are collected with the artifacts.
+        for (_, paths) in &a.reports {
+            for p in paths {
+                if !a.paths.contains(p) {
+                    a.paths.push(p.clone());
+                }
+            }
+        }
+        if a.paths.is_empty() && a.junit.is_empty() && a.reports.is_empty() {
             self.err_help(
                 v.pos,
                 format!("`artifacts` of {ctx} has no `paths` and no `reports`"),
@@ -1531,16 +2005,77 @@ impl Cx {
         Some(a)
     }
 
+    /// `artifacts: expire_in`: a duration, GitLab's weeks, months (30 days) and years (365 days)
+    /// included.
+    fn expire_in(&mut self, v: &Node) -> Option<Duration> {
+        let text = self.string(v, "`artifacts: expire_in`")?;
+        let mut days = 0u64;
+        let mut rest = Vec::new();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut i = 0;
+        while i < words.len() {
+            let w = words[i];
+            let (num, unit) = match w.find(|c: char| !c.is_ascii_digit()) {
+                Some(0) | None => (w, words.get(i + 1).copied().unwrap_or("")),
+                Some(at) => (&w[..at], &w[at..]),
+            };
+            let per = match unit {
+                "wk" | "wks" | "week" | "weeks" => 7,
+                "mo" | "mos" | "month" | "months" => 30,
+                "yr" | "yrs" | "year" | "years" => 365,
+                _ => 0,
+            };
+            match num.parse::<u64>() {
+                Ok(n) if per > 0 => {
+                    days = days.saturating_add(n.saturating_mul(per));
+                    i += if w.len() == num.len() { 2 } else { 1 };
+                }
+                _ => {
+                    rest.push(w);
+                    i += 1;
+                }
+            }
+        }
+        let rest = rest.join(" ").replace(" and", "");
+        let more = if rest.trim().is_empty() {
+            Duration::ZERO
+        } else {
+            match duration::parse(&rest) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.err_help(
+                        v.pos,
+                        format!("`artifacts: expire_in`: {e}"),
+                        "e.g. `30 days`, `2 weeks`, `1 month` or `never`",
+                    );
+                    return None;
+                }
+            }
+        };
+        Some(Duration::from_secs(days.saturating_mul(86400).min(100 * 365 * 86400)) + more)
+    }
+
     fn cache(&mut self, v: &Node, ctx: &str) -> Option<Cache> {
-        if matches!(v.kind, NodeKind::Seq(_)) {
-            self.err_help(
-                v.pos,
-                format!("{ctx} lists several caches; takt supports one cache per job"),
-                "merge them into one `cache:`",
-            );
-            return None;
+        if let NodeKind::Seq(items) = &v.kind {
+            // GitLab allows up to four; takt restores and saves one per job for now.
+            let first = items.first()?;
+            if items.len() > 1 {
+                self.warn(
+                    v.pos,
+                    format!(
+                        "{} caches are listed; takt uses the first one only, for now",
+                        items.len()
+                    ),
+                    "merge the caches' paths into one `cache:` to keep them all",
+                );
+            }
+            return self.cache(first, ctx);
         }
         let es = self.map(v, &format!("`cache` of {ctx}"))?;
+        if es.is_empty() {
+            // `cache: {}`: GitLab's idiom for "no cache here" (over a default).
+            return None;
+        }
         let mut c = Cache {
             key: CacheKey::Literal("default".into()),
             paths: Vec::new(),
@@ -1573,11 +2108,38 @@ impl Cx {
                         }
                     }
                 },
-                "paths" => c.paths = self.globs(val, "`cache: paths`").unwrap_or_default(),
+                "paths" => {
+                    // GitLab ignores paths outside the project, with a warning: so does takt.
+                    let inside = |p: &str| !p.starts_with('/') && !p.split('/').any(|c| c == "..");
+                    if let NodeKind::Seq(ps) = &val.kind {
+                        for p in ps.iter().filter(|p| p.as_str().is_some_and(|p| !inside(p))) {
+                            self.warn(
+                                p.pos,
+                                format!(
+                                    "cache path `{}` is outside the project; it is not cached",
+                                    p.as_str().unwrap_or_default()
+                                ),
+                                "GitLab ignores it too; cache only paths inside the project",
+                            );
+                        }
+                        let kept = Node {
+                            pos: val.pos,
+                            kind: NodeKind::Seq(ps.iter().filter(|p| p.as_str().is_none_or(inside)).cloned().collect()),
+                        };
+                        c.paths = self.globs(&kept, "`cache: paths`").unwrap_or_default();
+                    } else {
+                        c.paths = self.globs(val, "`cache: paths`").unwrap_or_default();
+                    }
+                }
                 "policy" => match self.string(val, "`cache: policy`").as_deref() {
                     Some("pull-push") => c.policy = CachePolicy::PullPush,
                     Some("pull") => c.policy = CachePolicy::Pull,
                     Some("push") => c.policy = CachePolicy::Push,
+                    Some(o) if o.starts_with('$') => self.warn(
+                        val.pos,
+                        format!("`cache: policy: {o}` is not expanded yet: takt uses pull-push"),
+                        "write the policy itself (pull-push, pull or push)",
+                    ),
                     Some(o) => self.err_help(
                         val.pos,
                         format!("`{o}` is not a cache policy"),
@@ -1585,14 +2147,30 @@ impl Cx {
                     ),
                     None => {}
                 },
-                "when" | "untracked" | "unprotect" | "fallback_keys" => {
-                    self.err(k.pos, format!("`cache: {}` is not supported by takt yet", key(k)))
-                }
+                "when" => match self.string(val, "`cache: when`").as_deref() {
+                    Some("on_success") | None => {}
+                    Some(w @ ("on_failure" | "always")) => self.warn(
+                        val.pos,
+                        format!("`cache: when: {w}` is not honoured yet: takt saves the cache when the job passes"),
+                        "nothing to change; a failed job's cache is not saved",
+                    ),
+                    Some(o) => self.err_help(
+                        val.pos,
+                        format!("`{o}` is not a `cache: when`"),
+                        "use on_success, on_failure or always",
+                    ),
+                },
+                "untracked" | "unprotect" | "fallback_keys" => self.warn(
+                    k.pos,
+                    format!("`cache: {}` is not honoured yet", key(k)),
+                    "the cache works without it",
+                ),
                 _ => self.unknown_key(k, &["key", "paths", "policy"], "`cache`"),
             }
         }
         if c.paths.is_empty() {
-            self.err(v.pos, format!("`cache` of {ctx} has no `paths`"));
+            // No paths (or none inside the project): nothing to cache, as in GitLab.
+            return None;
         }
         Some(c)
     }

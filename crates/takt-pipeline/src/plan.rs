@@ -115,6 +115,8 @@ pub enum PlanError {
     NeedExcluded { job: String, need: String },
     #[error("no job runs for this commit: the rules left every job out")]
     Empty,
+    #[error("`workflow: rules` make no run for this commit ({0})")]
+    Workflow(String),
     /// A pipeline beyond [`crate::limits`] (only one not made by [`crate::parse`], which
     /// refuses those with positioned diagnostics).
     #[error("{0}")]
@@ -183,6 +185,27 @@ pub fn plan(p: &Pipeline, cx: &PlanContext) -> Result<Plan, PlanError> {
     let mut base = cx.variables.clone();
     for (k, v) in &p.variables {
         base.insert(k.clone(), v.clone());
+    }
+    if !p.workflow.is_empty() {
+        let vars = Layered {
+            job: HashMap::new(),
+            base: &base,
+        };
+        match p.workflow.iter().find(|r| rule_matches(r, &vars, cx)) {
+            None => return Err(PlanError::Workflow("no rule matched".into())),
+            Some(r) if r.when == Some(When::Never) => {
+                return Err(PlanError::Workflow(format!(
+                    "the rule at line {} says `when: never`",
+                    r.pos.line
+                )));
+            }
+            Some(r) => {
+                let extra = r.variables.clone();
+                for (k, v) in extra {
+                    base.insert(k, v);
+                }
+            }
+        }
     }
     let mut included: Vec<PlannedJob> = Vec::new();
     let mut excluded = Vec::new();

@@ -41,6 +41,9 @@ pub enum NodeKind {
     },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
+    /// GitLab's `!reference [.template, key, ...]`: the node at that path, resolved after
+    /// loading (`parse` replaces every one; a reference left in a tree is an error there).
+    Reference(Vec<String>),
 }
 
 impl Node {
@@ -62,6 +65,7 @@ impl Node {
             NodeKind::Scalar { .. } => "a scalar",
             NodeKind::Seq(_) => "a list",
             NodeKind::Map(_) => "a mapping",
+            NodeKind::Reference(_) => "a `!reference`",
         }
     }
 
@@ -76,7 +80,7 @@ impl Node {
     /// How many nodes the tree holds (recursive: trees from [`load`] are at most [`MAX_DEPTH`] deep).
     pub fn size(&self) -> usize {
         match &self.kind {
-            NodeKind::Scalar { .. } => 1,
+            NodeKind::Scalar { .. } | NodeKind::Reference(_) => 1,
             NodeKind::Seq(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
             NodeKind::Map(e) => 1 + e.iter().map(|(k, v)| k.size() + v.size()).sum::<usize>(),
         }
@@ -93,19 +97,56 @@ fn pos_of(span: &Span) -> Pos {
 /// An open list or mapping: its position, anchor, what it holds so far, and the height of its
 /// tallest child (a scalar is 0 high, a list of scalars 1).
 enum Frame {
-    Seq(Pos, usize, Vec<Node>, usize),
+    /// The last field: the list is tagged `!reference`.
+    Seq(Pos, usize, Vec<Node>, usize, bool),
     Map(Pos, usize, Vec<(Node, Node)>, Option<Node>, usize),
+}
+
+/// What a duplicate key in a mapping means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Duplicates {
+    /// An error (takt.yml): YAML keeps one and takt will not guess which. The first is kept,
+    /// so that the rest of the file is still checked.
+    #[default]
+    Refuse,
+    /// The last one wins, with a warning naming both lines (what GitLab does).
+    KeepLast,
+}
+
+/// A loaded file: its documents (where each starts, and its tree; `None` when empty), and the
+/// problems that did not stop loading (duplicate keys, bad merge keys), in file order.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub documents: Vec<(Pos, Option<Node>)>,
+    pub problems: Vec<Diagnostic>,
 }
 
 /// Parses one YAML document into a [`Node`] tree. An empty document gives `Ok(None)`.
 /// On a syntax error the first error is returned (YAML cannot be resynchronised reliably).
 pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
+    let loaded = load_all(text, Duplicates::Refuse)?;
+    let mut problems = loaded.problems;
+    if let Some((pos, _)) = loaded.documents.get(1) {
+        problems.push(
+            Diagnostic::new(*pos, "more than one YAML document in the file")
+                .help("takt.yml holds exactly one document: remove the extra `---`"),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(loaded.documents.into_iter().next().and_then(|(_, n)| n))
+}
+
+/// Parses every document of `text`. `Err` only for what stops reading altogether (a syntax
+/// error, a limit); every other problem is in [`Loaded::problems`].
+pub fn load_all(text: &str, duplicates: Duplicates) -> Result<Loaded, Vec<Diagnostic>> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     // Each anchored node with its height, so that an alias cannot splice in more depth than allowed.
     let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
     let mut root: Option<Node> = None;
-    let mut documents = 0usize;
+    let mut documents: Vec<(Pos, Option<Node>)> = Vec::new();
     let mut total = 0usize;
     let mut errors: Vec<Diagnostic> = Vec::new();
 
@@ -137,21 +178,22 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
         let pos = pos_of(&span);
         let (node, height) = match event {
             Event::DocumentStart(_) => {
-                documents += 1;
-                if documents > 1 {
-                    return Err(vec![
-                        Diagnostic::new(pos, "more than one YAML document in the file")
-                            .help("takt.yml holds exactly one document: remove the extra `---`"),
-                    ]);
+                documents.push((pos, None));
+                continue;
+            }
+            Event::DocumentEnd => {
+                if let Some(last) = documents.last_mut() {
+                    last.1 = root.take();
                 }
                 continue;
             }
-            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => continue,
-            Event::SequenceStart(anchor, _) => {
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => continue,
+            Event::SequenceStart(anchor, tag) => {
                 if stack.len() >= MAX_DEPTH {
                     return Err(too_deep(pos));
                 }
-                stack.push(Frame::Seq(pos, anchor, Vec::new(), 0));
+                let reference = tag.is_some_and(|t| t.handle == "!" && t.suffix == "reference");
+                stack.push(Frame::Seq(pos, anchor, Vec::new(), 0, reference));
                 continue;
             }
             Event::MappingStart(anchor, _) => {
@@ -162,11 +204,23 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(p, anchor, items, tallest)) => {
-                    let n = Node {
-                        pos: p,
-                        kind: NodeKind::Seq(items),
+                Some(Frame::Seq(p, anchor, items, tallest, reference)) => {
+                    let kind = if reference {
+                        let path: Option<Vec<String>> = items.iter().map(|i| i.as_str().map(str::to_string)).collect();
+                        match path {
+                            Some(path) if !path.is_empty() => NodeKind::Reference(path),
+                            _ => {
+                                errors.push(
+                                    Diagnostic::new(p, "`!reference` takes a list of names")
+                                        .help("e.g. `!reference [.setup, script]`"),
+                                );
+                                NodeKind::Seq(Vec::new())
+                            }
+                        }
+                    } else {
+                        NodeKind::Seq(items)
                     };
+                    let n = Node { pos: p, kind };
                     if anchor > 0 {
                         anchors.insert(anchor, (n.clone(), tallest + 1));
                     }
@@ -178,7 +232,7 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
                 Some(Frame::Map(p, anchor, entries, _, tallest)) => {
                     let n = Node {
                         pos: p,
-                        kind: NodeKind::Map(finish_map(entries, &mut errors)),
+                        kind: NodeKind::Map(finish_map(entries, duplicates, &mut errors)),
                     };
                     if anchor > 0 {
                         anchors.insert(anchor, (n.clone(), tallest + 1));
@@ -230,7 +284,7 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
         // Attach the finished node to its parent.
         match stack.last_mut() {
             None => root = Some(node),
-            Some(Frame::Seq(_, _, items, tallest)) => {
+            Some(Frame::Seq(_, _, items, tallest, _)) => {
                 *tallest = (*tallest).max(height);
                 items.push(node)
             }
@@ -243,12 +297,19 @@ pub fn load(text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
             }
         }
     }
-    if errors.is_empty() { Ok(root) } else { Err(errors) }
+    if documents.is_empty() && root.is_some() {
+        documents.push((Pos { line: 1, col: 1 }, root));
+    }
+    errors.sort_by_key(|d| d.pos);
+    Ok(Loaded {
+        documents,
+        problems: errors,
+    })
 }
 
 /// Checks keys (scalars only, no duplicates) and applies YAML merge keys (`<<: *anchor`):
 /// explicit keys win over merged ones, earlier merged mappings over later ones.
-fn finish_map(entries: Vec<(Node, Node)>, errors: &mut Vec<Diagnostic>) -> Vec<(Node, Node)> {
+fn finish_map(entries: Vec<(Node, Node)>, duplicates: Duplicates, errors: &mut Vec<Diagnostic>) -> Vec<(Node, Node)> {
     let mut out: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
     // Key → line of its first definition; sets instead of scans keep big mappings linear.
     let mut lines: HashMap<String, usize> = HashMap::new();
@@ -285,11 +346,28 @@ fn finish_map(entries: Vec<(Node, Node)>, errors: &mut Vec<Diagnostic>) -> Vec<(
             }
             continue;
         }
-        if let Some(first) = lines.get(key) {
-            errors.push(
-                Diagnostic::new(k.pos, format!("duplicate key `{key}` (first defined at line {first})"))
-                    .help("remove one of them; YAML keeps only one and takt will not guess which"),
-            );
+        if let Some(first) = lines.get(key).copied() {
+            match duplicates {
+                Duplicates::Refuse => errors.push(
+                    Diagnostic::new(k.pos, format!("duplicate key `{key}` (first defined at line {first})"))
+                        .help("remove one of them; YAML keeps only one and takt will not guess which"),
+                ),
+                Duplicates::KeepLast => {
+                    let line = k.pos.line;
+                    errors.push(
+                        Diagnostic::warning(
+                            k.pos,
+                            format!("duplicate key `{key}`: this one (line {line}) replaces the one at line {first}"),
+                        )
+                        .help("GitLab keeps the last one, and so does takt; remove the other"),
+                    );
+                    let key = key.to_string();
+                    if let Some(slot) = out.iter_mut().find(|(ok, _)| ok.as_str() == Some(key.as_str())) {
+                        *slot = (k, v);
+                    }
+                    lines.insert(key, line);
+                }
+            }
             continue;
         }
         lines.insert(key.to_string(), k.pos.line);

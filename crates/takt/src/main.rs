@@ -162,12 +162,16 @@ struct RunArgs {
 
 #[derive(clap::Args)]
 struct LintArgs {
-    /// A takt.yml file, or a directory containing one.
+    /// A pipeline file (takt.yml, or .gitlab-ci.yml in GitLab's layout), or a directory holding
+    /// one (takt.yml first). `include: local` paths are read from the directory.
     #[arg(default_value = ".")]
     path: PathBuf,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Make what the local executor cannot honour (`image`, `services`) an error.
+    #[arg(long)]
+    strict: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -250,9 +254,78 @@ fn main() -> ExitCode {
     }
 }
 
+/// Each diagnostic as JSON, in the file it is in.
+fn diagnostics_json(d: &takt_pipeline::Diagnostics) -> Vec<serde_json::Value> {
+    d.items
+        .iter()
+        .map(|i| {
+            let (file, pos) = d.locate(i.pos);
+            serde_json::json!({"file": file, "line": pos.line, "column": pos.col, "message": i.message, "help": i.help})
+        })
+        .collect()
+}
+
+/// The files `include: local` reaches from `bytes`, read under `root` (at most GitLab's 150).
+fn local_includes(root: &std::path::Path, bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![bytes.to_vec()];
+    while let Some(b) = todo.pop() {
+        for inc in takt_pipeline::gitlab::local_includes(&b) {
+            let paths: Vec<String> = if inc.contains('*') {
+                let g = takt_pipeline::glob::GlobList::new(std::slice::from_ref(&inc));
+                walk_files(root).into_iter().filter(|f| g.is_match(f)).collect()
+            } else {
+                vec![inc]
+            };
+            for p in paths {
+                if out.len() >= takt_pipeline::gitlab::MAX_INCLUDES
+                    || out.contains_key(&p)
+                    || p.split('/').any(|c| c == "..")
+                {
+                    continue;
+                }
+                if let Ok(content) = std::fs::read(root.join(&p)) {
+                    todo.push(content.clone());
+                    out.insert(p, content);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every file under `root` (relative paths, `.git` left out), for include globs.
+fn walk_files(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name() == ".git" {
+                continue;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(p),
+                Ok(t) if t.is_file() => {
+                    if let Ok(rel) = p.strip_prefix(root) {
+                        out.push(rel.to_string_lossy().into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 fn lint(a: LintArgs) -> ExitCode {
     let file = if a.path.is_dir() {
-        a.path.join("takt.yml")
+        takt_engine::PIPELINE_FILES
+            .iter()
+            .map(|f| a.path.join(f))
+            .find(|f| f.is_file())
+            .unwrap_or_else(|| a.path.join("takt.yml"))
     } else {
         a.path.clone()
     };
@@ -264,14 +337,30 @@ fn lint(a: LintArgs) -> ExitCode {
         }
     };
     let name = file.display().to_string();
-    match takt_pipeline::parse(&name, &bytes) {
+    let root = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let includes = local_includes(
+        if root.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            &root
+        },
+        &bytes,
+    );
+    let opts = takt_pipeline::ParseOptions {
+        layout: None,
+        strict: a.strict,
+    };
+    match takt_pipeline::parse_with(&name, &bytes, &opts, &includes) {
         Ok(p) => {
             if a.json {
                 outln!(
                     "{}",
-                    serde_json::json!({"ok": true, "file": name, "jobs": p.jobs.iter().map(|j| &j.name).collect::<Vec<_>>(), "not_supported_yet": p.reserved.iter().map(|r| &r.0).collect::<Vec<_>>()})
+                    serde_json::json!({"ok": true, "file": name, "layout": match p.layout { takt_pipeline::Layout::Takt => "takt", takt_pipeline::Layout::Gitlab => "gitlab" }, "jobs": p.jobs.iter().map(|j| &j.name).collect::<Vec<_>>(), "stages": p.stages, "warnings": diagnostics_json(&p.warnings), "not_supported_yet": p.reserved.iter().map(|r| &r.0).collect::<Vec<_>>()})
                 );
             } else {
+                if !p.warnings.items.is_empty() {
+                    eprintln!("{}", p.warnings);
+                }
                 for (section, pos) in &p.reserved {
                     eprintln!(
                         "{name}:{}:{}: note: `{section}` is accepted but not supported yet; it has no effect",
@@ -290,8 +379,10 @@ fn lint(a: LintArgs) -> ExitCode {
         }
         Err(d) => {
             if a.json {
-                let errors: Vec<_> = d.items.iter().map(|i| serde_json::json!({"line": i.pos.line, "column": i.pos.col, "message": i.message, "help": i.help})).collect();
-                outln!("{}", serde_json::json!({"ok": false, "file": name, "errors": errors}));
+                outln!(
+                    "{}",
+                    serde_json::json!({"ok": false, "file": name, "errors": diagnostics_json(&d)})
+                );
             } else {
                 eprintln!("{d}");
                 eprintln!(
@@ -313,7 +404,7 @@ async fn run(a: RunArgs) -> ExitCode {
             match e.downcast_ref::<EngineError>() {
                 Some(EngineError::InvalidPipeline(d)) => {
                     eprintln!("{d}");
-                    eprintln!("takt.yml is invalid: nothing was run");
+                    eprintln!("{} is invalid: nothing was run", d.file);
                 }
                 _ => eprintln!("error: {e:#}"),
             }
@@ -353,6 +444,9 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
         quarantine: None,
     };
     let prep = Prepared::new(&req, repo, &data.root.join("tmp")).await?;
+    if !prep.pipeline.warnings.items.is_empty() {
+        eprintln!("{}", prep.pipeline.warnings);
+    }
     for (section, pos) in &prep.pipeline.reserved {
         eprintln!(
             "takt.yml:{}:{}: note: `{section}` is accepted but not supported yet; it has no effect",

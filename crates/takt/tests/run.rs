@@ -525,7 +525,11 @@ fn bad_input_exits_2_with_a_clear_message() {
     let repo = Repo::new(&[("README", "no pipeline")]);
     let out = takt().arg("run").arg(repo.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no takt.yml in"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no takt.yml (nor .gitlab-ci.yml) in"),
+        "{}",
+        stderr(&out)
+    );
 
     repo.commit(
         &[("takt.yml", "jobs:\n  a:\n    script: [true]\n    stage: tset\n")],
