@@ -11,6 +11,7 @@
 //! Pure: the included files are handed in by the caller ([`local_includes`] says which to fetch).
 
 use crate::diag::{Diagnostic, Pos};
+use crate::parse::deep_merge;
 use crate::yaml::{self, Duplicates, Node, NodeKind};
 use std::collections::BTreeMap;
 
@@ -123,8 +124,9 @@ pub fn local_includes(bytes: &[u8]) -> Vec<String> {
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(_, i)| match i {
-            Include::Local(p) => Some(p),
-            Include::Elsewhere { .. } => None,
+            // Only paths inside the repository: `with_includes` reports a path it was not given.
+            Include::Local(p) if !p.split('/').any(|c| c == "..") => Some(p),
+            _ => None,
         })
         .collect()
 }
@@ -263,14 +265,14 @@ fn with_includes(
             let body = with_includes(body, includes, table, seen, depth + 1, problems);
             base = Some(match base {
                 None => body,
-                Some(b) => merge(&b, &body),
+                Some(b) => deep_merge(&b, &body),
             });
         }
     }
     let root = drop_key(root, "include");
     match base {
         None => root,
-        Some(b) => merge(&b, &root),
+        Some(b) => deep_merge(&b, &root),
     }
 }
 
@@ -303,26 +305,6 @@ fn drop_key(n: Node, name: &str) -> Node {
             kind: NodeKind::Map(es.into_iter().filter(|(k, _)| k.as_str() != Some(name)).collect()),
         },
         kind => Node { pos: n.pos, kind },
-    }
-}
-
-/// GitLab's deep merge of an included file (`base`) and the file that includes it (`over`).
-fn merge(base: &Node, over: &Node) -> Node {
-    match (&base.kind, &over.kind) {
-        (NodeKind::Map(b), NodeKind::Map(o)) => {
-            let mut out = b.clone();
-            for (k, v) in o {
-                match out.iter_mut().find(|(bk, _)| bk.as_str() == k.as_str()) {
-                    Some(slot) => slot.1 = merge(&slot.1, v),
-                    None => out.push((k.clone(), v.clone())),
-                }
-            }
-            Node {
-                pos: over.pos,
-                kind: NodeKind::Map(out),
-            }
-        }
-        _ => over.clone(),
     }
 }
 
@@ -498,7 +480,7 @@ fn to_takt_layout(root: Node, problems: &mut Vec<Diagnostic>) -> Node {
         };
         if let Some((_, d)) = &default {
             // Keys under `default:` win over the old global form.
-            merged = merge(&merged, d);
+            merged = deep_merge(&merged, d);
         }
         top.push((
             Node {

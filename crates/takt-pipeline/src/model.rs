@@ -296,6 +296,21 @@ pub struct Rule {
     pub variables: Vec<(String, String)>,
 }
 
+impl Rule {
+    /// A rule that always matches (the last rule of a list), with its `when`.
+    pub fn otherwise(pos: Pos, when: Option<When>) -> Rule {
+        Rule {
+            pos,
+            condition: None,
+            changes: None,
+            exists: None,
+            when,
+            allow_failure: None,
+            variables: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryWhen {
     Always,

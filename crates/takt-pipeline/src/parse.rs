@@ -315,7 +315,7 @@ fn only_ref(r: &str) -> Result<Expr, String> {
 }
 
 /// Deep-merges `over` onto `base` (mappings merge, everything else is replaced), as `extends` does.
-fn deep_merge(base: &Node, over: &Node) -> Node {
+pub(crate) fn deep_merge(base: &Node, over: &Node) -> Node {
     match (&base.kind, &over.kind) {
         (NodeKind::Map(b), NodeKind::Map(o)) => {
             let mut out: Vec<(Node, Node)> = b.clone();
@@ -1605,25 +1605,9 @@ impl Cx {
                 if let Some(r) = self.only_rule(o, &format!("`only` of {ctx}")) {
                     rules.push(r);
                 }
-                rules.push(Rule {
-                    pos: o.pos,
-                    condition: None,
-                    changes: None,
-                    exists: None,
-                    when: Some(When::Never),
-                    allow_failure: None,
-                    variables: Vec::new(),
-                });
+                rules.push(Rule::otherwise(o.pos, Some(When::Never)));
             }
-            None => rules.push(Rule {
-                pos: except.map_or(Pos::default(), |e| e.pos),
-                condition: None,
-                changes: None,
-                exists: None,
-                when: None,
-                allow_failure: None,
-                variables: Vec::new(),
-            }),
+            None => rules.push(Rule::otherwise(except.map_or(Pos::default(), |e| e.pos), None)),
         }
         rules
     }
