@@ -11,6 +11,7 @@
 //! Pure: the included files are handed in by the caller ([`local_includes`] says which to fetch).
 
 use crate::diag::{Diagnostic, Pos};
+use crate::limits::MAX_EXPANDED_NODES;
 use crate::parse::deep_merge;
 use crate::yaml::{self, Duplicates, Node, NodeKind};
 use std::collections::BTreeMap;
@@ -180,7 +181,12 @@ pub fn normalize(
     let mut seen = 0usize;
     root = with_includes(root, includes, table, &mut seen, 0, &mut problems);
     let whole = root.clone();
-    root = resolve_references(&root, &whole, 0, &mut problems);
+    let mut refs = Refs {
+        whole: &whole,
+        made: 0,
+        problems: &mut problems,
+    };
+    root = refs.resolve(&root, 0);
     let root = match layout {
         Layout::Takt => root,
         Layout::Gitlab => to_takt_layout(root, &mut problems),
@@ -308,72 +314,94 @@ fn drop_key(n: Node, name: &str) -> Node {
     }
 }
 
-/// Replaces every `!reference` in `n` by what it names in `whole`.
-fn resolve_references(n: &Node, whole: &Node, depth: usize, problems: &mut Vec<Diagnostic>) -> Node {
-    match &n.kind {
-        NodeKind::Reference(path) => lookup(n.pos, path, whole, depth, problems),
-        NodeKind::Seq(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for i in items {
-                let r = resolve_references(i, whole, depth, problems);
-                match (&i.kind, r.kind) {
-                    // A list named inside a list is spliced in, as GitLab flattens scripts and rules.
-                    (NodeKind::Reference(_), NodeKind::Seq(inner)) => out.extend(inner),
-                    (_, kind) => out.push(Node { pos: r.pos, kind }),
-                }
-            }
-            Node {
-                pos: n.pos,
-                kind: NodeKind::Seq(out),
-            }
-        }
-        NodeKind::Map(es) => Node {
-            pos: n.pos,
-            kind: NodeKind::Map(
-                es.iter()
-                    .map(|(k, v)| (k.clone(), resolve_references(v, whole, depth, problems)))
-                    .collect(),
-            ),
-        },
-        NodeKind::Scalar { .. } => n.clone(),
-    }
+/// What resolving `!reference` tags needs: the whole tree to look names up in, how many nodes
+/// the references have copied so far (bounded like aliases and `extends`: a file cannot grow
+/// without limit by referencing references), and where problems go.
+struct Refs<'a> {
+    whole: &'a Node,
+    made: usize,
+    problems: &'a mut Vec<Diagnostic>,
 }
 
-fn lookup(pos: Pos, path: &[String], whole: &Node, depth: usize, problems: &mut Vec<Diagnostic>) -> Node {
-    let empty = Node {
-        pos,
-        kind: NodeKind::Seq(Vec::new()),
-    };
-    if depth >= MAX_REFERENCE_DEPTH {
-        problems.push(Diagnostic::new(
-            pos,
-            format!("`!reference` tags nest more than {MAX_REFERENCE_DEPTH} deep; the limit is GitLab's"),
-        ));
-        return empty;
-    }
-    let mut at = whole;
-    for (i, name) in path.iter().enumerate() {
-        match at.get(name) {
-            Some(next) => at = next,
-            None => {
-                let so_far = path[..=i].join(", ");
-                problems.push(
-                    Diagnostic::new(
-                        pos,
-                        format!(
-                            "`!reference [{}]` names `{so_far}`, which is not defined",
-                            path.join(", ")
-                        ),
-                    )
-                    .help("a reference names a top-level key (usually a `.template`) and then keys inside it"),
-                );
-                return empty;
+impl Refs<'_> {
+    /// Replaces every `!reference` in `n` by what it names.
+    fn resolve(&mut self, n: &Node, depth: usize) -> Node {
+        match &n.kind {
+            NodeKind::Reference(path) => self.lookup(n.pos, path, depth),
+            NodeKind::Seq(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    let r = self.resolve(i, depth);
+                    match (&i.kind, r.kind) {
+                        // A list named inside a list is spliced in, as GitLab flattens scripts and rules.
+                        (NodeKind::Reference(_), NodeKind::Seq(inner)) => out.extend(inner),
+                        (_, kind) => out.push(Node { pos: r.pos, kind }),
+                    }
+                }
+                Node {
+                    pos: n.pos,
+                    kind: NodeKind::Seq(out),
+                }
             }
+            NodeKind::Map(es) => Node {
+                pos: n.pos,
+                kind: NodeKind::Map(es.iter().map(|(k, v)| (k.clone(), self.resolve(v, depth))).collect()),
+            },
+            NodeKind::Scalar { .. } => n.clone(),
         }
     }
-    let mut found = resolve_references(at, whole, depth + 1, problems);
-    found.pos = pos;
-    found
+
+    fn lookup(&mut self, pos: Pos, path: &[String], depth: usize) -> Node {
+        let empty = Node {
+            pos,
+            kind: NodeKind::Seq(Vec::new()),
+        };
+        if depth >= MAX_REFERENCE_DEPTH {
+            self.problems.push(Diagnostic::new(
+                pos,
+                format!("`!reference` tags nest more than {MAX_REFERENCE_DEPTH} deep; the limit is GitLab's"),
+            ));
+            return empty;
+        }
+        if self.made > MAX_EXPANDED_NODES {
+            // Reported once, when the limit was crossed.
+            return empty;
+        }
+        let mut at = self.whole;
+        for (i, name) in path.iter().enumerate() {
+            match at.get(name) {
+                Some(next) => at = next,
+                None => {
+                    let so_far = path[..=i].join(", ");
+                    self.problems.push(
+                        Diagnostic::new(
+                            pos,
+                            format!(
+                                "`!reference [{}]` names `{so_far}`, which is not defined",
+                                path.join(", ")
+                            ),
+                        )
+                        .help("a reference names a top-level key (usually a `.template`) and then keys inside it"),
+                    );
+                    return empty;
+                }
+            }
+        }
+        let mut found = self.resolve(at, depth + 1);
+        self.made = self.made.saturating_add(found.size());
+        if self.made > MAX_EXPANDED_NODES {
+            self.problems.push(
+                Diagnostic::new(
+                    pos,
+                    format!("`!reference` tags copy more than {MAX_EXPANDED_NODES} YAML nodes; the limit is {MAX_EXPANDED_NODES}"),
+                )
+                .help("reference smaller templates, or fewer times"),
+            );
+            return empty;
+        }
+        found.pos = pos;
+        found
+    }
 }
 
 /// `spec: inputs:` defaults of a header document.
@@ -542,6 +570,24 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].message.contains("`.nope`"), "{p:?}");
         assert_eq!(p[0].pos.line, 8);
+    }
+
+    #[test]
+    fn reference_bombs_stop_at_the_node_limit() {
+        // Each level references the one below ten times: 10^9 nodes if nothing stopped it.
+        let mut text = String::from(".l0: [a, b, c, d, e, f, g, h, i, j]\n");
+        for l in 1..=9 {
+            let refs = vec![format!("!reference [.l{}]", l - 1); 10].join(", ");
+            text.push_str(&format!(".l{l}: [{refs}]\n"));
+        }
+        text.push_str("job:\n  script: !reference [.l9]\n");
+        let n = normalize(&text, Layout::Gitlab, &BTreeMap::new(), &mut Vec::new()).unwrap();
+        assert!(
+            n.problems.iter().any(|p| p.message.contains("copy more than")),
+            "{:?}",
+            n.problems
+        );
+        assert!(n.root.unwrap().size() < 10 * MAX_EXPANDED_NODES);
     }
 
     #[test]
