@@ -607,6 +607,7 @@ impl Queue {
             trigger: w.trigger.clone(),
             branch: w.branch.clone(),
             tag: w.tag.clone(),
+            default_branch: Some(project.branch.clone()),
             queued: Some(w.run),
             carry: w.carry.clone(),
             secrets: self.secrets_for(&project, w.branch.as_deref()),

@@ -294,6 +294,36 @@ impl Repo {
         (None, None)
     }
 
+    /// The repository's default branch, for `CI_DEFAULT_BRANCH` of a local run: the one
+    /// `origin/HEAD` names, else `main` or `master` when there is one, else the branch checked
+    /// out, else `main`.
+    pub async fn default_branch(&self) -> String {
+        let out = |args: &'static [&'static str]| async move {
+            git(&self.root, args, &[])
+                .await
+                .ok()
+                .map(text)
+                .filter(|s| !s.is_empty())
+        };
+        if let Some(b) = out(&["symbolic-ref", "--short", "-q", "refs/remotes/origin/HEAD"]).await
+            && let Some(name) = b.strip_prefix("origin/")
+        {
+            return name.to_string();
+        }
+        for name in ["main", "master"] {
+            let r = format!("refs/heads/{name}");
+            if git(&self.root, &["show-ref", "--verify", "--quiet", &r], &[])
+                .await
+                .is_ok()
+            {
+                return name.to_string();
+            }
+        }
+        out(&["symbolic-ref", "--short", "-q", "HEAD"])
+            .await
+            .unwrap_or_else(|| "main".to_string())
+    }
+
     /// Whether `commit` is `tip` or one of its ancestors (`git merge-base --is-ancestor`).
     pub async fn is_ancestor(&self, commit: &str, tip: &str) -> bool {
         if commit.starts_with('-') || tip.starts_with('-') {

@@ -38,6 +38,9 @@ pub struct RunRequest {
     pub branch: Option<String>,
     /// The tag the run is for, when `rev` is a commit id resolved from a tag.
     pub tag: Option<String>,
+    /// The project's default branch (`CI_DEFAULT_BRANCH`); `None`: the repository's
+    /// ([`Repo::default_branch`]).
+    pub default_branch: Option<String>,
     /// The run's number when it was already queued (the server records `run_queued` when a
     /// trigger arrives); `None` numbers it now and records it as queued.
     pub queued: Option<u64>,
@@ -69,6 +72,7 @@ pub struct Prepared {
     pub commit: String,
     pub branch: Option<String>,
     pub tag: Option<String>,
+    pub default_branch: String,
     /// The tree to check out when `--dirty` (the working directory as it is).
     pub dirty_tree: Option<String>,
     pub pipeline: Pipeline,
@@ -81,6 +85,10 @@ impl Prepared {
         let (branch, tag) = match (&req.branch, &req.tag) {
             (None, None) => repo.ref_of(&req.rev).await,
             (b, t) => (b.clone(), t.clone()),
+        };
+        let default_branch = match &req.default_branch {
+            Some(b) => b.clone(),
+            None => repo.default_branch().await,
         };
         let subdir = project_subdir(&repo, &req.path, &commit, req.dirty).await;
         let mut changed = repo.changed_files(&commit).await?;
@@ -130,10 +138,17 @@ impl Prepared {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "project".into())
         });
-        let mut variables: HashMap<String, String> =
-            facts(&project, 0, &commit, &branch, &tag, req.trigger.pipeline_source())
-                .into_iter()
-                .collect();
+        let mut variables: HashMap<String, String> = facts(&Facts {
+            project: &project,
+            run: 0,
+            commit: &commit,
+            branch: &branch,
+            tag: &tag,
+            default_branch: &default_branch,
+            source: req.trigger.pipeline_source(),
+        })
+        .into_iter()
+        .collect();
         for (k, v) in &pipeline.variables {
             variables.insert(k.clone(), v.clone());
         }
@@ -157,6 +172,7 @@ impl Prepared {
             commit,
             branch,
             tag,
+            default_branch,
             dirty_tree,
             pipeline,
             plan,
@@ -209,28 +225,12 @@ impl Source<'_> {
     /// matched against `files`), at most GitLab's 150. A missing one is left out: the parser
     /// says which.
     async fn includes(&self, bytes: &[u8], files: &[String]) -> BTreeMap<String, Vec<u8>> {
-        let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        let mut todo: Vec<Vec<u8>> = vec![bytes.to_vec()];
-        while let Some(b) = todo.pop() {
-            for inc in takt_pipeline::gitlab::local_includes(&b) {
-                let paths: Vec<String> = if inc.contains('*') {
-                    let g = takt_pipeline::glob::GlobList::new(std::slice::from_ref(&inc));
-                    files.iter().filter(|f| g.is_match(f)).cloned().collect()
-                } else {
-                    vec![inc]
-                };
-                for p in paths {
-                    if out.len() >= takt_pipeline::gitlab::MAX_INCLUDES || out.contains_key(&p) {
-                        continue;
-                    }
-                    if let Some(content) = self.read(&p).await {
-                        todo.push(content.clone());
-                        out.insert(p, content);
-                    }
-                }
-            }
+        let mut walk = takt_pipeline::gitlab::IncludeWalk::new(bytes, files);
+        while let Some(p) = walk.wanted() {
+            let content = self.read(&p).await;
+            walk.give(p, content);
         }
-        out
+        walk.finish()
     }
 }
 
@@ -264,17 +264,31 @@ async fn project_subdir(repo: &Repo, path: &Path, commit: &str, dirty: bool) -> 
 }
 
 /// The predefined variables of a run, GitLab-compatible (`CI_*`) and takt's own (`TAKT_*`).
-fn facts(
-    project: &str,
+/// What a run's predefined variables are made from.
+struct Facts<'a> {
+    project: &'a str,
     run: u64,
-    commit: &str,
-    branch: &Option<String>,
-    tag: &Option<String>,
-    source: &str,
-) -> Vec<(String, String)> {
+    commit: &'a str,
+    branch: &'a Option<String>,
+    tag: &'a Option<String>,
+    default_branch: &'a str,
+    source: &'a str,
+}
+
+fn facts(f: &Facts<'_>) -> Vec<(String, String)> {
+    let Facts {
+        project,
+        run,
+        commit,
+        branch,
+        tag,
+        default_branch,
+        source,
+    } = *f;
     let short = &commit[..commit.len().min(8)];
     let mut v = vec![
         ("CI".to_string(), "true".to_string()),
+        ("CI_DEFAULT_BRANCH".into(), default_branch.into()),
         ("CI_PIPELINE_SOURCE".into(), source.into()),
         ("CI_COMMIT_SHA".into(), commit.into()),
         ("CI_COMMIT_SHORT_SHA".into(), short.into()),
@@ -518,13 +532,20 @@ impl<E: Executor + 'static> Engine<E> {
             commit: commit.clone(),
             branch: branch.clone(),
             tag: tag.clone(),
+            default_branch: prep.default_branch.clone(),
             dirty: req.dirty,
             version,
             origin: prep.repo.origin().await,
             src_tar: src_tar.clone(),
             log_limit: req.log_limit,
             secrets: req.secrets.clone(),
-            variables: prep.pipeline.variables.clone(),
+            variables: prep
+                .pipeline
+                .variables
+                .iter()
+                .chain(&prep.plan.variables)
+                .cloned()
+                .collect(),
             subdir: prep.subdir.clone(),
             source: req.trigger.pipeline_source(),
             quarantine: req
@@ -778,6 +799,7 @@ struct RunCtx {
     commit: String,
     branch: Option<String>,
     tag: Option<String>,
+    default_branch: String,
     dirty: bool,
     version: String,
     origin: String,
@@ -980,7 +1002,15 @@ impl<E: Executor + 'static> JobRun<E> {
             ("HOME".into(), host("HOME", "/")),
             ("LANG".into(), host("LANG", "C.UTF-8")),
         ];
-        env.extend(facts(&c.project, c.run, &c.commit, &c.branch, &c.tag, c.source));
+        env.extend(facts(&Facts {
+            project: &c.project,
+            run: c.run,
+            commit: &c.commit,
+            branch: &c.branch,
+            tag: &c.tag,
+            default_branch: &c.default_branch,
+            source: c.source,
+        }));
         let dir = project_dir.display().to_string();
         env.extend([
             ("CI_JOB_NAME".into(), pj.job.name.clone()),

@@ -132,6 +132,83 @@ pub fn local_includes(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Which files `include: local` reaches from a pipeline file, nested includes too, at most
+/// [`MAX_INCLUDES`]: a walk the caller drives, reading each path [`IncludeWalk::wanted`] names
+/// wherever the files are (a commit, the working tree) and handing the contents back.
+pub struct IncludeWalk<'a> {
+    /// Every file of the commit, for glob includes (`include: 'ci/*.yml'`).
+    files: &'a [String],
+    todo: Vec<String>,
+    asked: std::collections::BTreeSet<String>,
+    got: BTreeMap<String, Vec<u8>>,
+}
+
+impl<'a> IncludeWalk<'a> {
+    pub fn new(main: &[u8], files: &'a [String]) -> IncludeWalk<'a> {
+        let mut w = IncludeWalk {
+            files,
+            todo: Vec::new(),
+            asked: Default::default(),
+            got: BTreeMap::new(),
+        };
+        w.queue(main);
+        w
+    }
+
+    fn queue(&mut self, bytes: &[u8]) {
+        for inc in local_includes(bytes) {
+            if inc.contains('*') {
+                let g = crate::glob::GlobList::new(std::slice::from_ref(&inc));
+                let hits: Vec<String> = self.files.iter().filter(|f| g.is_match(f)).cloned().collect();
+                self.todo.extend(hits.into_iter().rev());
+            } else {
+                self.todo.push(inc);
+            }
+        }
+    }
+
+    /// The next file to read, or `None` when the walk is done.
+    pub fn wanted(&mut self) -> Option<String> {
+        while let Some(p) = self.todo.pop() {
+            if self.asked.len() >= MAX_INCLUDES {
+                self.todo.clear();
+                return None;
+            }
+            if self.asked.insert(p.clone()) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// What `path` holds (`None`: no such file; the parser reports it).
+    pub fn give(&mut self, path: String, content: Option<Vec<u8>>) {
+        if let Some(c) = content {
+            self.queue(&c);
+            self.got.insert(path, c);
+        }
+    }
+
+    /// The files read: path from the repository root → contents, for [`crate::parse_with`].
+    pub fn finish(self) -> BTreeMap<String, Vec<u8>> {
+        self.got
+    }
+
+    /// The whole walk over a synchronous reader.
+    pub fn read_all(
+        main: &[u8],
+        files: &[String],
+        mut read: impl FnMut(&str) -> Option<Vec<u8>>,
+    ) -> BTreeMap<String, Vec<u8>> {
+        let mut w = IncludeWalk::new(main, files);
+        while let Some(p) = w.wanted() {
+            let c = read(&p);
+            w.give(p, c);
+        }
+        w.finish()
+    }
+}
+
 /// The document that holds the pipeline: the only one, or the one after a `spec:` header.
 fn pipeline_document(docs: &[(Pos, Option<Node>)]) -> Option<(Option<&Node>, &Node)> {
     match docs {
@@ -462,7 +539,7 @@ fn interpolate(n: &Node, inputs: &BTreeMap<String, Option<String>>, problems: &m
         NodeKind::Seq(items) => NodeKind::Seq(items.iter().map(|i| interpolate(i, inputs, problems)).collect()),
         NodeKind::Map(es) => NodeKind::Map(
             es.iter()
-                .map(|(k, v)| (k.clone(), interpolate(v, inputs, problems)))
+                .map(|(k, v)| (interpolate(k, inputs, problems), interpolate(v, inputs, problems)))
                 .collect(),
         ),
         other => other.clone(),

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 /// The default stages, in order (`.pre` and `.post` are always added around them, as in GitLab).
 pub const DEFAULT_STAGES: [&str; 5] = ["build", "test", "package", "release", "deploy"];
+/// The stages of a `.gitlab-ci.yml` that names none: GitLab's (`.pre` and `.post` are added to both).
+pub const GITLAB_DEFAULT_STAGES: [&str; 3] = ["build", "test", "deploy"];
 /// The default build-time budget: the coffee test.
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(300);
 
@@ -283,6 +285,9 @@ pub struct Need {
     pub artifacts: bool,
     pub optional: bool,
     pub pos: Pos,
+    /// `parallel: matrix` of the entry: only the instances of the matrix job `job` with these
+    /// variables (empty: every instance). Resolved to instance names once jobs are expanded.
+    pub matrix: Vec<Vec<(String, String)>>,
 }
 
 #[derive(Debug, Clone)]

@@ -527,8 +527,20 @@ impl Cx {
                             self.unknown_key(vk, &["value", "description", "expand", "options"], "a variable");
                         }
                     }
-                    v.get("value")
-                        .and_then(|x| self.string(x, &format!("variable `{name}`")))
+                    let value = v
+                        .get("value")
+                        .and_then(|x| self.string(x, &format!("variable `{name}`")));
+                    let raw = v
+                        .get("expand")
+                        .and_then(|x| self.bool(x, &format!("`expand` of variable `{name}`")))
+                        == Some(false);
+                    // `expand: false`: the value is taken as written. Jobs expand variables
+                    // with `$$` standing for `$` (GitLab's escape), so escape it once here.
+                    if raw {
+                        value.map(|s| s.replace('$', "$$"))
+                    } else {
+                        value
+                    }
                 }
                 _ if v.is_null() => Some(String::new()),
                 NodeKind::Scalar { value, .. } => Some(value.clone()),
@@ -549,7 +561,11 @@ impl Cx {
 
     fn pipeline(&mut self, root: &Node) -> Option<Pipeline> {
         let top = self.map(root, "the top level of takt.yml")?;
-        let mut stages: Vec<String> = DEFAULT_STAGES.iter().map(|s| s.to_string()).collect();
+        let defaults: &[&str] = match self.layout {
+            Layout::Takt => &DEFAULT_STAGES,
+            Layout::Gitlab => &GITLAB_DEFAULT_STAGES,
+        };
+        let mut stages: Vec<String> = defaults.iter().map(|s| s.to_string()).collect();
         let mut variables = Vec::new();
         let mut budget = DEFAULT_BUDGET;
         let mut default: Option<&Node> = None;
@@ -1231,8 +1247,69 @@ impl Cx {
                 "add a job whose name does not start with `.`",
             );
         }
+        self.resolve_matrix_needs(&mut jobs);
         self.check_graph(&jobs, stages);
         jobs
+    }
+
+    /// `needs: [{job: build, parallel: {matrix: [...]}}]` → the names of the instances of
+    /// `build` whose matrix variables are those given (GitLab's matching: every variable of the
+    /// entry has the value, whatever its order).
+    fn resolve_matrix_needs(&mut self, jobs: &mut [Job]) {
+        let mut found: Vec<(usize, usize, Vec<Need>)> = Vec::new();
+        for (i, j) in jobs.iter().enumerate() {
+            let Some(needs) = &j.needs else { continue };
+            for (n, need) in needs.iter().enumerate() {
+                if need.matrix.is_empty() {
+                    continue;
+                }
+                let mut named = Vec::new();
+                for combo in &need.matrix {
+                    let hits: Vec<&Job> = jobs
+                        .iter()
+                        .filter(|o| o.base == need.job && o.name != o.base)
+                        .filter(|o| {
+                            combo.iter().all(|(k, v)| {
+                                o.variables
+                                    .iter()
+                                    .rev()
+                                    .find(|(ok, _)| ok == k)
+                                    .is_some_and(|(_, ov)| ov == v)
+                            })
+                        })
+                        .collect();
+                    if hits.is_empty() {
+                        let label: Vec<String> = combo.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        self.err_help(
+                            need.pos,
+                            format!(
+                                "job `{}` needs the instance of `{}` with {}, which its matrix does not make",
+                                j.name,
+                                need.job,
+                                label.join(", ")
+                            ),
+                            "name variables and values that are in the needed job's `parallel: matrix`",
+                        );
+                    }
+                    for o in hits {
+                        named.push(Need {
+                            job: o.name.clone(),
+                            matrix: Vec::new(),
+                            ..need.clone()
+                        });
+                    }
+                }
+                found.push((i, n, named));
+            }
+        }
+        // Replace from the last entry back, so that earlier indices stay right.
+        for (i, n, named) in found.into_iter().rev() {
+            if let Some(needs) = jobs.get_mut(i).and_then(|j| j.needs.as_mut())
+                && n < needs.len()
+            {
+                needs.splice(n..=n, named);
+            }
+        }
     }
 
     /// `inherit: {default: bool | [keys], variables: bool | [names]}`: `None` when every
@@ -1503,7 +1580,15 @@ impl Cx {
                 job.rules = self.only_except(only, except, &ctx);
             }
         }
-        if !has_script {
+        if n.get("stage").is_none() && !stage_set.contains("test") {
+            self.err_help(
+                n.pos,
+                format!("{ctx} has no `stage`, so it is in `test`, which is not in `stages`"),
+                "give it a `stage:`, or add `test` to `stages` (GitLab refuses this file too)",
+            );
+        }
+        // A `trigger` job has no script of its own (its error says what is missing).
+        if !has_script && n.get("trigger").is_none() {
             self.err_help(
                 n.pos,
                 format!("{ctx} has no `script`"),
@@ -1525,8 +1610,15 @@ impl Cx {
         for combo in matrix {
             let mut j = job.clone();
             let label: Vec<String> = combo.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            j.name = if combo.len() == 1 && combo[0].0 == "CI_NODE_INDEX" {
-                format!("{name} {}", combo[0].1)
+            j.name = if let [(index, i), (total, n)] = &combo[..]
+                && index == "CI_NODE_INDEX"
+                && total == "CI_NODE_TOTAL"
+            {
+                format!("{name} {i}/{n}")
+            } else if self.layout == Layout::Gitlab {
+                // GitLab's own names, which its files use in `needs` and `dependencies`.
+                let values: Vec<&str> = combo.iter().map(|(_, v)| v.as_str()).collect();
+                format!("{name}: [{}]", values.join(", "))
             } else {
                 format!("{name} [{}]", label.join(", "))
             };
@@ -1710,13 +1802,21 @@ impl Cx {
                         artifacts: true,
                         optional: false,
                         pos: i.pos,
+                        matrix: Vec::new(),
                     };
                     for (k, val) in es {
                         match key(k) {
                             "job" => need.job = self.string(val, "`needs: job`").unwrap_or_default(),
                             "artifacts" => need.artifacts = self.bool(val, "`needs: artifacts`").unwrap_or(true),
                             "optional" => need.optional = self.bool(val, "`needs: optional`").unwrap_or(false),
-                            _ => self.unknown_key(k, &["job", "artifacts", "optional"], "a `needs` entry"),
+                            "parallel" => need.matrix = self.parallel(val, "a `needs` entry"),
+                            // GitLab's needs on other projects and pipelines need a GitLab server.
+                            "project" | "pipeline" | "ref" => self.err_help(
+                                k.pos,
+                                format!("`needs: {}` of {ctx} names another project or pipeline; takt runs one pipeline per run", key(k)),
+                                "need a job of this pipeline, or pass what is needed as an artifact of the repository",
+                            ),
+                            _ => self.unknown_key(k, &["job", "artifacts", "optional", "parallel"], "a `needs` entry"),
                         }
                     }
                     if need.job.is_empty() {
@@ -1732,6 +1832,7 @@ impl Cx {
                             artifacts: true,
                             optional: false,
                             pos: i.pos,
+                            matrix: Vec::new(),
                         });
                     }
                 }
@@ -2163,7 +2264,12 @@ impl Cx {
         if let Some(s) = v.as_str() {
             return match s.parse::<usize>() {
                 Ok(n) if (1..=MAX_PARALLEL).contains(&n) => (1..=n)
-                    .map(|i| vec![("CI_NODE_INDEX".to_string(), format!("{i}/{n}"))])
+                    .map(|i| {
+                        vec![
+                            ("CI_NODE_INDEX".to_string(), i.to_string()),
+                            ("CI_NODE_TOTAL".to_string(), n.to_string()),
+                        ]
+                    })
                     .collect(),
                 _ => {
                     self.err(

@@ -88,6 +88,9 @@ pub struct Plan {
     pub jobs: Vec<PlannedJob>,
     /// Jobs left out by their rules, with the reason.
     pub excluded: Vec<(String, String)>,
+    /// The variables of the `workflow: rules` entry that made the run (GitLab: over the
+    /// pipeline's `variables`, under each job's).
+    pub variables: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -186,6 +189,7 @@ pub fn plan(p: &Pipeline, cx: &PlanContext) -> Result<Plan, PlanError> {
     for (k, v) in &p.variables {
         base.insert(k.clone(), v.clone());
     }
+    let mut workflow_variables = Vec::new();
     if !p.workflow.is_empty() {
         let vars = Layered {
             job: HashMap::new(),
@@ -200,10 +204,10 @@ pub fn plan(p: &Pipeline, cx: &PlanContext) -> Result<Plan, PlanError> {
                 )));
             }
             Some(r) => {
-                let extra = r.variables.clone();
-                for (k, v) in extra {
-                    base.insert(k, v);
+                for (k, v) in &r.variables {
+                    base.insert(k.clone(), v.clone());
                 }
+                workflow_variables.clone_from(&r.variables);
             }
         }
     }
@@ -313,6 +317,7 @@ pub fn plan(p: &Pipeline, cx: &PlanContext) -> Result<Plan, PlanError> {
     Ok(Plan {
         jobs: included,
         excluded,
+        variables: workflow_variables,
     })
 }
 

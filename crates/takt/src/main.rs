@@ -267,28 +267,11 @@ fn diagnostics_json(d: &takt_pipeline::Diagnostics) -> Vec<serde_json::Value> {
 
 /// The files `include: local` reaches from `bytes`, read under `root` (at most GitLab's 150).
 fn local_includes(root: &std::path::Path, bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut todo = vec![bytes.to_vec()];
-    while let Some(b) = todo.pop() {
-        for inc in takt_pipeline::gitlab::local_includes(&b) {
-            let paths: Vec<String> = if inc.contains('*') {
-                let g = takt_pipeline::glob::GlobList::new(std::slice::from_ref(&inc));
-                walk_files(root).into_iter().filter(|f| g.is_match(f)).collect()
-            } else {
-                vec![inc]
-            };
-            for p in paths {
-                if out.len() >= takt_pipeline::gitlab::MAX_INCLUDES || out.contains_key(&p) {
-                    continue;
-                }
-                if let Ok(content) = std::fs::read(root.join(&p)) {
-                    todo.push(content.clone());
-                    out.insert(p, content);
-                }
-            }
-        }
-    }
-    out
+    // Globs match the directory's files; most files include nothing, and walking a large
+    // directory for them would be wasted.
+    let has_includes = bytes.windows(8).any(|w| w == b"include:");
+    let files = if has_includes { walk_files(root) } else { Vec::new() };
+    takt_pipeline::gitlab::IncludeWalk::read_all(bytes, &files, |p| std::fs::read(root.join(p)).ok())
 }
 
 /// Every file under `root` (relative paths, `.git` left out), for include globs.
@@ -435,6 +418,7 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
         trigger: takt_model::Trigger::Local,
         branch: None,
         tag: None,
+        default_branch: None,
         queued: None,
         carry: None,
         secrets: Vec::new(),
