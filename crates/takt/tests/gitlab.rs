@@ -1,0 +1,152 @@
+//! `.gitlab-ci.yml` files run unchanged by `takt run`: the plain-shell pipelines of the GitLab
+//! corpus (crates/takt-pipeline/tests/gitlab/), each run in a real repository, must run the jobs
+//! their expected plan lists for a push to the default branch, and pass.
+
+#![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
+
+mod common;
+use common::*;
+use std::path::Path;
+
+/// Corpus cases whose scripts are plain shell (echo, mkdir, cat, grep).
+const PLAIN_SHELL: &[&str] = &[
+    "05-extends-chain",
+    "06-reference-scripts",
+    "08-include-glob",
+    "09-workflow-rules",
+    "10-matrix-needs",
+    "11-dag-needs",
+    "12-hidden-any-yaml",
+    "14-expire-in",
+    "20-duplicate-keys",
+    "22-spec-inputs",
+    "26-merge-keys",
+    "28-variables-forms",
+    "35-scripts-plain-shell",
+];
+
+fn corpus(case: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../takt-pipeline/tests/gitlab")
+        .join(case)
+}
+
+/// The case's files (all but expected.txt), relative path → contents.
+fn case_files(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.file_name().unwrap() != "expected.txt" {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// The jobs the expected plan runs for a push to main (`name [stage] after|needs [...]`).
+fn expected_main_jobs(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
+    let section = text
+        .split("\n== ")
+        .find(|s| s.starts_with("push to main"))
+        .unwrap_or_else(|| panic!("{}: no push-to-main plan", dir.display()));
+    section
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let at = ["] after [", "] needs ["].iter().filter_map(|m| l.find(m)).min()?;
+            Some(l[..l[..at].rfind(" [")?].to_string())
+        })
+        .collect()
+}
+
+fn log_of(repo: &Repo, report: &serde_json::Value, name: &str) -> String {
+    std::fs::read_to_string(repo.data_dir().join(job(report, name)["log"].as_str().unwrap())).unwrap()
+}
+
+#[test]
+fn the_plain_shell_pipelines_of_the_corpus_run_as_planned() {
+    for case in PLAIN_SHELL {
+        let dir = corpus(case);
+        let files = case_files(&dir);
+        let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let repo = Repo::new(&refs);
+        let (out, r) = repo.run(&[]);
+        assert!(out.status.success(), "{case}: {}\n{r:#}", stderr(&out));
+        assert_eq!(r["status"], "success", "{case}: {r:#}");
+        let mut ran: Vec<String> = r["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_string())
+            .collect();
+        let mut want = expected_main_jobs(&dir);
+        assert!(!want.is_empty(), "{case}: the expected plan lists no job");
+        ran.sort();
+        want.sort();
+        assert_eq!(ran, want, "{case}: the jobs run are the ones planned");
+        match *case {
+            // The variable of the workflow rule that made the run reaches the job.
+            "09-workflow-rules" => {
+                let log = log_of(&repo, &r, "test");
+                assert!(log.lines().any(|l| l.ends_with("Z test main")), "{log}");
+            }
+            // `expand: false` keeps `$` as written; pipeline and job variables both arrive.
+            "28-variables-forms" => {
+                let log = log_of(&repo, &r, "show");
+                assert!(log.contains("staging $NOT_EXPANDED plain yes"), "{log}");
+            }
+            // `!reference` lines run as the template's commands, in order.
+            "06-reference-scripts" => {
+                let log = log_of(&repo, &r, "test");
+                let test = log.lines().position(|l| l.ends_with("Z test")).unwrap();
+                let one = log.lines().position(|l| l.ends_with("Z setup one")).unwrap();
+                let two = log.lines().position(|l| l.ends_with("Z setup two")).unwrap();
+                assert!(one < two && two < test, "{log}");
+                // `$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH`: a local run of main is on the
+                // default branch.
+                assert!(log_of(&repo, &r, "deploy").contains("deploy to eu-west-1"));
+            }
+            "10-matrix-needs" => {
+                let log = log_of(&repo, &r, "build: [macos, arm64]");
+                assert!(log.contains("build macos"), "{log}");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn parallel_jobs_get_gitlabs_node_index_and_total() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "shard:\n  parallel: 3\n  script:\n    - echo \"shard $CI_NODE_INDEX of $CI_NODE_TOTAL on $CI_DEFAULT_BRANCH\"\n",
+    )]);
+    let (out, r) = repo.run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 1..=3 {
+        let log = log_of(&repo, &r, &format!("shard {i}/3"));
+        assert!(log.contains(&format!("shard {i} of 3 on main")), "{log}");
+    }
+}
+
+#[test]
+fn the_default_branch_of_a_local_run_is_origin_head_else_main() {
+    // A repository whose only branch is `trunk` and whose origin says `trunk` is the default.
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "job:\n  script:\n    - echo \"default=$CI_DEFAULT_BRANCH\"\n",
+    )]);
+    repo.git(&["branch", "-m", "main", "trunk"]);
+    repo.git(&["update-ref", "refs/remotes/origin/trunk", "HEAD"]);
+    repo.git(&["symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/trunk"]);
+    let (out, r) = repo.run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(log_of(&repo, &r, "job").contains("default=trunk"));
+}
