@@ -43,6 +43,12 @@ pub struct JobReport {
     /// Failed test cases that quarantine let pass (`suite name`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<String>,
+    /// What its `coverage:` regex found in its log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    /// The environment its `environment:` names (expanded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<takt_model::JobEnvironmentRef>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,4 +80,7 @@ pub struct RunReport {
     pub excluded: Vec<(String, String)>,
     /// Sections of takt.yml that are reserved but not acted on yet.
     pub not_supported_yet: Vec<String>,
+    /// The mean of the jobs' coverage (GitLab's pipeline coverage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
 }

@@ -463,6 +463,31 @@ impl<E: Executor + 'static> Engine<E> {
         Ok(out)
     }
 
+    /// The `reports: dotenv` variables of the jobs of run `carry.from`, by job (the last
+    /// attempt's), for the jobs a retry takes over.
+    async fn carried_dotenv(
+        &self,
+        project: &str,
+        carry: &Carry,
+    ) -> Result<HashMap<String, Vec<(String, String)>>, EngineError> {
+        let events = self
+            .store
+            .events(&takt_store::EventFilter {
+                project: Some(project.to_string()),
+                run: Some(carry.from),
+                kind: Some("job_outputs".into()),
+                ..Default::default()
+            })
+            .await?;
+        let mut out = HashMap::new();
+        for e in events {
+            if let EventKind::JobOutputs { job, dotenv, .. } = e.kind {
+                out.insert(job, dotenv);
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs a prepared pipeline to its end (or until `cancel` becomes true).
     pub async fn run(
         &self,
@@ -539,13 +564,8 @@ impl<E: Executor + 'static> Engine<E> {
             src_tar: src_tar.clone(),
             log_limit: req.log_limit,
             secrets: req.secrets.clone(),
-            variables: prep
-                .pipeline
-                .variables
-                .iter()
-                .chain(&prep.plan.variables)
-                .cloned()
-                .collect(),
+            variables: prep.pipeline.variables.clone(),
+            workflow_variables: prep.plan.variables.clone(),
             subdir: prep.subdir.clone(),
             source: req.trigger.pipeline_source(),
             quarantine: req
@@ -558,12 +578,14 @@ impl<E: Executor + 'static> Engine<E> {
         let mut schedule = Schedule::new(&plan);
         let mut reports: Vec<Option<JobReport>> = vec![None; n];
         let mut produced: Vec<Option<Stored>> = vec![None; n];
+        let mut exported: Vec<Vec<(String, String)>> = vec![Vec::new(); n];
         let mut ready_since: Vec<Option<Instant>> = vec![None; n];
         let mut running = tokio::task::JoinSet::new();
         let mut cancelled = *cancel.borrow();
         let parallel = req.parallel.max(1);
         if let Some(carry) = &req.carry {
             let arts = self.carried_artifacts(&project, carry).await?;
+            let mut dotenv = self.carried_dotenv(&project, carry).await?;
             for (i, pj) in plan.jobs.iter().enumerate() {
                 if !carry.jobs.contains(&pj.job.name) {
                     continue;
@@ -571,6 +593,7 @@ impl<E: Executor + 'static> Engine<E> {
                 schedule.start(i);
                 schedule.finish(i, JobStatus::Success, false);
                 produced[i] = arts.get(&pj.job.name).cloned();
+                exported[i] = dotenv.remove(&pj.job.name).unwrap_or_default();
                 let reason = format!("passed in run #{}; taken over, not run again", carry.from);
                 self.emit(
                     &project,
@@ -635,6 +658,11 @@ impl<E: Executor + 'static> Engine<E> {
                     .iter()
                     .filter_map(|d| produced[*d].clone())
                     .collect();
+                let dotenv: Vec<(String, String)> = plan.jobs[i]
+                    .artifacts_from
+                    .iter()
+                    .flat_map(|d| exported[*d].iter().cloned())
+                    .collect();
                 let wait = ready_since[i].map_or(Duration::ZERO, |t| t.elapsed());
                 let job = JobRun {
                     engine: self.handle(),
@@ -642,6 +670,7 @@ impl<E: Executor + 'static> Engine<E> {
                     plan: plan.clone(),
                     index: i,
                     inputs,
+                    dotenv,
                     wait,
                     live: live.clone(),
                     progress: progress.clone(),
@@ -667,6 +696,7 @@ impl<E: Executor + 'static> Engine<E> {
                     let outcome = outcome?;
                     schedule.finish(i, outcome.report.status, outcome.report.allow_failure);
                     produced[i] = outcome.artifact;
+                    exported[i] = outcome.dotenv;
                     let _ = progress.send(Progress::Finished(Box::new(outcome.report.clone()))).await;
                     reports[i] = Some(outcome.report);
                 }
@@ -720,6 +750,10 @@ impl<E: Executor + 'static> Engine<E> {
             Err(e) => tracing::warn!(%project, run, error = %e, "cannot record the commit's info"),
             Ok(Ok(())) => {}
         }
+        let coverage = {
+            let figures: Vec<f64> = jobs.iter().filter_map(|j| j.coverage).collect();
+            (!figures.is_empty()).then(|| figures.iter().sum::<f64>() / figures.len() as f64)
+        };
         Ok(RunReport {
             project,
             run,
@@ -737,6 +771,7 @@ impl<E: Executor + 'static> Engine<E> {
             jobs,
             excluded: prep.plan.excluded.clone(),
             not_supported_yet: prep.pipeline.reserved.iter().map(|(k, _)| k.clone()).collect(),
+            coverage,
         })
     }
 
@@ -777,6 +812,8 @@ fn not_run(j: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
         cache: None,
         reason: Some(reason.to_string()),
         quarantined: Vec::new(),
+        coverage: None,
+        environment: None,
     }
 }
 
@@ -806,7 +843,10 @@ struct RunCtx {
     src_tar: PathBuf,
     log_limit: u64,
     secrets: Vec<(String, String)>,
+    /// The pipeline's top-level variables.
     variables: Vec<(String, String)>,
+    /// The variables of the `workflow: rules` entry that made the run.
+    workflow_variables: Vec<(String, String)>,
     subdir: String,
     quarantine: Vec<takt_pipeline::Quarantined>,
     /// `CI_PIPELINE_SOURCE`.
@@ -819,6 +859,8 @@ struct JobRun<E> {
     plan: Arc<Plan>,
     index: usize,
     inputs: Vec<Stored>,
+    /// Variables from the `reports: dotenv` of the jobs it takes artifacts from.
+    dotenv: Vec<(String, String)>,
     wait: Duration,
     live: Arc<Live>,
     progress: mpsc::Sender<Progress>,
@@ -828,6 +870,8 @@ struct JobRun<E> {
 struct JobOutcome {
     report: JobReport,
     artifact: Option<Stored>,
+    /// The variables of its `reports: dotenv`, for the jobs that take its artifacts.
+    dotenv: Vec<(String, String)>,
 }
 
 struct Attempt {
@@ -846,6 +890,8 @@ struct Attempt {
     note: Option<String>,
     /// Failed test cases that quarantine let pass (`suite name`).
     quarantined: Vec<String>,
+    dotenv: Vec<(String, String)>,
+    coverage: Option<f64>,
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> EngineError {
@@ -875,6 +921,14 @@ impl<E: Executor + 'static> JobRun<E> {
         let mut failed_before = false;
         let mut attempt = 0u32;
         let wait_ms = self.wait.as_millis() as u64;
+        // `when: delayed`: the job waits `start_in` once it may start (a cancel ends the wait).
+        if let Some(delay) = self.pj().job.start_in {
+            let mut cancel = self.cancel.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancel.wait_for(|c| *c) => {}
+            }
+        }
         loop {
             attempt += 1;
             self.emit(EventKind::JobStarted {
@@ -900,6 +954,19 @@ impl<E: Executor + 'static> JobRun<E> {
                 truncated: a.truncated,
             })
             .await?;
+            let reports = self.report_files();
+            let environment = self.environment();
+            if a.coverage.is_some() || !a.dotenv.is_empty() || !reports.is_empty() || environment.is_some() {
+                self.emit(EventKind::JobOutputs {
+                    job: name.clone(),
+                    attempt,
+                    coverage: a.coverage,
+                    dotenv: a.dotenv.clone(),
+                    reports,
+                    environment,
+                })
+                .await?;
+            }
             let retryable = a.status == JobStatus::Failed
                 && attempt <= retry.max
                 && a.reason.is_some_and(|r| {
@@ -961,12 +1028,42 @@ impl<E: Executor + 'static> JobRun<E> {
                 cache: a.cache,
                 reason: a.note,
                 quarantined: a.quarantined,
+                coverage: a.coverage,
+                environment: self.environment(),
             };
             return Ok(JobOutcome {
                 report,
                 artifact: a.artifact.map(|(_, s)| s),
+                dotenv: a.dotenv,
             });
         }
+    }
+
+    /// The job's `artifacts: reports:` files as declared (type and path or glob).
+    fn report_files(&self) -> Vec<takt_model::ReportFile> {
+        let Some(a) = &self.pj().job.artifacts else {
+            return Vec::new();
+        };
+        let file = |kind: &str, path: &String| takt_model::ReportFile {
+            kind: kind.to_string(),
+            path: path.clone(),
+        };
+        a.junit
+            .iter()
+            .map(|p| file("junit", p))
+            .chain(a.reports.iter().flat_map(|(k, ps)| ps.iter().map(move |p| file(k, p))))
+            .collect()
+    }
+
+    /// The job's `environment:`, its name and url expanded with the job's variables.
+    fn environment(&self) -> Option<takt_model::JobEnvironmentRef> {
+        let e = self.pj().job.environment.as_ref()?;
+        let vars = self.env(Path::new(""));
+        Some(takt_model::JobEnvironmentRef {
+            name: workspace::expand(&e.name, &vars),
+            action: e.action.clone(),
+            url: e.url.as_ref().map(|u| workspace::expand(u, &vars)),
+        })
     }
 
     /// Where an attempt's log goes, relative to the data directory.
@@ -1020,11 +1117,17 @@ impl<E: Executor + 'static> JobRun<E> {
             ("TAKT_JOB_NAME".into(), pj.job.name.clone()),
             ("TAKT_PROJECT_DIR".into(), dir),
         ]);
+        // GitLab's order: dotenv reports of the jobs whose artifacts it takes win over the
+        // file's variables.
+        let inherited = |k: &String| pj.job.inherit_variables.as_ref().is_none_or(|names| names.contains(k));
         for (k, v) in c
             .variables
             .iter()
+            .filter(|(k, _)| inherited(k))
+            .chain(c.workflow_variables.iter())
             .chain(pj.job.variables.iter())
             .chain(pj.rule_variables.iter())
+            .chain(self.dotenv.iter())
         {
             let value = workspace::expand(v, &env);
             env.push((k.clone(), value));
@@ -1173,6 +1276,8 @@ impl<E: Executor + 'static> JobRun<E> {
             duration: Duration::ZERO,
             note: None,
             quarantined: Vec::new(),
+            dotenv: Vec::new(),
+            coverage: None,
         };
         let cache_key = match prep {
             Err(msg) => {
@@ -1260,6 +1365,15 @@ impl<E: Executor + 'static> JobRun<E> {
         let (bytes, truncated) = log_arc.lock().finish();
         result.log_bytes = bytes;
         result.truncated = truncated;
+        if let Some(re) = pj.job.coverage.clone() {
+            let path = log_path.clone();
+            result.coverage = tokio::task::spawn_blocking(move || {
+                let log = std::fs::read(&path).ok()?;
+                takt_pipeline::reports::coverage_in(&re, &String::from_utf8_lossy(&log))
+            })
+            .await
+            .map_err(blocking_err)?;
+        }
         result.duration = t0.elapsed();
         {
             let mut l = self.live.jobs.lock();
@@ -1447,13 +1561,69 @@ impl<E: Executor + 'static> JobRun<E> {
                     result.tests = Some(counts);
                 }
             }
-            // After the reports: quarantine may have made the job pass.
-            let wanted = match a.when {
+            // `reports: dotenv`: variables for the jobs that take this job's artifacts, read when
+            // its artifacts are (GitLab: `artifacts: when`, on success by default).
+            let dotenv: Vec<String> = a
+                .reports
+                .iter()
+                .filter(|(k, _)| k == "dotenv")
+                .flat_map(|(_, p)| p.iter().cloned())
+                .collect();
+            // After the JUnit reports: quarantine may have made the job pass.
+            let collect_now = match a.when {
                 ArtifactWhen::Always => true,
                 ArtifactWhen::OnSuccess => result.status == JobStatus::Success,
                 ArtifactWhen::OnFailure => result.status == JobStatus::Failed,
             };
-            if wanted && !a.paths.is_empty() {
+            if !dotenv.is_empty() && collect_now {
+                let src2 = src.to_path_buf();
+                let (vars, problems) = tokio::task::spawn_blocking(move || {
+                    let mut vars: Vec<(String, String)> = Vec::new();
+                    let mut problems = Vec::new();
+                    let files = matching_files(&src2, &dotenv, &[]);
+                    if files.is_empty() {
+                        problems.push(format!("no dotenv report matched {dotenv:?}"));
+                    }
+                    for f in files {
+                        let path = src2.join(&f);
+                        // Regular files only, and only as much as GitLab reads.
+                        let meta = std::fs::symlink_metadata(&path);
+                        if !meta.as_ref().is_ok_and(|m| m.is_file()) {
+                            problems.push(format!("{}: not a regular file (a symlink?)", f.display()));
+                            continue;
+                        }
+                        let limit = takt_pipeline::reports::MAX_DOTENV_BYTES as u64 + 1;
+                        let mut text = String::new();
+                        if let Err(e) = std::fs::File::open(&path).and_then(|file| {
+                            std::io::Read::read_to_string(&mut std::io::Read::take(file, limit), &mut text)
+                        }) {
+                            problems.push(format!("{}: {e}", f.display()));
+                            continue;
+                        }
+                        let (v, p) = takt_pipeline::reports::parse_dotenv(&text);
+                        problems.extend(p.into_iter().map(|p| format!("{}: {p}", f.display())));
+                        for (k, val) in v {
+                            vars.retain(|(o, _)| *o != k);
+                            vars.push((k, val));
+                        }
+                    }
+                    (vars, problems)
+                })
+                .await
+                .map_err(blocking_err)?;
+                for p in problems {
+                    note(format!("dotenv report: {p}"));
+                }
+                if !vars.is_empty() {
+                    let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+                    note(format!(
+                        "dotenv report: passing {} to the jobs after this one",
+                        names.join(", ")
+                    ));
+                }
+                result.dotenv = vars;
+            }
+            if collect_now && !a.paths.is_empty() {
                 let name = match &a.name {
                     // Variables may bring characters outside the safe set (a branch's `/`).
                     Some(n) if n.contains('$') => takt_pipeline::artifact_name_for_job(&workspace::expand(n, env)),

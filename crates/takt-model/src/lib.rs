@@ -183,6 +183,25 @@ pub struct Event {
 }
 
 /// What happened. The `kind` tag is the event's stable name in the log and the API.
+/// One `artifacts: reports:` file of a job: GitLab's report type (`junit`, `codequality`,
+/// `coverage_report`, `dotenv`, `sast`, ...) and its path in the job's workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportFile {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+}
+
+/// The environment a job's `environment:` names (GitLab's keyword), as the job ran: name with
+/// its variables expanded, and the action (`start`, `prepare`, `stop`, `verify`, `access`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEnvironmentRef {
+    pub name: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -305,6 +324,22 @@ pub enum EventKind {
         attempt: u32,
         counts: TestCounts,
         cases: Vec<TestCase>,
+    },
+    /// What a job left for the run besides its artifact, from GitLab's keywords: the coverage
+    /// its `coverage:` regex found in the log, the variables of its `reports: dotenv` (passed
+    /// to the jobs after it), its other `reports:` files (stored with its artifact), and the
+    /// `environment:` it acted on. Written once per attempt, when any of it is there.
+    JobOutputs {
+        job: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coverage: Option<f64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dotenv: Vec<(String, String)>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        reports: Vec<ReportFile>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        environment: Option<JobEnvironmentRef>,
     },
     CacheUsed {
         job: String,

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod model;
 pub mod parse;
 pub mod plan;
+pub mod reports;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics, Pos, Severity};

@@ -415,8 +415,10 @@ pub struct Job {
     pub resource_group: Option<String>,
     /// `image`: the container image the job asks for (the local executor does not use it).
     pub image: Option<String>,
-    /// `when: delayed` with `start_in`.
+    /// `when: delayed` with `start_in`: how long it waits once it may start.
     pub start_in: Option<Duration>,
+    /// `inherit: variables`: the top-level variables it sees (`None`: all of them).
+    pub inherit_variables: Option<Vec<String>>,
 }
 
 /// A job's `environment:` (GitLab's keyword): its name and what the job does to it.

@@ -1208,7 +1208,7 @@ impl Cx {
             // `default` fills keys the job does not set (those `inherit: default` lets through).
             let mut es: Vec<(Node, Node)> = entries(&node).to_vec();
             let mut size = size;
-            let inherited = self.inherit(&node, &ctx_of(name));
+            let (inherited, inherit_variables) = self.inherit(&node, &ctx_of(name));
             for (dk, dv) in defaults {
                 let wanted = inherited.as_ref().is_none_or(|keys| keys.iter().any(|i| i == key(dk)));
                 if wanted && !es.iter().any(|(k, _)| key(k) == key(dk)) {
@@ -1223,7 +1223,10 @@ impl Cx {
                 pos: k.pos,
                 kind: NodeKind::Map(es),
             };
-            let made = self.job(name, &node, &stage_set, stages);
+            let mut made = self.job(name, &node, &stage_set, stages);
+            for j in &mut made {
+                j.inherit_variables.clone_from(&inherit_variables);
+            }
             // Matrix copies after the first.
             if !self.expand(k.pos, size.saturating_mul(made.len().saturating_sub(1))) {
                 return jobs;
@@ -1312,12 +1315,17 @@ impl Cx {
         }
     }
 
-    /// `inherit: {default: bool | [keys], variables: bool | [names]}`: `None` when every
-    /// `default` key is inherited, else the ones that are.
-    fn inherit(&mut self, job: &Node, ctx: &str) -> Option<Vec<String>> {
-        let n = job.get("inherit")?;
-        let es = self.map(n, &format!("`inherit` of {ctx}"))?;
+    /// `inherit: {default: bool | [keys], variables: bool | [names]}`: for `default` keys and
+    /// for top-level variables, `None` when every one is inherited, else the ones that are.
+    fn inherit(&mut self, job: &Node, ctx: &str) -> (Option<Vec<String>>, Option<Vec<String>>) {
+        let Some(n) = job.get("inherit") else {
+            return (None, None);
+        };
+        let Some(es) = self.map(n, &format!("`inherit` of {ctx}")) else {
+            return (None, None);
+        };
         let mut out = None;
+        let mut variables = None;
         for (k, v) in es {
             let value = match &v.kind {
                 NodeKind::Seq(_) => Some(self.strings(v, "`inherit`").unwrap_or_default()),
@@ -1328,19 +1336,11 @@ impl Cx {
             };
             match key(k) {
                 "default" => out = value,
-                "variables" => {
-                    if value.is_some() {
-                        self.warn(
-                            v.pos,
-                            "`inherit: variables` is not honoured yet: the job sees every top-level variable",
-                            "set the variables the job must not see to empty values in its own `variables:`",
-                        );
-                    }
-                }
+                "variables" => variables = value,
                 _ => self.unknown_key(k, &["default", "variables"], "`inherit`"),
             }
         }
-        out
+        (out, variables)
     }
 
     fn job(&mut self, name: &str, n: &Node, stage_set: &HashSet<&str>, stages: &[String]) -> Vec<Job> {
@@ -1373,6 +1373,7 @@ impl Cx {
             resource_group: None,
             image: None,
             start_in: None,
+            inherit_variables: None,
         };
         let mut only: Option<&Node> = None;
         let mut except: Option<&Node> = None;
@@ -1550,17 +1551,12 @@ impl Cx {
             }
         }
         if delayed {
-            match job.start_in {
-                None => self.err_help(
+            if job.start_in.is_none() {
+                self.err_help(
                     n.pos,
                     format!("{ctx} has `when: delayed` without `start_in`"),
                     "add e.g. `start_in: 30 minutes`",
-                ),
-                Some(_) => self.warn(
-                    n.pos,
-                    format!("`when: delayed` is not honoured yet: {ctx} starts as soon as it may"),
-                    "a job that must wait can `sleep` in its script",
-                ),
+                );
             }
         } else if job.start_in.is_some() {
             self.err_help(

@@ -192,6 +192,9 @@ fn describe_job(out: &mut String, j: &Job, at: &takt_pipeline::Diagnostics) {
             let _ = writeln!(out, "  {what}: {v}");
         }
     }
+    if let Some(v) = &j.inherit_variables {
+        let _ = writeln!(out, "  inherits variables: [{}]", v.join(", "));
+    }
     if !j.tags.is_empty() {
         let _ = writeln!(out, "  tags: [{}]", j.tags.join(", "));
     }

@@ -89,6 +89,18 @@ pub struct JobView {
     /// Why it was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The coverage percentage its `coverage:` regex found in its log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    /// The environment it deployed to or acted on (GitLab's `environment:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<takt_model::JobEnvironmentRef>,
+    /// Its `artifacts: reports:` files, stored with its artifact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<takt_model::ReportFile>,
+    /// The names of the variables its `reports: dotenv` passed on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dotenv: Vec<String>,
 }
 
 impl JobView {
@@ -105,6 +117,10 @@ impl JobView {
             duration_ms: None,
             flaky: None,
             reason: None,
+            coverage: None,
+            environment: None,
+            reports: Vec::new(),
+            dotenv: Vec::new(),
         }
     }
 }
@@ -130,6 +146,9 @@ pub struct RunView {
     /// Why it failed before any job could start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The mean of its jobs' coverage (GitLab's pipeline coverage), when any job has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
     pub jobs: Vec<JobView>,
 }
 
@@ -209,6 +228,22 @@ impl RunView {
                 j.status = Some(JobState::Done(*status));
                 j.reason = Some(reason.clone());
             }
+            EventKind::JobOutputs {
+                job,
+                coverage,
+                dotenv,
+                reports,
+                environment,
+                ..
+            } => {
+                let j = self.job_mut(job);
+                j.coverage = *coverage;
+                j.dotenv = dotenv.iter().map(|(k, _)| k.clone()).collect();
+                j.reports.clone_from(reports);
+                j.environment.clone_from(environment);
+                let figures: Vec<f64> = self.jobs.iter().filter_map(|j| j.coverage).collect();
+                self.coverage = (!figures.is_empty()).then(|| figures.iter().sum::<f64>() / figures.len() as f64);
+            }
             _ => {}
         }
     }
@@ -248,6 +283,7 @@ impl Projection for Runs {
         "job_started",
         "job_finished",
         "job_skipped",
+        "job_outputs",
     ];
 
     fn apply(&mut self, e: &Event) {
@@ -277,6 +313,7 @@ impl Projection for Runs {
                 finished_at: None,
                 duration_ms: None,
                 reason: None,
+                coverage: None,
                 jobs: Vec::new(),
             };
             self.runs.insert(key, view);

@@ -18,6 +18,7 @@ const PLAIN_SHELL: &[&str] = &[
     "11-dag-needs",
     "12-hidden-any-yaml",
     "14-expire-in",
+    "19-default-inherit",
     "20-duplicate-keys",
     "22-spec-inputs",
     "26-merge-keys",
@@ -113,6 +114,21 @@ fn the_plain_shell_pipelines_of_the_corpus_run_as_planned() {
                 // default branch.
                 assert!(log_of(&repo, &r, "deploy").contains("deploy to eu-west-1"));
             }
+            // `inherit: variables` lets through none, or the names listed.
+            "19-default-inherit" => {
+                assert!(
+                    log_of(&repo, &r, "inherits-all")
+                        .lines()
+                        .any(|l| l.ends_with("Z default before"))
+                );
+                assert!(!log_of(&repo, &r, "inherits-nothing").contains("default before"));
+                assert!(log_of(&repo, &r, "no-variables").lines().any(|l| l.ends_with("Z []")));
+                assert!(
+                    log_of(&repo, &r, "some-variables")
+                        .lines()
+                        .any(|l| l.ends_with("Z [] [2]"))
+                );
+            }
             "10-matrix-needs" => {
                 let log = log_of(&repo, &r, "build: [macos, arm64]");
                 assert!(log.contains("build macos"), "{log}");
@@ -149,4 +165,124 @@ fn the_default_branch_of_a_local_run_is_origin_head_else_main() {
     let (out, r) = repo.run(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(log_of(&repo, &r, "job").contains("default=trunk"));
+}
+
+#[test]
+fn dotenv_reports_reach_the_jobs_that_take_the_artifacts() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        r##"
+stages: [build, deploy]
+build:
+  stage: build
+  script:
+    - echo "VERSION=1.2.3" > build.env
+    - echo "# a comment" >> build.env
+    - echo "URL=https://example.com/?a=b" >> build.env
+  artifacts:
+    reports:
+      dotenv: build.env
+deploy:
+  stage: deploy
+  variables:
+    VERSION: from-the-file
+  script:
+    - echo "deploying $VERSION to $URL"
+without-artifacts:
+  stage: deploy
+  needs:
+    - job: build
+      artifacts: false
+  script:
+    - echo "version [$VERSION]"
+"##,
+    )]);
+    let (out, r) = repo.run(&[]);
+    assert!(out.status.success(), "{}\n{r:#}", stderr(&out));
+    // GitLab's precedence: a dotenv variable wins over the job's own `variables:`.
+    let log = log_of(&repo, &r, "deploy");
+    assert!(
+        log.lines()
+            .any(|l| l.ends_with("Z deploying 1.2.3 to https://example.com/?a=b")),
+        "{log}"
+    );
+    let log = log_of(&repo, &r, "without-artifacts");
+    assert!(log.lines().any(|l| l.ends_with("Z version []")), "{log}");
+    // The event log has them, with the report file listed.
+    let events = repo.events();
+    let outputs: Vec<&takt_model::EventKind> = events
+        .iter()
+        .map(|e| &e.kind)
+        .filter(|k| matches!(k, takt_model::EventKind::JobOutputs { .. }))
+        .collect();
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    let takt_model::EventKind::JobOutputs {
+        job, dotenv, reports, ..
+    } = outputs[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(job, "build");
+    assert_eq!(dotenv[0], ("VERSION".to_string(), "1.2.3".to_string()));
+    assert_eq!(reports[0].kind, "dotenv");
+    assert_eq!(reports[0].path, "build.env");
+}
+
+#[test]
+fn coverage_and_environment_are_recorded_on_the_run() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        r##"
+stages: [test, deploy]
+unit:
+  stage: test
+  script:
+    - echo "TOTAL   120   30   75%"
+    - echo "TOTAL   120   12   90%"
+  coverage: '/^TOTAL.+?(\d+\%)$/'
+lint:
+  stage: test
+  script: echo "Coverage 70.5 percent"
+  coverage: '/Coverage \d+\.\d+/'
+review:
+  stage: deploy
+  script: echo deploy
+  environment:
+    name: review/$CI_COMMIT_REF_SLUG
+    url: https://$CI_COMMIT_REF_SLUG.example.com
+"##,
+    )]);
+    let (out, r) = repo.run(&[]);
+    assert!(out.status.success(), "{}\n{r:#}", stderr(&out));
+    // GitLab takes the last matching line.
+    assert_eq!(job(&r, "unit")["coverage"], 90.0);
+    assert_eq!(job(&r, "lint")["coverage"], 70.5);
+    assert_eq!(r["coverage"], 80.25, "the run's figure is the mean of its jobs'");
+    let env = &job(&r, "review")["environment"];
+    assert_eq!(env["name"], "review/main");
+    assert_eq!(env["action"], "start");
+    assert_eq!(env["url"], "https://main.example.com");
+}
+
+#[test]
+fn a_delayed_job_waits_its_start_in() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "stages: [a, b]\nfirst:\n  stage: a\n  script: echo first\nlater:\n  stage: b\n  when: delayed\n  start_in: 2 seconds\n  script: echo later\n",
+    )]);
+    let (out, r) = repo.run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let at = |name: &str, field: &str| {
+        time::OffsetDateTime::parse(
+            job(&r, name)[field].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let gap = at("later", "started_at") - at("first", "finished_at");
+    assert!(
+        gap >= time::Duration::seconds(2),
+        "started {gap} after the stage before"
+    );
+    assert!(!stderr(&out).contains("not honoured"), "{}", stderr(&out));
 }

@@ -87,16 +87,7 @@ fn events_of_the_run_are_in_the_sqlite_event_log() {
     let repo = Repo::new(&[("takt.yml", "jobs:\n  one: {script: [echo one]}\n")]);
     let (out, _) = repo.run(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let events = rt.block_on(async {
-        let store = takt_store::Store::open_sqlite(&repo.data_dir().join("takt.db"))
-            .await
-            .unwrap();
-        store.events(&takt_store::EventFilter::default()).await.unwrap()
-    });
+    let events = repo.events();
     // The commit's info is read beside the jobs: it comes once, at no fixed place.
     let infos: Vec<&takt_model::Event> = events.iter().filter(|e| e.kind.name() == "commit_info").collect();
     assert_eq!(infos.len(), 1, "{infos:?}");

@@ -85,6 +85,20 @@ impl Repo {
         self.path().join(".git/takt")
     }
 
+    /// Every event of the repository's SQLite event log.
+    pub fn events(&self) -> Vec<takt_model::Event> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = takt_store::Store::open_sqlite(&self.data_dir().join("takt.db"))
+                .await
+                .unwrap();
+            store.events(&takt_store::EventFilter::default()).await.unwrap()
+        })
+    }
+
     /// `takt run --json` with extra arguments.
     pub fn run(&self, extra: &[&str]) -> (Output, serde_json::Value) {
         let out = takt()
