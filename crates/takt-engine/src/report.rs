@@ -37,7 +37,11 @@ pub struct JobReport {
     pub log_truncated: bool,
     pub artifact: Option<ArtifactReport>,
     pub tests: Option<TestCounts>,
+    /// Its (first) cache.
     pub cache: Option<CacheReport>,
+    /// Every cache, when it has more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<CacheReport>,
     /// Why the job did not run (skipped, manual, cancelled) or why it could not start.
     pub reason: Option<String>,
     /// Failed test cases that quarantine let pass (`suite name`).

@@ -810,6 +810,7 @@ fn not_run(j: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
         artifact: None,
         tests: None,
         cache: None,
+        caches: Vec::new(),
         reason: Some(reason.to_string()),
         quarantined: Vec::new(),
         coverage: None,
@@ -884,7 +885,7 @@ struct Attempt {
     truncated: bool,
     artifact: Option<(ArtifactReport, Stored)>,
     tests: Option<takt_model::TestCounts>,
-    cache: Option<CacheReport>,
+    caches: Vec<CacheReport>,
     started_at: OffsetDateTime,
     duration: Duration,
     note: Option<String>,
@@ -1025,7 +1026,8 @@ impl<E: Executor + 'static> JobRun<E> {
                 log_truncated: a.truncated,
                 artifact: a.artifact.as_ref().map(|(r, _)| r.clone()),
                 tests: a.tests,
-                cache: a.cache,
+                cache: a.caches.first().cloned(),
+                caches: if a.caches.len() > 1 { a.caches } else { Vec::new() },
                 reason: a.note,
                 quarantined: a.quarantined,
                 coverage: a.coverage,
@@ -1226,11 +1228,11 @@ impl<E: Executor + 'static> JobRun<E> {
                 self.engine.blobs.clone(),
                 self.inputs.clone(),
             );
-            let cache = pj.job.cache.clone();
+            let caches = pj.job.caches.clone();
             let cache_dir = self.engine.data.join("cache");
             let env = env.clone();
             let (ws, owner) = (ws.clone(), self.engine.executor.workspace_owner());
-            tokio::task::spawn_blocking(move || -> Result<Option<(String, bool)>, String> {
+            tokio::task::spawn_blocking(move || -> Result<Vec<(String, bool)>, String> {
                 std::fs::create_dir_all(&checkout)
                     .map_err(|e| format!("cannot create the workspace {}: {e}", checkout.display()))?;
                 workspace::extract_tar(&tar, &checkout)
@@ -1241,16 +1243,17 @@ impl<E: Executor + 'static> JobRun<E> {
                     workspace::place(&blobs, i, &src)
                         .map_err(|e| format!("cannot place artifact {}: {e}", i.digest))?;
                 }
-                let cached = match cache {
-                    Some(c) if c.policy != CachePolicy::Push => {
-                        let key = workspace::cache_key(&c, &src, &env);
-                        let hit = workspace::restore_cache(&blobs, &cache_dir, &key, &src)
-                            .map_err(|e| format!("cannot restore cache {key}: {e}"))?;
-                        Some((key, hit))
-                    }
-                    Some(c) => Some((workspace::cache_key(&c, &src, &env), false)),
-                    None => None,
-                };
+                let mut cached = Vec::with_capacity(caches.len());
+                for c in &caches {
+                    let key = workspace::cache_key(c, &src, &env);
+                    let hit = if c.policy == CachePolicy::Push {
+                        false
+                    } else {
+                        workspace::restore_cache(&blobs, &cache_dir, &key, &src)
+                            .map_err(|e| format!("cannot restore cache {key}: {e}"))?
+                    };
+                    cached.push((key, hit));
+                }
                 // The job runs as another user: the workspace must be theirs to write.
                 if let Some((uid, gid)) = owner {
                     workspace::give_to(&ws, uid, gid)
@@ -1271,7 +1274,7 @@ impl<E: Executor + 'static> JobRun<E> {
             truncated: false,
             artifact: None,
             tests: None,
-            cache: None,
+            caches: Vec::new(),
             started_at,
             duration: Duration::ZERO,
             note: None,
@@ -1287,9 +1290,9 @@ impl<E: Executor + 'static> JobRun<E> {
                 None
             }
             Ok(c) => {
-                if let Some((k, hit)) = &c {
+                for (k, hit) in &c {
                     note(format!("cache `{k}`: {}", if *hit { "restored" } else { "miss" }));
-                    result.cache = Some(CacheReport {
+                    result.caches.push(CacheReport {
                         key: k.clone(),
                         hit: *hit,
                         saved: false,
@@ -1477,7 +1480,7 @@ impl<E: Executor + 'static> JobRun<E> {
         attempt: u32,
         src: &Path,
         env: &[(String, String)],
-        cache_key: Option<(String, bool)>,
+        cache_keys: Vec<(String, bool)>,
         result: &mut Attempt,
         note: &(dyn Fn(String) + Sync),
         started_at: OffsetDateTime,
@@ -1657,7 +1660,8 @@ impl<E: Executor + 'static> JobRun<E> {
                 }
             }
         }
-        if let (Some(c), Some((key, hit))) = (&pj.job.cache, cache_key) {
+        result.caches.clear();
+        for (c, (key, hit)) in pj.job.caches.iter().zip(cache_keys) {
             let mut saved = false;
             if result.status == JobStatus::Success && c.policy != CachePolicy::Pull {
                 let (blobs, dir, src2, paths, k) = (
@@ -1682,7 +1686,7 @@ impl<E: Executor + 'static> JobRun<E> {
                 saved,
             })
             .await?;
-            result.cache = Some(CacheReport { key, hit, saved });
+            result.caches.push(CacheReport { key, hit, saved });
         }
         Ok(())
     }

@@ -626,6 +626,37 @@ mod tests {
         (n.root.unwrap(), n.problems)
     }
 
+    fn lint(text: &str) -> crate::Diagnostics {
+        crate::parse_with(".gitlab-ci.yml", text.as_bytes(), &Default::default(), &BTreeMap::new())
+            .expect_err("the file has problems")
+    }
+
+    #[test]
+    fn a_problem_many_jobs_inherit_is_reported_once_at_its_source() {
+        let d = lint(
+            "default:\n  retry: {max: 2, when: [nope]}\n.t:\n  timeout: forever\na:\n  extends: .t\n  script: [x]\nb:\n  extends: .t\n  script: [x]\nc:\n  extends: .t\n  script: [x]\n",
+        );
+        let at = |line: usize| d.items.iter().filter(|i| i.pos.line == line).collect::<Vec<_>>();
+        assert_eq!(at(2).len(), 1, "{d}");
+        assert_eq!(at(4).len(), 1, "{d}");
+        assert!(
+            at(4)[0]
+                .message
+                .contains("also in 2 other jobs that inherit it from here: `b`, `c`"),
+            "{d}"
+        );
+        assert_eq!(d.items.len(), 2, "{d}");
+    }
+
+    #[test]
+    fn a_missing_template_is_not_suggested_as_the_job_itself() {
+        let d = lint("flatpak:\n  extends: .flatpak\n  script: [x]\n");
+        assert_eq!(d.items.len(), 1, "{d}");
+        assert_eq!(d.items[0].help, None, "{d}");
+        let d = lint(".flatpack:\n  script: [x]\nflatpak:\n  extends: .flatpak\n  script: [x]\n");
+        assert_eq!(d.items[0].help.as_deref(), Some("did you mean `.flatpack`?"), "{d}");
+    }
+
     #[test]
     fn layout_by_file_name() {
         assert_eq!(Layout::of(".gitlab-ci.yml"), Layout::Gitlab);

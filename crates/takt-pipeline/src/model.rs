@@ -399,7 +399,9 @@ pub struct Job {
     pub timeout: Option<Duration>,
     pub retry: Retry,
     pub artifacts: Option<Artifacts>,
-    pub cache: Option<Cache>,
+    /// Its caches (GitLab: at most four, each with its own key), restored before the script
+    /// and saved after it.
+    pub caches: Vec<Cache>,
     pub secrets: Vec<String>,
     /// `network: false`: the job runs without a network (where the executor isolates jobs).
     pub network: bool,

@@ -22,6 +22,8 @@ use std::time::Duration;
 pub const MAX_FILE_BYTES: usize = crate::limits::MAX_FILE_BYTES;
 /// The longest job timeout accepted.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The most caches one job may list (GitLab's limit).
+const MAX_CACHES: usize = 4;
 /// The most jobs one matrix or `parallel: N` may create.
 pub const MAX_PARALLEL: usize = crate::limits::MAX_MATRIX_JOBS;
 
@@ -196,6 +198,8 @@ pub fn parse_with(
         expanded: 0,
         layout,
         strict: opts.strict,
+        job: None,
+        shared: BTreeMap::new(),
     };
     for d in normalized.problems {
         cx.push(d);
@@ -209,6 +213,7 @@ pub fn parse_with(
         return Err(fail(capped(cx.errors, cx.dropped), &table));
     };
     let pipeline = cx.pipeline(&root);
+    cx.name_shared_problems();
     match pipeline {
         Some(mut p) if cx.errors.is_empty() => {
             p.layout = layout;
@@ -248,6 +253,12 @@ struct Cx {
     /// YAML nodes made by `extends`, `default` and matrix copies so far
     /// (bounded by [`MAX_EXPANDED_NODES`]).
     expanded: usize,
+    /// The job being read, if any: its problems at a place other jobs share (a template, a
+    /// `default:` key) are reported once, at that place, with the jobs it reaches.
+    job: Option<String>,
+    /// (position, severity, message with the job's name left out) → (which list, index in it,
+    /// the other jobs the problem reaches).
+    shared: BTreeMap<(Pos, Severity, String), (usize, Vec<String>)>,
 }
 
 /// A resolved `extends` template: the merged node, how many `extends` levels it stands on,
@@ -345,6 +356,22 @@ pub(crate) fn deep_merge(base: &Node, over: &Node) -> Node {
 
 impl Cx {
     fn push(&mut self, d: Diagnostic) {
+        if let Some(job) = &self.job {
+            let own = format!("`{job}`");
+            let general = d.message.replace(&own, "`…`");
+            if general != d.message {
+                let key = (d.pos, d.severity, general);
+                if let Some((_, others)) = self.shared.get_mut(&key) {
+                    others.push(job.clone());
+                    return;
+                }
+                let index = match d.severity {
+                    Severity::Warning => self.warnings.len(),
+                    Severity::Error => self.errors.len(),
+                };
+                self.shared.insert(key, (index, Vec::new()));
+            }
+        }
         if d.severity == Severity::Warning {
             if self.warnings.len() < MAX_DIAGNOSTICS {
                 self.warnings.push(d);
@@ -355,6 +382,32 @@ impl Cx {
             self.errors.push(d);
         } else {
             self.dropped += 1;
+        }
+    }
+
+    /// Problems that several jobs share (one place, the same message but for the job's name):
+    /// the first job's report says which others it reaches.
+    fn name_shared_problems(&mut self) {
+        for ((_, severity, _), (index, others)) in std::mem::take(&mut self.shared) {
+            if others.is_empty() {
+                continue;
+            }
+            let list = match severity {
+                Severity::Warning => &mut self.warnings,
+                Severity::Error => &mut self.errors,
+            };
+            let Some(d) = list.get_mut(index) else { continue };
+            const SHOWN: usize = 5;
+            let mut names: Vec<String> = others.iter().take(SHOWN).map(|j| format!("`{j}`")).collect();
+            if others.len() > SHOWN {
+                names.push(format!("{} more", others.len() - SHOWN));
+            }
+            d.message.push_str(&format!(
+                " (also in {} other job{} that inherit it from here: {})",
+                others.len(),
+                if others.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            ));
         }
     }
 
@@ -1118,7 +1171,13 @@ impl Cx {
             if !raw.contains_key(p.as_str()) {
                 let mut d = Diagnostic::new(ext.pos, format!("`extends` names `{p}`, which is not defined"));
                 if self.hints() {
-                    let names: Vec<&str> = raw.keys().map(String::as_str).collect();
+                    // Not the job itself, nor what it is being extended into (`.flatpak`
+                    // missing must not suggest `flatpak`, the job that names it).
+                    let names: Vec<&str> = raw
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|n| *n != name && !stack.iter().any(|s| s == n))
+                        .collect();
                     if let Some(s) = did_you_mean(p, &names) {
                         d = d.help(format!("did you mean `{s}`?"));
                     }
@@ -1344,6 +1403,13 @@ impl Cx {
     }
 
     fn job(&mut self, name: &str, n: &Node, stage_set: &HashSet<&str>, stages: &[String]) -> Vec<Job> {
+        self.job = Some(name.to_string());
+        let jobs = self.read_job(name, n, stage_set, stages);
+        self.job = None;
+        jobs
+    }
+
+    fn read_job(&mut self, name: &str, n: &Node, stage_set: &HashSet<&str>, stages: &[String]) -> Vec<Job> {
         let ctx = format!("job `{name}`");
         let mut job = Job {
             name: name.to_string(),
@@ -1363,7 +1429,7 @@ impl Cx {
             timeout: None,
             retry: Retry::default(),
             artifacts: None,
-            cache: None,
+            caches: Vec::new(),
             secrets: Vec::new(),
             network: true,
             tags: Vec::new(),
@@ -1479,7 +1545,7 @@ impl Cx {
                 }
                 "retry" => job.retry = self.retry(v, &what),
                 "artifacts" => job.artifacts = self.artifacts(v, &ctx),
-                "cache" => job.cache = self.cache(v, &ctx),
+                "cache" => job.caches = self.caches(v, &ctx),
                 "parallel" => matrix = self.parallel(v, &ctx),
                 "secrets" => {
                     for s in self.strings(v, &what).unwrap_or_default() {
@@ -2136,22 +2202,37 @@ impl Cx {
         Some(Duration::from_secs(days.saturating_mul(86400).min(100 * 365 * 86400)) + more)
     }
 
-    fn cache(&mut self, v: &Node, ctx: &str) -> Option<Cache> {
-        if let NodeKind::Seq(items) = &v.kind {
-            // GitLab allows up to four; takt restores and saves one per job for now.
-            let first = items.first()?;
-            if items.len() > 1 {
-                self.warn(
-                    v.pos,
-                    format!(
-                        "{} caches are listed; takt uses the first one only, for now",
-                        items.len()
-                    ),
-                    "merge the caches' paths into one `cache:` to keep them all",
-                );
-            }
-            return self.cache(first, ctx);
+    /// `cache:`: one cache, or a list of them (GitLab allows four).
+    fn caches(&mut self, v: &Node, ctx: &str) -> Vec<Cache> {
+        let NodeKind::Seq(items) = &v.kind else {
+            return self.cache(v, ctx).into_iter().collect();
+        };
+        if items.len() > MAX_CACHES {
+            self.err_help(
+                v.pos,
+                format!(
+                    "{ctx} lists {} caches; the limit is {MAX_CACHES} (GitLab's)",
+                    items.len()
+                ),
+                "merge the paths of some caches into one",
+            );
+            return Vec::new();
         }
+        let caches: Vec<Cache> = items.iter().filter_map(|c| self.cache(c, ctx)).collect();
+        for (i, c) in caches.iter().enumerate() {
+            if caches[..i].iter().any(|o| o.key == c.key) {
+                self.err_help(
+                    v.pos,
+                    format!("two caches of {ctx} have the same key; each would overwrite the other"),
+                    "give each cache its own `key` (or `key: {files: [...], prefix: ...}`)",
+                );
+                break;
+            }
+        }
+        caches
+    }
+
+    fn cache(&mut self, v: &Node, ctx: &str) -> Option<Cache> {
         let es = self.map(v, &format!("`cache` of {ctx}"))?;
         if es.is_empty() {
             // `cache: {}`: GitLab's idiom for "no cache here" (over a default).

@@ -165,7 +165,7 @@ fn describe_job(out: &mut String, j: &Job, at: &takt_pipeline::Diagnostics) {
         }
         let _ = writeln!(out, "{s} when {:?}", a.when);
     }
-    if let Some(c) = &j.cache {
+    for c in &j.caches {
         let _ = writeln!(
             out,
             "  cache: key {:?} paths [{}] {:?}",

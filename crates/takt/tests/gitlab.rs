@@ -6,6 +6,7 @@
 
 mod common;
 use common::*;
+use serde_json::json;
 use std::path::Path;
 
 /// Corpus cases whose scripts are plain shell (echo, mkdir, cat, grep).
@@ -285,4 +286,33 @@ fn a_delayed_job_waits_its_start_in() {
         "started {gap} after the stage before"
     );
     assert!(!stderr(&out).contains("not honoured"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_job_keeps_several_caches_each_under_its_key() {
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "build:\n  script:\n    - test -f .npm/a && echo npm-restored || echo npm-cold\n    - test -f vendor/b && echo vendor-restored || echo vendor-cold\n    - mkdir -p .npm vendor && echo a > .npm/a && echo b > vendor/b\n  cache:\n    - key: npm\n      paths: [.npm/]\n    - key: vendor\n      paths: [vendor/]\n",
+    )]);
+    let (out, r) = repo.run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let caches = &job(&r, "build")["caches"];
+    assert_eq!(caches[0]["key"], "npm");
+    assert_eq!(caches[1]["key"], "vendor");
+    assert_eq!(
+        (&caches[0]["saved"], &caches[1]["saved"]),
+        (&json!(true), &json!(true)),
+        "{caches:#}"
+    );
+    let (out, r) = repo.run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = log_of(&repo, &r, "build");
+    assert!(log.lines().any(|l| l.ends_with("Z npm-restored")), "{log}");
+    assert!(log.lines().any(|l| l.ends_with("Z vendor-restored")), "{log}");
+    let caches = &job(&r, "build")["caches"];
+    assert_eq!(
+        (&caches[0]["hit"], &caches[1]["hit"]),
+        (&json!(true), &json!(true)),
+        "{caches:#}"
+    );
 }

@@ -38,12 +38,12 @@ async fn healthz(State(s): State<Arc<Service>>) -> (StatusCode, String) {
 /// The next event of `kind` after `after` (a long poll: no sleeping here either).
 async fn next(s: &Server, token: &str, kind: &str, after: i64) -> serde_json::Value {
     for _ in 0..4 {
-        let page = get_json(s, &format!("/api/v1/events?kind={kind}&after={after}&wait=20"), token).await;
+        let page = get_json(s, &format!("/api/v1/events?kind={kind}&after={after}&wait=8"), token).await;
         if let Some(e) = page["events"].as_array().and_then(|a| a.first()) {
             return e.clone();
         }
     }
-    panic!("no {kind} after {after} within 80 s");
+    panic!("no {kind} after {after} within 32 s");
 }
 
 async fn next_change(s: &Server, token: &str, after: i64) -> serde_json::Value {

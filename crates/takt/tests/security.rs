@@ -275,7 +275,7 @@ async fn refused_requests_are_summed_up_once_a_period() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let page = get_json(
         &s,
-        &format!("/api/v1/events?kind=security_summary&after={head}&wait=20"),
+        &format!("/api/v1/events?kind=security_summary&after={head}&wait=8"),
         &admin,
     )
     .await;

@@ -267,7 +267,7 @@ async fn events_long_poll_answers_with_the_next_event() {
     let poll = {
         let (base, admin) = (s.base.clone(), admin.clone());
         tokio::spawn(async move {
-            let u = format!("{base}/api/v1/events?kind=token_created&after={head}&wait=20");
+            let u = format!("{base}/api/v1/events?kind=token_created&after={head}&wait=8");
             let r = client().get(u).bearer_auth(admin).send().await.unwrap();
             assert_eq!(r.status(), StatusCode::OK);
             r.json::<serde_json::Value>().await.unwrap()
