@@ -316,3 +316,21 @@ fn a_job_keeps_several_caches_each_under_its_key() {
         "{caches:#}"
     );
 }
+
+/// The README's `.gitlab-ci.yml` example lints, with the one warning it promises.
+#[test]
+fn the_readmes_gitlab_example_lints() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let start = readme.find("# .gitlab-ci.yml\n").expect("the README has the example");
+    let end = start + readme[start..].find("```").unwrap();
+    let repo = Repo::new(&[(".gitlab-ci.yml", &readme[start..end])]);
+    let out = takt().arg("lint").arg(repo.path()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().filter(|l| l.contains(": warning: ")).count(), 1, "{err}");
+    assert!(
+        stderr(&out).contains("image `rust:1.80` is not used"),
+        "{}",
+        stderr(&out)
+    );
+}
