@@ -82,8 +82,6 @@ type SeenKey = (String, String, Option<String>, Option<String>);
 struct Intake {
     /// (project, commit, branch, tag) → the run that commit got.
     seen: HashMap<SeenKey, u64>,
-    /// Next run number per project.
-    next: HashMap<String, u64>,
 }
 
 struct Waiting {
@@ -197,8 +195,6 @@ impl Queue {
             }
             let Some(run) = e.run else { return };
             let key = (e.project.clone(), run);
-            let next = intake.next.entry(e.project.clone()).or_insert(1);
-            *next = (*next).max(run + 1);
             match &e.kind {
                 EventKind::RunQueued {
                     commit,
@@ -299,7 +295,10 @@ impl Queue {
                     .await?;
                 continue;
             }
-            if !o.started {
+            // A child pipeline's run belongs to its trigger job: the parent run is interrupted
+            // (and queued again) too, and its trigger job makes a new child.
+            let child = matches!(o.w.trigger, Trigger::Parent { .. });
+            if !o.started && !child {
                 tracing::info!(%project, run, "run waits again after a restart");
                 {
                     let mut s = self.state.lock();
@@ -330,7 +329,7 @@ impl Queue {
                     ))
                     .await?;
             }
-            let again = self.settings.on_restart == OnRestart::Requeue;
+            let again = self.settings.on_restart == OnRestart::Requeue && !child;
             store
                 .append(&Event::now(
                     &project,
@@ -342,6 +341,8 @@ impl Queue {
                             "the server stopped while the run was going on; {}",
                             if again {
                                 "a new run of the commit was queued"
+                            } else if child {
+                                "a child pipeline is run again by its parent's new run"
                             } else {
                                 "not run again (on_restart = fail)"
                             }
@@ -427,14 +428,10 @@ impl Queue {
             if waiting >= self.settings.max_waiting {
                 return Err(QueueError::Full(waiting));
             }
-            let run = match intake.next.get(&s.project) {
-                Some(n) => *n,
-                None => self.engine.store.next_run_number(&s.project).await?,
-            };
+            let run = self.engine.allocate_run(&s.project).await?;
             self.engine
                 .record_queued(&s.project, run, &s.commit, &s.branch, &s.tag, &s.trigger, false)
                 .await?;
-            intake.next.insert(s.project.clone(), run + 1);
             intake.seen.insert(key, run);
             run
         };
@@ -612,6 +609,7 @@ impl Queue {
             carry: w.carry.clone(),
             secrets: self.secrets_for(&project, w.branch.as_deref()),
             quarantine: Some(quarantine),
+            child: None,
         };
         // Recorded before the file is read: if planning brings the server down, its restart
         // fails this run instead of planning it again.

@@ -29,6 +29,8 @@ pub enum EngineError {
         file: String,
         commit: String,
     },
+    #[error("the child pipeline {file} is not in commit {commit}")]
+    NoChildPipeline { file: String, commit: String },
     #[error("{0}")]
     InvalidPipeline(takt_pipeline::Diagnostics),
     #[error("{0}")]

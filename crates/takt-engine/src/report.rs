@@ -53,6 +53,9 @@ pub struct JobReport {
     /// The environment its `environment:` names (expanded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<takt_model::JobEnvironmentRef>,
+    /// A trigger job's child run, by number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_run: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

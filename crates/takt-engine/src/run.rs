@@ -52,7 +52,24 @@ pub struct RunRequest {
     /// The quarantined tests (the server gives its default branch's); `None`: those of the
     /// run's own takt.yml (`takt run`).
     pub quarantine: Option<Vec<takt_pipeline::Quarantined>>,
+    /// A child pipeline's run (a trigger job's): which file it reads instead of the project's.
+    pub child: Option<ChildOf>,
 }
+
+/// What a child pipeline's run reads: its file and the parent's layout, the variables its
+/// trigger job forwards, and how deep it is nested.
+#[derive(Debug, Clone)]
+pub struct ChildOf {
+    /// Path from the repository root.
+    pub file: String,
+    pub layout: takt_pipeline::Layout,
+    pub variables: Vec<(String, String)>,
+    /// 1 for a child, 2 for a grandchild.
+    pub depth: u32,
+}
+
+/// How deep child pipelines may nest (GitLab's limit: a child and its child).
+pub const MAX_CHILD_DEPTH: u32 = 2;
 
 /// Jobs of an earlier run of the same commit that passed and are taken over, not re-run.
 #[derive(Debug, Clone)]
@@ -104,19 +121,36 @@ impl Prepared {
             commit: &commit,
             dirty: req.dirty,
         };
-        let (file, bytes) = source.pipeline_file(&subdir).await?;
+        let (file, bytes) = match &req.child {
+            Some(c) => match source.read(&c.file).await {
+                Some(b) => (c.file.clone(), b),
+                None => {
+                    return Err(EngineError::NoChildPipeline {
+                        file: c.file.clone(),
+                        commit: commit.clone(),
+                    });
+                }
+            },
+            None => source.pipeline_file(&subdir).await?,
+        };
         let mut files = repo.files(dirty_tree.as_deref().unwrap_or(&commit)).await?;
         let includes = source.includes(&bytes, &files).await;
         // Parsing and planning are pure CPU work over input: off the async runtime.
-        let pipeline = {
+        let mut pipeline = {
             let file = file.clone();
-            tokio::task::spawn_blocking(move || {
-                takt_pipeline::parse_with(&file, &bytes, &takt_pipeline::ParseOptions::default(), &includes)
-            })
-            .await
-            .map_err(blocking_err)?
-            .map_err(EngineError::InvalidPipeline)?
+            let opts = takt_pipeline::ParseOptions {
+                layout: req.child.as_ref().map(|c| c.layout),
+                strict: false,
+            };
+            tokio::task::spawn_blocking(move || takt_pipeline::parse_with(&file, &bytes, &opts, &includes))
+                .await
+                .map_err(blocking_err)?
+                .map_err(EngineError::InvalidPipeline)?
         };
+        if let Some(c) = &req.child {
+            // What the trigger job forwards wins over the child file's own variables.
+            pipeline.variables.extend(c.variables.iter().cloned());
+        }
         if !subdir.is_empty() {
             // Rules see paths relative to the project directory.
             let prefix = format!("{subdir}/");
@@ -371,6 +405,28 @@ pub struct Engine<E> {
     pub max_artifact_bytes: Option<u64>,
     /// `commit_info` for every commit a run names (and, through the server, a deploy).
     pub commits: Arc<crate::commits::CommitInfos>,
+    /// The next run number of each project numbered so far ([`Engine::allocate_run`]), shared
+    /// by every clone of the engine.
+    numbers: Arc<tokio::sync::Mutex<HashMap<String, u64>>>,
+}
+
+impl<E> Clone for Engine<E> {
+    fn clone(&self) -> Engine<E> {
+        Engine {
+            executor: self.executor.clone(),
+            store: self.store.clone(),
+            blobs: self.blobs.clone(),
+            manifests: self.manifests.clone(),
+            keys: self.keys.clone(),
+            data: self.data.clone(),
+            work: self.work.clone(),
+            shell: self.shell.clone(),
+            record_pids: self.record_pids,
+            max_artifact_bytes: self.max_artifact_bytes,
+            commits: self.commits.clone(),
+            numbers: self.numbers.clone(),
+        }
+    }
 }
 
 impl<E: Executor + 'static> Engine<E> {
@@ -389,7 +445,21 @@ impl<E: Executor + 'static> Engine<E> {
             shell: vec!["sh".into(), "-e".into()],
             record_pids: false,
             max_artifact_bytes: None,
+            numbers: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
         })
+    }
+
+    /// A new run number for `project`: one more than any run of the log, or than any number
+    /// given out before. Everything that numbers runs (the server's queue, `takt run`, child
+    /// pipelines) takes its numbers here, so that none is given twice.
+    pub async fn allocate_run(&self, project: &str) -> Result<u64, EngineError> {
+        let mut next = self.numbers.lock().await;
+        let n = match next.get(project) {
+            Some(n) => *n,
+            None => self.store.next_run_number(project).await?,
+        };
+        next.insert(project.to_string(), n + 1);
+        Ok(n)
     }
 
     async fn emit(&self, project: &str, run: u64, kind: EventKind) -> Result<(), EngineError> {
@@ -488,8 +558,20 @@ impl<E: Executor + 'static> Engine<E> {
         Ok(out)
     }
 
-    /// Runs a prepared pipeline to its end (or until `cancel` becomes true).
-    pub async fn run(
+    /// Runs a prepared pipeline to its end (or until `cancel` becomes true). Boxed: a trigger
+    /// job's child pipeline is a run too, made from within its parent's.
+    pub fn run<'a>(
+        &'a self,
+        prep: Prepared,
+        req: &'a RunRequest,
+        live: Arc<Live>,
+        progress: mpsc::Sender<Progress>,
+        cancel: watch::Receiver<bool>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunReport, EngineError>> + Send + 'a>> {
+        Box::pin(self.run_to_end(prep, req, live, progress, cancel))
+    }
+
+    async fn run_to_end(
         &self,
         prep: Prepared,
         req: &RunRequest,
@@ -504,7 +586,7 @@ impl<E: Executor + 'static> Engine<E> {
         let run = match req.queued {
             Some(n) => n,
             None => {
-                let run = self.store.next_run_number(&project).await?;
+                let run = self.allocate_run(&project).await?;
                 self.record_queued(&project, run, &commit, &branch, &tag, &req.trigger, req.dirty)
                     .await?;
                 run
@@ -653,6 +735,28 @@ impl<E: Executor + 'static> Engine<E> {
                     break;
                 }
                 schedule.start(i);
+                if let Some(child) = plan.jobs[i].job.trigger.clone() {
+                    let wait = ready_since[i].map_or(Duration::ZERO, |t| t.elapsed());
+                    // A task of its own, like every job: the run's loop must not be what
+                    // drives it (an append it began would wait for the loop, and the loop for
+                    // the store).
+                    let engine = self.clone();
+                    let start = ChildStart {
+                        pj: plan.jobs[i].clone(),
+                        child,
+                        ctx: ctx.clone(),
+                        repo: prep.repo.clone(),
+                        req: req.clone(),
+                        layout: prep.pipeline.layout,
+                        wait,
+                        live: live.clone(),
+                        progress: progress.clone(),
+                        cancel: cancel.clone(),
+                    };
+                    let child: ChildFuture = Box::pin(async move { engine.trigger_job(start).await });
+                    running.spawn(async move { (i, child.await) });
+                    continue;
+                }
                 let inputs: Vec<Stored> = plan.jobs[i]
                     .artifacts_from
                     .iter()
@@ -775,6 +879,165 @@ impl<E: Executor + 'static> Engine<E> {
         })
     }
 
+    /// A trigger job: its child pipeline run as a run of its own (numbered in the same
+    /// project, `CI_PIPELINE_SOURCE=parent_pipeline`), which the job waits for.
+    async fn trigger_job(&self, s: ChildStart) -> Result<JobOutcome, EngineError> {
+        let ChildStart {
+            pj,
+            child,
+            ctx,
+            repo,
+            req,
+            layout,
+            wait,
+            live,
+            progress,
+            cancel,
+            ..
+        } = s;
+        let name = pj.job.name.clone();
+        let wait_ms = wait.as_millis() as u64;
+        self.emit(
+            &ctx.project,
+            ctx.run,
+            EventKind::JobStarted {
+                job: name.clone(),
+                attempt: 1,
+                wait_ms,
+                log: None,
+            },
+        )
+        .await?;
+        let _ = progress
+            .send(Progress::Started {
+                job: name.clone(),
+                attempt: 1,
+            })
+            .await;
+        let started_at = OffsetDateTime::now_utc();
+        let t0 = Instant::now();
+        let depth = req.child.as_ref().map_or(0, |c| c.depth) + 1;
+        // The variables the trigger job has, forwarded (GitLab's `forward: yaml_variables`).
+        let forwarded: Vec<(String, String)> = if child.forward_variables {
+            let inherited = |k: &String| pj.job.inherit_variables.as_ref().is_none_or(|n| n.contains(k));
+            ctx.variables
+                .iter()
+                .filter(|(k, _)| inherited(k))
+                .chain(&ctx.workflow_variables)
+                .chain(&pj.job.variables)
+                .chain(&pj.rule_variables)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (status, note, child_run) = if depth > MAX_CHILD_DEPTH {
+            (
+                JobStatus::Failed,
+                format!(
+                    "child pipelines nest at most {MAX_CHILD_DEPTH} deep; {} is not run",
+                    child.file
+                ),
+                None,
+            )
+        } else {
+            let child_req = RunRequest {
+                rev: ctx.commit.clone(),
+                only_jobs: Vec::new(),
+                project: Some(ctx.project.clone()),
+                trigger: Trigger::Parent {
+                    run: ctx.run,
+                    job: name.clone(),
+                },
+                branch: ctx.branch.clone(),
+                tag: ctx.tag.clone(),
+                default_branch: Some(ctx.default_branch.clone()),
+                queued: None,
+                carry: None,
+                // The child is read in the layout of the file that triggers it.
+                child: Some(ChildOf {
+                    file: child.file.clone(),
+                    layout,
+                    variables: forwarded,
+                    depth,
+                }),
+                ..req
+            };
+            match Prepared::new(&child_req, repo, &self.data.join("tmp")).await {
+                Err(e) => (
+                    JobStatus::Failed,
+                    format!("the child pipeline {} cannot run: {e}", child.file),
+                    None,
+                ),
+                Ok(p) => {
+                    // The child's jobs report to its own run, not to this run's display.
+                    let (tx, mut rx) = mpsc::channel(16);
+                    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+                    let report = self.run(p, &child_req, live, tx, cancel).await?;
+                    let word = match report.status {
+                        RunStatus::Success => "passed",
+                        RunStatus::Cancelled => "was cancelled",
+                        _ => "failed",
+                    };
+                    let status = match (child.depend, report.status) {
+                        (false, _) | (true, RunStatus::Success) => JobStatus::Success,
+                        (true, RunStatus::Cancelled) => JobStatus::Cancelled,
+                        (true, _) => JobStatus::Failed,
+                    };
+                    (
+                        status,
+                        format!("child pipeline {}: run #{} {word}", child.file, report.run),
+                        Some(report.run),
+                    )
+                }
+            }
+        };
+        let duration = t0.elapsed();
+        self.emit(
+            &ctx.project,
+            ctx.run,
+            EventKind::JobOutputs {
+                job: name.clone(),
+                attempt: 1,
+                coverage: None,
+                dotenv: Vec::new(),
+                reports: Vec::new(),
+                environment: None,
+                child_run,
+            },
+        )
+        .await?;
+        self.emit(
+            &ctx.project,
+            ctx.run,
+            EventKind::JobFinished {
+                job: name.clone(),
+                attempt: 1,
+                status,
+                exit_code: None,
+                failure_reason: None,
+                allow_failure: pj.allow_failure,
+                duration_ms: duration.as_millis() as u64,
+                wait_ms,
+                flaky: false,
+            },
+        )
+        .await?;
+        let mut report = not_run(&pj, status, &note);
+        report.allow_failure = pj.allow_failure;
+        report.attempts = 1;
+        report.started_at = Some(timefmt::rfc3339(started_at));
+        report.finished_at = Some(timefmt::rfc3339(started_at + duration));
+        report.duration_ms = duration.as_millis() as u64;
+        report.wait_ms = wait_ms;
+        report.child_run = child_run;
+        Ok(JobOutcome {
+            report,
+            artifact: None,
+            dotenv: Vec::new(),
+        })
+    }
+
     fn handle(&self) -> Arc<EngineHandle<E>> {
         Arc::new(EngineHandle {
             executor: self.executor.clone(),
@@ -815,8 +1078,27 @@ fn not_run(j: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
         quarantined: Vec::new(),
         coverage: None,
         environment: None,
+        child_run: None,
     }
 }
+
+/// What a trigger job's child run starts from.
+struct ChildStart {
+    pj: PlannedJob,
+    child: takt_pipeline::ChildPipeline,
+    ctx: Arc<RunCtx>,
+    repo: Repo,
+    req: RunRequest,
+    layout: takt_pipeline::Layout,
+    wait: Duration,
+    live: Arc<Live>,
+    progress: mpsc::Sender<Progress>,
+    cancel: watch::Receiver<bool>,
+}
+
+/// A trigger job's child run, a task beside the run's other jobs (boxed: the run it makes is
+/// itself a run, with trigger jobs of its own).
+type ChildFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<JobOutcome, EngineError>> + Send>>;
 
 struct EngineHandle<E> {
     executor: Arc<E>,
@@ -965,6 +1247,7 @@ impl<E: Executor + 'static> JobRun<E> {
                     dotenv: a.dotenv.clone(),
                     reports,
                     environment,
+                    child_run: None,
                 })
                 .await?;
             }
@@ -1032,6 +1315,7 @@ impl<E: Executor + 'static> JobRun<E> {
                 quarantined: a.quarantined,
                 coverage: a.coverage,
                 environment: self.environment(),
+                child_run: None,
             };
             return Ok(JobOutcome {
                 report,

@@ -94,6 +94,8 @@ pub enum Trigger {
     Retry { of: u64, token: String, failed_only: bool },
     /// The server restarted while the run `of` was going on and queued it again.
     Restart { of: u64 },
+    /// A child pipeline: the trigger job `job` of run `run` (GitLab's `trigger: include`).
+    Parent { run: u64, job: String },
 }
 
 impl Trigger {
@@ -108,6 +110,7 @@ impl Trigger {
             | Trigger::Restart { .. } => "push",
             Trigger::Api { .. } | Trigger::Retry { .. } => "api",
             Trigger::Schedule { .. } => "schedule",
+            Trigger::Parent { .. } => "parent_pipeline",
         }
     }
 }
@@ -340,6 +343,9 @@ pub enum EventKind {
         reports: Vec<ReportFile>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         environment: Option<JobEnvironmentRef>,
+        /// A trigger job's child run (its number in the same project).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child_run: Option<u64>,
     },
     CacheUsed {
         job: String,

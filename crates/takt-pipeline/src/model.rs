@@ -421,6 +421,22 @@ pub struct Job {
     pub start_in: Option<Duration>,
     /// `inherit: variables`: the top-level variables it sees (`None`: all of them).
     pub inherit_variables: Option<Vec<String>>,
+    /// `trigger:`: the job runs a child pipeline instead of a script.
+    pub trigger: Option<ChildPipeline>,
+}
+
+/// A trigger job's child pipeline (GitLab's `trigger: include`): a file of the same commit, run
+/// as a run of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildPipeline {
+    /// Path from the repository root.
+    pub file: String,
+    /// `strategy: depend`: the trigger job takes the child run's status (otherwise it passes
+    /// once the child run has been made, as in GitLab).
+    pub depend: bool,
+    /// `forward: yaml_variables` (default true): the trigger job's variables reach the child.
+    pub forward_variables: bool,
+    pub pos: Pos,
 }
 
 /// A job's `environment:` (GitLab's keyword): its name and what the job does to it.

@@ -47,6 +47,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 const RESERVED: &[&str] = &["flags"];
 const JOB_KEYS: &[&str] = &[
+    "trigger",
     "stage",
     "script",
     "before_script",
@@ -113,7 +114,6 @@ const REPORT_TYPES: &[&str] = &[
 ];
 /// GitLab keys a pasted job may carry that takt knows but does not implement.
 const GITLAB_UNSUPPORTED: &[&str] = &[
-    "trigger",
     "release",
     "pages",
     "id_tokens",
@@ -1440,6 +1440,7 @@ impl Cx {
             image: None,
             start_in: None,
             inherit_variables: None,
+            trigger: None,
         };
         let mut only: Option<&Node> = None;
         let mut except: Option<&Node> = None;
@@ -1587,6 +1588,7 @@ impl Cx {
                 }
                 "interruptible" => job.interruptible = self.bool(v, &what).unwrap_or(false),
                 "environment" => job.environment = self.job_environment(v, &ctx),
+                "trigger" => job.trigger = self.trigger(v, &ctx),
                 "coverage" => {
                     if let Some(c) = self.string(v, &what) {
                         let body = c.strip_prefix('/').and_then(|r| r.strip_suffix('/'));
@@ -1649,7 +1651,13 @@ impl Cx {
                 "give it a `stage:`, or add `test` to `stages` (GitLab refuses this file too)",
             );
         }
-        // A `trigger` job has no script of its own (its error says what is missing).
+        if has_script && job.trigger.is_some() {
+            self.err_help(
+                n.pos,
+                format!("{ctx} has both `script` and `trigger`"),
+                "a trigger job runs a child pipeline, not commands (GitLab refuses this too): keep one",
+            );
+        }
         if !has_script && n.get("trigger").is_none() {
             self.err_help(
                 n.pos,
@@ -1688,6 +1696,121 @@ impl Cx {
             out.push(j);
         }
         out
+    }
+
+    /// `trigger: {include: FILE, strategy: depend, forward: {...}}`: a child pipeline from a file
+    /// of the repository. The forms that name another project need a GitLab server.
+    fn trigger(&mut self, v: &Node, ctx: &str) -> Option<ChildPipeline> {
+        let server = |what: &str| {
+            format!(
+                "`trigger` of {ctx} starts {what}, which needs a GitLab server; takt runs child pipelines from files of this repository"
+            )
+        };
+        if v.as_str().is_some() {
+            self.err_help(
+                v.pos,
+                server("a pipeline of another project"),
+                "write `trigger: {include: path/to/child.yml}`",
+            );
+            return None;
+        }
+        let es = self.map(v, &format!("`trigger` of {ctx}"))?;
+        let mut child = ChildPipeline {
+            file: String::new(),
+            depend: false,
+            forward_variables: true,
+            pos: v.pos,
+        };
+        for (k, val) in es {
+            match key(k) {
+                "include" => {
+                    let items: Vec<&Node> = match &val.kind {
+                        NodeKind::Seq(items) => items.iter().collect(),
+                        _ => vec![val],
+                    };
+                    if items.len() != 1 {
+                        self.err_help(
+                            val.pos,
+                            format!(
+                                "`trigger: include` of {ctx} lists {} files; takt runs one file as the child pipeline",
+                                items.len()
+                            ),
+                            "make one file that includes the others with `include: local`",
+                        );
+                        continue;
+                    }
+                    let item = items[0];
+                    let path = match item.as_str() {
+                        Some(p) => Some(p.to_string()),
+                        None => match item.get("local") {
+                            Some(l) => self.string(l, "`trigger: include: local`"),
+                            None => {
+                                let what = entries(item).first().map(|(k, _)| key(k)).unwrap_or("");
+                                self.err_help(
+                                    item.pos,
+                                    if what == "artifact" {
+                                        format!("`trigger: include: artifact` of {ctx} (a generated child pipeline) is not supported yet")
+                                    } else {
+                                        server(&format!("a child pipeline from `include: {what}`"))
+                                    },
+                                    "commit the child pipeline's file and write `trigger: {include: path/to/child.yml}`",
+                                );
+                                None
+                            }
+                        },
+                    };
+                    if let Some(p) = path {
+                        let p = p.trim_start_matches('/').to_string();
+                        if p.split('/').any(|c| c == "..") || p.is_empty() {
+                            self.err(
+                                item.pos,
+                                format!("`trigger: include` of {ctx} must name a file inside the repository"),
+                            );
+                        } else {
+                            child.file = p;
+                        }
+                    }
+                }
+                "strategy" => match self.string(val, "`trigger: strategy`").as_deref() {
+                    Some("depend") => child.depend = true,
+                    Some(o) => self.err_help(val.pos, format!("`{o}` is not a `trigger: strategy`"), "use `depend`"),
+                    None => {}
+                },
+                "forward" => {
+                    for (fk, fv) in entries(val) {
+                        match key(fk) {
+                            "yaml_variables" => {
+                                child.forward_variables = self.bool(fv, "`forward: yaml_variables`").unwrap_or(true)
+                            }
+                            "pipeline_variables" => {
+                                let _ = self.bool(fv, "`forward: pipeline_variables`");
+                            }
+                            _ => self.unknown_key(fk, &["yaml_variables", "pipeline_variables"], "`trigger: forward`"),
+                        }
+                    }
+                }
+                "project" | "branch" => {
+                    self.err_help(
+                        k.pos,
+                        server("a pipeline of another project"),
+                        "write `trigger: {include: path/to/child.yml}`",
+                    );
+                    return None;
+                }
+                _ => self.unknown_key(k, &["include", "strategy", "forward"], "`trigger`"),
+            }
+        }
+        if child.file.is_empty() {
+            if !entries(v).iter().any(|(k, _)| key(k) == "include") {
+                self.err_help(
+                    v.pos,
+                    format!("`trigger` of {ctx} has no `include`"),
+                    "write `trigger: {include: path/to/child.yml}`",
+                );
+            }
+            return None;
+        }
+        Some(child)
     }
 
     /// A job's `environment:`: a name, or `{name, action, url, ...}`.

@@ -192,6 +192,19 @@ fn describe_job(out: &mut String, j: &Job, at: &takt_pipeline::Diagnostics) {
             let _ = writeln!(out, "  {what}: {v}");
         }
     }
+    if let Some(t) = &j.trigger {
+        let _ = writeln!(
+            out,
+            "  trigger: {}{}{}",
+            t.file,
+            if t.depend { " (depend)" } else { "" },
+            if t.forward_variables {
+                ""
+            } else {
+                " (variables not forwarded)"
+            }
+        );
+    }
     if let Some(v) = &j.inherit_variables {
         let _ = writeln!(out, "  inherits variables: [{}]", v.join(", "));
     }
@@ -234,6 +247,39 @@ fn report(dir: &Path) -> String {
     }
     for j in &p.jobs {
         describe_job(&mut out, j, &p.warnings);
+    }
+    // Each child pipeline a trigger job runs, read as the engine reads it.
+    let mut children: Vec<&str> = p
+        .jobs
+        .iter()
+        .filter_map(|j| j.trigger.as_ref())
+        .map(|t| t.file.as_str())
+        .collect();
+    children.dedup();
+    for file in children {
+        let bytes = std::fs::read(dir.join(file)).unwrap_or_default();
+        match parse_with(
+            file,
+            &bytes,
+            &opts,
+            &IncludeWalk::read_all(&bytes, &files, |f| std::fs::read(dir.join(f)).ok()),
+        ) {
+            Ok(c) => {
+                let names: Vec<&str> = c.jobs.iter().map(|j| j.name.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "child {file}: lint ok; stages: {}; jobs: {}",
+                    c.stages.join(", "),
+                    names.join(", ")
+                );
+            }
+            Err(d) => {
+                let _ = writeln!(out, "child {file}: {} error(s)", d.items.len());
+                for item in &d.items {
+                    let _ = writeln!(out, "{}", d.render(item));
+                }
+            }
+        }
     }
     for c in &COMMITS {
         let mut v: HashMap<String, String> = [

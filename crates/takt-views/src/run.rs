@@ -101,6 +101,9 @@ pub struct JobView {
     /// The names of the variables its `reports: dotenv` passed on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dotenv: Vec<String>,
+    /// A trigger job's child run, by number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_run: Option<u64>,
 }
 
 impl JobView {
@@ -121,6 +124,7 @@ impl JobView {
             environment: None,
             reports: Vec::new(),
             dotenv: Vec::new(),
+            child_run: None,
         }
     }
 }
@@ -234,9 +238,11 @@ impl RunView {
                 dotenv,
                 reports,
                 environment,
+                child_run,
                 ..
             } => {
                 let j = self.job_mut(job);
+                j.child_run = *child_run;
                 j.coverage = *coverage;
                 j.dotenv = dotenv.iter().map(|(k, _)| k.clone()).collect();
                 j.reports.clone_from(reports);

@@ -423,6 +423,7 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
         carry: None,
         secrets: Vec::new(),
         quarantine: None,
+        child: None,
     };
     let prep = Prepared::new(&req, repo, &data.root.join("tmp")).await?;
     if !prep.pipeline.warnings.items.is_empty() {

@@ -25,6 +25,7 @@ const PLAIN_SHELL: &[&str] = &[
     "26-merge-keys",
     "28-variables-forms",
     "35-scripts-plain-shell",
+    "38-child-pipeline",
 ];
 
 fn corpus(case: &str) -> std::path::PathBuf {
@@ -128,6 +129,36 @@ fn the_plain_shell_pipelines_of_the_corpus_run_as_planned() {
                     log_of(&repo, &r, "some-variables")
                         .lines()
                         .any(|l| l.ends_with("Z [] [2]"))
+                );
+            }
+            // Each trigger job ran its child pipeline as a run of its own, and waited for it.
+            "38-child-pipeline" => {
+                let child_log = |job_name: &str| {
+                    let n = job(&r, job_name)["child_run"].as_u64().unwrap();
+                    let dir = repo
+                        .data_dir()
+                        .join("logs")
+                        .join(r["project"].as_str().unwrap())
+                        .join(n.to_string());
+                    (n, std::fs::read_to_string(dir.join("0-docs-build.1.log")).unwrap())
+                };
+                let (a, log) = child_log("docs");
+                assert!(
+                    log.lines()
+                        .any(|l| l.ends_with("Z docs for [api] release [yes] from parent_pipeline")),
+                    "{log}"
+                );
+                let (b, log) = child_log("optional-child");
+                assert!(
+                    log.lines()
+                        .any(|l| l.ends_with("Z docs for [] release [] from parent_pipeline")),
+                    "{log}"
+                );
+                assert!(a != b && a > 1 && b > 1, "child runs {a} and {b}");
+                let report = job(&r, "report")["started_at"].as_str().unwrap();
+                assert!(
+                    report >= job(&r, "docs")["finished_at"].as_str().unwrap(),
+                    "the next stage waits for the child"
                 );
             }
             "10-matrix-needs" => {
@@ -333,4 +364,43 @@ fn the_readmes_gitlab_example_lints() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn a_failing_child_pipeline_fails_its_trigger_job_only_with_strategy_depend() {
+    let repo = Repo::new(&[
+        (
+            ".gitlab-ci.yml",
+            "stages: [first, second]\nmissing:\n  stage: first\n  trigger:\n    include: nope.yml\n  allow_failure: true\ndepends:\n  stage: second\n  trigger:\n    include: child.yml\n    strategy: depend\nfire-and-forget:\n  stage: second\n  trigger:\n    include: child.yml\n",
+        ),
+        ("child.yml", "fails:\n  script: [exit 3]\n"),
+    ]);
+    // Both trigger jobs start together, whatever the machine's cores (the failure of one
+    // stops the line for jobs not started yet).
+    let (out, r) = repo.run(&["--jobs", "4"]);
+    assert!(!out.status.success(), "{r:#}");
+    assert_eq!(job(&r, "depends")["status"], "failed", "{r:#}");
+    assert_eq!(job(&r, "fire-and-forget")["status"], "success", "{r:#}");
+    let missing = job(&r, "missing");
+    assert_eq!(missing["status"], "failed");
+    assert!(
+        missing["reason"]
+            .as_str()
+            .unwrap()
+            .contains("nope.yml is not in commit"),
+        "{missing:#}"
+    );
+    // The child runs are runs of the project like any other, started by their parent.
+    let events = repo.events();
+    let parents: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            takt_model::EventKind::RunQueued {
+                trigger: takt_model::Trigger::Parent { run, .. },
+                ..
+            } => Some(*run),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(parents, vec![1, 1], "{parents:?}");
 }
