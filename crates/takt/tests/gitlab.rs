@@ -404,3 +404,45 @@ fn a_failing_child_pipeline_fails_its_trigger_job_only_with_strategy_depend() {
         .collect();
     assert_eq!(parents, vec![1, 1], "{parents:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_a_child_pipeline_as_a_run_of_the_project() {
+    use common::server::*;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let repo = Repo::new(&[
+        (
+            ".gitlab-ci.yml",
+            "stages: [build, docs]\nbuild:\n  stage: build\n  script: echo build\ndocs:\n  stage: docs\n  trigger:\n    include: ci/docs.yml\n    strategy: depend\n",
+        ),
+        (
+            "ci/docs.yml",
+            "docs-build:\n  script: echo \"child of $CI_PIPELINE_SOURCE\"\n",
+        ),
+    ]);
+    add_project(&s, &admin, "demo", repo.path()).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/demo/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st.as_u16(), 202, "{b}");
+    let parent = finished_run(&s, &admin, "demo", 1).await;
+    assert_eq!(parent["status"], "success", "{parent:#}");
+    assert_eq!(job_of(&parent, "docs")["child_run"], 2, "{parent:#}");
+    let child = finished_run(&s, &admin, "demo", 2).await;
+    assert_eq!(
+        child["trigger"],
+        json!({"parent": {"run": 1, "job": "docs"}}),
+        "{child:#}"
+    );
+    assert_eq!(job_of(&child, "docs-build")["status"], "success", "{child:#}");
+    // The next run of the project is numbered after the child.
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/projects/demo/trigger",
+        &admin,
+        json!({"rev": "main", "force": true}),
+    )
+    .await;
+    assert_eq!(st.as_u16(), 202, "{b}");
+    assert_eq!(b["run"], 3, "{b}");
+    finished_run(&s, &admin, "demo", 4).await;
+}
