@@ -408,7 +408,13 @@ pub struct Engine<E> {
     /// The next run number of each project numbered so far ([`Engine::allocate_run`]), shared
     /// by every clone of the engine.
     numbers: Arc<tokio::sync::Mutex<HashMap<String, u64>>>,
+    /// GitLab's `resource_group`s: (project, group) → its one permit, shared by every run the
+    /// engine makes.
+    groups: ResourceGroups,
 }
+
+/// At most one job of a `resource_group` runs at a time, across the runs of a project.
+type ResourceGroups = Arc<Mutex<HashMap<(String, String), Arc<tokio::sync::Semaphore>>>>;
 
 impl<E> Clone for Engine<E> {
     fn clone(&self) -> Engine<E> {
@@ -425,6 +431,7 @@ impl<E> Clone for Engine<E> {
             max_artifact_bytes: self.max_artifact_bytes,
             commits: self.commits.clone(),
             numbers: self.numbers.clone(),
+            groups: self.groups.clone(),
         }
     }
 }
@@ -446,6 +453,7 @@ impl<E: Executor + 'static> Engine<E> {
             record_pids: false,
             max_artifact_bytes: None,
             numbers: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
+            groups: Arc::default(),
         })
     }
 
@@ -1050,6 +1058,7 @@ impl<E: Executor + 'static> Engine<E> {
             shell: self.shell.clone(),
             record_pids: self.record_pids,
             max_artifact_bytes: self.max_artifact_bytes,
+            groups: self.groups.clone(),
         })
     }
 }
@@ -1111,6 +1120,7 @@ struct EngineHandle<E> {
     shell: Vec<String>,
     record_pids: bool,
     max_artifact_bytes: Option<u64>,
+    groups: ResourceGroups,
 }
 
 struct RunCtx {
@@ -1212,6 +1222,26 @@ impl<E: Executor + 'static> JobRun<E> {
                 _ = cancel.wait_for(|c| *c) => {}
             }
         }
+        // `resource_group`: one job of the group at a time in the project, in the order they
+        // asked (tokio's semaphore is fair), held for every attempt.
+        let _permit = match &self.pj().job.resource_group {
+            None => None,
+            Some(g) => {
+                let key = (self.ctx.project.clone(), workspace::expand(g, &self.env(Path::new(""))));
+                let sem = self
+                    .engine
+                    .groups
+                    .lock()
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
+                    .clone();
+                let mut cancel = self.cancel.clone();
+                tokio::select! {
+                    p = sem.acquire_owned() => p.ok(),
+                    _ = cancel.wait_for(|c| *c) => None,
+                }
+            }
+        };
         loop {
             attempt += 1;
             self.emit(EventKind::JobStarted {

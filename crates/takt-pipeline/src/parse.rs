@@ -1603,14 +1603,7 @@ impl Cx {
                         }
                     }
                 }
-                "resource_group" => {
-                    job.resource_group = self.string(v, &what);
-                    self.warn(
-                        v.pos,
-                        "`resource_group` is not enforced yet: jobs of the group may run at the same time in different runs",
-                        "for deployments, use takt's environments: they deploy one at a time",
-                    );
-                }
+                "resource_group" => job.resource_group = self.string(v, &what),
                 "start_in" => job.start_in = self.duration(v, &what),
                 "only" => only = Some(v),
                 "except" => except = Some(v),

@@ -446,3 +446,30 @@ async fn the_server_runs_a_child_pipeline_as_a_run_of_the_project() {
     assert_eq!(b["run"], 3, "{b}");
     finished_run(&s, &admin, "demo", 4).await;
 }
+
+#[test]
+fn jobs_of_a_resource_group_run_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    let yml = format!(
+        "deploy:\n  parallel: 3\n  resource_group: production\n  script:\n    - echo \"start $CI_NODE_INDEX\" >> {t}\n    - sleep 0.3\n    - echo \"end $CI_NODE_INDEX\" >> {t}\n",
+        t = trace.display()
+    );
+    let repo = Repo::new(&[(".gitlab-ci.yml", &yml)]);
+    let (out, r) = repo.run(&["--jobs", "3"]);
+    assert!(out.status.success(), "{}\n{r:#}", stderr(&out));
+    // Each start is followed by its own end before the next start.
+    let lines: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    for pair in lines.chunks(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            a.starts_with("start ") && b.starts_with("end ") && a[6..] == b[4..],
+            "{lines:?}"
+        );
+    }
+}
