@@ -1651,7 +1651,11 @@ impl Cx {
                 "a trigger job runs a child pipeline, not commands (GitLab refuses this too): keep one",
             );
         }
-        if !has_script && n.get("trigger").is_none() {
+        // A misspelt `script` has its own error, which says what was meant.
+        let misspelt = entries(n)
+            .iter()
+            .any(|(k, _)| key(k) != "script" && did_you_mean(key(k), &["script"]).is_some());
+        if !has_script && n.get("trigger").is_none() && !misspelt {
             self.err_help(
                 n.pos,
                 format!("{ctx} has no `script`"),

@@ -265,6 +265,50 @@ fn diagnostics_json(d: &takt_pipeline::Diagnostics) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Lints the child pipelines the trigger jobs of `p` run (files under `root`, read in `p`'s
+/// layout), printing what is wrong; whether all are valid.
+fn child_pipelines_lint(root: &std::path::Path, p: &takt_pipeline::Pipeline, strict: bool) -> bool {
+    let mut files: Vec<&str> = p
+        .jobs
+        .iter()
+        .filter_map(|j| j.trigger.as_ref())
+        .map(|t| t.file.as_str())
+        .collect();
+    files.sort_unstable();
+    files.dedup();
+    let mut ok = true;
+    for file in files {
+        let path = root.join(file);
+        let shown = path.display().to_string();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: cannot read the child pipeline {shown}: {e}");
+                ok = false;
+                continue;
+            }
+        };
+        let opts = takt_pipeline::ParseOptions {
+            layout: Some(p.layout),
+            strict,
+        };
+        match takt_pipeline::parse_with(&shown, &bytes, &opts, &local_includes(root, &bytes)) {
+            Ok(c) if c.warnings.items.is_empty() => {}
+            Ok(c) => eprintln!("{}", c.warnings),
+            Err(d) => {
+                eprintln!("{d}");
+                eprintln!(
+                    "{} error{} in the child pipeline {shown}",
+                    d.items.len(),
+                    if d.items.len() == 1 { "" } else { "s" }
+                );
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
 /// The files `include: local` reaches from `bytes`, read under `root` (at most GitLab's 150).
 fn local_includes(root: &std::path::Path, bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
     // Globs match the directory's files; most files include nothing, and walking a large
@@ -331,6 +375,7 @@ fn lint(a: LintArgs) -> ExitCode {
         strict: a.strict,
     };
     match takt_pipeline::parse_with(&name, &bytes, &opts, &includes) {
+        Ok(p) if !child_pipelines_lint(&root, &p, a.strict) => ExitCode::from(2),
         Ok(p) => {
             if a.json {
                 outln!(

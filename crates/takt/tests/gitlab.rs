@@ -473,3 +473,19 @@ fn jobs_of_a_resource_group_run_one_at_a_time() {
         );
     }
 }
+
+#[test]
+fn lint_reads_the_child_pipelines_too() {
+    let repo = Repo::new(&[
+        (".gitlab-ci.yml", "docs:\n  trigger:\n    include: ci/docs.yml\n"),
+        ("ci/docs.yml", "docs-build:\n  scirpt: [make]\n"),
+    ]);
+    let out = takt().arg("lint").arg(repo.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("ci/docs.yml:2:3: error: unknown key `scirpt`"), "{err}");
+    assert!(err.contains("1 error in the child pipeline"), "{err}");
+    repo.commit(&[("ci/docs.yml", "docs-build:\n  script: [make]\n")], "fix");
+    let out = takt().arg("lint").arg(repo.path()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
