@@ -90,6 +90,11 @@ pub struct Manifest {
     pub path: Option<String>,
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// GitLab's `artifacts: public: false`: only tokens that may do more than read (ci,
+    /// deploy, admin) download it. Left out of the JSON when false, so that manifests signed
+    /// before it existed keep their canonical form.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restricted: bool,
     pub provenance: Provenance,
 }
 
@@ -388,6 +393,7 @@ mod tests {
             media_type: "application/octet-stream".into(),
             path: None,
             expires_at: None,
+            restricted: false,
             provenance: Provenance {
                 build_type: "https://takt.dev/run/v1".into(),
                 builder: "takt 0.1.0".into(),

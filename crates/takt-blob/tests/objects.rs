@@ -15,6 +15,7 @@ fn manifest(version: &str, digest: &str, size: u64) -> Manifest {
         media_type: "application/octet-stream".into(),
         path: None,
         expires_at: None,
+        restricted: false,
         provenance: Provenance {
             build_type: "https://takt.dev/run/v1".into(),
             builder: "takt test".into(),

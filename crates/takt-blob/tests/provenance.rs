@@ -39,6 +39,7 @@ fn built(repository: &str) -> Manifest {
         media_type: "application/octet-stream".into(),
         path: Some("app".into()),
         expires_at: None,
+        restricted: false,
         provenance: Provenance {
             build_type: "https://takt.dev/provenance/run/v1".into(),
             builder: "takt 0.1.0".into(),

@@ -2068,6 +2068,7 @@ impl<E: Executor + 'static> JobRun<E> {
             },
             path: path.clone(),
             expires_at: a.expire_in.map(|d| timefmt::rfc3339(now + d)),
+            restricted: !a.public,
             provenance: Provenance {
                 build_type: "https://takt.dev/provenance/run/v1".into(),
                 builder: format!("takt {}", env!("CARGO_PKG_VERSION")),

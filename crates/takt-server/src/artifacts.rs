@@ -267,6 +267,14 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     ensure_local(&state, &name, &version).await?;
     let m = manifest(&state, &name, &version)?.manifest;
+    if m.restricted && who.scope == takt_model::auth::Scope::Read {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{name}@{version} is not public (its job says `artifacts: public: false`): download it with a ci, deploy or admin token"
+            ),
+        ));
+    }
     let engine = state.artifacts.clone();
     let etag = format!("\"{}\"", m.digest);
     if headers
@@ -501,6 +509,7 @@ pub async fn push(
         media_type,
         path: q.file.clone(),
         expires_at: None,
+        restricted: false,
         provenance: takt_blob::Provenance {
             build_type: "https://takt.dev/provenance/push/v1".into(),
             builder: format!("takt {}", env!("CARGO_PKG_VERSION")),

@@ -489,3 +489,30 @@ fn lint_reads_the_child_pipelines_too() {
     let out = takt().arg("lint").arg(repo.path()).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_that_are_not_public_need_more_than_a_read_token() {
+    use common::server::*;
+    use takt_server::auth::Scope;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "secret-build:\n  script: [echo inside > out.txt]\n  artifacts:\n    paths: [out.txt]\n    public: false\nopen-build:\n  script: [echo open > open.txt]\n  artifacts:\n    paths: [open.txt]\n",
+    )]);
+    add_project(&s, &admin, "demo", repo.path()).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/demo/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st.as_u16(), 202, "{b}");
+    let run = finished_run(&s, &admin, "demo", 1).await;
+    assert_eq!(run["status"], "success", "{run:#}");
+    let short = &repo.rev("HEAD")[..8];
+    let (read, ci) = (
+        new_token(&s, &admin, Scope::Read).await,
+        new_token(&s, &admin, Scope::Ci).await,
+    );
+    let blob = |name: &str| format!("/api/v1/artifacts/{name}/1-{short}/blob");
+    assert_eq!(get_status(&s, &blob("secret-build"), &read).await.as_u16(), 403);
+    assert_eq!(get_text(&s, &blob("secret-build"), &ci).await, "inside\n");
+    assert_eq!(get_text(&s, &blob("open-build"), &read).await, "open\n");
+}
