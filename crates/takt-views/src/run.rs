@@ -340,6 +340,60 @@ mod tests {
     }
 
     #[test]
+    fn job_outputs_give_the_jobs_coverage_and_the_run_their_mean() {
+        let outputs = |job: &str, coverage: Option<f64>, child_run: Option<u64>| {
+            ev(
+                1,
+                EventKind::JobOutputs {
+                    job: job.into(),
+                    attempt: 1,
+                    coverage,
+                    dotenv: vec![("VERSION".into(), "1.2".into())],
+                    reports: vec![takt_model::ReportFile {
+                        kind: "dotenv".into(),
+                        path: "build.env".into(),
+                    }],
+                    environment: Some(takt_model::JobEnvironmentRef {
+                        name: "review/main".into(),
+                        action: "start".into(),
+                        url: None,
+                    }),
+                    child_run,
+                },
+            )
+        };
+        let events = [
+            ev(
+                1,
+                EventKind::RunQueued {
+                    commit: "c".repeat(40),
+                    branch: Some("main".into()),
+                    tag: None,
+                    trigger: Trigger::Poll,
+                    dirty: false,
+                },
+            ),
+            outputs("unit", Some(80.0), None),
+            outputs("lint", Some(70.0), None),
+            outputs("docs", None, Some(2)),
+        ];
+        let runs = Runs::fold(&events);
+        let r = runs.get("p", 1).unwrap();
+        assert_eq!(r.coverage, Some(75.0));
+        assert_eq!(r.jobs[0].coverage, Some(80.0));
+        assert_eq!(r.jobs[0].dotenv, ["VERSION"], "names only: values stay in the log");
+        assert_eq!(r.jobs[0].reports[0].kind, "dotenv");
+        assert_eq!(
+            r.jobs[0].environment.as_ref().map(|e| e.name.as_str()),
+            Some("review/main")
+        );
+        assert_eq!(r.jobs[2].child_run, Some(2));
+        // The view round-trips as JSON with the new fields (times are kept to the millisecond).
+        let back: RunView = serde_json::from_value(serde_json::to_value(r).unwrap()).unwrap();
+        assert_eq!((&back.jobs, back.coverage), (&r.jobs, r.coverage));
+    }
+
+    #[test]
     fn a_run_and_its_jobs_fold_from_their_events() {
         let events = [
             ev(
