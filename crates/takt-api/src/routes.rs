@@ -86,6 +86,7 @@ pub enum Op {
     HeartbeatToken,
     Heartbeat,
     StatusPage,
+    Badge,
     StatusJson,
     StatusFeed,
 }
@@ -614,6 +615,14 @@ pub const ROUTES: &[Route] = &[
         "A heartbeat check's beat (its own token as the bearer)",
     )
     .answers(Body::json::<BeatTaken>()),
+    route(
+        Op::Badge,
+        Get,
+        "/badge/{file}",
+        None,
+        "A project's pipeline badge (`/badge/PROJECT.svg?branch=main`, shields.io's flat style): the status of the branch's last run. Without a token when the project says so (`takt project set P --public-badge true`), else a read token",
+    )
+    .answers(Body::raw("image/svg+xml")),
     route(
         Op::StatusPage,
         Get,

@@ -141,6 +141,9 @@ pub struct ProjectOptions {
     /// Seconds between polls of the repository; 0 turns polling off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_seconds: Option<u64>,
+    /// Whether `GET /badge/{project}.svg` answers without a token (for a public README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_badge: Option<bool>,
 }
 
 /// One test case from a JUnit report.

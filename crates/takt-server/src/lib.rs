@@ -210,6 +210,7 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::HeartbeatToken => on(m, checks::token),
         Op::Heartbeat => on(m, checks::beat),
         Op::StatusPage => on(m, checks::status_page),
+        Op::Badge => on(m, runs::badge),
         Op::StatusJson => on(m, checks::status_json),
         Op::StatusFeed => on(m, checks::status_feed),
     }

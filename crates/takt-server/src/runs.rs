@@ -660,3 +660,84 @@ async fn log_finished(
         }
     }
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BadgeQuery {
+    branch: Option<String>,
+}
+
+/// `GET /badge/{project}.svg?branch=B`: the status of the branch's last run (the project's
+/// default branch when none is named) as a badge in shields.io's flat style. Runs a parent
+/// pipeline made (child pipelines) do not count: their parent's status covers them.
+pub async fn badge(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    Path(file): Path<String>,
+    q: Result<Query<BadgeQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let Some(project) = file.strip_suffix(".svg") else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no badge `{file}`: ask for /badge/PROJECT.svg"),
+        ));
+    };
+    let p = state.project(project)?;
+    if p.options.public_badge != Some(true) {
+        crate::auth::authorize(&state, &headers, takt_model::auth::Permission::Read)?;
+    }
+    let branch = q.branch.unwrap_or(p.branch);
+    let status = {
+        let all = state.runs.runs.lock();
+        all.runs
+            .iter()
+            .filter(|((name, _), r)| {
+                name == project
+                    && r.branch.as_deref() == Some(branch.as_str())
+                    && !matches!(r.trigger, takt_model::Trigger::Parent { .. })
+            })
+            .max_by_key(|((_, n), _)| *n)
+            .map(|(_, r)| r.status)
+    };
+    let (word, color) = match status.map(|s| s.name()) {
+        None => ("unknown", "#9f9f9f"),
+        Some("success") => ("passed", "#4c1"),
+        Some("failed") => ("failed", "#e05d44"),
+        Some("running") => ("running", "#dfb317"),
+        Some("queued") => ("pending", "#dfb317"),
+        Some("cancelled") => ("canceled", "#9f9f9f"),
+        Some(_) => ("interrupted", "#9f9f9f"),
+    };
+    let svg = badge_svg("pipeline", word, color);
+    let mut r = svg.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("image/svg+xml"),
+    );
+    // A README's badge must show the latest status, not one a cache kept.
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    Ok(r)
+}
+
+/// A two-part badge in shields.io's flat style, its widths from a per-character estimate of
+/// Verdana 11px (what shields.io lays out with), with a title for screen readers.
+fn badge_svg(label: &str, message: &str, color: &str) -> String {
+    let width = |s: &str| {
+        10 + s
+            .chars()
+            .map(|c| if c.is_ascii_lowercase() { 7 } else { 8 })
+            .sum::<usize>()
+    };
+    let (lw, mw) = (width(label), width(message));
+    let total = lw + mw;
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="20" role="img" aria-label="{label}: {message}"><title>{label}: {message}</title><linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/></linearGradient><clipPath id="r"><rect width="{total}" height="20" rx="3" fill="#fff"/></clipPath><g clip-path="url(#r)"><rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{mw}" height="20" fill="{color}"/><rect width="{total}" height="20" fill="url(#s)"/></g><g fill="#fff" text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" font-size="11"><text x="{lx}" y="14">{label}</text><text x="{mx}" y="14">{message}</text></g></svg>"##,
+        lx = lw / 2,
+        mx = lw + mw / 2,
+    )
+}

@@ -83,6 +83,9 @@ impl Projects {
                 if o.poll_seconds.is_some() {
                     mine.poll_seconds = o.poll_seconds;
                 }
+                if o.public_badge.is_some() {
+                    mine.public_badge = o.public_badge;
+                }
             }
             EventKind::SecretSet {
                 name,

@@ -465,6 +465,9 @@ pub enum ProjectCommand {
         /// Seconds between polls of the repository (0: off).
         #[arg(long)]
         poll_seconds: Option<u64>,
+        /// Whether the status badge (`/badge/PROJECT.svg`) answers without a token.
+        #[arg(long, value_name = "true|false")]
+        public_badge: Option<bool>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -590,6 +593,7 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
             concurrency,
             protected,
             poll_seconds,
+            public_badge,
             remote,
         } => {
             let body = takt_model::ProjectOptions {
@@ -603,10 +607,11 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
                 concurrency,
                 protected: (!protected.is_empty()).then_some(protected),
                 poll_seconds,
+                public_badge,
             };
             if body == takt_model::ProjectOptions::default() {
                 bail!(BadInput(
-                    "nothing to set: give --queue, --concurrency, --protected or --poll-seconds".into()
+                    "nothing to set: give --queue, --concurrency, --protected, --poll-seconds or --public-badge".into()
                 ));
             }
             let v: takt_views::Project = Api::new(&remote)?

@@ -588,3 +588,56 @@ async fn logs_follow_interleaves_parallel_jobs_with_a_prefix() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(finished_run(&s, &admin, "demo", 1).await["status"], "success");
 }
+
+#[tokio::test]
+async fn a_badge_shows_the_branchs_last_run_to_whom_the_project_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let read = new_token(&s, &admin, Scope::Read).await;
+    let repo = Repo::new(&[("takt.yml", "jobs:\n  ok: {script: [true]}\n")]);
+    add_project(&s, &admin, "demo", repo.path()).await;
+    let badge = || async {
+        let r = client().get(url(&s, "/badge/demo.svg")).send().await.unwrap();
+        let status = r.status();
+        let kind = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+        (status, kind, r.text().await.unwrap())
+    };
+    // Not public yet: a token is needed.
+    assert_eq!(badge().await.0, StatusCode::UNAUTHORIZED);
+    assert!(get_text(&s, "/badge/demo.svg", &read).await.contains(">unknown<"));
+    trigger(&s, &admin, "main").await;
+    finished_run(&s, &admin, "demo", 1).await;
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/projects/demo/settings",
+        &admin,
+        json!({"public_badge": true}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let (st, kind, svg) = badge().await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(kind.as_deref(), Some("image/svg+xml"));
+    assert!(
+        svg.starts_with("<svg ") && svg.contains("aria-label=\"pipeline: passed\""),
+        "{svg}"
+    );
+    // Well-formed XML, as a browser's parser sees it.
+    let mut reader = quick_xml::Reader::from_str(&svg);
+    loop {
+        match reader.read_event().unwrap() {
+            quick_xml::events::Event::Eof => break,
+            _ => continue,
+        }
+    }
+    // Another branch has no run; an unknown name is not found.
+    let other = client()
+        .get(url(&s, "/badge/demo.svg?branch=other"))
+        .send()
+        .await
+        .unwrap();
+    assert!(other.text().await.unwrap().contains(">unknown<"));
+    assert_eq!(get_status(&s, "/badge/nope.svg", &admin).await, StatusCode::NOT_FOUND);
+    assert_eq!(get_status(&s, "/badge/demo.png", &admin).await, StatusCode::NOT_FOUND);
+}
