@@ -987,9 +987,10 @@ impl<E: Executor + 'static> Engine<E> {
                         RunStatus::Cancelled => "was cancelled",
                         _ => "failed",
                     };
+                    // Cancelled is cancelled, depend or not (the parent's cancel reached it).
                     let status = match (child.depend, report.status) {
+                        (_, RunStatus::Cancelled) => JobStatus::Cancelled,
                         (false, _) | (true, RunStatus::Success) => JobStatus::Success,
-                        (true, RunStatus::Cancelled) => JobStatus::Cancelled,
                         (true, _) => JobStatus::Failed,
                     };
                     (
