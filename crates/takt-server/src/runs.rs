@@ -677,16 +677,20 @@ pub async fn badge(
     q: Result<Query<BadgeQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let Some(project) = file.strip_suffix(".svg") else {
+    // A token first unless the project's badge is public: an unknown name answers as a
+    // private project does, so that badges do not tell which projects exist.
+    let named = file.strip_suffix(".svg");
+    let public = named.is_some_and(|n| state.project(n).is_ok_and(|p| p.options.public_badge == Some(true)));
+    if !public {
+        crate::auth::authorize(&state, &headers, takt_model::auth::Permission::Read)?;
+    }
+    let Some(project) = named else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no badge `{file}`: ask for /badge/PROJECT.svg"),
         ));
     };
     let p = state.project(project)?;
-    if p.options.public_badge != Some(true) {
-        crate::auth::authorize(&state, &headers, takt_model::auth::Permission::Read)?;
-    }
     let branch = q.branch.unwrap_or(p.branch);
     let status = {
         let all = state.runs.runs.lock();

@@ -639,5 +639,11 @@ async fn a_badge_shows_the_branchs_last_run_to_whom_the_project_allows() {
         .unwrap();
     assert!(other.text().await.unwrap().contains(">unknown<"));
     assert_eq!(get_status(&s, "/badge/nope.svg", &admin).await, StatusCode::NOT_FOUND);
+    let unknown = client().get(url(&s, "/badge/nope.svg")).send().await.unwrap();
+    assert_eq!(
+        unknown.status(),
+        StatusCode::UNAUTHORIZED,
+        "an unknown name answers as a private project"
+    );
     assert_eq!(get_status(&s, "/badge/demo.png", &admin).await, StatusCode::NOT_FOUND);
 }
