@@ -193,7 +193,18 @@ pub async fn cancel(
     Path((project, run)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<takt_api::Cancelled>), ApiError> {
     let run = parse_run(&run)?;
-    load_run(&state, &project, run).await?;
+    let (_, view) = load_run(&state, &project, run).await?;
+    // A child pipeline's run is its trigger job's: it ends with its parent.
+    if let Trigger::Parent { run: parent, job } = &view.trigger
+        && !view.status.is_finished()
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "run #{run} of `{project}` is the child pipeline of run #{parent} (its job `{job}`): cancel run #{parent}"
+            ),
+        ));
+    }
     let outcome = state
         .queue()?
         .cancel(&project, run, &format!("token `{}`", who.name))

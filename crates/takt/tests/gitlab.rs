@@ -516,3 +516,35 @@ async fn artifacts_that_are_not_public_need_more_than_a_read_token() {
     assert_eq!(get_text(&s, &blob("secret-build"), &ci).await, "inside\n");
     assert_eq!(get_text(&s, &blob("open-build"), &read).await, "open\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_run_is_cancelled_through_its_parent() {
+    use common::server::*;
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("started");
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let child = format!("wait:\n  script:\n    - touch {}\n    - sleep 60\n", flag.display());
+    let repo = Repo::new(&[
+        (
+            ".gitlab-ci.yml",
+            "docs:\n  trigger:\n    include: child.yml\n    strategy: depend\n",
+        ),
+        ("child.yml", &child),
+    ]);
+    add_project(&s, &admin, "demo", repo.path()).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/demo/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st.as_u16(), 202, "{b}");
+    until("the child's job started", || {
+        let f = flag.clone();
+        async move { f.exists() }
+    })
+    .await;
+    let (st, b) = post_json(&s, "/api/v1/runs/demo/2/cancel", &admin, json!({})).await;
+    assert_eq!(st.as_u16(), 409, "{b}");
+    assert!(b.to_string().contains("cancel run #1"), "{b}");
+    let (st, b) = post_json(&s, "/api/v1/runs/demo/1/cancel", &admin, json!({})).await;
+    assert_eq!(st.as_u16(), 202, "{b}");
+    assert_eq!(finished_run(&s, &admin, "demo", 1).await["status"], "cancelled");
+    assert_eq!(finished_run(&s, &admin, "demo", 2).await["status"], "cancelled");
+}
