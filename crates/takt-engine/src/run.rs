@@ -511,56 +511,38 @@ impl<E: Executor + 'static> Engine<E> {
         .await
     }
 
-    /// The artifacts that the carried-over jobs of an earlier run produced.
-    async fn carried_artifacts(&self, project: &str, carry: &Carry) -> Result<HashMap<String, Stored>, EngineError> {
+    /// What the carried-over jobs of an earlier run left: their artifacts and the variables
+    /// of their `reports: dotenv` (the last attempt's), by job — one read of that run's events.
+    async fn carried(&self, project: &str, carry: &Carry) -> Result<Carried, EngineError> {
         let events = self
             .store
             .events(&takt_store::EventFilter {
                 project: Some(project.to_string()),
                 run: Some(carry.from),
-                kind: Some("artifact_stored".into()),
+                kinds: vec!["artifact_stored", "job_outputs"],
                 ..Default::default()
             })
             .await?;
-        let mut out = HashMap::new();
+        let mut out = Carried::default();
         for e in events {
-            if let EventKind::ArtifactStored { job, name, version, .. } = e.kind
-                && let Ok(Some(m)) = self.manifests.get(&name, &version)
-            {
-                let m = m.manifest;
-                out.insert(
-                    job,
-                    Stored {
-                        digest: m.digest,
-                        tar: m.media_type == "application/x-tar",
-                        path: m.path,
-                    },
-                );
-            }
-        }
-        Ok(out)
-    }
-
-    /// The `reports: dotenv` variables of the jobs of run `carry.from`, by job (the last
-    /// attempt's), for the jobs a retry takes over.
-    async fn carried_dotenv(
-        &self,
-        project: &str,
-        carry: &Carry,
-    ) -> Result<HashMap<String, Vec<(String, String)>>, EngineError> {
-        let events = self
-            .store
-            .events(&takt_store::EventFilter {
-                project: Some(project.to_string()),
-                run: Some(carry.from),
-                kind: Some("job_outputs".into()),
-                ..Default::default()
-            })
-            .await?;
-        let mut out = HashMap::new();
-        for e in events {
-            if let EventKind::JobOutputs { job, dotenv, .. } = e.kind {
-                out.insert(job, dotenv);
+            match e.kind {
+                EventKind::ArtifactStored { job, name, version, .. } => {
+                    if let Ok(Some(m)) = self.manifests.get(&name, &version) {
+                        let m = m.manifest;
+                        out.artifacts.insert(
+                            job,
+                            Stored {
+                                digest: m.digest,
+                                tar: m.media_type == "application/x-tar",
+                                path: m.path,
+                            },
+                        );
+                    }
+                }
+                EventKind::JobOutputs { job, dotenv, .. } => {
+                    out.dotenv.insert(job, dotenv);
+                }
+                _ => {}
             }
         }
         Ok(out)
@@ -674,8 +656,10 @@ impl<E: Executor + 'static> Engine<E> {
         let mut cancelled = *cancel.borrow();
         let parallel = req.parallel.max(1);
         if let Some(carry) = &req.carry {
-            let arts = self.carried_artifacts(&project, carry).await?;
-            let mut dotenv = self.carried_dotenv(&project, carry).await?;
+            let Carried {
+                artifacts: arts,
+                mut dotenv,
+            } = self.carried(&project, carry).await?;
             for (i, pj) in plan.jobs.iter().enumerate() {
                 if !carry.jobs.contains(&pj.job.name) {
                     continue;
@@ -927,15 +911,7 @@ impl<E: Executor + 'static> Engine<E> {
         let depth = req.child.as_ref().map_or(0, |c| c.depth) + 1;
         // The variables the trigger job has, forwarded (GitLab's `forward: yaml_variables`).
         let forwarded: Vec<(String, String)> = if child.forward_variables {
-            let inherited = |k: &String| pj.job.inherit_variables.as_ref().is_none_or(|n| n.contains(k));
-            ctx.variables
-                .iter()
-                .filter(|(k, _)| inherited(k))
-                .chain(&ctx.workflow_variables)
-                .chain(&pj.job.variables)
-                .chain(&pj.rule_variables)
-                .cloned()
-                .collect()
+            declared_variables(&ctx, &pj).cloned().collect()
         } else {
             Vec::new()
         };
@@ -1047,20 +1023,8 @@ impl<E: Executor + 'static> Engine<E> {
         })
     }
 
-    fn handle(&self) -> Arc<EngineHandle<E>> {
-        Arc::new(EngineHandle {
-            executor: self.executor.clone(),
-            store: self.store.clone(),
-            blobs: self.blobs.clone(),
-            manifests: self.manifests.clone(),
-            keys: self.keys.clone(),
-            data: self.data.clone(),
-            work: self.work.clone(),
-            shell: self.shell.clone(),
-            record_pids: self.record_pids,
-            max_artifact_bytes: self.max_artifact_bytes,
-            groups: self.groups.clone(),
-        })
+    fn handle(&self) -> Arc<Engine<E>> {
+        Arc::new(self.clone())
     }
 }
 
@@ -1092,6 +1056,25 @@ fn not_run(j: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
     }
 }
 
+/// The variables a job's file gives it, in GitLab's order (later ones win): the top-level ones
+/// its `inherit: variables` lets through, the `workflow: rules` entry's, its own, its rule's.
+fn declared_variables<'a>(c: &'a RunCtx, pj: &'a PlannedJob) -> impl Iterator<Item = &'a (String, String)> {
+    let inherited = |k: &String| pj.job.inherit_variables.as_ref().is_none_or(|names| names.contains(k));
+    c.variables
+        .iter()
+        .filter(move |(k, _)| inherited(k))
+        .chain(&c.workflow_variables)
+        .chain(&pj.job.variables)
+        .chain(&pj.rule_variables)
+}
+
+/// What the jobs a retry takes over left in their run, by job.
+#[derive(Default)]
+struct Carried {
+    artifacts: HashMap<String, Stored>,
+    dotenv: HashMap<String, Vec<(String, String)>>,
+}
+
 /// What a trigger job's child run starts from.
 struct ChildStart {
     pj: PlannedJob,
@@ -1109,20 +1092,6 @@ struct ChildStart {
 /// A trigger job's child run, a task beside the run's other jobs (boxed: the run it makes is
 /// itself a run, with trigger jobs of its own).
 type ChildFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<JobOutcome, EngineError>> + Send>>;
-
-struct EngineHandle<E> {
-    executor: Arc<E>,
-    store: Store,
-    blobs: LocalBlobs,
-    manifests: ManifestStore,
-    keys: Arc<Keyring>,
-    data: PathBuf,
-    work: PathBuf,
-    shell: Vec<String>,
-    record_pids: bool,
-    max_artifact_bytes: Option<u64>,
-    groups: ResourceGroups,
-}
 
 struct RunCtx {
     project: String,
@@ -1148,7 +1117,7 @@ struct RunCtx {
 }
 
 struct JobRun<E> {
-    engine: Arc<EngineHandle<E>>,
+    engine: Arc<Engine<E>>,
     ctx: Arc<RunCtx>,
     plan: Arc<Plan>,
     index: usize,
@@ -1223,12 +1192,17 @@ impl<E: Executor + 'static> JobRun<E> {
                 _ = cancel.wait_for(|c| *c) => {}
             }
         }
+        // What the file's keywords name with `$VAR`s (the resource group, the environment),
+        // expanded once with the job's variables.
+        let vars = self.env(Path::new(""));
+        let environment = self.environment(&vars);
+        let reports = self.report_files();
         // `resource_group`: one job of the group at a time in the project, in the order they
         // asked (tokio's semaphore is fair), held for every attempt.
         let _permit = match &self.pj().job.resource_group {
             None => None,
             Some(g) => {
-                let key = (self.ctx.project.clone(), workspace::expand(g, &self.env(Path::new(""))));
+                let key = (self.ctx.project.clone(), workspace::expand(g, &vars));
                 let sem = self
                     .engine
                     .groups
@@ -1268,16 +1242,14 @@ impl<E: Executor + 'static> JobRun<E> {
                 truncated: a.truncated,
             })
             .await?;
-            let reports = self.report_files();
-            let environment = self.environment();
             if a.coverage.is_some() || !a.dotenv.is_empty() || !reports.is_empty() || environment.is_some() {
                 self.emit(EventKind::JobOutputs {
                     job: name.clone(),
                     attempt,
                     coverage: a.coverage,
                     dotenv: a.dotenv.clone(),
-                    reports,
-                    environment,
+                    reports: reports.clone(),
+                    environment: environment.clone(),
                     child_run: None,
                 })
                 .await?;
@@ -1345,7 +1317,7 @@ impl<E: Executor + 'static> JobRun<E> {
                 reason: a.note,
                 quarantined: a.quarantined,
                 coverage: a.coverage,
-                environment: self.environment(),
+                environment,
                 child_run: None,
             };
             return Ok(JobOutcome {
@@ -1373,13 +1345,12 @@ impl<E: Executor + 'static> JobRun<E> {
     }
 
     /// The job's `environment:`, its name and url expanded with the job's variables.
-    fn environment(&self) -> Option<takt_model::JobEnvironmentRef> {
+    fn environment(&self, vars: &[(String, String)]) -> Option<takt_model::JobEnvironmentRef> {
         let e = self.pj().job.environment.as_ref()?;
-        let vars = self.env(Path::new(""));
         Some(takt_model::JobEnvironmentRef {
-            name: workspace::expand(&e.name, &vars),
+            name: workspace::expand(&e.name, vars),
             action: e.action.clone(),
-            url: e.url.as_ref().map(|u| workspace::expand(u, &vars)),
+            url: e.url.as_ref().map(|u| workspace::expand(u, vars)),
         })
     }
 
@@ -1436,16 +1407,7 @@ impl<E: Executor + 'static> JobRun<E> {
         ]);
         // GitLab's order: dotenv reports of the jobs whose artifacts it takes win over the
         // file's variables.
-        let inherited = |k: &String| pj.job.inherit_variables.as_ref().is_none_or(|names| names.contains(k));
-        for (k, v) in c
-            .variables
-            .iter()
-            .filter(|(k, _)| inherited(k))
-            .chain(c.workflow_variables.iter())
-            .chain(pj.job.variables.iter())
-            .chain(pj.rule_variables.iter())
-            .chain(self.dotenv.iter())
-        {
+        for (k, v) in declared_variables(c, pj).chain(self.dotenv.iter()) {
             let value = workspace::expand(v, &env);
             env.push((k.clone(), value));
         }
@@ -1895,40 +1857,9 @@ impl<E: Executor + 'static> JobRun<E> {
             };
             if !dotenv.is_empty() && collect_now {
                 let src2 = src.to_path_buf();
-                let (vars, problems) = tokio::task::spawn_blocking(move || {
-                    let mut vars: Vec<(String, String)> = Vec::new();
-                    let mut problems = Vec::new();
-                    let files = matching_files(&src2, &dotenv, &[]);
-                    if files.is_empty() {
-                        problems.push(format!("no dotenv report matched {dotenv:?}"));
-                    }
-                    for f in files {
-                        let path = src2.join(&f);
-                        // Regular files only, and only as much as GitLab reads.
-                        let meta = std::fs::symlink_metadata(&path);
-                        if !meta.as_ref().is_ok_and(|m| m.is_file()) {
-                            problems.push(format!("{}: not a regular file (a symlink?)", f.display()));
-                            continue;
-                        }
-                        let limit = takt_pipeline::reports::MAX_DOTENV_BYTES as u64 + 1;
-                        let mut text = String::new();
-                        if let Err(e) = std::fs::File::open(&path).and_then(|file| {
-                            std::io::Read::read_to_string(&mut std::io::Read::take(file, limit), &mut text)
-                        }) {
-                            problems.push(format!("{}: {e}", f.display()));
-                            continue;
-                        }
-                        let (v, p) = takt_pipeline::reports::parse_dotenv(&text);
-                        problems.extend(p.into_iter().map(|p| format!("{}: {p}", f.display())));
-                        for (k, val) in v {
-                            vars.retain(|(o, _)| *o != k);
-                            vars.push((k, val));
-                        }
-                    }
-                    (vars, problems)
-                })
-                .await
-                .map_err(blocking_err)?;
+                let (vars, problems) = tokio::task::spawn_blocking(move || workspace::read_dotenv(&src2, &dotenv))
+                    .await
+                    .map_err(blocking_err)?;
                 for p in problems {
                     note(format!("dotenv report: {p}"));
                 }

@@ -214,6 +214,39 @@ pub fn expand(value: &str, vars: &[(String, String)]) -> String {
     out
 }
 
+/// The variables of a job's `reports: dotenv` files (`globs` under `project_dir`), later files
+/// winning, and what was wrong with them. Regular files only, and no more of each than GitLab
+/// reads.
+pub fn read_dotenv(project_dir: &Path, globs: &[String]) -> (Vec<(String, String)>, Vec<String>) {
+    use std::io::Read;
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut problems = Vec::new();
+    let files = takt_blob::matching_files(project_dir, globs, &[]);
+    if files.is_empty() {
+        problems.push(format!("no dotenv report matched {globs:?}"));
+    }
+    for f in files {
+        let path = project_dir.join(&f);
+        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            problems.push(format!("{}: not a regular file (a symlink?)", f.display()));
+            continue;
+        }
+        let limit = takt_pipeline::reports::MAX_DOTENV_BYTES as u64 + 1;
+        let mut text = String::new();
+        if let Err(e) = fs::File::open(&path).and_then(|file| file.take(limit).read_to_string(&mut text)) {
+            problems.push(format!("{}: {e}", f.display()));
+            continue;
+        }
+        let (v, p) = takt_pipeline::reports::parse_dotenv(&text);
+        problems.extend(p.into_iter().map(|p| format!("{}: {p}", f.display())));
+        for (k, val) in v {
+            vars.retain(|(o, _)| *o != k);
+            vars.push((k, val));
+        }
+    }
+    (vars, problems)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,21 @@ pub struct Pipeline {
     pub warnings: Diagnostics,
 }
 
+impl Pipeline {
+    /// The files of the child pipelines its trigger jobs run, each once, sorted.
+    pub fn child_pipelines(&self) -> Vec<&str> {
+        let mut files: Vec<&str> = self
+            .jobs
+            .iter()
+            .filter_map(|j| j.trigger.as_ref())
+            .map(|t| t.file.as_str())
+            .collect();
+        files.sort_unstable();
+        files.dedup();
+        files
+    }
+}
+
 /// A `drills:` entry: drill `environment` by `kill` at every `schedule` time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduledDrill {

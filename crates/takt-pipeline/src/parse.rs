@@ -1652,10 +1652,12 @@ impl Cx {
             );
         }
         // A misspelt `script` has its own error, which says what was meant.
-        let misspelt = entries(n)
-            .iter()
-            .any(|(k, _)| key(k) != "script" && did_you_mean(key(k), &["script"]).is_some());
-        if !has_script && n.get("trigger").is_none() && !misspelt {
+        let misspelt = || {
+            entries(n)
+                .iter()
+                .any(|(k, _)| key(k) != "script" && did_you_mean(key(k), &["script"]).is_some())
+        };
+        if !has_script && n.get("trigger").is_none() && !misspelt() {
             self.err_help(
                 n.pos,
                 format!("{ctx} has no `script`"),

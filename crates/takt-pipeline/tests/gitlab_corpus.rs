@@ -249,14 +249,7 @@ fn report(dir: &Path) -> String {
         describe_job(&mut out, j, &p.warnings);
     }
     // Each child pipeline a trigger job runs, read as the engine reads it.
-    let mut children: Vec<&str> = p
-        .jobs
-        .iter()
-        .filter_map(|j| j.trigger.as_ref())
-        .map(|t| t.file.as_str())
-        .collect();
-    children.dedup();
-    for file in children {
+    for file in p.child_pipelines() {
         let bytes = std::fs::read(dir.join(file)).unwrap_or_default();
         match parse_with(
             file,

@@ -715,14 +715,16 @@ pub async fn badge(
             .max_by_key(|((_, n), _)| *n)
             .map(|(_, r)| r.status)
     };
-    let (word, color) = match status.map(|s| s.name()) {
+    use takt_model::RunStatus as S;
+    use takt_views::run::{Pending, RunState};
+    let (word, color) = match status {
         None => ("unknown", "#9f9f9f"),
-        Some("success") => ("passed", "#4c1"),
-        Some("failed") => ("failed", "#e05d44"),
-        Some("running") => ("running", "#dfb317"),
-        Some("queued") => ("pending", "#dfb317"),
-        Some("cancelled") => ("canceled", "#9f9f9f"),
-        Some(_) => ("interrupted", "#9f9f9f"),
+        Some(RunState::Done(S::Success)) => ("passed", "#4c1"),
+        Some(RunState::Done(S::Failed)) => ("failed", "#e05d44"),
+        Some(RunState::Pending(Pending::Running) | RunState::Done(S::Running)) => ("running", "#dfb317"),
+        Some(RunState::Pending(Pending::Queued)) => ("pending", "#dfb317"),
+        Some(RunState::Done(S::Cancelled)) => ("canceled", "#9f9f9f"),
+        Some(RunState::Done(S::Interrupted)) => ("interrupted", "#9f9f9f"),
     };
     let svg = badge_svg("pipeline", word, color);
     let mut r = svg.into_response();

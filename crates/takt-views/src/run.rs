@@ -339,6 +339,20 @@ mod tests {
         Event::now("p", Some(run), kind)
     }
 
+    /// Run `run` of `main`, found by polling.
+    fn queued(run: u64) -> Event {
+        ev(
+            run,
+            EventKind::RunQueued {
+                commit: "c".repeat(40),
+                branch: Some("main".into()),
+                tag: None,
+                trigger: Trigger::Poll,
+                dirty: false,
+            },
+        )
+    }
+
     #[test]
     fn job_outputs_give_the_jobs_coverage_and_the_run_their_mean() {
         let outputs = |job: &str, coverage: Option<f64>, child_run: Option<u64>| {
@@ -363,16 +377,7 @@ mod tests {
             )
         };
         let events = [
-            ev(
-                1,
-                EventKind::RunQueued {
-                    commit: "c".repeat(40),
-                    branch: Some("main".into()),
-                    tag: None,
-                    trigger: Trigger::Poll,
-                    dirty: false,
-                },
-            ),
+            queued(1),
             outputs("unit", Some(80.0), None),
             outputs("lint", Some(70.0), None),
             outputs("docs", None, Some(2)),
@@ -396,16 +401,7 @@ mod tests {
     #[test]
     fn a_run_and_its_jobs_fold_from_their_events() {
         let events = [
-            ev(
-                1,
-                EventKind::RunQueued {
-                    commit: "c".repeat(40),
-                    branch: Some("main".into()),
-                    tag: None,
-                    trigger: Trigger::Poll,
-                    dirty: false,
-                },
-            ),
+            queued(1),
             ev(1, EventKind::RunStarted),
             ev(
                 1,

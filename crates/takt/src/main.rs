@@ -268,16 +268,8 @@ fn diagnostics_json(d: &takt_pipeline::Diagnostics) -> Vec<serde_json::Value> {
 /// Lints the child pipelines the trigger jobs of `p` run (files under `root`, read in `p`'s
 /// layout), printing what is wrong; whether all are valid.
 fn child_pipelines_lint(root: &std::path::Path, p: &takt_pipeline::Pipeline, strict: bool) -> bool {
-    let mut files: Vec<&str> = p
-        .jobs
-        .iter()
-        .filter_map(|j| j.trigger.as_ref())
-        .map(|t| t.file.as_str())
-        .collect();
-    files.sort_unstable();
-    files.dedup();
     let mut ok = true;
-    for file in files {
+    for file in p.child_pipelines() {
         let path = root.join(file);
         let shown = path.display().to_string();
         let bytes = match std::fs::read(&path) {
