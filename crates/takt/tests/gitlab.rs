@@ -548,3 +548,41 @@ async fn a_child_run_is_cancelled_through_its_parent() {
     assert_eq!(finished_run(&s, &admin, "demo", 1).await["status"], "cancelled");
     assert_eq!(finished_run(&s, &admin, "demo", 2).await["status"], "cancelled");
 }
+
+#[test]
+fn hostile_child_pipelines_and_dotenv_reports_are_refused() {
+    // A child pipeline outside the repository is a lint error naming the job.
+    let repo = Repo::new(&[(".gitlab-ci.yml", "escape:\n  trigger:\n    include: ../../etc/passwd\n")]);
+    let out = takt().arg("lint").arg(repo.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("must name a file inside the repository"),
+        "{}",
+        stderr(&out)
+    );
+    // A pipeline that triggers itself stops at two levels of children.
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "again:\n  trigger:\n    include: .gitlab-ci.yml\n    strategy: depend\n",
+    )]);
+    let (out, r) = repo.run(&[]);
+    assert!(!out.status.success(), "{r:#}");
+    let runs: Vec<takt_model::Trigger> = repo
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            takt_model::EventKind::RunQueued { trigger, .. } => Some(trigger),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(runs.len(), 3, "a parent, a child and a grandchild: {runs:?}");
+    // A dotenv report that is a symlink (to a file outside the workspace) is not read.
+    let repo = Repo::new(&[(
+        ".gitlab-ci.yml",
+        "stages: [a, b]\nleak:\n  stage: a\n  script: [ln -s /etc/hostname build.env]\n  artifacts:\n    reports: {dotenv: build.env}\nread:\n  stage: b\n  script: ['echo \"[$HOSTNAME_LEAK]\"']\n",
+    )]);
+    let (out, r) = repo.run(&[]);
+    assert!(out.status.success(), "{}\n{r:#}", stderr(&out));
+    let log = log_of(&repo, &r, "leak");
+    assert!(log.contains("dotenv report: build.env: not a regular file"), "{log}");
+}
