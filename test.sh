@@ -18,12 +18,21 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 /usr/bin/python3 -c "import feedparser" 2>/dev/null || missing+=(python3-feedparser)
 # DNS checks ask a real DNS server (dnsmasq, started by the test on a local port).
 [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+# The forge tests read published descriptions installed with npm (below).
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Published descriptions the forge tests check against (GitHub's OpenAPI description, its
+# webhook examples), pinned in crates/takt/tests/npm/package-lock.json.
+if [ ! -d crates/takt/tests/npm/node_modules/@octokit/openapi ]; then
+  echo "== npm ci (crates/takt/tests/npm)"
+  npm ci --prefix crates/takt/tests/npm --no-audit --no-fund --silent
 fi
 
 echo "== cargo test --workspace --no-fail-fast"

@@ -9,6 +9,7 @@ pub mod projects;
 pub mod queue;
 pub mod schedule;
 pub mod secrets;
+pub mod status;
 pub mod trigger;
 
 use parking_lot::RwLock;

@@ -144,6 +144,39 @@ pub struct ProjectOptions {
     /// Whether `GET /badge/{project}.svg` answers without a token (for a public README).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_badge: Option<bool>,
+    /// The forge takt posts commit statuses to (`forge: none` stops them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeLink>,
+}
+
+/// A forge that takes commit statuses (`none`: post none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum ForgeKind {
+    Github,
+    Gitea,
+    Gitlab,
+    None,
+}
+
+/// Where a project's commit statuses go: GitHub's or Gitea's
+/// `POST {api}/repos/{repo}/statuses/{sha}`, GitLab's `POST {api}/projects/{repo}/statuses/{sha}`,
+/// authenticated with the project secret `TAKT_FORGE_TOKEN`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeLink {
+    pub forge: ForgeKind,
+    /// The API's base URL (`https://api.github.com`, `https://gitea.example.com/api/v1`,
+    /// `https://gitlab.com/api/v4`).
+    #[serde(default)]
+    pub api: String,
+    /// `OWNER/NAME` (GitHub, Gitea), or GitLab's project id or path (`group/name`).
+    #[serde(default)]
+    pub repo: String,
+    /// Also one status per stage (`takt/<project>/<stage>`).
+    #[serde(default)]
+    pub stages: bool,
 }
 
 /// One test case from a JUnit report.
@@ -446,6 +479,15 @@ pub enum EventKind {
         ok: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+    },
+    /// The project's forge refused a commit status (401, 403, 404, 422): recorded at most once
+    /// an hour, with how many refusals since the last report went unreported.
+    ForgeRefused {
+        forge: ForgeKind,
+        status: u16,
+        error: String,
+        #[serde(default)]
+        unreported: u32,
     },
     /// A deployment to an environment began (`rollback`: it restores an earlier artifact).
     DeployStarted {

@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// (`TAKT_FOLLOW_CAPACITY`, default 4096). Followers that fall further behind re-read the
     /// store, so this trades memory for reads; tests set it low to make every follower lag.
     pub follow_capacity: usize,
+    /// The address people and forges reach the server at (`TAKT_PUBLIC_URL`,
+    /// `public_url`): the links in commit statuses. Default: `http://` and `listen`.
+    pub public_url: String,
 }
 
 /// The config file (TOML). Every key is optional; unknown keys are errors.
@@ -73,6 +76,7 @@ pub struct ConfigFile {
     pub git_timeout: Option<u64>,
     pub isolation: Option<crate::isolation::IsolationSetting>,
     pub job_user: Option<String>,
+    pub public_url: Option<String>,
 }
 
 /// A number from the environment variable `var`, else the file's, else `default`.
@@ -231,7 +235,23 @@ impl ServerConfig {
                 reason: "use `human` or `json`".into(),
             });
         }
+        let public_url = match env("TAKT_PUBLIC_URL").filter(|s| !s.is_empty()).or(f.public_url) {
+            None => format!("http://{listen}"),
+            Some(u) => {
+                let ok =
+                    url::Url::parse(&u).is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some());
+                if !ok {
+                    return Err(ConfigError::Invalid {
+                        what: "public_url".into(),
+                        value: u,
+                        reason: "must be an http(s) address, e.g. https://ci.example.com".into(),
+                    });
+                }
+                u.trim_end_matches('/').to_string()
+            }
+        };
         Ok(ServerConfig {
+            public_url,
             data_dir,
             listen,
             database_url: pick(flags.database_url, "TAKT_DATABASE_URL", f.database_url),

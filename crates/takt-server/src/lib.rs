@@ -65,6 +65,8 @@ pub struct AppState {
     pub flow: Arc<flow::FlowIndex>,
     /// Largest artifact accepted by a push.
     pub max_artifact_bytes: u64,
+    /// Where people and forges reach the server (links in commit statuses).
+    pub public_url: String,
     /// When each token's use was last recorded.
     pub token_uses: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
     /// The CI service: the queue, the trigger path, each default branch's settings.

@@ -262,11 +262,81 @@ pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Op
     Some(json!({"text": text, "blocks": blocks}))
 }
 
+/// One request to send: a subscriber's document or a forge's commit status.
 struct Delivery {
     seq: i64,
     project: String,
+    url: String,
+    headers: Vec<(&'static str, String)>,
     body: Value,
-    cloudevents: bool,
+    /// A commit status for this forge (its refusals are reported once an hour).
+    forge: Option<takt_model::ForgeKind>,
+}
+
+/// How often a forge's refusal of commit statuses (401, 403, 404, 422) is reported.
+pub const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(3600);
+
+/// The commit statuses an event means for its project's forge, if it has one.
+async fn forge_deliveries(state: &AppState, e: &Event) -> Vec<Delivery> {
+    let Some(run) = e.run else { return Vec::new() };
+    let Ok(project) = state.project(&e.project) else {
+        return Vec::new();
+    };
+    let Some(link) = project.options.forge.clone() else {
+        return Vec::new();
+    };
+    let job_event = matches!(
+        e.kind,
+        EventKind::JobStarted { .. } | EventKind::JobFinished { .. } | EventKind::JobSkipped { .. }
+    );
+    let view = if job_event && link.stages {
+        // The run as it stood at this event: its jobs' stages and states.
+        let events = state
+            .store
+            .events(&takt_store::EventFilter {
+                project: Some(e.project.clone()),
+                run: Some(run),
+                until_seq: e.seq,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_default();
+        <takt_views::Runs as takt_views::Projection>::fold(&events)
+            .runs
+            .into_values()
+            .next()
+    } else if job_event {
+        None
+    } else {
+        state.runs.get(&e.project, run)
+    };
+    let Some(view) = view else { return Vec::new() };
+    let token = project.sealed.get(takt_ci::status::FORGE_TOKEN).and_then(|s| {
+        let plain = state
+            .key
+            .open(&project.name, takt_ci::status::FORGE_TOKEN, &s.nonce, &s.ciphertext)
+            .ok()?;
+        String::from_utf8(plain).ok()
+    });
+    takt_ci::status::updates(e, &view, &link, &state.public_url)
+        .iter()
+        .filter_map(|u| takt_ci::status::request(&link, token.as_deref().unwrap_or(""), u))
+        .map(|r| Delivery {
+            seq: e.seq.unwrap_or(0),
+            project: e.project.clone(),
+            url: r.url,
+            headers: if token.is_some() {
+                r.headers
+            } else {
+                r.headers
+                    .into_iter()
+                    .filter(|(h, _)| !h.contains("auth") && !h.contains("token"))
+                    .collect()
+            },
+            body: r.body,
+            forge: Some(link.forge),
+        })
+        .collect()
 }
 
 /// The notifier's durable cursor (table `cursors`).
@@ -286,7 +356,7 @@ pub fn start(state: Arc<AppState>) {
             }
         };
         let mut log = state.store.subscribe(after, &[]);
-        let mut workers: HashMap<(bool, String), mpsc::Sender<Delivery>> = HashMap::new();
+        let mut workers: HashMap<String, mpsc::Sender<Delivery>> = HashMap::new();
         loop {
             let e = match log.next().await {
                 Ok(e) => e,
@@ -316,31 +386,37 @@ pub fn start(state: Arc<AppState>) {
                 .run
                 .and_then(|r| state.runs.get(&e.project, r))
                 .map(|r| (r.commit, r.branch));
-            let deliveries: Vec<_> = subs
+            let mut deliveries: Vec<_> = subs
                 .into_iter()
                 .filter_map(|sub| {
-                    let body = if sub.slack {
-                        slack_message(&e, commit.as_ref())?
+                    let (body, content_type) = if sub.slack {
+                        (slack_message(&e, commit.as_ref())?, "application/json")
                     } else {
-                        cloudevent(&e)
+                        (cloudevent(&e), "application/cloudevents+json")
                     };
-                    Some((sub, body))
+                    let d = Delivery {
+                        seq,
+                        project: e.project.clone(),
+                        url: sub.url.clone(),
+                        headers: vec![("content-type", content_type.to_string())],
+                        body,
+                        forge: None,
+                    };
+                    Some((format!("{}:{}", sub.slack, sub.url), d))
                 })
                 .collect();
+            // One queue per project's forge: its statuses are posted in order.
+            for d in forge_deliveries(&state, &e).await {
+                deliveries.push((format!("forge:{}", e.project), d));
+            }
             cursor.read(log.position(), seq, deliveries.len());
-            for (sub, body) in deliveries {
+            for (key, d) in deliveries {
                 let tx = workers
-                    .entry((sub.slack, sub.url.clone()))
-                    .or_insert_with(|| worker(state.clone(), sub.url.clone(), cursor.clone()));
-                let d = Delivery {
-                    seq,
-                    project: e.project.clone(),
-                    body,
-                    cloudevents: !sub.slack,
-                };
+                    .entry(key)
+                    .or_insert_with(|| worker(state.clone(), cursor.clone()));
+                let url = d.url.clone();
                 if tx.try_send(d).is_err() {
                     let st = state.clone();
-                    let url = sub.url.clone();
                     let project = e.project.clone();
                     let cursor = cursor.clone();
                     tokio::spawn(async move {
@@ -362,26 +438,21 @@ pub fn start(state: Arc<AppState>) {
     });
 }
 
-fn worker(state: Arc<AppState>, url: String, cursor: Arc<takt_store::Cursor>) -> mpsc::Sender<Delivery> {
+fn worker(state: Arc<AppState>, cursor: Arc<takt_store::Cursor>) -> mpsc::Sender<Delivery> {
     let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
     tokio::spawn(async move {
         let http = reqwest_client();
+        // When this forge's last refusal was reported, and how many since went unreported.
+        let mut reported: Option<(tokio::time::Instant, u32)> = None;
         while let Some(d) = rx.recv().await {
-            let content_type = if d.cloudevents {
-                "application/cloudevents+json"
-            } else {
-                "application/json"
-            };
             let attempts = std::sync::atomic::AtomicU32::new(0);
             let deliver = || async {
                 attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                match http
-                    .post(&url)
-                    .header("content-type", content_type)
-                    .body(d.body.to_string())
-                    .send()
-                    .await
-                {
+                let mut req = http.post(&d.url).header("content-type", "application/json");
+                for (h, v) in &d.headers {
+                    req = req.header(*h, v);
+                }
+                match req.body(d.body.to_string()).send().await {
                     Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
                     Ok(r) => Err((Some(r.status().as_u16()), format!("answered {}", r.status()))),
                     Err(e) => Err((None, e.to_string())),
@@ -396,11 +467,54 @@ fn worker(state: Arc<AppState>, url: String, cursor: Arc<takt_store::Cursor>) ->
                 Err((status, error)) => (status, Some(error)),
             };
             let attempts = attempts.load(std::sync::atomic::Ordering::Relaxed);
-            record(&state, &d.project, &url, d.seq, attempts, status, error).await;
+            record(&state, &d.project, &d.url, d.seq, attempts, status, error.clone()).await;
+            if let (Some(forge), Some(code @ (401 | 403 | 404 | 422)), Some(error)) = (d.forge, status, error) {
+                let now = tokio::time::Instant::now();
+                match &mut reported {
+                    Some((at, unreported)) if now.duration_since(*at) < REFUSAL_REPORT_EVERY => *unreported += 1,
+                    _ => {
+                        let since = reported.map_or(0, |(_, n)| n);
+                        reported = Some((now, 0));
+                        refused(&state, &d.project, forge, code, &error, since).await;
+                    }
+                }
+            }
             cursor.done(d.seq);
         }
     });
     tx
+}
+
+/// Reports that a forge refuses the project's commit statuses (once an hour, not per run).
+async fn refused(state: &AppState, project: &str, forge: takt_model::ForgeKind, status: u16, error: &str, since: u32) {
+    let hint = match status {
+        401 | 403 => format!(
+            "check the project secret {} (`takt secret set {project} {}`) and its permissions",
+            takt_ci::status::FORGE_TOKEN,
+            takt_ci::status::FORGE_TOKEN
+        ),
+        404 => "check --forge-api and --forge-repo (`takt project set`)".to_string(),
+        _ => "the forge refused the status's fields".to_string(),
+    };
+    tracing::warn!(
+        project,
+        forge = <&str>::from(forge),
+        status,
+        "the forge refuses commit statuses: {hint}"
+    );
+    let e = Event::now(
+        project,
+        None,
+        EventKind::ForgeRefused {
+            forge,
+            status,
+            error: format!("{error}: {hint}"),
+            unreported: since,
+        },
+    );
+    if let Err(err) = state.store.append(&e).await {
+        tracing::warn!(error = %err, "cannot record a forge's refusal");
+    }
 }
 
 /// [`ATTEMPTS`] attempts, the first wait [`FIRST_BACKOFF`], doubling up to
@@ -416,6 +530,7 @@ fn backoff() -> backon::ExponentialBuilder {
 fn reqwest_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default(); // TLS on ring: see Cargo.toml
     reqwest::Client::builder()
+        .user_agent(concat!("takt/", env!("CARGO_PKG_VERSION")))
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap_or_default()

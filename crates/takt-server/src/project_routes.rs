@@ -140,13 +140,16 @@ pub(crate) async fn project_settings(
     body: Result<Json<takt_model::ProjectOptions>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     state.project(&name)?;
-    let Json(options) = body.map_err(body_error)?;
+    let Json(mut options) = body.map_err(body_error)?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     if options.concurrency == Some(0) {
         return Err(bad("`concurrency` must be at least 1".into()));
     }
     for b in options.protected.iter().flatten() {
         projects::check_branch(b).map_err(bad)?;
+    }
+    if let Some(link) = options.forge.take() {
+        options.forge = Some(takt_ci::status::check_link(link).map_err(bad)?);
     }
     state
         .record(Event::now(

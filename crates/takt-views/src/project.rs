@@ -86,6 +86,9 @@ impl Projects {
                 if o.public_badge.is_some() {
                     mine.public_badge = o.public_badge;
                 }
+                if let Some(f) = &o.forge {
+                    mine.forge = (f.forge != takt_model::ForgeKind::None).then(|| f.clone());
+                }
             }
             EventKind::SecretSet {
                 name,

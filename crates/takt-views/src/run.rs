@@ -104,6 +104,9 @@ pub struct JobView {
     /// A trigger job's child run, by number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_run: Option<u64>,
+    /// It failed, and `allow_failure` let the run go on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_failure: bool,
 }
 
 impl JobView {
@@ -125,6 +128,7 @@ impl JobView {
             reports: Vec::new(),
             dotenv: Vec::new(),
             child_run: None,
+            allow_failure: false,
         }
     }
 }
@@ -218,10 +222,12 @@ impl RunView {
                 duration_ms,
                 attempt,
                 flaky,
+                allow_failure,
                 ..
             } => {
                 let j = self.job_mut(job);
                 j.status = Some(JobState::Done(*status));
+                j.allow_failure = *allow_failure;
                 j.exit_code = *exit_code;
                 j.duration_ms = Some(*duration_ms);
                 j.attempt = Some(*attempt);

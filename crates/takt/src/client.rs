@@ -468,6 +468,20 @@ pub enum ProjectCommand {
         /// Whether the status badge (`/badge/PROJECT.svg`) answers without a token.
         #[arg(long, value_name = "true|false")]
         public_badge: Option<bool>,
+        /// Post a commit status for every run to this forge (`none`: stop), authenticated
+        /// with the project secret TAKT_FORGE_TOKEN.
+        #[arg(long, value_parser = ["github", "gitea", "gitlab", "none"])]
+        forge: Option<String>,
+        /// The forge's API address [default: https://api.github.com, https://gitlab.com/api/v4;
+        /// Gitea: https://HOST/api/v1].
+        #[arg(long, requires = "forge", value_name = "URL")]
+        forge_api: Option<String>,
+        /// The repository on the forge: OWNER/NAME, or GitLab's project id or path.
+        #[arg(long, requires = "forge", value_name = "REPO")]
+        forge_repo: Option<String>,
+        /// Also post one status per stage (`takt/PROJECT/STAGE`).
+        #[arg(long, requires = "forge")]
+        forge_stages: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -594,8 +608,26 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
             protected,
             poll_seconds,
             public_badge,
+            forge,
+            forge_api,
+            forge_repo,
+            forge_stages,
             remote,
         } => {
+            let forge = forge.map(|f| {
+                let kind = match f.as_str() {
+                    "github" => takt_model::ForgeKind::Github,
+                    "gitea" => takt_model::ForgeKind::Gitea,
+                    "gitlab" => takt_model::ForgeKind::Gitlab,
+                    _ => takt_model::ForgeKind::None,
+                };
+                takt_model::ForgeLink {
+                    forge: kind,
+                    api: forge_api.unwrap_or_default(),
+                    repo: forge_repo.unwrap_or_default(),
+                    stages: forge_stages,
+                }
+            });
             let body = takt_model::ProjectOptions {
                 queue: queue.map(|q| {
                     if q == "newest" {
@@ -608,10 +640,11 @@ pub async fn project(c: ProjectCommand) -> anyhow::Result<()> {
                 protected: (!protected.is_empty()).then_some(protected),
                 poll_seconds,
                 public_badge,
+                forge,
             };
             if body == takt_model::ProjectOptions::default() {
                 bail!(BadInput(
-                    "nothing to set: give --queue, --concurrency, --protected, --poll-seconds or --public-badge".into()
+                    "nothing to set: give --queue, --concurrency, --protected, --poll-seconds, --public-badge or --forge".into()
                 ));
             }
             let v: takt_views::Project = Api::new(&remote)?

@@ -267,6 +267,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         metrics,
         ci: ci.clone(),
         max_artifact_bytes: config.max_artifact_bytes,
+        public_url: config.public_url.clone(),
         runs,
         flow,
         token_uses: Default::default(),
