@@ -448,7 +448,10 @@ fn worker(state: Arc<AppState>, cursor: Arc<takt_store::Cursor>) -> mpsc::Sender
             let attempts = std::sync::atomic::AtomicU32::new(0);
             let deliver = || async {
                 attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut req = http.post(&d.url).header("content-type", "application/json");
+                let mut req = http.post(&d.url);
+                if !d.headers.iter().any(|(h, _)| *h == "content-type") {
+                    req = req.header("content-type", "application/json");
+                }
                 for (h, v) in &d.headers {
                     req = req.header(*h, v);
                 }

@@ -258,8 +258,10 @@ async fn a_killed_server_leaves_no_sandboxed_job_running() {
         log_of(&s, &admin, "demo", 1, "hold").await.contains("held")
     })
     .await;
+    // At least the background job (for a moment, the shell that forked it may show the same
+    // command line: once, 2 were seen).
     let running = processes_with(&left);
-    assert_eq!(running.len(), 1, "{running:?}");
+    assert!(!running.is_empty(), "{running:?}");
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
     until("the sandbox is gone", || {
