@@ -47,6 +47,8 @@ pub enum Kind {
     Ping,
     /// A push of a branch or tag.
     Push,
+    /// A pull request (GitHub, Gitea) or merge request (GitLab) changed.
+    MergeRequest,
     /// Anything else: no run.
     Other,
 }
@@ -97,6 +99,7 @@ impl Forge {
         match event {
             "ping" => Kind::Ping,
             "push" | "Push Hook" | "Tag Push Hook" => Kind::Push,
+            "pull_request" | "Merge Request Hook" => Kind::MergeRequest,
             _ => Kind::Other,
         }
     }
@@ -161,6 +164,102 @@ pub fn parse_push(body: &[u8]) -> Result<Push, String> {
     })
 }
 
+/// What a merge request's change asks of CI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MrAction {
+    /// Opened, reopened, or new commits: run its head.
+    Run,
+    /// Closed or merged: its waiting runs are cancelled.
+    Close,
+    /// Anything else (labels, reviews, a new title): nothing.
+    Ignore,
+}
+
+/// What a pull request (GitHub, Gitea) or merge request (GitLab) payload says: GitLab's
+/// `CI_MERGE_REQUEST_*` facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeRequest {
+    pub action: MrAction,
+    /// The request's number in its repository (`CI_MERGE_REQUEST_IID`).
+    pub iid: u64,
+    pub title: String,
+    pub source_branch: String,
+    pub target_branch: String,
+    /// The request's head commit: 40 or 64 hex digits.
+    pub head: String,
+    /// From another repository (a fork): no secrets.
+    pub fork: bool,
+}
+
+/// Reads a pull request or merge request payload; anything missing or malformed is an error
+/// that names the field, never a panic.
+pub fn parse_merge_request(forge: Forge, body: &[u8]) -> Result<MergeRequest, String> {
+    let p: Value = serde_json::from_slice(body).map_err(|e| format!("the payload is not JSON: {e}"))?;
+    let text = |v: &Value, field: &str| {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("the payload has no `{field}` string"))
+    };
+    let (action, iid, title, source, target, head, fork) = match forge {
+        Forge::Github | Forge::Gitea => {
+            let pr = &p["pull_request"];
+            let action = match p["action"].as_str() {
+                Some("opened" | "reopened" | "synchronize" | "synchronized") => MrAction::Run,
+                Some("closed") => MrAction::Close,
+                Some(_) => MrAction::Ignore,
+                None => return Err("the payload has no `action` string".into()),
+            };
+            let iid = p["number"].as_u64().or_else(|| pr["number"].as_u64());
+            let fork = pr["head"]["repo"]["full_name"].is_null()
+                || pr["head"]["repo"]["full_name"] != pr["base"]["repo"]["full_name"];
+            (
+                action,
+                iid.ok_or("the payload has no `number`")?,
+                text(&pr["title"], "pull_request.title")?,
+                text(&pr["head"]["ref"], "pull_request.head.ref")?,
+                text(&pr["base"]["ref"], "pull_request.base.ref")?,
+                text(&pr["head"]["sha"], "pull_request.head.sha")?,
+                fork,
+            )
+        }
+        Forge::Gitlab => {
+            let mr = &p["object_attributes"];
+            let action = match mr["action"].as_str() {
+                Some("open" | "reopen") => MrAction::Run,
+                // An update with `oldrev` brought new commits; others changed the description.
+                Some("update") if mr["oldrev"].is_string() => MrAction::Run,
+                Some("close" | "merge") => MrAction::Close,
+                _ => MrAction::Ignore,
+            };
+            let fork = mr["source_project_id"] != mr["target_project_id"];
+            (
+                action,
+                mr["iid"].as_u64().ok_or("the payload has no `object_attributes.iid`")?,
+                text(&mr["title"], "object_attributes.title")?,
+                text(&mr["source_branch"], "object_attributes.source_branch")?,
+                text(&mr["target_branch"], "object_attributes.target_branch")?,
+                text(&mr["last_commit"]["id"], "object_attributes.last_commit.id")?,
+                fork,
+            )
+        }
+    };
+    for (what, b) in [("source", &source), ("target", &target)] {
+        crate::projects::check_ref_name("branch", b).map_err(|e| format!("the {what} branch: {e}"))?;
+    }
+    if !takt_engine::git::is_object_id(&head) {
+        return Err("the request's head is not a commit id (40 or 64 hex digits)".into());
+    }
+    Ok(MergeRequest {
+        action,
+        iid,
+        title: title.chars().take(255).collect(),
+        source_branch: source,
+        target_branch: target,
+        head,
+        fork,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +293,85 @@ mod tests {
             Forge::Github.delivery(|_| None, b"x"),
             hex::encode(Sha256::digest(b"x"))
         );
+    }
+
+    /// GitHub's own examples (`@octokit/webhooks-examples`, installed by test.sh).
+    fn github_examples() -> Vec<Value> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../takt/tests/npm/node_modules/@octokit/webhooks-examples/api.github.com/index.json");
+        let all: Vec<Value> = serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run ./test.sh", path.display())),
+        )
+        .unwrap();
+        all.into_iter().find(|x| x["name"] == "pull_request").unwrap()["examples"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn github_pull_requests_are_read_from_its_own_examples() {
+        let examples = github_examples();
+        assert!(examples.len() > 20);
+        let mut seen = std::collections::HashMap::new();
+        for ex in &examples {
+            let body = serde_json::to_vec(ex).unwrap();
+            let mr = parse_merge_request(Forge::Github, &body).unwrap();
+            assert_eq!(mr.iid, ex["number"].as_u64().unwrap());
+            assert_eq!(mr.head, ex["pull_request"]["head"]["sha"].as_str().unwrap());
+            assert_eq!(mr.source_branch, "changes");
+            assert_eq!(mr.target_branch, "master");
+            assert!(!mr.fork);
+            seen.insert(ex["action"].as_str().unwrap().to_string(), mr.action);
+        }
+        assert_eq!(seen["opened"], MrAction::Run);
+        assert_eq!(seen["synchronize"], MrAction::Run);
+        assert_eq!(seen["reopened"], MrAction::Run);
+        assert_eq!(seen["closed"], MrAction::Close);
+        assert_eq!(seen["labeled"], MrAction::Ignore);
+        // From a fork: the head's repository is another one.
+        let mut fork = examples[0].clone();
+        fork["pull_request"]["head"]["repo"]["full_name"] = "someone/Hello-World".into();
+        let mr = parse_merge_request(Forge::Github, &serde_json::to_vec(&fork).unwrap()).unwrap();
+        assert!(mr.fork);
+        // Broken payloads name what is wrong.
+        let mut bad = examples[0].clone();
+        bad["pull_request"]["head"]["sha"] = "nope".into();
+        let e = parse_merge_request(Forge::Github, &serde_json::to_vec(&bad).unwrap()).unwrap_err();
+        assert!(e.contains("head is not a commit id"), "{e}");
+        bad["pull_request"]["head"]["ref"] = "a..b".into();
+        let e = parse_merge_request(Forge::Github, &serde_json::to_vec(&bad).unwrap()).unwrap_err();
+        assert!(e.contains("source branch"), "{e}");
+        assert!(parse_merge_request(Forge::Github, b"[1]").is_err());
+    }
+
+    #[test]
+    fn gitlab_merge_request_hooks_are_read() {
+        // GitLab's documented example, shortened to the fields takt reads.
+        let body = serde_json::json!({
+            "object_kind": "merge_request", "event_type": "merge_request",
+            "object_attributes": {
+                "iid": 1, "title": "MS-Viewport", "source_branch": "ms-viewport",
+                "target_branch": "master", "source_project_id": 14, "target_project_id": 14,
+                "action": "open",
+                "last_commit": {"id": "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"}
+            }
+        });
+        let mr = parse_merge_request(Forge::Gitlab, &serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!((mr.iid, mr.action, mr.fork), (1, MrAction::Run, false));
+        assert_eq!(
+            (mr.source_branch.as_str(), mr.target_branch.as_str()),
+            ("ms-viewport", "master")
+        );
+        let mut update = body.clone();
+        update["object_attributes"]["action"] = "update".into();
+        let b = serde_json::to_vec(&update).unwrap();
+        assert_eq!(parse_merge_request(Forge::Gitlab, &b).unwrap().action, MrAction::Ignore);
+        update["object_attributes"]["oldrev"] = "0123".into();
+        update["object_attributes"]["source_project_id"] = 15.into();
+        let mr = parse_merge_request(Forge::Gitlab, &serde_json::to_vec(&update).unwrap()).unwrap();
+        assert_eq!((mr.action, mr.fork), (MrAction::Run, true));
+        assert_eq!(Forge::Gitlab.kind("Merge Request Hook"), Kind::MergeRequest);
+        assert_eq!(Forge::Github.kind("pull_request"), Kind::MergeRequest);
     }
 }
