@@ -143,8 +143,9 @@ fn stage_state(run: &RunView, stage: &str) -> Option<(State, String)> {
     })
 }
 
-/// The request that posts `u` to the forge `link` names, authenticated with `token`.
-pub fn request(link: &ForgeLink, token: &str, u: &Update) -> Option<Request> {
+/// The request that posts `u` to the forge `link` names, authenticated with `token` (without
+/// one, no credentials: the forge's refusal says so).
+pub fn request(link: &ForgeLink, token: Option<&str>, u: &Update) -> Option<Request> {
     let api = link.api.trim_end_matches('/');
     let mut description: String = u.description.chars().take(MAX_DESCRIPTION).collect();
     if description.len() < u.description.len() {
@@ -159,15 +160,17 @@ pub fn request(link: &ForgeLink, token: &str, u: &Update) -> Option<Request> {
                 State::Failure => "failure",
                 State::Cancelled => "error",
             };
-            let headers = if link.forge == ForgeKind::Github {
-                vec![
-                    ("authorization", format!("Bearer {token}")),
-                    ("accept", "application/vnd.github+json".into()),
-                    ("x-github-api-version", "2022-11-28".into()),
-                ]
+            let mut headers = Vec::new();
+            if link.forge == ForgeKind::Github {
+                headers.push(("accept", "application/vnd.github+json".into()));
+                headers.push(("x-github-api-version", "2022-11-28".into()));
+            }
+            let scheme = if link.forge == ForgeKind::Github {
+                "Bearer"
             } else {
-                vec![("authorization", format!("token {token}"))]
+                "token"
             };
+            headers.extend(token.map(|t| ("authorization", format!("{scheme} {t}"))));
             Request {
                 url: format!("{api}/repos/{}/statuses/{}", link.repo, u.sha),
                 headers,
@@ -189,7 +192,7 @@ pub fn request(link: &ForgeLink, token: &str, u: &Update) -> Option<Request> {
             };
             Request {
                 url: format!("{api}/projects/{}/statuses/{}", link.repo.replace('/', "%2F"), u.sha),
-                headers: vec![("private-token", token.to_string())],
+                headers: token.map(|t| ("private-token", t.to_string())).into_iter().collect(),
                 body: json!({
                     "state": state,
                     "name": u.context,
@@ -288,12 +291,12 @@ mod tests {
             description: "x".repeat(200),
             target_url: "http://ci/api/v1/projects/web/runs/1".into(),
         };
-        let gh = request(&check_link(link(ForgeKind::Github, "o/r")).unwrap(), "T", &u).unwrap();
+        let gh = request(&check_link(link(ForgeKind::Github, "o/r")).unwrap(), Some("T"), &u).unwrap();
         assert_eq!(gh.url, format!("https://api.github.com/repos/o/r/statuses/{}", u.sha));
         assert_eq!(gh.body["state"], "error");
         assert_eq!(gh.body["description"].as_str().unwrap().chars().count(), 140);
         assert!(gh.headers.contains(&("authorization", "Bearer T".into())));
-        let gl = request(&check_link(link(ForgeKind::Gitlab, "g/r")).unwrap(), "T", &u).unwrap();
+        let gl = request(&check_link(link(ForgeKind::Gitlab, "g/r")).unwrap(), Some("T"), &u).unwrap();
         assert_eq!(
             gl.url,
             format!("https://gitlab.com/api/v4/projects/g%2Fr/statuses/{}", u.sha)

@@ -19,15 +19,6 @@ use takt_ci::trigger::report;
 use takt_model::WebhookOutcome;
 use takt_model::{Event, EventKind, Trigger};
 
-/// The webhook secret of a project, decrypted.
-fn webhook_secret(state: &AppState, project: &crate::projects::Project) -> Option<Vec<u8>> {
-    let s = project.sealed.get(WEBHOOK_SECRET)?;
-    state
-        .key
-        .open(&project.name, WEBHOOK_SECRET, &s.nonce, &s.ciphertext)
-        .ok()
-}
-
 pub async fn webhook(
     State(state): State<Arc<AppState>>,
     Path((provider, name)): Path<(String, String)>,
@@ -48,7 +39,7 @@ pub async fn webhook(
         state.metrics.webhook(provider, "unauthorized");
         ApiError::new(StatusCode::UNAUTHORIZED, m)
     };
-    let Some(secret) = webhook_secret(&state, &project) else {
+    let Some(secret) = state.open_secret(&project.name, WEBHOOK_SECRET) else {
         return Err(unauthorized(format!(
             "project `{name}` has no webhook secret: set one with `takt secret set {name} {WEBHOOK_SECRET}`"
         )));

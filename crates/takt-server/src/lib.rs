@@ -97,6 +97,12 @@ impl AppState {
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no project named `{name}`")))
     }
 
+    /// A project secret's value, decrypted (`None`: no such project or secret).
+    pub(crate) fn open_secret(&self, project: &str, name: &str) -> Option<Vec<u8>> {
+        let sealed = self.projects.read().get(project)?.sealed.get(name)?.clone();
+        self.key.open(project, name, &sealed.nonce, &sealed.ciphertext).ok()
+    }
+
     pub(crate) fn queue(&self) -> Result<&Arc<queue::Queue>, ApiError> {
         self.queue
             .as_ref()

@@ -279,10 +279,13 @@ pub const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(3600);
 /// The commit statuses an event means for its project's forge, if it has one.
 async fn forge_deliveries(state: &AppState, e: &Event) -> Vec<Delivery> {
     let Some(run) = e.run else { return Vec::new() };
-    let Ok(project) = state.project(&e.project) else {
-        return Vec::new();
-    };
-    let Some(link) = project.options.forge.clone() else {
+    // Most projects have no forge: nothing is cloned or read for their events.
+    let Some(link) = state
+        .projects
+        .read()
+        .get(&e.project)
+        .and_then(|p| p.options.forge.clone())
+    else {
         return Vec::new();
     };
     let job_event = matches!(
@@ -311,28 +314,17 @@ async fn forge_deliveries(state: &AppState, e: &Event) -> Vec<Delivery> {
         state.runs.get(&e.project, run)
     };
     let Some(view) = view else { return Vec::new() };
-    let token = project.sealed.get(takt_ci::status::FORGE_TOKEN).and_then(|s| {
-        let plain = state
-            .key
-            .open(&project.name, takt_ci::status::FORGE_TOKEN, &s.nonce, &s.ciphertext)
-            .ok()?;
-        String::from_utf8(plain).ok()
-    });
+    let token = state
+        .open_secret(&e.project, takt_ci::status::FORGE_TOKEN)
+        .and_then(|t| String::from_utf8(t).ok());
     takt_ci::status::updates(e, &view, &link, &state.public_url)
         .iter()
-        .filter_map(|u| takt_ci::status::request(&link, token.as_deref().unwrap_or(""), u))
+        .filter_map(|u| takt_ci::status::request(&link, token.as_deref(), u))
         .map(|r| Delivery {
             seq: e.seq.unwrap_or(0),
             project: e.project.clone(),
             url: r.url,
-            headers: if token.is_some() {
-                r.headers
-            } else {
-                r.headers
-                    .into_iter()
-                    .filter(|(h, _)| !h.contains("auth") && !h.contains("token"))
-                    .collect()
-            },
+            headers: r.headers,
             body: r.body,
             forge: Some(link.forge),
         })
