@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use takt_engine::git::Repo;
 use takt_engine::{Carry, Engine, Live, Prepared, RunRequest};
 use takt_exec::LocalExecutor;
-use takt_model::{Event, EventKind, FailureReason, JobStatus, QueueMode, RunStatus, Trigger};
+use takt_model::{Event, EventKind, FailureReason, JobStatus, MergeRequestRun, QueueMode, RunStatus, Trigger};
 use takt_store::EventFilter;
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -55,6 +55,8 @@ pub struct Submission {
     pub trigger: Trigger,
     pub force: bool,
     pub carry: Option<Carry>,
+    /// A merge-request pipeline's request.
+    pub merge_request: Option<MergeRequestRun>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +78,24 @@ pub enum QueueError {
     NotActive(String, u64),
 }
 
-type SeenKey = (String, String, Option<String>, Option<String>);
+/// GitLab's `conservative` auto-cancel, given whether each job a run started was
+/// `interruptible: true`: the run may be cancelled for a newer commit when it started jobs and
+/// every one of them is interruptible (a job started without `interruptible` — a deploy, say —
+/// keeps it running to the end). A run with no job started yet is left to the queue's mode.
+pub fn interruptible(started: impl IntoIterator<Item = bool>) -> bool {
+    let mut any = false;
+    for i in started {
+        if !i {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
+/// Project, commit, branch, tag, and the merge request: a commit pushed to a branch and the
+/// same commit as a merge request's head are two runs, as on GitLab.
+type SeenKey = (String, String, Option<String>, Option<String>, Option<u64>);
 
 #[derive(Default)]
 struct Intake {
@@ -92,12 +111,22 @@ struct Waiting {
     tag: Option<String>,
     trigger: Trigger,
     carry: Option<Carry>,
+    merge_request: Option<MergeRequestRun>,
+}
+
+/// A run going on: how to cancel it, and what a newer run would supersede it for.
+struct Running {
+    cancel: watch::Sender<bool>,
+    commit: String,
+    branch: Option<String>,
+    /// Its merge request's number.
+    mr: Option<u64>,
 }
 
 #[derive(Default)]
 struct State {
     waiting: VecDeque<Waiting>,
-    running: HashMap<(String, u64), watch::Sender<bool>>,
+    running: HashMap<(String, u64), Running>,
     per_project: HashMap<String, usize>,
 }
 
@@ -202,10 +231,13 @@ impl Queue {
                     tag,
                     trigger,
                     dirty: false,
+                    merge_request,
                 } => {
-                    intake
-                        .seen
-                        .insert((e.project.clone(), commit.clone(), branch.clone(), tag.clone()), run);
+                    let iid = merge_request.as_ref().map(|m| m.iid);
+                    intake.seen.insert(
+                        (e.project.clone(), commit.clone(), branch.clone(), tag.clone(), iid),
+                        run,
+                    );
                     open.insert(
                         key,
                         Open {
@@ -217,6 +249,7 @@ impl Queue {
                                 tag: tag.clone(),
                                 trigger: trigger.clone(),
                                 carry: None,
+                                merge_request: merge_request.clone(),
                             },
                             started: false,
                             planning: false,
@@ -362,6 +395,7 @@ impl Queue {
                     trigger: Trigger::Restart { of: run },
                     force: true,
                     carry: None,
+                    merge_request: o.w.merge_request,
                 });
             }
         }
@@ -416,7 +450,14 @@ impl Queue {
 
     /// Queues a run (see the module documentation for duplicates).
     pub async fn submit(&self, s: Submission) -> Result<Submitted, QueueError> {
-        let key = (s.project.clone(), s.commit.clone(), s.branch.clone(), s.tag.clone());
+        let iid = s.merge_request.as_ref().map(|m| m.iid);
+        let key = (
+            s.project.clone(),
+            s.commit.clone(),
+            s.branch.clone(),
+            s.tag.clone(),
+            iid,
+        );
         let run = {
             let mut intake = self.intake.lock().await;
             if !s.force
@@ -430,19 +471,48 @@ impl Queue {
             }
             let run = self.engine.allocate_run(&s.project).await?;
             self.engine
-                .record_queued(&s.project, run, &s.commit, &s.branch, &s.tag, &s.trigger, false)
+                .record_queued(
+                    &s.project,
+                    run,
+                    &s.commit,
+                    &s.branch,
+                    &s.tag,
+                    &s.trigger,
+                    false,
+                    &s.merge_request,
+                )
                 .await?;
             intake.seen.insert(key, run);
             run
         };
         let newest = self.project(&s.project).map(|p| p.queue_mode()) == Some(QueueMode::Newest);
+        let reported = matches!(
+            s.trigger,
+            Trigger::Api { .. } | Trigger::Webhook { .. } | Trigger::Poll | Trigger::Hook { .. }
+        );
+        // GitLab's auto-cancel of redundant pipelines: the branch's (or merge request's)
+        // running runs of other commits whose started jobs are all interruptible.
+        let redundant: Vec<u64> = if reported && (s.branch.is_some() || iid.is_some()) && s.tag.is_none() {
+            let st = self.state.lock();
+            st.running
+                .iter()
+                .filter(|((p, _), r)| *p == s.project && r.branch == s.branch && r.mr == iid && r.commit != s.commit)
+                .map(|((_, n), _)| *n)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let superseded: Vec<u64> = {
             {
                 let mut st = self.state.lock();
                 let mut gone = Vec::new();
                 if newest && s.carry.is_none() {
                     st.waiting.retain(|w| {
-                        let old = w.project == s.project && w.branch == s.branch && w.tag.is_none() && s.tag.is_none();
+                        let old = w.project == s.project
+                            && w.branch == s.branch
+                            && w.tag.is_none()
+                            && s.tag.is_none()
+                            && w.merge_request.as_ref().map(|m| m.iid) == iid;
                         if old {
                             gone.push(w.run);
                         }
@@ -457,6 +527,7 @@ impl Queue {
                     tag: s.tag,
                     trigger: s.trigger,
                     carry: s.carry,
+                    merge_request: s.merge_request,
                 });
                 gone
             }
@@ -465,6 +536,30 @@ impl Queue {
         for old in superseded {
             self.finish_unstarted(&s.project, old, format!("superseded by run #{run}, a newer commit"))
                 .await?;
+        }
+        for old in redundant {
+            let started = self
+                .engine
+                .store
+                .events(&EventFilter {
+                    project: Some(s.project.clone()),
+                    run: Some(old),
+                    kind: Some("job_started".into()),
+                    ..Default::default()
+                })
+                .await?;
+            let started = started.iter().filter_map(|e| match &e.kind {
+                EventKind::JobStarted { interruptible, .. } => Some(*interruptible),
+                _ => None,
+            });
+            if interruptible(started) {
+                let by = format!("run #{run}, of a newer commit (its started jobs are interruptible)");
+                tracing::info!(project = %s.project, run = old, by = %by, "redundant run cancelled");
+                match self.cancel(&s.project, old, &by).await {
+                    Ok(_) | Err(QueueError::NotActive(..)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
         Ok(Submitted::Queued(run))
     }
@@ -494,8 +589,8 @@ impl Queue {
             if let Some(i) = st.waiting.iter().position(|w| w.project == project && w.run == run) {
                 st.waiting.remove(i);
                 Some(false)
-            } else if let Some(tx) = st.running.get(&(project.to_string(), run)) {
-                let _ = tx.send(true);
+            } else if let Some(r) = st.running.get(&(project.to_string(), run)) {
+                let _ = r.cancel.send(true);
                 Some(true)
             } else {
                 None
@@ -510,6 +605,35 @@ impl Queue {
             Some(true) => Ok("cancelling"),
             None => Err(QueueError::NotActive(project.into(), run)),
         }
+    }
+
+    /// Cancels every waiting and running run of merge request `iid` (it was closed or merged);
+    /// returns their numbers.
+    pub async fn cancel_merge_request(&self, project: &str, iid: u64, why: &str) -> Result<Vec<u64>, QueueError> {
+        let runs: Vec<u64> = {
+            let st = self.state.lock();
+            let waiting = st
+                .waiting
+                .iter()
+                .filter(|w| w.project == project && w.merge_request.as_ref().is_some_and(|m| m.iid == iid))
+                .map(|w| w.run);
+            let running = st
+                .running
+                .iter()
+                .filter(|((p, _), r)| p == project && r.mr == Some(iid))
+                .map(|((_, r), _)| *r);
+            waiting.chain(running).collect()
+        };
+        let mut cancelled = Vec::new();
+        for run in runs {
+            // A run that finished meanwhile is no longer active: nothing to cancel.
+            match self.cancel(project, run, why).await {
+                Ok(_) => cancelled.push(run),
+                Err(QueueError::NotActive(..)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(cancelled)
     }
 
     /// How many runs wait and how many run now.
@@ -562,7 +686,13 @@ impl Queue {
         drop(projects);
         let w = st.waiting.remove(i)?;
         let (tx, rx) = watch::channel(false);
-        st.running.insert((w.project.clone(), w.run), tx);
+        let running = Running {
+            cancel: tx,
+            commit: w.commit.clone(),
+            branch: w.branch.clone(),
+            mr: w.merge_request.as_ref().map(|m| m.iid),
+        };
+        st.running.insert((w.project.clone(), w.run), running);
         *st.per_project.entry(w.project.clone()).or_insert(0) += 1;
         Some((w, rx))
     }
@@ -610,6 +740,7 @@ impl Queue {
             secrets: self.secrets_for(&project, w.branch.as_deref()),
             quarantine: Some(quarantine),
             child: None,
+            merge_request: w.merge_request.clone(),
         };
         // Recorded before the file is read: if planning brings the server down, its restart
         // fails this run instead of planning it again.
@@ -686,4 +817,15 @@ async fn default_quarantine(repo: &Repo, branch: &str) -> Vec<takt_pipeline::Qua
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_run_is_interruptible_when_every_started_job_is() {
+        assert!(super::interruptible([true, true]));
+        assert!(!super::interruptible([true, false, true]));
+        // Nothing started yet: the queue's mode decides, not auto-cancel.
+        assert!(!super::interruptible([]));
+    }
 }

@@ -2,10 +2,11 @@
 //! the poller, a schedule) ends here — fetch the mirror, resolve what was reported, check that
 //! the commit is on the branch or tag it claims, submit it to the queue.
 
+use crate::forge::{Forge, MergeRequest};
 use crate::queue::{QueueError, Submission, Submitted};
 use crate::{Ci, projects};
 use takt_engine::git::Repo;
-use takt_model::Trigger;
+use takt_model::{MergeRequestRun, Trigger};
 
 /// Why a trigger queued nothing.
 #[derive(Debug, thiserror::Error)]
@@ -144,10 +145,86 @@ pub async fn report(
             trigger,
             force,
             carry: None,
+            merge_request: None,
         })
         .await?;
     if let Submitted::Queued(run) = submitted {
         (ci.on_queued)(project, run, arrived);
     }
     Ok((submitted, commit))
+}
+
+/// Where a forge keeps a merge request's head in the target repository: GitHub's and Gitea's
+/// `refs/pull/N/head`, GitLab's `refs/merge-requests/N/head` (a mirror fetches every ref).
+pub fn merge_request_ref(forge: Forge, iid: u64) -> String {
+    match forge {
+        Forge::Github | Forge::Gitea => format!("refs/pull/{iid}/head"),
+        Forge::Gitlab => format!("refs/merge-requests/{iid}/head"),
+    }
+}
+
+/// Submits a merge-request pipeline for the request's head. The head must be on the request's
+/// ref in the project's repository (the forge's, not the payload's word, as a branch must
+/// contain its run's commit). The run is labelled with the source branch — whose secrets a
+/// protected source branch gives — only when the request is not from a fork and the head is
+/// on that branch here; a fork's run has no branch, hence no secrets.
+pub async fn report_merge_request(
+    ci: &Ci,
+    project: &str,
+    forge: Forge,
+    mr: &MergeRequest,
+    trigger: Trigger,
+) -> Result<(Submitted, String), TriggerError> {
+    let arrived = std::time::Instant::now();
+    ci.project(project)?;
+    let bad = TriggerError::BadRequest;
+    ci.queue
+        .fetch(project)
+        .await
+        .map_err(|e| bad(format!("cannot fetch the repository of `{project}`: {e}")))?;
+    let mirror = Repo::bare(&projects::mirror_path(&ci.data_dir, project));
+    let mr_ref = merge_request_ref(forge, mr.iid);
+    let tip = mirror.resolve(&mr_ref).await.map_err(|_| {
+        bad(format!(
+            "the repository of `{project}` has no {mr_ref} for merge request !{}; is it the request's target repository?",
+            mr.iid
+        ))
+    })?;
+    if tip != mr.head && !mirror.is_ancestor(&mr.head, &tip).await {
+        return Err(bad(format!(
+            "commit {} is not on {mr_ref} (its head is {tip}); a merge request's run must be of its commits",
+            mr.head
+        )));
+    }
+    let branch = if mr.fork {
+        None
+    } else {
+        on_its_ref(&mirror, project, &mr.head, Some(&mr.source_branch), None)
+            .await
+            .ok()
+            .map(|()| mr.source_branch.clone())
+    };
+    let submitted = ci
+        .queue
+        .submit(Submission {
+            project: project.to_string(),
+            commit: mr.head.clone(),
+            branch,
+            tag: None,
+            trigger,
+            force: false,
+            carry: None,
+            merge_request: Some(MergeRequestRun {
+                iid: mr.iid,
+                title: mr.title.clone(),
+                source_branch: mr.source_branch.clone(),
+                target_branch: mr.target_branch.clone(),
+                fork: mr.fork,
+            }),
+        })
+        .await?;
+    if let Submitted::Queued(run) = submitted {
+        (ci.on_queued)(project, run, arrived);
+    }
+    Ok((submitted, mr.head.clone()))
 }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use takt_blob::{Keyring, LocalBlobs, Manifest, ManifestStore, Provenance, matching_files};
 use takt_exec::{Executor, SharedLog, StepEnd, StepSpec};
-use takt_model::{Event, EventKind, FailureReason, JobStatus, OffsetDateTime, RunStatus, Trigger, timefmt};
+use takt_model::{
+    Event, EventKind, FailureReason, JobStatus, MergeRequestRun, OffsetDateTime, RunStatus, Trigger, timefmt,
+};
 use takt_pipeline::{ArtifactWhen, CachePolicy, Pipeline, Plan, PlanContext, PlannedJob, RetryWhen, Schedule};
 use takt_store::Store;
 use tokio::sync::{mpsc, watch};
@@ -54,6 +56,19 @@ pub struct RunRequest {
     pub quarantine: Option<Vec<takt_pipeline::Quarantined>>,
     /// A child pipeline's run (a trigger job's): which file it reads instead of the project's.
     pub child: Option<ChildOf>,
+    /// The merge request the run is for (a merge-request pipeline).
+    pub merge_request: Option<MergeRequestRun>,
+}
+
+impl RunRequest {
+    /// `CI_PIPELINE_SOURCE`: `merge_request_event` for a merge request's run (and its retries),
+    /// else what the trigger says.
+    pub fn source(&self) -> &'static str {
+        match (&self.trigger, &self.merge_request) {
+            (Trigger::Parent { .. }, _) | (_, None) => self.trigger.pipeline_source(),
+            (_, Some(_)) => "merge_request_event",
+        }
+    }
 }
 
 /// What a child pipeline's run reads: its file and the parent's layout, the variables its
@@ -179,7 +194,8 @@ impl Prepared {
             branch: &branch,
             tag: &tag,
             default_branch: &default_branch,
-            source: req.trigger.pipeline_source(),
+            source: req.source(),
+            merge_request: req.merge_request.as_ref(),
         })
         .into_iter()
         .collect();
@@ -307,6 +323,7 @@ struct Facts<'a> {
     tag: &'a Option<String>,
     default_branch: &'a str,
     source: &'a str,
+    merge_request: Option<&'a MergeRequestRun>,
 }
 
 fn facts(f: &Facts<'_>) -> Vec<(String, String)> {
@@ -318,6 +335,7 @@ fn facts(f: &Facts<'_>) -> Vec<(String, String)> {
         tag,
         default_branch,
         source,
+        merge_request,
     } = *f;
     let short = &commit[..commit.len().min(8)];
     let mut v = vec![
@@ -335,6 +353,14 @@ fn facts(f: &Facts<'_>) -> Vec<(String, String)> {
         ("TAKT_RUN_NUMBER".into(), run.to_string()),
         ("TAKT_PROJECT".into(), project.into()),
     ];
+    if let Some(mr) = merge_request {
+        // As GitLab's merge-request pipelines: no `CI_COMMIT_BRANCH`, the ref is the source
+        // branch (so `rules: - if: $CI_COMMIT_BRANCH` jobs stay out of them).
+        v.push(("CI_COMMIT_REF_NAME".into(), mr.source_branch.clone()));
+        v.push(("CI_COMMIT_REF_SLUG".into(), ref_slug(&mr.source_branch)));
+        v.extend(mr.variables().map(|(k, v)| (k.to_string(), v)));
+        return v;
+    }
     if let Some(b) = branch {
         v.push(("CI_COMMIT_BRANCH".into(), b.clone()));
         v.push(("CI_COMMIT_REF_NAME".into(), b.clone()));
@@ -486,6 +512,7 @@ impl<E: Executor + 'static> Engine<E> {
         tag: &Option<String>,
         trigger: &Trigger,
         dirty: bool,
+        merge_request: &Option<MergeRequestRun>,
     ) -> Result<(), EngineError> {
         self.emit(
             project,
@@ -506,6 +533,7 @@ impl<E: Executor + 'static> Engine<E> {
                 tag: tag.clone(),
                 trigger: trigger.clone(),
                 dirty,
+                merge_request: merge_request.clone(),
             },
         )
         .await
@@ -577,8 +605,17 @@ impl<E: Executor + 'static> Engine<E> {
             Some(n) => n,
             None => {
                 let run = self.allocate_run(&project).await?;
-                self.record_queued(&project, run, &commit, &branch, &tag, &req.trigger, req.dirty)
-                    .await?;
+                self.record_queued(
+                    &project,
+                    run,
+                    &commit,
+                    &branch,
+                    &tag,
+                    &req.trigger,
+                    req.dirty,
+                    &req.merge_request,
+                )
+                .await?;
                 run
             }
         };
@@ -639,7 +676,8 @@ impl<E: Executor + 'static> Engine<E> {
             variables: prep.pipeline.variables.clone(),
             workflow_variables: prep.plan.variables.clone(),
             subdir: prep.subdir.clone(),
-            source: req.trigger.pipeline_source(),
+            source: req.source(),
+            merge_request: req.merge_request.clone(),
             quarantine: req
                 .quarantine
                 .clone()
@@ -897,6 +935,7 @@ impl<E: Executor + 'static> Engine<E> {
                 attempt: 1,
                 wait_ms,
                 log: None,
+                interruptible: pj.job.interruptible,
             },
         )
         .await?;
@@ -1114,6 +1153,7 @@ struct RunCtx {
     quarantine: Vec<takt_pipeline::Quarantined>,
     /// `CI_PIPELINE_SOURCE`.
     source: &'static str,
+    merge_request: Option<MergeRequestRun>,
 }
 
 struct JobRun<E> {
@@ -1224,6 +1264,7 @@ impl<E: Executor + 'static> JobRun<E> {
                 attempt,
                 wait_ms,
                 log: Some(self.log_rel(attempt)),
+                interruptible: self.pj().job.interruptible,
             })
             .await?;
             let _ = self
@@ -1395,6 +1436,7 @@ impl<E: Executor + 'static> JobRun<E> {
             tag: &c.tag,
             default_branch: &c.default_branch,
             source: c.source,
+            merge_request: c.merge_request.as_ref(),
         }));
         let dir = project_dir.display().to_string();
         env.extend([

@@ -70,6 +70,7 @@ fn year() -> Vec<Event> {
                     tag: None,
                     trigger: Trigger::Poll,
                     dirty: false,
+                    merge_request: None,
                 };
                 out.push(event(&project, r, m(1), queued));
                 out.push(event(&project, r, m(2), EventKind::RunStarted));
@@ -87,6 +88,7 @@ fn year() -> Vec<Event> {
                         attempt: 1,
                         wait_ms: 10,
                         log: None,
+                        interruptible: false,
                     };
                     out.push(event(&project, r, start, s));
                     let f = EventKind::JobFinished {

@@ -54,6 +54,7 @@ impl Log {
             tag: None,
             trigger: Trigger::Poll,
             dirty: false,
+            merge_request: None,
         };
         self.push("shop", r, start, queued);
         self.push("shop", r, start, EventKind::RunStarted);
@@ -71,6 +72,7 @@ impl Log {
                 attempt: 1,
                 wait_ms: 0,
                 log: None,
+                interruptible: false,
             };
             self.push("shop", r, t, started);
             t += time::Duration::minutes(*minutes);

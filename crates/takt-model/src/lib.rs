@@ -115,6 +115,34 @@ impl Trigger {
     }
 }
 
+/// The merge request (GitHub's and Gitea's pull request) a run is for: GitLab's
+/// `CI_MERGE_REQUEST_*` variables. Kept with the run, so a retry or a restart of it is a
+/// merge-request pipeline too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeRequestRun {
+    /// Its number in the repository (`CI_MERGE_REQUEST_IID`).
+    pub iid: u64,
+    pub title: String,
+    pub source_branch: String,
+    pub target_branch: String,
+    /// From another repository: the run gets no secrets and runs isolated.
+    #[serde(default)]
+    pub fork: bool,
+}
+
+impl MergeRequestRun {
+    /// GitLab's merge-request variables.
+    pub fn variables(&self) -> [(&'static str, String); 5] {
+        [
+            ("CI_MERGE_REQUEST_IID", self.iid.to_string()),
+            ("CI_MERGE_REQUEST_TITLE", self.title.clone()),
+            ("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", self.source_branch.clone()),
+            ("CI_MERGE_REQUEST_TARGET_BRANCH_NAME", self.target_branch.clone()),
+            ("CI_MERGE_REQUEST_EVENT_TYPE", "detached".to_string()),
+        ]
+    }
+}
+
 /// How a project's queue treats commits that arrive while earlier ones wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -276,6 +304,9 @@ pub enum EventKind {
         /// The working tree's uncommitted changes were included (`takt run --dirty`).
         #[serde(default)]
         dirty: bool,
+        /// A merge-request pipeline's request (`CI_PIPELINE_SOURCE=merge_request_event`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        merge_request: Option<MergeRequestRun>,
     },
     /// The server began reading and planning the run's takt.yml. A run with this event but no
     /// `run_started` or `run_finished` was being planned when the server stopped: after a crash
@@ -312,6 +343,9 @@ pub enum EventKind {
         /// Where its log is being written (relative to the data directory).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         log: Option<String>,
+        /// GitLab's `interruptible: true`: a newer commit of the branch may cancel its run.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        interruptible: bool,
     },
     /// A step's process was started: its shim's pid, also its process group.
     JobProcess {
@@ -1049,6 +1083,8 @@ pub enum WebhookOutcome {
     Ignored,
     /// The forge's test delivery.
     Ping,
+    /// A merge request was closed or merged: its waiting and running runs were cancelled.
+    Closed,
 }
 
 /// How an artifact was read without downloading it (`artifact_read`).

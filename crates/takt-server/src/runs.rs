@@ -279,6 +279,7 @@ pub async fn retry(
             },
             force: true,
             carry,
+            merge_request: folded.merge_request.clone(),
         })
         .await
         .map_err(queue_error)?;

@@ -142,6 +142,9 @@ pub struct RunView {
     pub branch: Option<String>,
     pub tag: Option<String>,
     pub trigger: Trigger,
+    /// The merge request of a merge-request pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_request: Option<takt_model::MergeRequestRun>,
     pub status: RunState,
     #[serde(with = "timefmt::ms")]
     pub queued_at: OffsetDateTime,
@@ -309,6 +312,7 @@ impl Projection for Runs {
             branch,
             tag,
             trigger,
+            merge_request,
             ..
         } = &e.kind
         {
@@ -319,6 +323,7 @@ impl Projection for Runs {
                 branch: branch.clone(),
                 tag: tag.clone(),
                 trigger: trigger.clone(),
+                merge_request: merge_request.clone(),
                 status: RunState::QUEUED,
                 queued_at: e.at,
                 started_at: None,
@@ -355,6 +360,7 @@ mod tests {
                 tag: None,
                 trigger: Trigger::Poll,
                 dirty: false,
+                merge_request: None,
             },
         )
     }
@@ -424,6 +430,7 @@ mod tests {
                     attempt: 1,
                     wait_ms: 0,
                     log: Some("logs/p/1/build.log".into()),
+                    interruptible: false,
                 },
             ),
             ev(

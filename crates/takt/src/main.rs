@@ -461,6 +461,7 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
         secrets: Vec::new(),
         quarantine: None,
         child: None,
+        merge_request: None,
     };
     let prep = Prepared::new(&req, repo, &data.root.join("tmp")).await?;
     if !prep.pipeline.warnings.items.is_empty() {

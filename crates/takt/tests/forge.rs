@@ -409,3 +409,272 @@ async fn every_run_and_stage_gets_a_commit_status_on_github_gitea_and_gitlab() {
     let p = get_json(&s, "/api/v1/projects/web", &admin).await;
     assert!(p["options"].get("forge").is_none(), "{p}");
 }
+
+const HOOK_SECRET: &str = "mr-hook-secret";
+
+/// A signed webhook delivery: GitHub's headers, or GitLab's.
+async fn deliver(s: &Server, provider: &str, event: &str, delivery: &str, body: &Value) -> (StatusCode, Value) {
+    use hmac::{KeyInit, Mac};
+    let body = serde_json::to_vec(body).unwrap();
+    let r = client()
+        .post(format!("{}/api/v1/hooks/{provider}/web", s.base))
+        .header("content-type", "application/json");
+    let r = if provider == "gitlab" {
+        r.header("x-gitlab-event", event)
+            .header("x-gitlab-event-uuid", delivery)
+            .header("x-gitlab-token", HOOK_SECRET)
+    } else {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+        mac.update(&body);
+        r.header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header(
+                "x-hub-signature-256",
+                format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+            )
+    };
+    let r = r.body(body).send().await.unwrap();
+    let st = r.status();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// GitHub's own `pull_request` example for `action` (`@octokit/webhooks-examples`), made to
+/// name request `number` of branch `head_ref` at `sha` into `main`.
+fn github_pull_request(action: &str, number: u64, head_ref: &str, sha: &str, fork: bool) -> Value {
+    let text = std::fs::read(npm("@octokit/webhooks-examples/api.github.com/index.json")).unwrap();
+    let all: Vec<Value> = serde_json::from_slice(&text).unwrap();
+    let examples = &all.iter().find(|x| x["name"] == "pull_request").unwrap()["examples"];
+    let mut ex = examples
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["action"] == action)
+        .unwrap()
+        .clone();
+    ex["number"] = number.into();
+    let pr = &mut ex["pull_request"];
+    pr["number"] = number.into();
+    pr["head"]["sha"] = sha.into();
+    pr["head"]["ref"] = head_ref.into();
+    pr["base"]["ref"] = "main".into();
+    if fork {
+        pr["head"]["repo"]["full_name"] = "someone/web".into();
+    }
+    ex
+}
+
+/// GitLab's documented `Merge Request Hook` payload (its fields that CI reads).
+fn gitlab_merge_request(action: &str, iid: u64, source: &str, sha: &str) -> Value {
+    json!({
+        "object_kind": "merge_request", "event_type": "merge_request",
+        "user": {"id": 1, "name": "Administrator", "username": "root"},
+        "project": {"id": 1, "name": "web", "path_with_namespace": "team/web", "default_branch": "main"},
+        "object_attributes": {
+            "id": 99, "iid": iid, "title": "Slow change", "state": "opened", "action": action,
+            "source_branch": source, "target_branch": "main",
+            "source_project_id": 1, "target_project_id": 1,
+            "last_commit": {"id": sha, "message": "slow", "title": "slow"}
+        },
+        "labels": [], "changes": {}
+    })
+}
+
+/// Merge-request pipelines from GitHub's real `pull_request` payloads and GitLab's documented
+/// `Merge Request Hook`: the request's head runs with GitLab's variables and `rules` on
+/// `merge_request_event`; a fork's request gets no secrets; a head that is not on the request's
+/// ref is refused; a closed request cancels its run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_requests_run_their_head_with_gitlab_variables() {
+    // Forks' requests run only where jobs are isolated from the server; jobs under bubblewrap
+    // get a /tmp of their own, so the data directory lives elsewhere.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let s = start(dir.path(), &[("TAKT_ISOLATION", "bwrap")]);
+    let admin = s.printed_token.clone().unwrap();
+    let yml = r#"jobs:
+  facts:
+    script:
+      - echo "source=$CI_PIPELINE_SOURCE iid=$CI_MERGE_REQUEST_IID from=$CI_MERGE_REQUEST_SOURCE_BRANCH_NAME into=$CI_MERGE_REQUEST_TARGET_BRANCH_NAME title=[$CI_MERGE_REQUEST_TITLE] branch=${CI_COMMIT_BRANCH:-none} ref=$CI_COMMIT_REF_NAME"
+  secret:
+    secrets: [API_TOKEN]
+    script: ['test -n "$API_TOKEN"']
+  mr-only:
+    rules: [{if: '$CI_PIPELINE_SOURCE == "merge_request_event"'}]
+    script: [true]
+  push-only:
+    rules: [{if: $CI_COMMIT_BRANCH}]
+    script: [true]
+"#;
+    let repo = Repo::new(&[("takt.yml", yml)]);
+    repo.git(&["checkout", "-q", "-b", "changes"]);
+    repo.commit(&[("a", "1")], "a change");
+    let sha = repo.rev("HEAD");
+    repo.git(&["checkout", "-q", "-b", "slow", "main"]);
+    repo.commit(&[("takt.yml", "jobs:\n  wait: {script: [sleep 30]}\n")], "slow");
+    let slow = repo.rev("HEAD");
+    repo.git(&["checkout", "-q", "main"]);
+    // Where the forges keep requests' heads.
+    repo.git(&["update-ref", "refs/pull/7/head", &sha]);
+    repo.git(&["update-ref", "refs/pull/8/head", &sha]);
+    repo.git(&["update-ref", "refs/merge-requests/3/head", &slow]);
+    add_project(&s, &admin, "web", repo.path()).await;
+    for (name, value) in [("TAKT_WEBHOOK_SECRET", HOOK_SECRET), ("API_TOKEN", "s3cret-value")] {
+        assert_eq!(put_secret(&s, &admin, "web", name, value).await, StatusCode::NO_CONTENT);
+    }
+    let (st, _) = post_json(
+        &s,
+        "/api/v1/projects/web/settings",
+        &admin,
+        json!({"protected": ["changes"]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+
+    // Opened on GitHub: a merge-request pipeline of the head, with the source branch's secrets.
+    let opened = github_pull_request("opened", 7, "changes", &sha, false);
+    let (st, b) = deliver(&s, "github", "pull_request", "d-1", &opened).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["run"], 1, "{b}");
+    let r = finished_run(&s, &admin, "web", 1).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["merge_request"]["iid"], 7, "{r}");
+    let jobs: Vec<&str> = r["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert!(jobs.contains(&"mr-only") && !jobs.contains(&"push-only"), "{jobs:?}");
+    let log = get_text(&s, "/api/v1/runs/web/1/logs/facts", &admin).await;
+    let title = opened["pull_request"]["title"].as_str().unwrap();
+    assert!(
+        log.contains(&format!(
+            "source=merge_request_event iid=7 from=changes into=main title=[{title}] branch=none ref=changes"
+        )),
+        "{log}"
+    );
+    // The same delivery again, and the same head reported again: one run.
+    let (st, b) = deliver(&s, "github", "pull_request", "d-1", &opened).await;
+    assert_eq!((st, &b["duplicate"]), (StatusCode::OK, &json!(true)), "{b}");
+    let again = github_pull_request("synchronize", 7, "changes", &sha, false);
+    let (_, b) = deliver(&s, "github", "pull_request", "d-2", &again).await;
+    assert_eq!((&b["run"], &b["duplicate"]), (&json!(1), &json!(true)), "{b}");
+    // A push of that commit to its branch is a run of its own (as on GitLab).
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/projects/web/trigger",
+        &admin,
+        json!({"rev": sha, "ref": "refs/heads/changes"}),
+    )
+    .await;
+    assert_eq!((st, &b["run"]), (StatusCode::ACCEPTED, &json!(2)), "{b}");
+    let r = finished_run(&s, &admin, "web", 2).await;
+    let jobs: Vec<&str> = r["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert!(!jobs.contains(&"mr-only") && jobs.contains(&"push-only"), "{jobs:?}");
+    // Labels and reviews start nothing.
+    let labeled = github_pull_request("labeled", 7, "changes", &sha, false);
+    let (st, b) = deliver(&s, "github", "pull_request", "d-3", &labeled).await;
+    assert_eq!((st, &b["ignored"]), (StatusCode::OK, &json!(true)), "{b}");
+
+    // From a fork: it runs (isolated: bubblewrap is on this machine) without secrets.
+    let fork = github_pull_request("opened", 8, "changes", &sha, true);
+    let (st, b) = deliver(&s, "github", "pull_request", "d-4", &fork).await;
+    assert_eq!((st, &b["run"]), (StatusCode::ACCEPTED, &json!(3)), "{b}");
+    let r = finished_run(&s, &admin, "web", 3).await;
+    assert_eq!(job_of(&r, "facts")["status"], "success", "{r}");
+    assert_eq!(job_of(&r, "secret")["status"], "failed", "{r}");
+    let log = get_text(&s, "/api/v1/runs/web/3/logs/secret", &admin).await;
+    assert!(log.contains("secrets API_TOKEN are not given to this run"), "{log}");
+    assert_eq!(r["branch"], Value::Null, "{r}");
+
+    // A head that the request's ref does not have is refused, saying which ref.
+    let wrong = github_pull_request("opened", 9, "changes", &sha, false);
+    let (st, b) = deliver(&s, "github", "pull_request", "d-5", &wrong).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("refs/pull/9/head"), "{b}");
+    let not_its = github_pull_request("opened", 7, "changes", &slow, false);
+    let (st, b) = deliver(&s, "github", "pull_request", "d-6", &not_its).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("is not on refs/pull/7/head"),
+        "{b}"
+    );
+
+    // GitLab: opened, then closed while it runs: its run is cancelled.
+    let mr3 = |action| gitlab_merge_request(action, 3, "slow", &slow);
+    let (st, b) = deliver(&s, "gitlab", "Merge Request Hook", "g-1", &mr3("open")).await;
+    assert_eq!((st, &b["run"]), (StatusCode::ACCEPTED, &json!(4)), "{b}");
+    let (st, b) = deliver(&s, "gitlab", "Merge Request Hook", "g-2", &mr3("close")).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["cancelled"], json!([4]), "{b}");
+    let r = finished_run(&s, &admin, "web", 4).await;
+    assert_eq!(r["status"], "cancelled", "{r}");
+    assert_eq!(r["merge_request"]["source_branch"], "slow", "{r}");
+}
+
+/// GitLab's auto-cancel of redundant pipelines: a newer commit of the branch cancels an older
+/// run whose started jobs are all `interruptible: true`, and leaves alone one that started a
+/// job without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_commit_cancels_the_branchs_interruptible_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[("TAKT_CONCURRENCY", "4")]);
+    let admin = s.printed_token.clone().unwrap();
+    let interruptible = "jobs:\n  test: {interruptible: true, script: [sleep 30]}\n";
+    let repo = Repo::new(&[("takt.yml", interruptible)]);
+    add_project(&s, &admin, "web", repo.path()).await;
+    let push = |rev: String| {
+        let (s, admin) = (&s, &admin);
+        async move {
+            let (st, b) = post_json(
+                s,
+                "/api/v1/projects/web/trigger",
+                admin,
+                json!({"rev": rev, "ref": "refs/heads/main"}),
+            )
+            .await;
+            assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+            b["run"].as_u64().unwrap()
+        }
+    };
+    let started = |run: u64| {
+        let (s, admin) = (&s, &admin);
+        async move {
+            until(&format!("run #{run} started its job"), || async {
+                let r = get_json(s, &format!("/api/v1/runs/web/{run}"), admin).await;
+                r["jobs"]
+                    .as_array()
+                    .is_some_and(|j| j.iter().any(|j| j["status"] == "running"))
+            })
+            .await;
+        }
+    };
+
+    let one = push(repo.rev("HEAD")).await;
+    started(one).await;
+    repo.commit(&[("a", "1")], "second");
+    let two = push(repo.rev("HEAD")).await;
+    let r = finished_run(&s, &admin, "web", one).await;
+    assert_eq!(r["status"], "cancelled", "{r}");
+    started(two).await;
+
+    // A run whose started job is not interruptible (a deploy, say) runs to its end.
+    repo.commit(&[("takt.yml", "jobs:\n  deploy: {script: [sleep 30]}\n")], "third");
+    let three = push(repo.rev("HEAD")).await;
+    assert_eq!(finished_run(&s, &admin, "web", two).await["status"], "cancelled");
+    started(three).await;
+    repo.commit(&[("a", "2")], "fourth");
+    let four = push(repo.rev("HEAD")).await;
+    started(four).await;
+    let r = get_json(&s, &format!("/api/v1/runs/web/{three}"), &admin).await;
+    assert!(r.get("finished_at").is_none(), "{r}");
+    assert_eq!(job_of(&r, "deploy")["status"], "running", "{r}");
+    for run in [three, four] {
+        let (st, b) = post_json(&s, &format!("/api/v1/runs/web/{run}/cancel"), &admin, json!({})).await;
+        assert!(st.is_success(), "{b}");
+    }
+}

@@ -65,6 +65,7 @@ async fn a_run_the_server_died_planning_is_failed_not_planned_again() {
                 tag: None,
                 trigger: Trigger::Api { token: "t".into() },
                 dirty: false,
+                merge_request: None,
             },
             EventKind::RunPlanning,
         ] {
