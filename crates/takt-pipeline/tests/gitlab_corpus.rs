@@ -6,7 +6,7 @@
 //!
 //! `TAKT_WRITE_EXPECTED=1 cargo test -p takt-pipeline --test gitlab_corpus` rewrites the files;
 //! read the diff before committing it. Plain-shell ones are also run by `takt run`
-//! (crates/takt/tests/gitlab.rs).
+//! (crates/takt/tests/it/gitlab.rs).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

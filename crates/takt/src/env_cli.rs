@@ -476,38 +476,3 @@ pub fn supervise(a: SuperviseArgs) -> std::process::ExitCode {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    /// A frozen environment showed as `empty`, one awaiting approval as `deploying`.
-    #[test]
-    fn env_ls_names_frozen_halted_and_awaiting_approval() {
-        // As the server answers: the view's fields and the environment's settings.
-        let status = |fields: Value| -> EnvironmentStatus {
-            let mut v = json!({"project": "p", "environment": "e", "driver": "process", "strategy": "canary",
-                "auto": false, "requires": [], "approval": "none", "frozen_until": null, "busy": null});
-            for (k, x) in fields.as_object().unwrap() {
-                v[k] = x.clone();
-            }
-            serde_json::from_value(v).unwrap()
-        };
-        let artifact = |version: &str| json!({"name": "app", "version": version, "digest": "sha256:00"});
-        let frozen = status(json!({"running": null, "frozen_until": "2026-12-01T18:00:00Z"}));
-        assert_eq!(state_of(&frozen), "frozen until 2026-12-01T18:00:00Z (empty)");
-        let halted = status(json!({"halted": {"reason": "incident 42", "by": "me", "at": "t"}, "frozen_until": "x"}));
-        assert_eq!(state_of(&halted), "halted: incident 42");
-        let flight = |version: &str, action: &str, weight: u8, waiting: bool| {
-            json!({"deploy": 3, "artifact": artifact(version), "strategy": "canary", "rollback": false,
-                "started_at": "t", "step": 1, "action": action, "weight": weight, "waiting_for_approval": waiting})
-        };
-        let waiting = status(json!({"deploying": flight("7", "approval", 0, true)}));
-        assert_eq!(state_of(&waiting), "awaiting approval: deploy #3 app@7");
-        let deploying = status(json!({"deploying": flight("8", "set_weight", 20, false)}));
-        assert_eq!(state_of(&deploying), "deploying #3 app@8 (set_weight 20%)");
-        let healthy = status(json!({"running": artifact("8"), "healthy": true}));
-        assert_eq!(state_of(&healthy), "healthy");
-    }
-}

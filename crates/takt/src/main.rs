@@ -561,22 +561,3 @@ async fn isolated(data: &takt_engine::DataDir) -> anyhow::Result<Isolation> {
     let b = tokio::task::spawn_blocking(move || takt_exec::Bwrap::new(program, &hide)).await?;
     Ok(Isolation::Bwrap(b))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("1").is_err());
-    }
-
-    #[test]
-    fn cli_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-    }
-}

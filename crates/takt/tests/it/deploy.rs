@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
 
-mod common;
+use crate::common;
 use common::server::*;
 use common::*;
 use reqwest::StatusCode;

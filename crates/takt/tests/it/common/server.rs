@@ -30,7 +30,7 @@ pub fn start(data: &std::path::Path, env: &[(&str, &str)]) -> Server {
         // Tests that want polling say so; others must not see runs they did not ask for.
         .env("TAKT_POLL_SECONDS", "0")
         // Jobs as today (their pids visible, test directories writable); tests of isolation
-        // choose it (tests/isolation.rs).
+        // choose it (tests/it/isolation.rs).
         .env("TAKT_ISOLATION", "none");
     for (k, v) in env {
         cmd.env(k, v);

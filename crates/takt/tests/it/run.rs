@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
 
-mod common;
+use crate::common;
 use common::*;
 use std::time::Duration;
 

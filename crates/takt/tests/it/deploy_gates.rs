@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic: that is how they fail
 
-mod common;
+use crate::common;
 use common::server::*;
 use common::*;
 use reqwest::StatusCode;
@@ -136,6 +136,20 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
         "{out:?}"
     );
     assert!(!view(&s, &dep, "frozen").await["frozen_until"].is_null());
+    // `takt env ls` says what holds each environment (a frozen one showed as `empty`).
+    let env_ls = || {
+        let out = takt()
+            .args(["env", "ls", "--server", &s.base, "--token", &dep])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ls = env_ls();
+    assert!(
+        ls.lines().any(|l| l.contains("frozen") && l.contains("frozen until ")),
+        "{ls}"
+    );
 
     // prod needs approval: the deploy waits, a second request is refused, approve lets it go.
     let (st, b) = deploy(&s, &dep, "prod", "promote").await;
@@ -144,6 +158,13 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
         view(&s, &dep, "prod").await["deploying"]["waiting_for_approval"] == true
     })
     .await;
+    // It showed as `deploying`.
+    let ls = env_ls();
+    assert!(
+        ls.lines()
+            .any(|l| l.contains("prod") && l.contains("awaiting approval: deploy #1 app@")),
+        "{ls}"
+    );
     let (st, b) = post_json(
         &s,
         "/api/v1/environments/app/prod/deploy",

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::server::{self, add_project, client, finished_run, post_json, until};
 use common::{Repo, takt};
