@@ -49,6 +49,7 @@ pub enum Op {
     ShowRun,
     CancelRun,
     RetryRun,
+    PlayJob,
     JobLog,
     Webhook,
     Keys,
@@ -308,6 +309,14 @@ pub const ROUTES: &[Route] = &[
         "Run a finished run again on its commit",
     )
     .takes(Body::json::<RetryBody>())
+    .answers(Body::json::<Triggered>()),
+    route(
+        Op::PlayJob,
+        Post,
+        "/api/v1/runs/{project}/{run}/jobs/{job}/play",
+        Some(Ci),
+        "Start a manual job of a finished run, in a new run that takes over the jobs that passed",
+    )
     .answers(Body::json::<Triggered>()),
     route(
         Op::JobLog,

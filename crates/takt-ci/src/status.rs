@@ -78,6 +78,8 @@ pub fn updates(e: &Event, run: &RunView, link: &ForgeLink, public_url: &str) -> 
                 RunStatus::Failed => (State::Failure, "failed"),
                 RunStatus::Cancelled => (State::Cancelled, "was cancelled"),
                 RunStatus::Interrupted => (State::Cancelled, "was interrupted"),
+                // Blocked until someone plays its manual job: not a verdict yet.
+                RunStatus::Manual => (State::Pending, "waits for a manual job"),
                 RunStatus::Running => return out,
             };
             let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();

@@ -46,8 +46,8 @@ pub struct RunRequest {
     /// The run's number when it was already queued (the server records `run_queued` when a
     /// trigger arrives); `None` numbers it now and records it as queued.
     pub queued: Option<u64>,
-    /// A retry of only the failed jobs of run `from`: these jobs passed there and are not run
-    /// again; their artifacts are reused.
+    /// A retry of only the failed jobs of run `from`, or a manual job of it played: these
+    /// jobs passed there and are not run again; their artifacts are reused.
     pub carry: Option<Carry>,
     /// Secret values this run may give to jobs that declare them (`secrets: [NAME]`).
     pub secrets: Vec<(String, String)>,
@@ -91,6 +91,8 @@ pub const MAX_CHILD_DEPTH: u32 = 2;
 pub struct Carry {
     pub from: u64,
     pub jobs: Vec<String>,
+    /// Manual jobs to start (`takt runs play`): they run as if they were not manual.
+    pub play: Vec<String>,
 }
 
 /// Everything known before the first job starts. Building it validates the pipeline.
@@ -683,7 +685,16 @@ impl<E: Executor + 'static> Engine<E> {
                 .clone()
                 .unwrap_or_else(|| prep.pipeline.quarantine.clone()),
         });
-        let plan = Arc::new(prep.plan.clone());
+        let mut plan = prep.plan.clone();
+        // Manual jobs played by a person (`takt runs play`) run as any other job.
+        for pj in &mut plan.jobs {
+            if pj.when == takt_pipeline::When::Manual
+                && req.carry.as_ref().is_some_and(|c| c.play.contains(&pj.job.name))
+            {
+                pj.when = takt_pipeline::When::OnSuccess;
+            }
+        }
+        let plan = Arc::new(plan);
         let n = plan.jobs.len();
         let mut schedule = Schedule::new(&plan);
         let mut reports: Vec<Option<JobReport>> = vec![None; n];
@@ -850,9 +861,15 @@ impl<E: Executor + 'static> Engine<E> {
             RunStatus::Cancelled
         } else if jobs.iter().any(|j| j.status == JobStatus::Failed && !j.allow_failure) {
             RunStatus::Failed
+        } else if schedule.blocked_by().is_some() {
+            RunStatus::Manual
         } else {
             RunStatus::Success
         };
+        let reason = (status == RunStatus::Manual)
+            .then(|| schedule.blocked_by().and_then(|b| plan.jobs.get(b)))
+            .flatten()
+            .map(|pj| format!("waits for the manual job `{}`", pj.job.name));
         let wall = started.elapsed();
         let budget = prep.pipeline.budget;
         let over_budget = (wall > budget).then(|| {
@@ -873,7 +890,7 @@ impl<E: Executor + 'static> Engine<E> {
             EventKind::RunFinished {
                 status,
                 duration_ms: wall.as_millis() as u64,
-                reason: None,
+                reason,
                 budget_ms: Some(budget.as_millis() as u64),
                 slowest_job: over_budget.as_ref().map(|o| o.slowest_job.clone()),
             },

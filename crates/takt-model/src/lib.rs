@@ -21,6 +21,10 @@ pub enum RunStatus {
     Cancelled,
     /// The process that drove the run died before it finished.
     Interrupted,
+    /// Waiting for a person (GitLab's `manual` pipeline status, shown as blocked): a manual
+    /// job with `allow_failure: false` held the jobs after it; playing it (`takt runs play`)
+    /// makes a run that goes on from there.
+    Manual,
 }
 
 /// The outcome of one job.
@@ -57,6 +61,7 @@ impl fmt::Display for RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Manual => "manual",
         })
     }
 }
@@ -92,6 +97,9 @@ pub enum Trigger {
     Schedule { name: String, cron: String },
     /// `takt runs retry`: a new run of the same commit.
     Retry { of: u64, token: String, failed_only: bool },
+    /// `takt runs play`: the manual job `job` of run `of` played by the named token, in a new
+    /// run of the same commit that takes over the jobs that passed in `of`.
+    Play { of: u64, job: String, token: String },
     /// The server restarted while the run `of` was going on and queued it again.
     Restart { of: u64 },
     /// A child pipeline: the trigger job `job` of run `run` (GitLab's `trigger: include`).
@@ -108,7 +116,7 @@ impl Trigger {
             | Trigger::Poll
             | Trigger::Hook { .. }
             | Trigger::Restart { .. } => "push",
-            Trigger::Api { .. } | Trigger::Retry { .. } => "api",
+            Trigger::Api { .. } | Trigger::Retry { .. } | Trigger::Play { .. } => "api",
             Trigger::Schedule { .. } => "schedule",
             Trigger::Parent { .. } => "parent_pipeline",
         }

@@ -409,7 +409,9 @@ pub struct Job {
     pub dependencies: Option<Vec<String>>,
     pub rules: Vec<Rule>,
     pub when: When,
-    pub allow_failure: bool,
+    /// `None` when the file does not say: GitLab's default, `true` for a manual job outside
+    /// `rules`, else `false` ([`crate::plan`]).
+    pub allow_failure: Option<bool>,
     pub allow_exit_codes: Vec<i32>,
     pub timeout: Option<Duration>,
     pub retry: Retry,

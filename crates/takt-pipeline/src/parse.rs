@@ -1424,7 +1424,7 @@ impl Cx {
             dependencies: None,
             rules: Vec::new(),
             when: When::OnSuccess,
-            allow_failure: false,
+            allow_failure: None,
             allow_exit_codes: Vec::new(),
             timeout: None,
             retry: Retry::default(),
@@ -1514,6 +1514,8 @@ impl Cx {
                 }
                 "allow_failure" => match &v.kind {
                     NodeKind::Map(es) => {
+                        // Allowed for these exit codes only: said, so not a manual job's default.
+                        job.allow_failure = Some(false);
                         for (ak, av) in es {
                             if key(ak) == "exit_codes" {
                                 for c in self.strings(av, "`allow_failure.exit_codes`").unwrap_or_default() {
@@ -1527,7 +1529,7 @@ impl Cx {
                             }
                         }
                     }
-                    _ => job.allow_failure = self.bool(v, &what).unwrap_or(false),
+                    _ => job.allow_failure = Some(self.bool(v, &what).unwrap_or(false)),
                 },
                 "timeout" => {
                     if let Some(d) = self.duration(v, &what) {

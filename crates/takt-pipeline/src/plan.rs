@@ -214,8 +214,14 @@ pub fn plan(p: &Pipeline, cx: &PlanContext) -> Result<Plan, PlanError> {
     let mut included: Vec<PlannedJob> = Vec::new();
     let mut excluded = Vec::new();
     for job in &p.jobs {
+        // GitLab's defaults: a manual job may fail (it does not block what comes after it)
+        // unless it says otherwise; one made manual by a rule blocks unless it says it may fail.
         let (when, allow_failure, rule_variables) = if job.rules.is_empty() {
-            (job.when, job.allow_failure, Vec::new())
+            (
+                job.when,
+                job.allow_failure.unwrap_or(job.when == When::Manual),
+                Vec::new(),
+            )
         } else {
             let vars = Layered {
                 job: job.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
@@ -228,7 +234,7 @@ pub fn plan(p: &Pipeline, cx: &PlanContext) -> Result<Plan, PlanError> {
                 }
                 Some(r) => (
                     r.when.unwrap_or(job.when),
-                    r.allow_failure.unwrap_or(job.allow_failure),
+                    r.allow_failure.or(job.allow_failure).unwrap_or(false),
                     r.variables.clone(),
                 ),
             }
@@ -297,6 +303,12 @@ pub fn plan(p: &Pipeline, cx: &PlanContext) -> Result<Plan, PlanError> {
     if !cx.only_jobs.is_empty() {
         let (kept, map) = restrict(included, &cx.only_jobs)?;
         included = kept;
+        // A manual job asked for by name is played.
+        for pj in &mut included {
+            if pj.when == When::Manual && cx.only_jobs.contains(&pj.job.name) {
+                pj.when = When::OnSuccess;
+            }
+        }
         let mut arts = vec![Vec::new(); included.len()];
         for (old, new) in map.iter().enumerate() {
             if let (Some(new), Some(a)) = (new, need_arts.get(old))
@@ -517,7 +529,13 @@ pub struct Schedule {
     /// stage have all been marked so.
     tainted: Vec<bool>,
     tainted_from: usize,
+    /// The same for a manual job that may not fail (GitLab's blocking manual job): what comes
+    /// after it waits for a person; `blocker` is the first such job.
+    blocked: Vec<bool>,
+    blocked_from: usize,
+    blocker: Option<usize>,
     when: Vec<When>,
+    allow_failure: Vec<bool>,
     names: Vec<String>,
     state: Vec<State>,
     /// Waiting jobs whose dependencies are all finished.
@@ -536,6 +554,10 @@ fn did_not_run(s: State) -> bool {
 
 fn stops(s: State) -> bool {
     s == State::Done(JobStatus::Failed, false)
+}
+
+fn blocks(s: State) -> bool {
+    s == State::Done(JobStatus::Manual, false)
 }
 
 impl Schedule {
@@ -579,6 +601,10 @@ impl Schedule {
             not_run: vec![0; n],
             tainted: vec![false; n],
             tainted_from: ranks,
+            blocked: vec![false; n],
+            blocked_from: ranks,
+            blocker: None,
+            allow_failure: plan.jobs.iter().map(|j| j.allow_failure).collect(),
             deps,
             needed_by,
             by_needs,
@@ -693,6 +719,10 @@ impl Schedule {
                 }
             }
         }
+        if blocks(new) && !blocks(old) {
+            self.blocker.get_or_insert(i);
+            self.mark_from(i, true);
+        }
         if stops(old) != stops(new) {
             if stops(new) {
                 self.taint_from(i);
@@ -712,10 +742,21 @@ impl Schedule {
 
     /// Marks every job that (transitively) waits for `f` as having a failed dependency.
     fn taint_from(&mut self, f: usize) {
+        self.mark_from(f, false);
+    }
+
+    /// Marks every job that (transitively) waits for `f`: as blocked by a manual job
+    /// (`blocked`), or as having a failed dependency.
+    fn mark_from(&mut self, f: usize, blocked: bool) {
+        let (marks, marked_from) = if blocked {
+            (&mut self.blocked, &mut self.blocked_from)
+        } else {
+            (&mut self.tainted, &mut self.tainted_from)
+        };
         let mut todo = vec![f];
         while let Some(x) = todo.pop() {
             for &y in self.needed_by.get(x).map_or(&[][..], Vec::as_slice) {
-                if let Some(t) = self.tainted.get_mut(y)
+                if let Some(t) = marks.get_mut(y)
                     && !*t
                 {
                     *t = true;
@@ -723,9 +764,9 @@ impl Schedule {
                 }
             }
             let first = self.rank.get(x).copied().unwrap_or(0) + 1;
-            for rank in first..self.tainted_from {
+            for rank in first..*marked_from {
                 for &y in self.stage_jobs.get(rank).map_or(&[][..], Vec::as_slice) {
-                    if let Some(t) = self.tainted.get_mut(y)
+                    if let Some(t) = marks.get_mut(y)
                         && !*t
                     {
                         *t = true;
@@ -733,7 +774,7 @@ impl Schedule {
                     }
                 }
             }
-            self.tainted_from = self.tainted_from.min(first);
+            *marked_from = (*marked_from).min(first);
         }
     }
 
@@ -754,7 +795,9 @@ impl Schedule {
                     continue;
                 }
                 if let Decision::Skip(status, reason) = self.decide(i) {
-                    for k in self.set(i, State::Done(status, true)) {
+                    // A manual job that may not fail holds what comes after it.
+                    let allowed = status != JobStatus::Manual || self.allow_failure.get(i).copied().unwrap_or(true);
+                    for k in self.set(i, State::Done(status, allowed)) {
                         if k > i {
                             this.insert(k);
                         } else {
@@ -781,6 +824,13 @@ impl Schedule {
 
     /// What to do with a waiting job whose dependencies are all done.
     fn decide(&self, i: usize) -> Decision {
+        if self.blocked.get(i).copied().unwrap_or(false) {
+            let name = self.blocker.and_then(|b| self.names.get(b)).map_or("", String::as_str);
+            return Decision::Skip(
+                JobStatus::Skipped,
+                format!("waits for the manual job `{name}` (allow_failure: false): play it"),
+            );
+        }
         match self.when.get(i).copied().unwrap_or(When::OnSuccess) {
             When::Manual => Decision::Skip(JobStatus::Manual, "manual job: start it by hand".into()),
             When::Always => Decision::Start,
@@ -841,6 +891,12 @@ impl Schedule {
 
     pub fn stopped_by(&self) -> Option<usize> {
         self.stopped_by
+    }
+
+    /// The first manual job that may not fail and so held the jobs after it: the run waits
+    /// for a person (GitLab's blocked pipeline).
+    pub fn blocked_by(&self) -> Option<usize> {
+        self.blocker
     }
 
     pub fn all_done(&self) -> bool {

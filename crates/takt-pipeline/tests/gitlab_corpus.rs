@@ -122,7 +122,7 @@ fn describe_job(out: &mut String, j: &Job, at: &takt_pipeline::Diagnostics) {
         let _ = writeln!(out, "  rules: {}", j.rules.len());
     }
     let mut flags = Vec::new();
-    if j.allow_failure {
+    if j.allow_failure == Some(true) {
         flags.push("allow_failure".to_string());
     }
     if !j.allow_exit_codes.is_empty() {

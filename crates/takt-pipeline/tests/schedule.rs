@@ -281,3 +281,110 @@ jobs:
     let path = takt_pipeline::critical_path(&p, &secs(&[5, 1, 1, 9]));
     assert_eq!(names(&p, &path), ["b", "d"]);
 }
+
+/// Runs a schedule to its end with every started job passing; `job:status` in order.
+fn run_all(p: &takt_pipeline::Plan, s: &mut Schedule) -> Vec<String> {
+    let mut order = Vec::new();
+    loop {
+        let (skips, ready) = s.poll();
+        for k in &skips {
+            order.push(format!("{}:{}", p.jobs[k.job].job.name, k.status));
+        }
+        if ready.is_empty() && skips.is_empty() {
+            break;
+        }
+        for i in ready {
+            s.start(i);
+            s.finish(i, JobStatus::Success, p.jobs[i].allow_failure);
+            order.push(format!("{}:ok", p.jobs[i].job.name));
+        }
+    }
+    order
+}
+
+const MANUAL: &str = "
+jobs:
+  build: {stage: build, script: [make]}
+  review: {stage: build, script: [x], when: manual}
+  approve: {stage: test, script: [x], when: manual, allow_failure: false}
+  lint: {stage: test, script: [x]}
+  deploy: {stage: deploy, script: [x]}
+  smoke: {stage: deploy, script: [x], needs: [approve]}
+  early: {stage: deploy, script: [x], needs: []}
+  cleanup: {stage: .post, script: [rm], when: always}
+";
+
+/// GitLab's manual jobs: one that may fail (the default outside `rules`) waits for a person
+/// without holding anything; one with `allow_failure: false` holds every job after it (by
+/// stage or `needs`, `always` jobs too) while jobs beside it run.
+#[test]
+fn a_blocking_manual_job_holds_what_comes_after_it() {
+    let p = plan(&pipeline(MANUAL), &PlanContext::default()).unwrap();
+    let mut s = Schedule::new(&p);
+    let mut order = run_all(&p, &mut s);
+    order.sort();
+    assert_eq!(
+        order,
+        [
+            "approve:manual",
+            "build:ok",
+            "cleanup:skipped",
+            "deploy:skipped",
+            "early:ok",
+            "lint:ok",
+            "review:manual",
+            "smoke:skipped"
+        ]
+    );
+    assert!(s.all_done());
+    assert_eq!(s.blocked_by().map(|b| p.jobs[b].job.name.as_str()), Some("approve"));
+
+    // Without `allow_failure: false` nothing is held.
+    let p = plan(
+        &pipeline(&MANUAL.replace(", allow_failure: false", "")),
+        &PlanContext::default(),
+    )
+    .unwrap();
+    let mut s = Schedule::new(&p);
+    let order = run_all(&p, &mut s);
+    assert!(order.contains(&"deploy:ok".to_string()), "{order:?}");
+    assert!(
+        order.contains(&"smoke:skipped".to_string()),
+        "a need that did not run: {order:?}"
+    );
+    assert_eq!(s.blocked_by(), None);
+}
+
+#[test]
+fn manual_jobs_take_gitlabs_allow_failure_defaults_and_a_named_one_is_played() {
+    let p = plan(
+        &pipeline(
+            "
+jobs:
+  a: {script: [x], when: manual}
+  b: {script: [x], when: manual, allow_failure: false}
+  c: {script: [x], rules: [{when: manual}]}
+  d: {script: [x], rules: [{when: manual, allow_failure: true}]}
+  e: {script: [x], when: manual, allow_failure: {exit_codes: [3]}}
+",
+        ),
+        &PlanContext::default(),
+    )
+    .unwrap();
+    let allowed: Vec<(&str, bool)> = p.jobs.iter().map(|j| (j.job.name.as_str(), j.allow_failure)).collect();
+    assert_eq!(
+        allowed,
+        [("a", true), ("b", false), ("c", false), ("d", true), ("e", false)]
+    );
+    // `takt run --job b` plays it.
+    let cx = PlanContext {
+        only_jobs: vec!["b".into()],
+        ..PlanContext::default()
+    };
+    let p = plan(
+        &pipeline("jobs:\n  b: {script: [x], when: manual, allow_failure: false}\n"),
+        &cx,
+    )
+    .unwrap();
+    assert_eq!(p.jobs[0].when, takt_pipeline::When::OnSuccess);
+}

@@ -181,6 +181,7 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::ShowRun => on(m, runs::show_run),
         Op::CancelRun => on(m, runs::cancel),
         Op::RetryRun => on(m, runs::retry),
+        Op::PlayJob => on(m, runs::play),
         Op::JobLog => on(m, runs::logs),
         Op::Webhook => on(m, hooks::webhook),
         Op::Keys => on(m, artifacts::keys),

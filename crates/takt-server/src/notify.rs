@@ -238,6 +238,7 @@ pub fn slack_message(e: &Event, commit: Option<&(String, Option<String>)>) -> Op
         RunStatus::Failed => (":x:", "failed"),
         RunStatus::Cancelled => (":no_entry_sign:", "was cancelled"),
         RunStatus::Interrupted => (":warning:", "was interrupted"),
+        RunStatus::Manual => (":raised_hand:", "waits for a manual job"),
         RunStatus::Running => return None,
     };
     let text = format!(

@@ -238,14 +238,9 @@ pub async fn retry(
             "run #{run} has not finished; cancel it first or wait"
         )));
     }
-    let jobs = &folded.jobs;
-    let passed: Vec<String> = jobs
-        .iter()
-        .filter(|j| j.status == Some(takt_views::JobState::Done(takt_model::JobStatus::Success)))
-        .map(|j| j.name.clone())
-        .collect();
+    let passed = passed_jobs(&folded);
     let carry = if req.failed {
-        if passed.len() == jobs.len() {
+        if passed.len() == folded.jobs.len() {
             return Err(conflict(format!(
                 "every job of run #{run} passed; retry the whole run instead"
             )));
@@ -253,30 +248,54 @@ pub async fn retry(
         Some(Carry {
             from: run,
             jobs: passed,
+            play: Vec::new(),
         })
     } else {
         None
     };
+    let trigger = Trigger::Retry {
+        of: run,
+        token: who.name.clone(),
+        failed_only: req.failed,
+    };
+    run_again(&state, &project, &folded, trigger, carry, "retry").await
+}
+
+/// Jobs of a finished run that passed (taken over by a retry of its failed jobs or a play).
+fn passed_jobs(folded: &RunView) -> Vec<String> {
+    folded
+        .jobs
+        .iter()
+        .filter(|j| j.status == Some(takt_views::JobState::Done(takt_model::JobStatus::Success)))
+        .map(|j| j.name.clone())
+        .collect()
+}
+
+/// Queues a new run of a finished run's commit, on its branch or tag and for its merge request.
+async fn run_again(
+    state: &AppState,
+    project: &str,
+    folded: &RunView,
+    trigger: Trigger,
+    carry: Option<Carry>,
+    what: &str,
+) -> Result<(StatusCode, Json<Triggered>), ApiError> {
     let commit = folded.commit.clone();
     let (branch, tag) = (folded.branch.clone(), folded.tag.clone());
-    // The retried run's branch must still contain its commit (a run recorded before this
-    // rule, or a branch force-pushed since, does not get the branch's secrets again).
-    let mirror = Repo::bare(&crate::projects::mirror_path(&state.data_dir, &project));
-    takt_ci::trigger::on_its_ref(&mirror, &project, &commit, branch.as_deref(), tag.as_deref())
+    // The run's branch must still contain its commit (a run recorded before this rule, or a
+    // branch force-pushed since, does not get the branch's secrets again).
+    let mirror = Repo::bare(&crate::projects::mirror_path(&state.data_dir, project));
+    takt_ci::trigger::on_its_ref(&mirror, project, &commit, branch.as_deref(), tag.as_deref())
         .await
-        .map_err(|m| ApiError::new(StatusCode::CONFLICT, format!("cannot retry run #{run}: {m}")))?;
+        .map_err(|m| ApiError::new(StatusCode::CONFLICT, format!("cannot {what} run #{}: {m}", folded.run)))?;
     let s = state
         .queue()?
         .submit(Submission {
-            project: project.clone(),
+            project: project.to_string(),
             commit: commit.clone(),
             branch,
             tag,
-            trigger: Trigger::Retry {
-                of: run,
-                token: who.name.clone(),
-                failed_only: req.failed,
-            },
+            trigger,
             force: true,
             carry,
             merge_request: folded.merge_request.clone(),
@@ -284,6 +303,48 @@ pub async fn retry(
         .await
         .map_err(queue_error)?;
     Ok(submitted_response(s, &commit))
+}
+
+/// `POST /api/v1/runs/{project}/{run}/jobs/{job}/play`: starts a manual job of a finished
+/// run, in a new run of its commit that takes over the jobs that passed (as GitLab's play
+/// button, but a run's record never changes once it finished).
+pub async fn play(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path((project, run, job)): Path<(String, String, String)>,
+) -> Result<(StatusCode, Json<Triggered>), ApiError> {
+    let run = parse_run(&run)?;
+    let (_, folded) = load_run(&state, &project, run).await?;
+    let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, m);
+    let Some(j) = folded.jobs.iter().find(|j| j.name == job) else {
+        let names: Vec<&str> = folded.jobs.iter().map(|j| j.name.as_str()).collect();
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("run #{run} has no job `{job}` (its jobs: {})", names.join(", ")),
+        ));
+    };
+    if j.status != Some(takt_views::JobState::Done(takt_model::JobStatus::Manual)) {
+        let status = j.status.map_or("waiting", |s| s.name());
+        return Err(conflict(format!(
+            "job `{job}` of run #{run} is not a manual job waiting for a person (it is {status})"
+        )));
+    }
+    if folded.finished_at.is_none() {
+        return Err(conflict(format!(
+            "run #{run} has not finished; play `{job}` once it has"
+        )));
+    }
+    let carry = Carry {
+        from: run,
+        jobs: passed_jobs(&folded),
+        play: vec![job.clone()],
+    };
+    let trigger = Trigger::Play {
+        of: run,
+        job,
+        token: who.name.clone(),
+    };
+    run_again(&state, &project, &folded, trigger, Some(carry), "play a job of").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -726,6 +787,8 @@ pub async fn badge(
         Some(RunState::Pending(Pending::Queued)) => ("pending", "#dfb317"),
         Some(RunState::Done(S::Cancelled)) => ("canceled", "#9f9f9f"),
         Some(RunState::Done(S::Interrupted)) => ("interrupted", "#9f9f9f"),
+        // GitLab's badge for a pipeline waiting for a manual job.
+        Some(RunState::Done(S::Manual)) => ("manual", "#dfb317"),
     };
     let svg = badge_svg("pipeline", word, color);
     let mut r = svg.into_response();

@@ -38,6 +38,7 @@ impl RunState {
             RunState::Done(RunStatus::Failed) => "failed",
             RunState::Done(RunStatus::Cancelled) => "cancelled",
             RunState::Done(RunStatus::Interrupted) => "interrupted",
+            RunState::Done(RunStatus::Manual) => "manual",
         }
     }
 }

@@ -545,6 +545,18 @@ pub enum RunsCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Play a manual job (`when: manual`) of a finished run: a new run of the same commit
+    /// takes over the jobs that passed and runs that job and what waited for it (ci scope).
+    Play {
+        project: String,
+        run: u64,
+        /// The manual job, as `takt runs show` names it.
+        job: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> comfy_table::Table {
@@ -813,6 +825,22 @@ pub async fn runs(c: RunsCommand) -> anyhow::Result<()> {
                     v.run,
                     if failed { "the failed jobs" } else { "every job" }
                 );
+            }
+        }
+        RunsCommand::Play {
+            project,
+            run,
+            job,
+            json,
+            remote,
+        } => {
+            let v: takt_api::Triggered = Api::new(&remote)?
+                .post(&format!("/api/v1/runs/{project}/{run}/jobs/{}/play", encode(&job)))
+                .await?;
+            if json {
+                outln!("{}", serde_json::to_string(&v)?);
+            } else {
+                outln!("queued run #{} of {project}: `{job}` of run #{run}, played", v.run);
             }
         }
     }

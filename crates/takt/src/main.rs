@@ -66,7 +66,7 @@ enum Command {
     Project(client::ProjectCommand),
     /// Ask the server to run a project's pipeline (once per commit unless --force).
     Trigger(client::TriggerArgs),
-    /// List, show, cancel and retry runs on the server.
+    /// List, show, cancel, retry runs on the server, and play their manual jobs.
     #[command(subcommand)]
     Runs(client::RunsCommand),
     /// Print a job's log (or every job's), or follow it live with -f.
@@ -538,7 +538,8 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
         output::summary(&report);
     }
     Ok(match report.status {
-        RunStatus::Success => ExitCode::SUCCESS,
+        // Held by a manual job that may not fail: nothing failed (GitLab's blocked pipeline).
+        RunStatus::Success | RunStatus::Manual => ExitCode::SUCCESS,
         RunStatus::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => ExitCode::from(130),
         _ => ExitCode::from(1),
     })

@@ -242,6 +242,7 @@ pub fn summary(r: &RunReport) {
         RunStatus::Success => "succeeded",
         RunStatus::Failed => "FAILED",
         RunStatus::Cancelled => "was cancelled",
+        RunStatus::Manual => "waits for a manual job",
         _ => "ended",
     };
     let short = &r.commit[..r.commit.len().min(8)];

@@ -678,3 +678,72 @@ async fn a_newer_commit_cancels_the_branchs_interruptible_runs() {
         assert!(st.is_success(), "{b}");
     }
 }
+
+/// GitLab's manual jobs on the server: a blocking one (`allow_failure: false`) holds the
+/// stages after it and the run ends `manual`, waiting for a person; `takt runs play` starts
+/// it in a new run that takes over what passed (artifacts too) and runs what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_job_waits_for_a_person_and_is_played() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let yml = "jobs:
+  build: {stage: build, script: ['echo built-$CI_PIPELINE_ID > out.txt'], artifacts: {paths: [out.txt]}}
+  review: {stage: build, script: [echo reviewed], when: manual}
+  approve: {stage: test, script: [echo approved], when: manual, allow_failure: false}
+  ship: {stage: package, script: [cat out.txt]}
+";
+    let repo = Repo::new(&[("takt.yml", yml)]);
+    add_project(&s, &admin, "web", repo.path()).await;
+    let ci = new_token(&s, &admin, takt_server::auth::Scope::Ci).await;
+    let read = new_token(&s, &admin, takt_server::auth::Scope::Read).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/web/trigger", &ci, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let r = finished_run(&s, &ci, "web", 1).await;
+    assert_eq!(r["status"], "manual", "{r}");
+    assert_eq!(job_of(&r, "build")["status"], "success", "{r}");
+    assert_eq!(job_of(&r, "review")["status"], "manual", "{r}");
+    assert_eq!(job_of(&r, "approve")["status"], "manual", "{r}");
+    assert_eq!(job_of(&r, "ship")["status"], "skipped", "{r}");
+
+    // Who may play what.
+    let play = |token: &str, job: &str| {
+        let (s, token, path) = (&s, token.to_string(), format!("/api/v1/runs/web/1/jobs/{job}/play"));
+        async move { post_json(s, &path, &token, json!({})).await }
+    };
+    let (st, _) = play(&read, "approve").await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, b) = play(&ci, "build").await;
+    assert_eq!(st, StatusCode::CONFLICT, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("is not a manual job"), "{b}");
+    let (st, b) = play(&ci, "nope").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("build, review, approve, ship"),
+        "{b}"
+    );
+
+    let (code, out, err) = cli(&s, &ci, &["runs", "play", "web", "1", "approve"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("queued run #2 of web: `approve` of run #1, played"),
+        "{out}"
+    );
+    let r = finished_run(&s, &ci, "web", 2).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["trigger"]["play"]["of"], 1, "{r}");
+    assert_eq!(r["trigger"]["play"]["job"], "approve", "{r}");
+    assert_eq!(job_of(&r, "build")["status"], "success", "{r}");
+    assert!(
+        job_of(&r, "build")["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("passed in run #1"),
+        "{r}"
+    );
+    assert_eq!(job_of(&r, "approve")["status"], "success", "{r}");
+    assert_eq!(job_of(&r, "review")["status"], "manual", "{r}");
+    // The build's artifact of run #1 reached the held job.
+    let log = get_text(&s, "/api/v1/runs/web/2/logs/ship", &ci).await;
+    assert!(log.contains("built-1"), "{log}");
+}
