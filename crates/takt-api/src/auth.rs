@@ -1,7 +1,7 @@
 //! Scopes and permissions: the vocabulary is the model's ([`takt_model::auth`]); this module
 //! adds the schema the OpenAPI document gives a scope.
 
-pub use takt_model::auth::{Permission, Scope, UnknownScope};
+pub use takt_model::auth::{Limits, Outside, Permission, Scope, UnknownScope};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{RefOr, Schema};
 

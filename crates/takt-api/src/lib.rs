@@ -8,6 +8,6 @@ pub mod openapi;
 pub mod routes;
 pub mod types;
 
-pub use auth::{Permission, Scope};
+pub use auth::{Limits, Permission, Scope};
 pub use routes::{Method, Op, ROUTES, Route};
 pub use types::*;

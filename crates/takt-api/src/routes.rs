@@ -185,7 +185,7 @@ impl Route {
 }
 
 use Method::{Delete, Get, Post, Put};
-use Permission::{Admin, Ci, Deploy, Read};
+use Permission::{Admin, Ci, Deploy, Play, Read};
 
 const JSON_OBJECT: Body = Body::raw("application/json");
 const BYTES: Body = Body::raw("application/octet-stream");
@@ -314,7 +314,7 @@ pub const ROUTES: &[Route] = &[
         Op::PlayJob,
         Post,
         "/api/v1/runs/{project}/{run}/jobs/{job}/play",
-        Some(Ci),
+        Some(Play),
         "Start a manual job of a finished run, in a new run that takes over the jobs that passed",
     )
     .answers(Body::json::<Triggered>()),

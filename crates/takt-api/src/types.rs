@@ -41,6 +41,13 @@ pub struct NewToken {
     pub name: String,
     #[schema(schema_with = crate::auth::scope_schema)]
     pub scope: Scope,
+    /// Limit it to these projects (they must exist): routes of other projects, and routes
+    /// that name no project, answer 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
+    /// Limit it to environments of these names: routes of other environments answer 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
 }
 
 /// A new token: its secret is in this answer only.

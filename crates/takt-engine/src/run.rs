@@ -643,6 +643,11 @@ impl<E: Executor + 'static> Engine<E> {
                     job: j.job.name.clone(),
                     stage: j.job.stage.clone(),
                     needs,
+                    environment: j.job.environment.as_ref().map(|e| takt_model::JobEnvironmentRef {
+                        name: e.name.clone(),
+                        action: e.action.clone(),
+                        url: e.url.clone(),
+                    }),
                 },
             )
             .await?;

@@ -81,6 +81,7 @@ fn year() -> Vec<Event> {
                         job: job.clone(),
                         stage: (*stage).into(),
                         needs: None,
+                        environment: None,
                     };
                     out.push(event(&project, r, m(2), q));
                     let s = EventKind::JobStarted {

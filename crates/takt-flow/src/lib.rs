@@ -198,7 +198,7 @@ impl Projection for Flow {
                     r.slowest_job = slowest_job.clone();
                 }
             }
-            EventKind::JobQueued { job, stage, needs } => {
+            EventKind::JobQueued { job, stage, needs, .. } => {
                 let (job, stage) = (self.intern(job), self.intern(stage));
                 let needs = needs.as_ref().map(|n| n.iter().map(|x| self.intern(x)).collect());
                 if let Some(r) = run(self, e) {

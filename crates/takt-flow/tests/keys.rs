@@ -65,6 +65,7 @@ impl Log {
                 job: job.clone(),
                 stage: (*stage).into(),
                 needs: None,
+                environment: None,
             };
             self.push("shop", r, start, queued);
             let started = EventKind::JobStarted {

@@ -342,6 +342,10 @@ pub enum EventKind {
         /// stage order). Absent in events written before 0.2.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         needs: Option<Vec<String>>,
+        /// Its `environment:` as written (variables not yet expanded), so that a job that
+        /// never started (a manual one) still says where it would deploy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        environment: Option<JobEnvironmentRef>,
     },
     JobStarted {
         job: String,
@@ -438,6 +442,11 @@ pub enum EventKind {
         name: String,
         scope: String,
         hash: String,
+        /// The projects and environments it is limited to (none: all).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        projects: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        environments: Vec<String>,
     },
     TokenRevoked {
         id: String,

@@ -519,6 +519,10 @@ pub struct Environment {
     /// An incident still open and unacknowledged this long pages the on-call subscribers
     /// (default 10 min; production environments only).
     pub escalate_after: Duration,
+    /// `protected: [token names]`: only these tokens may deploy, promote, approve, roll back
+    /// or stop here (and play manual jobs that name it); anyone may halt. Empty: any deploy
+    /// token.
+    pub protected: Vec<String>,
     pub pos: Pos,
 }
 

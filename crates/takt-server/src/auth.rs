@@ -2,16 +2,17 @@
 //! handlers take, the bearer-token check; new secrets and ids. The token view is
 //! `takt_views::token` (folded from the log); scopes and permissions are the model's.
 
-pub use takt_api::{Permission, Scope};
+pub use takt_api::{Limits, Permission, Scope};
 pub use takt_views::token::{TokenInfo, Tokens, hash_secret};
 
 use crate::{ApiError, AppState};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::Instant;
+use takt_model::auth::Outside;
 use takt_model::{Event, EventKind};
 
 /// A new random secret: `takt_` and 40 hex digits.
@@ -119,17 +120,58 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 }
 
 /// The permission layer of a route: 401 without a known token, 403 when its scope lacks the
-/// route's permission; otherwise the handler runs with the [`Caller`].
+/// route's permission or the route names a project or environment outside the token's
+/// limits; otherwise the handler runs with the [`Caller`].
 pub(crate) async fn require(
-    State((state, need)): State<(Arc<AppState>, Permission)>,
-    mut req: Request,
+    State((state, need, path)): State<(Arc<AppState>, Permission, &'static str)>,
+    req: Request,
     next: Next,
 ) -> Response {
-    match authorize(&state, req.headers(), need) {
-        Ok(who) => {
-            req.extensions_mut().insert(Caller(who));
-            next.run(req).await
+    let (mut parts, body) = req.into_parts();
+    let who = match authorize(&state, &parts.headers, need) {
+        Ok(who) => who,
+        Err(e) => return e.into_response(),
+    };
+    if !who.limits.is_empty() {
+        let params = RawPathParams::from_request_parts(&mut parts, &()).await.ok();
+        let named = |key: &str| {
+            params
+                .iter()
+                .flat_map(|p| p.iter())
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        };
+        let project = named("project")
+            .or_else(|| path.starts_with("/api/v1/projects/").then(|| named("name")).flatten())
+            .or_else(|| {
+                url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                    .find(|(k, _)| k == "project")
+                    .map(|(_, v)| v.into_owned())
+            });
+        if let Err(o) = who.limits.admits(project.as_deref(), named("env").as_deref()) {
+            return outside(&who, &o).into_response();
         }
-        Err(e) => e.into_response(),
     }
+    parts.extensions.insert(Caller(who));
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The 403 for a request outside a token's limits, naming what the token may reach.
+fn outside(who: &TokenInfo, o: &Outside) -> ApiError {
+    let (name, limits) = (&who.name, &who.limits);
+    let message = match o {
+        Outside::NoProject => format!(
+            "token `{name}` is limited to projects {}: this route names no project (routes that list take `?project=`)",
+            limits.projects.join(", ")
+        ),
+        Outside::Project(p) => format!(
+            "token `{name}` is limited to projects {}, not `{p}`",
+            limits.projects.join(", ")
+        ),
+        Outside::Environment(e) => format!(
+            "token `{name}` is limited to environments {}, not `{e}`",
+            limits.environments.join(", ")
+        ),
+    };
+    ApiError::new(StatusCode::FORBIDDEN, message)
 }

@@ -166,6 +166,36 @@ pub(crate) async fn environment(state: &AppState, project: &str, env: &str) -> R
     Ok(state.cd.environment(project, env).await?)
 }
 
+/// Refuses a token that the environment's `protected:` list does not name (403, naming who
+/// may); an unprotected environment is open to every token the route lets in.
+pub(crate) fn guard(e: &Environment, who: &crate::auth::TokenInfo, what: &str) -> Result<(), ApiError> {
+    if e.protected.is_empty() || e.protected.contains(&who.name) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "environment `{}` is protected: only tokens named {} may {what} there, not token `{}` (`protected:` in takt.yml)",
+            e.name,
+            e.protected.join(", "),
+            who.name
+        ),
+    ))
+}
+
+/// [`environment`], then [`guard`].
+async fn protected_environment(
+    state: &AppState,
+    project: &str,
+    env: &str,
+    who: &crate::auth::TokenInfo,
+    what: &str,
+) -> Result<Environment, ApiError> {
+    let e = environment(state, project, env).await?;
+    guard(&e, who, what)?;
+    Ok(e)
+}
+
 pub(crate) async fn artifact_ref(state: &AppState, spec: &str) -> Result<ArtifactRef, ApiError> {
     Ok(state.cd.artifact(spec).await?)
 }
@@ -306,7 +336,7 @@ pub async fn deploy(
     b: Result<Json<DeployBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<DeployAnswer>), ApiError> {
     let b = body(b)?;
-    let e = environment(&state, &project, &env).await?;
+    let e = protected_environment(&state, &project, &env, &who, "deploy").await?;
     let spec = b.artifact.ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -345,7 +375,7 @@ pub async fn promote(
     b: Result<Option<Json<DeployBody>>, JsonRejection>,
 ) -> Result<(StatusCode, Json<DeployAnswer>), ApiError> {
     let b = b.map_err(crate::body_error)?.map(|j| j.0).unwrap_or_default();
-    let e = environment(&state, &project, &env).await?;
+    let e = protected_environment(&state, &project, &env, &who, "promote to").await?;
     let fixes = fixes(&state, &project, b.fixes).await?;
     let Some(from) = e.requires.first().cloned() else {
         return Err(conflict(format!(
@@ -368,7 +398,7 @@ pub async fn rollback(
     b: Result<Json<DeployBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<DeployAnswer>), ApiError> {
     let b = body(b)?;
-    let e = environment(&state, &project, &env).await?;
+    let e = protected_environment(&state, &project, &env, &who, "roll back").await?;
     let reason = b
         .reason
         .clone()
@@ -497,7 +527,7 @@ pub async fn resume(
     Caller(who): Caller,
     Path((project, env)): Path<(String, String)>,
 ) -> Result<Json<takt_api::Resumed>, ApiError> {
-    environment(&state, &project, &env).await?;
+    protected_environment(&state, &project, &env, &who, "resume deploys").await?;
     let was_halted = state.cd.resume(&project, &env, &format!("token {}", who.id)).await?;
     Ok(Json(takt_api::Resumed {
         project,
@@ -513,7 +543,7 @@ pub async fn approve(
     Caller(who): Caller,
     Path((project, env)): Path<(String, String)>,
 ) -> Result<Json<takt_api::Approved>, ApiError> {
-    environment(&state, &project, &env).await?;
+    protected_environment(&state, &project, &env, &who, "approve deploys").await?;
     let deploy = state.cd.approve(&project, &env, &format!("token {}", who.id)).await?;
     Ok(Json(takt_api::Approved {
         project,
@@ -529,7 +559,7 @@ pub async fn stop(
     Caller(who): Caller,
     Path((project, env)): Path<(String, String)>,
 ) -> Result<Json<takt_api::EnvironmentStopped>, ApiError> {
-    environment(&state, &project, &env).await?;
+    protected_environment(&state, &project, &env, &who, "stop what runs").await?;
     let stopped = state.cd.stop(&project, &env, &format!("token {}", who.id)).await?;
     Ok(Json(takt_api::EnvironmentStopped {
         project,

@@ -239,7 +239,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         let mut route = handler(r.op, filter);
         if let Some(need) = r.permission {
             route = route.route_layer(axum::middleware::from_fn_with_state(
-                (state.clone(), need),
+                (state.clone(), need, r.path),
                 auth::require,
             ));
         }

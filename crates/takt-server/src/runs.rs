@@ -334,6 +334,35 @@ pub async fn play(
             "run #{run} has not finished; play `{job}` once it has"
         )));
     }
+    // A job that names a protected environment is a deploy: a deploy token that the
+    // environment names plays it. Any other manual job: a ci token.
+    let target = match &j.environment {
+        Some(e) => state.cd.environment(&project, &e.name).await.ok(),
+        None => None,
+    };
+    use takt_model::auth::Permission;
+    let forbidden = |m: String| ApiError::new(StatusCode::FORBIDDEN, m);
+    match target.filter(|e| !e.protected.is_empty()) {
+        Some(e) => {
+            if !who.scope.allows(Permission::Deploy) {
+                return Err(forbidden(format!(
+                    "job `{job}` deploys to the protected environment `{}`: play it with a deploy token it names ({}), not the {} token `{}`",
+                    e.name,
+                    e.protected.join(", "),
+                    who.scope,
+                    who.name
+                )));
+            }
+            crate::environments::guard(&e, &who, "play jobs for")?;
+        }
+        None if !who.scope.allows(Permission::Ci) => {
+            return Err(forbidden(format!(
+                "playing job `{job}` needs a ci token (a deploy token plays only jobs of protected environments); token `{}` has scope {}",
+                who.name, who.scope
+            )));
+        }
+        None => {}
+    }
     let carry = Carry {
         from: run,
         jobs: passed_jobs(&folded),

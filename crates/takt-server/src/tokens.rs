@@ -37,7 +37,30 @@ pub(crate) async fn create_token(
             "`name` must be 1 to 100 printable characters",
         ));
     }
-    let (id, token) = issue_token(&state, &req.name, scope).await?;
+    let limits = auth::Limits {
+        projects: req.projects,
+        environments: req.environments,
+    };
+    if scope == Scope::Admin && !limits.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "an admin token cannot be limited to projects or environments (it may change both); give another scope",
+        ));
+    }
+    for p in &limits.projects {
+        state.project(p)?;
+    }
+    if let Some(e) = limits
+        .environments
+        .iter()
+        .find(|e| e.is_empty() || e.len() > 100 || e.chars().any(|c| c.is_control() || c == '/'))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`environments`: `{e}` is not an environment name (1 to 100 characters, no `/`)"),
+        ));
+    }
+    let (id, token) = issue_token(&state, &req.name, scope, &limits).await?;
     Ok((
         StatusCode::CREATED,
         Json(takt_api::TokenCreated {
@@ -49,7 +72,12 @@ pub(crate) async fn create_token(
     ))
 }
 
-pub(crate) async fn issue_token(state: &AppState, name: &str, scope: Scope) -> Result<(String, String), ApiError> {
+pub(crate) async fn issue_token(
+    state: &AppState,
+    name: &str,
+    scope: Scope,
+    limits: &auth::Limits,
+) -> Result<(String, String), ApiError> {
     let rnd = |e: getrandom::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("no randomness: {e}"));
     let secret = auth::new_secret().map_err(rnd)?;
     let id = auth::new_id().map_err(rnd)?;
@@ -61,6 +89,8 @@ pub(crate) async fn issue_token(state: &AppState, name: &str, scope: Scope) -> R
             name: name.to_string(),
             scope: scope.to_string(),
             hash: auth::hash_secret(&secret),
+            projects: limits.projects.clone(),
+            environments: limits.environments.clone(),
         },
     );
     state.store.append(&e).await?;
@@ -131,6 +161,8 @@ pub async fn load_tokens(store: &Store, config: &ServerConfig) -> Result<(Tokens
                 name: name.into(),
                 scope: "admin".into(),
                 hash: auth::hash_secret(secret),
+                projects: Vec::new(),
+                environments: Vec::new(),
             },
         ))
     };

@@ -204,10 +204,16 @@ impl RunView {
                 self.finished_at = Some(e.at);
                 self.duration_ms = Some(*duration_ms);
             }
-            EventKind::JobQueued { job, stage, needs } => {
+            EventKind::JobQueued {
+                job,
+                stage,
+                needs,
+                environment,
+            } => {
                 let j = self.job_mut(job);
                 j.stage = Some(stage.clone());
                 j.needs = needs.clone();
+                j.environment.clone_from(environment);
                 j.status = Some(JobState::Pending(Pending::Queued));
             }
             EventKind::JobStarted { job, attempt, log, .. } => {
@@ -422,6 +428,7 @@ mod tests {
                     job: "build".into(),
                     stage: "build".into(),
                     needs: Some(vec![]),
+                    environment: None,
                 },
             ),
             ev(

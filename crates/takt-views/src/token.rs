@@ -5,7 +5,7 @@ use crate::Projection;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use takt_model::auth::Scope;
+use takt_model::auth::{Limits, Scope};
 use takt_model::{Event, EventKind};
 
 /// A live token (never its secret or its hash).
@@ -14,6 +14,9 @@ pub struct TokenInfo {
     pub id: String,
     pub name: String,
     pub scope: Scope,
+    /// The projects and environments it is limited to, beyond its scope.
+    #[serde(flatten)]
+    pub limits: Limits,
     /// RFC 3339.
     pub created_at: String,
     /// When it was last used (to the minute), if ever.
@@ -42,7 +45,14 @@ impl Tokens {
     /// Applies a token event (others are ignored).
     pub fn apply(&mut self, e: &Event) {
         match &e.kind {
-            EventKind::TokenCreated { id, name, scope, hash } => {
+            EventKind::TokenCreated {
+                id,
+                name,
+                scope,
+                hash,
+                projects,
+                environments,
+            } => {
                 if let Some(scope) = Scope::parse(scope) {
                     let created_at = takt_model::timefmt::rfc3339(e.at);
                     self.by_hash.insert(
@@ -51,6 +61,10 @@ impl Tokens {
                             id: id.clone(),
                             name: name.clone(),
                             scope,
+                            limits: Limits {
+                                projects: projects.clone(),
+                                environments: environments.clone(),
+                            },
                             created_at,
                             last_used_at: None,
                         },
@@ -106,9 +120,12 @@ mod tests {
                 name: "ci".into(),
                 scope: "ci".into(),
                 hash: hash_secret(secret),
+                projects: vec!["web".into()],
+                environments: vec![],
             },
         ));
         assert_eq!(t.check(secret).unwrap().scope, Scope::Ci);
+        assert_eq!(t.check(secret).unwrap().limits.projects, ["web"]);
         assert!(t.check("takt_wrong").is_none());
         t.apply(&Event::now("", None, EventKind::TokenRevoked { id: "a1".into() }));
         assert!(t.check(secret).is_none());

@@ -36,12 +36,19 @@ pub enum TokenCommand {
         /// What the token is for.
         #[arg(long)]
         name: String,
+        /// Limit it to this project (repeat, or separate with commas): routes of other
+        /// projects, and routes that name none, answer 403.
+        #[arg(long = "project", value_name = "PROJECT", value_delimiter = ',')]
+        projects: Vec<String>,
+        /// Limit it to environments of this name (repeat, or separate with commas).
+        #[arg(long = "env", value_name = "ENV", value_delimiter = ',')]
+        environments: Vec<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         remote: Remote,
     },
-    /// List live tokens (never their secrets).
+    /// List live tokens (never their secrets) with their limits.
     Ls {
         #[arg(long)]
         json: bool,
@@ -358,6 +365,8 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Create {
             scope,
             name,
+            projects,
+            environments,
             json,
             remote,
         } => {
@@ -369,14 +378,25 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
                 .send_json(
                     reqwest::Method::POST,
                     "/api/v1/tokens",
-                    &takt_api::NewToken { name, scope },
+                    &takt_api::NewToken {
+                        name,
+                        scope,
+                        projects: projects.clone(),
+                        environments: environments.clone(),
+                    },
                 )
                 .await?;
             if json {
                 outln!("{}", serde_json::to_string(&v)?);
             } else {
+                let limits = takt_api::Limits { projects, environments }.describe();
+                let limits = if limits.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {limits}")
+                };
                 outln!(
-                    "token {} ({} scope) created; its secret is shown only now:",
+                    "token {} ({} scope{limits}) created; its secret is shown only now:",
                     v.id,
                     v.scope
                 );
@@ -393,10 +413,12 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
                     .tokens
                     .into_iter()
                     .map(|x| {
+                        let limits = x.limits.describe();
                         vec![
                             x.id,
                             x.name,
                             x.scope.to_string(),
+                            if limits.is_empty() { "-".into() } else { limits },
                             x.created_at,
                             x.last_used_at.unwrap_or_else(|| "never".into()),
                         ]
@@ -404,7 +426,10 @@ pub async fn token(c: TokenCommand) -> anyhow::Result<()> {
                     .collect();
                 outln!(
                     "{}",
-                    table(&["id", "name", "scope", "created (UTC)", "last used (UTC)"], rows)
+                    table(
+                        &["id", "name", "scope", "limited to", "created (UTC)", "last used (UTC)"],
+                        rows
+                    )
                 );
             }
         }

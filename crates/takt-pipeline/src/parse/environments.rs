@@ -32,6 +32,7 @@ const ENV_KEYS: &[&str] = &[
     "remediate",
     "remediate_window",
     "escalate_after",
+    "protected",
 ];
 
 impl Cx {
@@ -120,6 +121,7 @@ impl Cx {
             remediate: Remedy::None,
             remediate_window: DEFAULT_REMEDIATE_WINDOW,
             escalate_after: DEFAULT_ESCALATE_AFTER,
+            protected: Vec::new(),
             pos: k.pos,
         };
         let ctx = format!("environment `{name}`");
@@ -144,6 +146,16 @@ impl Cx {
                 }
                 "auto" => e.auto = self.bool(fv, "`auto`").unwrap_or(false),
                 "requires" => e.requires = self.strings(fv, "`requires`").unwrap_or_default(),
+                "protected" => {
+                    e.protected = self.strings(fv, "`protected`").unwrap_or_default();
+                    if e.protected.is_empty() {
+                        self.err_help(
+                            fv.pos,
+                            "`protected` names no token, so nobody could deploy here",
+                            "list the token names that may deploy, promote, approve and roll back here",
+                        );
+                    }
+                }
                 "soak" => e.soak = self.duration(fv, "`soak`"),
                 "approval" => match self.string(fv, "`approval`").as_deref() {
                     Some("manual") => e.manual_approval = true,

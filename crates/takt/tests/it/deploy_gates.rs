@@ -32,7 +32,10 @@ fn config(dir: &std::path::Path) -> String {
     format!(
         "retention: {{keep_last: 1}}\njobs:\n  build:\n    script: [\"echo $CI_COMMIT_SHA > app\"]\n    artifacts: {{name: app, paths: [app]}}\nenvironments:\n{}{}{}{}{}{}{}",
         env("stage", "    auto: true\n"),
-        env("prod", "    requires: [stage]\n    approval: manual\n"),
+        env(
+            "prod",
+            "    requires: [stage]\n    approval: manual\n    protected: [deploy-bot]\n"
+        ),
         env("soaked", "    requires: [stage]\n    soak: 1h\n"),
         env(
             "frozen",
@@ -78,6 +81,35 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     let dep = new_token(&s, &admin, Scope::Deploy).await;
     add_project(&s, &admin, "app", repo.path()).await;
     let log = dir.path().join("log");
+    // A deploy token for stage only, made with the CLI; `takt token ls` shows its limits.
+    let (code, out, err) = cli(
+        &s,
+        &admin,
+        &[
+            "token",
+            "create",
+            "--scope",
+            "deploy",
+            "--name",
+            "stager",
+            "--project",
+            "app",
+            "--env",
+            "stage",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let stager = serde_json::from_str::<Value>(&out).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, ls, _) = cli(&s, &admin, &["token", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.contains("stager") && l.contains("projects app; environments stage")),
+        "{ls}"
+    );
 
     // Green run 1 → stage; the script got a read-only (555) copy whose bytes are the artifact's.
     let (st, b) = post_json(&s, "/api/v1/projects/app/trigger", &ci, json!({"rev": "main"})).await;
@@ -85,6 +117,16 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
     finished_run(&s, &ci, "app", 1).await;
     let v = settled(&s, &dep, "app", "stage", 1).await;
     let v1 = v["running"]["version"].as_str().unwrap().to_string();
+    assert_eq!(view(&s, &stager, "stage").await["running"]["version"], v1.as_str());
+    let (st, b) = deploy(&s, &stager, "prod", "promote").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("token `stager` is limited to environments stage, not `prod`"),
+        "{b}"
+    );
     let digest = v["running"]["digest"]
         .as_str()
         .unwrap()
@@ -150,6 +192,39 @@ async fn gates_approval_pause_and_a_failed_rollback_with_the_command_driver() {
         ls.lines().any(|l| l.contains("frozen") && l.contains("frozen until ")),
         "{ls}"
     );
+
+    // prod is protected: a deploy token it does not name may halt it (anyone may pull the
+    // andon cord), and nothing else.
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/tokens",
+        &admin,
+        json!({"name": "intern", "scope": "deploy"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let intern = b["token"].as_str().unwrap().to_string();
+    for what in ["promote", "approve", "rollback", "resume", "stop"] {
+        let (st, b) = deploy(&s, &intern, "prod", what).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{what}: {b}");
+        assert!(
+            b["error"]
+                .as_str()
+                .unwrap()
+                .contains("environment `prod` is protected: only tokens named deploy-bot may"),
+            "{what}: {b}"
+        );
+    }
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/environments/app/prod/halt",
+        &intern,
+        json!({"reason": "looks wrong"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let (st, b) = deploy(&s, &dep, "prod", "resume").await;
+    assert_eq!(st, StatusCode::OK, "{b}");
 
     // prod needs approval: the deploy waits, a second request is refused, approve lets it go.
     let (st, b) = deploy(&s, &dep, "prod", "promote").await;

@@ -692,6 +692,9 @@ async fn a_manual_job_waits_for_a_person_and_is_played() {
   review: {stage: build, script: [echo reviewed], when: manual}
   approve: {stage: test, script: [echo approved], when: manual, allow_failure: false}
   ship: {stage: package, script: [cat out.txt]}
+  release: {stage: build, script: [echo released], when: manual, environment: prod}
+environments:
+  prod: {driver: command, deploy: 'true', protected: [deploy-bot]}
 ";
     let repo = Repo::new(&[("takt.yml", yml)]);
     add_project(&s, &admin, "web", repo.path()).await;
@@ -722,6 +725,20 @@ async fn a_manual_job_waits_for_a_person_and_is_played() {
         b["error"].as_str().unwrap().contains("build, review, approve, ship"),
         "{b}"
     );
+    // A job for a protected environment is played by a deploy token the environment names.
+    let deployer = new_token(&s, &admin, takt_server::auth::Scope::Deploy).await;
+    let (st, b) = play(&ci, "release").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("deploys to the protected environment `prod`"),
+        "{b}"
+    );
+    let (st, b) = play(&deployer, "approve").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("needs a ci token"), "{b}");
 
     let (code, out, err) = cli(&s, &ci, &["runs", "play", "web", "1", "approve"]);
     assert_eq!(code, Some(0), "{err}");
@@ -746,4 +763,8 @@ async fn a_manual_job_waits_for_a_person_and_is_played() {
     // The build's artifact of run #1 reached the held job.
     let log = get_text(&s, "/api/v1/runs/web/2/logs/ship", &ci).await;
     assert!(log.contains("built-1"), "{log}");
+    let (st, b) = play(&deployer, "release").await;
+    assert_eq!((st, &b["run"]), (StatusCode::ACCEPTED, &json!(3)), "{b}");
+    let r = finished_run(&s, &ci, "web", 3).await;
+    assert_eq!(job_of(&r, "release")["status"], "success", "{r}");
 }

@@ -92,6 +92,11 @@ const CORPUS: &[(&str, &str)] = &[
         "54-drill-production",
         "54-drill-production.yml:10:18: error: drill `weekly` turns down production environment `production`",
     ),
+    // The forge-and-team issue: a protected environment nobody may deploy to.
+    (
+        "55-protected-by-nobody",
+        "55-protected-by-nobody.yml:6:16: error: `protected` names no token, so nobody could deploy here",
+    ),
 ];
 
 fn lint(path: &Path) -> (Option<i32>, String) {

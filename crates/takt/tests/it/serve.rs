@@ -20,6 +20,13 @@ async fn every_route_refuses_missing_wrong_and_insufficient_tokens() {
     for scope in Scope::ALL {
         by_scope.push((scope, new_token(&s, &admin, scope).await));
     }
+    // Tokens limited to a project: every route that names another project, or none, is 403.
+    let repo = Repo::new(&[("takt.yml", "jobs:\n  a: {script: [true]}\n")]);
+    add_project(&s, &admin, "web", repo.path()).await;
+    let mut limited = Vec::new();
+    for scope in [Scope::Read, Scope::Ci, Scope::Deploy] {
+        limited.push((scope, limited_token(&s, &admin, scope, &["web"]).await));
+    }
     let c = client();
     for route in takt_api::ROUTES {
         let (method, path, perm) = (route.method.as_str(), route.path, route.permission);
@@ -70,6 +77,40 @@ async fn every_route_refuses_missing_wrong_and_insufficient_tokens() {
                 assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} as {scope}");
             }
         }
+        for (scope, token) in &limited {
+            let r = req(Some(token)).await.unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path} as {scope} of web");
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            let error = body["error"].as_str().unwrap_or_default();
+            if scope.allows(perm) {
+                assert!(error.contains("is limited to projects web"), "{method} {path}: {body}");
+            }
+        }
+    }
+    // On its own project, a limited token is a token of its scope.
+    let ci_web = &limited[1].1;
+    let (st, b) = post_json(&s, "/api/v1/projects/web/trigger", ci_web, serde_json::json!({})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let runs = get_json(&s, "/api/v1/runs?project=web", ci_web).await;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
+    // An admin token cannot be limited; a limit must name projects that exist.
+    for (body, says) in [
+        (
+            serde_json::json!({"name": "x", "scope": "admin", "projects": ["web"]}),
+            "an admin token cannot be limited",
+        ),
+        (
+            serde_json::json!({"name": "x", "scope": "ci", "projects": ["nope"]}),
+            "no project named `nope`",
+        ),
+        (
+            serde_json::json!({"name": "x", "scope": "deploy", "environments": ["a/b"]}),
+            "`a/b` is not an environment name",
+        ),
+    ] {
+        let (st, b) = post_json(&s, "/api/v1/tokens", &admin, body).await;
+        assert!(st.is_client_error(), "{b}");
+        assert!(b["error"].as_str().unwrap_or_default().contains(says), "{b}");
     }
     // The OpenAPI document lists every route, with the schemas of its bodies.
     let doc = get_json(&s, "/api/v1/openapi.json", &admin).await;

@@ -80,10 +80,15 @@ pub fn client() -> reqwest::Client {
 }
 
 pub async fn new_token(s: &Server, admin: &str, scope: Scope) -> String {
+    limited_token(s, admin, scope, &[]).await
+}
+
+/// A token of `scope` limited to `projects` (none: not limited), named `SCOPE-bot`.
+pub async fn limited_token(s: &Server, admin: &str, scope: Scope, projects: &[&str]) -> String {
     let r = client()
         .post(format!("{}/api/v1/tokens", s.base))
         .bearer_auth(admin)
-        .json(&serde_json::json!({"name": format!("{scope}-bot"), "scope": scope.to_string()}))
+        .json(&serde_json::json!({"name": format!("{scope}-bot"), "scope": scope.to_string(), "projects": projects}))
         .send()
         .await
         .unwrap();
