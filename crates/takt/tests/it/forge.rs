@@ -410,10 +410,16 @@ async fn every_run_and_stage_gets_a_commit_status_on_github_gitea_and_gitlab() {
     assert!(p["options"].get("forge").is_none(), "{p}");
 }
 
-const HOOK_SECRET: &str = "mr-hook-secret";
+pub(crate) const HOOK_SECRET: &str = "mr-hook-secret";
 
 /// A signed webhook delivery: GitHub's headers, or GitLab's.
-async fn deliver(s: &Server, provider: &str, event: &str, delivery: &str, body: &Value) -> (StatusCode, Value) {
+pub(crate) async fn deliver(
+    s: &Server,
+    provider: &str,
+    event: &str,
+    delivery: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
     use hmac::{KeyInit, Mac};
     let body = serde_json::to_vec(body).unwrap();
     let r = client()
@@ -440,7 +446,7 @@ async fn deliver(s: &Server, provider: &str, event: &str, delivery: &str, body: 
 
 /// GitHub's own `pull_request` example for `action` (`@octokit/webhooks-examples`), made to
 /// name request `number` of branch `head_ref` at `sha` into `main`.
-fn github_pull_request(action: &str, number: u64, head_ref: &str, sha: &str, fork: bool) -> Value {
+pub(crate) fn github_pull_request(action: &str, number: u64, head_ref: &str, sha: &str, fork: bool) -> Value {
     let text = std::fs::read(npm("@octokit/webhooks-examples/api.github.com/index.json")).unwrap();
     let all: Vec<Value> = serde_json::from_slice(&text).unwrap();
     let examples = &all.iter().find(|x| x["name"] == "pull_request").unwrap()["examples"];

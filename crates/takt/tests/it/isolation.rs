@@ -318,6 +318,23 @@ async fn without_isolation_the_server_says_jobs_can_read_its_secrets() {
     );
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["job_isolation"]["isolation"], "none", "{shown}");
+
+    // So a fork's merge request, whose code nobody here vouched for, does not run.
+    add_project(&s, &admin, "web", repo.path()).await;
+    let st = server::put_secret(&s, &admin, "web", "TAKT_WEBHOOK_SECRET", crate::forge::HOOK_SECRET).await;
+    assert!(st.is_success(), "{st}");
+    let fork = crate::forge::github_pull_request("opened", 8, "main", &repo.rev("HEAD"), true);
+    let (st, b) = crate::forge::deliver(&s, "github", "pull_request", "fork-1", &fork).await;
+    assert_eq!((st.as_u16(), &b["ignored"]), (200, &serde_json::json!(true)), "{b}");
+    assert!(
+        b["reason"]
+            .as_str()
+            .unwrap()
+            .contains("comes from a fork, and this server runs jobs unisolated"),
+        "{b}"
+    );
+    let runs = server::get_json(&s, "/api/v1/runs?project=web", &admin).await;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(0), "{runs}");
 }
 
 /// The log of the only job of the only run `takt run` made in `data`.
