@@ -29,10 +29,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Published descriptions the forge tests check against (GitHub's OpenAPI description, its
-# webhook examples) and the JSON-schema validator of the provenance test (Ajv), pinned in
+# webhook examples), the JSON-schema validator of the provenance test (Ajv) and flagd's own
+# evaluator (the flags' conformance test), pinned in
 # crates/takt/tests/npm/package-lock.json.
 npm_dir=crates/takt/tests/npm/node_modules
-if [ ! -d $npm_dir/@octokit/openapi ] || [ ! -d $npm_dir/ajv-formats ]; then
+if [ ! -d $npm_dir/@octokit/openapi ] || [ ! -d $npm_dir/ajv-formats ] || [ ! -d $npm_dir/@openfeature/flagd-core ]; then
   echo "== npm ci (crates/takt/tests/npm)"
   npm ci --prefix crates/takt/tests/npm --no-audit --no-fund --silent
 fi

@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("takt-api", &["takt-model", "takt-views", "takt-monitor", "takt-flow"]),
     ("takt-flow", &["takt-model", "takt-views"]),
     ("takt-deploy", &[]),
+    ("takt-flags", &[]),
     ("takt-monitor", &["takt-model", "takt-views"]),
     ("takt-store", &["takt-model"]),
     ("takt-blob", &["takt-model"]),
@@ -98,6 +99,7 @@ const PURE: &[&str] = &[
     "takt-api",
     "takt-monitor",
     "takt-flow",
+    "takt-flags",
 ];
 const IMPURE_DEPS: &[&str] = &["tokio", "sqlx", "axum", "hyper", "reqwest", "nix", "object_store"];
 /// Nor these in their code (before its `#[cfg(test)]` part).
