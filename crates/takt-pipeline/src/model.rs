@@ -42,6 +42,8 @@ pub struct Pipeline {
     pub drills: Vec<ScheduledDrill>,
     /// `workflow: rules`: whether a run is made at all (empty: always).
     pub workflow: Vec<Rule>,
+    /// `flags:` (default branch only), checked; not served yet.
+    pub flags: Option<FlagsConfig>,
     /// The layout the file was written in.
     pub layout: Layout,
     /// What works, but not as written (shown by `takt lint` and in each run's log).
@@ -665,4 +667,13 @@ pub struct Freeze {
     pub cron: String,
     pub duration: Duration,
     pub timezone: Option<String>,
+}
+
+/// `flags:`: the feature flags as a flagd document (docs/flags.md), and each environment's
+/// document where a flag's `environments:` changes its state, targeting or default there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagsConfig {
+    pub document: serde_json::Value,
+    pub environments: std::collections::BTreeMap<String, serde_json::Value>,
+    pub pos: Pos,
 }

@@ -444,3 +444,74 @@ fn quarantine_entries_and_their_errors() {
         assert!(err.contains(want), "{body}\n→ {err}");
     }
 }
+
+const FLAGS: &str = "jobs:
+  a: {script: [true]}
+environments:
+  staging: {driver: command, deploy: 'true'}
+  production: {driver: command, deploy: 'true'}
+flags:
+  $evaluators:
+    staff: {ends_with: [{var: email}, '@example.com']}
+  new-checkout:
+    state: ENABLED
+    variants: {on: true, off: false}
+    defaultVariant: off
+    targeting:
+      if: [{$ref: staff}, 'on', {fractional: [['on', 25], ['off', 75]]}]
+    environments:
+      production: {state: DISABLED}
+  retries:
+    state: ENABLED
+    variants: {few: 2, many: 5}
+    defaultVariant: few
+";
+
+/// `flags:` in flagd's schema, as YAML: checked by takt-flags, an environment's own state.
+#[test]
+fn flags_are_flagd_definitions_with_environments_of_their_own() {
+    let p = takt_pipeline::parse("takt.yml", FLAGS.as_bytes()).unwrap();
+    let f = p.flags.expect("flags parsed");
+    assert_eq!(f.document["flags"]["new-checkout"]["variants"]["on"], true);
+    assert_eq!(f.document["flags"]["retries"]["variants"]["many"], 5);
+    assert!(f.document["flags"]["new-checkout"].get("environments").is_none());
+    assert_eq!(f.document["flags"]["new-checkout"]["state"], "ENABLED");
+    assert_eq!(
+        f.environments["production"]["flags"]["new-checkout"]["state"],
+        "DISABLED"
+    );
+    let set = takt_flags::parse(&f.document).unwrap();
+    let ctx = serde_json::json!({"targetingKey": "u", "email": "ada@example.com"});
+    let r = set.evaluate("new-checkout", ctx.as_object().unwrap(), 0);
+    assert_eq!(r.value, Some(serde_json::json!(true)));
+    // Served later: still reported as not supported yet.
+    assert_eq!(p.reserved.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["flags"]);
+}
+
+#[test]
+fn broken_flags_say_line_and_column() {
+    let e = errors(&FLAGS.replace("defaultVariant: off", "defaultVariant: of"));
+    assert!(
+        e.contains(
+            "takt.yml:12:21: error: defaultVariant `of` names no variant of `new-checkout` (its variants: off, on)"
+        ),
+        "{e}"
+    );
+    let e = errors(&FLAGS.replace("['off', 75]", "['off', 7.5]"));
+    assert!(
+        e.contains("takt.yml:14:67: error: weight `7.5` is not a whole number"),
+        "{e}"
+    );
+    let e = errors(&FLAGS.replace("{state: DISABLED}", "{state: OFF}"));
+    assert!(
+        e.contains("takt.yml:16:27: error: in environment `production`: flag `new-checkout` needs `state`"),
+        "{e}"
+    );
+    let e = errors(&FLAGS.replace("production: {state", "prod: {state"));
+    assert!(
+        e.contains("a flag sets environment `prod`, which is not defined"),
+        "{e}"
+    );
+    let e = errors(&FLAGS.replace("variants: {few: 2, many: 5}", "variants: {few: 2, many: five}"));
+    assert!(e.contains("takt.yml:19:30: error: variants of mixed types"), "{e}");
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 /// Each crate of ours and the crates of ours it may depend on (normal dependencies).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("takt-model", &[]),
-    ("takt-pipeline", &["takt-model", "takt-monitor"]),
+    ("takt-pipeline", &["takt-model", "takt-monitor", "takt-flags"]),
     ("takt-views", &["takt-model"]),
     ("takt-api", &["takt-model", "takt-views", "takt-monitor", "takt-flow"]),
     ("takt-flow", &["takt-model", "takt-views"]),

@@ -97,6 +97,11 @@ const CORPUS: &[(&str, &str)] = &[
         "55-protected-by-nobody",
         "55-protected-by-nobody.yml:6:16: error: `protected` names no token, so nobody could deploy here",
     ),
+    // The flags issue: flagd's definitions, placed at their line and column.
+    (
+        "56-flag-default-names-no-variant",
+        "56-flag-default-names-no-variant.yml:8:21: error: defaultVariant `of` names no variant of `dark-mode` (its variants: off, on)",
+    ),
 ];
 
 fn lint(path: &Path) -> (Option<i32>, String) {
