@@ -6,7 +6,47 @@ use datalogic_rs::DataValue;
 use datalogic_rs::bumpalo::Bump;
 use datalogic_rs::datavalue::NumberValue;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use std::cell::RefCell;
+
+thread_local! {
+    /// Each thread's evaluation arena, emptied before each evaluation (its memory kept).
+    static ARENA: RefCell<Bump> = RefCell::new(Bump::new());
+}
+
+/// The rule's data: the context's values, borrowed into the arena as they are (no copy of its
+/// strings), with `$flagd` (`flagKey`, `timestamp`) in place of any the caller sent.
+fn root<'a>(context: &'a Map<String, Value>, key: &'a str, timestamp: i64, arena: &'a Bump) -> DataValue<'a> {
+    let flagd: &[(&str, DataValue<'_>)] = arena.alloc_slice_fill_iter([
+        ("flagKey", DataValue::String(key)),
+        ("timestamp", DataValue::Number(NumberValue::Integer(timestamp))),
+    ]);
+    let mut entries = datalogic_rs::bumpalo::collections::Vec::with_capacity_in(context.len() + 1, arena);
+    entries.extend(
+        context
+            .iter()
+            .filter(|(k, _)| k.as_str() != "$flagd")
+            .map(|(k, v)| (k.as_str(), data(v, arena))),
+    );
+    entries.push(("$flagd", DataValue::Object(flagd)));
+    DataValue::Object(entries.into_bump_slice())
+}
+
+fn data<'a>(v: &'a Value, arena: &'a Bump) -> DataValue<'a> {
+    match v {
+        Value::Null => DataValue::Null,
+        Value::Bool(b) => DataValue::Bool(*b),
+        Value::Number(n) => DataValue::Number(match n.as_i64() {
+            Some(i) => NumberValue::Integer(i),
+            None => NumberValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        Value::String(s) => DataValue::String(s),
+        Value::Array(a) => DataValue::Array(arena.alloc_slice_fill_iter(a.iter().map(|x| data(x, arena)))),
+        Value::Object(m) => {
+            DataValue::Object(arena.alloc_slice_fill_iter(m.iter().map(|(k, x)| (k.as_str(), data(x, arena)))))
+        }
+    }
+}
 
 /// Why an evaluation answered what it did (OpenFeature's reasons, as flagd sends them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,34 +117,34 @@ impl FlagSet {
         if flag.state == State::Disabled {
             return Resolution::new(key, Reason::Disabled);
         }
-        let (variant, reason) = match &flag.compiled {
-            None => (flag.default_variant.clone(), Reason::Static),
-            Some(logic) => {
-                let mut data = context.clone();
-                data.insert("$flagd".into(), json!({"flagKey": key, "timestamp": timestamp}));
-                let data = Value::Object(data);
-                let arena = Bump::new();
-                match self.engine.evaluate(logic, &data, &arena) {
-                    Err(e) => {
-                        return Resolution::error(
+        let decided = match &flag.compiled {
+            None => Ok((flag.default_variant.clone(), Reason::Static)),
+            Some(logic) => ARENA.with(|cell| {
+                let mut arena = cell.borrow_mut();
+                arena.reset();
+                let arena: &Bump = &arena;
+                let data = root(context, key, timestamp, arena);
+                match self.engine.evaluate(logic, data, arena) {
+                    Err(e) => Err(Resolution::error(
+                        key,
+                        ErrorCode::General,
+                        format!("the targeting rule of `{key}` failed: {e}"),
+                    )),
+                    Ok(DataValue::Null) => Ok((flag.default_variant.clone(), Reason::Default)),
+                    Ok(v) => match variant_name(v) {
+                        Some(name) => Ok((Some(name), Reason::TargetingMatch)),
+                        None => Err(Resolution::error(
                             key,
                             ErrorCode::General,
-                            format!("the targeting rule of `{key}` failed: {e}"),
-                        );
-                    }
-                    Ok(DataValue::Null) => (flag.default_variant.clone(), Reason::Default),
-                    Ok(v) => match variant_name(v) {
-                        Some(name) => (Some(name), Reason::TargetingMatch),
-                        None => {
-                            return Resolution::error(
-                                key,
-                                ErrorCode::General,
-                                format!("the targeting rule of `{key}` returned no variant name"),
-                            );
-                        }
+                            format!("the targeting rule of `{key}` returned no variant name"),
+                        )),
                     },
                 }
-            }
+            }),
+        };
+        let (variant, reason) = match decided {
+            Ok(d) => d,
+            Err(r) => return r,
         };
         let Some(variant) = variant else {
             // No default variant: the client's code default.
