@@ -50,6 +50,8 @@ pub enum Op {
     CancelRun,
     RetryRun,
     PlayJob,
+    OfrepEvaluate,
+    OfrepBulk,
     JobLog,
     Webhook,
     Keys,
@@ -185,7 +187,7 @@ impl Route {
 }
 
 use Method::{Delete, Get, Post, Put};
-use Permission::{Admin, Ci, Deploy, Play, Read};
+use Permission::{Admin, Ci, Deploy, Flags, Play, Read};
 
 const JSON_OBJECT: Body = Body::raw("application/json");
 const BYTES: Body = Body::raw("application/octet-stream");
@@ -204,6 +206,24 @@ pub const ROUTES: &[Route] = &[
     route(Op::Metrics, Get, "/metrics", Some(Read), "Prometheus metrics")
         .answers(Body::raw("text/plain; version=0.0.4")),
     route(Op::Openapi, Get, "/api/v1/openapi.json", Some(Read), "This document").answers(JSON_OBJECT),
+    route(
+        Op::OfrepEvaluate,
+        Post,
+        "/ofrep/v1/evaluate/flags/{key}",
+        Some(Flags),
+        "OFREP: evaluate one flag for a context (a flags token made for one project and environment)",
+    )
+    .takes(Body::json::<OfrepRequest>())
+    .answers(JSON_OBJECT),
+    route(
+        Op::OfrepBulk,
+        Post,
+        "/ofrep/v1/evaluate/flags",
+        Some(Flags),
+        "OFREP: evaluate every flag for a context; ETag and If-None-Match",
+    )
+    .takes(Body::json::<OfrepRequest>())
+    .answers(JSON_OBJECT),
     route(Op::Events, Get, "/api/v1/events", Some(Read), "A page of the event log")
         .query(params::<EventsQuery>)
         .answers(Body::json::<EventsPage>()),

@@ -687,3 +687,12 @@ pub struct BeatTaken {
     pub project: String,
     pub check: String,
 }
+
+/// An OFREP evaluation request (OpenFeature Remote Evaluation Protocol): the evaluation
+/// context, `targetingKey` and any attributes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct OfrepRequest {
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+}

@@ -30,8 +30,34 @@ pub struct BranchConfig {
     pub metrics: takt_pipeline::MetricsConfig,
     /// Recurring drills (`drills:`).
     pub drills: Vec<takt_pipeline::ScheduledDrill>,
+    /// Feature flags (`flags:`), compiled.
+    pub flags: Option<Arc<ProjectFlags>>,
     /// Why the file could not be read, if it could not (the previous settings stay).
     pub error: Option<String>,
+}
+
+/// A project's flags: as the file gives them, and as each environment that changes some.
+#[derive(Debug)]
+pub struct ProjectFlags {
+    pub base: takt_flags::FlagSet,
+    pub environments: HashMap<String, takt_flags::FlagSet>,
+}
+
+impl ProjectFlags {
+    /// `None` if a document does not compile (the parser checked them: it will).
+    pub fn compile(f: &takt_pipeline::FlagsConfig) -> Option<ProjectFlags> {
+        let base = takt_flags::parse(&f.document).ok()?;
+        let mut environments = HashMap::new();
+        for (env, doc) in &f.environments {
+            environments.insert(env.clone(), takt_flags::parse(doc).ok()?);
+        }
+        Some(ProjectFlags { base, environments })
+    }
+
+    /// The flags as environment `env` sees them.
+    pub fn of(&self, env: &str) -> &takt_flags::FlagSet {
+        self.environments.get(env).unwrap_or(&self.base)
+    }
 }
 
 /// The longest the scheduler sleeps without looking again (a schedule's next time is
@@ -95,6 +121,7 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
                 cfg.maintenance = pipe.maintenance;
                 cfg.metrics = pipe.metrics;
                 cfg.drills = pipe.drills;
+                cfg.flags = pipe.flags.as_ref().and_then(ProjectFlags::compile).map(Arc::new);
                 cfg.error = None;
             }
             Err(e) => {

@@ -35,16 +35,20 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, need: Permission)
         state.metrics.failed_auth("token");
         unauthorized(m)
     };
-    let Some(value) = headers.get("authorization") else {
-        return Err(unauthorized(
-            "a token is required: send `Authorization: Bearer <token>`",
-        ));
+    // OFREP clients may send the token as `X-API-Key` instead.
+    let secret = match (headers.get("authorization"), headers.get("x-api-key")) {
+        (Some(value), _) => value
+            .to_str()
+            .ok()
+            .and_then(bearer)
+            .ok_or_else(|| unauthorized("malformed Authorization header: use `Bearer <token>`"))?,
+        (None, Some(key)) => key.to_str().map_err(|_| unauthorized("malformed X-API-Key header"))?,
+        (None, None) => {
+            return Err(unauthorized(
+                "a token is required: send `Authorization: Bearer <token>`",
+            ));
+        }
     };
-    let secret = value
-        .to_str()
-        .ok()
-        .and_then(bearer)
-        .ok_or_else(|| unauthorized("malformed Authorization header: use `Bearer <token>`"))?;
     let tokens = state.tokens.read();
     let Some(info) = tokens.check(secret.trim()) else {
         tracing::warn!("failed authentication");
@@ -128,11 +132,15 @@ pub(crate) async fn require(
     next: Next,
 ) -> Response {
     let (mut parts, body) = req.into_parts();
+    // OFREP routes: no body on 401/403, and the token's own project and environment say which
+    // flags it evaluates (the route names none).
+    let ofrep = path.starts_with("/ofrep/");
     let who = match authorize(&state, &parts.headers, need) {
         Ok(who) => who,
+        Err(e) if ofrep => return crate::ofrep::bare(e),
         Err(e) => return e.into_response(),
     };
-    if !who.limits.is_empty() {
+    if !who.limits.is_empty() && !ofrep {
         let params = RawPathParams::from_request_parts(&mut parts, &()).await.ok();
         let named = |key: &str| {
             params

@@ -19,6 +19,7 @@ pub mod isolation;
 pub mod metrics;
 pub mod notify;
 pub mod observe;
+pub mod ofrep;
 pub mod project_routes;
 pub mod system;
 pub mod system_metrics;
@@ -182,6 +183,8 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::CancelRun => on(m, runs::cancel),
         Op::RetryRun => on(m, runs::retry),
         Op::PlayJob => on(m, runs::play),
+        Op::OfrepEvaluate => on(m, ofrep::evaluate),
+        Op::OfrepBulk => on(m, ofrep::bulk),
         Op::JobLog => on(m, runs::logs),
         Op::Webhook => on(m, hooks::webhook),
         Op::Keys => on(m, artifacts::keys),

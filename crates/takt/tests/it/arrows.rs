@@ -57,6 +57,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "takt-engine",
             "takt-exec",
             "takt-monitor",
+            "takt-flags",
         ],
     ),
     (
@@ -75,6 +76,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "takt-ci",
             "takt-observe",
             "takt-monitor",
+            "takt-flags",
         ],
     ),
     ("takt-probe", &["takt-monitor", "takt-pipeline"]),

@@ -12,6 +12,7 @@ mod deploy;
 mod deploy_drivers;
 mod deploy_gates;
 mod examples;
+mod flags;
 mod flow_metrics;
 mod followers;
 mod forge;
