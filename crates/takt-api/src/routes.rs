@@ -52,6 +52,7 @@ pub enum Op {
     PlayJob,
     OfrepEvaluate,
     OfrepBulk,
+    ListFlags,
     JobLog,
     Webhook,
     Keys,
@@ -215,6 +216,14 @@ pub const ROUTES: &[Route] = &[
     )
     .takes(Body::json::<OfrepRequest>())
     .answers(JSON_OBJECT),
+    route(
+        Op::ListFlags,
+        Get,
+        "/api/v1/projects/{name}/flags",
+        Some(Read),
+        "The default branch's feature flags, and what each environment changes",
+    )
+    .answers(Body::json::<FlagList>()),
     route(
         Op::OfrepBulk,
         Post,

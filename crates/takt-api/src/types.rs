@@ -696,3 +696,38 @@ pub struct OfrepRequest {
     #[schema(value_type = Object)]
     pub context: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// `GET /api/v1/projects/{name}/flags`: the default branch's flags (`flags:` of its takt.yml).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct FlagList {
+    /// The default branch's commit they were read from.
+    pub commit: String,
+    pub flags: Vec<FlagInfo>,
+}
+
+/// One flag as the file defines it, and as each environment that changes it sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FlagInfo {
+    pub key: String,
+    /// `boolean`, `string`, `integer`, `float` or `object`.
+    pub kind: String,
+    #[serde(flatten)]
+    pub setting: FlagSetting,
+    pub variants: Vec<String>,
+    /// Environments whose own `state`, `targeting` or `defaultVariant` differ.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub environments: std::collections::BTreeMap<String, FlagSetting>,
+}
+
+/// What decides a flag's answer in one place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlagSetting {
+    /// `ENABLED` or `DISABLED`.
+    pub state: String,
+    #[serde(rename = "defaultVariant")]
+    pub default_variant: Option<String>,
+    /// The targeting rule (`$ref`s replaced), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub targeting: Option<serde_json::Value>,
+}

@@ -185,6 +185,7 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::PlayJob => on(m, runs::play),
         Op::OfrepEvaluate => on(m, ofrep::evaluate),
         Op::OfrepBulk => on(m, ofrep::bulk),
+        Op::ListFlags => on(m, ofrep::list),
         Op::JobLog => on(m, runs::logs),
         Op::Webhook => on(m, hooks::webhook),
         Op::Keys => on(m, artifacts::keys),

@@ -169,3 +169,58 @@ pub async fn bulk(
 pub(crate) fn bare(e: ApiError) -> Response {
     e.status.into_response()
 }
+
+/// `GET /api/v1/projects/{name}/flags` (read scope): the default branch's flags, and what each
+/// environment changes (`takt flag ls|show`).
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Path(project): Path<String>,
+) -> Result<Json<takt_api::FlagList>, ApiError> {
+    let p = state.project(&project)?;
+    takt_ci::schedule::refresh(&state.ci, &p).await;
+    let cfg = state.ci.branch_config(&project).unwrap_or_default();
+    let Some(flags) = cfg.flags else {
+        return Ok(Json(takt_api::FlagList {
+            commit: cfg.commit,
+            flags: Vec::new(),
+        }));
+    };
+    let setting = |f: &takt_flags::Flag| takt_api::FlagSetting {
+        state: serde_json::to_value(f.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        default_variant: f.default_variant.clone(),
+        targeting: f.targeting.clone(),
+    };
+    let list = flags
+        .base
+        .flags()
+        .map(|f| {
+            let here = setting(f);
+            let mut environments = std::collections::BTreeMap::new();
+            for (env, set) in &flags.environments {
+                if let Some(g) = set.get(&f.key) {
+                    let there = setting(g);
+                    if there != here {
+                        environments.insert(env.clone(), there);
+                    }
+                }
+            }
+            takt_api::FlagInfo {
+                key: f.key.clone(),
+                kind: serde_json::to_value(f.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                setting: here,
+                variants: f.variants.keys().cloned().collect(),
+                environments,
+            }
+        })
+        .collect();
+    Ok(Json(takt_api::FlagList {
+        commit: cfg.commit,
+        flags: list,
+    }))
+}

@@ -7,6 +7,7 @@ mod check_cli;
 mod client;
 mod drill_cli;
 mod env_cli;
+mod flag_cli;
 mod import_csv;
 mod incident_cli;
 mod metrics_cli;
@@ -111,6 +112,10 @@ enum Command {
     /// Health checks: their states, and heartbeat checks' URLs and tokens.
     #[command(subcommand)]
     Check(check_cli::CheckCommand),
+    /// Feature flags: a project's flags (flagd's schema, `flags:` of its default branch), their
+    /// state and targeting, and what each environment changes (docs/flags.md).
+    #[command(subcommand)]
+    Flag(flag_cli::FlagCommand),
     /// Flow metrics: the five DORA keys of the production environments, with their bands and
     /// trends, and the bottleneck stage (docs/metrics.md).
     Metrics(metrics_cli::MetricsArgs),
@@ -237,6 +242,7 @@ fn main() -> ExitCode {
         Command::Postmortem(a) => client::block_on(incident_cli::postmortem(a)),
         Command::Drill(c) => client::block_on(drill_cli::drill(c)),
         Command::Check(c) => client::block_on(check_cli::check(c)),
+        Command::Flag(c) => client::block_on(flag_cli::flag(c)),
         Command::Metrics(a) => client::block_on(metrics_cli::metrics(a)),
         Command::Flaky(a) => client::block_on(metrics_cli::flaky(a)),
         Command::Import(a) => client::block_on(metrics_cli::import(a)),

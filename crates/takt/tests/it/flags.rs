@@ -219,6 +219,29 @@ async fn openfeature_clients_evaluate_a_projects_flags_over_ofrep() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errorCode"], "INVALID_CONTEXT", "{body}");
+    // `takt flag ls|show` (read scope) say what the file and each environment set.
+    let reader = new_token(&s, &admin, takt_server::auth::Scope::Read).await;
+    let (code, out, err) = cli(&s, &reader, &["flag", "ls", "web"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.lines().any(|l| l.contains("new-checkout")
+            && l.contains("boolean")
+            && l.contains("ENABLED")
+            && l.contains("production: DISABLED")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.contains("greeting") && l.contains("hi")), "{out}");
+    let (code, out, _) = cli(&s, &reader, &["flag", "show", "web", "new-checkout", "--json"]);
+    assert_eq!(code, Some(0));
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["environments"]["production"]["state"], "DISABLED", "{shown}");
+    assert!(shown["targeting"]["if"].is_array(), "the $ref is replaced: {shown}");
+    let (code, _, err) = cli(&s, &reader, &["flag", "show", "web", "nope"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("has no flag `nope` (its flags: greeting, new-checkout, retries, theme)"),
+        "{err}"
+    );
     // A ci token is no flags token.
     let ci = new_token(&s, &admin, takt_server::auth::Scope::Ci).await;
     let r = c.post(&url).bearer_auth(&ci).json(&json!({})).send().await.unwrap();
