@@ -94,6 +94,15 @@ struct AuthLabels {
     via: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlagLabels {
+    project: String,
+    environment: String,
+    flag: String,
+    variant: String,
+    reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub flow: FlowGauges,
@@ -110,6 +119,7 @@ pub struct Metrics {
     checks_up: Family<CheckLabels, Gauge>,
     incidents_opened: Family<TriggerLabel, Counter>,
     incidents_resolved: Counter,
+    flag_evaluations: Family<FlagLabels, Counter>,
     pub waiting: Gauge,
     pub running: Gauge,
     /// The event log's size (database, and SQLite's write-ahead log), set when scraped.
@@ -186,6 +196,7 @@ impl Metrics {
             checks_up: Family::default(),
             incidents_opened: Family::default(),
             incidents_resolved: Counter::default(),
+            flag_evaluations: Family::default(),
             waiting: Gauge::default(),
             running: Gauge::default(),
             store_bytes: Gauge::default(),
@@ -227,6 +238,11 @@ impl Metrics {
             "job_dispatch_seconds",
             "Per-job dispatch overhead: from a job's start to its process running (workspace, checkout, spawn)",
             m.dispatch.clone(),
+        );
+        registry.register(
+            "flag_evaluations",
+            "Flag evaluations over OFREP, by project, environment, flag, variant and reason (a flag the project does not define counts as `(unknown)`)",
+            m.flag_evaluations.clone(),
         );
         registry.register(
             "webhook_deliveries",
@@ -354,6 +370,27 @@ impl Metrics {
         };
         count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.security.seen.notify_one();
+    }
+
+    /// One flag evaluation answered. `flag` is `None` for a key the project does not define (a
+    /// client's key is not a label: it would make series without bound).
+    pub fn flag_evaluated(
+        &self,
+        project: &str,
+        environment: &str,
+        flag: Option<&str>,
+        variant: Option<&str>,
+        reason: &str,
+    ) {
+        self.flag_evaluations
+            .get_or_create(&FlagLabels {
+                project: project.into(),
+                environment: environment.into(),
+                flag: flag.unwrap_or("(unknown)").into(),
+                variant: variant.unwrap_or("").into(),
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     pub fn webhook(&self, provider: &str, outcome: &str) {

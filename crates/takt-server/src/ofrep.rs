@@ -72,6 +72,17 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
+/// Counts an evaluation in `/metrics` (`takt_flag_evaluations_total`).
+fn count(state: &AppState, who: &crate::auth::TokenInfo, env: &str, set: &FlagSet, r: &Resolution) {
+    let project = who.limits.projects.first().map_or("", String::as_str);
+    let reason = serde_json::to_value(r.reason).ok();
+    let reason = reason.as_ref().and_then(Value::as_str).unwrap_or("");
+    let flag = set.get(&r.key).map(|f| f.key.as_str());
+    state
+        .metrics
+        .flag_evaluated(project, env, flag, r.variant.as_deref(), reason);
+}
+
 /// One evaluation as OFREP answers it: the success object, or the error object.
 fn answer(set: &FlagSet, r: &Resolution) -> Value {
     match r.error {
@@ -111,6 +122,7 @@ pub async fn evaluate(
     };
     let set = flags.of(&env);
     let r = set.evaluate(&key, &ctx, now());
+    count(&state, &who, &env, set, &r);
     let status = match r.error {
         None => StatusCode::OK,
         Some(ErrorCode::FlagNotFound) => StatusCode::NOT_FOUND,
@@ -139,7 +151,11 @@ pub async fn bulk(
         Some(f) => {
             let set = f.of(&env);
             set.flags()
-                .map(|fl| answer(set, &set.evaluate(&fl.key, &ctx, ts)))
+                .map(|fl| {
+                    let r = set.evaluate(&fl.key, &ctx, ts);
+                    count(&state, &who, &env, set, &r);
+                    answer(set, &r)
+                })
                 .collect()
         }
         None => Vec::new(),

@@ -242,6 +242,20 @@ async fn openfeature_clients_evaluate_a_projects_flags_over_ofrep() {
         err.contains("has no flag `nope` (its flags: greeting, new-checkout, retries, theme)"),
         "{err}"
     );
+    // Evaluations are counted in /metrics, by flag, variant and reason; an unknown key is not a
+    // label of its own.
+    let m = get_text(&s, "/metrics", &admin).await;
+    assert!(
+        m.lines().any(|l| l.starts_with("takt_flag_evaluations_total{")
+            && l.contains("project=\"web\"")
+            && l.contains("environment=\"staging\"")
+            && l.contains("flag=\"greeting\"")
+            && l.contains("variant=\"hi\"")
+            && l.contains("reason=\"STATIC\"")),
+        "{m}"
+    );
+    assert!(m.contains("flag=\"(unknown)\""), "{m}");
+    assert!(!m.contains("no-such-flag"), "{m}");
     // A ci token is no flags token.
     let ci = new_token(&s, &admin, takt_server::auth::Scope::Ci).await;
     let r = c.post(&url).bearer_auth(&ci).json(&json!({})).send().await.unwrap();
