@@ -55,6 +55,9 @@ pub struct ServerConfig {
     /// The address people and forges reach the server at (`TAKT_PUBLIC_URL`,
     /// `public_url`): the links in commit statuses. Default: `http://` and `listen`.
     pub public_url: String,
+    /// Browser origins that may call the OFREP routes (`TAKT_CORS_ORIGINS`, comma-separated,
+    /// or `cors_origins`); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 /// The config file (TOML). Every key is optional; unknown keys are errors.
@@ -77,6 +80,7 @@ pub struct ConfigFile {
     pub isolation: Option<crate::isolation::IsolationSetting>,
     pub job_user: Option<String>,
     pub public_url: Option<String>,
+    pub cors_origins: Option<Vec<String>>,
 }
 
 /// A number from the environment variable `var`, else the file's, else `default`.
@@ -250,7 +254,28 @@ impl ServerConfig {
                 u.trim_end_matches('/').to_string()
             }
         };
+        let cors_origins: Vec<String> = match env("TAKT_CORS_ORIGINS").filter(|s| !s.trim().is_empty()) {
+            Some(list) => list
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => f.cors_origins.unwrap_or_default(),
+        };
+        for o in &cors_origins {
+            let ok = url::Url::parse(o).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && !o.ends_with('/')
+            });
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    what: "cors_origins".into(),
+                    value: o.clone(),
+                    reason: "each is an origin: scheme, host and port, e.g. https://app.example.com".into(),
+                });
+            }
+        }
         Ok(ServerConfig {
+            cors_origins,
             public_url,
             data_dir,
             listen,
@@ -313,6 +338,24 @@ mod tests {
         let c = ServerConfig::resolve(None, Overrides::default(), &env).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/home/u/.local/share/takt"));
         assert_eq!(c.listen.port(), 9100);
+    }
+
+    #[test]
+    fn cors_origins_are_origins() {
+        let with = |v: &'static str| move |k: &str| (k == "TAKT_CORS_ORIGINS").then(|| v.to_string());
+        let c = ServerConfig::resolve(
+            None,
+            Overrides::default(),
+            &with("https://a.example, http://b.example:8080"),
+        )
+        .unwrap();
+        assert_eq!(c.cors_origins, ["https://a.example", "http://b.example:8080"]);
+        for bad in ["https://a.example/app", "a.example", "https://a.example/"] {
+            let e = ServerConfig::resolve(None, Overrides::default(), &with(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cors_origins") && e.contains(bad), "{e}");
+        }
     }
 
     #[test]

@@ -231,8 +231,23 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
 
 /// The router, built from the route table ([`takt_api::ROUTES`]): each route gets its handler
 /// and, unless public, the permission layer the table names.
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub fn router(state: Arc<AppState>, max_body_bytes: usize, cors_origins: &[String]) -> Router {
     let mut router = Router::new();
+    // Browser clients of OFREP, from the configured origins only (preflights answered here).
+    let origins: Vec<axum::http::HeaderValue> = cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let cors = (!origins.is_empty()).then(|| {
+        use axum::http::{HeaderName, Method as M, header};
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([M::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("x-api-key"),
+            ])
+            .expose_headers([header::ETAG])
+    });
     for r in takt_api::ROUTES {
         let filter = match r.method {
             Method::Get => MethodFilter::GET,
@@ -246,6 +261,9 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
                 (state.clone(), need, r.path),
                 auth::require,
             ));
+        }
+        if let Some(c) = cors.as_ref().filter(|_| r.path.starts_with("/ofrep/")) {
+            route = route.layer(c.clone());
         }
         router = router.route(r.path, route);
     }

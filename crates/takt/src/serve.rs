@@ -318,7 +318,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     if config.poll_seconds > 0 {
         takt_ci::poll::start(ci.clone(), std::time::Duration::from_secs(config.poll_seconds));
     }
-    let app = takt_server::router(state, config.max_body_bytes);
+    let app = takt_server::router(state, config.max_body_bytes, &config.cors_origins);
     outln!(
         "takt serve: listening on http://{addr} (data in {}, ready in {:.1} ms)",
         data.root.display(),

@@ -85,7 +85,7 @@ async fn flags_token(s: &Server, admin: &str, env: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfeature_clients_evaluate_a_projects_flags_over_ofrep() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), &[]);
+    let s = start(dir.path(), &[("TAKT_CORS_ORIGINS", "http://app.example")]);
     let admin = s.printed_token.clone().unwrap();
     let repo = Repo::new(&[("takt.yml", YML)]);
     add_project(&s, &admin, "web", repo.path()).await;
@@ -256,6 +256,41 @@ async fn openfeature_clients_evaluate_a_projects_flags_over_ofrep() {
     );
     assert!(m.contains("flag=\"(unknown)\""), "{m}");
     assert!(!m.contains("no-such-flag"), "{m}");
+    // Browsers: the configured origin may call OFREP (its preflight answered), another may not.
+    let preflight = |origin: &'static str| {
+        c.request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let r = preflight("http://app.example").await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://app.example");
+    let r = preflight("http://evil.example").await.unwrap();
+    assert!(
+        r.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    let r = c
+        .post(&url)
+        .header("origin", "http://app.example")
+        .bearer_auth(&staging)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "http://app.example");
+    assert!(
+        r.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("etag"),
+        "{:?}",
+        r.headers()
+    );
     // A ci token is no flags token.
     let ci = new_token(&s, &admin, takt_server::auth::Scope::Ci).await;
     let r = c.post(&url).bearer_auth(&ci).json(&json!({})).send().await.unwrap();
