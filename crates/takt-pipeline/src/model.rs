@@ -42,7 +42,7 @@ pub struct Pipeline {
     pub drills: Vec<ScheduledDrill>,
     /// `workflow: rules`: whether a run is made at all (empty: always).
     pub workflow: Vec<Rule>,
-    /// `flags:` (default branch only), checked; not served yet.
+    /// `flags:` (default branch only), checked; `takt serve` answers them over OFREP.
     pub flags: Option<FlagsConfig>,
     /// The layout the file was written in.
     pub layout: Layout,

@@ -45,8 +45,10 @@ const TOP_KEYS: &[&str] = &[
     "metrics",
     "drills",
     "workflow",
+    "flags",
 ];
-const RESERVED: &[&str] = &["flags"];
+/// Sections accepted and reported as not supported yet (none today).
+const RESERVED: &[&str] = &[];
 const JOB_KEYS: &[&str] = &[
     "trigger",
     "stage",
@@ -686,12 +688,8 @@ impl Cx {
                 "metrics" => metrics = self.metrics(v),
                 "drills" => drills_node = Some(v),
                 "workflow" => workflow = self.workflow(v),
-                // Checked now; served with the flags issue's server part (still reported as
-                // not supported yet).
-                "flags" => {
-                    flags = self.flags(v);
-                    reserved.push(("flags".to_string(), k.pos));
-                }
+                // Checked here; `takt serve` answers them over OFREP (docs/flags.md).
+                "flags" => flags = self.flags(v),
                 name if RESERVED.contains(&name) => reserved.push((name.to_string(), k.pos)),
                 name => {
                     if root.get("jobs").is_none() && matches!(v.kind, NodeKind::Map(_)) && v.get("script").is_some() {

@@ -484,8 +484,8 @@ fn flags_are_flagd_definitions_with_environments_of_their_own() {
     let ctx = serde_json::json!({"targetingKey": "u", "email": "ada@example.com"});
     let r = set.evaluate("new-checkout", ctx.as_object().unwrap(), 0);
     assert_eq!(r.value, Some(serde_json::json!(true)));
-    // Served later: still reported as not supported yet.
-    assert_eq!(p.reserved.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["flags"]);
+    // Served over OFREP: no longer "not supported yet".
+    assert!(p.reserved.is_empty(), "{:?}", p.reserved);
 }
 
 #[test]
