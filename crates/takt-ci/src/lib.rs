@@ -63,6 +63,12 @@ impl Ci {
     pub fn branch_config(&self, name: &str) -> Option<schedule::BranchConfig> {
         self.branch_configs.read().get(name).cloned()
     }
+
+    /// The default branch's compiled flags (a handle, not a copy of the whole config: OFREP
+    /// asks for it on every evaluation).
+    pub fn flags(&self, name: &str) -> Option<std::sync::Arc<schedule::ProjectFlags>> {
+        self.branch_configs.read().get(name).and_then(|c| c.flags.clone())
+    }
 }
 
 /// Writes a secret to a file only its owner may read (0600), fsynced.

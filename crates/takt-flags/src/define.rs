@@ -30,7 +30,28 @@ pub enum Kind {
     Object,
 }
 
+impl State {
+    /// `ENABLED` or `DISABLED`, as flagd writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Enabled => "ENABLED",
+            State::Disabled => "DISABLED",
+        }
+    }
+}
+
 impl Kind {
+    /// `boolean`, `string`, `integer`, `float` or `object`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Boolean => "boolean",
+            Kind::String => "string",
+            Kind::Integer => "integer",
+            Kind::Float => "float",
+            Kind::Object => "object",
+        }
+    }
+
     fn of(v: &Value) -> Option<Kind> {
         Some(match v {
             Value::Bool(_) => Kind::Boolean,
@@ -109,13 +130,17 @@ impl fmt::Display for Problem {
     }
 }
 
-/// One segment of a JSON pointer (RFC 6901: `~` and `/` escaped).
-fn seg(s: &str) -> String {
+/// One segment of a JSON pointer (RFC 6901: `~` and `/` escaped), as [`Problem::path`]s are
+/// written.
+pub fn seg(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
 struct Cx {
     problems: Vec<Problem>,
+    /// Rule nodes made so far by resolving `$ref`s, over the whole document: evaluators that
+    /// name each other several times would otherwise grow without bound (a "ref bomb").
+    nodes: usize,
     /// The operators a rule may use (an unknown one would fail only when evaluated).
     ops: std::collections::BTreeSet<String>,
 }
@@ -132,6 +157,9 @@ impl Cx {
 /// How deep `$ref`s may nest (an evaluator that names itself would never end).
 const MAX_REF_DEPTH: usize = 16;
 
+/// How many rule nodes a document's targeting rules may hold once every `$ref` is replaced.
+pub const MAX_RULE_NODES: usize = 200_000;
+
 /// Reads and checks a flagd document: `{"flags": {...}, "$evaluators"?: {...}, "metadata"?: {...}}`.
 pub fn parse(doc: &Value) -> Result<FlagSet, Vec<Problem>> {
     let engine = engine();
@@ -139,6 +167,7 @@ pub fn parse(doc: &Value) -> Result<FlagSet, Vec<Problem>> {
     ops.extend(["starts_with", "ends_with"].map(String::from));
     let mut cx = Cx {
         problems: Vec::new(),
+        nodes: 0,
         ops,
     };
     let Some(top) = doc.as_object() else {
@@ -337,6 +366,16 @@ fn flag(cx: &mut Cx, engine: &Engine, evaluators: &Map<String, Value>, key: &str
 
 /// The rule with every `{"$ref": NAME}` replaced by `$evaluators.NAME` (itself resolved).
 fn resolve(cx: &mut Cx, evaluators: &Map<String, Value>, v: &Value, at: &str, depth: usize) -> Value {
+    cx.nodes += 1;
+    if cx.nodes > MAX_RULE_NODES {
+        if cx.nodes == MAX_RULE_NODES + 1 {
+            cx.err(
+                at,
+                format!("the targeting rules hold more than {MAX_RULE_NODES} nodes once their `$ref`s are replaced: use fewer, smaller evaluators"),
+            );
+        }
+        return Value::Null;
+    }
     match v {
         Value::Object(o) if o.len() == 1 && o.contains_key("$ref") => {
             let Some(name) = o.get("$ref").and_then(Value::as_str) else {

@@ -86,6 +86,19 @@ pub struct Resolution {
     pub message: Option<String>,
 }
 
+impl Reason {
+    /// The reason as OFREP writes it (`TARGETING_MATCH`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Static => "STATIC",
+            Reason::TargetingMatch => "TARGETING_MATCH",
+            Reason::Default => "DEFAULT",
+            Reason::Disabled => "DISABLED",
+            Reason::Error => "ERROR",
+        }
+    }
+}
+
 impl Resolution {
     fn new(key: &str, reason: Reason) -> Resolution {
         Resolution {

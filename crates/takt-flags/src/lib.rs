@@ -8,5 +8,5 @@
 mod define;
 mod eval;
 
-pub use define::{Flag, FlagSet, Kind, Problem, State, parse};
+pub use define::{Flag, FlagSet, Kind, Problem, State, parse, seg};
 pub use eval::{ErrorCode, Reason, Resolution};

@@ -62,6 +62,21 @@ fn each_broken_definition_says_where_and_why() {
             "{doc}\nwanted `{says}`, got {p:#?}"
         );
     }
+    // Evaluators that name each other over and over do not grow without bound.
+    let mut evaluators = serde_json::Map::new();
+    evaluators.insert("e0".into(), json!({"==": [1, 1]}));
+    for i in 1..40 {
+        let r = json!({"$ref": format!("e{}", i - 1)});
+        evaluators.insert(format!("e{i}"), json!({"and": [r, r, r, r]}));
+    }
+    let bomb = json!({"flags": {"f": {"state": "ENABLED", "variants": {"a": "a"}, "defaultVariant": "a",
+        "targeting": {"if": [{"$ref": "e15"}, "a", "a"]}}}, "$evaluators": evaluators});
+    let p = problems(bomb);
+    assert!(
+        p.iter()
+            .any(|x| x.contains("more than 200000 nodes once their `$ref`s are replaced")),
+        "{p:#?}"
+    );
     // All at once, not the first only.
     let p = problems(json!({"flags": {
         "a": {"state": "ENABLED", "variants": {"x": 1}, "defaultVariant": "y"},

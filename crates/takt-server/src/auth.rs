@@ -134,7 +134,7 @@ pub(crate) async fn require(
     let (mut parts, body) = req.into_parts();
     // OFREP routes: no body on 401/403, and the token's own project and environment say which
     // flags it evaluates (the route names none).
-    let ofrep = path.starts_with("/ofrep/");
+    let ofrep = need == Permission::Flags;
     let who = match authorize(&state, &parts.headers, need) {
         Ok(who) => who,
         Err(e) if ofrep => return crate::ofrep::bare(e),

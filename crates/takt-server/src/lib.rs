@@ -262,7 +262,10 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize, cors_origins: &[Strin
                 auth::require,
             ));
         }
-        if let Some(c) = cors.as_ref().filter(|_| r.path.starts_with("/ofrep/")) {
+        if let Some(c) = cors
+            .as_ref()
+            .filter(|_| r.permission == Some(takt_api::Permission::Flags))
+        {
             route = route.layer(c.clone());
         }
         router = router.route(r.path, route);

@@ -38,8 +38,7 @@ async fn flags_of(
         )
     })?;
     takt_ci::schedule::refresh(&state.ci, &p).await;
-    let flags = state.ci.branch_config(project).and_then(|c| c.flags);
-    Ok((flags, env.clone()))
+    Ok((state.ci.flags(project), env.clone()))
 }
 
 /// The request's context; 400 `INVALID_CONTEXT` / `PARSE_ERROR` as OFREP says.
@@ -75,12 +74,10 @@ fn now() -> i64 {
 /// Counts an evaluation in `/metrics` (`takt_flag_evaluations_total`).
 fn count(state: &AppState, who: &crate::auth::TokenInfo, env: &str, set: &FlagSet, r: &Resolution) {
     let project = who.limits.projects.first().map_or("", String::as_str);
-    let reason = serde_json::to_value(r.reason).ok();
-    let reason = reason.as_ref().and_then(Value::as_str).unwrap_or("");
     let flag = set.get(&r.key).map(|f| f.key.as_str());
     state
         .metrics
-        .flag_evaluated(project, env, flag, r.variant.as_deref(), reason);
+        .flag_evaluated(project, env, flag, r.variant.as_deref(), r.reason.as_str());
 }
 
 /// One evaluation as OFREP answers it: the success object, or the error object.
@@ -202,10 +199,7 @@ pub async fn list(
         }));
     };
     let setting = |f: &takt_flags::Flag| takt_api::FlagSetting {
-        state: serde_json::to_value(f.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        state: f.state.as_str().to_string(),
         default_variant: f.default_variant.clone(),
         targeting: f.targeting.clone(),
     };
@@ -225,10 +219,7 @@ pub async fn list(
             }
             takt_api::FlagInfo {
                 key: f.key.clone(),
-                kind: serde_json::to_value(f.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                kind: f.kind.as_str().to_string(),
                 setting: here,
                 variants: f.variants.keys().cloned().collect(),
                 environments,

@@ -10,17 +10,16 @@ use crate::model::FlagsConfig;
 use crate::yaml::{Node, NodeKind};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use takt_flags::seg;
 
 /// A flag's fields as one environment sets them.
 type Override = (String, Map<String, Value>);
 
+/// How many environments flags may give settings of their own.
+const MAX_FLAG_ENVIRONMENTS: usize = 100;
+
 /// What an environment may set for itself.
 const ENV_KEYS: &[&str] = &["state", "targeting", "defaultVariant"];
-
-/// One segment of a JSON pointer (RFC 6901).
-fn seg(s: &str) -> String {
-    s.replace('~', "~0").replace('/', "~1")
-}
 
 /// A YAML scalar as JSON, by YAML 1.2's core schema (quoted scalars are strings).
 fn scalar(value: &str, plain: bool) -> Value {
@@ -145,6 +144,17 @@ impl Cx {
             }
         }
         let mut environments = BTreeMap::new();
+        // Each environment's document is checked whole: as many as there can be environments.
+        if overrides.len() > MAX_FLAG_ENVIRONMENTS {
+            self.err(
+                n.pos,
+                format!(
+                    "flags set {} environments of their own; the limit is {MAX_FLAG_ENVIRONMENTS}",
+                    overrides.len()
+                ),
+            );
+            overrides.clear();
+        }
         for (env, changes) in overrides {
             let mut doc = base.clone();
             let mut changed: Vec<String> = Vec::new();
