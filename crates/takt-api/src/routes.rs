@@ -53,6 +53,8 @@ pub enum Op {
     OfrepEvaluate,
     OfrepBulk,
     ListFlags,
+    ChangeFlag,
+    FlagHistory,
     JobLog,
     Webhook,
     Keys,
@@ -224,6 +226,23 @@ pub const ROUTES: &[Route] = &[
         "The default branch's feature flags, and what each environment changes",
     )
     .answers(Body::json::<FlagList>()),
+    route(
+        Op::ChangeFlag,
+        Post,
+        "/api/v1/environments/{project}/{env}/flags/{key}",
+        Some(Deploy),
+        "Change a feature flag in one environment at run time (variant, rollout or state); it wins over the file until the file changes that flag",
+    )
+    .takes(Body::json::<FlagChangeRequest>())
+    .answers(Body::json::<FlagChangeAnswer>()),
+    route(
+        Op::FlagHistory,
+        Get,
+        "/api/v1/projects/{name}/flags/history",
+        Some(Read),
+        "Every change of a project's flags (?env=, ?flag=), from the file and at run time",
+    )
+    .answers(Body::json::<FlagHistory>()),
     route(
         Op::OfrepBulk,
         Post,

@@ -697,37 +697,112 @@ pub struct OfrepRequest {
     pub context: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// `GET /api/v1/projects/{name}/flags`: the default branch's flags (`flags:` of its takt.yml).
+/// `GET /api/v1/projects/{name}/flags`: the default branch's flags (`flags:` of its takt.yml)
+/// and what is in force in each environment.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct FlagList {
     /// The default branch's commit they were read from.
     pub commit: String,
+    /// Days unchanged at one variant for everyone after which a flag is stale.
+    pub stale_days: u32,
     pub flags: Vec<FlagInfo>,
 }
 
-/// One flag as the file defines it, and as each environment that changes it sees it.
+/// One flag: as the file defines it, and what is in force in each environment.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FlagInfo {
     pub key: String,
     /// `boolean`, `string`, `integer`, `float` or `object`.
     pub kind: String,
-    #[serde(flatten)]
-    pub setting: FlagSetting,
     pub variants: Vec<String>,
-    /// Environments whose own `state`, `targeting` or `defaultVariant` differ.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub environments: std::collections::BTreeMap<String, FlagSetting>,
+    /// The file's own setting (environments without settings of their own see it).
+    #[schema(value_type = Object)]
+    pub file: FlagSetting,
+    /// Each environment takt keeps the flag for: the setting in force there and its source.
+    #[serde(default)]
+    pub environments: std::collections::BTreeMap<String, FlagInForce>,
+    /// One variant for everyone and unchanged for `stale_days` in every environment: a
+    /// candidate for removal.
+    #[serde(default)]
+    pub stale: bool,
 }
 
-/// What decides a flag's answer in one place.
+/// What decides a flag's answer in one place (state, default variant, targeting, variants).
+pub use takt_model::FlagSetting;
+
+/// The setting in force in one environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct FlagSetting {
-    /// `ENABLED` or `DISABLED`.
-    pub state: String,
-    #[serde(rename = "defaultVariant")]
-    pub default_variant: Option<String>,
-    /// The targeting rule (`$ref`s replaced), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+pub struct FlagInForce {
     #[schema(value_type = Object)]
-    pub targeting: Option<serde_json::Value>,
+    pub setting: FlagSetting,
+    /// `file` (the default branch's takt.yml) or `api` (a change at run time, which wins
+    /// until the file changes this flag).
+    #[schema(value_type = String)]
+    pub source: takt_model::FlagSource,
+    /// Who made the run-time change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// When it last changed (RFC 3339, UTC).
+    pub changed_at: String,
+}
+
+/// `POST /api/v1/environments/{project}/{env}/flags/{key}`: one of `variant`, `rollout`, `state`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlagChangeRequest {
+    /// Serve this variant to everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// A boolean flag on for this percentage of targeting keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<u8>,
+    /// `ENABLED` or `DISABLED` (`takt flag kill` sends `DISABLED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub state: Option<takt_model::FlagState>,
+    /// Let `variant` or `rollout` replace a targeting rule of the flag's own.
+    #[serde(default)]
+    pub replace_targeting: bool,
+}
+
+/// What a flag change did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FlagChangeAnswer {
+    /// `false`: the flag was already so; nothing was recorded.
+    pub changed: bool,
+    /// The `flag_changed` event's position in the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    #[schema(value_type = Object)]
+    pub before: FlagSetting,
+    #[schema(value_type = Object)]
+    pub after: FlagSetting,
+}
+
+/// `GET /api/v1/projects/{name}/flags/history`: changes, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct FlagHistory {
+    pub changes: Vec<FlagChangeEntry>,
+}
+
+/// One `flag_changed` event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FlagChangeEntry {
+    pub seq: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub environment: String,
+    pub flag: String,
+    #[schema(value_type = String)]
+    pub source: takt_model::FlagSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<FlagSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<FlagSetting>,
 }

@@ -3,6 +3,7 @@
 //! every report of a commit takes, polling, each default branch's settings and the cron
 //! scheduler, projects and their secrets. It knows nothing of HTTP: the server routes to it.
 
+pub mod flags;
 pub mod forge;
 pub mod poll;
 pub mod projects;
@@ -32,6 +33,8 @@ pub struct Ci {
     /// environments), kept by [`schedule::refresh`].
     pub branch_configs: RwLock<HashMap<String, schedule::BranchConfig>>,
     pub on_queued: OnQueued,
+    /// Feature flags' run-time changes and their listeners.
+    pub flags_live: flags::FlagsLive,
 }
 
 impl Ci {
@@ -47,6 +50,7 @@ impl Ci {
             data_dir,
             branch_configs: RwLock::default(),
             on_queued,
+            flags_live: flags::FlagsLive::default(),
         }
     }
 

@@ -36,29 +36,7 @@ pub struct BranchConfig {
     pub error: Option<String>,
 }
 
-/// A project's flags: as the file gives them, and as each environment that changes some.
-#[derive(Debug)]
-pub struct ProjectFlags {
-    pub base: takt_flags::FlagSet,
-    pub environments: HashMap<String, takt_flags::FlagSet>,
-}
-
-impl ProjectFlags {
-    /// `None` if a document does not compile (the parser checked them: it will).
-    pub fn compile(f: &takt_pipeline::FlagsConfig) -> Option<ProjectFlags> {
-        let base = takt_flags::parse(&f.document).ok()?;
-        let mut environments = HashMap::new();
-        for (env, doc) in &f.environments {
-            environments.insert(env.clone(), takt_flags::parse(doc).ok()?);
-        }
-        Some(ProjectFlags { base, environments })
-    }
-
-    /// The flags as environment `env` sees them.
-    pub fn of(&self, env: &str) -> &takt_flags::FlagSet {
-        self.environments.get(env).unwrap_or(&self.base)
-    }
-}
+pub use crate::flags::ProjectFlags;
 
 /// The longest the scheduler sleeps without looking again (a schedule's next time is
 /// recomputed when a mirror moves, so this only bounds clock drift).
@@ -91,6 +69,8 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
     let mut cfg = ci.branch_config(&p.name).unwrap_or_default();
     cfg.commit = commit.clone();
     cfg.generation = generation;
+    // Held (when the file is valid) until `cfg` is in place: see `flags::reconcile`.
+    let mut reconciled = None;
     match mirror.file_at(&commit, "takt.yml").await {
         None => {
             cfg.error = Some(format!(
@@ -121,8 +101,8 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
                 cfg.maintenance = pipe.maintenance;
                 cfg.metrics = pipe.metrics;
                 cfg.drills = pipe.drills;
-                cfg.flags = pipe.flags.as_ref().and_then(ProjectFlags::compile).map(Arc::new);
                 cfg.error = None;
+                reconciled = crate::flags::reconcile(ci, &p.name, &commit, &mut cfg, pipe.flags.as_ref()).await;
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -133,8 +113,13 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
     }
     {
         let mut c = ci.branch_configs.write();
+        if reconciled.is_none() {
+            // An invalid file changes no flag; a run-time change made meanwhile stays.
+            cfg.flags = c.get(&p.name).and_then(|x| x.flags.clone());
+        }
         c.insert(p.name.clone(), cfg);
     }
+    drop(reconciled);
 }
 
 /// The next time a schedule fires after `after` (UTC).

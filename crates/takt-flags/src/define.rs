@@ -10,14 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// A flag's `state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum State {
-    Enabled,
-    /// Evaluates to nothing (reason `DISABLED`): clients use their code default.
-    Disabled,
-}
+/// A flag's `state` (the event log's type: a change records it).
+pub use takt_model::FlagState as State;
 
 /// The type of a flag's variants (all of them: mixed types are a problem).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,16 +22,6 @@ pub enum Kind {
     Integer,
     Float,
     Object,
-}
-
-impl State {
-    /// `ENABLED` or `DISABLED`, as flagd writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Enabled => "ENABLED",
-            State::Disabled => "DISABLED",
-        }
-    }
 }
 
 impl Kind {

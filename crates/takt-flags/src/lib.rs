@@ -5,8 +5,10 @@
 //! `sem_ver`, `starts_with`, `ends_with`, and the `$flagd.flagKey` / `$flagd.timestamp` values.
 //! Time is passed in; nothing here reads a clock or a file (docs/flags.md).
 
+mod change;
 mod define;
 mod eval;
 
+pub use change::{Change, Refused, apply, patch, uniform};
 pub use define::{Flag, FlagSet, Kind, Problem, State, parse, seg};
 pub use eval::{ErrorCode, Reason, Resolution};

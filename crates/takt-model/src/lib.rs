@@ -782,6 +782,26 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// A feature flag changed in one environment (docs/flags.md): `source: file` when the
+    /// default branch moved to a commit whose `flags:` define it differently there (`after`
+    /// absent: the file no longer defines it), `source: api` when someone changed it at run time
+    /// (`takt flag set|kill`), which then wins over the file until the file changes that flag.
+    FlagChanged {
+        environment: String,
+        flag: String,
+        source: FlagSource,
+        /// The token's name, for a change made at run time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// The default branch's commit, for a change from the file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+        /// What was in force before (absent: the flag was not defined there).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<FlagSetting>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<FlagSetting>,
+    },
     /// Requests the server refused in the minute from `from`, counted (one event a minute at
     /// most, and only when there were any; never one per request): failed logins (a missing
     /// or wrong token), bad webhook signatures, and every 401 and 403 answer. Project `""`.
@@ -897,6 +917,48 @@ pub struct ImportedIncident {
     /// The imported deployment (its `id`) that caused it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+}
+
+/// A feature flag's `state`, as flagd writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum FlagState {
+    Enabled,
+    /// Evaluates to nothing (reason `DISABLED`): clients use their code default.
+    Disabled,
+}
+
+impl FlagState {
+    /// `ENABLED` or `DISABLED`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// What decides a flag's answer in one environment: its state, default variant, targeting
+/// rule (`$ref`s replaced) and variants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagSetting {
+    pub state: FlagState,
+    /// flagd allows none: then the client's code default applies.
+    #[serde(rename = "defaultVariant", default)]
+    pub default_variant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targeting: Option<serde_json::Value>,
+    #[serde(default)]
+    pub variants: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Where a flag's setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum FlagSource {
+    /// The default branch's takt.yml.
+    File,
+    /// A change at run time (`takt flag set|kill`, the API).
+    Api,
 }
 
 /// What a drill turns down.

@@ -12,6 +12,7 @@ pub mod checks;
 pub mod config;
 pub mod drill_schedule;
 pub mod environments;
+pub mod flags;
 pub mod flow;
 pub mod hooks;
 pub mod incidents;
@@ -185,7 +186,9 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::PlayJob => on(m, runs::play),
         Op::OfrepEvaluate => on(m, ofrep::evaluate),
         Op::OfrepBulk => on(m, ofrep::bulk),
-        Op::ListFlags => on(m, ofrep::list),
+        Op::ListFlags => on(m, flags::list),
+        Op::ChangeFlag => on(m, flags::change),
+        Op::FlagHistory => on(m, flags::history),
         Op::JobLog => on(m, runs::logs),
         Op::Webhook => on(m, hooks::webhook),
         Op::Keys => on(m, artifacts::keys),

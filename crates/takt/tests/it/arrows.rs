@@ -15,7 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("takt-api", &["takt-model", "takt-views", "takt-monitor", "takt-flow"]),
     ("takt-flow", &["takt-model", "takt-views"]),
     ("takt-deploy", &[]),
-    ("takt-flags", &[]),
+    ("takt-flags", &["takt-model"]),
     ("takt-monitor", &["takt-model", "takt-views"]),
     ("takt-store", &["takt-model"]),
     ("takt-blob", &["takt-model"]),

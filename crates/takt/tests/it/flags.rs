@@ -1,7 +1,8 @@
 //! Feature flags served over OFREP, for real: the OpenFeature server SDK and its OFREP
 //! provider (npm, run by Node) evaluate a project's `flags:` through takt: each type, targeting,
 //! a percentage split, an environment's own state, a change on the default branch seen by the
-//! client, an unknown flag, a bad token.
+//! client, an unknown flag, a bad token; and changes at run time (`takt flag set|kill`), which
+//! win over the file until the file changes that flag, kept across a restart.
 
 use crate::common;
 use common::server::*;
@@ -234,8 +235,15 @@ async fn openfeature_clients_evaluate_a_projects_flags_over_ofrep() {
     let (code, out, _) = cli(&s, &reader, &["flag", "show", "web", "new-checkout", "--json"]);
     assert_eq!(code, Some(0));
     let shown: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(shown["environments"]["production"]["state"], "DISABLED", "{shown}");
-    assert!(shown["targeting"]["if"].is_array(), "the $ref is replaced: {shown}");
+    assert_eq!(
+        shown["environments"]["production"]["setting"]["state"], "DISABLED",
+        "{shown}"
+    );
+    assert_eq!(shown["environments"]["production"]["source"], "file", "{shown}");
+    assert!(
+        shown["file"]["targeting"]["if"].is_array(),
+        "the $ref is replaced: {shown}"
+    );
     let (code, _, err) = cli(&s, &reader, &["flag", "show", "web", "nope"]);
     assert_eq!(code, Some(2));
     assert!(
@@ -295,6 +303,232 @@ async fn openfeature_clients_evaluate_a_projects_flags_over_ofrep() {
     let ci = new_token(&s, &admin, takt_server::auth::Scope::Ci).await;
     let r = c.post(&url).bearer_auth(&ci).json(&json!({})).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+/// An OFREP evaluation over plain HTTP (one keep-alive client): its body.
+async fn ofrep(http: &reqwest::Client, s: &Server, token: &str, key: &str, ctx: Value) -> Value {
+    let r = http
+        .post(format!("{}/ofrep/v1/evaluate/flags/{key}", s.base))
+        .bearer_auth(token)
+        .json(&json!({"context": ctx}))
+        .send()
+        .await
+        .unwrap();
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flag_changes_at_run_time_win_until_the_file_changes_that_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let repo = Repo::new(&[("takt.yml", YML)]);
+    add_project(&s, &admin, "web", repo.path()).await;
+    let staging = flags_token(&s, &admin, "staging").await;
+    let production = flags_token(&s, &admin, "production").await;
+    let deployer = new_token(&s, &admin, takt_server::auth::Scope::Deploy).await;
+    let reader = new_token(&s, &admin, takt_server::auth::Scope::Read).await;
+    let x = json!({"targetingKey": "x", "email": "x@elsewhere.org"});
+    let http = client_http();
+
+    // The kill switch: disabled at once, clients use their code default (the real SDK).
+    let (code, out, err) = cli(&s, &deployer, &["flag", "kill", "web", "greeting", "--env", "staging"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("ENABLED, default hello -> DISABLED, default hello"),
+        "{out}"
+    );
+    let got = client(&s, &staging, &json!([["string", "greeting", "code default", x]]));
+    assert_eq!(got[0]["value"], "code default", "{}", got[0]);
+    assert_eq!(
+        ofrep(&http, &s, &staging, "greeting", x.clone()).await["reason"],
+        "DISABLED"
+    );
+    // Only there: production still answers from the file.
+    assert_eq!(
+        ofrep(&http, &s, &production, "greeting", x.clone()).await["value"],
+        "Hello"
+    );
+    // Killing it again changes nothing and records nothing.
+    let (code, out, _) = cli(&s, &deployer, &["flag", "kill", "web", "greeting", "--env", "staging"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("is already so"), "{out}");
+
+    // One variant for everyone.
+    let (code, _, err) = cli(
+        &s,
+        &deployer,
+        &["flag", "set", "web", "greeting", "--env", "staging", "--variant", "hi"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let b = ofrep(&http, &s, &staging, "greeting", x.clone()).await;
+    assert_eq!((&b["value"], &b["reason"]), (&json!("Hi"), &json!("STATIC")), "{b}");
+
+    // A rollout replaces a rule of the flag's own only when told to.
+    let (code, _, err) = cli(
+        &s,
+        &deployer,
+        &[
+            "flag",
+            "set",
+            "web",
+            "new-checkout",
+            "--env",
+            "staging",
+            "--rollout",
+            "25",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--replace-targeting"), "{err}");
+    let (code, _, err) = cli(
+        &s,
+        &deployer,
+        &[
+            "flag",
+            "set",
+            "web",
+            "new-checkout",
+            "--env",
+            "staging",
+            "--rollout",
+            "25",
+            "--replace-targeting",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let mut on = 0;
+    for i in 0..400 {
+        let b = ofrep(
+            &http,
+            &s,
+            &staging,
+            "new-checkout",
+            json!({"targetingKey": format!("user-{i}")}),
+        )
+        .await;
+        on += usize::from(b["value"] == true);
+    }
+    assert!((60..=140).contains(&on), "{on} of 400 in a 25% rollout");
+    // A string flag takes no rollout; an unknown variant, environment or flag is named.
+    for (args, says) in [
+        (vec!["greeting", "--env", "staging", "--rollout", "10"], "a string flag"),
+        (
+            vec!["greeting", "--env", "staging", "--variant", "yo"],
+            "no variant `yo` (its variants: hello, hi)",
+        ),
+        (
+            vec!["greeting", "--env", "qa", "--variant", "hi"],
+            "no environment `qa` (its environments: staging, production)",
+        ),
+        (vec!["nope", "--env", "staging", "--variant", "hi"], "no flag `nope`"),
+    ] {
+        let mut a = vec!["flag", "set", "web"];
+        a.extend(args);
+        let (code, _, err) = cli(&s, &deployer, &a);
+        assert_eq!(code, Some(2), "{a:?}: {err}");
+        assert!(err.contains(says), "{a:?}: {err}");
+    }
+    // Changing flags needs the deploy scope.
+    let (code, _, err) = cli(&s, &reader, &["flag", "kill", "web", "greeting", "--env", "production"]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("403") || err.contains("does not allow"), "{err}");
+
+    // `takt flag show` says which is in force, and who set it.
+    let (code, out, err) = cli(&s, &reader, &["flag", "show", "web", "greeting"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("in staging: ENABLED, default hi") && l.contains("set by deploy-bot")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("in production: ENABLED, default hello") && l.contains("(file,")),
+        "{out}"
+    );
+
+    // The file changes `greeting` (not `new-checkout`): the file wins back for greeting only.
+    repo.commit(
+        &[(
+            "takt.yml",
+            &YML.replace("{hello: Hello, hi: Hi}", "{hello: Hello, hi: Hi, hey: Hey}"),
+        )],
+        "one more greeting",
+    );
+    let (st, b) = post_json(&s, "/api/v1/projects/web/trigger", &admin, json!({})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(
+        ofrep(&http, &s, &staging, "greeting", x.clone()).await["value"],
+        "Hello"
+    );
+    let b = ofrep(&http, &s, &staging, "new-checkout", json!({"targetingKey": "user-1"})).await;
+    assert_eq!(b["reason"], "TARGETING_MATCH", "the rollout stays: {b}");
+
+    // The history: each change, from the file (with its commit) and at run time (by whom).
+    let (code, out, err) = cli(
+        &s,
+        &reader,
+        &["flag", "history", "web", "greeting", "--env", "staging", "--json"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let h: Value = serde_json::from_str(&out).unwrap();
+    let seen: Vec<(String, String)> = h["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let after = &c["after"];
+            (
+                c["source"].as_str().unwrap().to_string(),
+                format!(
+                    "{} {}",
+                    after["state"].as_str().unwrap(),
+                    after["defaultVariant"].as_str().unwrap()
+                ),
+            )
+        })
+        .collect();
+    let want = [
+        ("file", "ENABLED hello"),
+        ("api", "DISABLED hello"),
+        ("api", "ENABLED hi"),
+        ("file", "ENABLED hello"),
+    ];
+    assert_eq!(seen, want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec(), "{h}");
+    let changes = h["changes"].as_array().unwrap();
+    assert_eq!(changes[1]["by"], "deploy-bot");
+    assert_eq!(changes[1]["before"]["state"], "ENABLED");
+    assert_eq!(changes[3]["commit"].as_str().map(str::len), Some(40), "{h}");
+    assert!(changes[3]["after"]["variants"]["hey"].is_string(), "{h}");
+    // Nothing is stale yet (everything changed today).
+    let (code, out, _) = cli(&s, &reader, &["flag", "ls", "web", "--stale"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("no stale flags"), "{out}");
+    let (_, out, _) = cli(&s, &reader, &["flag", "ls", "web", "--stale", "--days", "0", "--json"]);
+    let stale: Value = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&str> = stale["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    // With 0 days: flags at one variant for everyone in every environment (no targeting).
+    assert_eq!(keys, ["greeting", "theme"], "{stale}");
+
+    // A restart keeps the run-time change in force (it is in the event log).
+    drop(s);
+    let s = start(dir.path(), &[]);
+    let b = ofrep(&http, &s, &staging, "new-checkout", json!({"targetingKey": "user-1"})).await;
+    assert_eq!(b["reason"], "TARGETING_MATCH", "{b}");
+    let (code, out, _) = cli(&s, &reader, &["flag", "show", "web", "new-checkout"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.lines()
+            .any(|l| l.contains("in staging") && l.contains("set by deploy-bot")),
+        "{out}"
+    );
+    assert!(out.contains("fractional"), "{out}");
 }
 
 fn client_http() -> reqwest::Client {
