@@ -33,7 +33,7 @@ fi
 # evaluator (the flags' conformance test), pinned in
 # crates/takt/tests/npm/package-lock.json.
 npm_dir=crates/takt/tests/npm/node_modules
-if [ ! -d $npm_dir/@octokit/openapi ] || [ ! -d $npm_dir/ajv-formats ] || [ ! -d $npm_dir/@openfeature/ofrep-provider ]; then
+if [ ! -d $npm_dir/@octokit/openapi ] || [ ! -d $npm_dir/ajv-formats ] || [ ! -d $npm_dir/@openfeature/ofrep-provider ] || [ ! -d $npm_dir/@openfeature/ofrep-web-provider ]; then
   echo "== npm ci (crates/takt/tests/npm)"
   npm ci --prefix crates/takt/tests/npm --no-audit --no-fund --silent
 fi

@@ -52,6 +52,7 @@ pub enum Op {
     PlayJob,
     OfrepEvaluate,
     OfrepBulk,
+    OfrepEvents,
     ListFlags,
     ChangeFlag,
     FlagHistory,
@@ -252,6 +253,14 @@ pub const ROUTES: &[Route] = &[
     )
     .takes(Body::json::<OfrepRequest>())
     .answers(JSON_OBJECT),
+    route(
+        Op::OfrepEvents,
+        Get,
+        "/ofrep/v1/events",
+        Some(Flags),
+        "OFREP event stream (SSE): `refetchEvaluation` when a flag changes; the bulk answer's `eventStreams` gives its URL with a stream key (`?key=`), since EventSource sends no headers",
+    )
+    .answers(Body::raw("text/event-stream")),
     route(Op::Events, Get, "/api/v1/events", Some(Read), "A page of the event log")
         .query(params::<EventsQuery>)
         .answers(Body::json::<EventsPage>()),

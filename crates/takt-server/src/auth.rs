@@ -135,7 +135,20 @@ pub(crate) async fn require(
     // OFREP routes: no body on 401/403, and the token's own project and environment say which
     // flags it evaluates (the route names none).
     let ofrep = need == Permission::Flags;
-    let who = match authorize(&state, &parts.headers, need) {
+    let stream_key = (path == crate::ofrep::EVENTS_PATH)
+        .then(|| {
+            url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "key")
+                .map(|(_, v)| v.into_owned())
+        })
+        .flatten();
+    let authorized = match stream_key {
+        Some(k) if !parts.headers.contains_key("authorization") && !parts.headers.contains_key("x-api-key") => {
+            crate::ofrep::authorize_stream(&state, &k, need)
+        }
+        _ => authorize(&state, &parts.headers, need),
+    };
+    let who = match authorized {
         Ok(who) => who,
         Err(e) if ofrep => return crate::ofrep::bare(e),
         Err(e) => return e.into_response(),

@@ -157,7 +157,14 @@ pub async fn bulk(
         }
         None => Vec::new(),
     };
-    let text = json!({"flags": list}).to_string();
+    // Web clients listen for changes instead of polling (OFREP's `eventStreams`); the URL is
+    // relative to the client's OFREP base, and carries a stream key, not the token.
+    let streams = json!([{
+        "type": "sse",
+        "endpoint": {"requestUri": format!("{EVENTS_PATH}?key={}", stream_key(&state, &who.id))},
+        "inactivityDelaySec": INACTIVITY_SECS,
+    }]);
+    let text = json!({"flags": list, "eventStreams": streams}).to_string();
     use sha2::Digest;
     let etag = format!("\"{}\"", hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16]));
     if headers
@@ -175,6 +182,78 @@ pub async fn bulk(
     if let Ok(v) = HeaderValue::from_str(&etag) {
         r.headers_mut().insert(header::ETAG, v);
     }
+    r
+}
+
+/// Where OFREP's event stream is served.
+pub const EVENTS_PATH: &str = "/ofrep/v1/events";
+
+/// Seconds a client in the background keeps its event stream open (OFREP's default).
+const INACTIVITY_SECS: u64 = 120;
+
+/// The key in an event-stream URL: the token's id and a tag only the server can make, so the
+/// URL (which EventSource cannot keep out of proxies' logs) never carries the token itself,
+/// and opens the stream only, for as long as the token lives.
+fn stream_key(state: &AppState, token_id: &str) -> String {
+    format!("{token_id}.{}", state.key.tag("ofrep-events", &[token_id]))
+}
+
+/// The token a stream key was made for: 401 (no body) for a key the server did not make or
+/// whose token was revoked.
+pub(crate) fn authorize_stream(
+    state: &AppState,
+    key: &str,
+    need: takt_api::auth::Permission,
+) -> Result<crate::auth::TokenInfo, ApiError> {
+    let unknown = || {
+        state.metrics.failed_auth("token");
+        ApiError::new(StatusCode::UNAUTHORIZED, "unknown stream key")
+    };
+    let (id, tag) = key.split_once('.').ok_or_else(unknown)?;
+    if !state.key.verify_tag("ofrep-events", &[id], tag) {
+        return Err(unknown());
+    }
+    let info = state.tokens.read().by_id(id).cloned().ok_or_else(unknown)?;
+    if !info.scope.allows(need) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this token cannot evaluate flags"));
+    }
+    crate::auth::note_use(state, &info.id);
+    Ok(info)
+}
+
+/// `GET /ofrep/v1/events?key=…`: Server-Sent Events, one `refetchEvaluation` each time the
+/// token's project's flags change (from the file or at run time); a listener that fell behind
+/// is told to re-fetch too. Woken by the flags service, never by a clock (a comment every 15 s
+/// keeps proxies from closing it).
+pub async fn events(State(state): State<Arc<AppState>>, Caller(who): Caller) -> Response {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    if let Err(r) = flags_of(&state, &who).await {
+        return r.into_response();
+    }
+    let project = who.limits.projects.first().cloned().unwrap_or_default();
+    let rx = state.ci.flags_live.moved.subscribe();
+    let stream = futures_util::stream::unfold((rx, project), |(mut rx, project)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(p) if p != project => continue,
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    let at = jiff::Timestamp::now();
+                    let data = json!({"type": "refetchEvaluation", "lastModified": at.as_second()});
+                    let ev = SseEvent::default()
+                        .id(at.as_millisecond().to_string())
+                        .data(data.to_string());
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (rx, project)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let mut r = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response();
+    r.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
 }
 

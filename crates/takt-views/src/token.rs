@@ -99,6 +99,11 @@ impl Tokens {
         v
     }
 
+    /// The live token with this id.
+    pub fn by_id(&self, id: &str) -> Option<&TokenInfo> {
+        self.by_hash.values().find(|t| t.id == id)
+    }
+
     pub fn contains_id(&self, id: &str) -> bool {
         self.by_hash.values().any(|t| t.id == id)
     }

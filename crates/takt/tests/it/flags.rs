@@ -9,6 +9,7 @@ use common::server::*;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::io::BufRead;
 
 const YML: &str = "jobs:
   a: {script: [true]}
@@ -516,6 +517,50 @@ async fn flag_changes_at_run_time_win_until_the_file_changes_that_flag() {
     // With 0 days: flags at one variant for everyone in every environment (no targeting).
     assert_eq!(keys, ["greeting", "theme"], "{stale}");
 
+    // A web page's client (the OpenFeature web SDK): it evaluates once, then hears of a change
+    // on the event stream the bulk answer offers, without polling, and re-fetches.
+    let mut web = web_client(&s, &staging, "greeting");
+    let mut line = String::new();
+    web.1.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready Hello");
+    let (code, _, err) = cli(
+        &s,
+        &deployer,
+        &["flag", "set", "web", "greeting", "--env", "staging", "--variant", "hey"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    line.clear();
+    web.1.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "changed Hey");
+    assert!(web.0.wait().unwrap().success());
+    // The stream's URL carries a key the server made, not the token: no file of the data
+    // directory (logs included) holds a token.
+    let bulk: Value = http
+        .post(format!("{}/ofrep/v1/evaluate/flags", s.base))
+        .bearer_auth(&staging)
+        .json(&json!({"context": x}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uri = bulk["eventStreams"][0]["endpoint"]["requestUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        uri.starts_with("/ofrep/v1/events?key=") && !uri.contains(&staging),
+        "{bulk}"
+    );
+    let forged = format!("{}0", uri.trim_end_matches(|c: char| c.is_ascii_hexdigit()));
+    let r = http.get(format!("{}{forged}", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    for f in walk(dir.path()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
+        assert!(!text.contains(&staging), "{} holds the token", f.display());
+    }
+
     // A restart keeps the run-time change in force (it is in the event log).
     drop(s);
     let s = start(dir.path(), &[]);
@@ -529,6 +574,40 @@ async fn flag_changes_at_run_time_win_until_the_file_changes_that_flag() {
         "{out}"
     );
     assert!(out.contains("fractional"), "{out}");
+}
+
+/// Starts the web client on `key`: the process and its stdout, line by line.
+fn web_client(
+    s: &Server,
+    token: &str,
+    key: &str,
+) -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = std::process::Command::new("node")
+        .arg(here.join("tests/it/fixtures/ofrep-web-client.cjs"))
+        .arg(here.join("tests/npm/node_modules"))
+        .arg(&s.base)
+        .arg(token)
+        .arg(key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    (child, out)
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 fn client_http() -> reqwest::Client {
