@@ -153,6 +153,12 @@ pub(crate) async fn require(
         Err(e) if ofrep => return crate::ofrep::bare(e),
         Err(e) => return e.into_response(),
     };
+    if ofrep
+        && let Some(limit) = &state.ofrep_limit
+        && let Err(wait) = limit.check(&who.id)
+    {
+        return crate::ofrep::too_many(wait);
+    }
     if !who.limits.is_empty() && !ofrep {
         let params = RawPathParams::from_request_parts(&mut parts, &()).await.ok();
         let named = |key: &str| {

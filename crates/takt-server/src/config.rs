@@ -58,6 +58,10 @@ pub struct ServerConfig {
     /// Browser origins that may call the OFREP routes (`TAKT_CORS_ORIGINS`, comma-separated,
     /// or `cors_origins`); none by default.
     pub cors_origins: Vec<String>,
+    /// OFREP evaluations a second each flags token may make (`TAKT_OFREP_RATE_LIMIT`,
+    /// `ofrep_rate_limit`; a burst of as many); beyond it 429 with `Retry-After`. 0: no limit
+    /// (the default).
+    pub ofrep_rate_limit: u32,
 }
 
 /// The config file (TOML). Every key is optional; unknown keys are errors.
@@ -81,6 +85,7 @@ pub struct ConfigFile {
     pub job_user: Option<String>,
     pub public_url: Option<String>,
     pub cors_origins: Option<Vec<String>>,
+    pub ofrep_rate_limit: Option<u32>,
 }
 
 /// A number from the environment variable `var`, else the file's, else `default`.
@@ -274,7 +279,9 @@ impl ServerConfig {
                 });
             }
         }
+        let ofrep_rate_limit = number(&env, "TAKT_OFREP_RATE_LIMIT", f.ofrep_rate_limit, 0)?;
         Ok(ServerConfig {
+            ofrep_rate_limit,
             cors_origins,
             public_url,
             data_dir,

@@ -88,6 +88,8 @@ pub struct AppState {
     pub adding_projects: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// The monitoring service, once started (it takes heartbeats).
     pub observe: std::sync::OnceLock<Arc<takt_observe::Observe>>,
+    /// OFREP's per-token rate limit, when one is configured.
+    pub ofrep_limit: Option<ofrep::RateLimit>,
 }
 
 impl AppState {

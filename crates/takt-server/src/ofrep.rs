@@ -185,6 +185,38 @@ pub async fn bulk(
     r
 }
 
+/// OFREP evaluations a second per token (governor's GCRA, keyed by token id).
+pub struct RateLimit(
+    governor::RateLimiter<String, governor::state::keyed::HashMapStateStore<String>, governor::clock::DefaultClock>,
+);
+
+impl RateLimit {
+    /// `per_second` evaluations a second per token, in bursts of as many; `None` for 0 (off).
+    pub fn new(per_second: u32) -> Option<RateLimit> {
+        let n = std::num::NonZeroU32::new(per_second)?;
+        Some(RateLimit(governor::RateLimiter::hashmap(governor::Quota::per_second(
+            n,
+        ))))
+    }
+
+    /// `Err(seconds)` to wait when token `id` is over its rate (OFREP's `Retry-After`).
+    pub(crate) fn check(&self, id: &str) -> Result<(), u64> {
+        use governor::clock::Clock;
+        self.0.check_key(&id.to_string()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+}
+
+/// 429 with `Retry-After` (seconds, at least 1) and no body.
+pub(crate) fn too_many(wait_secs: u64) -> Response {
+    let mut r = StatusCode::TOO_MANY_REQUESTS.into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait_secs.max(1)));
+    r
+}
+
 /// Where OFREP's event stream is served.
 pub const EVENTS_PATH: &str = "/ofrep/v1/events";
 

@@ -282,6 +282,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         exclusive: Default::default(),
         adding_projects: Default::default(),
         observe: Default::default(),
+        ofrep_limit: takt_server::ofrep::RateLimit::new(config.ofrep_rate_limit),
         isolation,
     });
     {

@@ -576,6 +576,55 @@ async fn flag_changes_at_run_time_win_until_the_file_changes_that_flag() {
     assert!(out.contains("fractional"), "{out}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flags_token_over_its_rate_gets_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[("TAKT_OFREP_RATE_LIMIT", "1")]);
+    let admin = s.printed_token.clone().unwrap();
+    let repo = Repo::new(&[("takt.yml", YML)]);
+    add_project(&s, &admin, "web", repo.path()).await;
+    let staging = flags_token(&s, &admin, "staging").await;
+    let production = flags_token(&s, &admin, "production").await;
+    let http = client_http();
+    let url = format!("{}/ofrep/v1/evaluate/flags/greeting", s.base);
+    let started = std::time::Instant::now();
+    let (mut ok, mut limited) = (0u64, 0u64);
+    for _ in 0..20 {
+        let r = http
+            .post(&url)
+            .bearer_auth(&staging)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        match r.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited += 1;
+                let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=1).contains(&wait), "Retry-After {wait}");
+                assert!(r.bytes().await.unwrap().is_empty());
+            }
+            other => panic!("{other}"),
+        }
+    }
+    // One a second, in bursts of one: however slow the machine, at most one more per second.
+    let allowed = 1 + started.elapsed().as_secs() + 1;
+    assert!(
+        ok >= 1 && ok <= allowed && limited == 20 - ok,
+        "{ok} answered, {limited} limited"
+    );
+    // Per token: another is not held back.
+    let r = http
+        .post(&url)
+        .bearer_auth(&production)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 /// Starts the web client on `key`: the process and its stdout, line by line.
 fn web_client(
     s: &Server,
