@@ -624,7 +624,7 @@ pub struct IncidentList {
     pub incidents: Vec<takt_views::Incident>,
 }
 
-/// One incident, with its suspects: the deployments that most likely caused it.
+/// One incident, with its suspects: the deployments and flag changes that most likely caused it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct IncidentDetail {
     #[serde(flatten)]
@@ -632,6 +632,11 @@ pub struct IncidentDetail {
     pub incident: takt_views::Incident,
     #[schema(value_type = Vec<Object>)]
     pub suspects: Vec<takt_monitor::suspect::Suspect>,
+    /// Feature flag changes in that environment in the 2 h before the impact, most likely
+    /// first: suspects too (takt reports them, never flips them back).
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub flag_changes: Vec<takt_monitor::suspect::FlagSuspect>,
 }
 
 /// The answer to every change of an incident: its id and where it stands now.

@@ -74,6 +74,21 @@ impl Cd {
             .with(|envs| suspects(incident, envs, &commits, DEFAULT_WINDOW)))
     }
 
+    /// The flag changes that may have caused `incident` (any project's, in its environment,
+    /// in the 2 h before its impact).
+    pub async fn flag_suspects(&self, incident: &Incident) -> Result<Vec<takt_monitor::suspect::FlagSuspect>, CdError> {
+        let events = self
+            .store
+            .events(&EventFilter {
+                kinds: vec!["flag_changed"],
+                since: Some(incident.impact_started_at - DEFAULT_WINDOW),
+                until: Some(incident.impact_started_at + time::Duration::seconds(1)),
+                ..Default::default()
+            })
+            .await?;
+        Ok(takt_monitor::suspect::flag_suspects(incident, &events, DEFAULT_WINDOW))
+    }
+
     /// A blameless postmortem draft of incident `id`, from the log around it.
     pub async fn postmortem(&self, id: &str) -> Result<takt_monitor::postmortem::Postmortem, CdError> {
         let incident = self.incident(id).await?;

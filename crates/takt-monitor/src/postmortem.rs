@@ -3,7 +3,7 @@
 //! marked cause, root cause with five-whys prompts, detection and resolution times, action
 //! items and lessons learned — as a typed [`Postmortem`] (the API's JSON) and as Markdown.
 
-use crate::suspect::Suspect;
+use crate::suspect::{FlagSuspect, Suspect};
 use serde::{Deserialize, Serialize};
 use takt_model::{CheckState, Event, EventKind, OffsetDateTime, timefmt};
 use takt_views::Incident;
@@ -27,6 +27,7 @@ pub const KINDS: &[&str] = &[
     "incident_reminder",
     "environment_halted",
     "environment_resumed",
+    "flag_changed",
 ];
 
 /// How long before the impact the timeline starts.
@@ -69,6 +70,9 @@ pub struct Postmortem {
     /// The deployment marked as the cause.
     pub cause: Option<String>,
     pub suspects: Vec<Suspect>,
+    /// Flag changes in the environment before the impact (suspects too, never flipped back).
+    #[serde(default)]
+    pub flag_changes: Vec<FlagSuspect>,
     /// What remediation did, in a sentence, and how it ended.
     pub remediation: Option<String>,
     pub remediation_outcome: Option<takt_model::RemedyOutcome>,
@@ -202,6 +206,8 @@ fn line(e: &Event, i: &Incident) -> Option<String> {
             by,
         } => format!("{}/{environment} halted by {by}: {reason}", e.project),
         EventKind::EnvironmentResumed { environment, by } => format!("{}/{environment} resumed by {by}", e.project),
+        // A flag first seen changed nothing that ran.
+        EventKind::FlagChanged { before: Some(_), .. } => FlagSuspect::of(e, e.at, true)?.describe(),
         _ => return None,
     })
 }
@@ -222,7 +228,8 @@ pub fn draft(i: &Incident, events: &[Event], suspects: &[Suspect], now: OffsetDa
             | EventKind::DeployStep { environment, .. }
             | EventKind::DeployFinished { environment, .. }
             | EventKind::EnvironmentHalted { environment, .. }
-            | EventKind::EnvironmentResumed { environment, .. } => Some(environment.as_str()),
+            | EventKind::EnvironmentResumed { environment, .. }
+            | EventKind::FlagChanged { environment, .. } => Some(environment.as_str()),
             _ => None,
         }
     }
@@ -262,6 +269,7 @@ pub fn draft(i: &Incident, events: &[Event], suspects: &[Suspect], now: OffsetDa
         time_to_restore_s: i.resolved_at.map(|r| secs(i.impact_started_at, r)),
         cause: i.cause.clone(),
         suspects: suspects.to_vec(),
+        flag_changes: crate::suspect::flag_suspects(i, events, LEAD_IN),
         remediation: i
             .remediation
             .as_ref()
@@ -354,6 +362,12 @@ pub fn markdown(p: &Postmortem) -> String {
                 c.subject.as_deref().unwrap_or(""),
                 c.author.as_deref().unwrap_or("unknown")
             );
+        }
+    }
+    if !p.flag_changes.is_empty() {
+        let _ = writeln!(m, "\nFlag changes before the impact (takt reports them and never flips them back):\n");
+        for f in &p.flag_changes {
+            let _ = writeln!(m, "- {}, {} before the impact", f.describe(), span(f.before_impact_s));
         }
     }
     let _ = writeln!(m, "\n## Root cause\n");

@@ -1,4 +1,4 @@
-//! The postmortem draft of a fixture incident (a deploy, its check failing, remediation, a
+//! The postmortem draft of a fixture incident (a deploy, a flag turned on, its check failing, remediation, a
 //! page, an acknowledgement, the resolution) against its expected Markdown,
 //! `tests/postmortem/expected.md`. `TAKT_WRITE_EXPECTED=1` writes the file instead (then read
 //! it before committing).
@@ -73,6 +73,25 @@ fn events() -> Vec<Event> {
     )];
     out.extend(deploy(1, "v1", false, -86_400, DeployTrigger::Pipeline { run: 1 }));
     out.extend(deploy(2, "v2", false, 0, DeployTrigger::Pipeline { run: 2 }));
+    // A flag turned on a minute after the deploy: a suspect too.
+    let setting = |state| FlagSetting {
+        state,
+        default_variant: Some("on".into()),
+        targeting: None,
+        variants: [("on".to_string(), serde_json::json!(true)), ("off".to_string(), serde_json::json!(false))].into(),
+    };
+    out.push(at(
+        EventKind::FlagChanged {
+            environment: "production".into(),
+            flag: "new-cart".into(),
+            source: FlagSource::Api,
+            by: Some("ana".into()),
+            commit: None,
+            before: Some(setting(FlagState::Disabled)),
+            after: Some(setting(FlagState::Enabled)),
+        },
+        60,
+    ));
     out.push(at(
         EventKind::CheckStateChanged {
             check: "home".into(),

@@ -50,7 +50,12 @@ pub async fn show(
 ) -> Result<Json<IncidentDetail>, ApiError> {
     let incident = state.cd.incident(&id(&project, &number)?).await?;
     let suspects = state.cd.suspects(&incident).await?;
-    Ok(Json(IncidentDetail { incident, suspects }))
+    let flag_changes = state.cd.flag_suspects(&incident).await?;
+    Ok(Json(IncidentDetail {
+        incident,
+        suspects,
+        flag_changes,
+    }))
 }
 
 /// `GET /api/v1/projects/{name}/incidents/{number}/postmortem`.

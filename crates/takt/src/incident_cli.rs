@@ -305,6 +305,12 @@ fn show(v: &IncidentDetail) {
             t.note.as_deref().unwrap_or("")
         );
     }
+    if !v.flag_changes.is_empty() {
+        outln!("flag changes before the impact (suspects too; takt never flips them back):");
+        for f in &v.flag_changes {
+            outln!("  {}  {} min before", f.describe(), f.before_impact_s / 60);
+        }
+    }
     if v.suspects.is_empty() {
         outln!(
             "suspects: no deployment to {} in the 2 h before the impact",
