@@ -365,7 +365,10 @@ pub fn markdown(p: &Postmortem) -> String {
         }
     }
     if !p.flag_changes.is_empty() {
-        let _ = writeln!(m, "\nFlag changes before the impact (takt reports them and never flips them back):\n");
+        let _ = writeln!(
+            m,
+            "\nFlag changes before the impact (takt reports them and never flips them back):\n"
+        );
         for f in &p.flag_changes {
             let _ = writeln!(m, "- {}, {} before the impact", f.describe(), span(f.before_impact_s));
         }

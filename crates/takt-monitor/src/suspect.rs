@@ -199,7 +199,7 @@ pub fn flag_suspects(incident: &Incident, events: &[Event], window: Duration) ->
         .iter()
         .filter(|e| (Duration::ZERO..=window).contains(&(impact - e.at)))
         .filter_map(|e| {
-            let same = e.project == incident.project || incident.services.iter().any(|s| *s == e.project);
+            let same = e.project == incident.project || incident.services.contains(&e.project);
             FlagSuspect::of(e, impact, same)
         })
         .filter(|f| f.environment == incident.environment && f.before.is_some())
@@ -331,7 +331,11 @@ mod tests {
                 EventKind::FlagChanged {
                     environment: env.into(),
                     flag: "new-checkout".into(),
-                    source: if by.is_some() { FlagSource::Api } else { FlagSource::File },
+                    source: if by.is_some() {
+                        FlagSource::Api
+                    } else {
+                        FlagSource::File
+                    },
                     by: by.map(String::from),
                     commit: by.is_none().then(|| "0123456789abcdef".into()),
                     before: before.map(setting),
@@ -376,12 +380,19 @@ mod tests {
             flag("auth", "production", 178, Some(FlagState::Enabled), Some("ops")),
         ];
         let found = flag_suspects(&incident, &log, DEFAULT_WINDOW);
-        let seen: Vec<(&str, i64)> = found.iter().map(|f| (f.project.as_str(), f.before_impact_s / 60)).collect();
+        let seen: Vec<(&str, i64)> = found
+            .iter()
+            .map(|f| (f.project.as_str(), f.before_impact_s / 60))
+            .collect();
         assert_eq!(seen, [("shop", 10), ("shop", 80), ("auth", 2)]);
         assert_eq!(
             found[1].describe(),
             "flag `new-checkout` in shop/production: ENABLED default off → DISABLED default off (set by ops)"
         );
-        assert!(found[0].describe().ends_with("(from the file at 01234567)"), "{}", found[0].describe());
+        assert!(
+            found[0].describe().ends_with("(from the file at 01234567)"),
+            "{}",
+            found[0].describe()
+        );
     }
 }

@@ -78,7 +78,11 @@ fn events() -> Vec<Event> {
         state,
         default_variant: Some("on".into()),
         targeting: None,
-        variants: [("on".to_string(), serde_json::json!(true)), ("off".to_string(), serde_json::json!(false))].into(),
+        variants: [
+            ("on".to_string(), serde_json::json!(true)),
+            ("off".to_string(), serde_json::json!(false)),
+        ]
+        .into(),
     };
     out.push(at(
         EventKind::FlagChanged {

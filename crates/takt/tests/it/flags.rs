@@ -562,21 +562,32 @@ async fn flag_changes_at_run_time_win_until_the_file_changes_that_flag() {
     }
 
     // A flag flipped before an incident is among its suspects, and in its postmortem.
-    let (code, _, err) = cli(&s, &deployer, &["flag", "kill", "web", "greeting", "--env", "production"]);
+    let (code, _, err) = cli(
+        &s,
+        &deployer,
+        &["flag", "kill", "web", "greeting", "--env", "production"],
+    );
     assert_eq!(code, Some(0), "{err}");
-    let (code, out, err) = cli(&s, &deployer, &["incident", "open", "web", "production", "greetings gone"]);
+    let (code, out, err) = cli(
+        &s,
+        &deployer,
+        &["incident", "open", "web", "production", "greetings gone"],
+    );
     assert_eq!(code, Some(0), "{out}{err}");
     let (code, out, err) = cli(&s, &reader, &["incident", "show", "web#1"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        out.lines().any(|l| l.contains("flag `greeting` in web/production: ENABLED default hello → DISABLED default hello (set by deploy-bot)")),
+        out.lines().any(|l| l.contains(
+            "flag `greeting` in web/production: ENABLED default hello → DISABLED default hello (set by deploy-bot)"
+        )),
         "{out}"
     );
     let (code, out, err) = cli(&s, &reader, &["postmortem", "web#1"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("Flag changes before the impact"), "{out}");
     assert!(
-        out.lines().any(|l| l.contains(" — flag `greeting` in web/production: ENABLED")),
+        out.lines()
+            .any(|l| l.contains(" — flag `greeting` in web/production: ENABLED")),
         "{out}"
     );
 
