@@ -79,19 +79,30 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
                 &commit[..8.min(commit.len())]
             ))
         }
-        // Parsing is CPU work over pushed input: off the async runtime.
-        Some(bytes) => match tokio::task::spawn_blocking(move || takt_pipeline::parse("takt.yml", &bytes))
-            .await
-            .unwrap_or_else(|e| {
-                Err(takt_pipeline::Diagnostics {
-                    file: "takt.yml".into(),
-                    items: vec![takt_pipeline::Diagnostic::new(
-                        takt_pipeline::Pos { line: 1, col: 1 },
-                        format!("the parser stopped: {e}"),
-                    )],
-                    includes: Vec::new(),
-                })
-            }) {
+        // The files it includes (`include: local`, the flagd files of `flags: $include`), read
+        // from the same commit; then parsing, CPU work over pushed input: off the async runtime.
+        Some(bytes) => match {
+            let mut walk = takt_pipeline::gitlab::IncludeWalk::new(&bytes, &[]);
+            while let Some(path) = walk.wanted() {
+                let content = mirror.file_at(&commit, &path).await;
+                walk.give(path, content);
+            }
+            let includes = walk.finish();
+            tokio::task::spawn_blocking(move || {
+                takt_pipeline::parse_with("takt.yml", &bytes, &Default::default(), &includes)
+            })
+        }
+        .await
+        .unwrap_or_else(|e| {
+            Err(takt_pipeline::Diagnostics {
+                file: "takt.yml".into(),
+                items: vec![takt_pipeline::Diagnostic::new(
+                    takt_pipeline::Pos { line: 1, col: 1 },
+                    format!("the parser stopped: {e}"),
+                )],
+                includes: Vec::new(),
+            })
+        }) {
             Ok(pipe) => {
                 cfg.schedules = pipe.schedules;
                 cfg.notify = pipe.notify;

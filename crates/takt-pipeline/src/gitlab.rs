@@ -120,7 +120,8 @@ pub fn local_includes(bytes: &[u8]) -> Vec<String> {
     let Some(root) = pipeline_document(&loaded.documents).map(|(_, n)| n) else {
         return Vec::new();
     };
-    root.get("include")
+    let mut out: Vec<String> = root
+        .get("include")
         .map(includes_of)
         .unwrap_or_default()
         .into_iter()
@@ -129,7 +130,10 @@ pub fn local_includes(bytes: &[u8]) -> Vec<String> {
             Include::Local(p) if !p.split('/').any(|c| c == "..") => Some(p),
             _ => None,
         })
-        .collect()
+        .collect();
+    // The flagd JSON files `flags: $include` names (read by `flags`, never merged as YAML).
+    out.extend(crate::parse::flag_files(root).into_iter().map(|(_, p)| p));
+    out
 }
 
 /// Which files `include: local` reaches from a pipeline file, nested includes too, at most
@@ -359,12 +363,12 @@ fn with_includes(
     }
 }
 
-fn shifted_diag(mut d: Diagnostic, offset: usize) -> Diagnostic {
+pub(crate) fn shifted_diag(mut d: Diagnostic, offset: usize) -> Diagnostic {
     d.pos.line += offset;
     d
 }
 
-fn shifted(n: &Node, offset: usize) -> Node {
+pub(crate) fn shifted(n: &Node, offset: usize) -> Node {
     let pos = Pos {
         line: n.pos.line + offset,
         col: n.pos.col,

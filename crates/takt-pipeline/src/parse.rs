@@ -3,6 +3,7 @@
 mod checks;
 mod environments;
 mod flags;
+pub(crate) use flags::flag_files;
 mod metrics;
 
 use crate::diag::{Diagnostic, Diagnostics, Pos, Severity, did_you_mean};
@@ -194,6 +195,15 @@ pub fn parse_with(
         Ok(n) => n,
         Err(d) => return Err(fail(capped(d, 0), &table)),
     };
+    // The flagd files `flags: $include` names, for `flags` to read.
+    let flag_files = normalized
+        .root
+        .as_ref()
+        .map(flags::flag_files)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, p)| includes.get_key_value(&p).map(|(k, v)| (k.clone(), v.clone())))
+        .collect();
     let mut cx = Cx {
         errors: Vec::new(),
         warnings: Vec::new(),
@@ -203,6 +213,8 @@ pub fn parse_with(
         strict: opts.strict,
         job: None,
         shared: BTreeMap::new(),
+        flag_files,
+        table,
     };
     for d in normalized.problems {
         cx.push(d);
@@ -213,17 +225,17 @@ pub fn parse_with(
             Layout::Gitlab => "a pipeline needs at least one job, e.g.\nbuild:\n  script: [make]",
         };
         cx.push(Diagnostic::new(start, "the file is empty").help(example));
-        return Err(fail(capped(cx.errors, cx.dropped), &table));
+        return Err(fail(capped(cx.errors, cx.dropped), &cx.table));
     };
     let pipeline = cx.pipeline(&root);
     cx.name_shared_problems();
     match pipeline {
         Some(mut p) if cx.errors.is_empty() => {
             p.layout = layout;
-            p.warnings = fail(capped(cx.warnings, 0), &table);
+            p.warnings = fail(capped(cx.warnings, 0), &cx.table);
             Ok(p)
         }
-        _ => Err(fail(capped(cx.errors, cx.dropped), &table)),
+        _ => Err(fail(capped(cx.errors, cx.dropped), &cx.table)),
     }
 }
 
@@ -262,6 +274,11 @@ struct Cx {
     /// (position, severity, message with the job's name left out) → (which list, index in it,
     /// the other jobs the problem reaches).
     shared: BTreeMap<(Pos, Severity, String), (usize, Vec<String>)>,
+    /// The flagd files `flags: $include` names: path → contents.
+    flag_files: BTreeMap<String, Vec<u8>>,
+    /// Files read besides the main one, in the order their lines are offset by
+    /// [`gitlab::INCLUDE_LINE_BASE`] (GitLab's includes, then flag files).
+    table: Vec<String>,
 }
 
 /// A resolved `extends` template: the merged node, how many `extends` levels it stands on,

@@ -515,3 +515,61 @@ fn broken_flags_say_line_and_column() {
     let e = errors(&FLAGS.replace("variants: {few: 2, many: 5}", "variants: {few: 2, many: five}"));
     assert!(e.contains("takt.yml:19:30: error: variants of mixed types"), "{e}");
 }
+
+/// `flags: $include` names flagd JSON files, read as flagd writes them; their problems are
+/// placed in them, by line and column.
+#[test]
+fn flagd_files_named_by_include_join_the_flags() {
+    let yml = "jobs:\n  a: {script: [true]}\nflags:\n  $include: [flags/shop.flagd.json]\n  banner:\n    state: ENABLED\n    variants: {on: true, off: false}\n    defaultVariant: off\n";
+    let flagd = r#"{
+  "$schema": "https://flagd.dev/schema/v0/flags.json",
+  "flags": {
+    "new-checkout": {
+      "state": "ENABLED",
+      "variants": {"on": true, "off": false},
+      "defaultVariant": "off",
+      "targeting": {"if": [{"$ref": "staff"}, "on", "off"]}
+    }
+  },
+  "$evaluators": {"staff": {"ends_with": [{"var": "email"}, "@example.com"]}}
+}
+"#;
+    let parse = |json: &str| {
+        let files: std::collections::BTreeMap<String, Vec<u8>> =
+            takt_pipeline::gitlab::IncludeWalk::read_all(yml.as_bytes(), &[], |p| {
+                (p == "flags/shop.flagd.json").then(|| json.as_bytes().to_vec())
+            });
+        takt_pipeline::parse_with("takt.yml", yml.as_bytes(), &Default::default(), &files)
+    };
+    let p = parse(flagd).unwrap();
+    let f = p.flags.unwrap();
+    let set = takt_flags::parse(&f.document).unwrap();
+    let keys: Vec<&str> = set.flags().map(|f| f.key.as_str()).collect();
+    assert_eq!(keys, ["banner", "new-checkout"]);
+    assert!(set.get("new-checkout").unwrap().targeting.is_some());
+    // A problem in the file: its own line and column.
+    let e = parse(&flagd.replace(r#""defaultVariant": "off""#, r#""defaultVariant": "of""#)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("flags/shop.flagd.json:7:25: error: defaultVariant `of` names no variant"),
+        "{e}"
+    );
+    // A key defined twice; a file that is missing; a path out of the repository.
+    let e = parse(&flagd.replace("new-checkout", "banner")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("flags/shop.flagd.json:4:5: error: flag `banner` is defined twice"),
+        "{e}"
+    );
+    let e = takt_pipeline::parse("takt.yml", yml.as_bytes()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("takt.yml:4:14: error: `$include` names `flags/shop.flagd.json`, which is not in the repository"),
+        "{e}"
+    );
+    let e = errors(&yml.replace("flags/shop.flagd.json", "../secrets.json"));
+    assert!(
+        e.contains("must be relative to the repository's root and stay inside it"),
+        "{e}"
+    );
+}

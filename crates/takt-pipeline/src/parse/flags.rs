@@ -2,7 +2,8 @@
 //! turned into a flagd document and checked by `takt-flags`; each of its problems is placed at
 //! the line and column of the node its JSON path names. A flag's `environments:` may give an
 //! environment its own `state`, `targeting` or `defaultVariant`; each environment's document is
-//! checked too.
+//! checked too. `$include` names flagd JSON files (paths from the repository's root) whose
+//! flags and evaluators join the section's, unchanged: their problems are placed in those files.
 
 use super::{Cx, key};
 use crate::diag::Pos;
@@ -46,7 +47,152 @@ fn scalar(value: &str, plain: bool) -> Value {
     }
 }
 
+/// How many flagd files `flags: $include` may name.
+const MAX_FLAG_FILES: usize = 20;
+
+/// The flagd JSON files `flags: $include` names (a path or a list of them, from the
+/// repository's root), for the caller to read (see [`crate::gitlab::IncludeWalk`]). Paths that
+/// leave the repository are not asked for: `flags` reports them.
+pub(crate) fn flag_files(root: &Node) -> Vec<(Pos, String)> {
+    let Some(inc) = root.get("flags").and_then(|f| f.get("$include")) else {
+        return Vec::new();
+    };
+    let items: Vec<&Node> = match &inc.kind {
+        NodeKind::Seq(items) => items.iter().collect(),
+        _ => vec![inc],
+    };
+    items
+        .into_iter()
+        .filter_map(|n| Some((n.pos, n.as_str()?.to_string())))
+        .filter(|(_, p)| inside(p))
+        .take(MAX_FLAG_FILES)
+        .collect()
+}
+
+/// A relative path that stays inside the repository.
+fn inside(p: &str) -> bool {
+    !p.is_empty() && !p.starts_with('/') && !p.split('/').any(|c| c == ".." || c.is_empty())
+}
+
 impl Cx {
+    /// The flags of the flagd files `$include` names, added to `flags` and `evaluators` (with
+    /// their positions, in the file's own lines); a key defined twice is a problem where it is
+    /// defined again.
+    fn included_flags(
+        &mut self,
+        inc: &Node,
+        flags: &mut Map<String, Value>,
+        evaluators: &mut Map<String, Value>,
+        pos: &mut BTreeMap<String, Pos>,
+    ) {
+        let items: Vec<&Node> = match &inc.kind {
+            NodeKind::Seq(items) => items.iter().collect(),
+            _ => vec![inc],
+        };
+        if items.len() > MAX_FLAG_FILES {
+            self.err(
+                inc.pos,
+                format!("`$include` names {} files; the limit is {MAX_FLAG_FILES}", items.len()),
+            );
+            return;
+        }
+        for n in items {
+            let Some(path) = n.as_str() else {
+                self.err(
+                    n.pos,
+                    "`$include` names flagd JSON files by their paths from the repository's root",
+                );
+                continue;
+            };
+            if !inside(path) {
+                self.err(
+                    n.pos,
+                    format!(
+                        "`$include: {path}`: the path must be relative to the repository's root and stay inside it"
+                    ),
+                );
+                continue;
+            }
+            let Some(bytes) = self.flag_files.get(path).cloned() else {
+                self.err(
+                    n.pos,
+                    format!("`$include` names `{path}`, which is not in the repository"),
+                );
+                continue;
+            };
+            self.table.push(path.to_string());
+            let offset = self.table.len() * crate::gitlab::INCLUDE_LINE_BASE;
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                self.err(n.pos, format!("`{path}` is not UTF-8"));
+                continue;
+            };
+            let loaded = match crate::yaml::load_all(text, crate::yaml::Duplicates::Refuse) {
+                Ok(l) => l,
+                Err(errs) => {
+                    for d in errs {
+                        self.push(crate::gitlab::shifted_diag(d, offset));
+                    }
+                    continue;
+                }
+            };
+            for d in loaded.problems {
+                self.push(crate::gitlab::shifted_diag(d, offset));
+            }
+            let Some(doc) = loaded.documents.first().and_then(|(_, d)| d.as_ref()) else {
+                self.err(
+                    n.pos,
+                    format!("`{path}` is empty: a flagd file holds `{{\"flags\": {{...}}}}`"),
+                );
+                continue;
+            };
+            let doc = crate::gitlab::shifted(doc, offset);
+            let NodeKind::Map(entries) = &doc.kind else {
+                self.err(doc.pos, format!("`{path}`: a flagd file is an object with `flags`"));
+                continue;
+            };
+            for (k, v) in entries {
+                match key(k) {
+                    "flags" => {
+                        let NodeKind::Map(fs) = &v.kind else {
+                            self.err(v.pos, "`flags` maps flag keys to their definitions");
+                            continue;
+                        };
+                        for (fk, fv) in fs {
+                            let name = key(fk);
+                            if flags.contains_key(name) {
+                                self.err(fk.pos, format!("flag `{name}` is defined twice (in takt.yml or another `$include` file)"));
+                                continue;
+                            }
+                            let j = self.json_of(fv, &format!("/flags/{}", seg(name)), pos);
+                            flags.insert(name.to_string(), j);
+                        }
+                    }
+                    "$evaluators" => {
+                        let NodeKind::Map(es) = &v.kind else {
+                            self.err(v.pos, "`$evaluators` maps names to JsonLogic rules");
+                            continue;
+                        };
+                        for (ek, ev) in es {
+                            let name = key(ek);
+                            let j = self.json_of(ev, &format!("/$evaluators/{}", seg(name)), pos);
+                            match evaluators.get(name) {
+                                Some(seen) if *seen != j => self.err(
+                                    ek.pos,
+                                    format!("evaluator `{name}` is defined twice, differently (in takt.yml or another `$include` file)"),
+                                ),
+                                _ => {
+                                    evaluators.insert(name.to_string(), j);
+                                }
+                            }
+                        }
+                    }
+                    "$schema" | "metadata" => {}
+                    other => self.err(k.pos, format!("unknown key `{other}` in flagd file `{path}`: a flagd file has flags, $evaluators, metadata and $schema")),
+                }
+            }
+        }
+    }
+
     /// The node as JSON; every node's position recorded under its JSON pointer.
     fn json_of(&mut self, n: &Node, at: &str, pos: &mut BTreeMap<String, Pos>) -> Value {
         pos.insert(at.to_string(), n.pos);
@@ -89,11 +235,14 @@ impl Cx {
         pos.insert("/flags".to_string(), n.pos);
         let mut flags = Map::new();
         let mut evaluators = None;
+        let mut include = None;
         if let NodeKind::Map(entries) = &n.kind {
             for (k, v) in entries {
                 let name = key(k);
                 if name == "$evaluators" {
                     evaluators = Some(self.json_of(v, "/$evaluators", &mut pos));
+                } else if name == "$include" {
+                    include = Some(v);
                 } else {
                     let j = self.json_of(v, &format!("/flags/{}", seg(name)), &mut pos);
                     flags.insert(name.to_string(), j);
@@ -132,10 +281,27 @@ impl Cx {
                 overrides.entry(env).or_default().push((flag.clone(), o));
             }
         }
+        // Flags from flagd files: whole flags (an environment's own settings are takt.yml's).
+        let mut evaluators = match evaluators {
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => {
+                self.err(
+                    place(&pos, "/$evaluators"),
+                    "`$evaluators` maps names to JsonLogic rules",
+                );
+                None
+            }
+            None => None,
+        };
+        if let Some(inc) = include {
+            let mut e = evaluators.take().unwrap_or_default();
+            self.included_flags(inc, &mut flags, &mut e, &mut pos);
+            evaluators = (!e.is_empty()).then_some(e);
+        }
         let mut base = Map::new();
         base.insert("flags".into(), Value::Object(flags));
         if let Some(e) = evaluators {
-            base.insert("$evaluators".into(), e);
+            base.insert("$evaluators".into(), Value::Object(e));
         }
         let base = Value::Object(base);
         if let Err(problems) = takt_flags::parse(&base) {

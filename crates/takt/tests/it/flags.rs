@@ -655,6 +655,50 @@ async fn a_flags_token_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagd_files_named_by_takt_yml_are_served_and_linted() {
+    let flagd = r#"{
+  "flags": {
+    "dark-mode": {
+      "state": "ENABLED",
+      "variants": {"on": true, "off": false},
+      "defaultVariant": "off",
+      "targeting": {"fractional": [["on", 50], ["off", 50]]}
+    }
+  }
+}
+"#;
+    let yml = "jobs:\n  a: {script: [true]}\nenvironments:\n  production: {driver: command, deploy: 'true'}\nflags:\n  $include: [flags/app.flagd.json]\n";
+    let repo = Repo::new(&[("takt.yml", yml), ("flags/app.flagd.json", flagd)]);
+    let lint = common::takt().arg("lint").arg(repo.path()).output().unwrap();
+    assert!(lint.status.success(), "{}", String::from_utf8_lossy(&lint.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "web", repo.path()).await;
+    let token = flags_token(&s, &admin, "production").await;
+    let http = client_http();
+    let b = ofrep(&http, &s, &token, "dark-mode", json!({"targetingKey": "u-1"})).await;
+    assert_eq!(b["reason"], "TARGETING_MATCH", "{b}");
+    assert!(b["value"].is_boolean(), "{b}");
+    // A broken file: `takt lint` says where in it, and the server keeps the flags it had.
+    repo.commit(
+        &[("flags/app.flagd.json", &flagd.replace("50]]", "5.5]]"))],
+        "a weight that is no whole number",
+    );
+    let lint = common::takt().arg("lint").arg(repo.path()).output().unwrap();
+    assert_eq!(lint.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&lint.stderr).into_owned() + &String::from_utf8_lossy(&lint.stdout);
+    assert!(
+        err.contains("flags/app.flagd.json:7:56: error: weight `5.5` is not a whole number"),
+        "{err}"
+    );
+    let (st, b) = post_json(&s, "/api/v1/projects/web/trigger", &admin, json!({})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let b = ofrep(&http, &s, &token, "dark-mode", json!({"targetingKey": "u-1"})).await;
+    assert_eq!(b["reason"], "TARGETING_MATCH", "{b}");
+}
+
 /// Starts the web client on `key`: the process and its stdout, line by line.
 fn web_client(
     s: &Server,
