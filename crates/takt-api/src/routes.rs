@@ -53,6 +53,7 @@ pub enum Op {
     OfrepEvaluate,
     OfrepBulk,
     OfrepEvents,
+    FlagDocument,
     ListFlags,
     ChangeFlag,
     FlagHistory,
@@ -261,6 +262,14 @@ pub const ROUTES: &[Route] = &[
         "OFREP event stream (SSE): `refetchEvaluation` when a flag changes; the bulk answer's `eventStreams` gives its URL with a stream key (`?key=`), since EventSource sends no headers",
     )
     .answers(Body::raw("text/event-stream")),
+    route(
+        Op::FlagDocument,
+        Get,
+        "/api/v1/flags/document",
+        Some(Flags),
+        "The flagd document of a flags token's project and environment, run-time changes written in, for clients that evaluate in-process (takt-flags-client); ETag and If-None-Match; /ofrep/v1/events says when it changes",
+    )
+    .answers(JSON_OBJECT),
     route(Op::Events, Get, "/api/v1/events", Some(Read), "A page of the event log")
         .query(params::<EventsQuery>)
         .answers(Body::json::<EventsPage>()),

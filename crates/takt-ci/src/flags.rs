@@ -24,12 +24,20 @@ pub struct ProjectFlags {
     pub base: FlagSet,
     /// Each environment the file or a run-time change gives settings of its own.
     pub environments: HashMap<String, FlagSet>,
+    /// Those environments' flagd documents, run-time changes written in (for in-process
+    /// clients, which evaluate them themselves).
+    pub documents: HashMap<String, serde_json::Value>,
 }
 
 impl ProjectFlags {
     /// The flags as environment `env` sees them.
     pub fn of(&self, env: &str) -> &FlagSet {
         self.environments.get(env).unwrap_or(&self.base)
+    }
+
+    /// The flagd document environment `env` sees.
+    pub fn document(&self, env: &str) -> &serde_json::Value {
+        self.documents.get(env).unwrap_or(&self.config.document)
     }
 
     /// The file's flags in `env` (no run-time change).
@@ -115,11 +123,14 @@ fn compile(project: &str, config: &takt_pipeline::FlagsConfig, view: &Flags) -> 
             runtime.entry(env).or_default().push((key, &r.setting));
         }
     }
+    let mut documents: HashMap<String, serde_json::Value> = config.environments.clone().into_iter().collect();
     for (env, settings) in runtime {
         let doc = config.environments.get(env).unwrap_or(&config.document);
-        match takt_flags::parse(&takt_flags::patch(doc, settings)) {
+        let patched = takt_flags::patch(doc, settings);
+        match takt_flags::parse(&patched) {
             Ok(set) => {
                 environments.insert(env.to_string(), set);
+                documents.insert(env.to_string(), patched);
             }
             Err(problems) => {
                 let p: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -131,6 +142,7 @@ fn compile(project: &str, config: &takt_pipeline::FlagsConfig, view: &Flags) -> 
         config: config.clone(),
         base,
         environments,
+        documents,
     })
 }
 

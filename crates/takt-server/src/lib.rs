@@ -189,6 +189,7 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::OfrepEvaluate => on(m, ofrep::evaluate),
         Op::OfrepBulk => on(m, ofrep::bulk),
         Op::OfrepEvents => on(m, ofrep::events),
+        Op::FlagDocument => on(m, ofrep::document),
         Op::ListFlags => on(m, flags::list),
         Op::ChangeFlag => on(m, flags::change),
         Op::FlagHistory => on(m, flags::history),

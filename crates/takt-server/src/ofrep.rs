@@ -165,24 +165,40 @@ pub async fn bulk(
         "inactivityDelaySec": INACTIVITY_SECS,
     }]);
     let text = json!({"flags": list, "eventStreams": streams}).to_string();
+    tagged(&headers, text)
+}
+
+/// `text` as JSON with an `ETag` over it; 304 when `If-None-Match` names that tag already.
+fn tagged(headers: &HeaderMap, text: String) -> Response {
     use sha2::Digest;
     let etag = format!("\"{}\"", hex::encode(&sha2::Sha256::digest(text.as_bytes())[..16]));
-    if headers
+    let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
-    {
-        let mut r = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(v) = HeaderValue::from_str(&etag) {
-            r.headers_mut().insert(header::ETAG, v);
-        }
-        return r;
-    }
-    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response();
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut r = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+    };
     if let Ok(v) = HeaderValue::from_str(&etag) {
         r.headers_mut().insert(header::ETAG, v);
     }
     r
+}
+
+/// `GET /api/v1/flags/document`: the flagd document the token's environment sees (run-time
+/// changes written in), for in-process clients; `{"flags": {}}` while the project defines none.
+pub async fn document(State(state): State<Arc<AppState>>, Caller(who): Caller, headers: HeaderMap) -> Response {
+    let (flags, env) = match flags_of(&state, &who).await {
+        Ok(x) => x,
+        Err(r) => return r.into_response(),
+    };
+    let text = match &flags {
+        Some(f) => f.document(&env).to_string(),
+        None => json!({"flags": {}}).to_string(),
+    };
+    tagged(&headers, text)
 }
 
 /// OFREP evaluations a second per token (governor's GCRA, keyed by token id).

@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("takt-flow", &["takt-model", "takt-views"]),
     ("takt-deploy", &[]),
     ("takt-flags", &["takt-model"]),
+    ("takt-flags-client", &["takt-flags"]),
     ("takt-monitor", &["takt-model", "takt-views"]),
     ("takt-store", &["takt-model"]),
     ("takt-blob", &["takt-model"]),

@@ -699,6 +699,62 @@ async fn flagd_files_named_by_takt_yml_are_served_and_linted() {
     assert_eq!(b["reason"], "TARGETING_MATCH", "{b}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_evaluates_a_synced_copy_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    let repo = Repo::new(&[("takt.yml", YML)]);
+    add_project(&s, &admin, "web", repo.path()).await;
+    let staging = flags_token(&s, &admin, "staging").await;
+    let deployer = new_token(&s, &admin, takt_server::auth::Scope::Deploy).await;
+    let flags = takt_flags_client::FlagsClient::connect(&s.base, &staging)
+        .await
+        .unwrap();
+    // The same answers as OFREP gives, for many users.
+    let http = client_http();
+    for i in 0..100 {
+        let ctx = json!({"targetingKey": format!("user-{i}"), "email": format!("u{i}@example.com"), "plan": "free"});
+        for key in ["new-checkout", "greeting", "retries", "theme"] {
+            let here = flags.evaluate(key, ctx.as_object().unwrap());
+            let there = ofrep(&http, &s, &staging, key, ctx.clone()).await;
+            assert_eq!(here.value.as_ref(), there.get("value"), "{key} for user-{i}: {there}");
+            assert_eq!(json!(here.reason), there["reason"], "{key} for user-{i}");
+        }
+    }
+    let staff = json!({"targetingKey": "ada", "email": "ada@example.com"});
+    let staff = staff.as_object().unwrap();
+    assert!(flags.boolean("new-checkout", staff, false));
+    assert_eq!(flags.string("greeting", staff, "?"), "Hello");
+    assert_eq!(flags.integer("retries", staff, 0), 2);
+    assert_eq!(flags.object("theme", staff, json!({}))["bg"], "white");
+    // A change reaches the copy by the event stream, with no request per evaluation.
+    let mut changes = flags.changes();
+    let seen = *changes.borrow_and_update();
+    let (code, _, err) = cli(
+        &s,
+        &deployer,
+        &["flag", "kill", "web", "new-checkout", "--env", "staging"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+        .await
+        .expect("the change reached the client within 10 s")
+        .unwrap();
+    assert!(*changes.borrow() > seen);
+    assert!(!flags.boolean("new-checkout", staff, false), "killed: the code default");
+    assert_eq!(
+        flags.evaluate("new-checkout", staff).reason,
+        takt_flags_client::Reason::Disabled
+    );
+    // A bad token is refused at once, with the server's status.
+    match takt_flags_client::FlagsClient::connect(&s.base, "takt_0000").await {
+        Err(takt_flags_client::ClientError::Refused { status, .. }) => assert_eq!(status, 401),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a bad token connected"),
+    }
+}
+
 /// Starts the web client on `key`: the process and its stdout, line by line.
 fn web_client(
     s: &Server,
