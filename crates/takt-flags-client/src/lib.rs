@@ -14,8 +14,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Over `https://`, install a rustls crypto provider first (the `rustls` crate's
-//! `crypto::ring::default_provider().install_default()`), as the takt binary does.
+//! For `https://` it installs rustls's ring crypto provider unless the process installed one.
 
 use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
@@ -68,6 +67,8 @@ impl FlagsClient {
     /// from the takt server at `base_url`, then keeps them current in the background.
     pub async fn connect(base_url: &str, token: &str) -> Result<FlagsClient, ClientError> {
         let base = base_url.trim_end_matches('/').to_string();
+        // reqwest needs a crypto provider for https: ring, unless the service chose one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()

@@ -334,6 +334,11 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         }
         tracing::info!("shutting down");
     };
+    // Answers go out at once, not held back for the next one (Nagle's algorithm).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
