@@ -282,41 +282,38 @@ pub async fn change(
             p.join("; ")
         )));
     }
-    if view.get(project, env, key).and_then(|v| v.file.as_ref()).is_none() {
-        // An environment the file's changes were not kept for (one the project does not
-        // declare): what the file defines there is recorded first, so that only a later change
-        // of the file ends this run-time change.
-        let e = Event::now(
+    let change = |source, by: Option<&str>, commit, before, after| {
+        Event::now(
             project,
             None,
             EventKind::FlagChanged {
                 environment: env.to_string(),
                 flag: key.to_string(),
-                source: FlagSource::File,
-                by: None,
-                commit: Some(commit),
-                before: None,
-                after: Some(before.clone()),
+                source,
+                by: by.map(str::to_string),
+                commit,
+                before,
+                after,
             },
-        );
+        )
+    };
+    // The view's lock is held from here to the new flags' compile: a refresh of the default
+    // branch waits for it (and recompiles with this change).
+    if view.get(project, env, key).and_then(|v| v.file.as_ref()).is_none() {
+        // An environment the file's changes were not kept for (one the project does not
+        // declare): what the file defines there is recorded first, so that only a later change
+        // of the file ends this run-time change.
+        let e = change(FlagSource::File, None, Some(commit), None, Some(before.clone()));
         ci.queue.engine.store.append(&e).await?;
         view.apply(&e);
     }
-    let e = Event::now(
-        project,
+    let e = change(
+        FlagSource::Api,
+        Some(by),
         None,
-        EventKind::FlagChanged {
-            environment: env.to_string(),
-            flag: key.to_string(),
-            source: FlagSource::Api,
-            by: Some(by.to_string()),
-            commit: None,
-            before: Some(before.clone()),
-            after: Some(after.clone()),
-        },
+        Some(before.clone()),
+        Some(after.clone()),
     );
-    // The view's lock is held from here to the new flags' compile: a refresh of the default
-    // branch waits for it (and recompiles with this change).
     let seq = ci.queue.engine.store.append(&e).await?;
     view.apply(&e);
     let mut cfgs = ci.branch_configs.write();

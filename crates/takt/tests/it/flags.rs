@@ -366,37 +366,12 @@ async fn flag_changes_at_run_time_win_until_the_file_changes_that_flag() {
     assert_eq!((&b["value"], &b["reason"]), (&json!("Hi"), &json!("STATIC")), "{b}");
 
     // A rollout replaces a rule of the flag's own only when told to.
-    let (code, _, err) = cli(
-        &s,
-        &deployer,
-        &[
-            "flag",
-            "set",
-            "web",
-            "new-checkout",
-            "--env",
-            "staging",
-            "--rollout",
-            "25",
-        ],
-    );
+    let rollout = "flag set web new-checkout --env staging --rollout 25";
+    let (code, _, err) = cli(&s, &deployer, &rollout.split(' ').collect::<Vec<_>>());
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--replace-targeting"), "{err}");
-    let (code, _, err) = cli(
-        &s,
-        &deployer,
-        &[
-            "flag",
-            "set",
-            "web",
-            "new-checkout",
-            "--env",
-            "staging",
-            "--rollout",
-            "25",
-            "--replace-targeting",
-        ],
-    );
+    let replace = format!("{rollout} --replace-targeting");
+    let (code, _, err) = cli(&s, &deployer, &replace.split(' ').collect::<Vec<_>>());
     assert_eq!(code, Some(0), "{err}");
     let mut on = 0;
     for i in 0..400 {
