@@ -42,18 +42,24 @@ pub use crate::flags::ProjectFlags;
 /// recomputed when a mirror moves, so this only bounds clock drift).
 pub const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
+/// Whether the default branch's settings were read at the mirror's current generation (then
+/// [`refresh`] has nothing to do). Hot paths (OFREP) ask this first: `refresh`'s future is
+/// large, and only worth making when there is something to read.
+pub fn is_current(ci: &Ci, project: &str) -> bool {
+    let generation = ci.queue.generation(project);
+    ci.branch_configs
+        .read()
+        .get(project)
+        .is_some_and(|x| x.generation == generation && !x.commit.is_empty())
+}
+
 /// Re-reads a project's default-branch takt.yml when the branch moved. Costs nothing (no git)
 /// while the mirror has not been fetched since the last read.
 pub async fn refresh(ci: &Ci, p: &projects::Project) {
-    let generation = ci.queue.generation(&p.name);
-    let current = ci
-        .branch_configs
-        .read()
-        .get(&p.name)
-        .is_some_and(|x| x.generation == generation && !x.commit.is_empty());
-    if current {
+    if is_current(ci, &p.name) {
         return;
     }
+    let generation = ci.queue.generation(&p.name);
     let mirror = Repo::bare(&projects::mirror_path(&ci.data_dir, &p.name));
     let Ok(commit) = mirror.resolve(&format!("refs/heads/{}", p.branch)).await else {
         return;

@@ -31,13 +31,16 @@ async fn flags_of(
             Json(json!({"errorCode": "GENERAL", "errorDetails": details})),
         ));
     };
-    let p = state.project(project).map_err(|e| {
-        (
-            e.status,
-            Json(json!({"errorCode": "GENERAL", "errorDetails": e.message})),
-        )
-    })?;
-    takt_ci::schedule::refresh(&state.ci, &p).await;
+    if !takt_ci::schedule::is_current(&state.ci, project) {
+        let p = state.project(project).map_err(|e| {
+            (
+                e.status,
+                Json(json!({"errorCode": "GENERAL", "errorDetails": e.message})),
+            )
+        })?;
+        // Boxed: the re-read's future is large, and an evaluation's should not carry it.
+        Box::pin(takt_ci::schedule::refresh(&state.ci, &p)).await;
+    }
     Ok((state.ci.flags(project), env.clone()))
 }
 
