@@ -121,6 +121,18 @@ async fn remediate(cd: &Arc<Cd>, project: &str, id: &str) {
     let Some(env) = all.iter().find(|e| e.name == i.environment).cloned() else {
         return;
     };
+    // Flag changes before the impact are suspects too: said on the timeline, never flipped back.
+    let flags = cd.flag_suspects(&i).await.ok().filter(|f| !f.is_empty()).map(|f| {
+        let each: Vec<String> = f.iter().map(|f| f.describe()).collect();
+        format!(
+            "flag changes among the suspects (reported, not flipped back): {}",
+            each.join("; ")
+        )
+    });
+    let with_flags = |detail: Option<String>| match (detail, &flags) {
+        (Some(d), Some(f)) => Some(format!("{d}; {f}")),
+        (d, f) => d.or_else(|| f.clone()),
+    };
     // One remediation at a time per environment, from its plan to its end: two incidents
     // never act on one environment at once.
     let guard = env_lock(project, &env.name);
@@ -161,7 +173,7 @@ async fn remediate(cd: &Arc<Cd>, project: &str, id: &str) {
                 action: *action,
                 deploy: deploy.map(&name),
                 outcome: RemedyOutcome::Skipped,
-                detail: Some(why.clone()),
+                detail: with_flags(Some(why.clone())),
             },
             Plan::Act {
                 action,
@@ -172,7 +184,9 @@ async fn remediate(cd: &Arc<Cd>, project: &str, id: &str) {
                 action: *action,
                 deploy: Some(name(*deploy)),
                 outcome: RemedyOutcome::Started,
-                detail: in_flight.then(|| "the deploy was still in flight: it is stopped and rolled back".into()),
+                detail: with_flags(
+                    in_flight.then(|| "the deploy was still in flight: it is stopped and rolled back".into()),
+                ),
             },
         };
         if let Err(err) = cd.record(Event::now(project, None, first)).await {

@@ -165,6 +165,7 @@ async fn a_service_that_goes_bad_is_restarted_by_remediation() {
         "stages: [package]\njobs:\n  package:\n    stage: package\n    script: [cp app.py app]\n    artifacts: {{name: app, paths: [app]}}\n\
          environments:\n  production:\n    driver: process\n    port: {port}\n    instances: 2\n    start: exec python3 \"$TAKT_ARTIFACT_PATH\"\n    auto: true\n\
          \x20   remediate: restart\n\
+         flags:\n  cart-v2: {{state: ENABLED, variants: {{on: true, off: false}}, defaultVariant: on}}\n\
          checks:\n  home:\n    environment: production\n    http: {{url: \"http://127.0.0.1:{port}/\"}}\n    interval: 200ms\n    failure_threshold: 2\n    success_threshold: 1\n"
     );
     let repo = Repo::new(&[("takt.yml", &yml), ("app.py", &leaky_app(&switch))]);
@@ -187,6 +188,9 @@ async fn a_service_that_goes_bad_is_restarted_by_remediation() {
     }
     assert_eq!(open["incidents"], json!([]), "{open:#}");
 
+    // A flag flipped just before: a suspect too, said by remediation and never flipped back.
+    let (code, _, err) = cli(&s, &admin, &["flag", "kill", "shop", "cart-v2", "--env", "production"]);
+    assert_eq!(code, Some(0), "{err}");
     let after = head(&s, &admin).await;
     std::fs::write(&switch, "").unwrap();
     let opened = next(&s, &admin, "incident_opened", after).await;
@@ -194,6 +198,12 @@ async fn a_service_that_goes_bad_is_restarted_by_remediation() {
     assert_eq!(
         (&started["action"], &started["outcome"]),
         (&json!("restart"), &json!("started")),
+        "{started:#}"
+    );
+    assert!(
+        started["detail"].as_str().is_some_and(|d| d.contains(
+            "not flipped back): flag `cart-v2` in shop/production: ENABLED default on → DISABLED default on"
+        )),
         "{started:#}"
     );
     assert_eq!(started["deploy"], "shop/production#1");
