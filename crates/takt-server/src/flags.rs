@@ -3,7 +3,7 @@
 
 use crate::{ApiError, AppState, Caller};
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use std::collections::BTreeMap;
@@ -38,8 +38,9 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Path(project): Path<String>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<FlagList>, ApiError> {
+    let q = crate::query(q)?;
     let p = state.project(&project)?;
     takt_ci::schedule::refresh(&state.ci, &p).await;
     let stale_days = q.stale_days.unwrap_or(STALE_DAYS);
@@ -147,8 +148,9 @@ pub async fn history(
     State(state): State<Arc<AppState>>,
     Caller(who): Caller,
     Path(project): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Json<FlagHistory>, ApiError> {
+    let q = crate::query(q)?;
     state.project(&project)?;
     let events = state
         .store

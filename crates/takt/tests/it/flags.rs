@@ -410,6 +410,29 @@ async fn flag_changes_at_run_time_win_until_the_file_changes_that_flag() {
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("403") || err.contains("does not allow"), "{err}");
 
+    // Bad asks over the API: 400 saying why, nothing recorded.
+    let path = "/api/v1/environments/web/staging/flags/greeting";
+    for (body, says) in [
+        (json!({"variant": "hi", "state": "ENABLED"}), "exactly one of"),
+        (json!({}), "exactly one of"),
+        (json!({"rollout": 300}), "rollout"),
+        (json!({"state": "OFF"}), "state"),
+        (json!({"variant": "hi", "colour": "red"}), "colour"),
+    ] {
+        let (st, b) = post_json(&s, path, &deployer, body.clone()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {b}");
+        assert!(b["error"].as_str().is_some_and(|e| e.contains(says)), "{body}: {b}");
+    }
+    let r = http
+        .get(format!("{}/api/v1/projects/web/flags/history?colour=red", s.base))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let b: Value = r.json().await.unwrap();
+    assert!(b["error"].as_str().is_some_and(|e| e.contains("colour")), "{b}");
+
     // `takt flag show` says which is in force, and who set it.
     let (code, out, err) = cli(&s, &reader, &["flag", "show", "web", "greeting"]);
     assert_eq!(code, Some(0), "{err}");
