@@ -152,7 +152,9 @@ pub(crate) type Reconciling<'a> = tokio::sync::MappedMutexGuard<'a, Flags>;
 
 /// The default branch moved to `commit` whose takt.yml is valid: records a `source: file`
 /// change for each flag and environment the file now defines differently, and sets
-/// `cfg.flags`. The returned guard keeps run-time changes out until `cfg` is in place.
+/// `cfg.flags`. The returned guard keeps run-time changes out until `cfg` is in place; `None`
+/// (the log could not be read or written): nothing of `cfg` may be put in place, so that the
+/// next refresh reads this commit again.
 pub(crate) async fn reconcile<'a>(
     ci: &'a Ci,
     project: &str,
@@ -168,6 +170,11 @@ pub(crate) async fn reconcile<'a>(
         }
     };
     let file = config.and_then(ProjectFlags::file_documents);
+    if config.is_some() && file.is_none() {
+        // The parser checked the documents; one that does not compile is a bug, not a removal.
+        tracing::error!(%project, %commit, "the default branch's flags do not compile; flags stay as they were");
+        return None;
+    }
     let mut changes = Vec::new();
     for env in environments(project, cfg, config, &view) {
         let set = file.as_ref().map(|(base, envs)| envs.get(&env).unwrap_or(base));
@@ -201,8 +208,9 @@ pub(crate) async fn reconcile<'a>(
     for kind in changes {
         let e = Event::now(project, None, kind);
         if let Err(err) = ci.queue.engine.store.append(&e).await {
-            tracing::error!(%project, error = %err, "a flag change from the file could not be recorded; flags stay as they were");
-            return Some(view);
+            tracing::error!(%project, error = %err, "a flag change from the file could not be recorded; the next refresh tries again");
+            let _ = ci.flags_live.moved.send(project.to_string());
+            return None;
         }
         view.apply(&e);
     }

@@ -35,6 +35,8 @@ pub struct Ci {
     pub on_queued: OnQueued,
     /// Feature flags' run-time changes and their listeners.
     pub flags_live: flags::FlagsLive,
+    /// One default-branch re-read per project at a time ([`schedule::refresh`]).
+    pub(crate) refreshing: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Ci {
@@ -51,6 +53,7 @@ impl Ci {
             branch_configs: RwLock::default(),
             on_queued,
             flags_live: flags::FlagsLive::default(),
+            refreshing: Default::default(),
         }
     }
 

@@ -59,6 +59,13 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
     if is_current(ci, &p.name) {
         return;
     }
+    // One re-read of a project at a time (an older one finishing last would put its commit's
+    // settings back); whoever waited finds the work done.
+    let lock = ci.refreshing.lock().entry(p.name.clone()).or_default().clone();
+    let _one = lock.lock().await;
+    if is_current(ci, &p.name) {
+        return;
+    }
     let generation = ci.queue.generation(&p.name);
     let mirror = Repo::bare(&projects::mirror_path(&ci.data_dir, &p.name));
     let Ok(commit) = mirror.resolve(&format!("refs/heads/{}", p.branch)).await else {
@@ -77,6 +84,7 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
     cfg.generation = generation;
     // Held (when the file is valid) until `cfg` is in place: see `flags::reconcile`.
     let mut reconciled = None;
+    let mut valid = false;
     match mirror.file_at(&commit, "takt.yml").await {
         None => {
             cfg.error = Some(format!(
@@ -119,6 +127,7 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
                 cfg.metrics = pipe.metrics;
                 cfg.drills = pipe.drills;
                 cfg.error = None;
+                valid = true;
                 reconciled = crate::flags::reconcile(ci, &p.name, &commit, &mut cfg, pipe.flags.as_ref()).await;
             }
             Err(e) => {
@@ -127,6 +136,10 @@ pub async fn refresh(ci: &Ci, p: &projects::Project) {
                 cfg.error = Some(msg);
             }
         },
+    }
+    if valid && reconciled.is_none() {
+        // The flags' changes could not be recorded: this commit is read again next time.
+        return;
     }
     {
         let mut c = ci.branch_configs.write();

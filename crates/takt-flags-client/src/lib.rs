@@ -71,6 +71,8 @@ impl FlagsClient {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // A connection that goes silent (a dropped load balancer's) is given up.
+            .read_timeout(SILENCE)
             .build()
             .map_err(|source| ClientError::Unreachable {
                 url: base.clone(),
@@ -157,7 +159,7 @@ impl FlagsClient {
 /// Fetches the document unless it is unchanged (`If-None-Match`), and puts it in place.
 async fn refetch(inner: &Inner) -> Result<(), ClientError> {
     let url = format!("{}/api/v1/flags/document", inner.base);
-    let mut req = inner.http.get(&url).bearer_auth(&inner.token);
+    let mut req = inner.http.get(&url).bearer_auth(&inner.token).timeout(FETCH_TIMEOUT);
     if let Some(tag) = inner.etag.lock().clone() {
         req = req.header(reqwest::header::IF_NONE_MATCH, tag);
     }
@@ -196,6 +198,12 @@ async fn refetch(inner: &Inner) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// The server comments on the stream every 15 s: this long without a byte, it is gone.
+const SILENCE: Duration = Duration::from_secs(45);
+
+/// The longest a re-fetch of the document may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Listens to the server's event stream and re-fetches on each `refetchEvaluation` (and after
 /// each reconnection, for what it missed); reconnects with exponential backoff, up to 30 s.
 async fn sync(inner: Arc<Inner>) {
@@ -209,12 +217,18 @@ async fn sync(inner: Arc<Inner>) {
         let url = format!("{}/ofrep/v1/events", inner.base);
         let res = inner.http.get(&url).bearer_auth(&inner.token).send().await;
         if let Ok(res) = res.and_then(|r| r.error_for_status()) {
-            delays = builder.build();
             let _ = refetch(&inner).await;
             let mut stream = res.bytes_stream();
             let mut pending: Vec<u8> = Vec::new();
-            while let Some(Ok(chunk)) = stream.next().await {
+            // Silence longer than the server's comments ends the connection (and reconnects).
+            while let Ok(Some(Ok(chunk))) = tokio::time::timeout(SILENCE, stream.next()).await {
+                // The stream works: the next failure starts the backoff from its shortest
+                // (a proxy that accepts and hangs up at once keeps growing it instead).
+                delays = builder.build();
                 pending.extend_from_slice(&chunk);
+                if pending.len() > 64 * 1024 && !pending.contains(&b'\n') {
+                    pending.clear(); // no line is this long: not an event stream
+                }
                 // SSE: events are lines; only a `data:` line asking to re-fetch matters.
                 while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=nl).collect();

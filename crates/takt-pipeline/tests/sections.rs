@@ -573,3 +573,15 @@ fn flagd_files_named_by_include_join_the_flags() {
         "{e}"
     );
 }
+
+/// A problem only an environment's own rule reaches (an evaluator nothing else names) is
+/// reported too, at that environment: a file that passes lint always compiles on the server.
+#[test]
+fn a_problem_only_an_environments_rule_reaches_is_reported() {
+    let yml = "jobs:\n  a: {script: [true]}\nenvironments:\n  production: {driver: command, deploy: 'true'}\nflags:\n  $evaluators:\n    broken: {and: [{$ref: missing}]}\n  f:\n    state: ENABLED\n    variants: {on: true, off: false}\n    defaultVariant: off\n    environments:\n      production: {targeting: {$ref: broken}}\n";
+    let e = errors(yml);
+    assert!(
+        e.contains("takt.yml:13:19: error: in environment `production`: `$ref: missing` names no evaluator"),
+        "{e}"
+    );
+}

@@ -34,9 +34,11 @@ pub struct ListQuery {
     stale_days: Option<u32>,
 }
 
-/// `GET /api/v1/projects/{name}/flags` (read scope).
+/// `GET /api/v1/projects/{name}/flags` (read scope; a token limited to environments sees only
+/// theirs).
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
     Path(project): Path<String>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<FlagList>, ApiError> {
@@ -52,7 +54,10 @@ pub async fn list(
             flags: Vec::new(),
         }));
     };
-    let views = takt_ci::flags::views(&state.ci, &project).await?;
+    // A token limited to environments sees only theirs.
+    let limits = &who.limits.environments;
+    let mut views = takt_ci::flags::views(&state.ci, &project).await?;
+    views.retain(|((env, _), _)| limits.is_empty() || limits.contains(env));
     let now = takt_model::OffsetDateTime::now_utc();
     let list = flags
         .base
@@ -117,12 +122,17 @@ pub async fn change(
             ));
         }
     };
-    if let Some(e) = state
-        .ci
-        .branch_config(&project)
-        .and_then(|c| c.environments.into_iter().find(|e| e.name == env))
-    {
-        crate::environments::guard(&e, &who, "change flags")?;
+    // The default branch as it is now: its `protected:` list decides who may change flags.
+    let p = state.project(&project)?;
+    takt_ci::schedule::refresh(&state.ci, &p).await;
+    let Some(cfg) = state.ci.branch_config(&project) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("`{project}`'s default branch has not been read yet (no takt.yml?)"),
+        ));
+    };
+    if let Some(e) = cfg.environments.iter().find(|e| e.name == env) {
+        crate::environments::guard(e, &who, "change flags")?;
     }
     let c = takt_ci::flags::change(&state.ci, &project, &env, &key, &ask, b.replace_targeting, &who.name).await?;
     Ok(Json(FlagChangeAnswer {

@@ -304,11 +304,15 @@ impl Cx {
             base.insert("$evaluators".into(), Value::Object(e));
         }
         let base = Value::Object(base);
-        if let Err(problems) = takt_flags::parse(&base) {
-            for p in problems {
-                self.err(place(&pos, &p.path), p.message);
+        let base_ok = match takt_flags::parse(&base) {
+            Ok(_) => true,
+            Err(problems) => {
+                for p in problems {
+                    self.err(place(&pos, &p.path), p.message);
+                }
+                false
             }
-        }
+        };
         let mut environments = BTreeMap::new();
         // Each environment's document is checked whole: as many as there can be environments.
         if overrides.len() > MAX_FLAG_ENVIRONMENTS {
@@ -336,12 +340,22 @@ impl Cx {
                 }
             }
             if let Err(problems) = takt_flags::parse(&doc) {
-                // Only what the environment changed: the rest was reported for the file.
+                // Under what the environment changed: placed there. Elsewhere (an evaluator only
+                // this environment's rule names, say): at the environment's first setting, unless
+                // the file's own problems were reported already.
                 for p in problems {
                     let Some(c) = changed
                         .iter()
                         .find(|c| p.path == **c || p.path.starts_with(&format!("{c}/")))
                     else {
+                        if base_ok && let Some(first) = changed.first() {
+                            let flag_at = first.rsplit_once('/').map_or(first.as_str(), |(f, _)| f);
+                            let at = format!("{flag_at}/environments/{}", seg(&env));
+                            self.err(
+                                place(&pos, &at),
+                                format!("in environment `{env}`: {} (at {})", p.message, p.path),
+                            );
+                        }
                         continue;
                     };
                     let (flag_at, field) = c.rsplit_once('/').unwrap_or((c.as_str(), ""));

@@ -666,7 +666,7 @@ async fn flagd_files_named_by_takt_yml_are_served_and_linted() {
   }
 }
 "#;
-    let yml = "jobs:\n  a: {script: [true]}\nenvironments:\n  production: {driver: command, deploy: 'true'}\nflags:\n  $include: [flags/app.flagd.json]\n";
+    let yml = "jobs:\n  a: {script: [true]}\nenvironments:\n  production: {driver: command, deploy: 'true', protected: [release]}\nflags:\n  $include: [flags/app.flagd.json]\n";
     let repo = Repo::new(&[("takt.yml", yml), ("flags/app.flagd.json", flagd)]);
     let lint = common::takt().arg("lint").arg(repo.path()).output().unwrap();
     assert!(lint.status.success(), "{}", String::from_utf8_lossy(&lint.stderr));
@@ -679,6 +679,47 @@ async fn flagd_files_named_by_takt_yml_are_served_and_linted() {
     let b = ofrep(&http, &s, &token, "dark-mode", json!({"targetingKey": "u-1"})).await;
     assert_eq!(b["reason"], "TARGETING_MATCH", "{b}");
     assert!(b["value"].is_boolean(), "{b}");
+    // A protected environment's flags change only by the tokens it names, from the first
+    // request after a restart on (the default branch is read before the check).
+    drop(s);
+    let s = start(dir.path(), &[]);
+    let deployer = new_token(&s, &admin, takt_server::auth::Scope::Deploy).await;
+    let (code, _, err) = cli(
+        &s,
+        &deployer,
+        &["flag", "kill", "web", "dark-mode", "--env", "production"],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("is protected: only tokens named release"), "{err}");
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/tokens",
+        &admin,
+        json!({"name": "release", "scope": "deploy", "projects": ["web"], "environments": ["production"]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let release = b["token"].as_str().unwrap().to_string();
+    let (code, _, err) = cli(
+        &s,
+        &release,
+        &["flag", "kill", "web", "dark-mode", "--env", "production"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // A read token limited to another environment sees nothing of production's.
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/tokens",
+        &admin,
+        json!({"name": "qa-reader", "scope": "read", "projects": ["web"], "environments": ["qa"]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let qa = b["token"].as_str().unwrap().to_string();
+    let listed = get_json(&s, "/api/v1/projects/web/flags", &qa).await;
+    assert_eq!(listed["flags"][0]["environments"], json!({}), "{listed}");
+    let history = get_json(&s, "/api/v1/projects/web/flags/history", &qa).await;
+    assert_eq!(history["changes"], json!([]), "{history}");
     // A broken file: `takt lint` says where in it, and the server keeps the flags it had.
     repo.commit(
         &[("flags/app.flagd.json", &flagd.replace("50]]", "5.5]]"))],
@@ -693,8 +734,9 @@ async fn flagd_files_named_by_takt_yml_are_served_and_linted() {
     );
     let (st, b) = post_json(&s, "/api/v1/projects/web/trigger", &admin, json!({})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    // The broken file changed nothing: the kill switch is still in force.
     let b = ofrep(&http, &s, &token, "dark-mode", json!({"targetingKey": "u-1"})).await;
-    assert_eq!(b["reason"], "TARGETING_MATCH", "{b}");
+    assert_eq!(b["reason"], "DISABLED", "{b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
