@@ -274,7 +274,7 @@ pub(crate) fn authorize_stream(
 
 /// `GET /ofrep/v1/events?key=…`: Server-Sent Events, one `refetchEvaluation` each time the
 /// token's project's flags change (from the file or at run time); a listener that fell behind
-/// is told to re-fetch too. Woken by the flags service, never by a clock (a comment every 15 s
+/// is told to re-fetch too. It ends when the token is revoked. Woken by the flags service, never by a clock (a comment every 15 s
 /// keeps proxies from closing it).
 pub async fn events(State(state): State<Arc<AppState>>, Caller(who): Caller) -> Response {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -284,19 +284,34 @@ pub async fn events(State(state): State<Arc<AppState>>, Caller(who): Caller) -> 
     }
     let project = who.limits.projects.first().cloned().unwrap_or_default();
     let rx = state.ci.flags_live.moved.subscribe();
-    let stream = futures_util::stream::unfold((rx, project), |(mut rx, project)| async move {
+    // The stream ends when its token is revoked (it was checked only when it opened).
+    let head = match state.store.head().await {
+        Ok(h) => h,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let revoked = state.store.subscribe(head, &["token_revoked"]);
+    let token = who.id.clone();
+    let init = (rx, project, revoked, token);
+    let stream = futures_util::stream::unfold(init, |(mut rx, project, mut revoked, token)| async move {
         loop {
-            match rx.recv().await {
-                Ok(p) if p != project => continue,
-                Ok(_) | Err(RecvError::Lagged(_)) => {
-                    let at = jiff::Timestamp::now();
-                    let data = json!({"type": "refetchEvaluation", "lastModified": at.as_second()});
-                    let ev = SseEvent::default()
-                        .id(at.as_millisecond().to_string())
-                        .data(data.to_string());
-                    return Some((Ok::<_, std::convert::Infallible>(ev), (rx, project)));
-                }
-                Err(RecvError::Closed) => return None,
+            tokio::select! {
+                e = revoked.next() => match e {
+                    Ok(e) if matches!(&e.kind, takt_model::EventKind::TokenRevoked { id } if *id == token) => return None,
+                    Ok(_) => continue,
+                    Err(_) => return None,
+                },
+                p = rx.recv() => match p {
+                    Ok(p) if p != project => continue,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
+                        let at = jiff::Timestamp::now();
+                        let data = json!({"type": "refetchEvaluation", "lastModified": at.as_second()});
+                        let ev = SseEvent::default()
+                            .id(at.as_millisecond().to_string())
+                            .data(data.to_string());
+                        return Some((Ok::<_, std::convert::Infallible>(ev), (rx, project, revoked, token)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
             }
         }
     });

@@ -787,6 +787,38 @@ async fn the_rust_client_evaluates_a_synced_copy_in_process() {
         flags.evaluate("new-checkout", staff).reason,
         takt_flags_client::Reason::Disabled
     );
+    // An open event stream ends when its token is revoked.
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/tokens",
+        &admin,
+        json!({"name": "short-lived", "scope": "flags", "projects": ["web"], "environments": ["staging"]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let (id, secret) = (
+        b["id"].as_str().unwrap().to_string(),
+        b["token"].as_str().unwrap().to_string(),
+    );
+    let stream = http
+        .get(format!("{}/ofrep/v1/events", s.base))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let r = http
+        .delete(format!("{}/api/v1/tokens/{id}", s.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.bytes())
+        .await
+        .expect("the stream ended within 10 s of the revocation")
+        .unwrap();
+
     // A bad token is refused at once, with the server's status.
     match takt_flags_client::FlagsClient::connect(&s.base, "takt_0000").await {
         Err(takt_flags_client::ClientError::Refused { status, .. }) => assert_eq!(status, 401),
