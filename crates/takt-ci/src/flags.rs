@@ -114,9 +114,15 @@ fn environments(
     envs
 }
 
-/// Compiles a project's flags with the run-time settings in force written over the file's.
-fn compile(project: &str, config: &takt_pipeline::FlagsConfig, view: &Flags) -> Option<ProjectFlags> {
-    let (base, mut environments) = ProjectFlags::file_documents(config)?;
+/// A project's flags: the file's, already compiled (`file`), with the run-time settings in
+/// force written over them.
+fn compile(
+    project: &str,
+    config: &takt_pipeline::FlagsConfig,
+    file: (FlagSet, HashMap<String, FlagSet>),
+    view: &Flags,
+) -> ProjectFlags {
+    let (base, mut environments) = file;
     let mut runtime: BTreeMap<&str, Vec<(&str, &FlagSetting)>> = BTreeMap::new();
     for ((env, key), v) in view.of(project) {
         if let (Some(r), Some(_)) = (&v.runtime, &v.file) {
@@ -138,12 +144,12 @@ fn compile(project: &str, config: &takt_pipeline::FlagsConfig, view: &Flags) -> 
             }
         }
     }
-    Some(ProjectFlags {
+    ProjectFlags {
         config: config.clone(),
         base,
         environments,
         documents,
-    })
+    }
 }
 
 /// Holds the flags still while the default branch's new config is put in place (see
@@ -214,7 +220,7 @@ pub(crate) async fn reconcile<'a>(
         }
         view.apply(&e);
     }
-    cfg.flags = config.and_then(|c| compile(project, c, &view)).map(Arc::new);
+    cfg.flags = config.zip(file).map(|(c, f)| Arc::new(compile(project, c, f, &view)));
     if moved {
         let _ = ci.flags_live.moved.send(project.to_string());
     }
@@ -324,13 +330,14 @@ pub async fn change(
     );
     let seq = ci.queue.engine.store.append(&e).await?;
     view.apply(&e);
-    let mut cfgs = ci.branch_configs.write();
-    if let Some(cfg) = cfgs.get_mut(project)
-        && let Some(f) = &cfg.flags
-    {
-        cfg.flags = compile(project, &f.config, &view).map(Arc::new);
+    // Compiled outside the configs' lock (OFREP reads them on every evaluation); the view's
+    // lock keeps a refresh from putting other flags in place meanwhile.
+    if let Some(file) = ProjectFlags::file_documents(&flags.config) {
+        let compiled = Arc::new(compile(project, &flags.config, file, &view));
+        if let Some(cfg) = ci.branch_configs.write().get_mut(project) {
+            cfg.flags = Some(compiled);
+        }
     }
-    drop(cfgs);
     let _ = ci.flags_live.moved.send(project.to_string());
     Ok(Changed {
         seq: Some(seq),

@@ -78,18 +78,18 @@ impl FlagsClient {
                 url: base.clone(),
                 source,
             })?;
+        let Fetched::New(set, etag) = fetch(&http, &base, token, None).await? else {
+            let why = "304 Not Modified to a request that named no ETag".to_string();
+            return Err(ClientError::BadDocument(why, format!("{base}/api/v1/flags/document")));
+        };
         let inner = Arc::new(Inner {
             base,
             token: token.to_string(),
             http,
-            set: RwLock::new(Arc::new(
-                takt_flags::parse(&serde_json::json!({"flags": {}}))
-                    .map_err(|p| ClientError::BadDocument(format!("{p:?}"), String::new()))?,
-            )),
-            etag: Mutex::new(None),
-            version: watch::channel(0).0,
+            set: RwLock::new(Arc::new(set)),
+            etag: Mutex::new(etag),
+            version: watch::channel(1).0,
         });
-        refetch(&inner).await?;
         let task = tokio::spawn(sync(inner.clone()));
         Ok(FlagsClient {
             inner,
@@ -156,30 +156,34 @@ impl FlagsClient {
     }
 }
 
-/// Fetches the document unless it is unchanged (`If-None-Match`), and puts it in place.
-async fn refetch(inner: &Inner) -> Result<(), ClientError> {
-    let url = format!("{}/api/v1/flags/document", inner.base);
-    let mut req = inner.http.get(&url).bearer_auth(&inner.token).timeout(FETCH_TIMEOUT);
-    if let Some(tag) = inner.etag.lock().clone() {
+/// What a fetch of the document brought.
+enum Fetched {
+    Unchanged,
+    New(FlagSet, Option<String>),
+}
+
+/// Fetches the flagd document `token` sees, unless it still has ETag `etag` (304).
+async fn fetch(http: &reqwest::Client, base: &str, token: &str, etag: Option<String>) -> Result<Fetched, ClientError> {
+    let url = format!("{base}/api/v1/flags/document");
+    let mut req = http.get(&url).bearer_auth(token).timeout(FETCH_TIMEOUT);
+    if let Some(tag) = etag {
         req = req.header(reqwest::header::IF_NONE_MATCH, tag);
     }
-    let res = req.send().await.map_err(|source| ClientError::Unreachable {
+    let unreachable = |source| ClientError::Unreachable {
         url: url.clone(),
         source,
-    })?;
+    };
+    let res = req.send().await.map_err(unreachable)?;
     let status = res.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
-        return Ok(());
+        return Ok(Fetched::Unchanged);
     }
     let etag = res
         .headers()
         .get(reqwest::header::ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = res.text().await.map_err(|source| ClientError::Unreachable {
-        url: url.clone(),
-        source,
-    })?;
+    let body = res.text().await.map_err(unreachable)?;
     if !status.is_success() {
         return Err(ClientError::Refused {
             url,
@@ -192,10 +196,17 @@ async fn refetch(inner: &Inner) -> Result<(), ClientError> {
         let p: Vec<String> = p.iter().map(ToString::to_string).collect();
         ClientError::BadDocument(p.join("; "), url.clone())
     })?;
-    *inner.set.write() = Arc::new(set);
-    *inner.etag.lock() = etag;
-    inner.version.send_modify(|v| *v += 1);
-    Ok(())
+    Ok(Fetched::New(set, etag))
+}
+
+/// Re-fetches the document and puts a new one in place (a failure keeps the copy there is).
+async fn refetch(inner: &Inner) {
+    let etag = inner.etag.lock().clone();
+    if let Ok(Fetched::New(set, etag)) = fetch(&inner.http, &inner.base, &inner.token, etag).await {
+        *inner.set.write() = Arc::new(set);
+        *inner.etag.lock() = etag;
+        inner.version.send_modify(|v| *v += 1);
+    }
 }
 
 /// The server comments on the stream every 15 s: this long without a byte, it is gone.
@@ -217,7 +228,7 @@ async fn sync(inner: Arc<Inner>) {
         let url = format!("{}/ofrep/v1/events", inner.base);
         let res = inner.http.get(&url).bearer_auth(&inner.token).send().await;
         if let Ok(res) = res.and_then(|r| r.error_for_status()) {
-            let _ = refetch(&inner).await;
+            refetch(&inner).await;
             let mut stream = res.bytes_stream();
             let mut pending: Vec<u8> = Vec::new();
             // Silence longer than the server's comments ends the connection (and reconnects).
@@ -233,7 +244,7 @@ async fn sync(inner: Arc<Inner>) {
                 while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=nl).collect();
                     if line.starts_with(b"data:") && line.windows(17).any(|w| w == b"refetchEvaluation") {
-                        let _ = refetch(&inner).await;
+                        refetch(&inner).await;
                     }
                 }
             }

@@ -90,6 +90,8 @@ pub struct AppState {
     pub observe: std::sync::OnceLock<Arc<takt_observe::Observe>>,
     /// OFREP's per-token rate limit, when one is configured.
     pub ofrep_limit: Option<ofrep::RateLimit>,
+    /// The id of each token revoked (OFREP's open event streams end on their token's).
+    pub revoked: tokio::sync::broadcast::Sender<String>,
 }
 
 impl AppState {

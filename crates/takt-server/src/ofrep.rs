@@ -285,20 +285,17 @@ pub async fn events(State(state): State<Arc<AppState>>, Caller(who): Caller) -> 
     let project = who.limits.projects.first().cloned().unwrap_or_default();
     let rx = state.ci.flags_live.moved.subscribe();
     // The stream ends when its token is revoked (it was checked only when it opened).
-    let head = match state.store.head().await {
-        Ok(h) => h,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let revoked = state.store.subscribe(head, &["token_revoked"]);
+    let revoked = state.revoked.subscribe();
     let token = who.id.clone();
     let init = (rx, project, revoked, token);
     let stream = futures_util::stream::unfold(init, |(mut rx, project, mut revoked, token)| async move {
         loop {
             tokio::select! {
-                e = revoked.next() => match e {
-                    Ok(e) if matches!(&e.kind, takt_model::EventKind::TokenRevoked { id } if *id == token) => return None,
-                    Ok(_) => continue,
-                    Err(_) => return None,
+                r = revoked.recv() => match r {
+                    Ok(id) if id != token => continue,
+                    // Its token, or revocations missed (a listener that fell behind): ended, and
+                    // a client with a live token reconnects.
+                    _ => return None,
                 },
                 p = rx.recv() => match p {
                     Ok(p) if p != project => continue,

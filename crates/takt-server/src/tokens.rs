@@ -136,12 +136,13 @@ pub(crate) async fn revoke_token(
             format!("refusing to revoke `{id}`: it is the last admin token (create another admin token first)"),
         ));
     }
-    let e = Event::now("", None, EventKind::TokenRevoked { id });
+    let e = Event::now("", None, EventKind::TokenRevoked { id: id.clone() });
     state.store.append(&e).await?;
     {
         let mut t = state.tokens.write();
         t.apply(&e);
     }
+    let _ = state.revoked.send(id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -48,9 +48,10 @@ pub struct Flags {
 impl Flags {
     /// `project`'s flags: `((environment, key), view)`.
     pub fn of<'a>(&'a self, project: &'a str) -> impl Iterator<Item = ((&'a str, &'a str), &'a FlagView)> + 'a {
+        // Keys sort by project first: its flags are one range of the map.
         self.flags
-            .iter()
-            .filter(move |((p, _, _), _)| p == project)
+            .range((project.to_string(), String::new(), String::new())..)
+            .take_while(move |((p, _, _), _)| p == project)
             .map(|((_, e, k), v)| ((e.as_str(), k.as_str()), v))
     }
 

@@ -250,7 +250,12 @@ pub async fn flag(c: FlagCommand) -> anyhow::Result<()> {
                 outln!("{}", serde_json::to_string(f)?);
                 return Ok(());
             }
-            outln!("{} ({}), file at {}", f.key, f.kind, &v.commit[..v.commit.len().min(8)]);
+            outln!(
+                "{} ({}), file at {}",
+                f.key,
+                f.kind,
+                v.commit.get(..8).unwrap_or(&v.commit)
+            );
             outln!("  variants: {}", f.variants.join(", "));
             outln!("  file: {}", brief(&f.file));
             outln!("  targeting: {}", targeting(&f.file));
@@ -339,7 +344,7 @@ pub async fn flag(c: FlagCommand) -> anyhow::Result<()> {
                 .map(|c| {
                     let from = match c.source {
                         FlagSource::File => {
-                            format!("file {}", c.commit.as_deref().map_or("", |s| &s[..s.len().min(8)]))
+                            format!("file {}", c.commit.as_deref().map_or("", |s| s.get(..8).unwrap_or(s)))
                         }
                         FlagSource::Api => c.by.clone().unwrap_or_default(),
                     };

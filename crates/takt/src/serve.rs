@@ -283,6 +283,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         adding_projects: Default::default(),
         observe: Default::default(),
         ofrep_limit: takt_server::ofrep::RateLimit::new(config.ofrep_rate_limit),
+        revoked: tokio::sync::broadcast::channel(64).0,
         isolation,
     });
     {

@@ -57,16 +57,20 @@ pub(crate) fn flag_files(root: &Node) -> Vec<(Pos, String)> {
     let Some(inc) = root.get("flags").and_then(|f| f.get("$include")) else {
         return Vec::new();
     };
-    let items: Vec<&Node> = match &inc.kind {
-        NodeKind::Seq(items) => items.iter().collect(),
-        _ => vec![inc],
-    };
-    items
+    paths(inc)
         .into_iter()
         .filter_map(|n| Some((n.pos, n.as_str()?.to_string())))
         .filter(|(_, p)| inside(p))
         .take(MAX_FLAG_FILES)
         .collect()
+}
+
+/// The nodes `$include` names: a list, or one path.
+fn paths(inc: &Node) -> Vec<&Node> {
+    match &inc.kind {
+        NodeKind::Seq(items) => items.iter().collect(),
+        _ => vec![inc],
+    }
 }
 
 /// A relative path that stays inside the repository.
@@ -85,10 +89,7 @@ impl Cx {
         evaluators: &mut Map<String, Value>,
         pos: &mut BTreeMap<String, Pos>,
     ) {
-        let items: Vec<&Node> = match &inc.kind {
-            NodeKind::Seq(items) => items.iter().collect(),
-            _ => vec![inc],
-        };
+        let items = paths(inc);
         if items.len() > MAX_FLAG_FILES {
             self.err(
                 inc.pos,
