@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: installs what the tests run for real when it is
-# missing (Debian packages: PostgreSQL, nginx, Prometheus, bubblewrap, python3-feedparser, dnsmasq;
+# missing (Debian packages: PostgreSQL, nginx, Prometheus, bubblewrap, python3-feedparser, dnsmasq,
+# Chromium and its WebDriver;
 # needs root or sudo),
 # then runs every test. A test whose component is still missing fails, naming it.
 set -euo pipefail
@@ -18,6 +19,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 /usr/bin/python3 -c "import feedparser" 2>/dev/null || missing+=(python3-feedparser)
 # DNS checks ask a real DNS server (dnsmasq, started by the test on a local port).
 [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
+# The web UI's test drives a real headless Chromium over WebDriver.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 # The forge tests read published descriptions installed with npm (below).
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

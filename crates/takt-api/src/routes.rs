@@ -34,6 +34,7 @@ pub enum Op {
     Metrics,
     Openapi,
     Events,
+    Whoami,
     ListTokens,
     CreateToken,
     RevokeToken,
@@ -273,6 +274,14 @@ pub const ROUTES: &[Route] = &[
     route(Op::Events, Get, "/api/v1/events", Some(Read), "A page of the event log")
         .query(params::<EventsQuery>)
         .answers(Body::json::<EventsPage>()),
+    route(
+        Op::Whoami,
+        Get,
+        "/api/v1/whoami",
+        Some(Read),
+        "The token this request carries: its name, scope and limits (the web UI's sessions start here)",
+    )
+    .answers(Body::json::<Whoami>()),
     route(Op::ListTokens, Get, "/api/v1/tokens", Some(Admin), "List live tokens").answers(Body::json::<TokenList>()),
     route(
         Op::CreateToken,

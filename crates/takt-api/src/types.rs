@@ -33,6 +33,14 @@ pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
+/// `GET /api/v1/whoami`: the token the request carries (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    /// id, name, scope, projects, environments, created_at, last_used_at.
+    #[schema(value_type = Object)]
+    pub token: TokenInfo,
+}
+
 /// `POST /api/v1/tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +167,11 @@ pub struct RunList {
     /// Run summaries (the view `takt runs show` prints, without its jobs).
     #[schema(value_type = Vec<Object>)]
     pub runs: Vec<takt_views::RunView>,
+    /// What the listed runs' commits say about themselves (author, time, subject), by sha,
+    /// where the log has it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub commits: std::collections::BTreeMap<String, takt_views::CommitView>,
 }
 
 /// `POST /api/v1/projects/{name}/trigger` (an empty body runs the default branch's head).

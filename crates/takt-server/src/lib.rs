@@ -172,6 +172,7 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::Metrics => on(m, system::metrics_text),
         Op::Openapi => on(m, system::openapi),
         Op::Events => on(m, system::events),
+        Op::Whoami => on(m, tokens::whoami),
         Op::ListTokens => on(m, tokens::list_tokens),
         Op::CreateToken => on(m, tokens::create_token),
         Op::RevokeToken => on(m, tokens::revoke_token),
@@ -279,11 +280,14 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize, cors_origins: &[Strin
         }
         router = router.route(r.path, route);
     }
-    router
+    let secure = state.public_url.starts_with("https://");
+    let api = router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see /api/v1/openapi.json") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), system::log_request))
-        .with_state(state)
+        .with_state(state);
+    // The web UI (takt-web) calls the API in-process, through this same router.
+    takt_web::router(api.clone(), secure).merge(api)
 }
 
 #[derive(Debug, thiserror::Error)]

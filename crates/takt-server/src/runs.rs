@@ -29,12 +29,15 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(20);
 /// the answer costs, not a replay of the log.
 pub struct RunIndex {
     runs: parking_lot::Mutex<takt_views::Runs>,
+    /// What each commit says about itself (the lists show author and subject).
+    commits: parking_lot::Mutex<takt_views::Commits>,
 }
 
 impl Default for RunIndex {
     fn default() -> RunIndex {
         RunIndex {
             runs: parking_lot::Mutex::new(takt_views::Runs::summaries()),
+            commits: parking_lot::Mutex::new(takt_views::Commits::default()),
         }
     }
 }
@@ -43,7 +46,14 @@ impl RunIndex {
     pub fn apply(&self, e: &Event) {
         if takt_views::run::SUMMARY_KINDS.contains(&e.kind.name()) {
             self.runs.lock().apply(e);
+        } else if <takt_views::Commits as Projection>::KINDS.contains(&e.kind.name()) {
+            self.commits.lock().apply(e);
         }
+    }
+
+    /// What a commit says about itself, if the log has it.
+    pub fn commit(&self, sha: &str) -> Option<takt_views::CommitView> {
+        self.commits.lock().get(sha).cloned()
     }
 
     /// One run's summary.
@@ -55,7 +65,11 @@ impl RunIndex {
     pub async fn load(store: &takt_store::Store) -> Result<RunIndex, takt_store::StoreError> {
         let index = RunIndex::default();
         let summaries = EventFilter {
-            kinds: takt_views::run::SUMMARY_KINDS.to_vec(),
+            kinds: [
+                takt_views::run::SUMMARY_KINDS,
+                <takt_views::Commits as Projection>::KINDS,
+            ]
+            .concat(),
             ..Default::default()
         };
         store.scan(&summaries, |e| index.apply(&e)).await?;
@@ -84,7 +98,13 @@ pub async fn list_runs(
     picked.sort_by_key(|r| std::cmp::Reverse((r.queued_at, r.run)));
     let runs: Vec<RunView> = picked.into_iter().take(limit).map(RunView::summary).collect();
     drop(all);
-    Ok(Json(takt_api::RunList { runs }))
+    let commits = {
+        let known = state.runs.commits.lock();
+        runs.iter()
+            .filter_map(|r| known.get(&r.commit).map(|c| (r.commit.clone(), c.clone())))
+            .collect()
+    };
+    Ok(Json(takt_api::RunList { runs, commits }))
 }
 
 fn parse_run(run: &str) -> Result<u64, ApiError> {
@@ -117,12 +137,26 @@ pub async fn show_run(
     let run = parse_run(&run)?;
     let (events, view) = load_run(&state, &project, run).await?;
     let mut v = json!(view);
-    // Its critical path through the job graph (takt-flow), once a job has finished.
+    let Some(o) = v.as_object_mut() else {
+        return Ok(Json(v));
+    };
+    if let Some(c) = state.runs.commit(&view.commit) {
+        o.insert("commit_info".into(), json!(c));
+    }
+    // Its critical path through the job graph (takt-flow), once a job has finished, and how
+    // long each job waited, ready, for a slot.
     let flow = <takt_flow::Flow as Projection>::fold(&events);
-    if let Some(path) = flow.runs.get(&(project, run)).and_then(takt_flow::path::run_path)
-        && let Some(o) = v.as_object_mut()
-    {
-        o.insert("critical_path".into(), json!(path));
+    if let Some(facts) = flow.runs.get(&(project, run)) {
+        let waits: serde_json::Map<String, Value> = facts
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.started.is_some())
+            .map(|(name, j)| (name.to_string(), json!(j.wait_ms)))
+            .collect();
+        o.insert("wait_ms".into(), Value::Object(waits));
+        if let Some(path) = takt_flow::path::run_path(facts) {
+            o.insert("critical_path".into(), json!(path));
+        }
     }
     Ok(Json(v))
 }

@@ -13,6 +13,10 @@ use takt_model::{Event, EventKind};
 use takt_store::Store;
 use takt_views::Projection;
 
+pub(crate) async fn whoami(Caller(who): Caller) -> Json<takt_api::Whoami> {
+    Json(takt_api::Whoami { token: who })
+}
+
 pub(crate) async fn list_tokens(State(state): State<Arc<AppState>>) -> Json<takt_api::TokenList> {
     let tokens = state.tokens.read().list();
     Json(takt_api::TokenList { tokens })

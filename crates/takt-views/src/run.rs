@@ -108,6 +108,12 @@ pub struct JobView {
     /// It failed, and `allow_failure` let the run go on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_failure: bool,
+    /// Its test report's counts (its latest attempt's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<takt_model::TestCounts>,
+    /// The tests that failed or erred in that report (`suite::name`, at most 50).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_tests: Vec<String>,
 }
 
 impl JobView {
@@ -130,6 +136,8 @@ impl JobView {
             dotenv: Vec::new(),
             child_run: None,
             allow_failure: false,
+            tests: None,
+            failed_tests: Vec::new(),
         }
     }
 }
@@ -161,6 +169,9 @@ pub struct RunView {
     /// The mean of its jobs' coverage (GitLab's pipeline coverage), when any job has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<f64>,
+    /// Its pipeline's `budget` in milliseconds (the coffee test), once it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<u64>,
     pub jobs: Vec<JobView>,
 }
 
@@ -195,8 +206,10 @@ impl RunView {
                 status,
                 duration_ms,
                 reason,
+                budget_ms,
                 ..
             } => {
+                self.budget_ms = *budget_ms;
                 if reason.is_some() {
                     self.reason = reason.clone();
                 }
@@ -247,6 +260,21 @@ impl RunView {
                 let j = self.job_mut(job);
                 j.status = Some(JobState::Done(*status));
                 j.reason = Some(reason.clone());
+            }
+            EventKind::TestReport { job, counts, cases, .. } => {
+                let j = self.job_mut(job);
+                j.tests = Some(counts.clone());
+                j.failed_tests = cases
+                    .iter()
+                    .filter(|c| {
+                        matches!(
+                            c.outcome,
+                            takt_model::TestOutcome::Failed | takt_model::TestOutcome::Error
+                        )
+                    })
+                    .take(50)
+                    .map(|c| format!("{}::{}", c.suite, c.name))
+                    .collect();
             }
             EventKind::JobOutputs {
                 job,
@@ -306,6 +334,7 @@ impl Projection for Runs {
         "job_finished",
         "job_skipped",
         "job_outputs",
+        "test_report",
     ];
 
     fn apply(&mut self, e: &Event) {
@@ -338,6 +367,7 @@ impl Projection for Runs {
                 duration_ms: None,
                 reason: None,
                 coverage: None,
+                budget_ms: None,
                 jobs: Vec::new(),
             };
             self.runs.insert(key, view);

@@ -17,6 +17,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("takt-deploy", &[]),
     ("takt-flags", &["takt-model"]),
     ("takt-flags-client", &["takt-flags"]),
+    // The web UI: pages over the API's types, which it calls in-process (no store, no services).
+    ("takt-web", &["takt-api", "takt-model", "takt-views", "takt-flow"]),
     ("takt-monitor", &["takt-model", "takt-views"]),
     ("takt-store", &["takt-model"]),
     ("takt-blob", &["takt-model"]),
@@ -64,6 +66,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "takt-server",
         &[
+            "takt-web",
             "takt-flow",
             "takt-model",
             "takt-views",

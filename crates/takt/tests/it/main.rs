@@ -29,3 +29,4 @@ mod serve;
 mod server_pg;
 mod server_runs;
 mod triggers;
+mod ui;
