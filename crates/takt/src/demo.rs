@@ -84,6 +84,15 @@ pub fn demo(a: DemoArgs) -> ExitCode {
             .with_ansi(false)
             .try_init();
     }
+    for (tool, why) in [
+        ("git", "for the example's repository"),
+        ("python3", "for the example's service"),
+    ] {
+        if takt_exec::find_on_path(tool).is_none() {
+            eprintln!("error: takt demo needs {tool} on PATH ({why})");
+            return ExitCode::from(1);
+        }
+    }
     let root = match make_root(a.keep.as_deref()) {
         Ok(r) => r,
         Err(e) => {
@@ -135,7 +144,7 @@ pub fn demo(a: DemoArgs) -> ExitCode {
                 "takt demo failed after {:.1}s; `takt demo --keep DIR` keeps what it made to look at",
                 t0.elapsed().as_secs_f64()
             );
-            ExitCode::from(1)
+            ExitCode::from(if e.downcast_ref::<BadInput>().is_some() { 2 } else { 1 })
         }
     }
 }
@@ -184,6 +193,7 @@ fn run(root: &Root, a: &DemoArgs, t0: Instant) -> End {
     };
     let started = match server_rt.block_on(crate::serve::start(config, true)) {
         Ok(s) => s,
+        Err((2, e)) => return End::Failed(anyhow!(BadInput(format!("starting the server: {e:#}")))),
         Err((_, e)) => return End::Failed(e.context("starting the server")),
     };
     let addr = started.addr;
@@ -259,7 +269,7 @@ fn server_config(data: &Path) -> anyhow::Result<takt_server::ServerConfig> {
         ..Default::default()
     };
     let env = |k: &str| match k {
-        "TAKT_ISOLATION" | "TAKT_JOB_USER" | "HOME" | "XDG_CONFIG_HOME" => std::env::var(k).ok(),
+        "TAKT_ISOLATION" | "TAKT_JOB_USER" => std::env::var(k).ok(),
         "TAKT_POLL_SECONDS" => Some("0".into()),
         // A throwaway log: safe against a crash of this process, not of the machine.
         "TAKT_SQLITE_SYNCHRONOUS" => Some("normal".into()),
@@ -565,7 +575,7 @@ impl Story {
         );
         match isolation {
             ("none", note) => outln!(
-                "  jobs        not isolated from the server ({}): fine for a demo, not for a real server",
+                "  jobs        not isolated from the server: {} (fine for a demo, not for a real server)",
                 note.unwrap_or("isolation = none")
             ),
             (name, _) => outln!("  jobs        isolated from the server ({name})"),
@@ -723,36 +733,67 @@ impl Story {
         let short: String = sha.chars().take(7).collect();
         outln!("▶ commit {short} \"{message}\" → run #{run}");
         let mut jobs: Vec<String> = Vec::new();
+        let mut failed: Vec<(String, u32, Option<i32>)> = Vec::new();
         let mut artifacts: Vec<String> = Vec::new();
-        let took = self
+        let (status, took, reason) = self
             .log
             .until(Duration::from_secs(60), &format!("run #{run} to finish"), |e| {
                 if e.run != Some(run) {
                     return Ok(None);
                 }
                 match &e.kind {
-                    EventKind::JobFinished { job, .. } if !jobs.contains(job) => jobs.push(job.clone()),
+                    EventKind::JobFinished {
+                        job,
+                        attempt,
+                        status,
+                        exit_code,
+                        ..
+                    } => {
+                        if !jobs.contains(job) {
+                            jobs.push(job.clone());
+                        }
+                        if *status == takt_model::JobStatus::Failed {
+                            failed.push((job.clone(), *attempt, *exit_code));
+                        }
+                    }
                     EventKind::ArtifactStored { name, version, .. } => artifacts.push(format!("{name}@{version}")),
                     EventKind::RunFinished {
                         status,
                         duration_ms,
                         reason,
                         ..
-                    } => {
-                        if *status != RunStatus::Success {
-                            bail!(
-                                "run #{run} did not pass ({}){}",
-                                serde_name(status),
-                                reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-                            );
-                        }
-                        return Ok(Some(*duration_ms));
-                    }
+                    } => return Ok(Some((*status, *duration_ms, reason.clone()))),
                     _ => {}
                 }
                 Ok(None)
             })
             .await?;
+        if status != RunStatus::Success {
+            let mut why = vec![format!(
+                "run #{run} did not pass ({}){}",
+                serde_name(&status),
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            )];
+            for (job, attempt, code) in failed {
+                let code = code.map(|c| format!(" with exit code {c}")).unwrap_or_default();
+                why.push(format!("job `{job}` failed{code}; the end of its log:"));
+                let path = format!(
+                    "/api/v1/runs/{PROJECT}/{run}/logs/{}?attempt={attempt}",
+                    crate::client::encode(&job)
+                );
+                let text = match self.api.send(self.api.request(reqwest::Method::GET, &path)).await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(e) => format!("(cannot read it: {e})"),
+                };
+                let lines: Vec<&str> = text.lines().collect();
+                why.extend(
+                    lines[lines.len().saturating_sub(5)..]
+                        .iter()
+                        .map(|l| format!("    {l}")),
+                );
+            }
+            bail!(why.join("\n"));
+        }
         outln!(
             "✓ run #{run} passed in {} ({}{})",
             timefmt::human(Duration::from_millis(took)),
@@ -1307,8 +1348,8 @@ fn leftovers(envs_dir: &str) -> Vec<Proc> {
 
 /// Ends whatever the demo started that is still there (after an interrupted story or an
 /// environment that could not be stopped): supervisors get SIGTERM (they stop their
-/// instances), then everything left SIGTERM, then SIGKILL, each wait bounded. How many
-/// processes it found.
+/// instances), then everything left SIGTERM, then SIGKILL, each wait bounded. What it had to
+/// end.
 fn end_leftovers(envs_dir: &Path) -> Vec<String> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
@@ -1322,10 +1363,6 @@ fn end_leftovers(envs_dir: &Path) -> Vec<String> {
         }
         procs.into_iter().filter(|p| !p.zombie).collect()
     };
-    let first = live(&envs_dir);
-    if first.is_empty() {
-        return Vec::new();
-    }
     let wait_gone = |within: Duration| {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -1336,6 +1373,12 @@ fn end_leftovers(envs_dir: &Path) -> Vec<String> {
         }
         false
     };
+    // A supervisor told to stop answers first, then stops its instances: give what is on its
+    // way out a moment to go by itself.
+    if wait_gone(Duration::from_millis(1500)) {
+        return Vec::new();
+    }
+    let first = live(&envs_dir);
     let supervisor = |p: &Proc| p.cmdline.get(1).is_some_and(|a| a == "supervise");
     for p in first.iter().filter(|p| supervisor(p)) {
         let _ = kill(Pid::from_raw(p.pid), Signal::SIGTERM);
