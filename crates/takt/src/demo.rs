@@ -233,7 +233,10 @@ fn run(root: &Root, a: &DemoArgs, t0: Instant) -> End {
             }
             other => other,
         };
-        let stopped = story.stop_environments().await;
+        // Bounded: a supervisor gives its instances at most 5 s.
+        let stopped = tokio::time::timeout(Duration::from_secs(15), story.stop_environments())
+            .await
+            .unwrap_or_default();
         if !stopped.is_empty() {
             outln!("✓ stopped {} (supervisors, instances, proxies)", stopped.join(" and "));
         }
