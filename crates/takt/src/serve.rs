@@ -43,6 +43,7 @@ pub struct ServeArgs {
 async fn job_isolation(
     config: &ServerConfig,
     data: &takt_engine::DataDir,
+    quiet: bool,
 ) -> Result<takt_server::isolation::JobIsolation, takt_server::isolation::IsolationError> {
     let mut hide = vec![data.root.clone(), data.work_dir()];
     hide.extend(config.config_file.clone());
@@ -86,7 +87,9 @@ async fn job_isolation(
     match (&j.isolation, j.warning()) {
         (_, Some(w)) => {
             let why = j.note.as_deref().unwrap_or("isolation = \"none\"");
-            eprintln!("WARNING: {w} ({why})");
+            if !quiet {
+                eprintln!("WARNING: {w} ({why})");
+            }
             tracing::warn!(isolation = j.name(), reason = why, "{w}");
         }
         (takt_exec::Isolation::Bwrap(b), None) => {
@@ -148,6 +151,62 @@ pub async fn serve(a: ServeArgs) -> ExitCode {
 }
 
 async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
+    let s = start(config, false).await?;
+    outln!(
+        "takt serve: listening on http://{} (data in {}, ready in {:.1} ms)",
+        s.addr,
+        s.data_root.display(),
+        s.started.elapsed().as_secs_f64() * 1000.0
+    );
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down");
+    };
+    s.serve(shutdown).await.map_err(|e| (1, e))
+}
+
+/// A server started in this process: listening, every service running, not yet answering
+/// requests ([`Started::serve`] does that). `takt serve` and `takt demo` start theirs so.
+pub struct Started {
+    pub addr: std::net::SocketAddr,
+    /// The admin token made for an empty data directory (none when TAKT_ADMIN_TOKEN gave one
+    /// or the log already had tokens).
+    pub admin_token: Option<String>,
+    pub data_root: PathBuf,
+    /// How jobs are kept from the server: `bwrap`, `user` or `none`, and why (when not the best).
+    pub isolation: &'static str,
+    pub isolation_note: Option<String>,
+    started: std::time::Instant,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    store: Store,
+    data: takt_engine::DataDir,
+}
+
+impl Started {
+    /// Answers requests until `shutdown` completes, then closes the event log and lets go of
+    /// the data directory.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        // Answers go out at once, not held back for the next one (Nagle's algorithm).
+        use axum::serve::ListenerExt;
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, self.app).with_graceful_shutdown(shutdown).await?;
+        self.store.close().await;
+        drop(self.data);
+        Ok(())
+    }
+}
+
+/// Opens the data directory and the event log, starts every service and binds the listener.
+/// `quiet`: print nothing (a new admin token and the isolation warning are in the answer);
+/// otherwise print them as `takt serve` does. Errors carry the exit code.
+pub async fn start(mut config: ServerConfig, quiet: bool) -> Result<Started, (u8, anyhow::Error)> {
     let started = std::time::Instant::now();
     takt_engine::git::set_timeouts(
         std::time::Duration::from_secs(config.git_timeout),
@@ -167,7 +226,7 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
     let (tokens, new_admin) = takt_server::load_tokens(&store, &config)
         .await
         .map_err(|e| (1, e.into()))?;
-    if let Some(secret) = new_admin {
+    if let Some(secret) = new_admin.as_deref().filter(|_| !quiet) {
         outln!(
             "admin token (shown once; also in {}): {secret}",
             config.data_dir.join("admin-token").display()
@@ -177,10 +236,15 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         .await
         .map_err(|e| (2, anyhow::anyhow!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(|e| (1, e.into()))?;
+    // Port 0 picked a port: links the server gives out name the one it has.
+    if config.listen.port() == 0 && config.public_url == format!("http://{}", config.listen) {
+        config.public_url = format!("http://{addr}");
+    }
     let projects = takt_server::load_projects(&store).await.map_err(|e| (1, e.into()))?;
     let shim = std::env::current_exe().map_err(|e| (1, e.into()))?;
     let shim_program = shim.clone();
-    let isolation = job_isolation(&config, &data).await.map_err(|e| (2, e.into()))?;
+    let isolation = job_isolation(&config, &data, quiet).await.map_err(|e| (2, e.into()))?;
+    let (isolation_name, isolation_note) = (isolation.name(), isolation.note.clone());
     let executor = takt_exec::LocalExecutor {
         shim,
         shim_args: vec!["__shim".into()],
@@ -321,30 +385,17 @@ async fn run(config: ServerConfig) -> Result<(), (u8, anyhow::Error)> {
         takt_ci::poll::start(ci.clone(), std::time::Duration::from_secs(config.poll_seconds));
     }
     let app = takt_server::router(state, config.max_body_bytes, &config.cors_origins);
-    outln!(
-        "takt serve: listening on http://{addr} (data in {}, ready in {:.1} ms)",
-        data.root.display(),
-        started.elapsed().as_secs_f64() * 1000.0
-    );
     tracing::info!(%addr, "listening");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-        tracing::info!("shutting down");
-    };
-    // Answers go out at once, not held back for the next one (Nagle's algorithm).
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| (1, e.into()))?;
-    store.close().await;
-    drop(data);
-    Ok(())
+    Ok(Started {
+        addr,
+        admin_token: new_admin,
+        data_root: data.root.clone(),
+        isolation: isolation_name,
+        isolation_note,
+        started,
+        listener,
+        app,
+        store,
+        data,
+    })
 }

@@ -8,6 +8,7 @@ mod common;
 mod arrows;
 mod artifacts_api;
 mod cli;
+mod demo;
 mod deploy;
 mod deploy_drivers;
 mod deploy_gates;
