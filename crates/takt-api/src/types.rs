@@ -242,6 +242,8 @@ pub struct Keys {
 pub struct ArtifactsQuery {
     pub project: Option<String>,
     pub name: Option<String>,
+    /// Only those the run of this number stored (with `project`).
+    pub run: Option<u64>,
     /// 1 to 1000, default 100.
     pub limit: Option<u32>,
 }

@@ -67,6 +67,7 @@ pub async fn list(
         .store
         .events(&EventFilter {
             project: q.project.clone(),
+            run: q.run,
             kinds: takt_views::Artifacts::KINDS.to_vec(),
             ..Default::default()
         })

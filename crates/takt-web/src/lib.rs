@@ -312,6 +312,10 @@ struct LiveQuery {
     after: i64,
 }
 
+/// What is recorded about reading (audit), not a change a page shows: a page that reads the
+/// artifacts records `artifact_read`, and must not redraw itself for that.
+const QUIET_KINDS: &[&str] = &["artifact_read", "artifact_downloaded", "token_used", "security_summary"];
+
 /// Tells a page when the log moved past what it shows (`changed`, with the new head), so its
 /// script redraws the live parts: a long poll of the API's event log, as Server-Sent Events.
 async fn live(State(web): State<Arc<Web>>, Authed(s): Authed, Query(q): Query<LiveQuery>) -> Response {
@@ -320,7 +324,12 @@ async fn live(State(web): State<Arc<Web>>, Authed(s): Authed, Query(q): Query<Li
         match web.api.get::<takt_api::EventsPage>(&s.secret, &path).await {
             Ok(page) => {
                 let head = page.head.max(after);
-                let ev = if head > after {
+                let moved = page.events.iter().any(|e| {
+                    e.get("kind")
+                        .and_then(Value::as_str)
+                        .is_none_or(|k| !QUIET_KINDS.contains(&k))
+                });
+                let ev = if moved {
                     SseEvent::default().event("changed").data(head.to_string())
                 } else {
                     SseEvent::default().comment("idle")

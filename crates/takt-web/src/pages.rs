@@ -208,12 +208,19 @@ struct EnvStatus {
 pub async fn projects(State(web): State<Arc<Web>>, Authed(s): Authed, headers: HeaderMap) -> Answer {
     let p = Page::new(&web, &s, &headers).await?;
     let projects: takt_api::ProjectList = p.get("/api/v1/projects").await?;
-    let runs: takt_api::RunList = p.get("/api/v1/runs?limit=1000").await?;
     let envs: EnvList = p.get("/api/v1/environments").await?;
-    let mut last: BTreeMap<&str, &RunView> = BTreeMap::new();
-    for r in &runs.runs {
-        last.entry(r.project.as_str()).or_insert(r);
-    }
+    // Each project's last run.
+    let paths: Vec<String> = projects
+        .projects
+        .iter()
+        .map(|pr| format!("/api/v1/runs?project={}&limit=1", seg(&pr.name)))
+        .collect();
+    let runs: Vec<takt_api::RunList> = futures_util::future::try_join_all(paths.iter().map(|x| p.get(x))).await?;
+    let last: BTreeMap<&str, &RunView> = runs
+        .iter()
+        .filter_map(|l| l.runs.first())
+        .map(|r| (r.project.as_str(), r))
+        .collect();
     let body = html! {
         h1 { "Projects" }
         @if projects.projects.is_empty() {
@@ -372,7 +379,11 @@ pub async fn run(
     let api = format!("/api/v1/runs/{}/{}", seg(&project), seg(&run));
     let rp: RunPage = p.get(&api).await?;
     let arts: takt_api::ArtifactList = p
-        .get(&format!("/api/v1/artifacts?project={}&limit=1000", seg(&project)))
+        .get(&format!(
+            "/api/v1/artifacts?project={}&run={}",
+            seg(&project),
+            seg(&run)
+        ))
         .await?;
     let r = &rp.view;
     let here = format!("/projects/{}/runs/{}", seg(&project), r.run);
@@ -386,7 +397,7 @@ pub async fn run(
         .jobs
         .iter()
         .any(|j| matches!(j.status.map(|s| s.name()), Some("failed" | "cancelled")));
-    let artifacts: Vec<&takt_views::ArtifactView> = arts.artifacts.iter().filter(|a| a.run == Some(r.run)).collect();
+    let artifacts = arts.artifacts;
     let body = html! {
         h1 { a href={ "/projects/" (seg(&project)) } { (project) } " #" (r.run) }
         section #summary data-live {
@@ -689,7 +700,7 @@ pub async fn flags(
 
 pub async fn incidents(State(web): State<Arc<Web>>, Authed(s): Authed, headers: HeaderMap) -> Answer {
     let p = Page::new(&web, &s, &headers).await?;
-    let list: takt_api::IncidentList = p.get("/api/v1/incidents").await?;
+    let list: takt_api::IncidentList = p.get("/api/v1/incidents?all=true").await?;
     let body = html! {
         h1 { "Incidents" }
         @if list.incidents.is_empty() { p { "No incidents." } }

@@ -124,7 +124,7 @@ pub fn incident_axis(d: &takt_api::IncidentDetail) -> Markup {
             @for (n, s) in d.suspects.iter().enumerate() {
                 g.deploy.suspect[n == 0] {
                     line x1=(format!("{:.1}", x(s.started_at))) y1="14" x2=(format!("{:.1}", x(s.started_at))) y2="64" {}
-                    text x=(format!("{:.1}", x(s.started_at) + 3.0)) y="24" { (s.deployment) }
+                    text x=(format!("{:.1}", x(s.started_at) + 3.0)) y=(24 + (n % 3) * 13) { (s.deployment) }
                     title { (s.deployment) " " (s.artifact.name) "@" (s.artifact.version) }
                 }
             }

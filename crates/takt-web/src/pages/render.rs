@@ -11,6 +11,16 @@ use takt_model::OffsetDateTime;
 pub fn word<T: Serialize + ?Sized>(x: &T) -> String {
     match serde_json::to_value(x) {
         Ok(Value::String(s)) => s,
+        // Internally tagged: the kind, then what it names (`stage test`).
+        Ok(Value::Object(m)) if m.get("kind").is_some_and(Value::is_string) => {
+            let mut out = m.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+            for (k, v) in m.iter().filter(|(k, _)| *k != "kind") {
+                if let Some(s) = v.as_str() {
+                    out.push_str(&format!(" {k} {s}"));
+                }
+            }
+            out
+        }
         Ok(Value::Object(m)) if m.len() == 1 => m
             .iter()
             .map(|(k, v)| match v {

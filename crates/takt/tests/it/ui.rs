@@ -408,3 +408,137 @@ async fn every_page_in_a_real_browser() {
     }
     dark.close().await.unwrap();
 }
+
+/// The test page of the OpenFeature web SDK: its modules from npm (`crates/takt/tests/npm`; the
+/// web provider keeps its own `ofrep-core` 2.x in its `node_modules`),
+/// found through an import map; the query names takt's address, a flags token and the flag.
+const OFREP_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8">
+<script type="importmap">{"imports": {
+  "@openfeature/web-sdk": "/m/@openfeature/web-sdk/dist/esm/index.js",
+  "@openfeature/core": "/m/@openfeature/core/dist/esm/index.js",
+  "@openfeature/ofrep-web-provider": "/m/@openfeature/ofrep-web-provider/index.esm.js",
+  "@openfeature/ofrep-core": "/m/@openfeature/ofrep-web-provider/node_modules/@openfeature/ofrep-core/index.esm.js"}}</script>
+</head><body><p id="value">loading</p><p id="error"></p>
+<script>
+const report = (m) => { document.getElementById('error').textContent += m + ' '; };
+addEventListener('error', (e) => report('error: ' + e.message));
+addEventListener('unhandledrejection', (e) => report('rejected: ' + e.reason));
+</script>
+<script type="module">
+import { OpenFeature, ProviderEvents } from '@openfeature/web-sdk';
+import { OFREPWebProvider } from '@openfeature/ofrep-web-provider';
+const q = new URLSearchParams(location.search);
+window.changes = 0;
+await OpenFeature.setContext({ targetingKey: 'browser-user' });
+await OpenFeature.setProviderAndWait(new OFREPWebProvider({
+  baseUrl: q.get('base'),
+  headers: [['Authorization', 'Bearer ' + q.get('token')]],
+  pollInterval: 0,
+  changeDetection: 'sse',
+  cacheMode: 'disabled',
+}));
+const client = OpenFeature.getClient();
+const show = () => { document.getElementById('value').textContent = client.getStringValue(q.get('flag'), 'code default'); };
+show();
+client.addHandler(ProviderEvents.ConfigurationChanged, () => { window.changes += 1; show(); });
+</script></body></html>"#;
+
+/// Serves the test page and the npm modules it imports, on 127.0.0.1: its address.
+async fn ofrep_page_server() -> String {
+    use axum::extract::Path as AxPath;
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let modules = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/npm/node_modules"));
+    assert!(
+        modules.join("@openfeature/web-sdk").is_dir(),
+        "npm packages are missing: npm ci --prefix crates/takt/tests/npm (./test.sh does)"
+    );
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { axum::response::Html(OFREP_PAGE) }))
+        .route(
+            "/m/{*path}",
+            axum::routing::get(move |AxPath(path): AxPath<String>| {
+                let modules = modules.clone();
+                async move {
+                    if path.split('/').any(|p| p == "..") || !path.ends_with(".js") {
+                        return axum::http::StatusCode::NOT_FOUND.into_response();
+                    }
+                    match tokio::fs::read(modules.join(&path)).await {
+                        Ok(b) => ([(header::CONTENT_TYPE, "text/javascript")], b).into_response(),
+                        Err(_) => axum::http::StatusCode::NOT_FOUND.into_response(),
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openfeature_web_sdk_in_the_browser_hears_a_flag_change() {
+    let d = driver();
+    let page = ofrep_page_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yml = "jobs:\n  a: {script: [true]}\nenvironments:\n  production: {driver: command, deploy: 'true'}\n\
+               flags:\n  banner:\n    state: ENABLED\n    variants: {old: Old banner, new: New banner}\n    defaultVariant: old\n";
+    let repo = Repo::new(&[("takt.yml", yml)]);
+    // The test page is another origin: takt answers its OFREP requests (CORS).
+    let s = start(&dir.path().join("data"), &[("TAKT_CORS_ORIGINS", page.as_str())]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "shop", repo.path()).await;
+    until("the project's flags are read", || async {
+        get_json(&s, "/api/v1/projects/shop/flags", &admin).await["flags"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    })
+    .await;
+    let (st, b) = post_json(
+        &s,
+        "/api/v1/tokens",
+        &admin,
+        json!({"name": "web-app", "scope": "flags", "projects": ["shop"], "environments": ["production"]}),
+    )
+    .await;
+    assert_eq!(st, reqwest::StatusCode::CREATED, "{b}");
+    let flags = b["token"].as_str().unwrap().to_string();
+
+    let c = browser(&d, false).await;
+    // Tokens, addresses and the key need no escaping in a query.
+    c.goto(&format!("{page}/?base={}&token={flags}&flag=banner", s.base))
+        .await
+        .unwrap();
+    until_js(
+        &c,
+        "the SDK evaluated the flag",
+        "document.getElementById('value').textContent === 'Old banner'",
+    )
+    .await;
+    let (code, _, err) = cli(
+        &s,
+        &admin,
+        &[
+            "flag",
+            "set",
+            "shop",
+            "banner",
+            "--env",
+            "production",
+            "--variant",
+            "new",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // No polling (pollInterval 0): the change comes down the OFREP event stream.
+    until_js(
+        &c,
+        "the change reached the page",
+        "document.getElementById('value').textContent === 'New banner'",
+    )
+    .await;
+    let changes = c.execute("return window.changes", vec![]).await.unwrap();
+    assert_eq!(changes, json!(1));
+    c.close().await.unwrap();
+}
