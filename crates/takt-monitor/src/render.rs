@@ -1,5 +1,6 @@
-//! The status page as plain HTML (no JavaScript; the web UI issue restyles it) and its
-//! incidents as an Atom feed (RFC 4287). Pure string building; every value is escaped.
+//! The status page as plain HTML (no JavaScript; the web UI's stylesheet, `/ui/app.css`, gives it
+//! the same colours, light and dark) and its incidents as an Atom feed (RFC 4287). Pure string
+//! building; every value is escaped.
 
 use crate::status::{IncidentLine, ServiceState, StatusPage};
 use std::fmt::Write;
@@ -88,10 +89,11 @@ pub fn html(p: &StatusPage, title: &str) -> String {
         out,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t}</title>\
 <link rel=\"alternate\" type=\"application/atom+xml\" title=\"Incidents\" href=\"/status/feed.xml\">\
-<style>body{{font-family:system-ui,sans-serif;max-width:56rem;margin:2rem auto;padding:0 1rem;color:#222}}\
-.banner{{padding:1rem;color:#fff;border-radius:.4rem;font-size:1.2rem}}.service{{border-bottom:1px solid #ddd;padding:.8rem 0}}\
-.bars{{display:flex;gap:1px;height:2rem;margin:.4rem 0}}.bars span{{flex:1;border-radius:1px}}.meta{{color:#666;font-size:.9rem}}\
-.state{{float:right;font-weight:600}}</style></head><body><h1>{t}</h1><p class=\"banner\" style=\"background:{c}\">{label}</p>",
+<link rel=\"stylesheet\" href=\"/ui/app.css\">\
+<style>body{{max-width:56rem;margin:2rem auto;padding:0 1rem}}\
+.banner{{padding:1rem;color:#fff;border-radius:.4rem;font-size:1.2rem}}.service{{border-bottom:1px solid var(--line,#ddd);padding:.8rem 0}}\
+.bars{{display:flex;gap:1px;height:2rem;margin:.4rem 0}}.bars span{{flex:1;border-radius:1px}}.meta{{color:var(--muted,#666);font-size:.9rem}}\
+.state{{float:right;font-weight:600}}</style></head><body><main id=\"main\"><h1>{t}</h1><p class=\"banner\" style=\"background:{c}\">{label}</p>",
         t = escape(title),
         c = color(p.state),
         label = if p.state == ServiceState::Operational {
@@ -163,7 +165,7 @@ pub fn html(p: &StatusPage, title: &str) -> String {
     }
     let _ = write!(
         out,
-        "<p class=\"meta\">Updated {} · <a href=\"/status.json\">JSON</a> · <a href=\"/status/feed.xml\">Atom feed</a></p></body></html>",
+        "<p class=\"meta\">Updated {} · <a href=\"/status.json\">JSON</a> · <a href=\"/status/feed.xml\">Atom feed</a></p></main></body></html>",
         escape(&p.generated_at)
     );
     out

@@ -257,6 +257,8 @@ pub async fn show(
         .await?;
     let mut v = json!(m);
     v["in_toto"] = m.manifest.in_toto();
+    // Whether the signature holds, and by this server's key (what `takt artifact verify` checks).
+    v["signature_valid"] = json!(m.verify(Some(&state.artifacts.keys.public_key_hex())).is_ok());
     Ok(Json(v))
 }
 

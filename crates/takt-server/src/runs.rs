@@ -84,19 +84,32 @@ pub async fn list_runs(
     let q = query(q)?;
     let limit = page_limit(q.limit)? as usize;
     let all = state.runs.runs.lock();
-    let mut picked: Vec<&RunView> = all
-        .runs
-        .iter()
-        .filter(|((p, n), r)| {
-            q.project.as_ref().is_none_or(|want| want == p)
-                && q.before.is_none_or(|b| *n < b)
-                && q.status.as_ref().is_none_or(|s| r.status.name() == s)
-        })
-        .map(|(_, r)| r)
-        .collect();
-    // Newest first; runs of one project are numbered in queue order, so `before` pages cleanly.
-    picked.sort_by_key(|r| std::cmp::Reverse((r.queued_at, r.run)));
-    let runs: Vec<RunView> = picked.into_iter().take(limit).map(RunView::summary).collect();
+    let status = |r: &RunView| q.status.as_ref().is_none_or(|s| r.status.name() == s);
+    let runs: Vec<RunView> = match &q.project {
+        // One project's runs are numbered in queue order: newest first is highest first, and
+        // a page costs its length, not the project's history.
+        Some(p) => {
+            let end = q.before.unwrap_or(u64::MAX);
+            all.runs
+                .range((p.clone(), 0)..(p.clone(), end))
+                .rev()
+                .map(|(_, r)| r)
+                .filter(|r| status(r))
+                .take(limit)
+                .map(RunView::summary)
+                .collect()
+        }
+        None => {
+            let mut picked: Vec<&RunView> = all
+                .runs
+                .iter()
+                .filter(|((_, n), r)| q.before.is_none_or(|b| *n < b) && status(r))
+                .map(|(_, r)| r)
+                .collect();
+            picked.sort_by_key(|r| std::cmp::Reverse((r.queued_at, r.run)));
+            picked.into_iter().take(limit).map(RunView::summary).collect()
+        }
+    };
     drop(all);
     let commits = {
         let known = state.runs.commits.lock();

@@ -114,6 +114,18 @@ pub struct JobView {
     /// The tests that failed or erred in that report (`suite::name`, at most 50).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_tests: Vec<String>,
+    /// The artifacts it stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<StoredArtifact>,
+}
+
+/// An artifact a job stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredArtifact {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub size: u64,
 }
 
 impl JobView {
@@ -138,6 +150,7 @@ impl JobView {
             allow_failure: false,
             tests: None,
             failed_tests: Vec::new(),
+            artifacts: Vec::new(),
         }
     }
 }
@@ -261,6 +274,24 @@ impl RunView {
                 j.status = Some(JobState::Done(*status));
                 j.reason = Some(reason.clone());
             }
+            EventKind::ArtifactStored {
+                job,
+                name,
+                version,
+                digest,
+                size,
+            } => {
+                let a = StoredArtifact {
+                    name: name.clone(),
+                    version: version.clone(),
+                    digest: digest.clone(),
+                    size: *size,
+                };
+                let j = self.job_mut(job);
+                if !j.artifacts.contains(&a) {
+                    j.artifacts.push(a);
+                }
+            }
             EventKind::TestReport { job, counts, cases, .. } => {
                 let j = self.job_mut(job);
                 j.tests = Some(counts.clone());
@@ -335,6 +366,7 @@ impl Projection for Runs {
         "job_skipped",
         "job_outputs",
         "test_report",
+        "artifact_stored",
     ];
 
     fn apply(&mut self, e: &Event) {

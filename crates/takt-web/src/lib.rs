@@ -49,6 +49,7 @@ pub fn router(api: Router, secure: bool) -> Router {
         .route("/projects/{project}", get(pages::runs))
         .route("/projects/{project}/runs/{run}", get(pages::run))
         .route("/artifacts", get(pages::artifacts))
+        .route("/artifacts/{name}/{version}", get(pages::artifact))
         .route("/environments", get(pages::environments))
         .route("/flags", get(pages::flags))
         .route("/incidents", get(pages::incidents))

@@ -378,13 +378,6 @@ pub async fn run(
     let p = Page::new(&web, &s, &headers).await?;
     let api = format!("/api/v1/runs/{}/{}", seg(&project), seg(&run));
     let rp: RunPage = p.get(&api).await?;
-    let arts: takt_api::ArtifactList = p
-        .get(&format!(
-            "/api/v1/artifacts?project={}&run={}",
-            seg(&project),
-            seg(&run)
-        ))
-        .await?;
     let r = &rp.view;
     let here = format!("/projects/{}/runs/{}", seg(&project), r.run);
     let critical: Vec<&str> = rp
@@ -397,7 +390,7 @@ pub async fn run(
         .jobs
         .iter()
         .any(|j| matches!(j.status.map(|s| s.name()), Some("failed" | "cancelled")));
-    let artifacts = arts.artifacts;
+    let artifacts: Vec<&takt_views::run::StoredArtifact> = r.jobs.iter().flat_map(|j| &j.artifacts).collect();
     let body = html! {
         h1 { a href={ "/projects/" (seg(&project)) } { (project) } " #" (r.run) }
         section #summary data-live {
@@ -448,7 +441,7 @@ pub async fn run(
         @if !artifacts.is_empty() {
             section {
                 h2 { "Artifacts" }
-                ul { @for a in &artifacts { li { a href={ "/artifacts?name=" (seg(&a.name)) } { code { (a.name) "@" (a.version) } } " " (render::bytes(a.size)) " " code.digest { (short(&a.digest)) } } } }
+                ul { @for a in &artifacts { li { a href={ "/artifacts/" (seg(&a.name)) "/" (seg(&a.version)) } { code { (a.name) "@" (a.version) } } " " (render::bytes(a.size)) " " code.digest { (short(&a.digest)) } } } }
             }
         }
         section.logs {
@@ -504,7 +497,7 @@ pub async fn artifacts(
             tbody {
                 @for a in &list.artifacts {
                     tr {
-                        td { code { (a.name) "@" (a.version) } }
+                        td { a href={ "/artifacts/" (seg(&a.name)) "/" (seg(&a.version)) } { code { (a.name) "@" (a.version) } } }
                         td { code.digest title=(a.digest) { (short(&a.digest)) } }
                         td { (render::bytes(a.size)) }
                         td {
@@ -525,6 +518,80 @@ pub async fn artifacts(
         }
     };
     Ok(p.render("Artifacts", Some(Section::Artifacts), body))
+}
+
+/// `GET /api/v1/artifacts/{name}/{version}`, as the page reads it.
+#[derive(Deserialize)]
+struct ArtifactPage {
+    manifest: ManifestView,
+    key: String,
+    signature_valid: bool,
+    in_toto: Value,
+}
+
+#[derive(Deserialize)]
+struct ManifestView {
+    name: String,
+    version: String,
+    digest: String,
+    size: u64,
+    media_type: String,
+    provenance: ProvenanceView,
+}
+
+#[derive(Deserialize)]
+struct ProvenanceView {
+    builder: String,
+    project: String,
+    repository: String,
+    commit: String,
+    branch: Option<String>,
+    run: u64,
+    job: String,
+    started_at: String,
+    finished_at: String,
+}
+
+pub async fn artifact(
+    State(web): State<Arc<Web>>,
+    Authed(s): Authed,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let p = Page::new(&web, &s, &headers).await?;
+    let a: ArtifactPage = p
+        .get(&format!("/api/v1/artifacts/{}/{}", seg(&name), seg(&version)))
+        .await?;
+    let envs: EnvList = p.get("/api/v1/environments").await?;
+    let m = &a.manifest;
+    let pv = &m.provenance;
+    let statement = serde_json::to_string_pretty(&a.in_toto).unwrap_or_default();
+    let body = html! {
+        h1 { code { (m.name) "@" (m.version) } }
+        dl.facts {
+            dt { "Digest" } dd { code { (m.digest) } }
+            dt { "Size" } dd { (render::bytes(m.size)) " · " (m.media_type) }
+            dt { "Signature" } dd {
+                @if a.signature_valid { span.st-success { "valid" } " (ed25519, this server's key " code { (short(&a.key)) } ")" }
+                @else { span.st-failed { "does not verify with this server's key" } }
+            }
+            dt { "Built by" } dd {
+                @if pv.run == 0 { "pushed, without a run" } @else {
+                    a href={ "/projects/" (seg(&pv.project)) "/runs/" (pv.run) } { (pv.project) " #" (pv.run) } " job " (pv.job)
+                }
+                " · " code { (pv.builder) }
+            }
+            dt { "Source" } dd { (pv.repository) " " code { (short(&pv.commit)) } @if let Some(b) = &pv.branch { " on " (b) } }
+            dt { "Built" } dd { (render::time_str(&pv.started_at)) " to " (render::time_str(&pv.finished_at)) }
+            dt { "Deployed" } dd {
+                @for e in envs.environments.iter().filter(|e| e.view.running.as_ref().is_some_and(|r| r.digest == m.digest)) {
+                    span.deployed { (e.view.project) "/" (e.view.environment) } " "
+                }
+            }
+        }
+        details { summary { "Provenance: the in-toto statement (SLSA v1)" } pre.markdown { (statement) } }
+    };
+    Ok(p.render(&format!("{}@{}", m.name, m.version), Some(Section::Artifacts), body))
 }
 
 // ---- environments ----

@@ -260,6 +260,35 @@ fn serve_keeps_a_working_server_until_ctrl_c_and_keep_keeps_the_directory() {
             .await
             .unwrap()
     });
+    // The link opens a session of the web UI, whose pages show the story.
+    let incidents = rt.block_on(async {
+        crate::common::server::tls();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = http.get(&link).send().await.unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER, "the login link logs in");
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let page = http
+            .get(format!("{base}/incidents"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), reqwest::StatusCode::OK);
+        page.text().await.unwrap()
+    });
+    assert!(
+        incidents.contains("shop#1") && incidents.contains("shop#2"),
+        "{incidents}"
+    );
     let running: Vec<(String, String)> = envs["environments"]
         .as_array()
         .unwrap()

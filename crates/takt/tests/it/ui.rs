@@ -349,15 +349,19 @@ async fn every_page_in_a_real_browser() {
     .await;
 
     // Every page, with what it must show.
-    let pages: [(&str, &str, &str); 8] = [
+    let stored = get_json(&s, "/api/v1/artifacts?project=shop&run=1", &admin).await;
+    let artifact = format!("/artifacts/app/{}", stored["artifacts"][0]["version"].as_str().unwrap());
+    let pages: [(&str, &str, &str); 10] = [
         ("projects", "/", "shop"),
         ("runs", "/projects/shop", "#2"),
         ("run", "/projects/shop/runs/1", "Critical path"),
         ("artifacts", "/artifacts", "app@"),
+        ("artifact", artifact.as_str(), "valid"),
         ("environments", "/environments", "shop / staging"),
         ("flow", "/flow", "Deployment frequency"),
         ("incidents", "/incidents", "No incidents"),
         ("flags", "/flags", "Flags"),
+        ("status", "/status", "All systems operational"),
     ];
     let shots = shots_dir();
     for (name, path, want) in pages {
@@ -375,6 +379,7 @@ async fn every_page_in_a_real_browser() {
         c.set_window_size(1280, 900).await.unwrap();
     }
     // Logged out, a page needs a session again.
+    c.goto(&format!("{}/", s.base)).await.unwrap();
     c.find(Locator::Css("form.who button"))
         .await
         .unwrap()
