@@ -515,6 +515,24 @@ pub struct FlowQuery {
     pub since: Option<String>,
 }
 
+/// The five keys over one week (`FlowReport::weeks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WeekKeys {
+    /// The week's first day (RFC 3339); it ends 7 days later.
+    pub from: String,
+    pub deployments_per_day: f64,
+    /// Change lead time p50, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_time_p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_fail_rate: Option<f64>,
+    /// Failed deployment recovery time p50, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rework_rate: Option<f64>,
+}
+
 /// The flow metrics of a window, and those of the window before it (for the trend).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FlowReport {
@@ -527,6 +545,11 @@ pub struct FlowReport {
     pub to: String,
     #[schema(value_type = Object)]
     pub dora: takt_flow::dora::Dora,
+    /// The keys week by week: the last eight 7-day windows ending at `to`, oldest first (the
+    /// web UI's trend charts).
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub weeks: Vec<WeekKeys>,
     /// The same keys over the window of the same length before.
     #[schema(value_type = Object)]
     pub previous: takt_flow::dora::Dora,

@@ -88,6 +88,27 @@ pub fn build(
         from: takt_model::timefmt::rfc3339(from),
         to: takt_model::timefmt::rfc3339(to),
         dora: takt_flow::dora::report(flow, &scope, thresholds),
+        weeks: (0..8)
+            .rev()
+            .map(|k| {
+                let end = to - time::Duration::weeks(k);
+                let week = Scope {
+                    project,
+                    production: &is_production,
+                    from: end - time::Duration::weeks(1),
+                    to: end,
+                };
+                let d = takt_flow::dora::report(flow, &week, thresholds);
+                takt_api::WeekKeys {
+                    from: takt_model::timefmt::rfc3339(week.from),
+                    deployments_per_day: d.deployment_frequency.per_day,
+                    lead_time_p50: d.change_lead_time.total.map(|s| s.p50),
+                    change_fail_rate: d.change_fail_rate.rate,
+                    recovery_p50: d.recovery_time.time.map(|s| s.p50),
+                    rework_rate: d.rework_rate.rate,
+                }
+            })
+            .collect(),
         previous: takt_flow::dora::report(flow, &before, thresholds),
         bottleneck: takt_flow::bottleneck::report(flow, &scope),
         coffee: takt_flow::coffee::report(flow, &scope),

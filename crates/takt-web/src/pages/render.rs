@@ -14,10 +14,9 @@ pub fn word<T: Serialize + ?Sized>(x: &T) -> String {
         // Internally tagged: the kind, then what it names (`stage test`).
         Ok(Value::Object(m)) if m.get("kind").is_some_and(Value::is_string) => {
             let mut out = m.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-            for (k, v) in m.iter().filter(|(k, _)| *k != "kind") {
-                if let Some(s) = v.as_str() {
-                    out.push_str(&format!(" {k} {s}"));
-                }
+            for v in m.iter().filter(|(k, _)| *k != "kind").filter_map(|(_, v)| v.as_str()) {
+                out.push(' ');
+                out.push_str(v);
             }
             out
         }
@@ -169,6 +168,38 @@ fn trend(now: Option<f64>, before: Option<f64>, lower_is_better: bool) -> Markup
     html! { span.trend.better[better && (n - b).abs() >= f64::EPSILON] title="against the window before" { (arrow) } }
 }
 
+fn percent(x: f64) -> String {
+    format!("{:.0}%", x * 100.0)
+}
+
+fn seconds_not(x: f64) -> String {
+    format!("{x:.2}")
+}
+
+/// One key's last eight weeks as a small bar chart (scaled to its largest week).
+fn week_chart(
+    weeks: &[takt_api::WeekKeys],
+    what: &str,
+    value: impl Fn(&takt_api::WeekKeys) -> Option<f64>,
+    show: fn(f64) -> String,
+) -> Markup {
+    let values: Vec<Option<f64>> = weeks.iter().map(&value).collect();
+    let top = values.iter().flatten().copied().fold(0.0_f64, f64::max);
+    if weeks.is_empty() {
+        return html! {};
+    }
+    html! {
+        svg.trendchart viewBox="0 0 160 40" role="img" aria-label={ (what) ", week by week" } {
+            @for (n, (w, v)) in weeks.iter().zip(&values).enumerate() {
+                @let h = match v { Some(v) if top > 0.0 => (v / top * 36.0).max(1.0), _ => 0.0 };
+                rect.bar x=(n * 20 + 2) y=(format!("{:.1}", 38.0 - h)) width="16" height=(format!("{h:.1}")) {
+                    title { "week of " (w.from.get(..10).unwrap_or(&w.from)) ": " (v.map_or_else(|| "none".to_string(), show)) }
+                }
+            }
+        }
+    }
+}
+
 /// The flow page: the DORA keys as tiles, the bottleneck, work and wait on the critical
 /// paths, the coffee test, flaky tests.
 pub fn flow(r: &takt_api::FlowReport, flaky: &takt_api::FlakyList) -> Markup {
@@ -185,30 +216,35 @@ pub fn flow(r: &takt_api::FlowReport, flaky: &takt_api::FlakyList) -> Markup {
                 p.value { (format!("{:.2}", d.deployment_frequency.per_day)) "/day " (trend(Some(d.deployment_frequency.per_day), Some(pv.deployment_frequency.per_day), false)) }
                 p { (band(Some(&d.deployment_frequency.band))) " " (word(&d.deployment_frequency.bucket)) }
                 p.muted { "sample " (d.deployment_frequency.deployments) }
+                (week_chart(&r.weeks, "deployments a day", |w| Some(w.deployments_per_day), seconds_not))
             }
             li.tile {
                 h2 { "Change lead time" }
                 p.value { @if let Some(s) = lt { (seconds(s.p50)) " p50" } @else { "—" } " " (trend(lt.map(|s| s.p50), pv.change_lead_time.total.as_ref().map(|s| s.p50), true)) }
                 p { (band(d.change_lead_time.band.as_ref())) @if let Some(s) = lt { " p90 " (seconds(s.p90)) } }
                 p.muted { "sample " (lt.map_or(0, |s| s.sample)) }
+                (week_chart(&r.weeks, "lead time p50", |w| w.lead_time_p50, seconds))
             }
             li.tile {
                 h2 { "Change fail rate" }
                 p.value { @if let Some(x) = d.change_fail_rate.rate { (format!("{:.0}%", x * 100.0)) } @else { "—" } " " (trend(d.change_fail_rate.rate, pv.change_fail_rate.rate, true)) }
                 p { (band(d.change_fail_rate.band.as_ref())) }
                 p.muted { (d.change_fail_rate.count) " of " (d.change_fail_rate.of) }
+                (week_chart(&r.weeks, "change fail rate", |w| w.change_fail_rate, percent))
             }
             li.tile {
                 h2 { "Failed deployment recovery time" }
                 p.value { @if let Some(s) = rec { (seconds(s.p50)) " p50" } @else { "—" } " " (trend(rec.map(|s| s.p50), pv.recovery_time.time.as_ref().map(|s| s.p50), true)) }
                 p { (band(d.recovery_time.band.as_ref())) }
                 p.muted { "sample " (rec.map_or(0, |s| s.sample)) }
+                (week_chart(&r.weeks, "recovery time p50", |w| w.recovery_p50, seconds))
             }
             li.tile {
                 h2 { "Deployment rework rate" }
                 p.value { @if let Some(x) = d.rework_rate.rate { (format!("{:.0}%", x * 100.0)) } @else { "—" } " " (trend(d.rework_rate.rate, pv.rework_rate.rate, true)) }
                 p { (band(d.rework_rate.band.as_ref())) }
                 p.muted { (d.rework_rate.count) " of " (d.rework_rate.of) }
+                (week_chart(&r.weeks, "rework rate", |w| w.rework_rate, percent))
             }
         }
         section {

@@ -378,6 +378,16 @@ async fn every_page_in_a_real_browser() {
         }
         c.set_window_size(1280, 900).await.unwrap();
     }
+    // Each DORA key's tile has its week-by-week chart (eight weeks of bars).
+    c.goto(&format!("{}/flow", s.base)).await.unwrap();
+    let charts = c
+        .execute(
+            "return [...document.querySelectorAll('svg.trendchart')].map(s => s.querySelectorAll('rect').length)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(charts, json!([8, 8, 8, 8, 8]));
     // Logged out, a page needs a session again.
     c.goto(&format!("{}/", s.base)).await.unwrap();
     c.find(Locator::Css("form.who button"))
