@@ -6,8 +6,8 @@ mod render;
 
 use crate::api::{Failure, seg};
 use crate::{Authed, Web};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
 use render::{bar, button, duration, short, state_class, time, word};
@@ -40,28 +40,39 @@ const SECTIONS: [(Section, &str, &str); 6] = [
     (Section::Flags, "/flags", "Flags"),
 ];
 
-/// One page being answered: its session, what the last button said, and where the log
-/// stood when it was drawn (its live parts follow from there).
-struct Page<'a> {
-    web: &'a Web,
-    s: &'a crate::session::Session,
+/// One page being answered, as its handler takes it: its session (without one, the login
+/// page), what the last button said, and where the log stood when it was drawn (its live
+/// parts follow from there).
+pub struct Page {
+    web: Arc<Web>,
+    s: Arc<crate::session::Session>,
     flash: Option<String>,
     head: i64,
 }
 
-impl<'a> Page<'a> {
-    async fn new(web: &'a Web, s: &'a crate::session::Session, headers: &HeaderMap) -> Result<Page<'a>, Failure> {
-        let flash = crate::session::cookie(headers, FLASH)
+impl axum::extract::FromRequestParts<Arc<Web>> for Page {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, web: &Arc<Web>) -> Result<Page, Response> {
+        let Authed(s) = Authed::from_request_parts(parts, web).await?;
+        let flash = crate::session::cookie(&parts.headers, FLASH)
             .filter(|f| !f.is_empty())
             .map(|f| {
                 percent_encoding::percent_decode_str(&f)
                     .decode_utf8_lossy()
                     .into_owned()
             });
-        let head = web.api.head(&s.secret).await?;
-        Ok(Page { web, s, flash, head })
+        let head = web.api.head(&s.secret).await.map_err(IntoResponse::into_response)?;
+        Ok(Page {
+            web: web.clone(),
+            s,
+            flash,
+            head,
+        })
     }
+}
 
+impl Page {
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
         self.web.api.get(&self.s.secret, path).await
     }
@@ -205,8 +216,7 @@ struct EnvStatus {
     history: Vec<takt_views::Deployment>,
 }
 
-pub async fn projects(State(web): State<Arc<Web>>, Authed(s): Authed, headers: HeaderMap) -> Answer {
-    let p = Page::new(&web, &s, &headers).await?;
+pub async fn projects(p: Page) -> Answer {
     let projects: takt_api::ProjectList = p.get("/api/v1/projects").await?;
     let envs: EnvList = p.get("/api/v1/environments").await?;
     // Each project's last run.
@@ -277,14 +287,7 @@ pub struct RunsFilter {
 
 const PAGE: usize = 50;
 
-pub async fn runs(
-    State(web): State<Arc<Web>>,
-    Authed(s): Authed,
-    Path(project): Path<String>,
-    Query(f): Query<RunsFilter>,
-    headers: HeaderMap,
-) -> Answer {
-    let p = Page::new(&web, &s, &headers).await?;
+pub async fn runs(p: Page, Path(project): Path<String>, Query(f): Query<RunsFilter>) -> Answer {
     let mut q = format!("/api/v1/runs?project={}&limit={PAGE}", seg(&project));
     if let Some(st) = f.status.as_deref().filter(|x| !x.is_empty()) {
         q.push_str(&format!("&status={}", seg(st)));
@@ -369,13 +372,7 @@ struct PathStep {
     job: String,
 }
 
-pub async fn run(
-    State(web): State<Arc<Web>>,
-    Authed(s): Authed,
-    Path((project, run)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Answer {
-    let p = Page::new(&web, &s, &headers).await?;
+pub async fn run(p: Page, Path((project, run)): Path<(String, String)>) -> Answer {
     let api = format!("/api/v1/runs/{}/{}", seg(&project), seg(&run));
     let rp: RunPage = p.get(&api).await?;
     let r = &rp.view;
@@ -470,13 +467,7 @@ pub struct ArtifactFilter {
     name: Option<String>,
 }
 
-pub async fn artifacts(
-    State(web): State<Arc<Web>>,
-    Authed(s): Authed,
-    Query(f): Query<ArtifactFilter>,
-    headers: HeaderMap,
-) -> Answer {
-    let p = Page::new(&web, &s, &headers).await?;
+pub async fn artifacts(p: Page, Query(f): Query<ArtifactFilter>) -> Answer {
     let mut q = "/api/v1/artifacts?limit=1000".to_string();
     if let Some(x) = f.project.as_deref().filter(|x| !x.is_empty()) {
         q.push_str(&format!("&project={}", seg(x)));
@@ -552,13 +543,7 @@ struct ProvenanceView {
     finished_at: String,
 }
 
-pub async fn artifact(
-    State(web): State<Arc<Web>>,
-    Authed(s): Authed,
-    Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Answer {
-    let p = Page::new(&web, &s, &headers).await?;
+pub async fn artifact(p: Page, Path((name, version)): Path<(String, String)>) -> Answer {
     let a: ArtifactPage = p
         .get(&format!("/api/v1/artifacts/{}/{}", seg(&name), seg(&version)))
         .await?;
@@ -596,8 +581,7 @@ pub async fn artifact(
 
 // ---- environments ----
 
-pub async fn environments(State(web): State<Arc<Web>>, Authed(s): Authed, headers: HeaderMap) -> Answer {
-    let p = Page::new(&web, &s, &headers).await?;
+pub async fn environments(p: Page) -> Answer {
     let list: EnvList = p.get("/api/v1/environments").await?;
     // Each one's own answer, with its recent deployments and their steps.
     let paths: Vec<String> = list
@@ -656,7 +640,7 @@ pub async fn environments(State(web): State<Arc<Web>>, Authed(s): Authed, header
                         @if v.halted.is_some() {
                             (p.button("Resume", &format!("{api}/resume"), None, here, false))
                         } @else {
-                            (button(&s.csrf, "Halt", &format!("{api}/halt"), None, here, true, Some("reason")))
+                            (button(&p.s.csrf, "Halt", &format!("{api}/halt"), None, here, true, Some("reason")))
                         }
                         @if v.deploying.as_ref().is_some_and(|d| d.waiting_for_approval) { (p.button("Approve", &format!("{api}/approve"), None, here, false)) }
                     }
@@ -697,13 +681,7 @@ pub struct ProjectFilter {
     project: Option<String>,
 }
 
-pub async fn flags(
-    State(web): State<Arc<Web>>,
-    Authed(s): Authed,
-    Query(f): Query<ProjectFilter>,
-    headers: HeaderMap,
-) -> Answer {
-    let p = Page::new(&web, &s, &headers).await?;
+pub async fn flags(p: Page, Query(f): Query<ProjectFilter>) -> Answer {
     let projects: takt_api::ProjectList = p.get("/api/v1/projects").await?;
     let names: Vec<String> = match f.project.filter(|x| !x.is_empty()) {
         Some(x) => vec![x],
@@ -765,8 +743,7 @@ pub async fn flags(
 
 // ---- incidents ----
 
-pub async fn incidents(State(web): State<Arc<Web>>, Authed(s): Authed, headers: HeaderMap) -> Answer {
-    let p = Page::new(&web, &s, &headers).await?;
+pub async fn incidents(p: Page) -> Answer {
     let list: takt_api::IncidentList = p.get("/api/v1/incidents?all=true").await?;
     let body = html! {
         h1 { "Incidents" }
@@ -791,13 +768,7 @@ pub async fn incidents(State(web): State<Arc<Web>>, Authed(s): Authed, headers: 
     Ok(p.render("Incidents", Some(Section::Incidents), body))
 }
 
-pub async fn incident(
-    State(web): State<Arc<Web>>,
-    Authed(s): Authed,
-    Path((project, number)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Answer {
-    let p = Page::new(&web, &s, &headers).await?;
+pub async fn incident(p: Page, Path((project, number)): Path<(String, String)>) -> Answer {
     let api = format!("/api/v1/projects/{}/incidents/{}", seg(&project), seg(&number));
     let d: takt_api::IncidentDetail = p.get(&api).await?;
     let pm: takt_api::PostmortemDraft = p.get(&format!("{api}/postmortem")).await?;
@@ -839,13 +810,7 @@ pub async fn incident(
 
 // ---- flow ----
 
-pub async fn flow(
-    State(web): State<Arc<Web>>,
-    Authed(s): Authed,
-    Query(f): Query<ProjectFilter>,
-    headers: HeaderMap,
-) -> Answer {
-    let p = Page::new(&web, &s, &headers).await?;
+pub async fn flow(p: Page, Query(f): Query<ProjectFilter>) -> Answer {
     let mut q = "/api/v1/metrics".to_string();
     if let Some(x) = f.project.as_deref().filter(|x| !x.is_empty()) {
         q.push_str(&format!("?project={}", seg(x)));
