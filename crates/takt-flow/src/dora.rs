@@ -180,7 +180,7 @@ impl<'a> Ctx<'a> {
         }
         // Incidents in the order they opened (ids sort `#10` before `#9`).
         let mut all: Vec<&Incident> = flow.incidents.incidents.values().collect();
-        all.sort_by_key(|i| (i.opened_at, i.id.clone()));
+        all.sort_by(|a, b| (a.opened_at, &a.id).cmp(&(b.opened_at, &b.id)));
         let mut incidents: HashMap<(&str, &str), Vec<&Incident>> = HashMap::new();
         let mut caused = HashMap::new();
         for i in all {

@@ -137,16 +137,23 @@ pub struct Paths {
 /// Per job: runs on whose path, runs it would shorten most, work and wait seconds.
 type Tally = (usize, usize, Vec<f64>, Vec<f64>);
 
+/// How many of the newest runs' paths a report lists.
+const RECENT: usize = 20;
+
 pub fn report(flow: &Flow, scope: &Scope) -> Paths {
     let mut runs: Vec<(&(String, u64), &RunFacts)> = flow
         .runs
         .iter()
         .filter(|((p, _), r)| scope.project.is_none_or(|w| w == p) && r.finished_at.is_some_and(|f| scope.within(f)))
         .collect();
-    runs.sort_by_key(|(k, r)| (r.finished_at, (*k).clone()));
+    // Compared in place: a key that clones (project, run) per comparison was most of this
+    // report's time on 10,000 runs.
+    runs.sort_by(|(ka, a), (kb, b)| (a.finished_at, ka).cmp(&(b.finished_at, kb)));
     let mut efficiency = Vec::new();
-    let mut jobs: BTreeMap<(String, String), Tally> = BTreeMap::new();
-    let mut recent = Vec::new();
+    // By project, then job (a job's name is cloned once, when first seen).
+    let mut tallies: BTreeMap<&str, BTreeMap<String, Tally>> = BTreeMap::new();
+    // The last runs' paths (the newest 20 are reported).
+    let mut recent: std::collections::VecDeque<(&String, u64, RunCriticalPath)> = std::collections::VecDeque::new();
     let mut counted = 0;
     for ((project, run), r) in runs {
         let Some(p) = run_path(r) else {
@@ -154,23 +161,37 @@ pub fn report(flow: &Flow, scope: &Scope) -> Paths {
         };
         counted += 1;
         efficiency.push(p.efficiency);
+        let of_project = tallies.entry(project.as_str()).or_default();
         for s in &p.steps {
-            let j = jobs.entry((project.clone(), s.job.clone())).or_default();
+            let j = match of_project.get_mut(s.job.as_str()) {
+                Some(j) => j,
+                None => of_project.entry(s.job.clone()).or_default(),
+            };
             j.0 += 1;
             j.1 += usize::from(s.job == p.shorten);
             j.2.push(s.work);
             j.3.push(s.wait);
         }
-        recent.push(RunPath {
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back((project, *run, p));
+    }
+    let recent: Vec<RunPath> = recent
+        .into_iter()
+        .rev()
+        .map(|(project, run, p)| RunPath {
             project: project.clone(),
-            run: *run,
+            run,
             path: p.steps.iter().map(|s| s.job.clone()).collect(),
             shorten: p.shorten,
             efficiency: p.efficiency,
-        });
-    }
-    recent.reverse();
-    recent.truncate(20);
+        })
+        .collect();
+    let jobs: BTreeMap<(String, String), Tally> = tallies
+        .into_iter()
+        .flat_map(|(project, by_job)| by_job.into_iter().map(move |(job, t)| ((project.to_string(), job), t)))
+        .collect();
     let mut jobs: Vec<JobOnPath> = jobs
         .into_iter()
         .map(|((project, job), (runs, shortens, work, wait))| JobOnPath {
