@@ -82,13 +82,7 @@ impl Page {
         let doc = html! {
             (DOCTYPE)
             html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { (title) " · takt" }
-                    link rel="stylesheet" href="/ui/app.css";
-                    script src="/ui/app.js" defer {}
-                }
+                (head(title, true))
                 body data-head=(self.head) {
                     a.skip href="#main" { "Skip to content" }
                     header.top {
@@ -143,39 +137,45 @@ pub fn done_message(path: &str, answer: &Value) -> String {
     }
 }
 
-pub fn error_page(status: StatusCode, message: &str) -> Markup {
+/// Every document's `head`; pages with live parts take the script too.
+fn head(title: &str, script: bool) -> Markup {
     html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (status.as_u16()) " · takt" }
-                link rel="stylesheet" href="/ui/app.css";
-            }
-            body {
-                main #main.narrow {
-                    h1 { (status.canonical_reason().unwrap_or("Error")) }
-                    p.error role="alert" { (message) }
-                    p { a href="/" { "Projects" } " · " a href="/login" { "Log in" } }
-                }
-            }
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · takt" }
+            link rel="stylesheet" href="/ui/app.css";
+            @if script { script src="/ui/app.js" defer {} }
         }
     }
 }
 
-pub fn login_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
+/// A page without a session's header (errors, the login form): `body` in a narrow column.
+fn bare(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Log in · takt" }
-                link rel="stylesheet" href="/ui/app.css";
-            }
-            body {
-                main #main.narrow {
+            (head(title, false))
+            body { main #main.narrow { (body) } }
+        }
+    }
+}
+
+pub fn error_page(status: StatusCode, message: &str) -> Markup {
+    bare(
+        &status.as_u16().to_string(),
+        html! {
+            h1 { (status.canonical_reason().unwrap_or("Error")) }
+            p.error role="alert" { (message) }
+            p { a href="/" { "Projects" } " · " a href="/login" { "Log in" } }
+        },
+    )
+}
+
+pub fn login_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
+    bare(
+        "Log in",
+        html! {
                     h1 { "takt" }
                     @if let Some(e) = error { p.error role="alert" { (e) } }
                     form method="post" action="/login" {
@@ -186,10 +186,8 @@ pub fn login_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
                         button type="submit" { "Log in" }
                     }
                     p.hint { "Make one with " code { "takt token create NAME --scope read" } "." }
-                }
-            }
-        }
-    }
+        },
+    )
 }
 
 type Answer = Result<Response, Failure>;
