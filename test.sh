@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README says: installs what the tests run for real when it is
 # missing (Debian packages: PostgreSQL, nginx, Prometheus, bubblewrap, python3-feedparser, dnsmasq,
-# Chromium and its WebDriver;
+# Chromium and its WebDriver; moto from PyPI;
 # needs root or sudo),
 # then runs every test. A test whose component is still missing fails, naming it.
 set -euo pipefail
@@ -40,6 +40,15 @@ npm_dir=crates/takt/tests/npm/node_modules
 if [ ! -d $npm_dir/@octokit/openapi ] || [ ! -d $npm_dir/ajv-formats ] || [ ! -d $npm_dir/@openfeature/ofrep-provider ] || [ ! -d $npm_dir/@openfeature/ofrep-web-provider ]; then
   echo "== npm ci (crates/takt/tests/npm)"
   npm ci --prefix crates/takt/tests/npm --no-audit --no-fund --silent
+fi
+
+# The S3 test's peer: moto's S3-compatible server (PyPI), pinned with its dependencies in
+# crates/takt/tests/py/requirements.txt, in a virtualenv under target/ (about 1 min, 320 MB).
+venv=target/test-venv
+if [ ! -x $venv/bin/moto_server ]; then
+  echo "== pip install moto[server] (into $venv)"
+  python3 -m venv $venv
+  $venv/bin/pip install --quiet --disable-pip-version-check -r crates/takt/tests/py/requirements.txt
 fi
 
 # Most tests wait on processes, servers and sockets (one test binary of the takt crate used one

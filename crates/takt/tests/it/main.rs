@@ -25,6 +25,7 @@ mod newcomer;
 mod notify;
 mod remediation;
 mod run;
+mod s3;
 mod security;
 mod serve;
 mod server_pg;
