@@ -7,21 +7,14 @@
 use crate::common::server::*;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path as Key};
 use reqwest::StatusCode;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use takt_server::auth::Scope;
 
 /// A moto server on a local port, stopped when dropped.
 struct Moto {
-    child: Child,
+    _child: crate::common::KillOnDrop,
     base: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn moto_server() -> std::path::PathBuf {
@@ -46,7 +39,7 @@ async fn start_moto() -> Moto {
         .spawn()
         .expect("moto_server starts");
     let moto = Moto {
-        child,
+        _child: crate::common::KillOnDrop(child),
         base: format!("http://127.0.0.1:{port}"),
     };
     let deadline = Instant::now() + Duration::from_secs(30);

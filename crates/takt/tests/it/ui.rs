@@ -11,20 +11,13 @@ use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// chromedriver on a free port, stopped when dropped.
 struct Driver {
-    child: Child,
+    _child: crate::common::KillOnDrop,
     url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn driver() -> Driver {
@@ -46,7 +39,7 @@ fn driver() -> Driver {
         .spawn()
         .unwrap();
     let d = Driver {
-        child,
+        _child: crate::common::KillOnDrop(child),
         url: format!("http://127.0.0.1:{port}"),
     };
     eventually("chromedriver listens", Duration::from_secs(20), || {

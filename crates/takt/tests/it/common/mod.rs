@@ -160,3 +160,13 @@ pub fn read_pids(dir: &Path) -> Vec<i32> {
     }
     out
 }
+
+/// A child process (a peer server a test started) that is killed and reaped when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
