@@ -93,7 +93,8 @@ pub struct ProjectChecks {
 }
 
 /// Event kinds after which `project`'s incidents are brought in line with its checks.
-pub const INCIDENTS_ON: &[&str] = &["check_state_changed"];
+/// (A check still down when an environment's first deploy finishes opens its incident then.)
+pub const INCIDENTS_ON: &[&str] = &["check_state_changed", "deploy_finished"];
 
 /// Event kinds after which the checks are looked at again.
 pub const RECONCILE_ON: &[&str] = &["project_added", "project_updated", "run_queued"];
@@ -327,7 +328,12 @@ impl Observe {
             kinds: Checks::KINDS
                 .iter()
                 .chain(Incidents::KINDS)
-                .chain(&["service_state_changed"])
+                .chain(&[
+                    "service_state_changed",
+                    "deploy_started",
+                    "deploy_finished",
+                    "environment_stopped",
+                ])
                 .copied()
                 .collect(),
             ..Default::default()
@@ -376,7 +382,22 @@ impl Observe {
                 tracing::error!(error = %err, project, "cannot record a service's change");
             }
         }
-        let quiet = |c: &takt_views::CheckView| takt_monitor::maintenance::under_maintenance(&windows, &c.service, now);
+        // An environment whose first version (or first since `takt env stop`) is still being
+        // deployed has nothing taking traffic yet: its checks fail because nothing is there, the
+        // deploy's own smoke checks judge it, and an incident (with its remediation, which would
+        // stop that deploy) waits until it has finished.
+        let mut envs = takt_views::Environments::default();
+        for e in &events {
+            envs.apply(e);
+        }
+        let coming_up = |env: &str| {
+            envs.get(project, env)
+                .is_some_and(|v| v.running.is_none() && v.deploying.is_some())
+        };
+        let quiet = |c: &takt_views::CheckView| {
+            takt_monitor::maintenance::under_maintenance(&windows, &c.service, now)
+                || c.environment.as_deref().is_some_and(coming_up)
+        };
         let acts =
             takt_monitor::incident::reconcile(project, checks.checks.values(), incidents.incidents.values(), quiet);
         for act in acts {

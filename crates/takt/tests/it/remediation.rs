@@ -146,6 +146,67 @@ async fn a_break_after_the_canary_is_rolled_back_by_remediation() {
     assert_eq!(page["events"].as_array().unwrap().len(), 2, "{page:#}");
 }
 
+/// While an environment's first version is being deployed nothing there takes traffic yet: a
+/// check of it that fails meanwhile opens no incident (remediation would stop that very
+/// deploy, and the deploy's smoke checks judge it), but one still failing once the deploy has
+/// finished opens its incident then. (The check probes a stand-in the test turns bad when the
+/// deploy starts, so that it cannot fail before.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_deploy_still_starting_opens_no_incident_one_that_finished_broken_does() {
+    let bad = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stand_in = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/",
+            get(|State(bad): State<Arc<std::sync::atomic::AtomicBool>>| async move {
+                if bad.load(Ordering::SeqCst) {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }),
+        )
+        .with_state(bad.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yml = format!(
+        "stages: [package]\njobs:\n  package:\n    stage: package\n    script: [cp app.py app]\n    artifacts: {{name: app, paths: [app]}}\n\
+         environments:\n  production:\n    driver: process\n    port: {port}\n    start: sleep 3 && exec python3 \"$TAKT_ARTIFACT_PATH\"\n    auto: true\n\
+         \x20   remediate: rollback\n\
+         checks:\n  home:\n    environment: production\n    http: {{url: \"http://{stand_in}/\"}}\n    interval: 100ms\n    failure_threshold: 2\n    success_threshold: 1\n"
+    );
+    let repo = Repo::new(&[("takt.yml", &yml), ("app.py", &example_app_failing_when("False", ""))]);
+    let s = start(&dir.path().join("data"), &[]);
+    let admin = s.printed_token.clone().unwrap();
+    add_project(&s, &admin, "shop", repo.path()).await;
+    let (st, b) = post_json(&s, "/api/v1/projects/shop/trigger", &admin, json!({"rev": "main"})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    next(&s, &admin, "deploy_started", 0).await;
+    bad.store(true, Ordering::SeqCst);
+    let v = settled(&s, &admin, "shop", "production", 1).await;
+    assert_eq!(
+        v["history"][0]["outcome"], "succeeded",
+        "not stopped by a remediation: {v:#}"
+    );
+    let finished = takt_model::timefmt::parse_rfc3339(v["history"][0]["finished_at"].as_str().unwrap()).unwrap();
+    let down = get_json(&s, "/api/v1/events?kind=check_state_changed", &admin).await;
+    let first = &down["events"][0];
+    assert_eq!(first["state"], "down", "{down:#}");
+    assert!(at(first) < finished, "down while the deploy ran: {down:#}\n{v:#}");
+    let opened = next(&s, &admin, "incident_opened", 0).await;
+    assert!(
+        at(&opened) >= finished,
+        "opened once the deploy finished: {opened:#}\n{v:#}"
+    );
+    assert!(
+        at(&opened) - finished < time::Duration::seconds(2),
+        "and at once: {opened:#}\n{v:#}"
+    );
+}
+
 /// The deploy example's service, which goes bad once the switch file is newer than its
 /// process (a leak that a restart cures).
 fn leaky_app(switch: &std::path::Path) -> String {
@@ -174,7 +235,8 @@ async fn a_service_that_goes_bad_is_restarted_by_remediation() {
     add_project(&s, &admin, "shop", repo.path()).await;
     let (st, b) = post_json(&s, "/api/v1/projects/shop/trigger", &admin, json!({"rev": "main"})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
-    settled(&s, &admin, "shop", "production", 1).await;
+    let v = settled(&s, &admin, "shop", "production", 1).await;
+    assert_eq!(v["history"][0]["outcome"], "succeeded", "{v:#}");
     let before = get_json(&s, "/api/v1/environments/shop/production", &admin).await;
     // No incident may be open before the service goes bad: one opened while the instances were
     // still starting would still be open when the leak starts, and no new one would open.
