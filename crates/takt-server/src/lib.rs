@@ -241,6 +241,22 @@ fn handler(op: Op, m: MethodFilter) -> MethodRouter<Arc<AppState>> {
 
 /// The router, built from the route table ([`takt_api::ROUTES`]): each route gets its handler
 /// and, unless public, the permission layer the table names.
+/// Answers `app`'s requests on `listener` until `shutdown` completes. Here rather than in the
+/// binary: the HTTP connection code is compiled where it is called, and this crate is
+/// optimised more than the binary's (Cargo.toml).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Answers go out at once, not held back for the next one (Nagle's algorithm).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
 pub fn router(state: Arc<AppState>, max_body_bytes: usize, cors_origins: &[String]) -> Router {
     let mut router = Router::new();
     // Browser clients of OFREP, from the configured origins only (preflights answered here).

@@ -1,6 +1,6 @@
 //! Flag serving over HTTP: takt's OFREP single evaluation against `unleash-server` (npm, on a
 //! local PostgreSQL) answering the same flag — a boolean released to 50 % of users — through
-//! its frontend API, in the same run, with the same client (reqwest, HTTP/1.1 keep-alive,
+//! its frontend API, in the same run, with the same client (wrk, HTTP/1.1 keep-alive,
 //! loopback). A different user on every request.
 //!
 //! Targets (the flags issue): p50 ≤ 200 µs on one connection; ≥ 20,000 evaluations/s over 16
@@ -8,7 +8,8 @@
 //!
 //!     cargo bench -p takt --bench ofrep [-- --seconds 5] [-- --no-unleash]
 //!
-//! Needs `git`, Node 20 and PostgreSQL 15 (`/usr/lib/postgresql/15/bin`); installs
+//! Needs `git`, `wrk` (Debian's package: a C load generator, so that the figures are the
+//! servers' and not a client's), Node 20 and PostgreSQL 15 (`/usr/lib/postgresql/15/bin`); installs
 //! unleash-server into `bench/npm` with `npm ci` when missing.
 
 use std::path::{Path, PathBuf};
@@ -30,8 +31,14 @@ impl Drop for Running {
     }
 }
 
-/// One way to ask for the flag: a request for user `i`.
-type Ask = dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync;
+/// One way to ask for the flag: method, URL, headers and body, where `{i}` becomes a number
+/// that differs on every request (a different user each time).
+struct Ask {
+    method: &'static str,
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<&'static str>,
+}
 
 struct Figures {
     p50_us: f64,
@@ -44,54 +51,82 @@ fn sh(cmd: &mut Command) {
     assert!(st.success(), "{cmd:?} failed");
 }
 
-/// p50 and p99 over `n` sequential requests on one connection, then the rate over `conns`
-/// connections for `secs`.
-async fn measure(ask: &'static Ask, n: usize, conns: usize, secs: u64) -> Figures {
-    let one = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()
-        .expect("a client");
-    for i in 0..1000 {
-        let r = ask(&one, i).send().await.expect("an answer");
-        assert!(r.status().is_success(), "{}", r.status());
-        r.bytes().await.expect("a body");
-    }
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        let r = ask(&one, i).send().await.expect("an answer");
-        r.bytes().await.expect("a body");
-        times.push(t.elapsed());
-    }
-    times.sort();
-    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)].as_secs_f64() * 1e6;
-    let until = Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..conns {
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .expect("a client");
-            let mut done = 0usize;
-            while Instant::now() < until {
-                let r = ask(&client, c * 1_000_000 + done).send().await.expect("an answer");
-                assert!(r.status().is_success(), "{}", r.status());
-                r.bytes().await.expect("a body");
-                done += 1;
-            }
-            done
-        }));
-    }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.expect("a load task");
-    }
+/// A Lua string literal.
+fn lua(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// `wrk` (Debian's package: a C load generator, so the figures are the server's, not a
+/// client's) running `ask` on `conns` connections from one thread for `secs`; its report.
+fn wrk(dir: &Path, ask: &Ask, conns: usize, secs: u64) -> String {
+    let scheme = "http://".len();
+    let (origin, path) = ask.url.split_at(ask.url[scheme..].find('/').expect("a path") + scheme);
+    let headers: Vec<String> = ask
+        .headers
+        .iter()
+        .map(|(k, v)| format!("[{}] = {}", lua(k), lua(v)))
+        .collect();
+    let script = format!(
+        "local i = 0\nrequest = function()\n  i = i + 1\n  local path = string.gsub({path}, \"{{i}}\", i)\n  local body = {body}\n  if body then body = string.gsub(body, \"{{i}}\", i) end\n  return wrk.format({method}, path, {{{headers}}}, body)\nend\n",
+        path = lua(path),
+        body = ask.body.map_or("nil".to_string(), lua),
+        method = lua(ask.method),
+        headers = headers.join(", "),
+    );
+    let file = dir.join("ask.lua");
+    std::fs::write(&file, script).expect("the wrk script");
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency", "-s"])
+        .arg(&file)
+        .arg(origin)
+        .output()
+        .unwrap_or_else(|e| panic!("wrk: {e} (apt-get install -y wrk)"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("Non-2xx") && !text.contains("Socket errors"),
+        "{} answered with errors: {text}",
+        ask.url
+    );
+    text
+}
+
+/// A figure of wrk's report, in µs (`116.00us`, `1.90ms`, `2.00s`) or as printed.
+fn figure(report: &str, label: &str) -> f64 {
+    let line = report
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no `{label}` in wrk's report: {report}"));
+    let value = line.trim_start()[label.len()..].trim();
+    let (n, scale) = if let Some(n) = value.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = value.strip_suffix('s').filter(|_| label.ends_with('%')) {
+        (n, 1e6)
+    } else {
+        (value, 1.0)
+    };
+    n.trim()
+        .parse::<f64>()
+        .unwrap_or_else(|_| panic!("`{line}` in wrk's report"))
+        * scale
+}
+
+/// p50 and p99 of sequential requests on one connection, then the rate over `conns`
+/// connections, each for `secs` (after a second to warm up).
+fn measure(dir: &Path, ask: &Ask, conns: usize, secs: u64) -> Figures {
+    wrk(dir, ask, conns, 1);
+    let one = wrk(dir, ask, 1, secs);
+    let many = wrk(dir, ask, conns, secs);
     Figures {
-        p50_us: at(0.5),
-        p99_us: at(0.99),
-        per_second: total as f64 / started.elapsed().as_secs_f64(),
+        p50_us: figure(&one, "50%"),
+        p99_us: figure(&one, "99%"),
+        per_second: figure(&many, "Requests/sec:"),
     }
 }
 
@@ -323,10 +358,6 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -340,25 +371,28 @@ async fn main() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut run = Running(Vec::new(), Vec::new());
     let (base, token) = takt(dir.path(), &mut run).await;
-    let (url, token) = (
-        leak(format!("{base}/ofrep/v1/evaluate/flags/new-checkout")),
-        leak(token),
-    );
-    let ofrep: &'static Ask = Box::leak(Box::new(move |c: &reqwest::Client, i: usize| {
-        c.post(url)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(format!(r#"{{"context":{{"targetingKey":"u{i}"}}}}"#))
-    }));
-    // The HTTP stack alone (server and this client), for what the evaluation adds to it.
-    let health = leak(format!("{base}/healthz"));
-    let stack: &'static Ask = Box::leak(Box::new(move |c: &reqwest::Client, _| c.get(health)));
-    let floor = measure(stack, 10_000, 16, secs).await;
+    let ofrep = Ask {
+        method: "POST",
+        url: format!("{base}/ofrep/v1/evaluate/flags/new-checkout"),
+        headers: vec![
+            ("Authorization", format!("Bearer {token}")),
+            ("Content-Type", "application/json".into()),
+        ],
+        body: Some(r#"{"context":{"targetingKey":"u{i}"}}"#),
+    };
+    // The HTTP stack alone, for what the evaluation adds to it.
+    let stack = Ask {
+        method: "GET",
+        url: format!("{base}/healthz"),
+        headers: Vec::new(),
+        body: None,
+    };
+    let floor = measure(dir.path(), &stack, 16, secs);
     println!(
-        "takt /healthz:     p50 {:>6.0} µs  p99 {:>6.0} µs  {:>7.0} requests/s over 16 connections  (the HTTP stack and this client alone)",
+        "takt /healthz:     p50 {:>6.0} µs  p99 {:>6.0} µs  {:>7.0} requests/s over 16 connections  (the HTTP stack alone)",
         floor.p50_us, floor.p99_us, floor.per_second
     );
-    let ours = measure(ofrep, 10_000, 16, secs).await;
+    let ours = measure(dir.path(), &ofrep, 16, secs);
     println!(
         "takt OFREP:        p50 {:>6.0} µs  p99 {:>6.0} µs  {:>7.0} evaluations/s over 16 connections  (targets: p50 <= 200 µs, >= 20,000/s)  {}",
         ours.p50_us,
@@ -374,13 +408,13 @@ async fn main() {
         return;
     }
     let (base, token) = unleash(dir.path(), &mut run).await;
-    let (url, token) = (leak(format!("{base}/api/frontend")), leak(token));
-    let frontend: &'static Ask = Box::leak(Box::new(move |c: &reqwest::Client, i: usize| {
-        c.get(url)
-            .query(&[("userId", format!("u{i}"))])
-            .header("authorization", token)
-    }));
-    let theirs = measure(frontend, 10_000, 16, secs).await;
+    let frontend = Ask {
+        method: "GET",
+        url: format!("{base}/api/frontend?userId=u{{i}}"),
+        headers: vec![("Authorization", token)],
+        body: None,
+    };
+    let theirs = measure(dir.path(), &frontend, 16, secs);
     println!(
         "unleash frontend:  p50 {:>6.0} µs  p99 {:>6.0} µs  {:>7.0} evaluations/s over 16 connections",
         theirs.p50_us, theirs.p99_us, theirs.per_second

@@ -191,12 +191,7 @@ impl Started {
     /// Answers requests until `shutdown` completes, then closes the event log and lets go of
     /// the data directory.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        // Answers go out at once, not held back for the next one (Nagle's algorithm).
-        use axum::serve::ListenerExt;
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, self.app).with_graceful_shutdown(shutdown).await?;
+        takt_server::serve(self.listener, self.app, shutdown).await?;
         self.store.close().await;
         drop(self.data);
         Ok(())
