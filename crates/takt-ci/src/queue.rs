@@ -790,7 +790,7 @@ impl Queue {
 /// is signalled: a reused pid belongs to someone else.
 fn kill_orphan(pid: u32) {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !cmdline.split(|b| *b == 0).any(|a| a == b"__shim") {
+    if !cmdline.split(|b| *b == 0).any(|a| a == takt_exec::shim::ARG.as_bytes()) {
         return;
     }
     if nix::sys::signal::kill(

@@ -215,12 +215,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     // The per-step shim is this same binary; keep its start-up minimal (no clap, no runtime).
-    if args.get(1).is_some_and(|a| a == "__shim") {
-        let rest = match args.get(2) {
-            Some(a) if a == "--" => &args[3..],
-            _ => &args[2..],
-        };
-        return ExitCode::from(takt_exec::shim::main(rest).clamp(0, 255) as u8);
+    if args.get(1).is_some_and(|a| a == takt_exec::shim::ARG) {
+        return ExitCode::from(takt_exec::shim::entry(&args[1..]).clamp(0, 255) as u8);
     }
     let cli = Cli::parse();
     // Every HTTP client (the API client, notifications, S3) speaks TLS through rustls on ring.
@@ -516,7 +512,8 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open_sqlite(&data.db_path())
         .await
         .context("opening the event log")?;
-    let shim = std::env::current_exe().context("finding takt's own executable for the job shim")?;
+    let takt = std::env::current_exe().context("finding takt's own executable for the job shim")?;
+    let shim = takt_exec::shim::beside(&takt);
     let isolation = if a.isolate {
         isolated(&data).await?
     } else {
@@ -524,7 +521,7 @@ async fn run_inner(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let executor = LocalExecutor {
         shim,
-        shim_args: vec!["__shim".into()],
+        shim_args: vec![takt_exec::shim::ARG.into()],
         isolation,
     };
     let engine = Engine::new(executor, store.clone(), &data)?;

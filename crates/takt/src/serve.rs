@@ -236,13 +236,13 @@ pub async fn start(mut config: ServerConfig, quiet: bool) -> Result<Started, (u8
         config.public_url = format!("http://{addr}");
     }
     let projects = takt_server::load_projects(&store).await.map_err(|e| (1, e.into()))?;
-    let shim = std::env::current_exe().map_err(|e| (1, e.into()))?;
-    let shim_program = shim.clone();
+    let takt_exe = std::env::current_exe().map_err(|e| (1, e.into()))?;
+    let shim = takt_exec::shim::beside(&takt_exe);
     let isolation = job_isolation(&config, &data, quiet).await.map_err(|e| (2, e.into()))?;
     let (isolation_name, isolation_note) = (isolation.name(), isolation.note.clone());
     let executor = takt_exec::LocalExecutor {
         shim,
-        shim_args: vec!["__shim".into()],
+        shim_args: vec![takt_exec::shim::ARG.into()],
         isolation: isolation.isolation.clone(),
     };
     let mut engine = takt_engine::Engine::new(executor, store.clone(), &data).map_err(|e| (1, e.into()))?;
@@ -335,7 +335,7 @@ pub async fn start(mut config: ServerConfig, quiet: bool) -> Result<Started, (u8
             Arc::new(takt_server::environments::ServerHost { state: weak.clone() }),
             store.clone(),
             data.root.clone(),
-            takt_cd::Deployments::new(envs, shim_program.clone()),
+            takt_cd::Deployments::new(envs, takt_exe.clone()),
         )),
         mirror,
         exclusive: Default::default(),

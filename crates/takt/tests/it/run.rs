@@ -625,3 +625,35 @@ jobs:
     assert_eq!(j["artifact"]["name"], "test-unit");
     assert_eq!(j["cache"]["key"], "deps-feature-x-1");
 }
+
+#[test]
+fn steps_start_under_the_shim_beside_takt_or_under_takt_itself() {
+    let y = "jobs:\n  who: {script: ['echo \"parent=$(basename $(readlink /proc/$PPID/exe))\"']}\n";
+    let log_of = |out: &std::process::Output, repo: &Repo| {
+        assert!(out.status.success(), "{}", stderr(out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        std::fs::read_to_string(repo.data_dir().join(job(&r, "who")["log"].as_str().unwrap())).unwrap()
+    };
+    // Beside the built takt there is takt-shim: steps start under it.
+    let repo = Repo::new(&[("takt.yml", y)]);
+    let (out, _) = repo.run(&[]);
+    let log = log_of(&out, &repo);
+    assert!(log.contains("parent=takt-shim\n"), "{log}");
+
+    // A takt alone in its directory starts steps under itself (`takt __shim`).
+    let alone = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let exe = alone.path().join("takt");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_takt"), &exe).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_takt"), &exe).unwrap();
+    }
+    let repo = Repo::new(&[("takt.yml", y)]);
+    let out = std::process::Command::new(&exe)
+        .env_remove("TAKT_DATA_DIR")
+        .arg("run")
+        .arg(repo.path())
+        .arg("--json")
+        .output()
+        .unwrap();
+    let log = log_of(&out, &repo);
+    assert!(log.contains("parent=takt\n"), "{log}");
+}
