@@ -692,7 +692,7 @@ pub struct IncidentAnswer {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CheckStatus {
     pub name: String,
-    /// `http`, `tcp`, `dns`, `command` or `heartbeat`.
+    /// `http`, `tcp`, `dns`, `command`, `process`, `metric` or `heartbeat`.
     pub probe: String,
     pub service: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

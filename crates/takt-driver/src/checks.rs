@@ -173,7 +173,8 @@ async fn health(c: &takt_pipeline::HealthCheck, base: Option<&str>) -> Result<St
         .get_or_init(|| takt_probe::Prober::new().map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| format!("cannot probe check `{}`: {e}", c.name))?;
-    if let takt_pipeline::ProbeSpec::Http { path: Some(_), .. } = &c.probe
+    if let takt_pipeline::ProbeSpec::Http { path: Some(_), .. } | takt_pipeline::ProbeSpec::Metric { path: Some(_), .. } =
+        &c.probe
         && base.is_none()
     {
         return Err(format!(
@@ -191,8 +192,13 @@ async fn health(c: &takt_pipeline::HealthCheck, base: Option<&str>) -> Result<St
     );
     let took = probe.response_time.as_millis();
     let at = match &c.probe {
-        takt_pipeline::ProbeSpec::Http { url: Some(u), .. } => format!(" at {u}"),
-        takt_pipeline::ProbeSpec::Http { path: Some(p), .. } => format!(" at {}{p}", base.unwrap_or_default()),
+        takt_pipeline::ProbeSpec::Http { url: Some(u), .. } | takt_pipeline::ProbeSpec::Metric { url: Some(u), .. } => {
+            format!(" at {u}")
+        }
+        takt_pipeline::ProbeSpec::Http { path: Some(p), .. }
+        | takt_pipeline::ProbeSpec::Metric { path: Some(p), .. } => {
+            format!(" at {}{p}", base.unwrap_or_default())
+        }
         _ => String::new(),
     };
     let said = format!("check `{}`{at}: {why} (in {took} ms)", c.name);

@@ -45,7 +45,8 @@ impl Placeholder {
 }
 
 impl Op {
-    fn text(self) -> &'static str {
+    /// The operator as written: `<`, `!=`, …
+    pub fn text(self) -> &'static str {
         match self {
             Op::Eq => "==",
             Op::Ne => "!=",
@@ -54,6 +55,13 @@ impl Op {
             Op::Gt => ">",
             Op::Ge => ">=",
         }
+    }
+
+    /// The operator written `text`, if it is one.
+    pub fn parse(text: &str) -> Option<Op> {
+        [Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Gt, Op::Ge]
+            .into_iter()
+            .find(|o| o.text() == text.trim())
     }
 }
 

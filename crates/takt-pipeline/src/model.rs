@@ -213,6 +213,20 @@ pub enum ProbeSpec {
     Process {
         environment: String,
     },
+    /// A series of a Prometheus exposition page (`url`, or `path` on the check's environment's
+    /// public address; default `/metrics`): it connects when the page answers 2xx and parses;
+    /// `[BODY]` is `{"value": V, "series": N}`, V the sum of the `N` series named `name` whose
+    /// labels include `labels` (null when none), and `[BODY].value OP VALUE` is one of the
+    /// check's conditions.
+    Metric {
+        url: Option<String>,
+        path: Option<String>,
+        name: String,
+        labels: Vec<(String, String)>,
+        op: takt_monitor::condition::Op,
+        /// A finite number, as written.
+        value: String,
+    },
     /// Pushed beats (`POST /api/v1/heartbeats/...`): one missed for `every` + `grace` fails it.
     Heartbeat {
         every: Duration,

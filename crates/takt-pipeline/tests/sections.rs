@@ -284,6 +284,63 @@ fn bad_checks_say_where_and_why() {
 }
 
 #[test]
+fn a_metric_check_compares_a_series_of_a_prometheus_page() {
+    let yml = "environments:\n  prod: {port: 8080}\njobs:\n  a: {script: [x]}\nchecks:\n  queue:\n    environment: prod\n    metric: {name: jobs_queued, labels: {queue: mail}, op: \"<\", value: 100}\n  node:\n    metric: {url: \"http://10.0.0.5:9100/metrics\", name: up, op: \"==\", value: 1}\n    conditions: [\"[STATUS] == 200\"]\n";
+    let p = takt_pipeline::parse("takt.yml", yml.as_bytes()).unwrap();
+    let queue = &p.checks[0];
+    assert!(
+        matches!(&queue.probe, takt_pipeline::ProbeSpec::Metric { path: Some(p), url: None, name, labels, .. }
+            if p == "/metrics" && name == "jobs_queued" && labels == &[("queue".to_string(), "mail".to_string())]),
+        "{:?}",
+        queue.probe
+    );
+    // The comparison is one more condition, after Gatus's default or the check's own.
+    assert_eq!(queue.conditions, ["[CONNECTED] == true", "[BODY].value < 100"]);
+    assert_eq!(p.checks[1].conditions, ["[STATUS] == 200", "[BODY].value == 1"]);
+
+    let head = "jobs:\n  a: {script: [x]}\nchecks:\n  c:\n";
+    for (body, want) in [
+        (
+            "    metric: {name: up, op: \"<\"}\n",
+            "takt.yml:5:13: error: `metric` needs the series' `name` and the comparison's `op` and `value`",
+        ),
+        (
+            "    metric: {url: \"http://x/m\", name: up, op: \"=~\", value: 1}\n",
+            "`metric.op` must be one of <, <=, >, >=, == or !=",
+        ),
+        (
+            "    metric: {url: \"http://x/m\", name: up, op: \"<\", value: lots}\n",
+            "`metric.value` must be a number",
+        ),
+        (
+            "    metric: {url: \"http://x/m\", name: 9up, op: \"<\", value: 1}\n",
+            "`metric.name` is not a Prometheus metric name",
+        ),
+        (
+            "    metric: {name: up, op: \"<\", value: 1}\n",
+            "probes a `path` but names no `environment`",
+        ),
+        (
+            "    metric: {url: \"http://x/m\", path: /m, name: up, op: \"<\", value: 1}\n",
+            "needs a `url` or a `path`, not both",
+        ),
+        (
+            "    metric: {url: \"http://x/m\", name: up, op: \"<\", value: 1, lables: {a: b}}\n",
+            "did you mean `labels`?",
+        ),
+        (
+            "    metric: {url: \"http://x/m\", name: up, op: \"<\", value: 1}\n    conditions: [\"[IP] == x\"]\n",
+            "a metric check has no [IP]",
+        ),
+    ] {
+        let err = errors(&format!("{head}{body}"));
+        assert!(err.contains(want), "{body}\n→ {err}");
+        // One error each: a field that did not parse is not also reported missing.
+        assert_eq!(err.matches("error:").count(), 1, "{body}\n→ {err}");
+    }
+}
+
+#[test]
 fn a_check_may_say_when_it_is_degraded() {
     let yml = "jobs:\n  a: {script: [x]}\nchecks:\n  api:\n    http: {url: \"http://127.0.0.1:1/\"}\n    degraded_when: [\"[STATUS] == 429\", \"[BODY].degraded == true\"]\n    degraded_latency: 300ms\n";
     let p = takt_pipeline::parse("takt.yml", yml.as_bytes()).unwrap();

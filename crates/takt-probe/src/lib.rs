@@ -6,6 +6,7 @@
 //! check (`crates/takt-driver/src/checks.rs`).
 
 mod dns;
+pub mod metric;
 
 use std::time::{Duration, Instant};
 use takt_monitor::condition::Probe;
@@ -13,6 +14,9 @@ use takt_pipeline::ProbeSpec;
 
 /// The most of a body or a command's output a condition sees.
 pub const MAX_BODY: usize = 1 << 20;
+
+/// The largest Prometheus page a `metric` check reads.
+pub const METRICS_PAGE: usize = 16 << 20;
 
 /// Probes with shared HTTP clients (one that follows redirects, one that does not).
 #[derive(Clone)]
@@ -72,10 +76,8 @@ impl Prober {
                 follow_redirects,
                 insecure,
             } => {
-                let target = match (url, path, base) {
-                    (Some(u), _, _) => u.clone(),
-                    (None, Some(p), Some(b)) => format!("{}{p}", b.trim_end_matches('/')),
-                    _ => return Probe::default(),
+                let Some(target) = target(url, path, base) else {
+                    return Probe::default();
                 };
                 let client = match (*follow_redirects, *insecure) {
                     (true, false) => &self.follow,
@@ -147,9 +149,59 @@ impl Prober {
                     Err(_) => Probe::default(),
                 }
             }
+            ProbeSpec::Metric {
+                url,
+                path,
+                name,
+                labels,
+                ..
+            } => {
+                let Some(target) = target(url, path, base) else {
+                    return Probe::default();
+                };
+                // The text format: what every Prometheus client serves by default.
+                let req = self.stay.get(&target).header("accept", "text/plain;version=0.0.4");
+                let Ok(mut res) = req.send().await else {
+                    return Probe::default();
+                };
+                let status = res.status();
+                let mut bytes = Vec::new();
+                while let Ok(Some(chunk)) = res.chunk().await {
+                    bytes.extend_from_slice(&chunk);
+                    if bytes.len() > METRICS_PAGE {
+                        // Cut pages would lose series: a page this large is an error.
+                        return Probe {
+                            status: Some(status.as_u16()),
+                            body: Some(format!("the page is larger than {} MiB", METRICS_PAGE >> 20)),
+                            ..Probe::default()
+                        };
+                    }
+                }
+                let text = String::from_utf8_lossy(&bytes);
+                let series = metric::select(&text, name, labels);
+                Probe {
+                    status: Some(status.as_u16()),
+                    connected: status.is_success() && series.is_ok(),
+                    ip: res.remote_addr().map(|a| a.ip().to_string()),
+                    body: Some(match series {
+                        Ok(s) => s.body(),
+                        Err(e) => e,
+                    }),
+                    ..Probe::default()
+                }
+            }
             // Heartbeats are pushed; instances are asked of their supervisor (takt-observe's host).
             ProbeSpec::Heartbeat { .. } | ProbeSpec::Process { .. } => Probe::default(),
         }
+    }
+}
+
+/// Where an HTTP probe goes: its `url`, or its `path` on `base` (the environment's address).
+fn target(url: &Option<String>, path: &Option<String>, base: Option<&str>) -> Option<String> {
+    match (url, path, base) {
+        (Some(u), _, _) => Some(u.clone()),
+        (None, Some(p), Some(b)) => Some(format!("{}{p}", b.trim_end_matches('/'))),
+        _ => None,
     }
 }
 

@@ -42,6 +42,7 @@ fn probe_name(p: &ProbeSpec) -> &'static str {
         ProbeSpec::Dns { .. } => "dns",
         ProbeSpec::Command(_) => "command",
         ProbeSpec::Process { .. } => "process",
+        ProbeSpec::Metric { .. } => "metric",
         ProbeSpec::Heartbeat { .. } => "heartbeat",
     }
 }

@@ -15,6 +15,7 @@ const CHECK_KEYS: &[&str] = &[
     "dns",
     "command",
     "process",
+    "metric",
     "heartbeat",
     "interval",
     "timeout",
@@ -25,7 +26,7 @@ const CHECK_KEYS: &[&str] = &[
     "success_threshold",
     "public",
 ];
-const PROBES: &[&str] = &["http", "tcp", "dns", "command", "process", "heartbeat"];
+const PROBES: &[&str] = &["http", "tcp", "dns", "command", "process", "metric", "heartbeat"];
 
 impl Cx {
     pub(super) fn checks(&mut self, n: &Node) -> Vec<HealthCheck> {
@@ -49,7 +50,7 @@ impl Cx {
                 self.err_help(
                     fk.pos,
                     format!("{ctx} has more than one probe"),
-                    "give each check one of http, tcp, dns, command, process or heartbeat",
+                    "give each check one of http, tcp, dns, command, process, metric or heartbeat",
                 );
                 continue;
             }
@@ -61,6 +62,7 @@ impl Cx {
                 "dns" => probe = self.dns(fv),
                 "command" => probe = self.string(fv, "`command`").map(ProbeSpec::Command),
                 "process" => probe = self.process(fv),
+                "metric" => probe = self.metric_probe(fv),
                 "heartbeat" => probe = self.heartbeat(fv),
                 "interval" => c.interval = self.positive(fv, "`interval`").unwrap_or(c.interval),
                 "timeout" => c.timeout = self.positive(fv, "`timeout`").unwrap_or(c.timeout),
@@ -95,7 +97,7 @@ impl Cx {
             self.err_help(
                 k.pos,
                 format!("{ctx} has no probe"),
-                "add one of http: {url: ...}, tcp: {host, port}, dns: {name}, command: ..., process: {environment: E} or heartbeat: {every: 24h}",
+                "add one of http: {url: ...}, tcp: {host, port}, dns: {name}, command: ..., process: {environment: E}, metric: {name, op, value} or heartbeat: {every: 24h}",
             );
             return None;
         };
@@ -115,7 +117,7 @@ impl Cx {
                 }
             }
         }
-        if let ProbeSpec::Http { path: Some(_), .. } = &probe
+        if let ProbeSpec::Http { path: Some(_), .. } | ProbeSpec::Metric { path: Some(_), .. } = &probe
             && c.environment.is_none()
         {
             self.err_help(
@@ -142,6 +144,11 @@ impl Cx {
                 ProbeSpec::Http { .. } => vec!["[STATUS] < 400".into()],
                 _ => vec!["[CONNECTED] == true".into()],
             };
+        }
+        if let ProbeSpec::Metric { op, value, .. } = &probe {
+            // The comparison the metric names is one more condition, judged and explained as
+            // the others: `[BODY].value (130) < 100`.
+            c.conditions.push(format!("[BODY].value {} {value}", op.text()));
         }
         if matches!(probe, ProbeSpec::Heartbeat { .. }) {
             // One missed beat fails a heartbeat, one beat brings it back (as Gatus's external
@@ -190,6 +197,7 @@ impl Cx {
             ProbeSpec::Tcp { .. } => &["[CONNECTED]", "[RESPONSE_TIME]", "[IP]"],
             ProbeSpec::Dns { .. } => &["[DNS_RCODE]", "[BODY]", "[IP]", "[RESPONSE_TIME]", "[CONNECTED]"],
             ProbeSpec::Command(_) | ProbeSpec::Process { .. } => &["[CONNECTED]", "[BODY]", "[RESPONSE_TIME]"],
+            ProbeSpec::Metric { .. } => &["[STATUS]", "[CONNECTED]", "[BODY]", "[RESPONSE_TIME]"],
             ProbeSpec::Heartbeat { .. } => &[],
         };
         let mut out = Vec::new();
@@ -215,6 +223,7 @@ impl Cx {
                         ProbeSpec::Tcp { .. } => "a tcp",
                         ProbeSpec::Dns { .. } => "a dns",
                         ProbeSpec::Process { .. } => "a process",
+                        ProbeSpec::Metric { .. } => "a metric",
                         _ => "a command",
                     };
                     let wrong: Vec<&'static str> = c
@@ -322,6 +331,96 @@ impl Cx {
         // Empty: the check's own `environment`, wherever it is written (filled in below).
         Some(ProbeSpec::Process {
             environment: environment.unwrap_or_default(),
+        })
+    }
+
+    /// `metric: {url | path, name, labels, op, value}`: a series of a Prometheus page (`path`
+    /// on the check's environment, `/metrics` when neither is given).
+    fn metric_probe(&mut self, n: &Node) -> Option<ProbeSpec> {
+        const KEYS: &[&str] = &["url", "path", "name", "labels", "op", "value"];
+        let fields = self.map(n, "`metric`")?;
+        let (mut url, mut path, mut name, mut labels, mut op, mut value) = (None, None, None, Vec::new(), None, None);
+        let mut ok = true;
+        for (fk, fv) in fields {
+            match key(fk) {
+                "url" => {
+                    url = self.string(fv, "`metric.url`");
+                    if url
+                        .as_ref()
+                        .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+                    {
+                        self.err(fv.pos, "`metric.url` must start with http:// or https://");
+                        ok = false;
+                    }
+                }
+                "path" => {
+                    path = self.string(fv, "`metric.path`");
+                    if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+                        self.err(fv.pos, "`metric.path` is a path starting with /");
+                        ok = false;
+                    }
+                }
+                "name" => {
+                    name = self.string(fv, "`metric.name`");
+                    if name.as_ref().is_some_and(|m| !is_metric_name(m)) {
+                        self.err_help(
+                            fv.pos,
+                            "`metric.name` is not a Prometheus metric name",
+                            "letters, digits, `_` and `:`, not starting with a digit, such as http_requests_total",
+                        );
+                        ok = false;
+                    }
+                }
+                "labels" => labels = self.variables(fv, "`metric.labels`"),
+                "op" => {
+                    let text = self.string(fv, "`metric.op`");
+                    op = text.as_deref().and_then(takt_monitor::condition::Op::parse);
+                    if text.is_some() && op.is_none() {
+                        self.err(fv.pos, "`metric.op` must be one of <, <=, >, >=, == or !=");
+                        ok = false;
+                    }
+                }
+                "value" => {
+                    value = fv
+                        .as_str()
+                        .filter(|v| v.parse::<f64>().is_ok_and(f64::is_finite))
+                        .map(str::to_string);
+                    if value.is_none() {
+                        self.err(fv.pos, "`metric.value` must be a number, such as 100 or 0.5");
+                        ok = false;
+                    }
+                }
+                _ => self.unknown_key(fk, KEYS, "`metric`"),
+            }
+        }
+        if url.is_some() && path.is_some() {
+            self.err_help(
+                n.pos,
+                "`metric` needs a `url` or a `path`, not both",
+                "`url: http://10.0.0.5:9100/metrics`, or `path: /metrics` (the default) on the check's `environment`",
+            );
+            return None;
+        }
+        let (Some(name), Some(op), Some(value)) = (name, op, value) else {
+            if ok {
+                self.err_help(
+                    n.pos,
+                    "`metric` needs the series' `name` and the comparison's `op` and `value`",
+                    "such as `metric: {name: queue_depth, labels: {queue: mail}, op: \"<\", value: 100}`",
+                );
+            }
+            return None;
+        };
+        if url.is_none() && path.is_none() {
+            path = Some("/metrics".to_string());
+        }
+        Some(ProbeSpec::Metric {
+            url,
+            path,
+            name,
+            labels,
+            op,
+            value,
         })
     }
 
@@ -566,4 +665,13 @@ fn weekday(d: &str) -> Option<u8> {
     ];
     let d = d.to_ascii_lowercase();
     DAYS.iter().position(|x| *x == d || x[..3] == d).map(|i| i as u8)
+}
+
+/// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn is_metric_name(m: &str) -> bool {
+    let mut chars = m.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }

@@ -658,3 +658,58 @@ async fn a_check_still_down_when_its_window_ends_opens_its_incident_then() {
     );
     assert!(t(&outage) >= end, "{outage:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metric_check_goes_down_when_a_series_crosses_its_threshold() {
+    // A service's own Prometheus page: a queue's depth the test moves, beside other series.
+    let depth = Arc::new(AtomicU64::new(5));
+    let hits = Arc::new(AtomicU32::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let page = {
+        let (depth, hits) = (depth.clone(), hits.clone());
+        move || {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let d = depth.load(Ordering::SeqCst);
+            async move {
+                format!(
+                    "# HELP jobs_queued Jobs waiting.\n# TYPE jobs_queued gauge\njobs_queued{{queue=\"mail\",region=\"eu\"}} {d}\njobs_queued{{queue=\"mail\",region=\"us\"}} 1\njobs_queued{{queue=\"sms\",region=\"eu\"}} 900\n# TYPE up gauge\nup 1\n"
+                )
+            }
+        }
+    };
+    let app = axum::Router::new().route("/metrics", get(page));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let yml = format!(
+        "jobs:\n  a: {{script: [x]}}\nchecks:\n  mail-queue:\n    metric: {{url: \"http://127.0.0.1:{port}/metrics\", name: jobs_queued, labels: {{queue: mail}}, op: \"<\", value: 100}}\n    interval: 100ms\n"
+    );
+    let (_repo, _dir, s, admin, head) = serve_project(&yml).await;
+    // Healthy: 5 + 1 waiting in the mail queue (the sms queue's 900 is not selected).
+    until("the check probes the page", || async {
+        hits.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    let list = get_json(&s, "/api/v1/projects/web/checks", &admin).await;
+    assert_eq!(list["checks"][0]["probe"], "metric", "{list:#}");
+    let page = get_json(
+        &s,
+        &format!("/api/v1/events?kind=check_state_changed&after={head}"),
+        &admin,
+    )
+    .await;
+    assert_eq!(page["events"], json!([]), "healthy, nothing recorded: {page:#}");
+    depth.store(250, Ordering::SeqCst);
+    let down = next_change(&s, &admin, head).await;
+    assert_eq!(
+        (&down["check"], &down["state"]),
+        (&json!("mail-queue"), &json!("down")),
+        "{down:#}"
+    );
+    assert_eq!(down["reason"], "[BODY].value (251) < 100", "{down:#}");
+    let opened = next(&s, &admin, "incident_opened", head).await;
+    assert_eq!(opened["checks"], json!(["mail-queue"]), "{opened:#}");
+    depth.store(7, Ordering::SeqCst);
+    let up = next_change(&s, &admin, down["seq"].as_i64().unwrap()).await;
+    assert_eq!(up["state"], "up", "{up:#}");
+}
