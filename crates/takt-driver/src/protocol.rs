@@ -63,6 +63,10 @@ pub struct Status {
     /// The public port (0: no proxy; the nginx driver routes instead).
     pub port: u16,
     pub slots: Vec<SlotStatus>,
+    /// Everything the public port's proxy counted since the supervisor started: every slot's,
+    /// also of slots stopped since, and requests refused for want of an instance (errors).
+    #[serde(default)]
+    pub total: Traffic,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

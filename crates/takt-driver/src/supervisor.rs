@@ -60,6 +60,8 @@ struct Supervisor {
     slots: Mutex<HashMap<String, Slot>>,
     /// The slot each proxy backend belongs to, in the order given to the proxy.
     backends: Mutex<Vec<String>>,
+    /// What the proxy counted for slots since stopped.
+    retired: Mutex<Traffic>,
     previews: tokio::sync::Mutex<HashMap<u16, Arc<Proxy>>>,
 }
 
@@ -92,6 +94,7 @@ pub async fn run(config: SupervisorConfig) -> std::io::Result<()> {
         proxy,
         slots: Mutex::new(HashMap::new()),
         backends: Mutex::new(Vec::new()),
+        retired: Mutex::new(Traffic::default()),
         previews: tokio::sync::Mutex::new(HashMap::new()),
     });
     let (quit_tx, mut quit) = watch::channel(false);
@@ -239,11 +242,26 @@ impl Supervisor {
                 ok(Some(self.status()))
             }
             Request::Stop { slot } => {
+                if self.slots.lock().contains_key(&slot) {
+                    // Routed away first, so that what the proxy counted for it is folded into
+                    // its totals, which then join the stopped slots'.
+                    let weights: Vec<(String, u32)> = self
+                        .slots
+                        .lock()
+                        .iter()
+                        .filter(|(k, _)| **k != slot)
+                        .map(|(k, v)| (k.clone(), v.weight))
+                        .collect();
+                    self.route(&weights);
+                }
                 let removed = self.slots.lock().remove(&slot);
                 if let Some(s) = removed {
-                    let weights: Vec<(String, u32)> =
-                        self.slots.lock().iter().map(|(k, v)| (k.clone(), v.weight)).collect();
-                    self.route(&weights);
+                    {
+                        let mut retired = self.retired.lock();
+                        retired.requests += s.earlier.requests;
+                        retired.errors += s.earlier.errors;
+                        retired.latency_us += s.earlier.latency_us;
+                    }
                     // Requests already on their way to these instances get time to finish (a
                     // load balancer's deregistration delay) before the instances are stopped.
                     tokio::time::sleep(DRAIN).await;
@@ -362,10 +380,20 @@ impl Supervisor {
                 .collect()
         };
         slots.sort_by(|a, b| a.slot.cmp(&b.slot));
+        let mut total = *self.retired.lock();
+        for s in &slots {
+            total.requests += s.traffic.requests;
+            total.errors += s.traffic.errors;
+            total.latency_us += s.traffic.latency_us;
+        }
+        let refused = self.proxy.as_ref().map_or(0, |p| p.refused());
+        total.requests += refused;
+        total.errors += refused;
         Status {
             pid: std::process::id(),
             port: self.port,
             slots,
+            total,
         }
     }
 

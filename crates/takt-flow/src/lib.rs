@@ -425,6 +425,8 @@ impl Flow {
             remediation: None,
             pages: 0,
             paged_at: None,
+            traffic_at_impact: None,
+            traffic_at_end: None,
             reminders: 0,
             reminded_at: None,
             timeline: vec![takt_views::IncidentEntry {

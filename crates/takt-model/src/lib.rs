@@ -742,6 +742,17 @@ pub enum EventKind {
         id: String,
         count: u32,
     },
+    /// What the proxy in front of incident `id`'s environment had counted since it started
+    /// (`requests`; `errors`: 5xx answers, unreachable instances and requests with no instance
+    /// to go to), read by the monitoring service at the first failing result of the checks
+    /// that opened it (`mark: impact`) and when it was resolved (`mark: resolved`). The
+    /// postmortem's "requests failed" is the difference.
+    IncidentTraffic {
+        id: String,
+        mark: TrafficMark,
+        requests: u64,
+        errors: u64,
+    },
     /// A deployment from before takt, loaded by `takt import`: only the flow metrics read it.
     ImportedDeployment {
         deployment: ImportedDeployment,
@@ -1008,6 +1019,24 @@ pub enum RemedyOutcome {
     /// Nothing was done (`detail` says why: the environment is halted, no deployment
     /// finished within `remediate_window` before the incident, nothing to roll back to).
     Skipped,
+}
+
+/// When an `incident_traffic` reading was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum TrafficMark {
+    /// At the first failing result of the checks that opened the incident.
+    Impact,
+    /// Once the incident was resolved.
+    Resolved,
+}
+
+/// A proxy's counters: requests, and those that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RequestCounts {
+    pub requests: u64,
+    pub errors: u64,
 }
 
 /// Why an incident paged its on-call subscribers.

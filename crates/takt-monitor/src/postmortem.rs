@@ -77,7 +77,41 @@ pub struct Postmortem {
     pub remediation: Option<String>,
     pub remediation_outcome: Option<takt_model::RemedyOutcome>,
     pub pages: u32,
+    /// The requests that failed, as the environment's proxy counted them.
+    #[serde(default)]
+    pub requests: Requests,
     pub timeline: Vec<Entry>,
+}
+
+/// What the proxy in front of the environment counted of an incident (`incident_traffic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Requests {
+    /// From the first failing result of the checks that opened it to its resolution.
+    Counted { failed: u64, total: u64 },
+    /// Counted from the first failing result; the incident is still open.
+    StillOpen,
+    /// The proxy started again meanwhile (its counters went back): not known.
+    ProxyRestarted,
+    /// No proxy of takt's in front of the environment (the command and nginx drivers, or a
+    /// check without an environment).
+    #[default]
+    NotMeasured,
+}
+
+impl Requests {
+    fn of(i: &Incident) -> Requests {
+        match (i.traffic_at_impact, i.traffic_at_end) {
+            (None, _) => Requests::NotMeasured,
+            (Some(_), None) if i.resolved_at.is_none() => Requests::StillOpen,
+            (Some(_), None) => Requests::NotMeasured,
+            (Some(a), Some(b)) if b.requests < a.requests || b.errors < a.errors => Requests::ProxyRestarted,
+            (Some(a), Some(b)) => Requests::Counted {
+                failed: b.errors - a.errors,
+                total: b.requests - a.requests,
+            },
+        }
+    }
 }
 
 fn hms(t: OffsetDateTime) -> String {
@@ -276,6 +310,7 @@ pub fn draft(i: &Incident, events: &[Event], suspects: &[Suspect], now: OffsetDa
             .map(|r| takt_model::describe_remediation(r.action, r.deploy.as_deref(), r.outcome, r.detail.as_deref())),
         remediation_outcome: i.remediation.as_ref().map(|r| r.outcome),
         pages: i.pages,
+        requests: Requests::of(i),
         timeline,
     }
 }
@@ -328,10 +363,22 @@ pub fn markdown(p: &Postmortem) -> String {
     };
     let _ = writeln!(m, "- Services: {}", list(&p.services));
     let _ = writeln!(m, "- Checks failed: {}", list(&p.checks));
-    let _ = writeln!(
-        m,
-        "- Requests failed: _(from the load balancer's or the service's own figures)_"
-    );
+    let env = &p.environment;
+    let _ = match p.requests {
+        Requests::Counted { failed, total } => writeln!(
+            m,
+            "- Requests failed: {failed} of {total} through the proxy of {env} (from the first failing check to the resolution)"
+        ),
+        Requests::StillOpen => writeln!(m, "- Requests failed: still counting (the incident is open)"),
+        Requests::ProxyRestarted => writeln!(
+            m,
+            "- Requests failed: not known (the proxy of {env} restarted meanwhile); _from the service's own figures_"
+        ),
+        Requests::NotMeasured => writeln!(
+            m,
+            "- Requests failed: _(no proxy of takt's in front of {env}: from the load balancer's or the service's own figures)_"
+        ),
+    };
     let _ = writeln!(m, "\n## Timeline (UTC)\n");
     for e in &p.timeline {
         let _ = writeln!(m, "- {} — {}", hms(e.at), e.text);

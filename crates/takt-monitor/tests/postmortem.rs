@@ -109,6 +109,20 @@ fn events() -> Vec<Event> {
         301,
     ));
     out.push(at(new.opened("shop#7"), 301));
+    // The proxy's counters at the first failing result and at the resolution.
+    let traffic = |mark, requests, errors, secs| {
+        at(
+            EventKind::IncidentTraffic {
+                id: "shop#7".into(),
+                mark,
+                requests,
+                errors,
+            },
+            secs,
+        )
+    };
+    out.push(traffic(TrafficMark::Impact, 90_000, 12, 301));
+    out.push(traffic(TrafficMark::Resolved, 125_000, 4_012, 1000));
     let remediation = |outcome, detail: Option<&str>, secs| {
         at(
             EventKind::IncidentRemediation {
@@ -198,4 +212,56 @@ fn the_draft_of_a_remediated_incident_reads_as_expected() {
     }
     let expected = std::fs::read_to_string(&path).unwrap();
     assert_eq!(md, expected, "the draft differs from {}", path.display());
+}
+
+#[test]
+fn requests_failed_are_counted_only_where_a_proxy_measured_them() {
+    use takt_monitor::postmortem::Requests;
+    let requests = |events: &[Event]| {
+        let incident = Incidents::fold(events).get("shop#7").cloned().unwrap();
+        draft(&incident, events, &[], T0 + time::Duration::hours(5)).requests
+    };
+    let all = events();
+    assert_eq!(
+        requests(&all),
+        Requests::Counted {
+            failed: 4_000,
+            total: 35_000
+        }
+    );
+    let without = |kinds: &[&str], mark: Option<TrafficMark>| -> Vec<Event> {
+        all.iter()
+            .filter(|e| !kinds.contains(&e.kind.name()))
+            .filter(|e| !matches!((&e.kind, mark), (EventKind::IncidentTraffic { mark: m, .. }, Some(x)) if *m == x))
+            .cloned()
+            .collect()
+    };
+    // No reading at all: no proxy in front of the environment.
+    assert_eq!(requests(&without(&["incident_traffic"], None)), Requests::NotMeasured);
+    // Not resolved yet: still counting.
+    let open = without(&["incident_resolved"], Some(TrafficMark::Resolved));
+    assert_eq!(requests(&open), Requests::StillOpen);
+    assert!(
+        markdown(&draft(
+            &Incidents::fold(&open).get("shop#7").cloned().unwrap(),
+            &open,
+            &[],
+            T0
+        ))
+        .contains("- Requests failed: still counting")
+    );
+    // Counters that went back: the proxy restarted, nothing is made up.
+    let mut restarted = all.clone();
+    for e in &mut restarted {
+        if let EventKind::IncidentTraffic {
+            mark: TrafficMark::Resolved,
+            requests,
+            errors,
+            ..
+        } = &mut e.kind
+        {
+            (*requests, *errors) = (500, 3);
+        }
+    }
+    assert_eq!(requests(&restarted), Requests::ProxyRestarted);
 }

@@ -48,7 +48,18 @@ pub trait Host: Send + Sync {
     /// The instances of the version taking traffic in `project`'s environment `env`, as its
     /// supervisor and their ports say; `None`: no supervisor answers (or not that driver).
     fn instances<'a>(&'a self, project: &'a str, env: &'a str) -> HostFuture<'a, Option<Vec<Instance>>>;
+    /// What the proxy in front of `project`'s environment `env` has counted since it started;
+    /// `None`: no proxy there (the command and nginx drivers) or none answers.
+    fn requests<'a>(&'a self, project: &'a str, env: &'a str) -> HostFuture<'a, Option<takt_model::RequestCounts>>;
 }
+
+/// Per `(project, check)`: the proxy's counters at the first failing result of the check's
+/// current failing streak (when it has an environment with a proxy).
+type ImpactReadings = Arc<Mutex<HashMap<(String, String), (OffsetDateTime, takt_model::RequestCounts)>>>;
+
+/// How long after an incident's resolution its closing `incident_traffic` reading may still
+/// be taken: later (the server was down), the counters say nothing about it any more.
+const TRAFFIC_LATE: time::Duration = time::Duration::minutes(2);
 
 /// One instance of a running version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -94,7 +105,7 @@ pub struct ProjectChecks {
 
 /// Event kinds after which `project`'s incidents are brought in line with its checks.
 /// (A check still down when an environment's first deploy finishes opens its incident then.)
-pub const INCIDENTS_ON: &[&str] = &["check_state_changed", "deploy_finished"];
+pub const INCIDENTS_ON: &[&str] = &["check_state_changed", "deploy_finished", "incident_resolved"];
 
 /// Event kinds after which the checks are looked at again.
 pub const RECONCILE_ON: &[&str] = &["project_added", "project_updated", "run_queued"];
@@ -136,6 +147,7 @@ pub struct Observe {
     incidents_pass: tokio::sync::Mutex<()>,
     /// Signalled when a project's checks were looked at again (its windows may have changed).
     reconciled: tokio::sync::Notify,
+    impact: ImpactReadings,
 }
 
 /// How long a built status page is served as it is.
@@ -154,6 +166,7 @@ impl Observe {
             status_cache: tokio::sync::Mutex::new(None),
             incidents_pass: tokio::sync::Mutex::new(()),
             reconciled: tokio::sync::Notify::new(),
+            impact: ImpactReadings::default(),
         })
     }
 
@@ -402,8 +415,20 @@ impl Observe {
             takt_monitor::incident::reconcile(project, checks.checks.values(), incidents.incidents.values(), quiet);
         for act in acts {
             if let Act::Open(new) = act {
-                if let Err(err) = self.host.open_incident(project, new).await {
-                    tracing::error!(error = %err, project, "cannot open an incident");
+                let first = {
+                    let readings = self.impact.lock();
+                    new.checks
+                        .iter()
+                        .filter_map(|c| readings.get(&(project.to_string(), c.clone())).copied())
+                        .min_by_key(|(at, _)| *at)
+                };
+                match self.host.open_incident(project, new).await {
+                    Err(err) => tracing::error!(error = %err, project, "cannot open an incident"),
+                    Ok(id) => {
+                        if let Some((_, counts)) = first {
+                            self.traffic(project, id, takt_model::TrafficMark::Impact, counts).await;
+                        }
+                    }
                 }
                 continue;
             }
@@ -415,6 +440,36 @@ impl Observe {
             if let Err(err) = self.store.append(&Event::now(project, None, kind)).await {
                 tracing::error!(error = %err, project, "cannot record an incident's change");
             }
+        }
+        // Each incident resolved (by takt or a person) whose impact was counted gets its
+        // closing reading, once; the resolution itself starts the pass that takes it.
+        let late = OffsetDateTime::now_utc() - TRAFFIC_LATE;
+        for i in incidents.incidents.values() {
+            if i.project != project || i.traffic_at_impact.is_none() || i.traffic_at_end.is_some() {
+                continue;
+            }
+            if i.resolved_at.is_some_and(|r| r > late)
+                && let Ok(Some(counts)) = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    self.host.requests(project, &i.environment),
+                )
+                .await
+            {
+                self.traffic(project, i.id.clone(), takt_model::TrafficMark::Resolved, counts)
+                    .await;
+            }
+        }
+    }
+
+    async fn traffic(&self, project: &str, id: String, mark: takt_model::TrafficMark, c: takt_model::RequestCounts) {
+        let kind = EventKind::IncidentTraffic {
+            id,
+            mark,
+            requests: c.requests,
+            errors: c.errors,
+        };
+        if let Err(err) = self.store.append(&Event::now(project, None, kind)).await {
+            tracing::error!(error = %err, project, "cannot record an incident's traffic");
         }
     }
 
@@ -508,6 +563,7 @@ impl Observe {
                         store: self.store.clone(),
                         results: self.results.clone(),
                         prober: self.prober.clone(),
+                        impact: self.impact.clone(),
                     };
                     let task = tokio::spawn(watch(probing, project.to_string(), c.clone(), base.clone(), health));
                     (task, None)
@@ -584,6 +640,7 @@ struct Probing {
     store: Store,
     results: results::Recorder,
     prober: takt_probe::Prober,
+    impact: ImpactReadings,
 }
 
 /// One check, forever: probe at its interval, judge, record a crossed threshold.
@@ -593,6 +650,7 @@ async fn watch(p: Probing, project: String, c: HealthCheck, base: Option<String>
         store,
         results,
         prober,
+        impact,
     } = p;
     let parse = |list: &[String]| -> Vec<Condition> { list.iter().filter_map(|t| Condition::parse(t).ok()).collect() };
     let conditions = parse(&c.conditions);
@@ -636,6 +694,19 @@ async fn watch(p: Probing, project: String, c: HealthCheck, base: Option<String>
                 at
             }
         };
+        let key = (project.clone(), c.name.clone());
+        if outcome.success() {
+            impact.lock().remove(&key);
+        } else if let Some(env) = &c.environment
+            && !impact.lock().contains_key(&key)
+        {
+            // The first failing result: what the proxy had counted until then, for the
+            // requests an incident's postmortem says failed.
+            let read = tokio::time::timeout(std::time::Duration::from_secs(1), host.requests(&project, env));
+            if let Ok(Some(counts)) = read.await {
+                impact.lock().insert(key, (at, counts));
+            }
+        }
         let Some(change) = streak.record(outcome) else {
             continue;
         };

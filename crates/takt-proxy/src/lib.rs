@@ -56,6 +56,8 @@ struct Backends {
 /// A weighted reverse proxy.
 pub struct Proxy {
     backends: Mutex<Backends>,
+    /// Requests answered 503 because no backend had weight, ever.
+    refused: std::sync::atomic::AtomicU64,
     client: Client<HttpConnector, Incoming>,
 }
 
@@ -75,6 +77,7 @@ impl Proxy {
                 split: None,
                 stats: Vec::new(),
             }),
+            refused: std::sync::atomic::AtomicU64::new(0),
             client: Client::builder(TokioExecutor::new()).build(connector),
         }
     }
@@ -89,6 +92,11 @@ impl Proxy {
             b.split = WeightedRoundRobin::new(&weights);
             b.stats = vec![Stats::default(); backends.len()];
         }
+    }
+
+    /// Requests answered 503 because no backend had weight, since the proxy started.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Per-backend statistics, in the order given to [`Proxy::set`].
@@ -113,6 +121,7 @@ impl Proxy {
 
     async fn forward(&self, mut req: Request<Incoming>) -> Response<Body> {
         let Some((i, addr)) = self.pick() else {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no backend has weight");
         };
         let started = Instant::now();

@@ -80,6 +80,21 @@ impl takt_observe::Host for ObserveHost {
         })
     }
 
+    fn requests<'a>(&'a self, project: &'a str, env: &'a str) -> HostFuture<'a, Option<takt_model::RequestCounts>> {
+        Box::pin(async move {
+            let state = self.state.upgrade()?;
+            let e = state.cd.environment(project, env).await.ok()?;
+            if e.driver != takt_pipeline::Driver::Process {
+                return None;
+            }
+            let status = takt_cd::supervisor(&state.cd, project, &e).status().await?;
+            (status.port != 0).then_some(takt_model::RequestCounts {
+                requests: status.total.requests,
+                errors: status.total.errors,
+            })
+        })
+    }
+
     fn open_incident<'a>(&'a self, project: &'a str, new: NewIncident) -> HostFuture<'a, Result<String, String>> {
         Box::pin(async move {
             let state = self

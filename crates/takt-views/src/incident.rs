@@ -69,6 +69,12 @@ pub struct Incident {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "timefmt::ms::option")]
     pub paged_at: Option<OffsetDateTime>,
     pub timeline: Vec<IncidentEntry>,
+    /// The environment's proxy's counters at the impact and at the resolution
+    /// (`incident_traffic`): the postmortem's "requests failed".
+    #[serde(skip)]
+    pub traffic_at_impact: Option<takt_model::RequestCounts>,
+    #[serde(skip)]
+    pub traffic_at_end: Option<takt_model::RequestCounts>,
 }
 
 /// An incident's remediation: what takt did, on which deployment, and how it went.
@@ -137,6 +143,7 @@ impl Projection for Incidents {
         "incident_reminder",
         "incident_remediation",
         "incident_paged",
+        "incident_traffic",
     ];
 
     fn apply(&mut self, e: &Event) {
@@ -182,6 +189,8 @@ impl Projection for Incidents {
                     remediation: None,
                     pages: 0,
                     paged_at: None,
+                    traffic_at_impact: None,
+                    traffic_at_end: None,
                     timeline: vec![entry(Some(IncidentStatus::Investigating), Some(reason), by.as_ref())],
                 };
                 self.incidents.insert(id, incident);
@@ -220,6 +229,23 @@ impl Projection for Incidents {
                         note: Some("acknowledged".into()),
                         by: Some(by.clone()),
                     });
+                }
+            }
+            EventKind::IncidentTraffic {
+                id,
+                mark,
+                requests,
+                errors,
+            } => {
+                if let Some(i) = self.incidents.get_mut(id) {
+                    let counts = Some(takt_model::RequestCounts {
+                        requests: *requests,
+                        errors: *errors,
+                    });
+                    match mark {
+                        takt_model::TrafficMark::Impact => i.traffic_at_impact = counts,
+                        takt_model::TrafficMark::Resolved => i.traffic_at_end = counts,
+                    }
                 }
             }
             EventKind::IncidentReminder { id, count } => {

@@ -92,6 +92,27 @@ async fn a_break_after_the_canary_is_rolled_back_by_remediation() {
     let v2 = v["running"]["version"].as_str().unwrap().to_string();
     assert!(v2.starts_with("2-"), "{v:#}");
 
+    // Users' traffic through the public port, every 20 ms, until the test has what it needs.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed_seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let load = {
+        let (stop, failed_seen) = (stop.clone(), failed_seen.clone());
+        tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::SeqCst) {
+                let ok = c
+                    .get(format!("http://127.0.0.1:{port}/"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| !r.status().is_server_error());
+                if !ok {
+                    failed_seen.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
     // Production breaks later: the check fails twice, an incident opens, takt rolls v2 back.
     let after = head(&s, &reader).await;
     let flipped = time::OffsetDateTime::now_utc();
@@ -144,6 +165,48 @@ async fn a_break_after_the_canary_is_rolled_back_by_remediation() {
     )
     .await;
     assert_eq!(page["events"].as_array().unwrap().len(), 2, "{page:#}");
+
+    // The proxy's counters were read at the first failing result and at the resolution: the
+    // postmortem says how many requests failed in between (the users' and the check's own).
+    let traffic = |seq: i64| next(&s, &reader, "incident_traffic", seq);
+    let impact = traffic(after).await;
+    assert_eq!(
+        (&impact["id"], &impact["mark"]),
+        (&json!(id), &json!("impact")),
+        "{impact:#}"
+    );
+    let end = traffic(impact["seq"].as_i64().unwrap()).await;
+    assert_eq!(end["mark"], "resolved", "{end:#}");
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    let n = id.rsplit('#').next().unwrap();
+    let pm = get_json(&s, &format!("/api/v1/projects/shop/incidents/{n}/postmortem"), &reader).await;
+    let (failed, total) = (
+        pm["postmortem"]["requests"]["failed"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{pm:#}")),
+        pm["postmortem"]["requests"]["total"].as_u64().unwrap(),
+    );
+    let seen = failed_seen.load(Ordering::SeqCst);
+    // v2 answered 500 from the switch to the rollback: over a probe interval and a rollback
+    // at 20 ms a request. The users' failures before the first failing probe are not counted.
+    assert!(
+        failed >= 5 && failed <= total,
+        "{failed} of {total}; the load saw {seen} fail: {pm:#}"
+    );
+    // Nothing made up: at most the users' failures and the check's own probes meanwhile.
+    let probes = u64::try_from((at(&end) - at(&impact)).whole_milliseconds() / 200 + 2).unwrap();
+    assert!(
+        failed <= seen + probes,
+        "{failed} failed, the load saw {seen}, {probes} probes: {pm:#}"
+    );
+    let md = pm["markdown"].as_str().unwrap();
+    assert!(
+        md.contains(&format!(
+            "- Requests failed: {failed} of {total} through the proxy of production"
+        )),
+        "{md}"
+    );
 }
 
 /// While an environment's first version is being deployed nothing there takes traffic yet: a
