@@ -628,30 +628,36 @@ impl<E: Executor + 'static> Engine<E> {
                 (self.commits.clone(), prep.repo.clone(), project.clone(), commit.clone());
             tokio::spawn(async move { commits.record(&project, Some(run), &repo, &[commit]).await })
         };
-        for j in &prep.plan.jobs {
-            let needs = j.by_needs.then(|| {
-                j.deps
-                    .iter()
-                    .filter_map(|d| prep.plan.jobs.get(*d))
-                    .map(|d| d.job.name.clone())
-                    .collect()
-            });
-            self.emit(
-                &project,
-                run,
-                EventKind::JobQueued {
-                    job: j.job.name.clone(),
-                    stage: j.job.stage.clone(),
-                    needs,
-                    environment: j.job.environment.as_ref().map(|e| takt_model::JobEnvironmentRef {
-                        name: e.name.clone(),
-                        action: e.action.clone(),
-                        url: e.url.clone(),
-                    }),
-                },
-            )
-            .await?;
-        }
+        // Every job of the plan, queued in one transaction.
+        let queued: Vec<Event> = prep
+            .plan
+            .jobs
+            .iter()
+            .map(|j| {
+                let needs = j.by_needs.then(|| {
+                    j.deps
+                        .iter()
+                        .filter_map(|d| prep.plan.jobs.get(*d))
+                        .map(|d| d.job.name.clone())
+                        .collect()
+                });
+                Event::now(
+                    &project,
+                    Some(run),
+                    EventKind::JobQueued {
+                        job: j.job.name.clone(),
+                        stage: j.job.stage.clone(),
+                        needs,
+                        environment: j.job.environment.as_ref().map(|e| takt_model::JobEnvironmentRef {
+                            name: e.name.clone(),
+                            action: e.action.clone(),
+                            url: e.url.clone(),
+                        }),
+                    },
+                )
+            })
+            .collect();
+        self.store.append_all(&queued).await?;
 
         // One source archive per run; every job unpacks its own fresh copy.
         let src_tar = self
@@ -689,6 +695,7 @@ impl<E: Executor + 'static> Engine<E> {
                 .quarantine
                 .clone()
                 .unwrap_or_else(|| prep.pipeline.quarantine.clone()),
+            cleanup: Mutex::default(),
         });
         let mut plan = prep.plan.clone();
         // Manual jobs played by a person (`takt runs play`) run as any other job.
@@ -856,6 +863,10 @@ impl<E: Executor + 'static> Engine<E> {
             }
         }
         let _ = std::fs::remove_file(&src_tar);
+        let removing = std::mem::take(&mut *ctx.cleanup.lock());
+        for r in removing {
+            let _ = r.await;
+        }
 
         let jobs: Vec<JobReport> = reports
             .into_iter()
@@ -1176,6 +1187,9 @@ struct RunCtx {
     /// `CI_PIPELINE_SOURCE`.
     source: &'static str,
     merge_request: Option<MergeRequestRun>,
+    /// Workspaces being removed: off each job's path (the next job need not wait), and all
+    /// gone before the run ends.
+    cleanup: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 struct JobRun<E> {
@@ -1297,16 +1311,16 @@ impl<E: Executor + 'static> JobRun<E> {
                 })
                 .await;
             let a = self.attempt(attempt).await?;
-            self.emit(EventKind::LogStored {
+            // The attempt's log, outputs and end are known at once: one transaction.
+            let mut end = vec![EventKind::LogStored {
                 job: name.clone(),
                 attempt,
                 location: a.log.clone(),
                 bytes: a.log_bytes,
                 truncated: a.truncated,
-            })
-            .await?;
+            }];
             if a.coverage.is_some() || !a.dotenv.is_empty() || !reports.is_empty() || environment.is_some() {
-                self.emit(EventKind::JobOutputs {
+                end.push(EventKind::JobOutputs {
                     job: name.clone(),
                     attempt,
                     coverage: a.coverage,
@@ -1314,8 +1328,7 @@ impl<E: Executor + 'static> JobRun<E> {
                     reports: reports.clone(),
                     environment: environment.clone(),
                     child_run: None,
-                })
-                .await?;
+                });
             }
             let retryable = a.status == JobStatus::Failed
                 && attempt <= retry.max
@@ -1332,7 +1345,7 @@ impl<E: Executor + 'static> JobRun<E> {
                         })
                 });
             let flaky = a.status == JobStatus::Success && failed_before;
-            self.emit(EventKind::JobFinished {
+            end.push(EventKind::JobFinished {
                 job: name.clone(),
                 attempt,
                 status: a.status,
@@ -1342,8 +1355,10 @@ impl<E: Executor + 'static> JobRun<E> {
                 duration_ms: a.duration.as_millis() as u64,
                 wait_ms,
                 flaky,
-            })
-            .await?;
+            });
+            let (project, run) = (&self.ctx.project, self.ctx.run);
+            let end: Vec<Event> = end.into_iter().map(|k| Event::now(project, Some(run), k)).collect();
+            self.engine.store.append_all(&end).await?;
             if retryable && !*self.cancel.borrow() {
                 failed_before = true;
                 let why = a.note.clone().unwrap_or_else(|| "it failed".into());
@@ -1723,7 +1738,10 @@ impl<E: Executor + 'static> JobRun<E> {
             let mut l = self.live.jobs.lock();
             l.retain(|j| !Arc::ptr_eq(&j.last_line, &last_line));
         }
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&ws)).await;
+        let removing = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&ws);
+        });
+        self.ctx.cleanup.lock().push(removing);
         Ok(result)
     }
 

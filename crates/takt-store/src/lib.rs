@@ -251,18 +251,60 @@ impl Store {
                 .await
                 .map_err(q("appending an event"))?;
         let seq = row.try_get::<i64, _>(0).map_err(q("reading an event's position"))?;
-        let mut e = event.clone();
-        e.seq = Some(seq);
-        {
-            let obs = self.observers.read();
-            for o in obs.iter() {
-                (o.0)(&e);
-            }
-        }
-        let _ = self.appended.send(e); // nobody following is fine
+        self.appended(std::slice::from_ref(event), &[seq]);
         drop(writer);
-        let n = self.appends.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.backend == Backend::Sqlite && n.is_multiple_of(CHECKPOINT_EVERY) {
+        Ok(seq)
+    }
+
+    /// Appends `events` in one transaction (one commit, one fsync): all of them or none, at
+    /// consecutive positions, which it returns. For facts known at the same moment, such as a
+    /// job's log, outputs and end.
+    pub async fn append_all(&self, events: &[Event]) -> Result<Vec<i64>, StoreError> {
+        let mut bodies = Vec::with_capacity(events.len());
+        for e in events {
+            bodies.push(serde_json::to_string(e).map_err(StoreError::Encode)?);
+        }
+        let writer = self.writer.lock().await;
+        let mut tx = self.pool.begin().await.map_err(q("beginning an append"))?;
+        let mut seqs = Vec::with_capacity(events.len());
+        for (event, body) in events.iter().zip(bodies) {
+            let row = sqlx::query(
+                "INSERT INTO events (at, project, run, kind, body) VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+            )
+            .bind(timefmt::rfc3339(event.at))
+            .bind(event.project.clone())
+            .bind(event.run.map(|r| r as i64))
+            .bind(event.kind.name())
+            .bind(body)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(q("appending an event"))?;
+            seqs.push(row.try_get::<i64, _>(0).map_err(q("reading an event's position"))?);
+        }
+        tx.commit().await.map_err(q("committing an append"))?;
+        self.appended(events, &seqs);
+        drop(writer);
+        Ok(seqs)
+    }
+
+    /// After an acknowledged append (the writer still held): observers, followers, and now
+    /// and then a checkpoint.
+    fn appended(&self, events: &[Event], seqs: &[i64]) {
+        for (event, seq) in events.iter().zip(seqs) {
+            let mut e = event.clone();
+            e.seq = Some(*seq);
+            {
+                let obs = self.observers.read();
+                for o in obs.iter() {
+                    (o.0)(&e);
+                }
+            }
+            let _ = self.appended.send(e); // nobody following is fine
+        }
+        let before = self.appends.fetch_add(events.len() as u64, Ordering::Relaxed);
+        if self.backend == Backend::Sqlite
+            && before / CHECKPOINT_EVERY != (before + events.len() as u64) / CHECKPOINT_EVERY
+        {
             // Off the append's path: this append is acknowledged already.
             let store = self.clone();
             tokio::spawn(async move {
@@ -271,7 +313,6 @@ impl Store {
                 }
             });
         }
-        Ok(seq)
     }
 
     /// Calls `f` with every event appended from now on, before the append returns. `f` must be

@@ -196,6 +196,22 @@ async fn follow_suite(url: &str, project: &str) {
             }
         }
     };
+    // The same, four events to a transaction: consecutive positions, in order.
+    let append_batches = |store: Store, runs: std::ops::Range<u64>| {
+        let project = project.to_string();
+        async move {
+            let runs: Vec<u64> = runs.collect();
+            for chunk in runs.chunks(4) {
+                let events: Vec<Event> = chunk
+                    .iter()
+                    .map(|r| Event::now(&project, Some(*r), EventKind::RunStarted))
+                    .collect();
+                let seqs = store.append_all(&events).await.unwrap();
+                assert_eq!(seqs.len(), chunk.len());
+                assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "consecutive: {seqs:?}");
+            }
+        }
+    };
     append(store.clone(), 0..30).await;
     // The position never passes events still buffered (a follower saves it as done).
     let mut probe = store.subscribe(start, &[]);
@@ -209,9 +225,9 @@ async fn follow_suite(url: &str, project: &str) {
     let mut started = store.subscribe(start, &["run_started"]);
     let mut none = store.subscribe(start, &["run_finished"]);
     let mut seen = Vec::new();
-    // 30 from the store; 120 more appended concurrently, while the reader pauses now and then
+    // 30 from the store; 120 more appended concurrently (in transactions of four), while the reader pauses now and then
     // so that it lags behind the broadcast.
-    let writer = tokio::spawn(append(store.clone(), 30..150));
+    let writer = tokio::spawn(append_batches(store.clone(), 30..150));
     while seen.len() < 150 {
         let e = all.next().await.unwrap();
         seen.push(e.run.unwrap());
