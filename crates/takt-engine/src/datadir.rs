@@ -19,6 +19,8 @@ impl DataDir {
             move |source| EngineError::Io { doing, path: p, source }
         };
         fs::create_dir_all(root).map_err(io("creating", root))?;
+        // Absolute from here on: git and the jobs run in other directories (`--data-dir d`).
+        let root = &std::path::absolute(root).map_err(io("resolving", root))?;
         let lock_path = root.join("takt.lock");
         let file = OpenOptions::new()
             .read(true)

@@ -552,6 +552,24 @@ fn bad_input_exits_2_with_a_clear_message() {
 }
 
 #[test]
+fn a_relative_data_directory_works_from_anywhere() {
+    let repo = Repo::new(&[(
+        "takt.yml",
+        "jobs:\n  a: {script: ['echo hi > out.txt'], artifacts: {paths: [out.txt]}}\n",
+    )]);
+    let cwd = tempfile::tempdir().unwrap();
+    let out = takt()
+        .current_dir(cwd.path())
+        .arg("run")
+        .arg(repo.path())
+        .args(["--data-dir", "rel/data", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(cwd.path().join("rel/data/takt.db").is_file());
+}
+
+#[test]
 fn one_process_owns_a_data_directory() {
     let pids = tempfile::tempdir().unwrap();
     let y = format!(
