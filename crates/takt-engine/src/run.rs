@@ -1295,14 +1295,14 @@ impl<E: Executor + 'static> JobRun<E> {
         };
         loop {
             attempt += 1;
-            self.emit(EventKind::JobStarted {
+            // Recorded while the workspace is prepared; the job's process starts after both.
+            let started = self.emit(EventKind::JobStarted {
                 job: name.clone(),
                 attempt,
                 wait_ms,
                 log: Some(self.log_rel(attempt)),
                 interruptible: self.pj().job.interruptible,
-            })
-            .await?;
+            });
             let _ = self
                 .progress
                 .send(Progress::Started {
@@ -1310,7 +1310,7 @@ impl<E: Executor + 'static> JobRun<E> {
                     attempt,
                 })
                 .await;
-            let a = self.attempt(attempt).await?;
+            let a = self.attempt(attempt, started).await?;
             // The attempt's log, outputs and end are known at once: one transaction.
             let mut end = vec![EventKind::LogStored {
                 job: name.clone(),
@@ -1498,7 +1498,11 @@ impl<E: Executor + 'static> JobRun<E> {
         out
     }
 
-    async fn attempt(&self, attempt: u32) -> Result<Attempt, EngineError> {
+    async fn attempt(
+        &self,
+        attempt: u32,
+        started: impl std::future::Future<Output = Result<(), EngineError>>,
+    ) -> Result<Attempt, EngineError> {
         let pj = self.pj().clone();
         let started_at = OffsetDateTime::now_utc();
         let t0 = Instant::now();
@@ -1588,7 +1592,7 @@ impl<E: Executor + 'static> JobRun<E> {
             let cache_dir = self.engine.data.join("cache");
             let env = env.clone();
             let (ws, owner) = (ws.clone(), self.engine.executor.workspace_owner());
-            tokio::task::spawn_blocking(move || -> Result<Vec<(String, bool)>, String> {
+            let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<(String, bool)>, String> {
                 std::fs::create_dir_all(&checkout)
                     .map_err(|e| format!("cannot create the workspace {}: {e}", checkout.display()))?;
                 workspace::extract_tar(&tar, &checkout)
@@ -1616,9 +1620,10 @@ impl<E: Executor + 'static> JobRun<E> {
                         .map_err(|e| format!("cannot give the workspace {} to the job's user: {e}", ws.display()))?;
                 }
                 Ok(cached)
-            })
-            .await
-            .map_err(blocking_err)?
+            });
+            let (recorded, prepared) = tokio::join!(started, prepared);
+            recorded?;
+            prepared.map_err(blocking_err)?
         };
         let mut result = Attempt {
             status: JobStatus::Failed,
