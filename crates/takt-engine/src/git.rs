@@ -36,6 +36,11 @@ enum Reach {
     Network,
 }
 
+/// Fetches into mirrors by this process, and how often one of them is followed by git's
+/// `maintenance run --auto` (which packs loose objects once there are many).
+static FETCHES: AtomicU64 = AtomicU64::new(0);
+pub const MAINTAIN_EVERY: u64 = 32;
+
 async fn git(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Result<Vec<u8>, EngineError> {
     run_git(dir, args, env, Reach::Local).await
 }
@@ -208,11 +213,24 @@ impl Repo {
         }
     }
 
-    /// Fetches new commits and refs into a bare mirror.
+    /// Fetches new commits and refs into a bare mirror. git's own `maintenance run --auto`
+    /// after each fetch (one more process on the way from a push to its run) is left out:
+    /// every [`MAINTAIN_EVERY`]th fetch of this process starts it in the background instead.
     pub async fn fetch(&self) -> Result<(), EngineError> {
-        git_net(&self.root, &["fetch", "--prune", "--quiet", "origin"])
-            .await
-            .map(|_| ())
+        git_net(
+            &self.root,
+            &["-c", "maintenance.auto=false", "fetch", "--prune", "--quiet", "origin"],
+        )
+        .await?;
+        if FETCHES.fetch_add(1, Ordering::Relaxed) % MAINTAIN_EVERY == MAINTAIN_EVERY - 1 {
+            let root = self.root.clone();
+            tokio::spawn(async move {
+                if let Err(e) = git(&root, &["maintenance", "run", "--auto", "--quiet"], &[]).await {
+                    tracing::warn!(error = %e, mirror = %root.display(), "git maintenance failed");
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Branches and tags with the object each names: (`refs/heads/x` or `refs/tags/y`, id).

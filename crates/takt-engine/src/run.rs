@@ -125,32 +125,39 @@ impl Prepared {
             None => repo.default_branch().await,
         };
         let subdir = project_subdir(&repo, &req.path, &commit, req.dirty).await;
-        let mut changed = repo.changed_files(&commit).await?;
-        let dirty_tree = if req.dirty {
-            let (tree, dirty_changes) = repo.dirty_tree(scratch).await?;
-            changed.extend(dirty_changes);
-            Some(tree)
+        let (dirty_tree, dirty_changes) = if req.dirty {
+            let (tree, changes) = repo.dirty_tree(scratch).await?;
+            (Some(tree), changes)
         } else {
-            None
+            (None, Vec::new())
         };
         let source = Source {
             repo: &repo,
             commit: &commit,
             dirty: req.dirty,
         };
-        let (file, bytes) = match &req.child {
-            Some(c) => match source.read(&c.file).await {
-                Some(b) => (c.file.clone(), b),
-                None => {
-                    return Err(EngineError::NoChildPipeline {
+        let pipeline_file = async {
+            match &req.child {
+                Some(c) => match source.read(&c.file).await {
+                    Some(b) => Ok((c.file.clone(), b)),
+                    None => Err(EngineError::NoChildPipeline {
                         file: c.file.clone(),
                         commit: commit.clone(),
-                    });
-                }
-            },
-            None => source.pipeline_file(&subdir).await?,
+                    }),
+                },
+                None => source.pipeline_file(&subdir).await,
+            }
         };
-        let mut files = repo.files(dirty_tree.as_deref().unwrap_or(&commit)).await?;
+        // Three git processes, at once: what changed, the pipeline file, the tree's files.
+        let (changed, file, files) = tokio::join!(
+            repo.changed_files(&commit),
+            pipeline_file,
+            repo.files(dirty_tree.as_deref().unwrap_or(&commit))
+        );
+        let mut changed = changed?;
+        changed.extend(dirty_changes);
+        let (file, bytes) = file?;
+        let mut files = files?;
         let includes = source.includes(&bytes, &files).await;
         // Parsing and planning are pure CPU work over input: off the async runtime.
         let mut pipeline = {
@@ -621,52 +628,51 @@ impl<E: Executor + 'static> Engine<E> {
                 run
             }
         };
-        self.emit(&project, run, EventKind::RunStarted).await?;
         // The commit's author, date and subject, read beside the jobs (a git process).
         let described = {
             let (commits, repo, project, commit) =
                 (self.commits.clone(), prep.repo.clone(), project.clone(), commit.clone());
             tokio::spawn(async move { commits.record(&project, Some(run), &repo, &[commit]).await })
         };
-        // Every job of the plan, queued in one transaction.
-        let queued: Vec<Event> = prep
-            .plan
-            .jobs
-            .iter()
-            .map(|j| {
-                let needs = j.by_needs.then(|| {
-                    j.deps
-                        .iter()
-                        .filter_map(|d| prep.plan.jobs.get(*d))
-                        .map(|d| d.job.name.clone())
-                        .collect()
-                });
-                Event::now(
-                    &project,
-                    Some(run),
-                    EventKind::JobQueued {
-                        job: j.job.name.clone(),
-                        stage: j.job.stage.clone(),
-                        needs,
-                        environment: j.job.environment.as_ref().map(|e| takt_model::JobEnvironmentRef {
-                            name: e.name.clone(),
-                            action: e.action.clone(),
-                            url: e.url.clone(),
-                        }),
-                    },
-                )
-            })
-            .collect();
-        self.store.append_all(&queued).await?;
-
-        // One source archive per run; every job unpacks its own fresh copy.
+        // The run's start and every job of its plan, in one transaction.
+        let mut queued = vec![Event::now(&project, Some(run), EventKind::RunStarted)];
+        queued.extend(prep.plan.jobs.iter().map(|j| {
+            let needs = j.by_needs.then(|| {
+                j.deps
+                    .iter()
+                    .filter_map(|d| prep.plan.jobs.get(*d))
+                    .map(|d| d.job.name.clone())
+                    .collect()
+            });
+            Event::now(
+                &project,
+                Some(run),
+                EventKind::JobQueued {
+                    job: j.job.name.clone(),
+                    stage: j.job.stage.clone(),
+                    needs,
+                    environment: j.job.environment.as_ref().map(|e| takt_model::JobEnvironmentRef {
+                        name: e.name.clone(),
+                        action: e.action.clone(),
+                        url: e.url.clone(),
+                    }),
+                },
+            )
+        }));
+        // One source archive per run (every job unpacks its own fresh copy), made while the
+        // run's start is recorded and its origin read.
         let src_tar = self
             .data
             .join("tmp")
             .join(format!("source-{}-{run}.tar", sanitize(&project)));
-        prep.repo
-            .archive(prep.dirty_tree.as_deref().unwrap_or(&commit), &src_tar)
-            .await?;
+        let (appended, archived, origin) = tokio::join!(
+            self.store.append_all(&queued),
+            prep.repo
+                .archive(prep.dirty_tree.as_deref().unwrap_or(&commit), &src_tar),
+            prep.repo.origin()
+        );
+        appended?;
+        archived?;
         let short = commit[..commit.len().min(8)].to_string();
         let version = match &tag {
             Some(t) => t.clone(),
@@ -682,7 +688,7 @@ impl<E: Executor + 'static> Engine<E> {
             default_branch: prep.default_branch.clone(),
             dirty: req.dirty,
             version,
-            origin: prep.repo.origin().await,
+            origin,
             src_tar: src_tar.clone(),
             log_limit: req.log_limit,
             secrets: req.secrets.clone(),
