@@ -5,7 +5,8 @@
 
 1. Per-job overhead: a one-stage pipeline of 200 `true` jobs at --jobs 1, against the minimum
    any clean runner does per job (`git archive REV | tar -x` into a fresh directory, then
-   `sh -c true`), sequentially. Target <= 1.5x.
+   `sh -c true`, then the directory removed, as takt removes each workspace), sequentially,
+   each side after a `sync`. Target <= 1.5x.
 2. Log capture: a job writing 1 GiB of 100-byte lines, against the same command redirected to
    a file. Target <= 1.5x.
 Each figure is the median of 3 (per-job and ingest: 5) alternating rounds: the disk of a shared VM varies
@@ -86,12 +87,16 @@ def main():
     takt_times, base_times = [], []
     for rnd in range(5):
         data = os.path.join(tmp, f"jobs-data-{rnd}")
+        # Each side starts with nothing left to write back: on ext4 an fsync (takt's event
+        # log) also waits for the other side's dirty files, which made takt's figure swing.
+        sh("sync")
         t, peak = run_takt(takt, ["run", repo, "--jobs", "1", "--data-dir", data])
         takt_times.append(t)
         peaks.append(peak)
         base = os.path.join(tmp, f"base-{rnd}")
+        sh("sync")
         start = time.monotonic()
-        sh(f"for i in $(seq {JOBS}); do mkdir -p {base}/$i && git -C {repo} archive HEAD | tar -x -C {base}/$i && sh -c true; done")
+        sh(f"for i in $(seq {JOBS}); do mkdir -p {base}/$i && git -C {repo} archive HEAD | tar -x -C {base}/$i && sh -c true && rm -rf {base}/$i; done")
         base_times.append(time.monotonic() - start)
     t_takt, t_base = sorted(takt_times)[2], sorted(base_times)[2]
     print(f"per-job: takt {t_takt / JOBS * 1000:.1f} ms/job, baseline {t_base / JOBS * 1000:.1f} ms/job ({JOBS} jobs)")
