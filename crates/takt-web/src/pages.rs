@@ -286,6 +286,8 @@ pub struct RunsFilter {
 const PAGE: usize = 50;
 
 pub async fn runs(p: Page, Path(project): Path<String>, Query(f): Query<RunsFilter>) -> Answer {
+    // A project that does not exist is a 404 (its list of runs would be empty).
+    let _: serde_json::Value = p.get(&format!("/api/v1/projects/{}", seg(&project))).await?;
     let mut q = format!("/api/v1/runs?project={}&limit={PAGE}", seg(&project));
     if let Some(st) = f.status.as_deref().filter(|x| !x.is_empty()) {
         q.push_str(&format!("&status={}", seg(st)));

@@ -371,6 +371,10 @@ async fn every_page_in_a_real_browser() {
         }
         c.set_window_size(1280, 900).await.unwrap();
     }
+    // A project that does not exist is not an empty page.
+    c.goto(&format!("{}/projects/nope", s.base)).await.unwrap();
+    let t = text(&c).await;
+    assert!(t.contains("no project named `nope`"), "{t}");
     // Each DORA key's tile has its week-by-week chart (eight weeks of bars).
     c.goto(&format!("{}/flow", s.base)).await.unwrap();
     let charts = c
