@@ -115,7 +115,19 @@ pub struct Prepared {
 
 impl Prepared {
     pub async fn new(req: &RunRequest, repo: Repo, scratch: &Path) -> Result<Prepared, EngineError> {
-        let commit = repo.resolve(&req.rev).await?;
+        // A run the queue numbered names the commit it resolved in this mirror moments ago:
+        // no git process to resolve it again.
+        let resolved = req.queued.is_some()
+            && matches!(req.rev.len(), 40 | 64)
+            && req
+                .rev
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let commit = if resolved {
+            req.rev.clone()
+        } else {
+            repo.resolve(&req.rev).await?
+        };
         let (branch, tag) = match (&req.branch, &req.tag) {
             (None, None) => repo.ref_of(&req.rev).await,
             (b, t) => (b.clone(), t.clone()),
@@ -523,29 +535,27 @@ impl<E: Executor + 'static> Engine<E> {
         dirty: bool,
         merge_request: &Option<MergeRequestRun>,
     ) -> Result<(), EngineError> {
-        self.emit(
-            project,
-            run,
-            EventKind::CommitSeen {
-                commit: commit.to_string(),
-                branch: branch.clone(),
-                tag: tag.clone(),
-            },
-        )
-        .await?;
-        self.emit(
-            project,
-            run,
-            EventKind::RunQueued {
-                commit: commit.to_string(),
-                branch: branch.clone(),
-                tag: tag.clone(),
-                trigger: trigger.clone(),
-                dirty,
-                merge_request: merge_request.clone(),
-            },
-        )
-        .await
+        // One transaction: a commit seen is never recorded without its run.
+        let seen = EventKind::CommitSeen {
+            commit: commit.to_string(),
+            branch: branch.clone(),
+            tag: tag.clone(),
+        };
+        let queued = EventKind::RunQueued {
+            commit: commit.to_string(),
+            branch: branch.clone(),
+            tag: tag.clone(),
+            trigger: trigger.clone(),
+            dirty,
+            merge_request: merge_request.clone(),
+        };
+        self.store
+            .append_all(&[
+                Event::now(project, Some(run), seen),
+                Event::now(project, Some(run), queued),
+            ])
+            .await?;
+        Ok(())
     }
 
     /// What the carried-over jobs of an earlier run left: their artifacts and the variables
