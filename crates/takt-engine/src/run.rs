@@ -117,13 +117,7 @@ impl Prepared {
     pub async fn new(req: &RunRequest, repo: Repo, scratch: &Path) -> Result<Prepared, EngineError> {
         // A run the queue numbered names the commit it resolved in this mirror moments ago:
         // no git process to resolve it again.
-        let resolved = req.queued.is_some()
-            && matches!(req.rev.len(), 40 | 64)
-            && req
-                .rev
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        let commit = if resolved {
+        let commit = if req.queued.is_some() && crate::git::is_object_id(&req.rev) {
             req.rev.clone()
         } else {
             repo.resolve(&req.rev).await?

@@ -108,14 +108,7 @@ impl Prober {
                     certificate_expiration,
                     ..Probe::default()
                 };
-                let mut bytes = Vec::new();
-                while let Ok(Some(chunk)) = res.chunk().await {
-                    bytes.extend_from_slice(&chunk);
-                    if bytes.len() >= MAX_BODY {
-                        bytes.truncate(MAX_BODY);
-                        break;
-                    }
-                }
+                let (bytes, _) = body_up_to(&mut res, MAX_BODY).await;
                 p.body = Some(String::from_utf8_lossy(&bytes).into_owned());
                 p
             }
@@ -165,17 +158,14 @@ impl Prober {
                     return Probe::default();
                 };
                 let status = res.status();
-                let mut bytes = Vec::new();
-                while let Ok(Some(chunk)) = res.chunk().await {
-                    bytes.extend_from_slice(&chunk);
-                    if bytes.len() > METRICS_PAGE {
-                        // Cut pages would lose series: a page this large is an error.
-                        return Probe {
-                            status: Some(status.as_u16()),
-                            body: Some(format!("the page is larger than {} MiB", METRICS_PAGE >> 20)),
-                            ..Probe::default()
-                        };
-                    }
+                let (bytes, more) = body_up_to(&mut res, METRICS_PAGE).await;
+                if more {
+                    // Cut pages would lose series: a page this large is an error.
+                    return Probe {
+                        status: Some(status.as_u16()),
+                        body: Some(format!("the page is larger than {} MiB", METRICS_PAGE >> 20)),
+                        ..Probe::default()
+                    };
                 }
                 let text = String::from_utf8_lossy(&bytes);
                 let series = metric::select(&text, name, labels);
@@ -194,6 +184,19 @@ impl Prober {
             ProbeSpec::Heartbeat { .. } | ProbeSpec::Process { .. } => Probe::default(),
         }
     }
+}
+
+/// The body of `res`, at most `limit` bytes, and whether it had more.
+async fn body_up_to(res: &mut reqwest::Response, limit: usize) -> (Vec<u8>, bool) {
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = res.chunk().await {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > limit {
+            bytes.truncate(limit);
+            return (bytes, true);
+        }
+    }
+    (bytes, false)
 }
 
 /// Where an HTTP probe goes: its `url`, or its `path` on `base` (the environment's address).
